@@ -1,0 +1,57 @@
+# kvstore developer targets. Everything installs into .venv from a clean clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SEEDS  ?= 200
+STEPS  ?= 3000
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps proto test unit sim cluster bench-raft lint clean
+
+help:
+	@echo "make cluster     install everything, start a local 3-node cluster with a short demo"
+	@echo "make test        install everything (also system packages), run the whole test suite"
+	@echo "make sim SEEDS=N [STEPS=M]  run N seeds of the deterministic Raft simulation"
+	@echo "make proto       regenerate kvstore/_pb from proto/"
+	@echo "make bench-raft  benchmark the Raft core alone (in memory, no I/O)"
+	@echo "make lint        ruff over the tree"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+	@test -f kvstore/_pb/kvstore_pb2.py || $(MAKE) proto
+
+# iptables, iproute2 and libfaketime are what the Jepsen-style tests drive; installed only when missing.
+system-deps:
+	@bash deploy/install-system-deps.sh
+
+proto: $(STAMP)
+	$(BIN)/python -m kvstore._pb.generate
+
+test: install system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+sim: install
+	$(BIN)/python -m tests.sim --seeds $(SEEDS) --steps $(STEPS)
+
+cluster: install
+	@$(BIN)/kvctl cluster up --nodes 3 --demo
+
+bench-raft: install
+	$(BIN)/python benchmarks/raft_core.py
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""kvctl: the kvstore command line."""
