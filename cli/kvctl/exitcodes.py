@@ -10,3 +10,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 1
     USAGE = 2
     UNAVAILABLE = 3
+
+    # `kvctl check` verdicts: aliases of the numbers above, with names that say what they mean there.
+    NOT_LINEARIZABLE = 1
+    UNKNOWN = 2  # timed out, or unusable input (bad usage, unreadable or malformed file)

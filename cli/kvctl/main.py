@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from kvctl.check import check
 from kvctl.cluster import cluster
 
 
@@ -20,6 +21,7 @@ def cli() -> None:
 
 
 cli.add_command(cluster)
+cli.add_command(check)
 
 
 def main() -> None:
