@@ -126,6 +126,7 @@ class Raft:
         self._round_sent_tick: dict[int, int] = {}
         self._confirmed_round = 0
         self._lease_expiry_tick = 0
+        self._lease_blocked_until_tick = 0
         self._reads_waiting: list[_PendingRead] = []
         self._reads_in_flight: list[tuple[int, int, list[_PendingRead]]] = []
 
@@ -200,10 +201,12 @@ class Raft:
         self.lead = self.id
         self.role = Role.LEADER
         self.prs[self.id].become_replicate()
-        # No conf change may be proposed until everything before this term is applied.
-        self.pending_conf_index = self.log.last_index()
         # A no-op of our own term lets us commit what earlier leaders left uncommitted (§5.4.2).
         self._append_entries([Entry(0, 0)])
+        # No conf change may be proposed until that no-op is applied: a leader must commit an
+        # entry of its own term before it changes membership (the fix for the single-server
+        # change bug, Ongaro, raft-dev 2015), even when the earlier log is already applied.
+        self.pending_conf_index = self.log.last_index()
         self._broadcast_append()
 
     # -- ticks ------------------------------------------------------------------------------
@@ -487,7 +490,7 @@ class Raft:
         while self._send_append(m.src, send_if_empty=False):
             pass
         if m.src == self.lead_transferee and pr.match == self.log.last_index():
-            self._send(Message(MT.TIMEOUT_NOW, m.src, self.id, self.term))
+            self._send_timeout_now(m.src)
 
     def _maybe_commit(self) -> bool:
         matches = sorted((self.prs[v].match for v in self.voters if v in self.prs), reverse=True)
@@ -589,7 +592,11 @@ class Raft:
             return False
         if len(self.voters) == 1 and self.id in self.voters:
             return True
-        return self.config.check_quorum and self.ticks < self._lease_expiry_tick
+        return (
+            self.config.check_quorum
+            and self.ticks < self._lease_expiry_tick
+            and self.ticks >= self._lease_blocked_until_tick
+        )
 
     def _committed_in_current_term(self) -> bool:
         return self.log.term_or_zero(self.log.committed) == self.term
@@ -742,9 +749,15 @@ class Raft:
         self.election_elapsed = 0
         self.lead_transferee = to
         if self.prs[to].match == self.log.last_index():
-            self._send(Message(MT.TIMEOUT_NOW, to, self.id, self.term))
+            self._send_timeout_now(to)
         else:
             self._send_append(to)
+
+    def _send_timeout_now(self, to: int) -> None:
+        # The transferee's votes ignore followers' leases, and TimeoutNow may arrive late, even
+        # after this transfer is abandoned: no lease reads until such an election is surely over.
+        self._lease_blocked_until_tick = self.ticks + 2 * self.election_timeout
+        self._send(Message(MT.TIMEOUT_NOW, to, self.id, self.term))
 
     def report_snapshot(self, to: int, success: bool) -> None:
         """The transport tells whether a snapshot reached `to`."""

@@ -26,6 +26,7 @@ from kvstore.raft import (
     Config,
     ConfState,
     Entry,
+    HardState,
     MemoryLogStorage,
     Message,
     NotLeaderError,
@@ -118,6 +119,9 @@ class Simulation:
             if node_id in voters:
                 # Bootstrap: every initial member starts from the same snapshot at index 1.
                 storage.apply_snapshot(Snapshot(SnapshotMeta(1, 1, ConfState(voters))))
+                # Term 1 is the bootstrap's: the first leader is elected in term 2 and must
+                # commit its own no-op before it serves reads.
+                storage.set_hard_state(HardState(term=1, commit=1))
             self.nodes[node_id] = SimNode(node_id, storage)
             if node_id in voters:
                 self._start(self.nodes[node_id])
