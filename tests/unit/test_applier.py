@@ -1,0 +1,736 @@
+"""The partition applier over the in-memory and the LevelDB engine: KV semantics, transactions,
+fencing, client dedup, atomic apply state, scans, snapshots, determinism, and a model check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvstore.raft.types import ConfChange, ConfChangeType, Entry, EntryType
+from kvstore.statemachine import (
+    CodecError,
+    Command,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    Delete,
+    DeleteResult,
+    ErrorCode,
+    ErrorResult,
+    Get,
+    GetResult,
+    KeyValue,
+    Op,
+    PartitionStateMachine,
+    Put,
+    PutResult,
+    Result,
+    Txn,
+    TxnOp,
+    TxnOpResult,
+    TxnResult,
+    encode_command,
+)
+from kvstore.storage import Engine, LevelDBEngine, MemoryEngine
+from kvstore.storage.keys import hard_state_key
+
+PARTITION = 7
+OTHER_PARTITION = 8
+
+
+class Store:
+    """An engine that can be 'restarted': LevelDB is closed and reopened on the same directory;
+    the in-memory engine is kept (it stands for a disk that survives the process)."""
+
+    def __init__(self, kind: str, path: Path) -> None:
+        self.kind = kind
+        self.path = path
+        self.engine: Engine = self._open()
+
+    def _open(self) -> Engine:
+        return MemoryEngine() if self.kind == "memory" else LevelDBEngine(self.path)
+
+    def restart(self) -> None:
+        if self.kind == "leveldb":
+            self.engine.close()
+            self.engine = self._open()
+
+
+@pytest.fixture(params=["memory", "leveldb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    opened = Store(request.param, tmp_path / "db")
+    yield opened
+    opened.engine.close()
+
+
+def entry_for(index: int, item: Command | Op | None) -> Entry:
+    if item is None:
+        return Entry(index, 1)  # a Raft no-op
+    command = item if isinstance(item, Command) else Command("", 0, item)
+    return Entry(index, 1, encode_command(command))
+
+
+class Node:
+    """Drives one partition's applier the way the node does: one batch per apply, written synced."""
+
+    def __init__(self, store: Store, partition: int = PARTITION, max_dedup_clients: int = 4096) -> None:
+        self.store = store
+        self.partition = partition
+        self.max_dedup_clients = max_dedup_clients
+        self.machine = self._machine()
+
+    def _machine(self) -> PartitionStateMachine:
+        return PartitionStateMachine(
+            self.store.engine, self.partition, max_dedup_clients=self.max_dedup_clients
+        )
+
+    def restart(self) -> None:
+        self.store.restart()
+        self.machine = self._machine()
+
+    def apply(self, *items: Command | Op | None, write: bool = True) -> list[Result | None]:
+        first = self.machine.applied_index + 1
+        entries = [entry_for(first + offset, item) for offset, item in enumerate(items)]
+        batch = self.store.engine.new_batch()
+        outcomes = self.machine.apply(batch, entries)
+        if write:
+            self.store.engine.write(batch, sync=True)
+        assert [entry for entry, _ in outcomes] == entries
+        return [result for _, result in outcomes]
+
+    def one(self, item: Command | Op) -> Result:
+        (result,) = self.apply(item)
+        assert result is not None
+        return result
+
+
+def everything(engine: Engine) -> list[tuple[bytes, bytes]]:
+    return list(engine.iterate(b"", None))
+
+
+# -- put, get, delete ----------------------------------------------------------------------
+
+
+def test_put_get_delete_track_revisions_and_versions(store: Store) -> None:
+    node = Node(store)
+    assert node.one(Put(b"k", b"v1")) == PutResult(1, None)
+    assert node.machine.get(b"k") == KeyValue(b"k", b"v1", 1, 1, 1, 0)
+    assert node.one(Put(b"k", b"v2", lease=5)) == PutResult(2, None)
+    assert node.machine.get(b"k") == KeyValue(b"k", b"v2", 1, 2, 2, 5)
+    assert node.one(Delete(b"k")) == DeleteResult(3, True, None)
+    assert node.machine.get(b"k") is None
+    assert node.one(Delete(b"k")) == DeleteResult(4, False, None)
+    # Recreated: a new life, with its own create revision and version.
+    assert node.one(Put(b"k", b"v3")) == PutResult(5, None)
+    assert node.machine.get(b"k") == KeyValue(b"k", b"v3", 5, 5, 1, 0)
+    assert node.machine.applied_index == 5
+
+
+def test_prev_kv_is_returned_only_when_asked_and_present(store: Store) -> None:
+    node = Node(store)
+    assert node.one(Put(b"k", b"a", prev_kv=True)) == PutResult(1, None)
+    assert node.one(Put(b"k", b"b", prev_kv=True)) == PutResult(2, KeyValue(b"k", b"a", 1, 1, 1, 0))
+    assert node.one(Put(b"k", b"c")) == PutResult(3, None)
+    assert node.one(Delete(b"k", prev_kv=True)) == DeleteResult(4, True, KeyValue(b"k", b"c", 1, 3, 3, 0))
+    assert node.one(Delete(b"k", prev_kv=True)) == DeleteResult(5, False, None)
+
+
+def test_empty_and_conf_change_entries_only_advance_the_applied_index(store: Store) -> None:
+    node = Node(store)
+    batch = store.engine.new_batch()
+    conf_change = Entry(2, 1, ConfChange(ConfChangeType.ADD_VOTER, 4).encode(), EntryType.CONF_CHANGE)
+    outcomes = node.machine.apply(batch, [Entry(1, 1), conf_change])
+    store.engine.write(batch, sync=True)
+    assert outcomes == [(Entry(1, 1), None), (conf_change, None)]
+    assert node.machine.applied_index == 2
+    node.restart()
+    assert node.machine.applied_index == 2
+    assert node.machine.scan(b"") == ([], False)
+
+
+def test_entries_already_applied_are_skipped_and_gaps_refused(store: Store) -> None:
+    node = Node(store)
+    node.apply(Put(b"k", b"v"))
+    batch = store.engine.new_batch()
+    assert node.machine.apply(batch, [entry_for(1, Put(b"k", b"again"))]) == []
+    with pytest.raises(ValueError):
+        node.machine.apply(batch, [entry_for(3, Put(b"k", b"gap"))])
+    assert node.machine.get(b"k") == KeyValue(b"k", b"v", 1, 1, 1, 0)
+
+
+def test_an_entry_that_is_not_a_command_stops_the_applier(store: Store) -> None:
+    node = Node(store)
+    with pytest.raises(CodecError):
+        node.machine.apply(store.engine.new_batch(), [Entry(1, 1, b"\x93garbage")])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        Command("c", 1, Put(b"", b"v")),
+        Command("c", 1, Get(b"k")),
+        Command("c", 1, Txn((), (Txn((), (), ()),), ())),  # type: ignore[arg-type]
+        Command("c", -1, Put(b"k", b"v")),
+        Command("", 1, Put(b"k", b"v")),
+    ],
+)
+def test_malformed_commands_are_answered_invalid_argument_and_change_nothing(
+    store: Store, command: Command
+) -> None:
+    node = Node(store)
+    result = node.one(command)
+    assert isinstance(result, ErrorResult) and result.code == ErrorCode.INVALID_ARGUMENT
+    assert node.machine.applied_index == 1
+    assert node.machine.scan(b"") == ([], False)
+
+
+def test_partitions_sharing_an_engine_do_not_see_each_other(store: Store) -> None:
+    mine, other = Node(store, PARTITION), Node(store, OTHER_PARTITION)
+    mine.apply(Put(b"k", b"mine"))
+    other.apply(Put(b"k", b"other"), Put(b"j", b"other"))
+    assert mine.machine.get(b"k") == KeyValue(b"k", b"mine", 1, 1, 1, 0)
+    assert [kv.key for kv in mine.machine.scan(b"")[0]] == [b"k"]
+    assert mine.machine.applied_index == 1
+    assert other.machine.applied_index == 2
+
+
+# -- transactions --------------------------------------------------------------------------
+
+
+def make_k(node: Node) -> None:
+    """k: created at 1, modified at 2 (version 2), value b"m"."""
+    node.apply(Put(b"k", b"b"), Put(b"k", b"m"))
+
+
+VALUE, VERSION, MOD, CREATE = (
+    CompareTarget.VALUE,
+    CompareTarget.VERSION,
+    CompareTarget.MOD_REVISION,
+    CompareTarget.CREATE_REVISION,
+)
+EQ, NE, GT, LT = CompareResult.EQUAL, CompareResult.NOT_EQUAL, CompareResult.GREATER, CompareResult.LESS
+
+
+@pytest.mark.parametrize(
+    ("compare", "holds"),
+    [
+        (Compare(b"k", VALUE, EQ, value=b"m"), True),
+        (Compare(b"k", VALUE, EQ, value=b"b"), False),
+        (Compare(b"k", VALUE, NE, value=b"b"), True),
+        (Compare(b"k", VALUE, NE, value=b"m"), False),
+        (Compare(b"k", VALUE, GT, value=b"a"), True),
+        (Compare(b"k", VALUE, GT, value=b"m"), False),
+        (Compare(b"k", VALUE, LT, value=b"ma"), True),  # byte order: a prefix sorts first
+        (Compare(b"k", VALUE, LT, value=b"m"), False),
+        (Compare(b"k", VERSION, EQ, number=2), True),
+        (Compare(b"k", VERSION, NE, number=2), False),
+        (Compare(b"k", VERSION, GT, number=1), True),
+        (Compare(b"k", VERSION, LT, number=2), False),
+        (Compare(b"k", MOD, EQ, number=2), True),
+        (Compare(b"k", MOD, NE, number=1), True),
+        (Compare(b"k", MOD, GT, number=2), False),
+        (Compare(b"k", MOD, LT, number=3), True),
+        (Compare(b"k", CREATE, EQ, number=1), True),
+        (Compare(b"k", CREATE, NE, number=1), False),
+        (Compare(b"k", CREATE, GT, number=0), True),
+        (Compare(b"k", CREATE, LT, number=1), False),
+        # A missing key: version and revisions 0, and no value to compare at all.
+        (Compare(b"absent", VERSION, EQ, number=0), True),
+        (Compare(b"absent", CREATE, LT, number=1), True),
+        (Compare(b"absent", MOD, GT, number=0), False),
+        (Compare(b"absent", VALUE, EQ, value=b""), False),
+        (Compare(b"absent", VALUE, NE, value=b"x"), False),
+    ],
+)
+def test_txn_compare_targets_and_results(store: Store, compare: Compare, holds: bool) -> None:
+    node = Node(store)
+    make_k(node)
+    result = node.one(Txn((compare,), (Put(b"then", b"1"),), (Put(b"else", b"1"),)))
+    assert result == TxnResult(3, holds, (PutResult(3, None),))
+    assert (node.machine.get(b"then") is not None) is holds
+    assert (node.machine.get(b"else") is not None) is not holds
+
+
+def test_txn_applies_its_ops_in_order_and_they_see_each_other(store: Store) -> None:
+    node = Node(store)
+    make_k(node)
+    result = node.one(
+        Txn(
+            (Compare(b"k", VALUE, EQ, value=b"m"), Compare(b"k", VERSION, EQ, number=2)),
+            (Get(b"n"), Put(b"n", b"1"), Get(b"n"), Delete(b"k", prev_kv=True), Get(b"k")),
+            (),
+        )
+    )
+    assert result == TxnResult(
+        3,
+        True,
+        (
+            GetResult(None),
+            PutResult(3, None),
+            GetResult(KeyValue(b"n", b"1", 3, 3, 1, 0)),
+            DeleteResult(3, True, KeyValue(b"k", b"m", 1, 2, 2, 0)),
+            GetResult(None),
+        ),
+    )
+    assert node.machine.get(b"k") is None
+
+
+def test_txn_with_no_compares_succeeds(store: Store) -> None:
+    node = Node(store)
+    assert node.one(Txn((), (Put(b"a", b"1"),), (Put(b"b", b"1"),))) == TxnResult(
+        1, True, (PutResult(1, None),)
+    )
+
+
+# -- fencing -------------------------------------------------------------------------------
+
+
+def is_stale(result: Result | None) -> bool:
+    return isinstance(result, ErrorResult) and result.code == ErrorCode.STALE_FENCING_TOKEN
+
+
+def test_fenced_writes_accept_equal_or_higher_tokens_and_refuse_lower(store: Store) -> None:
+    node = Node(store)
+    assert node.one(Put(b"k", b"a", fencing_token=5)) == PutResult(1, None)
+    assert node.one(Put(b"k", b"b", fencing_token=5)) == PutResult(2, None)  # same holder again
+    assert is_stale(node.one(Put(b"k", b"stale", fencing_token=4)))
+    assert is_stale(node.one(Delete(b"k", fencing_token=4)))
+    assert node.machine.get(b"k") == KeyValue(b"k", b"b", 1, 2, 2, 0)
+    assert node.one(Put(b"k", b"c", fencing_token=6)) == PutResult(5, None)
+    assert is_stale(node.one(Put(b"k", b"stale", fencing_token=5)))
+    # Unfenced writes are not checked: fencing is opt-in per write.
+    assert node.one(Put(b"k", b"d")) == PutResult(7, None)
+    # Tokens are per key.
+    assert node.one(Put(b"other", b"x", fencing_token=1)) == PutResult(8, None)
+
+
+def test_a_fence_survives_the_deletion_of_its_key_and_a_restart(store: Store) -> None:
+    node = Node(store)
+    node.apply(Put(b"k", b"a", fencing_token=3), Delete(b"k", fencing_token=9))
+    node.restart()
+    assert is_stale(node.one(Put(b"k", b"stale", fencing_token=8)))
+    assert node.machine.get(b"k") is None
+    assert node.one(Put(b"k", b"ok", fencing_token=9)) == PutResult(4, None)
+
+
+def test_deleting_an_absent_key_with_a_token_records_the_token(store: Store) -> None:
+    node = Node(store)
+    assert node.one(Delete(b"k", fencing_token=7)) == DeleteResult(1, False, None)
+    assert is_stale(node.one(Put(b"k", b"v", fencing_token=6)))
+
+
+def test_a_stale_token_rejects_the_whole_txn(store: Store) -> None:
+    node = Node(store)
+    node.apply(Put(b"locked", b"a", fencing_token=10))
+    result = node.one(Txn((), (Put(b"free", b"x"), Put(b"locked", b"y", fencing_token=9)), ()))
+    assert is_stale(result)
+    assert node.machine.get(b"free") is None
+    assert node.machine.get(b"locked") == KeyValue(b"locked", b"a", 1, 1, 1, 0)
+
+
+def test_ops_of_one_txn_see_each_others_tokens(store: Store) -> None:
+    node = Node(store)
+    assert is_stale(
+        node.one(Txn((), (Put(b"k", b"1", fencing_token=5), Put(b"k", b"2", fencing_token=4)), ()))
+    )
+    assert node.machine.get(b"k") is None
+    result = node.one(Txn((), (Put(b"k", b"1", fencing_token=4), Put(b"k", b"2", fencing_token=5)), ()))
+    assert result == TxnResult(2, True, (PutResult(2, None), PutResult(2, None)))
+    assert node.machine.get(b"k") == KeyValue(b"k", b"2", 2, 2, 2, 0)
+    assert is_stale(node.one(Put(b"k", b"stale", fencing_token=4)))
+
+
+# -- client dedup --------------------------------------------------------------------------
+
+
+def test_a_retried_request_is_applied_once_and_answered_the_same(store: Store) -> None:
+    node = Node(store)
+    request = Command("alice", 1, Put(b"k", b"v", prev_kv=True))
+    first = node.one(request)
+    assert node.one(Command("bob", 1, Put(b"k", b"w"))) == PutResult(2, None)
+    assert node.one(request) == first == PutResult(1, None)
+    assert node.machine.get(b"k") == KeyValue(b"k", b"w", 1, 2, 2, 0)
+    node.restart()
+    assert node.one(request) == first
+    assert node.machine.get(b"k") == KeyValue(b"k", b"w", 1, 2, 2, 0)
+
+
+def test_a_retry_in_the_same_batch_sees_the_first_application(store: Store) -> None:
+    node = Node(store)
+    request = Command("alice", 1, Put(b"k", b"v"))
+    assert node.apply(request, request) == [PutResult(1, None), PutResult(1, None)]
+    assert node.machine.get(b"k") == KeyValue(b"k", b"v", 1, 1, 1, 0)
+
+
+def test_a_request_older_than_the_last_applied_is_refused(store: Store) -> None:
+    node = Node(store)
+    node.apply(Command("alice", 5, Put(b"k", b"v5")))
+    result = node.one(Command("alice", 4, Put(b"k", b"v4")))
+    assert isinstance(result, ErrorResult)
+    assert result.code == ErrorCode.INVALID_ARGUMENT and "older" in result.message
+    assert node.machine.get(b"k") == KeyValue(b"k", b"v5", 1, 1, 1, 0)
+    assert node.one(Command("alice", 6, Put(b"k", b"v6"))) == PutResult(3, None)
+
+
+def test_seq_zero_turns_dedup_off(store: Store) -> None:
+    node = Node(store)
+    request = Command("alice", 0, Put(b"k", b"v"))
+    node.apply(request, request)
+    kv = node.machine.get(b"k")
+    assert kv is not None and kv.version == 2
+
+
+def test_an_error_result_is_remembered_too(store: Store) -> None:
+    node = Node(store)
+    node.apply(Put(b"k", b"a", fencing_token=5))
+    stale = Command("alice", 1, Put(b"k", b"b", fencing_token=4))
+    first = node.one(stale)
+    assert is_stale(first)
+    node.restart()
+    assert node.one(stale) == first
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_dedup_table_evicts_the_least_recently_applied_client(store: Store, restart: bool) -> None:
+    node = Node(store, max_dedup_clients=2)
+    requests = {name: Command(name, 1, Put(name.encode(), b"v")) for name in ("a", "b", "c")}
+    node.apply(requests["a"], requests["b"])
+    node.apply(Command("a", 2, Put(b"a", b"v2")))  # a is now more recent than b
+    if restart:
+        node.restart()  # the order must survive a restart
+    node.apply(requests["c"])  # evicts b, the least recently applied
+    assert node.one(Command("a", 2, Put(b"a", b"ignored"))) == PutResult(3, None)  # still known
+    assert node.one(requests["b"]) == PutResult(6, None)  # forgotten: applied again
+    kv = node.machine.get(b"b")
+    assert kv is not None and kv.version == 2
+
+
+# -- apply state ---------------------------------------------------------------------------
+
+
+def test_apply_state_is_written_atomically_with_the_data_it_covers(store: Store) -> None:
+    node = Node(store)
+    node.apply(Put(b"k", b"old"), Command("alice", 1, Put(b"j", b"old")))
+    node.apply(Put(b"k", b"new"), Command("alice", 2, Put(b"j", b"new")), write=False)  # lost in a crash
+    assert node.machine.applied_index == 4
+    node.restart()
+    assert node.machine.applied_index == 2
+    assert node.machine.get(b"k") == KeyValue(b"k", b"old", 1, 1, 1, 0)
+    # The dedup table went back with the data: seq 2 is new again.
+    assert node.apply(Put(b"k", b"new"), Command("alice", 2, Put(b"j", b"new"))) == [
+        PutResult(3, None),
+        PutResult(4, None),
+    ]
+
+
+def test_several_applies_into_one_batch_see_each_others_writes(store: Store) -> None:
+    node = Node(store)
+    batch = store.engine.new_batch()
+    node.machine.apply(batch, [entry_for(1, Put(b"k", b"v", fencing_token=3))])
+    outcomes = node.machine.apply(
+        batch,
+        [
+            entry_for(2, Txn((Compare(b"k", VALUE, EQ, value=b"v"),), (Put(b"k", b"w"),), ())),
+            entry_for(3, Put(b"k", b"stale", fencing_token=2)),
+        ],
+    )
+    assert outcomes[0][1] == TxnResult(2, True, (PutResult(2, None),))
+    assert is_stale(outcomes[1][1])
+    store.engine.write(batch, sync=True)
+    assert node.machine.get(b"k") == KeyValue(b"k", b"w", 1, 2, 2, 0)
+
+
+# -- scans ---------------------------------------------------------------------------------
+
+
+def test_scan_pages_through_many_keys_in_order(store: Store) -> None:
+    node = Node(store)
+    keys = [f"key{n:04d}".encode() for n in range(250)]
+    node.apply(*(Put(key, key.upper()) for key in reversed(keys)))
+    Node(store, OTHER_PARTITION).apply(Put(b"key0100x", b"other partition"))
+
+    pages: list[list[KeyValue]] = []
+    start, more = b"", True
+    while more:
+        page, more = node.machine.scan(start, None, 100)
+        pages.append(page)
+        start = page[-1].key + b"\x00"
+    assert [len(page) for page in pages] == [100, 100, 50]
+    assert [kv.key for page in pages for kv in page] == keys
+    assert all(kv.value == kv.key.upper() for page in pages for kv in page)
+
+    assert node.machine.scan(b"key0010", b"key0013", 0) == (
+        [node.machine.get(k) for k in (b"key0010", b"key0011", b"key0012")],
+        False,
+    )
+    assert node.machine.scan(b"key0010", b"key0013", 3)[1] is False  # exactly the limit: no more
+    assert node.machine.scan(b"key0010", b"key0013", 2)[1] is True
+    assert len(node.machine.scan(b"key0200", b"")[0]) == 50
+    assert node.machine.scan(b"zzz") == ([], False)
+
+
+# -- snapshots -----------------------------------------------------------------------------
+
+
+def build_state(node: Node) -> None:
+    node.apply(
+        Put(b"a", b"1"),
+        Put(b"b", b"2", lease=9),
+        Command("alice", 3, Put(b"c", b"3", fencing_token=4)),
+        Delete(b"b", fencing_token=2),
+        None,
+        Command("bob", 1, Txn((), (Put(b"d", b"4"),), ())),
+    )
+
+
+def partition_keys(engine: Engine, partition: int) -> list[tuple[bytes, bytes]]:
+    own = (b"A", b"C", b"D", b"F")
+    return [
+        (key, value)
+        for key, value in everything(engine)
+        if key[:1] in own and int.from_bytes(key[1:5], "big") == partition
+    ]
+
+
+def test_snapshot_restores_an_equal_partition(store: Store, tmp_path: Path) -> None:
+    source = Node(store)
+    build_state(source)
+    data = source.machine.snapshot_data()
+
+    target_store = Store("memory" if store.kind == "leveldb" else "leveldb", tmp_path / "target")
+    try:
+        target = Node(target_store)
+        target.apply(Put(b"a", b"stale"), Put(b"zz", b"gone"), Command("carol", 1, Put(b"x", b"gone")))
+        Node(target_store, OTHER_PARTITION).apply(Put(b"a", b"untouched"))
+        unrelated = (hard_state_key(PARTITION), b"raft state")
+        batch = target_store.engine.new_batch()
+        batch.put(*unrelated)
+        target.machine.restore(batch, data, source.machine.applied_index)
+        target_store.engine.write(batch, sync=True)
+
+        assert target.machine.applied_index == source.machine.applied_index == 6
+        assert partition_keys(target_store.engine, PARTITION) == partition_keys(store.engine, PARTITION)
+        assert target_store.engine.get(unrelated[0]) == unrelated[1]
+        assert Node(target_store, OTHER_PARTITION).machine.get(b"a") is not None
+        # Dedup and fences came along: the restored replica behaves as the source would.
+        for node in (source, target):
+            assert node.apply(
+                Command("alice", 3, Put(b"c", b"again")),
+                Put(b"c", b"stale", fencing_token=3),
+                Put(b"b", b"stale", fencing_token=1),
+            )[0] == PutResult(3, None)
+        assert partition_keys(target_store.engine, PARTITION) == partition_keys(store.engine, PARTITION)
+        target.restart()
+        assert target.machine.applied_index == 9
+    finally:
+        target_store.engine.close()
+
+
+def test_restore_then_apply_in_the_same_batch(store: Store) -> None:
+    source = Node(store, OTHER_PARTITION)
+    source.apply(Put(b"k", b"snap"), Command("alice", 1, Put(b"j", b"1")))
+    data = source.machine.snapshot_data()
+
+    node = Node(store)
+    node.apply(Put(b"k", b"old"), Put(b"gone", b"x"))
+    batch = store.engine.new_batch()
+    node.machine.restore(batch, data, 2)
+    outcomes = node.machine.apply(
+        batch,
+        [
+            entry_for(3, Command("alice", 1, Put(b"j", b"retry"))),
+            entry_for(4, Txn((Compare(b"gone", VERSION, EQ, number=0),), (Put(b"k", b"after"),), ())),
+        ],
+    )
+    store.engine.write(batch, sync=True)
+    assert [result for _, result in outcomes] == [
+        PutResult(2, None),
+        TxnResult(4, True, (PutResult(4, None),)),
+    ]
+    assert node.machine.get(b"k") == KeyValue(b"k", b"after", 1, 4, 2, 0)
+    assert node.machine.get(b"gone") is None
+
+
+def test_restore_refuses_mismatched_or_older_snapshots(store: Store) -> None:
+    node = Node(store)
+    node.apply(Put(b"a", b"1"), Put(b"a", b"2"))
+    data = node.machine.snapshot_data()
+    with pytest.raises(ValueError):
+        node.machine.restore(store.engine.new_batch(), data, 3)
+    node.apply(Put(b"a", b"3"))
+    with pytest.raises(ValueError):
+        node.machine.restore(store.engine.new_batch(), data, 2)
+    with pytest.raises(CodecError):
+        node.machine.restore(store.engine.new_batch(), b"\x01", 3)
+
+
+# -- determinism ---------------------------------------------------------------------------
+
+
+def mixed_workload() -> list[Command | Op | None]:
+    items: list[Command | Op | None] = []
+    for n in range(300):
+        key = f"k{n % 37}".encode()
+        match n % 6:
+            case 0:
+                items.append(Command(f"client{n % 5}", n // 5 + 1, Put(key, bytes([n % 251]) * (n % 17))))
+            case 1:
+                items.append(Delete(key, prev_kv=True, fencing_token=n % 4))
+            case 2:
+                items.append(Put(key, b"v", lease=n, fencing_token=n % 7))
+            case 3:
+                items.append(
+                    Txn(
+                        (Compare(key, VERSION, GT, number=1),),
+                        (Put(key, b"t"), Delete(f"k{(n + 1) % 37}".encode())),
+                        (Get(key),),
+                    )
+                )
+            case 4:
+                items.append(None)
+            case _:
+                items.append(Command(f"client{n % 5}", n // 5, Put(key, b"dup")))
+    return items
+
+
+def test_replicas_fed_the_same_entries_end_byte_identical(tmp_path: Path) -> None:
+    memory, leveldb = Store("memory", tmp_path / "m"), Store("leveldb", tmp_path / "l")
+    try:
+        replicas = [Node(memory, max_dedup_clients=3), Node(leveldb, max_dedup_clients=3)]
+        items = mixed_workload()
+        answers = []
+        for node in replicas:
+            # Different batching on each replica must not matter.
+            step = 7 if node.store is memory else 50
+            node_answers: list[Result | None] = []
+            for start in range(0, len(items), step):
+                node_answers.extend(node.apply(*items[start : start + step]))
+            answers.append(node_answers)
+        assert answers[0] == answers[1]
+        assert everything(memory.engine) == everything(leveldb.engine)
+        assert replicas[0].machine.snapshot_data() == replicas[1].machine.snapshot_data()
+    finally:
+        memory.engine.close()
+        leveldb.engine.close()
+
+
+# -- model check ---------------------------------------------------------------------------
+
+
+@dataclass
+class DictModel:
+    """What the applier should do, stated as simply as possible: copy, change, roll back."""
+
+    data: dict[bytes, KeyValue] = field(default_factory=dict)
+    fences: dict[bytes, int] = field(default_factory=dict)
+
+    def execute(self, revision: int, op: Op) -> Result:
+        saved = (dict(self.data), dict(self.fences))
+        if isinstance(op, Txn):
+            succeeded = all(self._holds(compare) for compare in op.compares)
+            results: list[TxnOpResult] = []
+            for branch_op in op.success if succeeded else op.failure:
+                result = self._op(revision, branch_op)
+                if isinstance(result, ErrorResult):
+                    self.data, self.fences = saved
+                    return result
+                results.append(result)
+            return TxnResult(revision, succeeded, tuple(results))
+        assert not isinstance(op, Get)
+        return self._op(revision, op)
+
+    def _op(self, revision: int, op: TxnOp) -> TxnOpResult | ErrorResult:
+        old = self.data.get(op.key)
+        if isinstance(op, Get):
+            return GetResult(old)
+        token = op.fencing_token
+        if token:
+            if token < self.fences.get(op.key, 0):
+                return ErrorResult(ErrorCode.STALE_FENCING_TOKEN, "")
+            self.fences[op.key] = token
+        if isinstance(op, Put):
+            if old is None:
+                self.data[op.key] = KeyValue(op.key, op.value, revision, revision, 1, op.lease)
+            else:
+                self.data[op.key] = replace(
+                    old, value=op.value, mod_revision=revision, version=old.version + 1, lease=op.lease
+                )
+            return PutResult(revision, old if op.prev_kv else None)
+        if old is not None:
+            del self.data[op.key]
+        return DeleteResult(revision, old is not None, old if op.prev_kv else None)
+
+    def _holds(self, compare: Compare) -> bool:
+        kv = self.data.get(compare.key)
+        if compare.target == VALUE:
+            if kv is None:
+                return False
+            actual: bytes | int = kv.value
+            expected: bytes | int = compare.value
+        else:
+            actual = 0
+            if kv is not None:
+                actual = {VERSION: kv.version, MOD: kv.mod_revision, CREATE: kv.create_revision}[
+                    compare.target
+                ]
+            expected = compare.number
+        return {
+            EQ: actual == expected,
+            NE: actual != expected,
+            GT: actual > expected,  # type: ignore[operator]
+            LT: actual < expected,  # type: ignore[operator]
+        }[compare.result]
+
+
+model_keys = st.sampled_from([b"a", b"b", b"c"])
+model_values = st.sampled_from([b"", b"x", b"y"])
+model_tokens = st.integers(0, 3)
+model_puts = st.builds(Put, model_keys, model_values, st.integers(0, 2), st.booleans(), model_tokens)
+model_deletes = st.builds(Delete, model_keys, st.booleans(), model_tokens)
+model_compares = st.builds(
+    Compare,
+    model_keys,
+    st.sampled_from(CompareTarget),
+    st.sampled_from(CompareResult),
+    model_values,
+    st.integers(0, 4),
+)
+model_txn_ops = st.one_of(model_puts, model_deletes, st.builds(Get, model_keys))
+model_txns = st.builds(
+    Txn,
+    st.lists(model_compares, max_size=2).map(tuple),
+    st.lists(model_txn_ops, max_size=3).map(tuple),
+    st.lists(model_txn_ops, max_size=3).map(tuple),
+)
+model_ops: st.SearchStrategy[Op | None] = st.one_of(model_puts, model_deletes, model_txns, st.none())
+# Each step is one apply call (one batch), then optionally a restart.
+model_steps = st.lists(st.tuples(st.lists(model_ops, max_size=6), st.booleans()), max_size=8)
+
+
+def comparable(result: Result | None) -> Result | None:
+    """Stale-token errors compared by code only: the model does not word messages."""
+    if isinstance(result, ErrorResult):
+        return ErrorResult(result.code, "")
+    return result
+
+
+@settings(max_examples=200, deadline=None)
+@given(model_steps)
+def test_applier_matches_a_dict_model(steps: Sequence[tuple[list[Op | None], bool]]) -> None:
+    store = Store("memory", Path("unused"))
+    node = Node(store)
+    model = DictModel()
+    for ops, restart in steps:
+        first = node.machine.applied_index + 1
+        expected = [None if op is None else model.execute(first + n, op) for n, op in enumerate(ops)]
+        assert [comparable(result) for result in node.apply(*ops)] == expected
+        if restart:
+            node.restart()
+    assert node.machine.scan(b"") == ([model.data[key] for key in sorted(model.data)], False)
+    for key in (b"a", b"b", b"c"):
+        assert node.machine.get(key) == model.data.get(key)
