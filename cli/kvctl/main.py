@@ -6,22 +6,31 @@ import click
 
 from kvctl.check import check
 from kvctl.cluster import cluster
+from kvctl.connection import global_options
+from kvctl.kv import delete, get, put, scan
+from kvctl.topology import members, partitions, status
+from kvctl.txn import txn
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="kvstore", prog_name="kvctl")
+@global_options
 def cli() -> None:
     """kvctl — command line for kvstore, a distributed key-value store.
 
     \b
     Examples:
       kvctl cluster up --nodes 3        start a local 3-node cluster
+      kvctl put greeting hello          write a key
+      kvctl get greeting -o simple      print its value alone
       kvctl check --model register h.jsonl   check a history for linearizability
     """
 
 
 cli.add_command(cluster)
 cli.add_command(check)
+for data_command in (get, put, delete, scan, txn, status, members, partitions):
+    cli.add_command(data_command)
 
 
 def main() -> None:

@@ -1,0 +1,70 @@
+"""The kvstore client: `Client` (asyncio) and `SyncClient` (blocking), typed errors, records and ops.
+
+Must not import `kvstore.node`: the client only speaks the public gRPC API.
+"""
+
+from kvstore.client import ops
+from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
+from kvstore.client.errors import (
+    CrossPartitionError,
+    InvalidArgumentError,
+    KvError,
+    KvTimeoutError,
+    NotFoundError,
+    NotLeaderError,
+    StaleFencingTokenError,
+    UnavailableError,
+)
+from kvstore.client.ops import Compare, DeleteOp, GetOp, Op, PutOp
+from kvstore.client.sync import SyncClient
+from kvstore.client.types import (
+    ClusterLayout,
+    DeleteResult,
+    ErrorCode,
+    GetResult,
+    KeyValue,
+    Member,
+    NodeStatus,
+    OpResult,
+    PartitionInfo,
+    PutResult,
+    ReadConsistency,
+    ResponseHeader,
+    TxnResult,
+    WriteConcern,
+)
+
+__all__ = [
+    "DEFAULT_MAX_KEY_BYTES",
+    "DEFAULT_MAX_VALUE_BYTES",
+    "Client",
+    "ClusterLayout",
+    "Compare",
+    "CrossPartitionError",
+    "DeleteOp",
+    "DeleteResult",
+    "ErrorCode",
+    "GetOp",
+    "GetResult",
+    "InvalidArgumentError",
+    "KeyValue",
+    "KvError",
+    "KvTimeoutError",
+    "Member",
+    "NodeStatus",
+    "NotFoundError",
+    "NotLeaderError",
+    "Op",
+    "OpResult",
+    "PartitionInfo",
+    "PutOp",
+    "PutResult",
+    "ReadConsistency",
+    "ResponseHeader",
+    "StaleFencingTokenError",
+    "SyncClient",
+    "TxnResult",
+    "UnavailableError",
+    "WriteConcern",
+    "ops",
+]

@@ -1,0 +1,160 @@
+"""What every kvctl data command shares: connection options, the client's lifetime, error → exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import click
+
+from kvctl.exitcodes import ExitCode
+from kvstore.client import (
+    Client,
+    InvalidArgumentError,
+    KvError,
+    NotFoundError,
+    StaleFencingTokenError,
+)
+
+ENDPOINTS_ENV = "KVSTORE_ENDPOINTS"
+DEFAULT_ENDPOINTS = "127.0.0.1:2379"
+DEFAULT_TIMEOUT_S = 5.0
+
+# Where option values land: ctx.meta is shared by the group's and the command's contexts, so
+# `kvctl -o json get k` and `kvctl get k -o json` both work; the command's value wins.
+_OPTIONS_KEY = "kvctl.connection"
+
+ResultT = TypeVar("ResultT")
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    SIMPLE = "simple"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    endpoints: tuple[str, ...]
+    output: OutputFormat
+    timeout: float
+
+
+class KvctlError(click.ClickException):
+    """A one-line error on stderr with one of the fixed exit codes."""
+
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.exit_code = int(exit_code)
+
+
+def exit_code_for(error: KvError) -> ExitCode:
+    if isinstance(error, NotFoundError):
+        return ExitCode.NOT_FOUND
+    # Requests the cluster refused for good: retrying the same command cannot help.
+    if isinstance(error, InvalidArgumentError | StaleFencingTokenError):
+        return ExitCode.USAGE
+    return ExitCode.UNAVAILABLE
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and param.name is not None:
+        ctx.meta.setdefault(_OPTIONS_KEY, {})[param.name] = value
+    return value
+
+
+_OUTPUT_HELP = (
+    "Output format: table (for people), json (one stable JSON document; bytes that are not "
+    "UTF-8 appear base64-encoded under '<field>_base64'), simple (bare values, for scripts)."
+)
+
+
+def _options(with_defaults: bool) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    return [
+        click.option(
+            "--endpoints",
+            envvar=ENDPOINTS_ENV if with_defaults else None,
+            default=DEFAULT_ENDPOINTS if with_defaults else None,
+            show_default=with_defaults,
+            metavar="HOST:PORT,...",
+            expose_value=False,
+            callback=_remember,
+            help=f"Comma-separated seed nodes (env {ENDPOINTS_ENV}).",
+        ),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Choice([fmt.value for fmt in OutputFormat]),
+            default=OutputFormat.TABLE.value if with_defaults else None,
+            show_default=with_defaults,
+            expose_value=False,
+            callback=_remember,
+            help=_OUTPUT_HELP,
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=DEFAULT_TIMEOUT_S if with_defaults else None,
+            show_default=with_defaults,
+            metavar="SECONDS",
+            expose_value=False,
+            callback=_remember,
+            help="Give up on a request after this long.",
+        ),
+    ]
+
+
+def global_options(group: Callable[..., Any]) -> Callable[..., Any]:
+    """The connection options of the `kvctl` group, with their defaults."""
+    for option in reversed(_options(with_defaults=True)):
+        group = option(group)
+    return group
+
+
+def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The same options on a command, overriding the group's when given."""
+    for option in reversed(_options(with_defaults=False)):
+        command = option(command)
+    return command
+
+
+def settings(ctx: click.Context) -> ConnectionSettings:
+    given: dict[str, Any] = ctx.meta.get(_OPTIONS_KEY, {})
+    raw_endpoints = given.get("endpoints") or os.environ.get(ENDPOINTS_ENV) or DEFAULT_ENDPOINTS
+    endpoints = tuple(part.strip() for part in raw_endpoints.split(",") if part.strip())
+    if not endpoints:
+        raise KvctlError("--endpoints needs at least one HOST:PORT", ExitCode.USAGE)
+    return ConnectionSettings(
+        endpoints=endpoints,
+        output=OutputFormat(given.get("output", OutputFormat.TABLE.value)),
+        timeout=float(given.get("timeout", DEFAULT_TIMEOUT_S)),
+    )
+
+
+def run_with_client(ctx: click.Context, action: Callable[[Client], Awaitable[ResultT]]) -> ResultT:
+    """Connect, run `action`, close; a client error becomes a one-line message and its exit code."""
+    connection = settings(ctx)
+
+    async def run() -> ResultT:
+        async with Client(connection.endpoints, timeout=connection.timeout) as client:
+            return await action(client)
+
+    try:
+        return asyncio.run(run())
+    except KvError as error:
+        raise KvctlError(error.message, exit_code_for(error)) from None
+
+
+class DataCommand(click.Command):
+    """A kvctl command whose usage errors are one line, like its other errors (exit code 2)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            message = " ".join(error.format_message().split())
+            raise KvctlError(f"{message} (see 'kvctl {self.name} --help')", ExitCode.USAGE) from None

@@ -1,0 +1,292 @@
+"""kvctl's one printer: every command's result as a table, JSON or bare values (`-o`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kvctl.connection import OutputFormat
+from kvstore.client import (
+    ClusterLayout,
+    DeleteResult,
+    GetResult,
+    KeyValue,
+    Member,
+    NodeStatus,
+    OpResult,
+    PutResult,
+    ResponseHeader,
+    TxnResult,
+)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+def _bytes_field(name: str, data: bytes) -> dict[str, str]:
+    """JSON stays lossless: UTF-8 as text under `name`, anything else base64 under `name_base64`."""
+    try:
+        return {name: data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {f"{name}_base64": base64.b64encode(data).decode("ascii")}
+
+
+def kv_json(kv: KeyValue) -> dict[str, Any]:
+    return {
+        **_bytes_field("key", kv.key),
+        **_bytes_field("value", kv.value),
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+        "lease": kv.lease,
+    }
+
+
+def header_json(header: ResponseHeader) -> dict[str, Any]:
+    return {
+        "partition": header.partition,
+        "revision": header.revision,
+        "served": header.served.name.lower(),
+        "node_id": header.node_id,
+        "epoch": header.epoch,
+        "staleness_ms": header.staleness_ms,
+    }
+
+
+def op_result_json(result: OpResult) -> dict[str, Any]:
+    header = {"header": header_json(result.header)}
+    if isinstance(result, GetResult):
+        return {"op": "get", "found": result.found, "kv": result.kv and kv_json(result.kv), **header}
+    if isinstance(result, PutResult):
+        return {"op": "put", "prev_kv": result.prev_kv and kv_json(result.prev_kv), **header}
+    return {
+        "op": "delete",
+        "deleted": result.deleted,
+        "prev_kv": result.prev_kv and kv_json(result.prev_kv),
+        **header,
+    }
+
+
+def _served(header: ResponseHeader) -> str:
+    return f"partition {header.partition}, revision {header.revision}, served {header.served.name.lower()}"
+
+
+class Printer:
+    """Writes to stdout in one format; made per command, after options are parsed."""
+
+    def __init__(self, output: OutputFormat) -> None:
+        self.output = output
+
+    # ---- low-level writers -------------------------------------------------------------------
+
+    def _json(self, document: dict[str, Any]) -> None:
+        click.echo(json.dumps(document, sort_keys=True, ensure_ascii=False))
+
+    def _table(self, table: Table) -> None:
+        Console(file=sys.stdout, highlight=False).print(table)
+
+    def _line(self, text: str) -> None:
+        click.echo(text)
+
+    def _raw(self, *parts: bytes) -> None:
+        """Bytes exactly as stored, joined by tabs, newline-terminated (simple output)."""
+        click.echo(b"\t".join(parts))
+
+    @staticmethod
+    def _kv_table(kvs: Sequence[KeyValue], keys_only: bool = False, caption: str | None = None) -> Table:
+        table = Table(caption=caption)
+        table.add_column("KEY")
+        if not keys_only:
+            table.add_column("VALUE")
+            for column in ("VERSION", "CREATE_REV", "MOD_REV", "LEASE"):
+                table.add_column(column, justify="right")
+        for kv in kvs:
+            # Text cells: stored data is never interpreted as rich markup.
+            cells = [Text(_text(kv.key))]
+            if not keys_only:
+                cells += [Text(_text(kv.value))] + [
+                    Text(str(number))
+                    for number in (kv.version, kv.create_revision, kv.mod_revision, kv.lease)
+                ]
+            table.add_row(*cells)
+        return table
+
+    # ---- results -----------------------------------------------------------------------------
+
+    def get(self, result: GetResult) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json(op_result_json(result))
+        elif result.kv is None:
+            return  # the caller reports the missing key on stderr and exits 1
+        elif self.output is OutputFormat.SIMPLE:
+            self._raw(result.kv.value)
+        else:
+            self._table(self._kv_table([result.kv], caption=_served(result.header)))
+
+    def put(self, result: PutResult) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json(op_result_json(result))
+        elif self.output is OutputFormat.SIMPLE:
+            self._line("OK")
+            if result.prev_kv is not None:
+                self._raw(result.prev_kv.value)
+        else:
+            self._line(f"OK ({_served(result.header)})")
+            if result.prev_kv is not None:
+                self._table(self._kv_table([result.prev_kv], caption="previous value"))
+
+    def delete(self, result: DeleteResult) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json(op_result_json(result))
+        elif self.output is OutputFormat.SIMPLE:
+            self._line("1" if result.deleted else "0")
+            if result.prev_kv is not None:
+                self._raw(result.prev_kv.value)
+        else:
+            self._line(f"{'deleted' if result.deleted else 'nothing to delete'} ({_served(result.header)})")
+            if result.prev_kv is not None:
+                self._table(self._kv_table([result.prev_kv], caption="previous value"))
+
+    def scan(self, kvs: Sequence[KeyValue], keys_only: bool) -> None:
+        if self.output is OutputFormat.JSON:
+            rows = [_bytes_field("key", kv.key) if keys_only else kv_json(kv) for kv in kvs]
+            self._json({"count": len(kvs), "kvs": rows})
+        elif self.output is OutputFormat.SIMPLE:
+            for kv in kvs:
+                self._raw(*((kv.key,) if keys_only else (kv.key, kv.value)))
+        else:
+            self._table(self._kv_table(kvs, keys_only, caption=f"{len(kvs)} key(s)"))
+
+    def txn(self, result: TxnResult) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json(
+                {
+                    "succeeded": result.succeeded,
+                    "responses": [op_result_json(response) for response in result.responses],
+                    "header": header_json(result.header),
+                }
+            )
+            return
+        outcome = "SUCCESS" if result.succeeded else "FAILURE"
+        self._line(outcome if self.output is OutputFormat.SIMPLE else f"{outcome} ({_served(result.header)})")
+        for response in result.responses:
+            if isinstance(response, GetResult):
+                if response.kv is not None:
+                    self.get(response)
+            elif isinstance(response, PutResult):
+                self.put(response)
+            else:
+                self.delete(response)
+
+    def statuses(self, statuses: Sequence[NodeStatus | tuple[str, str]]) -> None:
+        """One row per node; a (address, error) pair for a node that did not answer."""
+        if self.output is OutputFormat.JSON:
+            rows = [
+                {"address": status[0], "error": status[1]}
+                if isinstance(status, tuple)
+                else {
+                    "node_id": status.node_id,
+                    "address": status.address,
+                    "version": status.version,
+                    "epoch": status.epoch,
+                    "partitions_hosted": status.partitions_hosted,
+                    "partitions_led": status.partitions_led,
+                    "db_size_bytes": status.db_size_bytes,
+                }
+                for status in statuses
+            ]
+            self._json({"nodes": rows})
+            return
+        if self.output is OutputFormat.SIMPLE:
+            for status in statuses:
+                if isinstance(status, tuple):
+                    self._line(f"{status[0]}\terror\t{status[1]}")
+                else:
+                    self._line(
+                        f"{status.address}\t{status.node_id}\t{status.epoch}\t"
+                        f"{status.partitions_hosted}\t{status.partitions_led}"
+                    )
+            return
+        table = Table()
+        for column in ("NODE", "ADDRESS", "VERSION", "EPOCH", "HOSTED", "LED", "DB SIZE"):
+            table.add_column(column)
+        for status in statuses:
+            if isinstance(status, tuple):
+                table.add_row("?", Text(status[0]), Text(f"unreachable: {status[1]}"), "", "", "", "")
+            else:
+                table.add_row(
+                    str(status.node_id),
+                    Text(status.address),
+                    Text(status.version),
+                    str(status.epoch),
+                    str(status.partitions_hosted),
+                    str(status.partitions_led),
+                    str(status.db_size_bytes),
+                )
+        self._table(table)
+
+    def members(self, members: Sequence[Member]) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json({"members": [_member_json(member) for member in members]})
+        elif self.output is OutputFormat.SIMPLE:
+            for member in members:
+                self._line(f"{member.id}\t{member.name}\t{member.address}")
+        else:
+            table = Table()
+            for column in ("ID", "NAME", "ADDRESS", "LEARNER"):
+                table.add_column(column)
+            for member in members:
+                table.add_row(
+                    str(member.id), Text(member.name), Text(member.address), "yes" if member.learner else ""
+                )
+            self._table(table)
+
+    def partitions(self, layout: ClusterLayout) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json(
+                {
+                    "epoch": layout.epoch,
+                    "partition_count": layout.partition_count,
+                    "replication_factor": layout.replication_factor,
+                    "partitions": [
+                        {
+                            "id": info.id,
+                            "leader": info.leader,
+                            "replicas": list(info.replicas),
+                            "term": info.term,
+                            "commit_index": info.commit_index,
+                            "applied_index": info.applied_index,
+                        }
+                        for info in layout.partitions
+                    ],
+                    "members": [_member_json(member) for member in layout.members],
+                }
+            )
+        elif self.output is OutputFormat.SIMPLE:
+            for info in layout.partitions:
+                self._line(f"{info.id}\t{info.leader}\t{','.join(map(str, info.replicas))}")
+        else:
+            addresses = {member.id: member.address for member in layout.members}
+            table = Table(
+                caption=f"epoch {layout.epoch}, {layout.partition_count} partitions, "
+                f"replication factor {layout.replication_factor}"
+            )
+            for column in ("PARTITION", "LEADER", "REPLICAS", "TERM"):
+                table.add_column(column)
+            for info in layout.partitions:
+                leader = f"{info.leader} ({addresses.get(info.leader, '?')})" if info.leader else "unknown"
+                table.add_row(str(info.id), Text(leader), ",".join(map(str, info.replicas)), str(info.term))
+            self._table(table)
+
+
+def _member_json(member: Member) -> dict[str, Any]:
+    return {"id": member.id, "name": member.name, "address": member.address, "learner": member.learner}

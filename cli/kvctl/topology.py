@@ -1,0 +1,80 @@
+"""`kvctl status|members|partitions`: what the cluster is made of and who leads what."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from kvctl.connection import DataCommand, KvctlError, connection_options, run_with_client, settings
+from kvctl.exitcodes import ExitCode
+from kvctl.printer import Printer
+from kvstore.client import Client, ClusterLayout, KvError, Member, NodeStatus
+
+_EXIT_CODES = "Exit codes: 0 ok, 2 bad usage, 3 unavailable or timed out (status: some node did not answer)."
+
+
+@click.command(
+    "status",
+    cls=DataCommand,
+    epilog=f"""\b
+Examples:
+  kvctl status                          every member of the cluster
+  kvctl status 10.0.0.7:2379 -o json    one node
+
+\b
+{_EXIT_CODES}""",
+)
+@click.argument("nodes", nargs=-1, metavar="[HOST:PORT]...")
+@connection_options
+@click.pass_context
+def status(ctx: click.Context, nodes: tuple[str, ...]) -> None:
+    """Show each node's id, version, epoch and how many partitions it hosts and leads."""
+
+    async def one(client: Client, address: str) -> NodeStatus | tuple[str, str]:
+        try:
+            return await client.status(address)
+        except KvError as error:
+            return (address, error.message)
+
+    async def action(client: Client) -> list[NodeStatus | tuple[str, str]]:
+        addresses = list(nodes) or [member.address for member in await client.members()]
+        return list(await asyncio.gather(*(one(client, address) for address in addresses)))
+
+    statuses = run_with_client(ctx, action)
+    Printer(settings(ctx).output).statuses(statuses)
+    unreachable = [entry[0] for entry in statuses if isinstance(entry, tuple)]
+    if unreachable:
+        raise KvctlError(f"no status from {', '.join(unreachable)}", ExitCode.UNAVAILABLE)
+
+
+@click.command(
+    "members",
+    cls=DataCommand,
+    epilog=f"\b\nExamples:\n  kvctl members\n  kvctl members -o simple\n\n\b\n{_EXIT_CODES}",
+)
+@connection_options
+@click.pass_context
+def members(ctx: click.Context) -> None:
+    """List the cluster's nodes: id, name, address."""
+
+    async def action(client: Client) -> list[Member]:
+        return await client.members()
+
+    Printer(settings(ctx).output).members(run_with_client(ctx, action))
+
+
+@click.command(
+    "partitions",
+    cls=DataCommand,
+    epilog=f"\b\nExamples:\n  kvctl partitions\n  kvctl partitions -o json | jq '.partitions[0]'\n\n\b\n{_EXIT_CODES}",
+)
+@connection_options
+@click.pass_context
+def partitions(ctx: click.Context) -> None:
+    """Show the cluster map: each partition's replicas and current leader."""
+
+    async def action(client: Client) -> ClusterLayout:
+        return await client.partitions()
+
+    Printer(settings(ctx).output).partitions(run_with_client(ctx, action))

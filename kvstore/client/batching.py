@@ -1,0 +1,127 @@
+"""Per-node auto-batching: concurrent key operations for one node travel in one `Batch` RPC.
+
+There is no timer. The flusher sends whatever is queued as soon as it runs; operations that
+arrive while a batch is in flight queue up and leave together in the next one. A lone call
+therefore goes out at once, and under load batches grow by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+import grpc
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.client.errors import KvError, UnavailableError
+from kvstore.client.types import ErrorCode
+
+# gRPC failures after which another attempt (maybe on another replica) may succeed.
+RETRYABLE_STATUS = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+
+
+class TransportError(Exception):
+    """A node could not be reached or did not answer in time; the operation may be retried elsewhere."""
+
+
+def transport_failure(error: grpc.aio.AioRpcError) -> Exception:
+    """The exception a failed RPC becomes: retryable `TransportError` or a final `KvError`."""
+    details = (error.details() or "").splitlines()[0] if error.details() else ""
+    if error.code() in RETRYABLE_STATUS:
+        return TransportError(
+            f"{error.code().name.lower()}: {details}" if details else error.code().name.lower()
+        )
+    return KvError(
+        f"the node failed the request: {error.code().name} {details}".strip(), code=ErrorCode.INTERNAL
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _QueuedOp:
+    request: pb.RequestOp
+    deadline: float  # loop time
+    reply: asyncio.Future[pb.ResponseOp]
+
+
+class NodeBatcher:
+    """The queue and flusher task of one node address. `start()` once, `close()` to stop."""
+
+    def __init__(self, address: str, stub: pb_grpc.KVStub, max_batch: int) -> None:
+        self.address = address
+        self._stub = stub
+        self._max_batch = max_batch
+        self._queue: deque[_QueuedOp] = deque()
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._in_flight: list[_QueuedOp] = []
+
+    def start(self) -> None:
+        self._flusher = asyncio.get_running_loop().create_task(
+            self._flush_forever(), name=f"kvstore-batcher-{self.address}"
+        )
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        for queued in [*self._in_flight, *self._queue]:
+            if not queued.reply.done():
+                queued.reply.set_exception(UnavailableError("the client was closed"))
+        self._in_flight = []
+        self._queue.clear()
+
+    def submit(self, request: pb.RequestOp, deadline: float) -> asyncio.Future[pb.ResponseOp]:
+        """Queue one operation; the future resolves to its response or fails with the RPC's error."""
+        if self._flusher is None:
+            raise UnavailableError("the client is not connected")
+        reply: asyncio.Future[pb.ResponseOp] = asyncio.get_running_loop().create_future()
+        self._queue.append(_QueuedOp(request, deadline, reply))
+        self._wakeup.set()
+        return reply
+
+    def _take_batch(self) -> list[_QueuedOp]:
+        batch: list[_QueuedOp] = []
+        while self._queue and len(batch) < self._max_batch:
+            queued = self._queue.popleft()
+            if not queued.reply.done():  # its caller gave up (deadline or cancellation): skip it
+                batch.append(queued)
+        return batch
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while batch := self._take_batch():
+                self._in_flight = batch
+                await self._send(batch)
+                self._in_flight = []
+
+    async def _send(self, batch: list[_QueuedOp]) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = max(max(queued.deadline for queued in batch) - loop.time(), 0.001)
+        request = pb.BatchRequest(ops=[queued.request for queued in batch])
+        try:
+            response = await self._stub.Batch(request, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            failure = transport_failure(error)
+            for queued in batch:
+                if not queued.reply.done():
+                    queued.reply.set_exception(failure)
+            return
+        if len(response.results) != len(batch):
+            mismatch = KvError(
+                f"node {self.address} answered {len(response.results)} results to a batch of {len(batch)}",
+                code=ErrorCode.INTERNAL,
+            )
+            for queued in batch:
+                if not queued.reply.done():
+                    queued.reply.set_exception(mismatch)
+            return
+        for queued, result in zip(batch, response.results, strict=True):
+            if not queued.reply.done():
+                queued.reply.set_result(result)

@@ -1,0 +1,628 @@
+"""The asyncio client: routes each request to its partition's leader, batches, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Protocol, TypeVar
+
+import grpc
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.client import wire
+from kvstore.client.batching import NodeBatcher, TransportError, transport_failure
+from kvstore.client.errors import (
+    CrossPartitionError,
+    InvalidArgumentError,
+    KvError,
+    KvTimeoutError,
+    NotLeaderError,
+    UnavailableError,
+    error_for_code,
+)
+from kvstore.client.ops import Compare, Data, DeleteOp, GetOp, Op, PutOp, to_bytes
+from kvstore.client.routing import Router
+from kvstore.client.types import (
+    ClusterLayout,
+    DeleteResult,
+    ErrorCode,
+    GetResult,
+    KeyValue,
+    Member,
+    NodeStatus,
+    OpResult,
+    PutResult,
+    ReadConsistency,
+    TxnResult,
+    WriteConcern,
+)
+from kvstore.ring import routing_key
+
+DEFAULT_MAX_KEY_BYTES = 4 * 1024
+DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+
+# Retry pauses: short enough that a leader election (hundreds of ms) is waited out quickly.
+_FIRST_BACKOFF_S = 0.01
+_MAX_BACKOFF_S = 0.5
+
+# Error codes after which another node, or the same one a little later, may serve the request.
+_TRY_ELSEWHERE = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT})
+
+
+class _Response(Protocol):
+    @property
+    def header(self) -> pb.ResponseHeader: ...
+
+    @property
+    def error(self) -> pb.Error: ...
+
+
+ResponseT = TypeVar("ResponseT", bound=_Response)
+CallResultT = TypeVar("CallResultT")
+
+
+class _Backoff:
+    """Exponential pauses with jitter, never past the call's deadline."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._next = _FIRST_BACKOFF_S
+
+    async def pause(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self._next * (0.5 + self._rng.random() / 2)
+        self._next = min(self._next * 2, _MAX_BACKOFF_S)
+        await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with `prefix` (b"" = end of key space)."""
+    trimmed = prefix.rstrip(b"\xff")
+    return trimmed[:-1] + bytes([trimmed[-1] + 1]) if trimmed else b""
+
+
+def _tagged_prefix(prefix: bytes) -> bool:
+    """True when every key with `prefix` has the same routing key, so one partition holds them all."""
+    return routing_key(prefix) != prefix
+
+
+class Client:
+    """An asyncio client of a kvstore cluster.
+
+    Connect through any seed endpoint; the client learns the cluster map from it and routes
+    every request to its partition's leader. Each call finishes within `timeout` seconds or
+    raises `KvTimeoutError`/`NotLeaderError`.
+
+        async with Client(["127.0.0.1:2379"]) as client:
+            await client.put("greeting", "hello")
+            kv = await client.get("greeting")
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 5.0,
+        client_id: str | None = None,
+        max_batch: int = 256,
+        max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
+        if isinstance(endpoints, str):
+            raise TypeError("endpoints must be a sequence of 'host:port' strings, not one string")
+        self._seeds = [endpoint.strip() for endpoint in endpoints if endpoint.strip()]
+        if not self._seeds:
+            raise InvalidArgumentError("at least one endpoint ('host:port') is needed")
+        if timeout <= 0:
+            raise InvalidArgumentError(f"timeout must be > 0 seconds, got {timeout}")
+        if max_batch < 1:
+            raise InvalidArgumentError(f"max_batch must be >= 1, got {max_batch}")
+        self.timeout = timeout
+        self.client_id = client_id or uuid.uuid4().hex
+        self.max_key_bytes = max_key_bytes
+        self.max_value_bytes = max_value_bytes
+        self._max_batch = max_batch
+        self._request_seqs = itertools.count(1)
+        self._rng = random.Random()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._batchers: dict[str, NodeBatcher] = {}
+        self._router: Router | None = None
+        self._refresh_lock = asyncio.Lock()
+        self._layout_generation = 0
+        # Highest revision seen per partition: the floor for SESSION reads (read-your-writes).
+        self._seen_revisions: dict[int, int] = {}
+
+    async def connect(self) -> None:
+        """Fetch the cluster map through the seed endpoints; `UnavailableError` if none answers."""
+        await self._refresh_layout(self._layout_generation)
+
+    async def close(self) -> None:
+        batchers, self._batchers = self._batchers, {}
+        await asyncio.gather(*(batcher.close() for batcher in batchers.values()))
+        channels, self._channels = self._channels, {}
+        await asyncio.gather(*(channel.close() for channel in channels.values()))
+        self._router = None
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # ---- key operations ---------------------------------------------------------------------
+
+    async def get(
+        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+    ) -> KeyValue | None:
+        """The key's current entry, or None when it does not exist."""
+        return (await self.get_result(key, consistency=consistency)).kv
+
+    async def get_result(
+        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+    ) -> GetResult:
+        """Like `get`, with the response header (partition, revision, consistency served)."""
+        result = await self._run_op(
+            GetOp(to_bytes(key, "key"), ReadConsistency(consistency)), WriteConcern.MAJORITY
+        )
+        assert isinstance(result, GetResult)
+        return result
+
+    async def put(
+        self,
+        key: Data,
+        value: Data,
+        *,
+        prev_kv: bool = False,
+        lease: int = 0,
+        fencing_token: int = 0,
+        concern: WriteConcern = WriteConcern.MAJORITY,
+    ) -> PutResult:
+        op = PutOp(to_bytes(key, "key"), to_bytes(value, "value"), lease, prev_kv, fencing_token)
+        result = await self._run_op(op, WriteConcern(concern))
+        assert isinstance(result, PutResult)
+        return result
+
+    async def delete(
+        self,
+        key: Data,
+        *,
+        prev_kv: bool = False,
+        fencing_token: int = 0,
+        concern: WriteConcern = WriteConcern.MAJORITY,
+    ) -> DeleteResult:
+        result = await self._run_op(
+            DeleteOp(to_bytes(key, "key"), prev_kv, fencing_token), WriteConcern(concern)
+        )
+        assert isinstance(result, DeleteResult)
+        return result
+
+    async def batch(
+        self, ops: Sequence[Op], *, concern: WriteConcern = WriteConcern.MAJORITY
+    ) -> list[OpResult]:
+        """Run independent operations (any partitions); results in the order of `ops`.
+
+        Each operation succeeds or fails on its own; all of them are finished before the first
+        failure, if any, is raised.
+        """
+        for op in ops:
+            self._validate_op(op)
+        outcomes = await asyncio.gather(*(self._run_op(op, concern) for op in ops), return_exceptions=True)
+        results: list[OpResult] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            results.append(outcome)
+        return results
+
+    async def scan(
+        self,
+        *,
+        prefix: Data | None = None,
+        start: Data | None = None,
+        end: Data | None = None,
+        limit: int = 0,
+        keys_only: bool = False,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+    ) -> list[KeyValue]:
+        """Keys in ``[start, end)`` (or starting with `prefix`) across all partitions, in key order.
+
+        `limit` (0 = none) applies to the merged result. `end` empty or None means the end of the
+        key space. With `keys_only`, values come back empty.
+        """
+        if prefix is not None and (start is not None or end is not None):
+            raise InvalidArgumentError("scan takes either a prefix or a start/end range, not both")
+        if limit < 0:
+            raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
+        router = await self._connected_router()
+        if prefix is not None:
+            prefix_bytes = to_bytes(prefix, "prefix")
+            range_start, range_end = prefix_bytes, _prefix_end(prefix_bytes)
+            partitions = (
+                [router.partition_for(prefix_bytes)]
+                if _tagged_prefix(prefix_bytes)
+                else range(router.partition_count)
+            )
+        else:
+            range_start = b"" if start is None else to_bytes(start, "start")
+            range_end = b"" if end is None else to_bytes(end, "end")
+            partitions = range(router.partition_count)
+        deadline = self._deadline()
+        per_partition = await asyncio.gather(
+            *(
+                self._scan_partition(
+                    partition,
+                    range_start,
+                    range_end,
+                    limit,
+                    keys_only,
+                    ReadConsistency(consistency),
+                    deadline,
+                )
+                for partition in partitions
+            )
+        )
+        merged = heapq.merge(*per_partition, key=lambda kv: kv.key)
+        return list(itertools.islice(merged, limit or None))
+
+    async def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[Op],
+        failure: Sequence[Op] = (),
+        *,
+        concern: WriteConcern = WriteConcern.MAJORITY,
+    ) -> TxnResult:
+        """If every compare holds, run `success`, else `failure`; atomically, in one partition.
+
+        All keys must live in one partition (co-locate them with a ``{hash tag}``); otherwise
+        `CrossPartitionError` is raised before anything is sent.
+        """
+        router = await self._connected_router()
+        keys = [compare.key for compare in compares] + [op.key for op in (*success, *failure)]
+        if not keys:
+            raise InvalidArgumentError("a transaction needs at least one compare or operation")
+        for op in (*success, *failure):
+            self._validate_op(op)
+        for key in (compare.key for compare in compares):
+            self._validate_key(key)
+        partition = self._single_partition(router, keys)
+        header = self._request_header(router, mutation=True)
+        min_revision = self._seen_revisions.get(partition, 0)
+        request = pb.TxnRequest(
+            header=header,
+            compare=[wire.compare_to_pb(compare) for compare in compares],
+            # Sub-operations travel under the transaction's header, so theirs stay empty.
+            success=[wire.op_to_pb(op, pb.RequestHeader(), concern, min_revision) for op in success],
+            failure=[wire.op_to_pb(op, pb.RequestHeader(), concern, min_revision) for op in failure],
+            concern=int(concern),
+        )
+        deadline = self._deadline()
+
+        async def send(address: str, timeout: float) -> pb.TxnResponse:
+            request.header.timeout_ms = int(timeout * 1000)
+            response: pb.TxnResponse = await self._kv_stub(address).Txn(request, timeout=timeout)
+            return response
+
+        response = await self._call_partition(partition, deadline, send)
+        return TxnResult(
+            header=wire.header_from_pb(response.header),
+            succeeded=response.succeeded,
+            responses=tuple(wire.result_from_response(wire.inner_response(op)) for op in response.responses),
+        )
+
+    # ---- cluster information ----------------------------------------------------------------
+
+    async def status(self, endpoint: str | None = None) -> NodeStatus:
+        """The status of the node at `endpoint` (default: the first seed endpoint that answers)."""
+        response = await self._cluster_call(
+            lambda stub, timeout: stub.Status(pb.StatusRequest(), timeout=timeout),
+            [endpoint] if endpoint else None,
+        )
+        return wire.status_from_pb(response)
+
+    async def members(self) -> list[Member]:
+        response = await self._cluster_call(
+            lambda stub, timeout: stub.Members(pb.MembersRequest(), timeout=timeout)
+        )
+        return sorted(map(wire.member_from_pb, response.members), key=lambda member: member.id)
+
+    async def partitions(self) -> ClusterLayout:
+        """The cluster map, freshly fetched (the client's cache is refreshed with it too)."""
+        router = await self._refresh_layout(self._layout_generation)
+        return router.layout
+
+    # ---- routing and retries ----------------------------------------------------------------
+
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.timeout
+
+    async def _connected_router(self) -> Router:
+        if self._router is None:
+            raise UnavailableError("the client is not connected: call connect() or use 'async with'")
+        return self._router
+
+    def _request_header(self, router: Router, *, mutation: bool) -> pb.RequestHeader:
+        # The seq is taken once per logical call and reused on every retry, so the node's
+        # (client_id, request_seq) dedup applies a retried write once.
+        return pb.RequestHeader(
+            client_id=self.client_id,
+            request_seq=next(self._request_seqs) if mutation else 0,
+            epoch=router.epoch,
+        )
+
+    def _validate_key(self, key: bytes) -> None:
+        if not key:
+            raise InvalidArgumentError("keys must not be empty")
+        if len(key) > self.max_key_bytes:
+            raise InvalidArgumentError(
+                f"key of {len(key)} bytes is over the {self.max_key_bytes}-byte limit: {key[:32]!r}..."
+            )
+
+    def _validate_op(self, op: Op) -> None:
+        self._validate_key(op.key)
+        if isinstance(op, PutOp) and len(op.value) > self.max_value_bytes:
+            raise InvalidArgumentError(
+                f"value of {len(op.value)} bytes for key {op.key[:64]!r} is over the {self.max_value_bytes}-byte limit"
+            )
+        for name in ("lease", "fencing_token"):
+            if getattr(op, name, 0) < 0:
+                raise InvalidArgumentError(f"{name} must be >= 0, got {getattr(op, name)}")
+
+    @staticmethod
+    def _single_partition(router: Router, keys: Sequence[bytes]) -> int:
+        keys_by_partition: dict[int, list[bytes]] = {}
+        for key in keys:
+            keys_by_partition.setdefault(router.partition_for(key), []).append(key)
+        if len(keys_by_partition) == 1:
+            return next(iter(keys_by_partition))
+        spread = "; ".join(
+            f"partition {partition}: {', '.join(repr(key.decode('utf-8', 'replace')) for key in dict.fromkeys(keys))}"
+            for partition, keys in sorted(keys_by_partition.items())
+        )
+        raise CrossPartitionError(
+            f"a transaction must stay within one partition, but its keys span {len(keys_by_partition)} "
+            f"({spread}); give them a common {{hash tag}}, e.g. '{{user42}}:a' and '{{user42}}:b'"
+        )
+
+    async def _run_op(self, op: Op, concern: WriteConcern) -> OpResult:
+        """One key operation, batched with its neighbours on the way to the partition leader."""
+        self._validate_op(op)
+        router = await self._connected_router()
+        partition = router.partition_for(op.key)
+        header = self._request_header(router, mutation=not isinstance(op, GetOp))
+        request = wire.op_to_pb(op, header, concern, self._seen_revisions.get(partition, 0))
+        inner = getattr(request, request.WhichOneof("op"))
+        deadline = self._deadline()
+
+        async def send(address: str, timeout: float) -> wire.OpResponse:
+            inner.header.timeout_ms = int(timeout * 1000)
+            reply = self._batcher(address).submit(request, asyncio.get_running_loop().time() + timeout)
+            try:
+                response = await asyncio.wait_for(reply, timeout)
+            except TimeoutError:
+                raise TransportError(f"no answer within {self.timeout:g}s") from None
+            return wire.inner_response(response)
+
+        # A node may report a missing key as found=false or as NOT_FOUND: both mean None.
+        answers = (ErrorCode.OK, ErrorCode.NOT_FOUND) if isinstance(op, GetOp) else (ErrorCode.OK,)
+        return wire.result_from_response(await self._call_partition(partition, deadline, send, answers))
+
+    async def _scan_partition(
+        self,
+        partition: int,
+        start: bytes,
+        end: bytes,
+        limit: int,
+        keys_only: bool,
+        consistency: ReadConsistency,
+        deadline: float,
+    ) -> list[KeyValue]:
+        """One partition's keys in range, following `more` page by page up to `limit`."""
+        router = await self._connected_router()
+        found: list[KeyValue] = []
+        page_start = start
+        while True:
+            request = pb.ScanRequest(
+                header=self._request_header(router, mutation=False),
+                start=page_start,
+                end=end,
+                limit=limit - len(found) if limit else 0,
+                consistency=int(consistency),
+                keys_only=keys_only,
+                partition=partition,
+            )
+
+            async def send(
+                address: str, timeout: float, request: pb.ScanRequest = request
+            ) -> pb.ScanResponse:
+                request.header.timeout_ms = int(timeout * 1000)
+                response: pb.ScanResponse = await self._kv_stub(address).Scan(request, timeout=timeout)
+                return response
+
+            response = await self._call_partition(partition, deadline, send)
+            found.extend(map(wire.kv_from_pb, response.kvs))
+            if not response.more or not response.kvs or (limit and len(found) >= limit):
+                return found
+            page_start = response.kvs[-1].key + b"\x00"  # the next key after the last one seen
+
+    async def _call_partition(
+        self,
+        partition: int,
+        deadline: float,
+        send: Callable[[str, float], Awaitable[ResponseT]],
+        answers: Sequence[ErrorCode] = (ErrorCode.OK,),
+    ) -> ResponseT:
+        """Send to the partition's leader until a node answers, following hints, within `deadline`.
+
+        Returns the first response whose error code is in `answers`; raises the typed error of
+        any other final code, or a timeout error naming the last problem met.
+        """
+        loop = asyncio.get_running_loop()
+        backoff = _Backoff(self._rng)
+        failed_nodes: set[int] = set()  # nodes that could not serve this call; skipped until all have failed
+        last_problem = "no node was tried"
+        last_code = ErrorCode.TIMEOUT
+        hint_hops = 0
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise self._deadline_error(partition, last_code, last_problem)
+            router = await self._connected_router()
+            node_id = router.choose(partition, failed_nodes)
+            if node_id is None:
+                # Every replica failed once: take a fresh map, pause, then try them all again.
+                failed_nodes.clear()
+                await self._refresh_layout_quietly(deadline)
+                await backoff.pause(deadline)
+                continue
+            address = router.address_of(node_id) or ""
+            try:
+                response = await send(address, remaining)
+            except TransportError as error:
+                last_problem, last_code = f"node {node_id} ({address}) {error}", ErrorCode.UNAVAILABLE
+                failed_nodes.add(node_id)
+                router.forget_leader(partition, node_id)
+                continue
+            except grpc.aio.AioRpcError as error:
+                failure = transport_failure(error)
+                if isinstance(failure, KvError):
+                    raise failure from None
+                last_problem, last_code = f"node {node_id} ({address}) {failure}", ErrorCode.UNAVAILABLE
+                failed_nodes.add(node_id)
+                router.forget_leader(partition, node_id)
+                continue
+            error = response.error
+            code = wire.error_code(error)
+            if code in answers:
+                self._note_revision(response)
+                return response
+            detail = error.message or code.name.lower().replace("_", " ")
+            if code is ErrorCode.NOT_LEADER:
+                last_problem, last_code = f"node {node_id} ({address}): {detail}", code
+                router.forget_leader(partition, node_id)
+                hint = error.leader_hint
+                if hint and hint != node_id and (error.leader_address or router.address_of(hint)):
+                    router.note_leader(partition, hint, error.leader_address)
+                    failed_nodes.discard(hint)  # a replica vouches for it: worth another try
+                    hint_hops += 1
+                    if hint_hops > 2 * max(router.layout.replication_factor, 1):
+                        await backoff.pause(deadline)  # hints going round in circles: an election is on
+                    continue
+                failed_nodes.add(node_id)
+                await self._refresh_layout_quietly(deadline)
+                await backoff.pause(deadline)
+            elif code is ErrorCode.WRONG_NODE:
+                last_problem, last_code = (
+                    f"node {node_id} ({address}) does not host partition {partition}",
+                    code,
+                )
+                failed_nodes.add(node_id)
+                router.forget_leader(partition, node_id)
+                await self._refresh_layout_quietly(deadline)
+            elif code in _TRY_ELSEWHERE:
+                last_problem, last_code = f"node {node_id} ({address}): {detail}", code
+                failed_nodes.add(node_id)
+                router.forget_leader(partition, node_id)
+                await backoff.pause(deadline)
+            else:
+                raise error_for_code(code, detail)
+
+    def _deadline_error(self, partition: int, last_code: ErrorCode, last_problem: str) -> KvError:
+        if last_code in (ErrorCode.NOT_LEADER, ErrorCode.WRONG_NODE):
+            return NotLeaderError(
+                f"no leader for partition {partition} after {self.timeout:g}s; last error: {last_problem}"
+            )
+        return KvTimeoutError(
+            f"partition {partition} was not served within {self.timeout:g}s; last error: {last_problem}"
+        )
+
+    def _note_revision(self, response: _Response) -> None:
+        header = response.header
+        if header.revision > self._seen_revisions.get(header.partition, 0):
+            self._seen_revisions[header.partition] = header.revision
+
+    # ---- cluster map ------------------------------------------------------------------------
+
+    async def _refresh_layout(self, seen_generation: int) -> Router:
+        """Fetch the cluster map, unless another task refreshed it since `seen_generation`."""
+        async with self._refresh_lock:
+            if self._router is not None and self._layout_generation != seen_generation:
+                return self._router
+            response = await self._cluster_call(
+                lambda stub, timeout: stub.Partitions(pb.PartitionsRequest(), timeout=timeout)
+            )
+            layout = wire.layout_from_pb(response)
+            if layout.partition_count < 1 or not layout.members:
+                raise UnavailableError(
+                    f"the cluster map has no partitions or no members (epoch {layout.epoch})"
+                )
+            self._router = Router(layout)
+            self._layout_generation += 1
+            return self._router
+
+    async def _refresh_layout_quietly(self, deadline: float) -> None:
+        """Refresh the map within `deadline`; failing is fine, the caller keeps retrying."""
+        generation = self._layout_generation
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._refresh_layout(generation), remaining)
+        except (KvError, TimeoutError):
+            return
+
+    async def _cluster_call(
+        self,
+        call: Callable[[pb_grpc.ClusterStub, float], Awaitable[CallResultT]],
+        endpoints: Sequence[str] | None = None,
+    ) -> CallResultT:
+        """A Cluster RPC to the first of `endpoints` (default: known members, then seeds) that answers."""
+        if endpoints is None:
+            known = self._router.addresses() if self._router is not None else []
+            endpoints = list(dict.fromkeys([*known, *self._seeds]))
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline()
+        backoff = _Backoff(self._rng)
+        last_problem = "no endpoint was tried"
+        while True:
+            for endpoint in endpoints:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise UnavailableError(
+                        f"could not reach {', '.join(endpoints)} within {self.timeout:g}s; last error: {last_problem}"
+                    )
+                try:
+                    return await call(pb_grpc.ClusterStub(self._channel(endpoint)), remaining)
+                except grpc.aio.AioRpcError as error:
+                    failure = transport_failure(error)
+                    if isinstance(failure, KvError):
+                        raise KvError(f"{endpoint}: {failure.message}", code=failure.code) from None
+                    last_problem = f"{endpoint} {failure}"
+            await backoff.pause(deadline)
+
+    # ---- connections ------------------------------------------------------------------------
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+        return channel
+
+    def _kv_stub(self, address: str) -> pb_grpc.KVStub:
+        return pb_grpc.KVStub(self._channel(address))
+
+    def _batcher(self, address: str) -> NodeBatcher:
+        batcher = self._batchers.get(address)
+        if batcher is None:
+            batcher = self._batchers[address] = NodeBatcher(address, self._kv_stub(address), self._max_batch)
+            batcher.start()
+        return batcher

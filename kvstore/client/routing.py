@@ -1,0 +1,53 @@
+"""The client's view of where each partition lives: the cached cluster layout plus leaders learned since."""
+
+from __future__ import annotations
+
+from kvstore.client.types import ClusterLayout
+from kvstore.ring import partition_for_key
+
+
+class Router:
+    """Which node to ask for a partition. One per client, replaced state on every layout refresh."""
+
+    def __init__(self, layout: ClusterLayout) -> None:
+        self.layout = layout
+        self._addresses = {member.id: member.address for member in layout.members}
+        self._replicas = {info.id: info.replicas for info in layout.partitions}
+        # Leaders change far more often than the layout; hints from NOT_LEADER answers land here.
+        self._leaders = {info.id: info.leader for info in layout.partitions if info.leader}
+
+    @property
+    def partition_count(self) -> int:
+        return self.layout.partition_count
+
+    @property
+    def epoch(self) -> int:
+        return self.layout.epoch
+
+    def partition_for(self, key: bytes) -> int:
+        return partition_for_key(key, self.layout.partition_count)
+
+    def address_of(self, node_id: int) -> str | None:
+        return self._addresses.get(node_id)
+
+    def addresses(self) -> list[str]:
+        return list(self._addresses.values())
+
+    def note_leader(self, partition: int, node_id: int, address: str) -> None:
+        self._leaders[partition] = node_id
+        if address:
+            # The hint may name a node that joined after our layout was fetched.
+            self._addresses[node_id] = address
+
+    def forget_leader(self, partition: int, node_id: int) -> None:
+        if self._leaders.get(partition) == node_id:
+            del self._leaders[partition]
+
+    def choose(self, partition: int, excluded: set[int]) -> int | None:
+        """The node to try next: the known leader, else the first replica not yet failed in this call."""
+        leader = self._leaders.get(partition)
+        candidates = ([leader] if leader is not None else []) + list(self._replicas.get(partition, ()))
+        for node_id in candidates:
+            if node_id not in excluded and node_id in self._addresses:
+                return node_id
+        return None

@@ -1,0 +1,179 @@
+"""A blocking client: the asyncio `Client` running on a private event loop in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
+from kvstore.client.errors import UnavailableError
+from kvstore.client.ops import Compare, Data, Op
+from kvstore.client.types import (
+    ClusterLayout,
+    DeleteResult,
+    GetResult,
+    KeyValue,
+    Member,
+    NodeStatus,
+    OpResult,
+    PutResult,
+    ReadConsistency,
+    TxnResult,
+    WriteConcern,
+)
+
+ResultT = TypeVar("ResultT")
+
+
+class SyncClient:
+    """The same API as `Client`, blocking; safe to call from many threads at once.
+
+    with SyncClient(["127.0.0.1:2379"]) as client:
+        client.put("greeting", "hello")
+        print(client.get("greeting"))
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 5.0,
+        client_id: str | None = None,
+        max_batch: int = 256,
+        max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    ) -> None:
+        self._client = Client(
+            endpoints,
+            timeout=timeout,
+            client_id=client_id,
+            max_batch=max_batch,
+            max_key_bytes=max_key_bytes,
+            max_value_bytes=max_value_bytes,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def client_id(self) -> str:
+        return self._client.client_id
+
+    def connect(self) -> None:
+        """Start the background loop and connect; on failure the loop is stopped again."""
+        if self._thread is not None:
+            return
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="kvstore-sync-client", daemon=True)
+        thread.start()
+        self._loop, self._thread = loop, thread
+        try:
+            self._run(self._client.connect())
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._client.close(), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+            self._loop, self._thread = None, None
+
+    def __enter__(self) -> SyncClient:
+        self.connect()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _run(self, call: Coroutine[Any, Any, ResultT]) -> ResultT:
+        if self._loop is None:
+            call.close()
+            raise UnavailableError("the client is not connected: call connect() or use 'with'")
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
+
+    def get(
+        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+    ) -> KeyValue | None:
+        return self._run(self._client.get(key, consistency=consistency))
+
+    def get_result(
+        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+    ) -> GetResult:
+        return self._run(self._client.get_result(key, consistency=consistency))
+
+    def put(
+        self,
+        key: Data,
+        value: Data,
+        *,
+        prev_kv: bool = False,
+        lease: int = 0,
+        fencing_token: int = 0,
+        concern: WriteConcern = WriteConcern.MAJORITY,
+    ) -> PutResult:
+        return self._run(
+            self._client.put(
+                key, value, prev_kv=prev_kv, lease=lease, fencing_token=fencing_token, concern=concern
+            )
+        )
+
+    def delete(
+        self,
+        key: Data,
+        *,
+        prev_kv: bool = False,
+        fencing_token: int = 0,
+        concern: WriteConcern = WriteConcern.MAJORITY,
+    ) -> DeleteResult:
+        return self._run(
+            self._client.delete(key, prev_kv=prev_kv, fencing_token=fencing_token, concern=concern)
+        )
+
+    def batch(self, ops: Sequence[Op], *, concern: WriteConcern = WriteConcern.MAJORITY) -> list[OpResult]:
+        return self._run(self._client.batch(ops, concern=concern))
+
+    def scan(
+        self,
+        *,
+        prefix: Data | None = None,
+        start: Data | None = None,
+        end: Data | None = None,
+        limit: int = 0,
+        keys_only: bool = False,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+    ) -> list[KeyValue]:
+        return self._run(
+            self._client.scan(
+                prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=consistency
+            )
+        )
+
+    def txn(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[Op],
+        failure: Sequence[Op] = (),
+        *,
+        concern: WriteConcern = WriteConcern.MAJORITY,
+    ) -> TxnResult:
+        return self._run(self._client.txn(compares, success, failure, concern=concern))
+
+    def status(self, endpoint: str | None = None) -> NodeStatus:
+        return self._run(self._client.status(endpoint))
+
+    def members(self) -> list[Member]:
+        return self._run(self._client.members())
+
+    def partitions(self) -> ClusterLayout:
+        return self._run(self._client.partitions())

@@ -1,0 +1,138 @@
+"""The client's public records and enums; plain Python, independent of protobuf classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from kvstore._pb import kvstore_pb2 as pb
+
+
+# Values come from the generated module so the two can never drift apart.
+class ReadConsistency(IntEnum):
+    """How fresh a read must be; see DESIGN.md §3."""
+
+    LINEARIZABLE = pb.LINEARIZABLE
+    LEASE = pb.LEASE
+    SESSION = pb.SESSION
+    STALE = pb.STALE
+
+
+class WriteConcern(IntEnum):
+    """When a write is acknowledged; see DESIGN.md §3."""
+
+    MAJORITY = pb.MAJORITY
+    ALL = pb.ALL
+    LEADER = pb.LEADER
+
+
+class ErrorCode(IntEnum):
+    OK = pb.OK
+    NOT_FOUND = pb.NOT_FOUND
+    NOT_LEADER = pb.NOT_LEADER
+    WRONG_NODE = pb.WRONG_NODE
+    INVALID_ARGUMENT = pb.INVALID_ARGUMENT
+    UNAVAILABLE = pb.UNAVAILABLE
+    TIMEOUT = pb.TIMEOUT
+    CROSS_PARTITION = pb.CROSS_PARTITION
+    STALE_FENCING_TOKEN = pb.STALE_FENCING_TOKEN
+    COMPACTED = pb.COMPACTED
+    LEASE_NOT_FOUND = pb.LEASE_NOT_FOUND
+    LOCK_NOT_HELD = pb.LOCK_NOT_HELD
+    INTERNAL = pb.INTERNAL
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHeader:
+    """Where and how a request was served."""
+
+    partition: int
+    revision: int
+    served: ReadConsistency
+    node_id: int
+    epoch: int
+    staleness_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    header: ResponseHeader
+    kv: KeyValue | None  # None: the key does not exist
+
+    @property
+    def found(self) -> bool:
+        return self.kv is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    header: ResponseHeader
+    prev_kv: KeyValue | None  # only filled when asked for with prev_kv=True and the key existed
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    header: ResponseHeader
+    deleted: bool
+    prev_kv: KeyValue | None
+
+
+OpResult = GetResult | PutResult | DeleteResult
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    header: ResponseHeader
+    succeeded: bool  # True: the compares held and the success ops ran; else the failure ops ran
+    responses: tuple[OpResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: int
+    name: str
+    address: str
+    learner: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    id: int
+    replicas: tuple[int, ...]
+    leader: int  # 0 = unknown
+    term: int
+    commit_index: int
+    applied_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLayout:
+    """The cluster map as a node reported it: members and where each partition lives."""
+
+    epoch: int
+    partition_count: int
+    replication_factor: int
+    partitions: tuple[PartitionInfo, ...]
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node_id: int
+    address: str
+    version: str
+    epoch: int
+    partitions_hosted: int
+    partitions_led: int
+    partitions: tuple[PartitionInfo, ...]
+    db_size_bytes: int

@@ -1,0 +1,148 @@
+"""Conversions between the client's records and the protobuf messages of the API."""
+
+from __future__ import annotations
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore.client.errors import KvError
+from kvstore.client.ops import Compare, GetOp, Op, PutOp
+from kvstore.client.types import (
+    ClusterLayout,
+    DeleteResult,
+    ErrorCode,
+    GetResult,
+    KeyValue,
+    Member,
+    NodeStatus,
+    OpResult,
+    PartitionInfo,
+    PutResult,
+    ReadConsistency,
+    ResponseHeader,
+    WriteConcern,
+)
+
+# A response message of one key operation: the three share header, error and nothing else.
+OpResponse = pb.GetResponse | pb.PutResponse | pb.DeleteResponse
+
+
+def kv_from_pb(kv: pb.KeyValue) -> KeyValue:
+    return KeyValue(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
+def header_from_pb(header: pb.ResponseHeader) -> ResponseHeader:
+    return ResponseHeader(
+        partition=header.partition,
+        revision=header.revision,
+        served=ReadConsistency(header.served),
+        node_id=header.node_id,
+        epoch=header.epoch,
+        staleness_ms=header.staleness_ms,
+    )
+
+
+def op_to_pb(op: Op, header: pb.RequestHeader, concern: WriteConcern, min_revision: int) -> pb.RequestOp:
+    if isinstance(op, GetOp):
+        return pb.RequestOp(
+            get=pb.GetRequest(
+                header=header,
+                key=op.key,
+                consistency=int(op.consistency),
+                min_revision=min_revision if op.consistency is ReadConsistency.SESSION else 0,
+            )
+        )
+    if isinstance(op, PutOp):
+        return pb.RequestOp(
+            put=pb.PutRequest(
+                header=header,
+                key=op.key,
+                value=op.value,
+                lease=op.lease,
+                prev_kv=op.prev_kv,
+                fencing_token=op.fencing_token,
+                concern=int(concern),
+            )
+        )
+    return pb.RequestOp(
+        delete=pb.DeleteRequest(
+            header=header,
+            key=op.key,
+            prev_kv=op.prev_kv,
+            fencing_token=op.fencing_token,
+            concern=int(concern),
+        )
+    )
+
+
+def inner_response(response: pb.ResponseOp) -> OpResponse:
+    kind = response.WhichOneof("op")
+    if kind is None:
+        raise KvError("the node sent an empty operation result", code=ErrorCode.INTERNAL)
+    inner: OpResponse = getattr(response, kind)
+    return inner
+
+
+def error_code(error: pb.Error) -> ErrorCode:
+    """The error's code; codes newer than this client count as INTERNAL."""
+    try:
+        return ErrorCode(error.code)
+    except ValueError:
+        return ErrorCode.INTERNAL
+
+
+def result_from_response(inner: OpResponse) -> OpResult:
+    header = header_from_pb(inner.header)
+    if isinstance(inner, pb.GetResponse):
+        return GetResult(header, kv_from_pb(inner.kv) if inner.found else None)
+    if isinstance(inner, pb.PutResponse):
+        return PutResult(header, kv_from_pb(inner.prev_kv) if inner.had_prev else None)
+    return DeleteResult(
+        header, inner.deleted, kv_from_pb(inner.prev_kv) if inner.HasField("prev_kv") else None
+    )
+
+
+def compare_to_pb(compare: Compare) -> pb.Compare:
+    return pb.Compare(
+        key=compare.key,
+        target=int(compare.target),
+        result=int(compare.result),
+        value=compare.value,
+        number=compare.number,
+    )
+
+
+def member_from_pb(member: pb.Member) -> Member:
+    return Member(member.id, member.name, member.address, member.learner)
+
+
+def partition_from_pb(info: pb.PartitionInfo) -> PartitionInfo:
+    return PartitionInfo(
+        id=info.id,
+        replicas=tuple(info.replicas),
+        leader=info.leader,
+        term=info.term,
+        commit_index=info.commit_index,
+        applied_index=info.applied_index,
+    )
+
+
+def layout_from_pb(response: pb.PartitionsResponse) -> ClusterLayout:
+    return ClusterLayout(
+        epoch=response.epoch,
+        partition_count=response.partition_count,
+        replication_factor=response.replication_factor,
+        partitions=tuple(sorted(map(partition_from_pb, response.partitions), key=lambda info: info.id)),
+        members=tuple(sorted(map(member_from_pb, response.members), key=lambda member: member.id)),
+    )
+
+
+def status_from_pb(response: pb.StatusResponse) -> NodeStatus:
+    return NodeStatus(
+        node_id=response.node_id,
+        address=response.address,
+        version=response.version,
+        epoch=response.epoch,
+        partitions_hosted=response.partitions_hosted,
+        partitions_led=response.partitions_led,
+        partitions=tuple(map(partition_from_pb, response.partitions)),
+        db_size_bytes=response.db_size_bytes,
+    )

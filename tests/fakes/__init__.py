@@ -1,0 +1,1 @@
+"""In-process stand-ins for kvstore servers, for tests of code that talks to a cluster."""

@@ -1,0 +1,397 @@
+"""The client against a fake cluster: routing, redirects, retries, batching, scans, txns, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from kvstore.client import (
+    Client,
+    CrossPartitionError,
+    InvalidArgumentError,
+    KvTimeoutError,
+    ReadConsistency,
+    StaleFencingTokenError,
+    SyncClient,
+    UnavailableError,
+    ops,
+)
+from tests.fakes.fake_cluster import FakeCluster
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[FakeCluster]:
+    async with FakeCluster(nodes=3, partitions=8) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def client(cluster: FakeCluster) -> AsyncIterator[Client]:
+    async with Client(cluster.endpoints, timeout=3.0) as connected:
+        yield connected
+
+
+def unused_address() -> str:
+    """An address nothing listens on: a port the OS just handed out and took back."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def other_replica(cluster: FakeCluster, partition: int) -> int:
+    return next(node for node in cluster.replicas_of(partition) if node != cluster.leader_of(partition))
+
+
+async def test_put_then_get_round_trips_str_and_bytes(client: Client) -> None:
+    await client.put("greeting", "héllo")
+    await client.put(b"\x00raw", b"\xff\xfe")
+
+    greeting = await client.get("greeting")
+    raw = await client.get(b"\x00raw")
+
+    assert greeting is not None and greeting.value == "héllo".encode()
+    assert greeting.version == 1 and greeting.create_revision == greeting.mod_revision
+    assert raw is not None and raw.value == b"\xff\xfe"
+
+
+async def test_get_of_missing_key_is_none(client: Client) -> None:
+    assert await client.get("nothing-here") is None
+
+
+async def test_each_request_is_served_by_its_partition_leader(cluster: FakeCluster, client: Client) -> None:
+    keys = [cluster.key_in_partition(partition, "k") for partition in range(cluster.partition_count)]
+    results = [await client.put(key, "v") for key in keys]
+
+    for key, result in zip(keys, results, strict=True):
+        partition = cluster.partition_of(key)
+        assert result.header.partition == partition
+        assert result.header.node_id == cluster.leader_of(partition)
+
+
+async def test_get_result_reports_partition_revision_and_level_served(
+    cluster: FakeCluster, client: Client
+) -> None:
+    put = await client.put("k", "v")
+    result = await client.get_result("k", consistency=ReadConsistency.STALE)
+
+    assert result.header.partition == cluster.partition_of(b"k")
+    assert result.header.revision >= put.header.revision
+    assert result.header.served is ReadConsistency.STALE
+
+
+async def test_not_leader_hint_is_followed_to_the_new_leader(cluster: FakeCluster, client: Client) -> None:
+    await client.put("k", "v1")
+    partition = cluster.partition_of(b"k")
+    new_leader = other_replica(cluster, partition)
+    cluster.move_leader(partition, new_leader)
+
+    result = await client.put("k", "v2")
+
+    assert result.header.node_id == new_leader
+    assert cluster.value_of(b"k") == b"v2"
+
+
+async def test_not_leader_without_hint_refreshes_the_map(cluster: FakeCluster, client: Client) -> None:
+    partition = cluster.partition_of(b"k")
+    new_leader = other_replica(cluster, partition)
+    cluster.hide_leader_hints()
+    cluster.move_leader(partition, new_leader)
+    map_fetches = cluster.rpc_count("Partitions")
+
+    result = await client.put("k", "v")
+
+    assert result.header.node_id == new_leader
+    assert cluster.rpc_count("Partitions") > map_fetches
+
+
+async def test_wrong_node_refreshes_the_map() -> None:
+    async with FakeCluster(nodes=4, partitions=4, replication_factor=2) as cluster:
+        async with Client(cluster.endpoints, timeout=3.0) as client:
+            await client.put("k", "v")
+            partition = cluster.partition_of(b"k")
+            newcomers = [node for node in (1, 2, 3, 4) if node not in cluster.replicas_of(partition)]
+            cluster.move_partition(partition, newcomers)
+
+            result = await client.get_result("k")
+
+    assert result.header.node_id == newcomers[0]
+    assert result.kv is not None and result.kv.value == b"v"
+
+
+async def test_unavailable_leader_makes_the_client_try_other_replicas(
+    cluster: FakeCluster, client: Client
+) -> None:
+    partition = cluster.partition_of(b"k")
+    old_leader, new_leader = cluster.leader_of(partition), other_replica(cluster, partition)
+    cluster.make_unavailable(old_leader)
+    cluster.move_leader(partition, new_leader)
+
+    result = await client.put("k", "v")
+
+    assert result.header.node_id == new_leader
+
+
+async def test_stopped_leader_makes_the_client_try_other_replicas(
+    cluster: FakeCluster, client: Client
+) -> None:
+    partition = cluster.partition_of(b"k")
+    old_leader, new_leader = cluster.leader_of(partition), other_replica(cluster, partition)
+    await cluster.stop_node(old_leader)
+    cluster.move_leader(partition, new_leader)
+
+    result = await client.put("k", "v")
+
+    assert result.header.node_id == new_leader
+
+
+async def test_write_whose_response_was_lost_is_retried_and_applied_once(
+    cluster: FakeCluster, client: Client
+) -> None:
+    cluster.drop_write_responses(1)
+
+    await client.put("k", "v")
+
+    kv = await client.get("k")
+    assert cluster.times_written(b"k") == 1
+    assert kv is not None and kv.version == 1
+
+
+async def test_txn_whose_response_was_lost_is_retried_and_applied_once(
+    cluster: FakeCluster, client: Client
+) -> None:
+    cluster.drop_write_responses(1)
+
+    result = await client.txn([ops.version("{t}counter") == 0], [ops.put("{t}counter", "1")])
+
+    assert result.succeeded  # the retry got the first answer back, not a failed compare
+    assert cluster.times_written(b"{t}counter") == 1
+
+
+async def test_concurrent_calls_are_coalesced_into_few_batch_rpcs(
+    cluster: FakeCluster, client: Client
+) -> None:
+    await asyncio.gather(*(client.put(f"key-{index}", str(index)) for index in range(300)))
+
+    assert cluster.rpc_count("batched ops") == 300
+    # 3 nodes: a handful of batches each, far from one RPC per call.
+    assert cluster.rpc_count("Batch") <= 30
+    assert all(cluster.value_of(f"key-{index}".encode()) == str(index).encode() for index in range(300))
+
+
+async def test_batches_respect_max_batch(cluster: FakeCluster) -> None:
+    async with Client(cluster.endpoints, max_batch=4) as client:
+        keys = [cluster.key_in_partition(0, f"k{index}") for index in range(12)]
+        await asyncio.gather(*(client.put(key, "v") for key in keys))
+
+    assert cluster.rpc_count("Batch") >= 3  # 12 ops to one leader, at most 4 per RPC
+
+
+async def test_only_the_redirected_op_of_a_batch_is_rerouted(cluster: FakeCluster, client: Client) -> None:
+    moved_key, steady_key = cluster.key_in_partition(0, "moved"), cluster.key_in_partition(1, "steady")
+    cluster.move_leader(0, other_replica(cluster, 0))
+
+    moved, steady = await asyncio.gather(client.put(moved_key, "a"), client.put(steady_key, "b"))
+
+    assert moved.header.node_id == cluster.leader_of(0)
+    assert steady.header.node_id == cluster.leader_of(1)
+    assert cluster.times_written(moved_key) == cluster.times_written(steady_key) == 1
+
+
+async def test_batch_ops_fail_on_their_own(cluster: FakeCluster, client: Client) -> None:
+    await client.put("fenced", "v", fencing_token=10)
+
+    with pytest.raises(StaleFencingTokenError):
+        await client.batch(
+            [ops.put("a", "1"), ops.put("fenced", "old writer", fencing_token=3), ops.put("b", "2")]
+        )
+
+    assert cluster.value_of(b"a") == b"1" and cluster.value_of(b"b") == b"2"
+    assert cluster.value_of(b"fenced") == b"v"
+
+
+async def test_batch_returns_results_in_order(client: Client) -> None:
+    await client.put("x", "1")
+
+    results = await client.batch(
+        [ops.get("x"), ops.put("y", "2", prev_kv=True), ops.delete("x"), ops.get("x")]
+    )
+
+    first_get, put, delete, second_get = results
+    assert first_get.kv is not None and first_get.kv.value == b"1"  # type: ignore[union-attr]
+    assert put.prev_kv is None  # type: ignore[union-attr]
+    assert delete.deleted  # type: ignore[union-attr]
+    assert second_get.kv is None  # type: ignore[union-attr]
+
+
+async def test_delete_reports_whether_something_was_deleted(client: Client) -> None:
+    await client.put("k", "v")
+
+    first = await client.delete("k", prev_kv=True)
+    second = await client.delete("k")
+
+    assert first.deleted and first.prev_kv is not None and first.prev_kv.value == b"v"
+    assert not second.deleted and second.prev_kv is None
+
+
+async def test_scan_merges_all_partitions_in_key_order(cluster: FakeCluster, client: Client) -> None:
+    keys = [f"user/{index:03d}" for index in range(40)]
+    await asyncio.gather(*(client.put(key, key.upper()) for key in reversed(keys)), client.put("other", "x"))
+
+    found = await client.scan(prefix="user/")
+
+    assert [kv.key.decode() for kv in found] == keys
+    assert {cluster.partition_of(kv.key) for kv in found} == set(range(cluster.partition_count))
+    assert found[0].value == b"USER/000"
+
+
+async def test_scan_limit_applies_to_the_merged_result(client: Client) -> None:
+    keys = [f"k{index:02d}" for index in range(30)]
+    await asyncio.gather(*(client.put(key, "v") for key in keys))
+
+    found = await client.scan(start="k05", end="k99", limit=7)
+
+    assert [kv.key.decode() for kv in found] == keys[5:12]
+
+
+async def test_scan_follows_partial_pages(cluster: FakeCluster, client: Client) -> None:
+    keys = [f"k{index:02d}" for index in range(30)]
+    await asyncio.gather(*(client.put(key, "v") for key in keys))
+    cluster.limit_scan_pages(2)
+
+    found = await client.scan(prefix="k", keys_only=True)
+
+    assert [kv.key.decode() for kv in found] == keys
+    assert all(kv.value == b"" for kv in found)
+
+
+async def test_scan_of_a_hash_tagged_prefix_asks_one_partition(cluster: FakeCluster, client: Client) -> None:
+    await asyncio.gather(*(client.put(f"{{cart}}:{index}", "v") for index in range(5)))
+    scans_before = cluster.rpc_count("Scan")
+
+    found = await client.scan(prefix="{cart}:")
+
+    assert len(found) == 5
+    assert cluster.rpc_count("Scan") - scans_before == 1
+
+
+async def test_scan_refuses_prefix_with_range(client: Client) -> None:
+    with pytest.raises(InvalidArgumentError):
+        await client.scan(prefix="a", start="b")
+
+
+async def test_txn_runs_success_or_failure_branch(client: Client) -> None:
+    await client.put("{acct}:a", "10")
+
+    swapped = await client.txn(
+        [ops.value("{acct}:a") == "10"], [ops.put("{acct}:a", "0"), ops.put("{acct}:b", "10")]
+    )
+    refused = await client.txn(
+        [ops.value("{acct}:a") == "10"], [ops.put("{acct}:a", "-1")], [ops.get("{acct}:a")]
+    )
+
+    assert swapped.succeeded and not refused.succeeded
+    (current,) = refused.responses
+    assert current.kv is not None and current.kv.value == b"0"  # type: ignore[union-attr]
+
+
+async def test_cross_partition_txn_is_refused_before_sending(cluster: FakeCluster, client: Client) -> None:
+    first, second = cluster.key_in_partition(1, "a"), cluster.key_in_partition(5, "b")
+
+    with pytest.raises(CrossPartitionError) as raised:
+        await client.txn([ops.version(first) > 0], [ops.put(second, "v")])
+
+    assert "partition 1" in str(raised.value) and "partition 5" in str(raised.value)
+    assert "hash tag" in str(raised.value)
+    assert cluster.rpc_count("Txn") == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("", "v"), ("k" * 4097, "v"), ("k", "v" * 101)],
+    ids=["empty key", "key over 4 KiB", "value over the limit"],
+)
+async def test_invalid_requests_are_refused_locally(cluster: FakeCluster, key: str, value: str) -> None:
+    async with Client(cluster.endpoints, max_value_bytes=100) as client:
+        with pytest.raises(InvalidArgumentError):
+            await client.put(key, value)
+
+    assert cluster.rpc_count("Batch") == 0
+
+
+async def test_call_times_out_with_a_message_naming_the_partition(cluster: FakeCluster) -> None:
+    async with Client(cluster.endpoints, timeout=0.3) as client:
+        for node in (1, 2, 3):
+            cluster.make_unavailable(node)
+
+        with pytest.raises(KvTimeoutError) as raised:
+            await client.get("k")
+
+    message = str(raised.value)
+    assert f"partition {cluster.partition_of(b'k')}" in message
+    assert "0.3s" in message and "cannot reach a quorum" in message
+    assert isinstance(raised.value, UnavailableError)
+
+
+async def test_connect_with_no_reachable_seed_is_unavailable() -> None:
+    client = Client([unused_address()], timeout=0.3)
+
+    with pytest.raises(UnavailableError, match="could not reach"):
+        await client.connect()
+    await client.close()
+
+
+async def test_connect_skips_dead_seeds(cluster: FakeCluster) -> None:
+    async with Client([unused_address(), cluster.endpoints[1]]) as client:
+        await client.put("k", "v")
+
+    assert cluster.value_of(b"k") == b"v"
+
+
+async def test_cluster_information(cluster: FakeCluster, client: Client) -> None:
+    members = await client.members()
+    layout = await client.partitions()
+    status = await client.status(cluster.address_of(2))
+
+    assert [member.address for member in members] == cluster.endpoints
+    assert layout.partition_count == cluster.partition_count
+    assert [info.leader for info in layout.partitions] == [cluster.leader_of(p) for p in range(8)]
+    assert status.node_id == 2 and status.address == cluster.address_of(2)
+
+
+async def test_calls_after_close_are_refused(cluster: FakeCluster) -> None:
+    client = Client(cluster.endpoints)
+    await client.connect()
+    await client.close()
+
+    with pytest.raises(UnavailableError, match="not connected"):
+        await client.get("k")
+
+
+async def test_sync_client_offers_the_same_api(cluster: FakeCluster) -> None:
+    def use_sync_client() -> tuple[bytes | None, list[bytes], bool]:
+        with SyncClient(cluster.endpoints) as client:
+            client.put("a", "1")
+            client.put("b", "2")
+            value = client.get("a")
+            keys = [kv.key for kv in client.scan()]
+            succeeded = client.txn([ops.value("a") == "1"], [ops.delete("a")]).succeeded
+        return (value.value if value else None), keys, succeeded
+
+    value, keys, succeeded = await asyncio.to_thread(use_sync_client)
+
+    assert value == b"1" and keys == [b"a", b"b"] and succeeded
+    assert cluster.value_of(b"a") is None
+
+
+async def test_sync_client_refuses_calls_after_close(cluster: FakeCluster) -> None:
+    def call_after_close() -> None:
+        client = SyncClient(cluster.endpoints)
+        client.connect()
+        client.close()
+        client.get("k")
+
+    with pytest.raises(UnavailableError):
+        await asyncio.to_thread(call_after_close)

@@ -1,0 +1,243 @@
+"""kvctl's data commands as scripts see them: output formats, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from click.testing import CliRunner, Result
+from kvctl.main import cli
+from kvctl.txn import parse_compare, parse_op
+
+from kvstore.client import ops
+from kvstore.client.ops import CompareResult, CompareTarget
+from tests.fakes.fake_cluster import FakeCluster
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[FakeCluster]:
+    async with FakeCluster(nodes=3, partitions=8) as fake:
+        yield fake
+
+
+async def kvctl(
+    cluster: FakeCluster | None, *arguments: str, stdin: bytes | None = None, timeout: float = 2.0
+) -> Result:
+    """Run kvctl in a worker thread, so this loop keeps serving the fake cluster meanwhile."""
+    endpoints = ",".join(cluster.endpoints) if cluster else dead_address()
+    runner = CliRunner()
+    return await asyncio.to_thread(
+        runner.invoke, cli, [*arguments, "--endpoints", endpoints, "--timeout", str(timeout)], input=stdin
+    )
+
+
+def dead_address() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+async def test_get_simple_prints_the_value_alone(cluster: FakeCluster) -> None:
+    put = await kvctl(cluster, "put", "greeting", "hello world")
+    got = await kvctl(cluster, "get", "greeting", "-o", "simple")
+
+    assert put.exit_code == 0 and put.stdout == "OK (partition {}, revision 1, served linearizable)\n".format(
+        cluster.partition_of(b"greeting")
+    )
+    assert got.exit_code == 0 and got.stdout == "hello world\n"
+
+
+async def test_get_json_is_machine_readable(cluster: FakeCluster) -> None:
+    await kvctl(cluster, "put", "k", "v")
+
+    result = await kvctl(cluster, "get", "k", "-o", "json", "--consistency", "stale")
+
+    document = json.loads(result.stdout)
+    assert result.exit_code == 0
+    assert document["found"] is True
+    assert document["kv"]["key"] == "k" and document["kv"]["value"] == "v" and document["kv"]["version"] == 1
+    assert document["header"]["partition"] == cluster.partition_of(b"k")
+    assert document["header"]["served"] == "stale"
+
+
+async def test_json_carries_non_utf8_bytes_as_base64(cluster: FakeCluster) -> None:
+    await kvctl(cluster, "put", "bin", "-", stdin=b"\xff\x00")
+
+    result = await kvctl(cluster, "get", "bin", "-o", "json")
+
+    assert json.loads(result.stdout)["kv"]["value_base64"] == "/wA="
+
+
+async def test_get_table_shows_key_and_value(cluster: FakeCluster) -> None:
+    await kvctl(cluster, "put", "color", "[bold]blue")
+
+    result = await kvctl(cluster, "get", "color")
+
+    assert result.exit_code == 0
+    assert "color" in result.stdout and "[bold]blue" in result.stdout  # stored text is not rich markup
+
+
+async def test_get_of_missing_key_exits_1_with_one_line_on_stderr(cluster: FakeCluster) -> None:
+    result = await kvctl(cluster, "get", "missing", "-o", "simple")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "not found" in one_line(result.stderr)
+
+
+async def test_group_options_before_the_command_work_too(cluster: FakeCluster) -> None:
+    await kvctl(cluster, "put", "k", "v")
+    runner = CliRunner()
+
+    result = await asyncio.to_thread(
+        runner.invoke,
+        cli,
+        ["-o", "simple", "get", "k"],
+        env={"KVSTORE_ENDPOINTS": ",".join(cluster.endpoints)},
+    )
+
+    assert result.exit_code == 0 and result.stdout == "v\n"
+
+
+async def test_put_prev_kv_and_delete(cluster: FakeCluster) -> None:
+    await kvctl(cluster, "put", "k", "old")
+
+    replaced = await kvctl(cluster, "put", "k", "new", "--prev-kv", "-o", "json")
+    deleted = await kvctl(cluster, "del", "k", "-o", "simple")
+    deleted_again = await kvctl(cluster, "del", "k", "-o", "simple")
+
+    assert json.loads(replaced.stdout)["prev_kv"]["value"] == "old"
+    assert deleted.stdout == "1\n" and deleted_again.stdout == "0\n"
+    assert deleted_again.exit_code == 0
+
+
+async def test_stale_fencing_token_exits_2(cluster: FakeCluster) -> None:
+    await kvctl(cluster, "put", "k", "v", "--fencing-token", "9")
+
+    result = await kvctl(cluster, "put", "k", "stale", "--fencing-token", "3")
+
+    assert result.exit_code == 2 and "fencing token" in one_line(result.stderr)
+    assert cluster.value_of(b"k") == b"v"
+
+
+async def test_scan_formats(cluster: FakeCluster) -> None:
+    for index in range(5):
+        await kvctl(cluster, "put", f"user/{index}", f"v{index}")
+    await kvctl(cluster, "put", "zzz", "outside")
+
+    simple = await kvctl(cluster, "scan", "--prefix", "user/", "--limit", "3", "-o", "simple")
+    keys = await kvctl(cluster, "scan", "--start", "user/3", "--keys-only", "-o", "json")
+    table = await kvctl(cluster, "scan", "--prefix", "user/")
+
+    assert simple.stdout == "user/0\tv0\nuser/1\tv1\nuser/2\tv2\n"
+    assert json.loads(keys.stdout) == {
+        "count": 3,
+        "kvs": [{"key": "user/3"}, {"key": "user/4"}, {"key": "zzz"}],
+    }
+    assert "5 key(s)" in table.stdout and "user/4" in table.stdout
+
+
+async def test_scan_refuses_prefix_with_range(cluster: FakeCluster) -> None:
+    result = await kvctl(cluster, "scan", "--prefix", "a", "--start", "b")
+
+    assert result.exit_code == 2 and "either --prefix" in one_line(result.stderr)
+
+
+async def test_txn_from_the_shell(cluster: FakeCluster) -> None:
+    await kvctl(cluster, "put", "{acct}:a", "10")
+    swap = ["--compare", 'value("{acct}:a") = "10"', "--then", "put {acct}:a 0", "--then", "put {acct}:b 10"]
+
+    first = await kvctl(cluster, "txn", *swap, "--else", "get {acct}:a", "-o", "simple")
+    second = await kvctl(cluster, "txn", *swap, "--else", "get {acct}:a", "-o", "json")
+
+    assert first.exit_code == 0 and first.stdout == "SUCCESS\nOK\nOK\n"
+    document = json.loads(second.stdout)
+    assert second.exit_code == 0 and document["succeeded"] is False
+    assert document["responses"][0]["kv"]["value"] == "0"
+    assert cluster.value_of(b"{acct}:b") == b"10"
+
+
+async def test_txn_with_a_malformed_compare_exits_2(cluster: FakeCluster) -> None:
+    result = await kvctl(cluster, "txn", "--compare", "value(k) ~ v", "--then", "put k v")
+
+    assert result.exit_code == 2 and "expected TARGET(KEY) OP OPERAND" in one_line(result.stderr)
+
+
+async def test_cross_partition_txn_exits_2(cluster: FakeCluster) -> None:
+    first, second = cluster.key_in_partition(0, "a").decode(), cluster.key_in_partition(3, "b").decode()
+
+    result = await kvctl(cluster, "txn", "--compare", f"version({first}) = 0", "--then", f"put {second} v")
+
+    assert result.exit_code == 2 and "partition 0" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('value("a b") = "x y"', ops.Compare(b"a b", CompareTarget.VALUE, CompareResult.EQUAL, value=b"x y")),
+        ("version(k) > 2", ops.Compare(b"k", CompareTarget.VERSION, CompareResult.GREATER, number=2)),
+        (
+            "mod('k=1') != 7",
+            ops.Compare(b"k=1", CompareTarget.MOD_REVISION, CompareResult.NOT_EQUAL, number=7),
+        ),
+        ("create(k)<3", ops.Compare(b"k", CompareTarget.CREATE_REVISION, CompareResult.LESS, number=3)),
+    ],
+)
+def test_compare_syntax(text: str, expected: ops.Compare) -> None:
+    assert parse_compare(text) == expected
+
+
+def test_op_syntax() -> None:
+    assert parse_op("put 'a key' 'a value'", "--then") == ops.put("a key", "a value")
+    assert parse_op("del k", "--else") == ops.delete("k")
+
+
+async def test_unreachable_cluster_exits_3(cluster: FakeCluster) -> None:
+    result = await kvctl(None, "get", "k", timeout=0.3)
+
+    assert result.exit_code == 3 and "could not reach" in one_line(result.stderr)
+
+
+async def test_missing_argument_exits_2_on_one_line(cluster: FakeCluster) -> None:
+    result = await kvctl(cluster, "get")
+
+    assert result.exit_code == 2 and "Missing argument" in one_line(result.stderr)
+
+
+async def test_cluster_commands(cluster: FakeCluster) -> None:
+    members = await kvctl(cluster, "members", "-o", "simple")
+    partitions = await kvctl(cluster, "partitions", "-o", "json")
+    status = await kvctl(cluster, "status", "-o", "json")
+
+    assert members.stdout.splitlines() == [
+        f"{node}\tnode-{node}\t{cluster.address_of(node)}" for node in (1, 2, 3)
+    ]
+    layout = json.loads(partitions.stdout)
+    assert [row["leader"] for row in layout["partitions"]] == [cluster.leader_of(p) for p in range(8)]
+    assert [row["node_id"] for row in json.loads(status.stdout)["nodes"]] == [1, 2, 3]
+
+
+async def test_status_of_an_unreachable_node_exits_3(cluster: FakeCluster) -> None:
+    dead = dead_address()
+
+    result = await kvctl(cluster, "status", cluster.address_of(1), dead, "-o", "simple", timeout=0.3)
+
+    assert result.exit_code == 3
+    assert result.stdout.startswith(f"{cluster.address_of(1)}\t1\t")
+    assert dead in one_line(result.stderr)
+
+
+@pytest.mark.parametrize("command", ["get", "put", "del", "scan", "txn", "status", "members", "partitions"])
+def test_every_command_help_shows_examples(command: str) -> None:
+    result = CliRunner().invoke(cli, [command, "--help"])
+
+    assert result.exit_code == 0 and "Examples:" in result.stdout and "kvctl " + command in result.stdout
