@@ -1,12 +1,145 @@
-"""`kvctl cluster`: start and stop a local cluster of node processes."""
+"""`kvctl cluster up|down|status`: a local cluster of node processes on this machine.
+
+Node i (1-based) serves on `base-port + i - 1` and keeps its data in `DATA_DIR/node-i`; the
+launcher records what it started in `DATA_DIR/cluster.json`, so `down` (or a later `up` with
+the same data dir, which brings the same data back) knows the cluster.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import click
+import grpc
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from kvctl.exitcodes import ExitCode
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import kvstore_pb2_grpc
+
+STATE_FILE = "cluster.json"
+DEFAULT_DATA_DIR = "kvstore-data"
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class LocalNode:
+    id: int
+    address: str
+    data_dir: str
+    log_file: str
+    pid: int
+
+
+def _fail(message: str, code: ExitCode) -> None:
+    click.echo(f"kvctl: {message}", err=True)
+    sys.exit(code)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _load_state(data_dir: Path) -> list[LocalNode]:
+    path = data_dir / STATE_FILE
+    if not path.exists():
+        return []
+    try:
+        return [LocalNode(**item) for item in json.loads(path.read_text())["nodes"]]
+    except (ValueError, KeyError, TypeError):
+        _fail(f"{path} is not a cluster state file; remove it or use another --data-dir", ExitCode.USAGE)
+    return []
+
+
+def _status(address: str, timeout: float = 1.0) -> pb.StatusResponse | None:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            return kvstore_pb2_grpc.ClusterStub(channel).Status(pb.StatusRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return None
+
+
+def _wait_ready(nodes: list[LocalNode], partitions: int, console: Console) -> None:
+    """Wait until every node answers and every partition has a leader, showing progress."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with console.status("starting nodes...") as status:
+        while time.monotonic() < deadline:
+            for node in nodes:
+                if not _alive(node.pid):
+                    log_tail = Path(node.log_file).read_text(errors="replace").strip().splitlines()[-3:]
+                    _fail(f"node {node.id} exited during start-up:\n  " + "\n  ".join(log_tail), ExitCode.UNAVAILABLE)
+            statuses = [_status(n.address) for n in nodes]
+            led = {p.id for s in statuses if s is not None for p in s.partitions if p.leader == s.node_id}
+            answering = sum(s is not None for s in statuses)
+            status.update(f"{answering}/{len(nodes)} nodes answering, {len(led)}/{partitions} partitions have a leader")
+            if answering == len(nodes) and len(led) == partitions:
+                return
+            time.sleep(0.2)
+    _fail(f"the cluster did not become ready within {READY_TIMEOUT_S:.0f}s; see the logs in the data dir",
+          ExitCode.UNAVAILABLE)
+
+
+def status_table(nodes: list[LocalNode]) -> Table:
+    """Nodes, partitions led, and lag: how far each replica's commit index trails its partition
+    leader's (commit lag) and how far its applied index trails its own commit (apply lag)."""
+    table = Table(title="kvstore local cluster (Ctrl-C stops it)")
+    for column in ("node", "address", "pid", "state", "partitions", "led", "commit lag", "apply lag", "db size"):
+        table.add_column(column, justify="left" if column in ("address", "state") else "right", no_wrap=True)
+    statuses = {node.id: _status(node.address, timeout=0.5) for node in nodes}
+    leader_commit = {
+        p.id: p.commit_index for s in statuses.values() if s is not None for p in s.partitions if p.leader == s.node_id
+    }
+    for node in nodes:
+        status = statuses[node.id]
+        if status is None:
+            state = "[red]down[/]" if not _alive(node.pid) else "[yellow]not answering[/]"
+            table.add_row(str(node.id), node.address, str(node.pid), state, "", "", "", "", "")
+            continue
+        commit_lag = sum(max(0, leader_commit.get(p.id, p.commit_index) - p.commit_index) for p in status.partitions)
+        apply_lag = sum(p.commit_index - p.applied_index for p in status.partitions)
+        table.add_row(str(node.id), node.address, str(node.pid), "[green]up[/]", str(status.partitions_hosted),
+                      str(status.partitions_led), str(commit_lag), str(apply_lag),
+                      f"{status.db_size_bytes / 1e6:.1f} MB")
+    return table
+
+
+def _stop(nodes: list[LocalNode], console: Console, timeout: float = 15.0) -> None:
+    for node in nodes:
+        if _alive(node.pid):
+            os.kill(node.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(n.pid) for n in nodes):
+        time.sleep(0.1)
+    for node in nodes:
+        if _alive(node.pid):
+            console.print(f"node {node.id} did not stop in {timeout:.0f}s; killing it")
+            os.kill(node.pid, signal.SIGKILL)
 
 
 @click.group()
@@ -15,13 +148,105 @@ def cluster() -> None:
 
 
 @cluster.command()
-@click.option("--nodes", default=3, show_default=True, help="Number of node processes.")
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 16), help="Number of node processes.")
+@click.option("--partitions", default=64, show_default=True, type=int, help="Partitions (a power of two).")
+@click.option("--replication-factor", default=3, show_default=True, type=click.IntRange(1, 7),
+              help="Replicas per partition (capped by --nodes).")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False),
+              help="Where the nodes keep their data (and the launcher its state).")
+@click.option("--base-port", default=2379, show_default=True, type=click.IntRange(1024, 65000),
+              help="Node i serves on base-port + i - 1.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--detach", is_flag=True, help="Start the nodes and return; stop them with `kvctl cluster down`.")
 @click.option("--demo", is_flag=True, help="Run a short demo against the cluster once it is up.")
-def up(nodes: int, demo: bool) -> None:
-    """Start NODES node processes on loopback."""
-    click.echo(
-        "kvctl: the node runtime is not built yet (running-cluster issue); "
-        "`make test` runs the Raft core and its deterministic simulation.",
-        err=True,
-    )
-    sys.exit(ExitCode.UNAVAILABLE)
+def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base_port: int, host: str,
+       detach: bool, demo: bool) -> None:
+    """Start a local cluster and show its live status until Ctrl-C.
+
+    \b
+    Examples:
+      kvctl cluster up --nodes 3                 # foreground, live status table
+      kvctl cluster up --nodes 5 --detach        # background; stop with `kvctl cluster down`
+      kvctl cluster up --data-dir /tmp/kv --base-port 3379
+    Restarting with the same --data-dir brings the same data back.
+    """
+    console = Console()
+    if partitions <= 0 or partitions & (partitions - 1):
+        _fail(f"--partitions must be a power of two, got {partitions}", ExitCode.USAGE)
+    root = Path(data_dir).resolve()
+    running = [n for n in _load_state(root) if _alive(n.pid)]
+    if running:
+        _fail(f"a cluster is already running from {root} (pids {', '.join(str(n.pid) for n in running)}); "
+              f"stop it with `kvctl cluster down --data-dir {data_dir}`", ExitCode.USAGE)
+    ports = [base_port + i for i in range(nodes)]
+    busy = [p for p in ports if not _port_free(host, p)]
+    if busy:
+        _fail(f"port{'s' if len(busy) > 1 else ''} {', '.join(map(str, busy))} on {host} "
+              f"{'are' if len(busy) > 1 else 'is'} in use; choose another --base-port", ExitCode.USAGE)
+    root.mkdir(parents=True, exist_ok=True)
+    peers = ",".join(f"{i + 1}={host}:{port}" for i, port in enumerate(ports))
+    started: list[LocalNode] = []
+    for i, port in enumerate(ports):
+        node_id = i + 1
+        node_dir = root / f"node-{node_id}"
+        log_file = root / f"node-{node_id}.log"
+        command = [
+            sys.executable, "-m", "kvstore.node", "--id", str(node_id), "--listen", f"{host}:{port}",
+            "--peers", peers, "--data-dir", str(node_dir), "--partitions", str(partitions),
+            "--replication-factor", str(replication_factor),
+        ]
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        started.append(LocalNode(node_id, f"{host}:{port}", str(node_dir), str(log_file), process.pid))
+    (root / STATE_FILE).write_text(json.dumps({"nodes": [asdict(n) for n in started]}, indent=2))
+    try:
+        _wait_ready(started, partitions, console)
+    except SystemExit:
+        _stop(started, console)
+        raise
+    endpoints = ",".join(n.address for n in started)
+    console.print(f"[green]cluster up[/]: {nodes} nodes, {partitions} partitions, data in {root}")
+    console.print(f"  export KVSTORE_ENDPOINTS={endpoints}")
+    if demo:
+        from kvctl.demo import run_demo
+
+        run_demo(endpoints, console)
+    if detach:
+        console.print(f"  stop it with: kvctl cluster down --data-dir {data_dir}")
+        return
+    try:
+        with Live(status_table(started), console=console, refresh_per_second=1) as live:
+            while any(_alive(n.pid) for n in started):
+                time.sleep(1)
+                live.update(status_table(started))
+        _fail("every node has exited; see the logs in " + str(root), ExitCode.UNAVAILABLE)
+    except KeyboardInterrupt:
+        console.print("stopping the cluster...")
+    finally:
+        _stop(started, console)
+    console.print("cluster stopped")
+
+
+@cluster.command()
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False))
+def down(data_dir: str) -> None:
+    """Stop a cluster started with `kvctl cluster up --detach`."""
+    console = Console()
+    root = Path(data_dir).resolve()
+    nodes = _load_state(root)
+    if not nodes:
+        _fail(f"no cluster was started from {root}", ExitCode.NOT_FOUND)
+    alive = [n for n in nodes if _alive(n.pid)]
+    _stop(alive, console)
+    console.print(f"stopped {len(alive)} node(s)" if alive else "no node was running")
+
+
+@cluster.command(name="status")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False))
+def cluster_status(data_dir: str) -> None:
+    """Show the status table of a local cluster once."""
+    nodes = _load_state(Path(data_dir).resolve())
+    if not nodes:
+        _fail(f"no cluster was started from {Path(data_dir).resolve()}", ExitCode.NOT_FOUND)
+    Console().print(status_table(nodes))

@@ -1,10 +1,135 @@
-"""`kvstore-node`: the node process. The runtime lands with the running-cluster issue."""
+"""`kvstore-node`: run one node of a kvstore cluster.
+
+Settings come from flags, then KVSTORE_NODE_* environment variables, then a TOML file
+(`--config`), then defaults. SIGTERM or SIGINT stops the node cleanly: in-flight requests
+finish (briefly), Raft stops, LevelDB is closed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import signal
 import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import uvloop
+
+from kvstore.node.config import ConfigError, NodeConfig, load_toml, parse_peers
+from kvstore.node.server import AddressInUseError, Node
+from kvstore.rpc import ClusterService, KVService, PeerService
+from kvstore.storage import DataDirLockedError, StorageError
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 3
+
+
+class _LogFormatter(logging.Formatter):
+    """One line per event, `key=value` (or JSON with --log-format json), easy to grep and parse."""
+
+    def __init__(self, node_id: int, as_json: bool) -> None:
+        super().__init__()
+        self.node_id = node_id
+        self.as_json = as_json
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "node": self.node_id,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info)
+        if self.as_json:
+            return json.dumps(fields)
+        return " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and (' ' in v or not v) else v}"
+                        for k, v in fields.items())
+
+
+def build_config(options: dict[str, Any]) -> NodeConfig:
+    settings: dict[str, Any] = {}
+    config_file = options.pop("config")
+    if config_file is not None:
+        settings.update(load_toml(Path(config_file)))
+    for key, value in options.items():
+        if value is not None:
+            settings[key] = value
+    if isinstance(settings.get("peers"), str):
+        settings["peers"] = parse_peers(settings["peers"])
+    for required in ("node_id", "listen", "data_dir"):
+        if required not in settings:
+            flag = {"node_id": "--id"}.get(required, "--" + required.replace("_", "-"))
+            env = "KVSTORE_NODE_" + ("ID" if required == "node_id" else required.upper())
+            raise ConfigError(f"missing {flag} (or {env}, or {required} in --config)")
+    settings["data_dir"] = Path(settings["data_dir"])
+    settings.setdefault("peers", {int(settings["node_id"]): settings["listen"]})
+    config = NodeConfig(**settings)
+    config.validate()
+    return config
+
+
+async def serve(config: NodeConfig) -> None:
+    node = Node(config)
+    services = [KVService(node), ClusterService(node), PeerService(node)]
+    await node.start([s.add_to for s in services])
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.close)
+    await node.wait_closed()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "KVSTORE_NODE",
+                                 "max_content_width": 100})
+@click.option("--id", "node_id", type=int, envvar="KVSTORE_NODE_ID", help="This node's id (a positive integer, unique in the cluster).")
+@click.option("--listen", help="HOST:PORT to serve clients and peers on.")
+@click.option("--peers", help="Every member, this node included: ID=HOST:PORT,ID=HOST:PORT,...")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Directory for this node's LevelDB.")
+@click.option("--partitions", type=int, help="Partitions in the key space (power of two; default 64).")
+@click.option("--replication-factor", type=int, help="Replicas per partition (default 3).")
+@click.option("--vnodes", type=int, help="Ring tokens per node (default 64).")
+@click.option("--tick-ms", type=int, help="Raft tick in milliseconds (default 100).")
+@click.option("--election-ticks", type=int, help="Election timeout in ticks (default 10).")
+@click.option("--max-key-bytes", type=int, help="Largest key accepted (default 4096).")
+@click.option("--max-value-bytes", type=int, help="Largest value accepted (default 1 MiB).")
+@click.option("--snapshot-entries", type=int, help="Compact a partition's log after this many entries.")
+@click.option("--cluster-id", help="Nodes only talk to peers with the same cluster id.")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML file with any of these settings.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def cli(log_format: str, **options: Any) -> None:
+    """Run one kvstore node.
+
+    \b
+    Example, a 3-node cluster on one machine:
+      kvstore-node --id 1 --listen 127.0.0.1:2379 --data-dir data/1 \\
+          --peers 1=127.0.0.1:2379,2=127.0.0.1:2380,3=127.0.0.1:2381
+    (and the same with --id 2 / --id 3 and their own --listen and --data-dir), or simply
+    `kvctl cluster up --nodes 3`.
+    """
+    try:
+        config = build_config(options)
+    except (ConfigError, TypeError, ValueError) as e:
+        click.echo(f"kvstore-node: {e}", err=True)
+        sys.exit(EXIT_CONFIG)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter(config.node_id, log_format == "json"))
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler], force=True)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        uvloop.run(serve(config))
+    except (DataDirLockedError, AddressInUseError) as e:
+        click.echo(f"kvstore-node: {e}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except StorageError as e:
+        click.echo(f"kvstore-node: storage error: {e}", err=True)
+        sys.exit(EXIT_RUNTIME)
 
 
 def main() -> None:
-    print("kvstore-node: the node runtime is not built yet; see the running-cluster issue", file=sys.stderr)
-    sys.exit(3)
+    cli(prog_name="kvstore-node")

@@ -1,0 +1,34 @@
+"""The short demo `make cluster` prints: a few writes, reads, a scan across partitions and a
+transaction, through the public client library."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from kvstore.client import SyncClient
+
+
+def run_demo(endpoints: str, console: Console) -> None:
+    console.rule("demo")
+    with SyncClient(endpoints.split(","), timeout=10.0) as client:
+        layout = client.partitions()
+        users = {"alice": "engineer", "bob": "designer", "carol": "researcher", "dave": "operator"}
+        for name, role in users.items():
+            client.put(f"demo/user/{name}", role)
+        console.print(f"put {len(users)} keys under demo/user/ (they spread over partitions)")
+        value = client.get("demo/user/alice")
+        console.print(f"get demo/user/alice -> {value.value.decode() if value else None!r} (linearizable)")
+        table = Table(title="scan --prefix demo/user/  (gathered across partitions, in key order)")
+        table.add_column("key")
+        table.add_column("value")
+        table.add_column("mod revision", justify="right")
+        for kv in client.scan(prefix="demo/user/"):
+            table.add_row(kv.key.decode(), kv.value.decode(), str(kv.mod_revision))
+        console.print(table)
+        client.put("{cart:alice}:items", "3")
+        client.put("{cart:alice}:total", "42")
+        console.print("keys with the hash tag {cart:alice} live in one partition, so a transaction can span them")
+        console.print(f"cluster: {len(layout.members)} members, {layout.partition_count} partitions, "
+                      f"replication factor {layout.replication_factor}")
+    console.rule()

@@ -1,0 +1,3 @@
+from kvstore.node.main import main
+
+main()

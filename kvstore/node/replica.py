@@ -1,0 +1,131 @@
+"""One replica of one partition on this node: its Raft node, durable log and state machine."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+
+from kvstore.node.errors import RequestError, not_leader
+from kvstore.raft import Config, ConfState, HardState, RawNode, Role, Snapshot, SnapshotMeta
+from kvstore.statemachine import PartitionStateMachine
+from kvstore.storage import DurableLogStorage, Engine
+
+
+class ReplicaLogStorage(DurableLogStorage):
+    """The durable log, answering snapshot requests with the state machine as it is now.
+
+    The applied state is always consistent with the engine when the Raft core asks (the Ready
+    loop writes each apply batch before it steps Raft again), so the snapshot is taken at the
+    applied index rather than at the older compaction point.
+    """
+
+    replica: Replica | None = None
+
+    def snapshot(self) -> Snapshot:
+        replica = self.replica
+        if replica is None or replica.raw is None:
+            return super().snapshot()
+        applied = replica.sm.applied_index
+        meta = SnapshotMeta(applied, self.term(applied), replica.raw.raft.conf_state())
+        return Snapshot(meta, replica.sm.snapshot_data())
+
+
+@dataclass(slots=True)
+class Waiter:
+    term: int
+    future: asyncio.Future[object]
+
+
+@dataclass(slots=True)
+class Replica:
+    partition: int
+    log: ReplicaLogStorage
+    sm: PartitionStateMachine
+    raw: RawNode | None = None
+    proposals: dict[int, Waiter] = field(default_factory=dict)  # log index -> waiter
+    reads: dict[int, asyncio.Future[None]] = field(default_factory=dict)  # request id -> waiter
+    ready_reads: list[tuple[int, int]] = field(default_factory=list)  # (read index, request id)
+    session_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+    compact_pending: bool = False
+
+    @classmethod
+    def open(cls, engine: Engine, partition: int, node_id: int, voters: frozenset[int],
+             config: Config, rng: random.Random) -> Replica:
+        sm = PartitionStateMachine(engine, partition)
+        log = ReplicaLogStorage.open(engine, partition, lambda _meta: sm.snapshot_data())
+        if log.last_index() == 0:
+            # First start: every replica begins from the same empty snapshot at index 1, so no
+            # bootstrap election or configuration entry is needed.
+            # Term 1 belongs to the bootstrap, so the first leader is elected in term 2.
+            batch = engine.new_batch()
+            log.apply_snapshot(batch, Snapshot(SnapshotMeta(1, 1, ConfState(voters))))
+            log.set_hard_state(batch, HardState(term=1, commit=1))
+            sm.bootstrap(batch, 1)
+            engine.write(batch, sync=True)
+        replica = cls(partition, log, sm)
+        log.replica = replica
+        applied = max(sm.applied_index, log.first_index() - 1)
+        replica.raw = RawNode(_replica_config(config, applied), log, rng)
+        return replica
+
+    @property
+    def leader(self) -> int:
+        return self.raw.raft.lead if self.raw is not None else 0
+
+    @property
+    def is_leader(self) -> bool:
+        return self.raw is not None and self.raw.raft.role is Role.LEADER
+
+    def require_leader(self) -> None:
+        if not self.is_leader:
+            raise not_leader(self.partition, self.leader)
+
+    def fail_waiters(self, error: RequestError) -> None:
+        """Leadership was lost: the outcome of pending proposals is unknown to us, so the client
+        retries (with the same request id, which the applier deduplicates)."""
+        for waiter in self.proposals.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+        self.proposals.clear()
+        for future in self.reads.values():
+            if not future.done():
+                future.set_exception(error)
+        self.reads.clear()
+        self.ready_reads.clear()
+
+    def serve_reads(self) -> None:
+        applied = self.sm.applied_index
+        if self.ready_reads:
+            remaining = []
+            for index, request_id in self.ready_reads:
+                if index <= applied:
+                    future = self.reads.pop(request_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(None)
+                else:
+                    remaining.append((index, request_id))
+            self.ready_reads = remaining
+        if self.session_waiters:
+            waiting = []
+            for revision, future in self.session_waiters:
+                if revision <= applied:
+                    if not future.done():
+                        future.set_result(None)
+                elif not future.done():
+                    waiting.append((revision, future))
+            self.session_waiters = waiting
+
+
+def _replica_config(base: Config, applied: int) -> Config:
+    return Config(
+        id=base.id,
+        election_tick=base.election_tick,
+        heartbeat_tick=base.heartbeat_tick,
+        max_msg_bytes=base.max_msg_bytes,
+        max_inflight_msgs=base.max_inflight_msgs,
+        check_quorum=base.check_quorum,
+        pre_vote=base.pre_vote,
+        lease_drift_ticks=base.lease_drift_ticks,
+        applied=applied,
+    )

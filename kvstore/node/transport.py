@@ -1,0 +1,128 @@
+"""Peer transport: one long-lived gRPC stream to each peer, carrying batches of Raft messages.
+
+`send()` never blocks and never awaits: it appends to the peer's queue and wakes the peer's
+sender task, which writes everything queued as one frame. While a peer is unreachable its
+messages are dropped (Raft retransmits) and the node is told, so the leader stops pipelining
+to it; the sender reconnects with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+import grpc
+
+from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore.node.wire import encode_batch
+from kvstore.raft import Message
+
+log = logging.getLogger("kvstore.transport")
+
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", 256 << 20),
+    ("grpc.max_receive_message_length", 256 << 20),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+MAX_QUEUED_MESSAGES = 100_000
+BACKOFF_INITIAL_S = 0.05
+BACKOFF_MAX_S = 1.0
+
+
+class _PeerSender:
+    def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str,
+                 on_unreachable: Callable[[int], None]) -> None:
+        self.node_id = node_id
+        self.peer_id = peer_id
+        self.address = address
+        self.cluster_id = cluster_id
+        self.on_unreachable = on_unreachable
+        self.queue: list[tuple[int, Message]] = []
+        self.wake = asyncio.Event()
+        self.connected = False
+        self.task: asyncio.Task[None] | None = None
+
+    def enqueue(self, group: int, message: Message) -> None:
+        if not self.connected or len(self.queue) >= MAX_QUEUED_MESSAGES:
+            return
+        self.queue.append((group, message))
+        self.wake.set()
+
+    async def run(self) -> None:
+        backoff = BACKOFF_INITIAL_S
+        while True:
+            channel = grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS)
+            try:
+                call = peer_pb2_grpc.PeerStub(channel).Stream()
+                hello = peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id)
+                await call.write(peer_pb2.PeerFrame(hello=hello))
+                self.connected = True
+                log.info("connected to peer %d at %s", self.peer_id, self.address)
+                backoff = BACKOFF_INITIAL_S
+                await self._pump(call)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # any stream failure: drop, tell Raft, reconnect
+                if self.connected:
+                    log.warning("lost peer %d at %s: %s", self.peer_id, self.address, _short(e))
+                self.connected = False
+                self.queue.clear()
+                self.on_unreachable(self.peer_id)
+            finally:
+                self.connected = False
+                await channel.close(grace=None)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _pump(self, call: grpc.aio.StreamStreamCall) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if call.done():
+                raise ConnectionError("peer closed the stream")
+            items, self.queue = self.queue, []
+            if items:
+                await call.write(peer_pb2.PeerFrame(raft_batch=encode_batch(items)))
+
+
+class PeerTransport:
+    """Owns one sender task per peer; `start()`, `send()`, `close()`."""
+
+    def __init__(self, node_id: int, peers: dict[int, str], cluster_id: str,
+                 on_unreachable: Callable[[int], None]) -> None:
+        self._senders = {
+            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, on_unreachable)
+            for peer_id, address in peers.items()
+            if peer_id != node_id
+        }
+
+    def start(self) -> None:
+        for sender in self._senders.values():
+            sender.task = asyncio.create_task(sender.run(), name=f"peer-sender-{sender.peer_id}")
+
+    def send(self, group: int, messages: Sequence[Message]) -> None:
+        senders = self._senders
+        for message in messages:
+            sender = senders.get(message.to)
+            if sender is not None:
+                sender.enqueue(group, message)
+
+    def connected(self, peer_id: int) -> bool:
+        sender = self._senders.get(peer_id)
+        return sender is not None and sender.connected
+
+    async def close(self) -> None:
+        tasks = [s.task for s in self._senders.values() if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _short(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return str(error) or type(error).__name__

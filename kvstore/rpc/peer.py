@@ -1,0 +1,33 @@
+"""The Peer service: the receiving end of other nodes' Raft message streams."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore.node.server import Node
+from kvstore.node.wire import decode_batch
+
+log = logging.getLogger("kvstore.peer")
+
+
+class PeerService(peer_pb2_grpc.PeerServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def add_to(self, server: Any) -> None:
+        peer_pb2_grpc.add_PeerServicer_to_server(self, server)
+
+    async def Stream(self, request_iterator: AsyncIterator[peer_pb2.PeerFrame], context: Any) -> None:
+        peer = 0
+        async for frame in request_iterator:
+            if frame.HasField("hello"):
+                if frame.hello.cluster_id != self.node.config.cluster_id:
+                    log.warning("refusing peer %d of cluster %r", frame.hello.node_id, frame.hello.cluster_id)
+                    return
+                peer = frame.hello.node_id
+                continue
+            if frame.raft_batch and peer:
+                self.node.deliver(decode_batch(frame.raft_batch))
