@@ -4,9 +4,11 @@ Applies Puts of `--value-size`-byte values (keys drawn round-robin from `--keys`
 each command from one of 64 clients with dedup on) in batches of `--batch` entries per
 `apply`, one write per batch: the in-memory engine, then LevelDB with a synced write per batch,
 as the node does once per Ready cycle. Entries are encoded beforehand (the node encodes at
-proposal time); the codec is measured separately.
+proposal time); the codec is measured separately. Lower `--dedup-window` / `--max-dedup-results`
+to measure the steady state where every request also evicts a remembered result.
 
     .venv/bin/python benchmarks/applier.py [--commands 50000] [--batch 100] [--value-size 100]
+        [--dedup-window 1024] [--max-dedup-results 65536]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from kvstore.statemachine import (
     encode_command,
     encode_result,
 )
+from kvstore.statemachine.applier import DEFAULT_DEDUP_WINDOW, DEFAULT_MAX_DEDUP_RESULTS
 from kvstore.storage import Engine, LevelDBEngine, MemoryEngine
 
 CLIENTS = 64
@@ -67,9 +70,18 @@ def codec_microseconds(commands: list[Command]) -> tuple[float, float, float, fl
     return encode_us, decode_us, result_encode_us, result_decode_us
 
 
-def run_applier(engine: Engine, entries: list[Entry], batch_size: int, sync: bool) -> tuple[float, float]:
+def run_applier(
+    engine: Engine,
+    entries: list[Entry],
+    batch_size: int,
+    sync: bool,
+    dedup_window: int,
+    max_dedup_results: int,
+) -> tuple[float, float]:
     """(seconds in apply, seconds in write) for all `entries`."""
-    machine = PartitionStateMachine(engine, partition_id=1)
+    machine = PartitionStateMachine(
+        engine, partition_id=1, dedup_window=dedup_window, max_dedup_results=max_dedup_results
+    )
     apply_seconds = write_seconds = 0.0
     for start in range(0, len(entries), batch_size):
         started = time.perf_counter()
@@ -99,13 +111,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--value-size", type=int, default=100)
     parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--dedup-window", type=int, default=DEFAULT_DEDUP_WINDOW)
+    parser.add_argument("--max-dedup-results", type=int, default=DEFAULT_MAX_DEDUP_RESULTS)
     args = parser.parse_args()
 
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
     )
     print(f"python:  {platform.python_implementation()} {sys.version.split()[0]}")
-    print(f"{args.commands:,} Puts of {args.value_size}-byte values, {args.batch} entries per apply\n")
+    print(f"{args.commands:,} Puts of {args.value_size}-byte values, {args.batch} entries per apply")
+    print(f"dedup window {args.dedup_window}, at most {args.max_dedup_results:,} results remembered\n")
+    bounds = (args.dedup_window, args.max_dedup_results)
 
     commands = make_commands(args.commands, args.keys, args.value_size)
     encode_us, decode_us, result_encode_us, result_decode_us = codec_microseconds(commands)
@@ -116,13 +132,13 @@ def main() -> None:
 
     entries = [Entry(index, 1, encode_command(command)) for index, command in enumerate(commands, start=1)]
     with MemoryEngine() as memory:
-        report("MemoryEngine", len(entries), *run_applier(memory, entries, args.batch, sync=False))
+        report("MemoryEngine", len(entries), *run_applier(memory, entries, args.batch, False, *bounds))
     with tempfile.TemporaryDirectory(prefix="kvstore-bench-") as directory:
         with LevelDBEngine(directory) as leveldb:
             report(
                 "LevelDB, synced per batch",
                 len(entries),
-                *run_applier(leveldb, entries, args.batch, sync=True),
+                *run_applier(leveldb, entries, args.batch, True, *bounds),
             )
 
 

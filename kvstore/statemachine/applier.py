@@ -4,13 +4,22 @@ Everything here is deterministic (no clock, no randomness, no I/O beyond the eng
 fed the same entries stage the same data, so they end byte-identical.
 
 Per partition ``p`` the applier owns these keys (see `kvstore.statemachine.layout`):
-``A p`` apply state, ``D p key`` user data, ``F p key`` fences, ``C p client`` dedup table.
+``A p`` apply state, ``D p key`` user data, ``F p key`` fences, ``C p client seq`` dedup table.
+
+Client dedup keeps, per client, a window of the results of its most recent seqs rather than only
+the last one: one client pipelines many requests, which may commit out of seq order, and
+retries one after later ones were applied. A seq in the window is answered from it; one above
+the window's lower edge that is not in it was never applied and is applied now; one at or
+below the edge cannot be told apart and is refused.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
+from heapq import heappop, heappush
 from typing import Any
 
 import msgpack
@@ -44,26 +53,40 @@ from kvstore.statemachine.commands import (
     encode_result,
 )
 from kvstore.statemachine.layout import (
-    CLIENT_RECORD_HEADER,
+    CLIENT_STATE,
+    CLIENT_STATE_SEQ,
     STORED_KV_HEADER,
     U64,
     client_prefix,
     decode_stored_kv,
     encode_stored_kv,
     fence_prefix,
+    split_client_suffix,
 )
 from kvstore.storage.engine import Engine, WriteBatch
 from kvstore.storage.errors import CorruptionError
 from kvstore.storage.keys import apply_state_key, data_prefix, prefix_end
 
 DEFAULT_MAX_DEDUP_CLIENTS = 4096
-"""How many clients' last results a partition remembers. Part of the replicated behaviour:
-every replica of a partition must use the same bound, or their dedup tables diverge."""
+"""How many clients a partition remembers (least recently applied forgotten first).
 
-SNAPSHOT_FORMAT = 1
+This and the two bounds below are part of the replicated behaviour: every replica of a partition
+must use the same values, or their dedup tables diverge."""
+
+DEFAULT_DEDUP_WINDOW = 1024
+"""How far below its highest applied seq a client's request may be and still be told apart:
+about the most requests one client keeps in flight to one partition."""
+
+DEFAULT_MAX_DEDUP_RESULTS = 65536
+"""How many results a partition remembers over all its clients (oldest applied forgotten
+first), so that memory and disk stay bounded however many clients fill their windows."""
+
+# Format 2: the dedup table is a window per client (format 1 held one result per client).
+SNAPSHOT_FORMAT = 2
 
 _KV_HEADER_SIZE = STORED_KV_HEADER.size
-_CLIENT_HEADER_SIZE = CLIENT_RECORD_HEADER.size
+_RESULT_HEADER_SIZE = U64.size
+_STATE_SEQ_SUFFIX = U64.pack(CLIENT_STATE_SEQ)
 
 
 def _encode_apply_state(applied_index: int) -> bytes:
@@ -80,15 +103,84 @@ def _decode_apply_state(raw: bytes) -> int:
     return applied_index
 
 
-def _clients_by_revision(records: Iterable[tuple[str, bytes]]) -> OrderedDict[str, int]:
-    """client id -> last seq, least recently applied first (ties are impossible: one command
-    per revision)."""
-    loaded = []
-    for client_id, record in records:
-        seq, revision = CLIENT_RECORD_HEADER.unpack_from(record)
-        loaded.append((revision, client_id, seq))
-    loaded.sort()
-    return OrderedDict((client_id, seq) for _, client_id, seq in loaded)
+@dataclass(slots=True)
+class _ClientWindow:
+    """What a partition remembers of one client. Mutable, unlike the records: it changes with
+    every request of the client; it is stored as the client's state record plus one record per
+    remembered seq, and `_load_dedup` rebuilds it from them."""
+
+    client_id: str
+    key_base: bytes  # the client's key prefix: key_base + U64 seq is one of its keys
+    highest: int  # highest seq applied
+    floor: int  # highest seq forgotten by the partition-wide bound (0: none)
+    revision: int  # revision of the last request applied, which orders clients for eviction
+    seqs: dict[int, int]  # remembered seq -> revision it was applied at
+    # Heap of the remembered seqs, to evict the lowest in O(log n). It may still hold seqs the
+    # partition-wide bound forgot (skipped when popped): no seq is remembered twice, as a
+    # forgotten one is at or below `floor` or the window's edge and so is refused from then on.
+    lowest: list[int]
+
+    def edge(self, window: int) -> int:
+        """The highest seq refused unless remembered."""
+        return max(self.floor, self.highest - window)
+
+    def state_record(self) -> bytes:
+        return CLIENT_STATE.pack(self.highest, self.floor, self.revision)
+
+    def pop_lowest(self) -> tuple[int, int]:
+        """(seq, revision) of the lowest remembered seq, forgotten here."""
+        while True:
+            seq = heappop(self.lowest)
+            revision = self.seqs.pop(seq, None)
+            if revision is not None:
+                return seq, revision
+
+    def forget(self, seq: int) -> None:
+        """Forget `seq` out of order (the partition-wide bound): seqs up to it are refused."""
+        del self.seqs[seq]
+        self.floor = max(self.floor, seq)
+        # Bounds the seqs left in the heap after being forgotten here; amortised O(log n).
+        if len(self.lowest) > 2 * len(self.seqs):
+            self.lowest = sorted(self.seqs)
+
+
+_Dedup = tuple[OrderedDict[str, _ClientWindow], OrderedDict[int, tuple[_ClientWindow, int]]]
+
+
+def _load_dedup(prefix: bytes, records: Iterable[tuple[bytes, bytes]]) -> _Dedup:
+    """The dedup table stored as `records` (key suffix after `prefix`, value): the clients,
+    least recently applied first, and revision -> (client, seq) of every remembered result,
+    oldest first. Both orders are by revision, as the applier builds them (ties are impossible:
+    one command per revision), so a loaded table decides exactly as the one that was stored.
+    ValueError when a record does not decode."""
+    states: list[tuple[int, int, int, str]] = []
+    results: list[tuple[int, str, int]] = []
+    for suffix, value in records:
+        client_id, seq = split_client_suffix(suffix)
+        try:
+            if seq == CLIENT_STATE_SEQ:
+                highest, floor, revision = CLIENT_STATE.unpack(value)
+                states.append((revision, highest, floor, client_id))
+            else:
+                results.append((U64.unpack_from(value)[0], client_id, seq))
+        except struct.error:
+            raise ValueError(f"dedup record of client {client_id!r:.80} seq {seq} is truncated") from None
+    states.sort()
+    clients: OrderedDict[str, _ClientWindow] = OrderedDict(
+        (client_id, _ClientWindow(client_id, prefix + client_id.encode(), highest, floor, revision, {}, []))
+        for revision, highest, floor, client_id in states
+    )
+    results.sort()
+    remembered: OrderedDict[int, tuple[_ClientWindow, int]] = OrderedDict()
+    for revision, client_id, seq in results:
+        window = clients.get(client_id)
+        if window is None:
+            raise ValueError(f"dedup result of client {client_id!r:.80} seq {seq} has no client state")
+        window.seqs[seq] = revision
+        remembered[revision] = (window, seq)
+    for window in clients.values():
+        window.lowest = sorted(window.seqs)  # a sorted list is a heap
+    return clients, remembered
 
 
 def _order(actual: bytes | int, expected: bytes | int) -> int:
@@ -114,13 +206,26 @@ class PartitionStateMachine:
     """
 
     def __init__(
-        self, engine: Engine, partition_id: int, *, max_dedup_clients: int = DEFAULT_MAX_DEDUP_CLIENTS
+        self,
+        engine: Engine,
+        partition_id: int,
+        *,
+        max_dedup_clients: int = DEFAULT_MAX_DEDUP_CLIENTS,
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        max_dedup_results: int = DEFAULT_MAX_DEDUP_RESULTS,
     ) -> None:
-        if max_dedup_clients < 1:
-            raise ValueError(f"max_dedup_clients must be at least 1, got {max_dedup_clients}")
+        for name, bound in (
+            ("max_dedup_clients", max_dedup_clients),
+            ("dedup_window", dedup_window),
+            ("max_dedup_results", max_dedup_results),
+        ):
+            if bound < 1:
+                raise ValueError(f"{name} must be at least 1, got {bound}")
         self.partition_id = partition_id
         self._engine = engine
         self._max_dedup_clients = max_dedup_clients
+        self._dedup_window = dedup_window
+        self._max_dedup_results = max_dedup_results
         self._data_prefix = data_prefix(partition_id)
         self._fence_prefix = fence_prefix(partition_id)
         self._client_prefix = client_prefix(partition_id)
@@ -133,10 +238,16 @@ class PartitionStateMachine:
         raw_apply_state = engine.get(self._apply_state_key)
         self._applied_index = 0 if raw_apply_state is None else _decode_apply_state(raw_apply_state)
         prefix_length = len(self._client_prefix)
-        self._clients = _clients_by_revision(
-            (key[prefix_length:].decode(), record)
-            for key, record in engine.iterate(self._client_prefix, prefix_end(self._client_prefix))
-        )
+        try:
+            self._clients, self._remembered = _load_dedup(
+                self._client_prefix,
+                (
+                    (key[prefix_length:], record)
+                    for key, record in engine.iterate(self._client_prefix, prefix_end(self._client_prefix))
+                ),
+            )
+        except ValueError as exc:
+            raise CorruptionError(f"partition {partition_id}: {exc}") from None
 
     @property
     def applied_index(self) -> int:
@@ -182,19 +293,25 @@ class PartitionStateMachine:
         client_id, seq = command.client_id, command.seq
         # A command with a malformed seq or without a client id is answered, not remembered.
         deduplicated = 0 < seq <= MAX_UINT64 and bool(client_id)
+        window = None
         if deduplicated:
-            last_seq = self._clients.get(client_id)
-            if last_seq is not None:
-                if seq == last_seq:
-                    return self._stored_result(client_id)
-                if seq < last_seq:
+            window = self._clients.get(client_id)
+            if window is not None:
+                if seq in window.seqs:
+                    return self._stored_result(window, seq)
+                edge = window.edge(self._dedup_window)
+                if seq <= edge:
+                    # Not remembered, yet it may have been applied and forgotten: applying it
+                    # again could apply it twice. The refusal itself is not remembered.
                     return ErrorResult(
                         ErrorCode.INVALID_ARGUMENT,
-                        f"request {seq} of client {client_id!r} is older than one already applied ({last_seq})",
+                        f"request seq {seq} of client {client_id!r} is too old to tell whether it "
+                        f"was applied; this partition remembers only seqs above {edge} for that "
+                        f"client (highest applied {window.highest}); retry it as a new request",
                     )
         result = problem if problem is not None else self._execute(batch, revision, command.op)
         if deduplicated:
-            self._remember(batch, client_id, seq, revision, result)
+            self._remember(batch, client_id, window, seq, revision, result)
         return result
 
     def _execute(self, batch: WriteBatch, revision: int, op: Op) -> Result:
@@ -313,27 +430,68 @@ class PartitionStateMachine:
 
     # -- client dedup -----------------------------------------------------------------------
 
-    def _client_key(self, client_id: str) -> bytes:
-        return self._client_prefix + client_id.encode()
-
-    def _stored_result(self, client_id: str) -> Result:
-        record = self._read(self._client_key(client_id))
+    def _stored_result(self, window: _ClientWindow, seq: int) -> Result:
+        record = self._read(window.key_base + U64.pack(seq))
         if record is None:
-            raise CorruptionError(f"partition {self.partition_id}: dedup record of {client_id!r} is missing")
-        return decode_result(record[_CLIENT_HEADER_SIZE:])
+            raise CorruptionError(
+                f"partition {self.partition_id}: dedup record of {window.client_id!r} seq {seq} is missing"
+            )
+        return decode_result(record[_RESULT_HEADER_SIZE:])
 
-    def _remember(self, batch: WriteBatch, client_id: str, seq: int, revision: int, result: Result) -> None:
-        """Record `result` as client `client_id`'s last, evicting the least recently applied
-        clients beyond the bound (an evicted client's retry is applied again)."""
+    def _remember(
+        self,
+        batch: WriteBatch,
+        client_id: str,
+        window: _ClientWindow | None,
+        seq: int,
+        revision: int,
+        result: Result,
+    ) -> None:
+        """Record `result` of client `client_id`'s `seq` (not remembered, above the window's
+        edge), applied at `revision`, then enforce the bounds: the client's window (its lowest
+        seq goes), the number of clients (the least recently applied go; an evicted client's
+        retry is applied again) and the results of the partition (the oldest applied go; their
+        seqs become the floor of their client's window)."""
         clients = self._clients
-        if client_id in clients:
+        remembered = self._remembered
+        if window is None:
+            window = _ClientWindow(
+                client_id, self._client_prefix + client_id.encode(), seq, 0, revision, {}, []
+            )
+            clients[client_id] = window
+        else:
             clients.move_to_end(client_id)
-        clients[client_id] = seq
-        record = CLIENT_RECORD_HEADER.pack(seq, revision) + encode_result(result)
-        self._stage(batch, self._client_key(client_id), record)
+            window.revision = revision
+            if seq > window.highest:
+                window.highest = seq
+        window.seqs[seq] = revision
+        heappush(window.lowest, seq)
+        remembered[revision] = (window, seq)
+        self._stage(batch, window.key_base + U64.pack(seq), U64.pack(revision) + encode_result(result))
+
+        # The remembered seqs are distinct and at most `highest`: with more than `window` of
+        # them the lowest is at or below highest - window, the edge, which refuses it from now
+        # on without raising the floor. `seq` was above the edge, so it is never the one to go.
+        while len(window.seqs) > self._dedup_window:
+            lowest, lowest_revision = window.pop_lowest()
+            del remembered[lowest_revision]
+            self._stage(batch, window.key_base + U64.pack(lowest), None)
+
         while len(clients) > self._max_dedup_clients:
-            evicted, _ = clients.popitem(last=False)
-            self._stage(batch, self._client_key(evicted), None)
+            _, evicted = clients.popitem(last=False)
+            for evicted_seq, evicted_revision in sorted(evicted.seqs.items()):
+                del remembered[evicted_revision]
+                self._stage(batch, evicted.key_base + U64.pack(evicted_seq), None)
+            self._stage(batch, evicted.key_base + _STATE_SEQ_SUFFIX, None)
+
+        while len(remembered) > self._max_dedup_results:
+            _, (owner, forgotten) = remembered.popitem(last=False)
+            owner.forget(forgotten)
+            self._stage(batch, owner.key_base + U64.pack(forgotten), None)
+            if owner is not window:
+                self._stage(batch, owner.key_base + _STATE_SEQ_SUFFIX, owner.state_record())
+
+        self._stage(batch, window.key_base + _STATE_SEQ_SUFFIX, window.state_record())
 
     # -- staging ----------------------------------------------------------------------------
 
@@ -399,6 +557,10 @@ class PartitionStateMachine:
         """Stage replacing everything of this partition by the snapshot `data`, which must be
         at `index` (ValueError otherwise, or when `index` is below the applied index)."""
         applied_index, sections = _decode_snapshot(data)
+        try:
+            clients, remembered = _load_dedup(self._client_prefix, sections[2])
+        except ValueError as exc:
+            raise CodecError(f"partition snapshot data has a bad dedup table: {exc}") from None
         if applied_index != index:
             raise ValueError(f"snapshot data is at index {applied_index}, not {index}")
         if index < self._applied_index:
@@ -412,7 +574,7 @@ class PartitionStateMachine:
                 self._stage(batch, key, value)
         self._stage(batch, self._apply_state_key, _encode_apply_state(index))
         self._applied_index = index
-        self._clients = _clients_by_revision((suffix.decode(), record) for suffix, record in sections[2])
+        self._clients, self._remembered = clients, remembered
 
     def bootstrap(self, batch: WriteBatch, index: int) -> None:
         """Stage the state of a brand-new, empty partition whose history starts after `index`

@@ -1,12 +1,15 @@
 """The partition applier over the in-memory and the LevelDB engine: KV semantics, transactions,
-fencing, client dedup, atomic apply state, scans, snapshots, determinism, and a model check."""
+fencing, client dedup windows, atomic apply state, scans, snapshots, determinism, and a model
+check."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,7 +39,7 @@ from kvstore.statemachine import (
     TxnResult,
     encode_command,
 )
-from kvstore.storage import Engine, LevelDBEngine, MemoryEngine
+from kvstore.storage import CorruptionError, Engine, LevelDBEngine, MemoryEngine
 from kvstore.storage.keys import hard_state_key
 
 PARTITION = 7
@@ -78,15 +81,28 @@ def entry_for(index: int, item: Command | Op | None) -> Entry:
 class Node:
     """Drives one partition's applier the way the node does: one batch per apply, written synced."""
 
-    def __init__(self, store: Store, partition: int = PARTITION, max_dedup_clients: int = 4096) -> None:
+    def __init__(
+        self,
+        store: Store,
+        partition: int = PARTITION,
+        max_dedup_clients: int = 4096,
+        dedup_window: int = 1024,
+        max_dedup_results: int = 65536,
+    ) -> None:
         self.store = store
         self.partition = partition
         self.max_dedup_clients = max_dedup_clients
+        self.dedup_window = dedup_window
+        self.max_dedup_results = max_dedup_results
         self.machine = self._machine()
 
     def _machine(self) -> PartitionStateMachine:
         return PartitionStateMachine(
-            self.store.engine, self.partition, max_dedup_clients=self.max_dedup_clients
+            self.store.engine,
+            self.partition,
+            max_dedup_clients=self.max_dedup_clients,
+            dedup_window=self.dedup_window,
+            max_dedup_results=self.max_dedup_results,
         )
 
     def restart(self) -> None:
@@ -367,14 +383,80 @@ def test_a_retry_in_the_same_batch_sees_the_first_application(store: Store) -> N
     assert node.machine.get(b"k") == KeyValue(b"k", b"v", 1, 1, 1, 0)
 
 
-def test_a_request_older_than_the_last_applied_is_refused(store: Store) -> None:
+def test_a_request_committed_after_a_later_one_is_applied(store: Store) -> None:
+    """Pipelined requests of one client may commit out of seq order: the lower one never ran."""
     node = Node(store)
     node.apply(Command("alice", 5, Put(b"k", b"v5")))
-    result = node.one(Command("alice", 4, Put(b"k", b"v4")))
-    assert isinstance(result, ErrorResult)
-    assert result.code == ErrorCode.INVALID_ARGUMENT and "older" in result.message
-    assert node.machine.get(b"k") == KeyValue(b"k", b"v5", 1, 1, 1, 0)
+    assert node.one(Command("alice", 4, Put(b"k", b"v4"))) == PutResult(2, None)
+    assert node.machine.get(b"k") == KeyValue(b"k", b"v4", 1, 2, 2, 0)
     assert node.one(Command("alice", 6, Put(b"k", b"v6"))) == PutResult(3, None)
+
+
+def test_out_of_order_seqs_within_the_window_each_apply_once(store: Store) -> None:
+    node = Node(store, dedup_window=8)
+    seqs = (3, 1, 8, 2, 5)  # in commit order: seq 3 is applied at revision 1, seq 1 at 2, ...
+    requests = [Command("alice", seq, Put(f"k{seq}".encode(), b"v")) for seq in seqs]
+    first = node.apply(*requests[:3])
+    second = node.apply(*requests[3:], *requests)  # the later ones, then a retry of each
+    applied = [PutResult(revision, None) for revision in range(1, 6)]
+    assert first + second[:2] == applied
+    assert second[2:] == applied
+    node.restart()
+    assert node.apply(*requests) == applied
+    # Each key was written once, at the revision its request was first applied.
+    written = [KeyValue(f"k{seq}".encode(), b"v", rev, rev, 1, 0) for rev, seq in enumerate(seqs, start=1)]
+    assert node.machine.scan(b"") == (sorted(written, key=lambda kv: kv.key), False)
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_retry_after_later_requests_returns_the_original_result(store: Store, restart: bool) -> None:
+    node = Node(store)
+    request = Command("alice", 1, Put(b"k", b"v1", prev_kv=True))
+    node.apply(Put(b"k", b"v0"))
+    first = node.one(request)
+    assert first == PutResult(2, KeyValue(b"k", b"v0", 1, 1, 1, 0))
+    node.apply(*(Command("alice", seq, Put(b"k", f"v{seq}".encode())) for seq in range(2, 6)))
+    if restart:
+        node.restart()
+    before = everything(store.engine)
+    assert node.one(request) == first
+    assert node.machine.get(b"k") == KeyValue(b"k", b"v5", 1, 6, 6, 0)
+    # Nothing but the applied index moved: no data, fence or dedup record was written.
+    changed = set(everything(store.engine)) ^ set(before)
+    assert {key[:1] for key, _ in changed} == {b"A"}
+
+
+def is_too_old(result: Result | None, seq: int, client: str) -> bool:
+    return (
+        isinstance(result, ErrorResult)
+        and result.code == ErrorCode.INVALID_ARGUMENT
+        and result.message.startswith(
+            f"request seq {seq} of client {client!r} is too old to tell whether it was applied; "
+        )
+    )
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_seq_at_or_below_the_window_edge_is_refused(store: Store, restart: bool) -> None:
+    node = Node(store, dedup_window=4)
+    node.apply(*(Command("alice", seq, Put(b"k", f"v{seq}".encode())) for seq in (1, 2, 3, 4, 5, 6)))
+    node.apply(Command("alice", 20, Put(b"j", b"v20")))  # the edge is now 16
+    if restart:
+        node.restart()
+    before = everything(store.engine)
+    # Seqs 1 and 2 were pushed out of the window; 7 never ran, but below the edge it is
+    # indistinguishable from a forgotten one.
+    for seq in (1, 2, 7, 16):
+        assert is_too_old(node.one(Command("alice", seq, Put(b"k", b"again"))), seq, "alice")
+    assert {key[:1] for key, _ in set(everything(store.engine)) ^ set(before)} == {b"A"}
+    assert node.machine.get(b"k") == KeyValue(b"k", b"v6", 1, 6, 6, 0)
+    # Remembered ones are still answered; one above the edge is new; other clients are not affected.
+    assert node.one(Command("alice", 5, Put(b"k", b"again"))) == PutResult(5, None)
+    assert node.one(Command("alice", 17, Put(b"k", b"v17"))) == PutResult(13, None)
+    assert node.one(Command("bob", 1, Put(b"k", b"bob"))) == PutResult(14, None)
+    # Only the window's seqs (6, 17, 20 and 5 — 3 and 4 went when 17 and 20 came) are kept.
+    assert node.one(Command("alice", 6, Put(b"k", b"again"))) == PutResult(6, None)
+    assert is_too_old(node.one(Command("alice", 4, Put(b"k", b"again"))), 4, "alice")
 
 
 def test_seq_zero_turns_dedup_off(store: Store) -> None:
@@ -408,6 +490,113 @@ def test_dedup_table_evicts_the_least_recently_applied_client(store: Store, rest
     assert node.one(requests["b"]) == PutResult(6, None)  # forgotten: applied again
     kv = node.machine.get(b"b")
     assert kv is not None and kv.version == 2
+
+
+def dedup_records(engine: Engine, partition: int = PARTITION) -> list[tuple[bytes, bytes]]:
+    return [(key, value) for key, value in partition_keys(engine, partition) if key[:1] == b"C"]
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_the_partition_bound_forgets_the_oldest_results_and_refuses_their_seqs(
+    store: Store, restart: bool
+) -> None:
+    node = Node(store, max_dedup_results=3)
+    node.apply(
+        Command("a", 1, Put(b"a", b"1")),
+        Command("a", 2, Put(b"a", b"2")),
+        Command("b", 1, Put(b"b", b"1")),
+    )
+    if restart:
+        node.restart()
+    node.apply(Command("c", 1, Put(b"c", b"1")))  # forgets a's seq 1, the oldest result
+    if restart:
+        node.restart()
+    # Seq 1 is well inside a's window, but it was forgotten: applying it again could apply it twice.
+    assert is_too_old(node.one(Command("a", 1, Put(b"a", b"again"))), 1, "a")
+    assert node.one(Command("a", 2, Put(b"a", b"again"))) == PutResult(2, None)
+    assert node.one(Command("b", 1, Put(b"b", b"again"))) == PutResult(3, None)
+    # Three results and three client states are stored.
+    assert len(dedup_records(store.engine)) == 6
+    # Each new request forgets the oldest result left: a's seq 2, then b's seq 1.
+    assert node.one(Command("a", 3, Put(b"a", b"3"))) == PutResult(8, None)
+    assert is_too_old(node.one(Command("a", 2, Put(b"a", b"again"))), 2, "a")
+    assert node.one(Command("c", 2, Put(b"c", b"2"))) == PutResult(10, None)
+    assert is_too_old(node.one(Command("b", 1, Put(b"b", b"again"))), 1, "b")
+    assert node.one(Command("a", 3, Put(b"a", b"again"))) == PutResult(8, None)
+    kv = node.machine.get(b"b")
+    assert kv is not None and kv.version == 1
+
+
+def test_the_client_bound_forgets_a_whole_window(store: Store) -> None:
+    node = Node(store, max_dedup_clients=1)
+    node.apply(Command("a", 1, Put(b"k", b"1")), Command("a", 2, Put(b"k", b"2")))
+    node.apply(Command("b", 1, Put(b"k", b"3")))
+    assert [key for key, _ in dedup_records(store.engine)] == [
+        b"C" + PARTITION.to_bytes(4, "big") + b"b" + seq.to_bytes(8, "big") for seq in (0, 1)
+    ]
+    # A forgotten client is a new one: its retry is applied again (the bound's documented cost).
+    assert node.one(Command("a", 1, Put(b"k", b"again"))) == PutResult(4, None)
+
+
+def dedup_workload(seed: int, count: int = 400) -> list[Command | Op | None]:
+    """Several clients pipelining: each client's seqs arrive shuffled within a span, with
+    retries of earlier seqs (some long after) and the occasional command without dedup."""
+    rng = random.Random(seed)
+    next_seq = {f"client{n}": 1 for n in range(6)}
+    sent: dict[str, list[int]] = {client: [] for client in next_seq}
+    items: list[Command | Op | None] = []
+    for n in range(count):
+        client = rng.choice(sorted(next_seq))
+        roll = rng.random()
+        if roll < 0.05:
+            items.append(None if roll < 0.02 else Put(b"plain", bytes([n % 251])))
+            continue
+        if roll < 0.35 and sent[client]:
+            seq = rng.choice(sent[client])  # a retry
+        else:
+            seq = next_seq[client] + rng.randrange(6)  # may overtake seqs still in flight
+            next_seq[client] = max(next_seq[client], seq - 4)
+            sent[client].append(seq)
+        items.append(Command(client, seq, Put(f"{client}/{seq % 9}".encode(), f"{n}".encode())))
+    return items
+
+
+def test_replicas_with_tight_dedup_bounds_decide_and_store_identically(tmp_path: Path) -> None:
+    memory, leveldb = Store("memory", tmp_path / "m"), Store("leveldb", tmp_path / "l")
+    bounds = {"max_dedup_clients": 4, "dedup_window": 5, "max_dedup_results": 12}
+    try:
+        replicas = [Node(memory, **bounds), Node(leveldb, **bounds)]
+        items = dedup_workload(seed=3)
+        answers = []
+        for node, step in zip(replicas, (7, 50), strict=True):
+            node_answers: list[Result | None] = []
+            for start in range(0, len(items), step):
+                node_answers.extend(node.apply(*items[start : start + step]))
+                if node.store is leveldb and start % 150 == 0:
+                    node.restart()  # a reloaded table must decide as the one that was stored
+            answers.append(node_answers)
+        assert answers[0] == answers[1]
+        # The workload exercised every branch: applied, answered from the window, refused.
+        assert any(
+            is_too_old(answer, item.seq, item.client_id)
+            for answer, item in zip(answers[0], items, strict=True)
+            if isinstance(item, Command)
+        )
+        assert everything(memory.engine) == everything(leveldb.engine)
+        assert len(dedup_records(memory.engine)) <= 12 + 4
+    finally:
+        memory.engine.close()
+        leveldb.engine.close()
+
+
+def test_a_dedup_record_without_its_client_state_is_corruption(store: Store) -> None:
+    node = Node(store)
+    node.apply(Command("alice", 1, Put(b"k", b"v")))
+    batch = store.engine.new_batch()
+    batch.delete(b"C" + PARTITION.to_bytes(4, "big") + b"alice" + bytes(8))
+    store.engine.write(batch, sync=True)
+    with pytest.raises(CorruptionError):
+        node.restart()
 
 
 # -- apply state ---------------------------------------------------------------------------
@@ -529,6 +718,40 @@ def test_snapshot_restores_an_equal_partition(store: Store, tmp_path: Path) -> N
         assert target.machine.applied_index == 9
     finally:
         target_store.engine.close()
+
+
+def test_snapshot_round_trips_the_dedup_windows(store: Store, tmp_path: Path) -> None:
+    bounds = {"max_dedup_clients": 3, "dedup_window": 4, "max_dedup_results": 9}
+    items = dedup_workload(seed=11, count=200)
+    source = Node(store, **bounds)
+    source.apply(*items[:120])
+    data = source.machine.snapshot_data()
+
+    target_store = Store("memory" if store.kind == "leveldb" else "leveldb", tmp_path / "target")
+    try:
+        target = Node(target_store, **bounds)
+        target.apply(Command("client1", 1, Put(b"x", b"gone")), Command("zed", 7, Put(b"x", b"gone")))
+        batch = target_store.engine.new_batch()
+        target.machine.restore(batch, data, 120)
+        target_store.engine.write(batch, sync=True)
+        assert dedup_records(target_store.engine) == dedup_records(store.engine)
+        assert target.machine.snapshot_data() == data
+        # The restored windows decide as the source's: same answers, same records after.
+        assert target.apply(*items[120:]) == source.apply(*items[120:])
+        assert partition_keys(target_store.engine, PARTITION) == partition_keys(store.engine, PARTITION)
+    finally:
+        target_store.engine.close()
+
+
+def test_restore_refuses_a_snapshot_with_a_bad_dedup_table(store: Store) -> None:
+    node = Node(store)
+    node.apply(Command("alice", 1, Put(b"k", b"v")))
+    good = node.machine.snapshot_data()
+    fields = list(msgpack.unpackb(good, use_list=True))
+    fields[4] = [(suffix, value) for suffix, value in fields[4] if not suffix.endswith(bytes(8))]
+    with pytest.raises(CodecError):
+        node.machine.restore(store.engine.new_batch(), msgpack.packb(fields), 1)
+    assert node.machine.snapshot_data() == good
 
 
 def test_restore_then_apply_in_the_same_batch(store: Store) -> None:
