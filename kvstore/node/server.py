@@ -90,6 +90,7 @@ class Node:
         self._proposals: list[tuple[Replica, bytes, asyncio.Future[object]]] = []
         self._read_requests: list[tuple[Replica, int, bool, asyncio.Future[None]]] = []
         self._unreachable: set[int] = set()
+        self._carry_over: list[Replica] = []
         self._request_ids = itertools.count(1)
         self.started_at = time.monotonic()
 
@@ -174,7 +175,8 @@ class Node:
         self._proposals.append((replica, data, future))
         self._wake.set()
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await future
         except TimeoutError:
             raise timeout(f"write to partition {partition}", timeout_s) from None
 
@@ -186,7 +188,8 @@ class Node:
         self._read_requests.append((replica, next(self._request_ids), lease, future))
         self._wake.set()
         try:
-            await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await future
         except TimeoutError:
             raise timeout(f"read from partition {partition}", timeout_s) from None
         return replica
@@ -199,7 +202,8 @@ class Node:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         replica.session_waiters.append((min_revision, future))
         try:
-            await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await future
         except TimeoutError:
             raise timeout(f"session read from partition {partition} (revision {min_revision})", timeout_s) from None
         return replica
@@ -233,8 +237,8 @@ class Node:
             await self._wake.wait()
             self._wake.clear()
             try:
-                self._take_inputs()
-                readies = [(r, r.raw.ready()) for r in self.replicas.values() if r.raw.has_ready()]  # type: ignore[union-attr]
+                touched = self._take_inputs()
+                readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]  # type: ignore[union-attr]
                 if readies:
                     await self._handle_readies(readies)
             except asyncio.CancelledError:
@@ -244,14 +248,20 @@ class Node:
                 log.exception("fatal error in the Ready loop; stopping the node")
                 self.close()
                 return
-            if any(r.raw.has_ready() for r in self.replicas.values()):  # type: ignore[union-attr]
+            # Applying may leave work behind (conf changes, more committed entries than one batch).
+            if any(r.raw.has_ready() for r, _ in readies):  # type: ignore[union-attr]
+                self._carry_over = [r for r, _ in readies]
                 self._wake.set()
 
-    def _take_inputs(self) -> None:
+    def _take_inputs(self) -> list[Replica]:
+        """Feed queued inputs to Raft; returns the replicas that may now have a Ready."""
+        touched: dict[int, Replica] = {r.partition: r for r in self._carry_over}
+        self._carry_over = []
         ticks = min(self._pending_ticks, MAX_TICKS_PER_CYCLE)
         self._pending_ticks = 0
         replicas = self.replicas
         if ticks:
+            touched = dict(replicas)
             for replica in replicas.values():
                 for _ in range(ticks):
                     replica.raw.tick()  # type: ignore[union-attr]
@@ -266,8 +276,10 @@ class Node:
                 replica = replicas.get(group)
                 if replica is not None:
                     replica.raw.step(message)  # type: ignore[union-attr]
+                    touched[group] = replica
         if self._proposals:
-            self._propose_queued()
+            for replica in self._propose_queued():
+                touched[replica.partition] = replica
         if self._read_requests:
             requests, self._read_requests = self._read_requests, []
             for replica, request_id, lease, future in requests:
@@ -279,8 +291,10 @@ class Node:
                     future.set_exception(not_leader(replica.partition, replica.leader))
                     continue
                 replica.reads[request_id] = future
+                touched[replica.partition] = replica
+        return list(touched.values())
 
-    def _propose_queued(self) -> None:
+    def _propose_queued(self) -> list[Replica]:
         by_replica: dict[int, list[tuple[bytes, asyncio.Future[object]]]] = {}
         for replica, data, future in self._proposals:
             if not future.done():
@@ -305,6 +319,7 @@ class Node:
             first = last - len(items) + 1
             for offset, (_, future) in enumerate(items):
                 replica.proposals[first + offset] = Waiter(term, future)
+        return [self.replicas[partition] for partition in by_replica]
 
     async def _handle_readies(self, readies: list[tuple[Replica, Ready]]) -> None:
         engine = self.engine
@@ -325,7 +340,9 @@ class Node:
                 self._stage_compaction(replica, batch)
                 must_sync = True
         if len(batch):
-            await asyncio.to_thread(engine.write, batch, sync=must_sync)
+            # On the loop thread: a synced LevelDB write here takes ~0.25 ms, while handing it to
+            # a worker thread measured ~1.8 ms per write in GIL and wake-up latency.
+            engine.write(batch, sync=must_sync)
         # 2. send
         for replica, rd in readies:
             if rd.messages:
@@ -341,7 +358,7 @@ class Node:
             if rd.committed_entries:
                 self._apply(replica, rd, apply_batch, completions)
         if len(apply_batch):
-            await asyncio.to_thread(engine.write, apply_batch, sync=False)
+            engine.write(apply_batch, sync=False)
         for future, result in completions:
             if not future.done():
                 future.set_result(result)

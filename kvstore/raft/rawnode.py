@@ -103,17 +103,21 @@ class RawNode:
     # -- Ready ------------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
+        # Called for every group on every loop cycle: compare fields, build nothing.
         raft = self.raft
         log = raft.log
+        prev_hard, prev_soft = self._prev_hard_state, self._prev_soft_state
         return bool(
             raft.msgs
             or raft.read_states
             or log.unstable_entries
             or log.unstable_snapshot is not None
             or log.has_next_committed_entries()
-            or raft.hard_state() != self._prev_hard_state
-            or raft.lead != self._prev_soft_state.leader
-            or raft.role != self._prev_soft_state.role
+            or raft.term != prev_hard.term
+            or raft.vote != prev_hard.vote
+            or log.committed != prev_hard.commit
+            or raft.lead != prev_soft.leader
+            or raft.role != prev_soft.role
         )
 
     def ready(self) -> Ready:
