@@ -140,8 +140,13 @@ def run_with_client(ctx: click.Context, action: Callable[[Client], Awaitable[Res
     connection = settings(ctx)
 
     async def run() -> ResultT:
-        async with Client(connection.endpoints, timeout=connection.timeout) as client:
+        # Not `async with`: the client connects on first use, so bad input is reported as bad
+        # usage before any attempt to reach the cluster.
+        client = Client(connection.endpoints, timeout=connection.timeout)
+        try:
             return await action(client)
+        finally:
+            await client.close()
 
     try:
         return asyncio.run(run())

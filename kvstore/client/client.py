@@ -133,6 +133,7 @@ class Client:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._batchers: dict[str, NodeBatcher] = {}
         self._router: Router | None = None
+        self._closed = False
         self._refresh_lock = asyncio.Lock()
         self._layout_generation = 0
         # Highest revision seen per partition: the floor for SESSION reads (read-your-writes).
@@ -143,6 +144,7 @@ class Client:
         await self._refresh_layout(self._layout_generation)
 
     async def close(self) -> None:
+        self._closed = True
         batchers, self._batchers = self._batchers, {}
         await asyncio.gather(*(batcher.close() for batcher in batchers.values()))
         channels, self._channels = self._channels, {}
@@ -346,8 +348,11 @@ class Client:
         return asyncio.get_running_loop().time() + self.timeout
 
     async def _connected_router(self) -> Router:
+        """The routing table, connecting on first use; calls after `close()` are refused."""
         if self._router is None:
-            raise UnavailableError("the client is not connected: call connect() or use 'async with'")
+            if self._closed:
+                raise UnavailableError("the client is not connected: it was closed")
+            return await self._refresh_layout(self._layout_generation)
         return self._router
 
     def _request_header(self, router: Router, *, mutation: bool) -> pb.RequestHeader:

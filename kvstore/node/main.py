@@ -7,6 +7,12 @@ finish (briefly), Raft stops, LevelDB is closed.
 
 from __future__ import annotations
 
+import os
+
+# Before grpc is imported: its C core would print its own copy of errors this program reports
+# in one line (a port in use, for one).
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 import asyncio
 import json
 import logging

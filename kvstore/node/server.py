@@ -105,17 +105,17 @@ class Node:
         for partition in self.cluster_map.partitions_of(str(self.id)):
             voters = frozenset(int(n) for n in self.cluster_map.replicas(partition))
             self.replicas[partition] = Replica.open(self.engine, partition, self.id, voters, raft_config, rng)
-        self.server = grpc.aio.server(options=GRPC_OPTIONS)
+        # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
+        self.server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
         for add_servicer in servicers or []:
             add_servicer(self.server)  # type: ignore[operator]
         try:
             port = self.server.add_insecure_port(config.listen)
-        except RuntimeError as e:
-            self.engine.close()
-            raise AddressInUseError(f"cannot listen on {config.listen}: {e}") from None
+        except RuntimeError:
+            port = 0
         if port == 0:
             self.engine.close()
-            raise AddressInUseError(f"cannot listen on {config.listen}: address in use or not available")
+            raise AddressInUseError(f"cannot listen on {config.listen}: the address is in use or not available")
         await self.server.start()
         self.transport.start()
         self._tasks = [
