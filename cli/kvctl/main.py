@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kvctl.bench import bench
 from kvctl.check import check
 from kvctl.cluster import cluster
 from kvctl.connection import global_options
-from kvctl.jepsen import jepsen
 from kvctl.kv import delete, get, put, scan
 from kvctl.topology import members, partitions, status
 from kvctl.txn import txn
@@ -30,9 +28,7 @@ def cli() -> None:
 
 
 cli.add_command(cluster)
-cli.add_command(bench)
 cli.add_command(check)
-cli.add_command(jepsen)
 for data_command in (get, put, delete, scan, txn, status, members, partitions):
     cli.add_command(data_command)
 

@@ -45,14 +45,19 @@ class ClusterService(kvstore_pb2_grpc.ClusterServicer):
     async def Partitions(self, request: pb.PartitionsRequest, context: Any) -> pb.PartitionsResponse:
         node = self.node
         cluster_map = node.cluster_map
-        leaders = {s.partition: s.leader for s in node.status()}
+        hosted = {s.partition: s for s in node.status()}
+        partitions = []
+        for p in range(cluster_map.partitions):
+            info = pb.PartitionInfo(id=p, replicas=[int(n) for n in cluster_map.replicas(p)])
+            status = hosted.get(p)
+            if status is not None:  # what this node knows of the partitions it holds a replica of
+                info.leader, info.term = status.leader, status.term
+                info.commit_index, info.applied_index = status.commit, status.applied
+            partitions.append(info)
         return pb.PartitionsResponse(
             epoch=cluster_map.epoch,
             partition_count=cluster_map.partitions,
             replication_factor=cluster_map.replication_factor,
-            partitions=[
-                pb.PartitionInfo(id=p, replicas=[int(n) for n in cluster_map.replicas(p)], leader=leaders.get(p, 0))
-                for p in range(cluster_map.partitions)
-            ],
+            partitions=partitions,
             members=self._members(),
         )
