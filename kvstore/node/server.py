@@ -79,7 +79,8 @@ class Node:
         )
         self.engine: Engine | None = None
         self.replicas: dict[int, Replica] = {}
-        self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self._on_unreachable)
+        self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self._on_unreachable,
+                                       self._on_snapshot_sent)
         self.server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -91,6 +92,7 @@ class Node:
         self._read_requests: list[tuple[Replica, int, bool, asyncio.Future[None]]] = []
         self._unreachable: set[int] = set()
         self._carry_over: list[Replica] = []
+        self._snapshot_reports: list[tuple[int, int, bool]] = []
         self._request_ids = itertools.count(1)
         self.started_at = time.monotonic()
 
@@ -158,6 +160,10 @@ class Node:
 
     def _on_unreachable(self, peer_id: int) -> None:
         self._unreachable.add(peer_id)
+        self._wake.set()
+
+    def _on_snapshot_sent(self, group: int, peer_id: int, ok: bool) -> None:
+        self._snapshot_reports.append((group, peer_id, ok))
         self._wake.set()
 
     def replica(self, partition: int) -> Replica:
@@ -270,6 +276,13 @@ class Node:
                 for replica in replicas.values():
                     replica.raw.report_unreachable(peer_id)  # type: ignore[union-attr]
             self._unreachable.clear()
+        if self._snapshot_reports:
+            reports, self._snapshot_reports = self._snapshot_reports, []
+            for group, peer_id, ok in reports:
+                replica = replicas.get(group)
+                if replica is not None:
+                    replica.raw.report_snapshot(peer_id, ok)  # type: ignore[union-attr]
+                    touched[group] = replica
         if self._inbound:
             inbound, self._inbound = self._inbound, []
             for group, message in inbound:

@@ -4,6 +4,9 @@
 sender task, which writes everything queued as one frame. While a peer is unreachable its
 messages are dropped (Raft retransmits) and the node is told, so the leader stops pipelining
 to it; the sender reconnects with exponential backoff.
+
+Snapshots do not ride in the batches: each goes in its own `SendSnapshot` call, cut into
+chunks, and its outcome is reported back so Raft can resume replicating to that follower.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
-from kvstore.node.wire import encode_batch
+from kvstore.node.wire import encode_batch, snapshot_chunks
 from kvstore.raft import Message
 
 log = logging.getLogger("kvstore.transport")
@@ -29,6 +32,8 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 MAX_QUEUED_MESSAGES = 100_000
+SNAPSHOT_CHUNK_BYTES = 1 << 20
+SNAPSHOT_TIMEOUT_S = 300.0
 BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 1.0
 
@@ -90,15 +95,20 @@ class _PeerSender:
 
 
 class PeerTransport:
-    """Owns one sender task per peer; `start()`, `send()`, `close()`."""
+    """Owns one sender task per peer and the snapshot uploads; `start()`, `send()`, `close()`."""
 
     def __init__(self, node_id: int, peers: dict[int, str], cluster_id: str,
-                 on_unreachable: Callable[[int], None]) -> None:
+                 on_unreachable: Callable[[int], None],
+                 on_snapshot_sent: Callable[[int, int, bool], None]) -> None:
+        self._node_id = node_id
+        self._peers = peers
+        self._on_snapshot_sent = on_snapshot_sent
         self._senders = {
             peer_id: _PeerSender(node_id, peer_id, address, cluster_id, on_unreachable)
             for peer_id, address in peers.items()
             if peer_id != node_id
         }
+        self._snapshot_tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         for sender in self._senders.values():
@@ -107,16 +117,39 @@ class PeerTransport:
     def send(self, group: int, messages: Sequence[Message]) -> None:
         senders = self._senders
         for message in messages:
+            if message.snapshot is not None:
+                task = asyncio.create_task(self._send_snapshot(group, message), name=f"snapshot-{group}")
+                self._snapshot_tasks.add(task)
+                task.add_done_callback(self._snapshot_tasks.discard)
+                continue
             sender = senders.get(message.to)
             if sender is not None:
                 sender.enqueue(group, message)
+
+    async def _send_snapshot(self, group: int, message: Message) -> None:
+        """Upload one snapshot message in chunks; tell Raft whether it arrived."""
+        assert message.snapshot is not None
+        meta = message.snapshot.meta
+        chunks = snapshot_chunks(group, self._node_id, message, SNAPSHOT_CHUNK_BYTES)
+        ok = False
+        async with grpc.aio.insecure_channel(self._peers[message.to], options=GRPC_OPTIONS) as channel:
+            try:
+                ack = await peer_pb2_grpc.PeerStub(channel).SendSnapshot(chunks, timeout=SNAPSHOT_TIMEOUT_S)
+                ok = ack.ok
+                if not ok:
+                    log.warning("peer %d refused snapshot %d of group %d: %s", message.to, meta.index, group, ack.error)
+            except grpc.aio.AioRpcError as e:
+                log.warning("snapshot %d of group %d to peer %d failed: %s", meta.index, group, message.to, _short(e))
+        log.info("sent snapshot %d of group %d to peer %d: %s", meta.index, group, message.to,
+                 "ok" if ok else "failed")
+        self._on_snapshot_sent(group, message.to, ok)
 
     def connected(self, peer_id: int) -> bool:
         sender = self._senders.get(peer_id)
         return sender is not None and sender.connected
 
     async def close(self) -> None:
-        tasks = [s.task for s in self._senders.values() if s.task is not None]
+        tasks = [s.task for s in self._senders.values() if s.task is not None] + list(self._snapshot_tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

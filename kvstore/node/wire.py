@@ -6,10 +6,11 @@ per batch. Field order is part of the protocol: append new fields at the end onl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import msgpack
 
+from kvstore._pb import peer_pb2
 from kvstore.raft import ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta
 
 
@@ -70,3 +71,16 @@ def encode_batch(items: Iterable[tuple[int, Message]]) -> bytes:
 
 def decode_batch(data: bytes) -> list[tuple[int, Message]]:
     return [(group, _decode_message(raw)) for group, raw in msgpack.unpackb(data, raw=False, use_list=True)]
+
+
+def snapshot_chunks(group: int, from_node: int, message: Message, chunk_bytes: int) -> Iterator[peer_pb2.SnapshotChunk]:
+    """A SNAPSHOT message cut into chunks for `Peer.SendSnapshot`; the receiver joins the data
+    of all chunks (offsets must be contiguous) and decodes it with `decode_batch`."""
+    assert message.snapshot is not None
+    payload = encode_batch([(group, message)])
+    meta = message.snapshot.meta
+    for offset in range(0, len(payload), chunk_bytes):
+        yield peer_pb2.SnapshotChunk(
+            group_id=group, from_node=from_node, to_node=message.to, index=meta.index, term=meta.term,
+            offset=offset, data=payload[offset : offset + chunk_bytes], last=offset + chunk_bytes >= len(payload),
+        )

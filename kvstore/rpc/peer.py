@@ -31,3 +31,19 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                 continue
             if frame.raft_batch and peer:
                 self.node.deliver(decode_batch(frame.raft_batch))
+
+    async def SendSnapshot(
+        self, request_iterator: AsyncIterator[peer_pb2.SnapshotChunk], context: Any
+    ) -> peer_pb2.SnapshotAck:
+        """Reassemble a snapshot sent in chunks and hand it to Raft as one message."""
+        parts: list[bytes] = []
+        received = 0
+        async for chunk in request_iterator:
+            if chunk.offset != received:
+                return peer_pb2.SnapshotAck(ok=False, error=f"chunk at offset {chunk.offset}, expected {received}")
+            parts.append(chunk.data)
+            received += len(chunk.data)
+            if chunk.last:
+                self.node.deliver(decode_batch(b"".join(parts)))
+                return peer_pb2.SnapshotAck(ok=True)
+        return peer_pb2.SnapshotAck(ok=False, error="the stream ended before the last chunk")
