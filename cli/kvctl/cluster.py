@@ -58,6 +58,12 @@ def _port_free(host: str, port: int) -> bool:
 
 def _alive(pid: int) -> bool:
     try:
+        # Reap it if it is our child: an exited but unreaped child still answers kill(pid, 0).
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
