@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
 from tests.sim.simulation import SimConfig, run_seed
@@ -24,17 +25,19 @@ def _run(seed_and_steps: tuple[int, int]) -> tuple[int, list[str], dict[str, int
     return seed, problems, sim.stats, len(sim.committed)
 
 
-def run_many(first: int, count: int, steps: int, jobs: int) -> tuple[int, list[tuple[int, list[str]]]]:
-    """Run seeds [first, first + count) on `jobs` processes; return (entries committed, failures)."""
+def run_many(first: int, count: int, steps: int, jobs: int) -> tuple[Counter[str], list[tuple[int, list[str]]]]:
+    """Run seeds [first, first + count) on `jobs` processes; return (totals of what happened,
+    failures). The totals count committed entries, crashes, conf changes, snapshots sent..."""
     failures: list[tuple[int, list[str]]] = []
-    committed = 0
+    totals: Counter[str] = Counter()
     work = [(seed, steps) for seed in range(first, first + count)]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for seed, problems, _stats, entries in pool.map(_run, work, chunksize=4):
-            committed += entries
+        for seed, problems, stats, entries in pool.map(_run, work, chunksize=4):
+            totals.update(stats)
+            totals["committed"] += entries
             if problems:
                 failures.append((seed, problems))
-    return committed, failures
+    return totals, failures
 
 
 def replay_command(seed: int, steps: int) -> str:
@@ -63,11 +66,11 @@ def main() -> None:
         sys.exit(1 if problems else 0)
 
     started = time.monotonic()
-    committed, failures = run_many(args.first, args.seeds, args.steps, args.jobs)
+    totals, failures = run_many(args.first, args.seeds, args.steps, args.jobs)
     for seed, problems in failures:
         print(f"FAIL seed {seed}: {problems[0]}")
         print(f"  replay: {replay_command(seed, args.steps)}")
-    print(f"committed {committed} entries in {time.monotonic() - started:.1f}s")
+    print(f"{time.monotonic() - started:.1f}s; " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
     print(f"{args.seeds} seeds, {len(failures)} failures")
     sys.exit(1 if failures else 0)
 
