@@ -7,6 +7,7 @@ import click
 from kvctl.check import check
 from kvctl.cluster import cluster
 from kvctl.connection import global_options
+from kvctl.jepsen import jepsen
 from kvctl.kv import delete, get, put, scan
 from kvctl.topology import members, partitions, status
 from kvctl.txn import txn
@@ -29,6 +30,7 @@ def cli() -> None:
 
 cli.add_command(cluster)
 cli.add_command(check)
+cli.add_command(jepsen)
 for data_command in (get, put, delete, scan, txn, status, members, partitions):
     cli.add_command(data_command)
 

@@ -1,0 +1,240 @@
+"""Real node processes, one per network namespace: start, kill -9, pause, restart with a skewed
+clock, ask who leads what, stop. Nodes are driven only through their command line, signals and
+the public client API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvstore.client import Client, KvError, NodeStatus
+from kvstore.jepsen.netns import Network
+
+NODE_PORT = 7000
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+_STOP_GRACE_S = 20.0
+_STATUS_TIMEOUT_S = 2.0
+_POLL_INTERVAL_S = 0.2
+
+
+class ClusterError(RuntimeError):
+    """The cluster did not reach a state the harness waited for; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    node_ids: tuple[int, ...]
+    partitions: int
+    tick_ms: int = 100
+    election_ticks: int = 10
+
+
+class Cluster:
+    """The node processes of one run, on ``network``. Not thread-safe; owned by one event loop."""
+
+    def __init__(self, spec: ClusterSpec, network: Network, data_root: Path, log_dir: Path) -> None:
+        self.spec = spec
+        self.network = network
+        self.data_root = data_root
+        self.log_dir = log_dir
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+        self._paused: set[int] = set()
+        self._admin: Client | None = None
+
+    @property
+    def node_ids(self) -> tuple[int, ...]:
+        return self.spec.node_ids
+
+    def address(self, node_id: int) -> str:
+        return f"{self.network.address_of(node_id)}:{NODE_PORT}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [self.address(node_id) for node_id in self.node_ids]
+
+    def log_path(self, node_id: int) -> Path:
+        return self.log_dir / f"node-{node_id}.log"
+
+    # ---- processes --------------------------------------------------------------------------
+
+    def start(self, node_id: int, clock_rate: float | None = None) -> None:
+        """Start the node in its namespace; with ``clock_rate`` its clocks (monotonic included) run
+        that many times as fast as real time, through libfaketime."""
+        if self.is_running(node_id):
+            raise ClusterError(f"node {node_id} is already running")
+        peers = ",".join(f"{peer}={self.address(peer)}" for peer in self.node_ids)
+        node_command = [
+            sys.executable, "-m", "kvstore.node",
+            "--id", str(node_id),
+            "--listen", self.address(node_id),
+            "--peers", peers,
+            "--data-dir", str(self.data_root / f"node-{node_id}"),
+            "--partitions", str(self.spec.partitions),
+            "--tick-ms", str(self.spec.tick_ms),
+            "--election-ticks", str(self.spec.election_ticks),
+        ]  # fmt: skip
+        skew: list[str] = []
+        if clock_rate is not None:
+            # `env` after `ip netns exec` so that only the node, not `ip`, runs on the fake clock.
+            skew = [
+                "env",
+                f"LD_PRELOAD={LIBFAKETIME}",
+                f"FAKETIME=+0 x{clock_rate:g}",
+                "DONT_FAKE_MONOTONIC=0",
+            ]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path(node_id).open("ab") as log:
+            clock_note = "" if clock_rate is None else f" with its clock at x{clock_rate:g}"
+            log.write(f"--- harness: starting node {node_id}{clock_note} at {time.strftime('%H:%M:%S')}\n".encode())
+            log.flush()
+            self._processes[node_id] = subprocess.Popen(
+                [*self.network.exec_prefix(node_id), *skew, *node_command],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C on the terminal reaches the harness alone
+            )
+        self._paused.discard(node_id)
+
+    def is_running(self, node_id: int) -> bool:
+        process = self._processes.get(node_id)
+        return process is not None and process.poll() is None
+
+    def kill(self, node_id: int) -> None:
+        """kill -9: no chance to flush or say goodbye."""
+        process = self._processes.pop(node_id, None)
+        self._paused.discard(node_id)
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+    def pause(self, node_id: int) -> None:
+        process = self._processes.get(node_id)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGSTOP)
+            self._paused.add(node_id)
+
+    def resume(self, node_id: int) -> None:
+        process = self._processes.get(node_id)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+        self._paused.discard(node_id)
+
+    def stop(self, node_id: int) -> None:
+        """SIGTERM (after SIGCONT, as a stopped process cannot act on it); SIGKILL after a grace period."""
+        process = self._processes.pop(node_id, None)
+        self._paused.discard(node_id)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        try:
+            process.wait(timeout=_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop_all(self) -> None:
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.terminate()
+        for node_id in list(self._processes):
+            self.stop(node_id)
+
+    # ---- what the nodes say -----------------------------------------------------------------
+
+    def _admin_client(self) -> Client:
+        if self._admin is None:
+            self._admin = Client(self.endpoints, timeout=_STATUS_TIMEOUT_S)
+        return self._admin
+
+    async def close_admin(self) -> None:
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            await admin.close()
+
+    async def status(self, node_id: int) -> NodeStatus | None:
+        """The node's own status, or None when it is down, paused or unreachable."""
+        if not self.is_running(node_id) or node_id in self._paused:
+            return None
+        try:
+            return await self._admin_client().status(self.address(node_id))
+        except KvError:
+            return None
+
+    async def leaders(self) -> dict[int, int]:
+        """Partition -> the node leading it, as the leaders themselves report (highest term wins)."""
+        statuses = await asyncio.gather(*(self.status(node_id) for node_id in self.node_ids))
+        best: dict[int, tuple[int, int]] = {}  # partition -> (term, node)
+        for status in statuses:
+            if status is None:
+                continue
+            for partition in status.partitions:
+                if partition.leader == status.node_id:
+                    if partition.id not in best or partition.term > best[partition.id][0]:
+                        best[partition.id] = (partition.term, status.node_id)
+        return {partition: node for partition, (_, node) in best.items()}
+
+    async def leader_of(self, partition: int) -> int | None:
+        return (await self.leaders()).get(partition)
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until every node runs and answers, and every partition has a leader."""
+        wanted = set(range(self.spec.partitions))
+        deadline = time.monotonic() + timeout_s
+        led: set[int] = set()
+        while time.monotonic() < deadline:
+            statuses = await asyncio.gather(*(self.status(node_id) for node_id in self.node_ids))
+            if all(status is not None for status in statuses):
+                led = set(await self.leaders())
+                if wanted <= led:
+                    return
+            await asyncio.sleep(_POLL_INTERVAL_S)
+        down = [node_id for node_id in self.node_ids if not self.is_running(node_id)]
+        raise ClusterError(
+            f"the cluster was not ready within {timeout_s:g}s: nodes down {down or 'none'}, "
+            f"partitions without a leader {sorted(wanted - led) or 'none'}; see {self.log_dir}"
+        )
+
+    async def wait_leader_change(self, partition: int, old_leader: int, timeout_s: float) -> int:
+        """Wait until a node other than ``old_leader`` leads ``partition``; returns it."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            statuses = await asyncio.gather(
+                *(self.status(node_id) for node_id in self.node_ids if node_id != old_leader)
+            )
+            for status in statuses:
+                if status is None:
+                    continue
+                for info in status.partitions:
+                    if info.id == partition and info.leader == status.node_id:
+                        return status.node_id
+            await asyncio.sleep(_POLL_INTERVAL_S)
+        raise ClusterError(f"no node other than {old_leader} took over partition {partition} within {timeout_s:g}s")
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(
+    spec: ClusterSpec, network: Network, data_root: Path, log_dir: Path, ready_timeout_s: float
+) -> AsyncIterator[Cluster]:
+    """Start every node, wait until all partitions are led, and stop them all on the way out."""
+    cluster = Cluster(spec, network, data_root, log_dir)
+    try:
+        for node_id in spec.node_ids:
+            cluster.start(node_id)
+        await cluster.wait_ready(ready_timeout_s)
+        yield cluster
+    finally:
+        await cluster.close_admin()
+        # Stopping waits on processes; off the loop thread so a Ctrl-C handler still runs.
+        await asyncio.shield(asyncio.to_thread(cluster.stop_all))

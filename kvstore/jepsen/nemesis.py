@@ -1,0 +1,345 @@
+"""Nemeses: faults injected into a running cluster on a schedule, each logged when it starts and
+when it heals.
+
+A nemesis picks a fault (``inject``) and returns it; the fault knows how to undo itself
+(``heal``). ``NemesisSchedule`` alternates healthy and faulty intervals, picking one of the
+configured nemeses at random for each fault, until told to stop; it always heals what it broke.
+Every choice comes from one seeded ``random.Random``, so a seed names a fault schedule (the
+cluster's own timing still varies from run to run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Protocol
+
+from kvstore.jepsen.cluster import Cluster
+
+# How much faster (or slower) than real time a skewed node's clocks run.
+CLOCK_RATES: tuple[float, ...] = (0.5, 1.5, 2.0)
+
+
+class NemesisKind(StrEnum):
+    KILL = "kill"
+    PAUSE = "pause"
+    PARTITION = "partition"
+    CLOCK = "clock"
+
+
+class EventPhase(StrEnum):
+    FAULT = "fault"
+    HEAL = "heal"
+
+
+@dataclass(frozen=True, slots=True)
+class NemesisEvent:
+    """One line of nemesis.jsonl. ``time`` is nanoseconds since the run started, like the history's."""
+
+    time: int
+    phase: EventPhase
+    nemesis: NemesisKind
+    description: str
+    nodes: tuple[int, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "time": self.time,
+                "type": self.phase.value,
+                "nemesis": self.nemesis.value,
+                "description": self.description,
+                "nodes": list(self.nodes),
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FaultInterval:
+    """A fault from its start to its heal (None: never healed, e.g. the run was interrupted)."""
+
+    nemesis: NemesisKind
+    description: str
+    start: int
+    end: int | None
+
+
+def fault_intervals(events: Sequence[NemesisEvent]) -> list[FaultInterval]:
+    """Pair each fault with the heal that follows it (one fault is active at a time)."""
+    intervals: list[FaultInterval] = []
+    open_fault: NemesisEvent | None = None
+    for event in events:
+        if event.phase is EventPhase.FAULT:
+            open_fault = event
+        elif open_fault is not None:
+            intervals.append(FaultInterval(open_fault.nemesis, open_fault.description, open_fault.time, event.time))
+            open_fault = None
+    if open_fault is not None:
+        intervals.append(FaultInterval(open_fault.nemesis, open_fault.description, open_fault.time, None))
+    return intervals
+
+
+class NemesisLog:
+    """Appends events to nemesis.jsonl as they happen (so a crashed run keeps them) and in memory."""
+
+    def __init__(self, stream: IO[str], clock_ns: Callable[[], int]) -> None:
+        self._stream = stream
+        self._clock_ns = clock_ns
+        self.events: list[NemesisEvent] = []
+
+    def record(self, phase: EventPhase, nemesis: NemesisKind, description: str, nodes: Sequence[int]) -> None:
+        event = NemesisEvent(self._clock_ns(), phase, nemesis, description, tuple(sorted(nodes)))
+        self.events.append(event)
+        self._stream.write(event.to_json() + "\n")
+        self._stream.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """An injected fault: what it is, whom it hit, and how to undo it."""
+
+    nemesis: NemesisKind
+    description: str
+    nodes: tuple[int, ...]
+    heal: Callable[[], Awaitable[None]] = field(compare=False)
+
+
+class Nemesis(Protocol):
+    kind: NemesisKind
+
+    async def inject(self, rng: random.Random) -> Fault: ...
+
+
+async def _targets(
+    cluster: Cluster, rng: random.Random, partitions: Sequence[int], modes: Sequence[str]
+) -> tuple[str, list[int]]:
+    """Pick the nodes to hit: one at random, the leader of one of ``partitions``, or a majority."""
+    nodes = list(cluster.node_ids)
+    mode = rng.choice(modes)
+    if mode == "leader" and partitions:
+        partition = rng.choice(list(partitions))
+        leader = await cluster.leader_of(partition)
+        if leader is not None:
+            return f"the leader of partition {partition} (node {leader})", [leader]
+        mode = "one"  # no leader right now: an ordinary node then
+    if mode == "majority":
+        chosen = sorted(rng.sample(nodes, len(nodes) // 2 + 1))
+        return f"a majority {chosen}", chosen
+    chosen = [rng.choice(nodes)]
+    return f"node {chosen[0]}", chosen
+
+
+class KillNemesis:
+    """kill -9 one node, a partition's leader or a majority; heal restarts them on the same data."""
+
+    kind = NemesisKind.KILL
+
+    def __init__(self, cluster: Cluster, partitions: Sequence[int]) -> None:
+        self._cluster = cluster
+        self._partitions = partitions
+
+    async def inject(self, rng: random.Random) -> Fault:
+        what, nodes = await _targets(self._cluster, rng, self._partitions, ("one", "leader", "majority"))
+        for node_id in nodes:
+            await asyncio.to_thread(self._cluster.kill, node_id)
+
+        async def restart() -> None:
+            for node_id in nodes:
+                if not self._cluster.is_running(node_id):
+                    self._cluster.start(node_id)
+
+        return Fault(self.kind, f"kill -9 {what}", tuple(nodes), restart)
+
+
+class PauseNemesis:
+    """SIGSTOP one node, a partition's leader or a majority; heal sends SIGCONT."""
+
+    kind = NemesisKind.PAUSE
+
+    def __init__(self, cluster: Cluster, partitions: Sequence[int]) -> None:
+        self._cluster = cluster
+        self._partitions = partitions
+
+    async def inject(self, rng: random.Random) -> Fault:
+        what, nodes = await _targets(self._cluster, rng, self._partitions, ("one", "leader", "majority"))
+        for node_id in nodes:
+            self._cluster.pause(node_id)
+
+        async def resume() -> None:
+            for node_id in nodes:
+                self._cluster.resume(node_id)
+
+        return Fault(self.kind, f"pause {what}", tuple(nodes), resume)
+
+
+def _links_between(groups: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """Every pair of nodes in different groups: the links a partition into ``groups`` cuts."""
+    return [(a, b) for i, group in enumerate(groups) for other in groups[i + 1 :] for a in group for b in other]
+
+
+def _ring_links(order: Sequence[int]) -> list[tuple[int, int]]:
+    """Cut every link except between ring neighbours, so each node sees a majority (itself and two
+    neighbours of five) but no two nodes see the same majority."""
+    size = len(order)
+    neighbours = {frozenset((order[i], order[(i + 1) % size])) for i in range(size)}
+    return [
+        (a, b) for i, a in enumerate(order) for b in order[i + 1 :] if frozenset((a, b)) not in neighbours
+    ]
+
+
+class PartitionNemesis:
+    """Cut the network with iptables inside the node namespaces: isolate one node, isolate a
+    partition's leader, split majority/minority, majority ring (five nodes or more), or bridge (two
+    halves that cannot talk, one node talking to both)."""
+
+    kind = NemesisKind.PARTITION
+
+    def __init__(self, cluster: Cluster, partitions: Sequence[int]) -> None:
+        self._cluster = cluster
+        self._partitions = partitions
+
+    async def inject(self, rng: random.Random) -> Fault:
+        nodes = list(self._cluster.node_ids)
+        modes = ["isolate-one", "isolate-leader", "split", "bridge"]
+        if len(nodes) >= 5:
+            modes.append("ring")
+        mode = rng.choice(modes)
+        if mode == "isolate-leader":
+            what, isolated = await _targets(self._cluster, rng, self._partitions, ("leader",))
+            links = _links_between([isolated, [n for n in nodes if n not in isolated]])
+            description = f"isolate {what}"
+        elif mode == "isolate-one":
+            isolated = [rng.choice(nodes)]
+            links = _links_between([isolated, [n for n in nodes if n not in isolated]])
+            description = f"isolate node {isolated[0]}"
+        elif mode == "split":
+            shuffled = rng.sample(nodes, len(nodes))
+            minority, majority = sorted(shuffled[: len(nodes) // 2]), sorted(shuffled[len(nodes) // 2 :])
+            links = _links_between([minority, majority])
+            description = f"split minority {minority} from majority {majority}"
+        elif mode == "ring":
+            order = rng.sample(nodes, len(nodes))
+            links = _ring_links(order)
+            description = f"majority ring {order}"
+        else:
+            shuffled = rng.sample(nodes, len(nodes))
+            bridge, rest = shuffled[0], shuffled[1:]
+            left, right = sorted(rest[: len(rest) // 2]), sorted(rest[len(rest) // 2 :])
+            links = _links_between([left, right])
+            description = f"bridge: {left} and {right} cut apart, node {bridge} sees both"
+        network = self._cluster.network
+        await asyncio.to_thread(network.cut, links)
+        touched = sorted({node for link in links for node in link})
+
+        async def heal() -> None:
+            await asyncio.to_thread(network.heal)
+
+        return Fault(self.kind, description, tuple(touched), heal)
+
+
+class ClockNemesis:
+    """Restart a minority of nodes with their clocks running fast or slow (libfaketime); heal
+    restarts them on the real clock."""
+
+    kind = NemesisKind.CLOCK
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+
+    async def inject(self, rng: random.Random) -> Fault:
+        nodes = list(self._cluster.node_ids)
+        chosen = sorted(rng.sample(nodes, rng.randint(1, (len(nodes) - 1) // 2)))
+        rate = rng.choice(CLOCK_RATES)
+        await self._restart(chosen, rate)
+
+        async def heal() -> None:
+            await self._restart(chosen, None)
+
+        return Fault(self.kind, f"clocks of nodes {chosen} at x{rate:g}", tuple(chosen), heal)
+
+    async def _restart(self, nodes: Sequence[int], rate: float | None) -> None:
+        for node_id in nodes:
+            await asyncio.to_thread(self._cluster.stop, node_id)
+            self._cluster.start(node_id, clock_rate=rate)
+
+
+def build_nemeses(kinds: Sequence[NemesisKind], cluster: Cluster, partitions: Sequence[int]) -> list[Nemesis]:
+    """The nemeses for ``kinds``; ``partitions`` are those whose leaders are worth hitting."""
+    built: list[Nemesis] = []
+    for kind in kinds:
+        if kind is NemesisKind.KILL:
+            built.append(KillNemesis(cluster, partitions))
+        elif kind is NemesisKind.PAUSE:
+            built.append(PauseNemesis(cluster, partitions))
+        elif kind is NemesisKind.PARTITION:
+            built.append(PartitionNemesis(cluster, partitions))
+        else:
+            built.append(ClockNemesis(cluster))
+    return built
+
+
+@dataclass(frozen=True, slots=True)
+class Intervals:
+    """Bounds (seconds) of the random healthy and faulty stretches."""
+
+    healthy: tuple[float, float] = (2.0, 4.0)
+    faulty: tuple[float, float] = (3.0, 6.0)
+
+
+class NemesisSchedule:
+    """Healthy, fault, healthy, fault... until ``stop`` is set; the active fault is healed on the
+    way out, whether stopped, cancelled or failed."""
+
+    def __init__(
+        self, nemeses: Sequence[Nemesis], rng: random.Random, log: NemesisLog, intervals: Intervals
+    ) -> None:
+        self._nemeses = list(nemeses)
+        self._rng = rng
+        self._log = log
+        self._intervals = intervals
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self._nemeses:
+            return
+        while not await _wait(stop, self._rng.uniform(*self._intervals.healthy)):
+            nemesis = self._rng.choice(self._nemeses)
+            fault = await nemesis.inject(self._rng)
+            self._log.record(EventPhase.FAULT, fault.nemesis, fault.description, fault.nodes)
+            try:
+                await _wait(stop, self._rng.uniform(*self._intervals.faulty))
+            finally:
+                # Shielded: an interrupted run must not leave a node paused or the network cut.
+                await asyncio.shield(fault.heal())
+                self._log.record(EventPhase.HEAL, fault.nemesis, fault.description, fault.nodes)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` or until ``stop`` is set; True when stopped."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def read_nemesis_log(path: Path) -> list[NemesisEvent]:
+    events = []
+    with path.open(encoding="utf-8") as stream:
+        for line in stream:
+            if line.strip():
+                fields = json.loads(line)
+                events.append(
+                    NemesisEvent(
+                        time=fields["time"],
+                        phase=EventPhase(fields["type"]),
+                        nemesis=NemesisKind(fields["nemesis"]),
+                        description=fields["description"],
+                        nodes=tuple(fields["nodes"]),
+                    )
+                )
+    return events

@@ -1,0 +1,344 @@
+"""One Jepsen-style run: build the namespaced cluster, run the workload's clients and the nemesis
+schedule for a fixed time, heal, do the final reads, tear everything down, check, and report.
+
+Phases are bounded: clients stop invoking at the deadline (an operation in flight ends within the
+client timeout), the nemesis heals what it broke when told to stop, the cluster gets a bounded
+time to recover, and final reads are retried a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import IO
+
+from kvstore.client import Client, KvError, ReadConsistency
+from kvstore.jepsen.cluster import Cluster, ClusterError, ClusterSpec, running_cluster
+from kvstore.jepsen.history import Event, EventType, Value, event_to_json
+from kvstore.jepsen.nemesis import (
+    EventPhase,
+    Intervals,
+    NemesisKind,
+    NemesisLog,
+    NemesisSchedule,
+    build_nemeses,
+)
+from kvstore.jepsen.netns import Network, NetworkError, missing_prerequisites
+from kvstore.jepsen.report import write_report
+from kvstore.jepsen.workloads import CheckOutcome, Completion, Invocation, Validity, Workload, build_workload
+
+_FINAL_READ_ATTEMPTS = 5
+_CONNECT_RETRY_S = 0.2
+
+
+class ExitStatus(IntEnum):
+    """What ``kvctl jepsen run`` exits with."""
+
+    VALID = 0
+    INVALID = 1
+    UNKNOWN = 2  # a checker could not decide, or the run hit an error
+    COULD_NOT_RUN = 3  # e.g. not root, no `ip netns`
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    workload: str
+    nemeses: tuple[NemesisKind, ...]
+    time_s: float
+    out_dir: Path
+    concurrency: int = 5
+    read_consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+    seed: int = 0
+    nodes: int = 3
+    keys: int = 4
+    partitions: int = 4
+    op_timeout_s: float = 5.0
+    intervals: Intervals = Intervals()
+    check_timeout_s: float = 120.0
+    ready_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    config: RunConfig
+    status: ExitStatus
+    outcomes: tuple[CheckOutcome, ...]
+    error: str | None
+    operation_counts: dict[str, dict[str, int]]  # f -> outcome -> count
+    faults: int
+    duration_s: float
+
+
+def status_of(outcomes: Sequence[CheckOutcome], error: str | None) -> ExitStatus:
+    if any(outcome.validity is Validity.INVALID for outcome in outcomes):
+        return ExitStatus.INVALID
+    if error is not None or not outcomes or any(outcome.validity is Validity.UNKNOWN for outcome in outcomes):
+        return ExitStatus.UNKNOWN
+    return ExitStatus.VALID
+
+
+class RunClock:
+    """Nanoseconds since the run started, on the monotonic clock (history and nemesis log share it)."""
+
+    def __init__(self) -> None:
+        self._origin = time.monotonic_ns()
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns() - self._origin
+
+
+class HistoryRecorder:
+    """Appends events to history.jsonl as they happen and keeps them for the checkers. Completions
+    that failed carry the client's error as an extra ``error`` field (readers ignore it)."""
+
+    def __init__(self, stream: IO[str], clock: RunClock) -> None:
+        self._stream = stream
+        self._clock = clock
+        self.events: list[Event] = []
+
+    def invoke(self, process: int, invocation: Invocation) -> None:
+        self._append(Event(process, EventType.INVOKE, invocation.f, invocation.key, invocation.value,
+                           self._clock.now_ns()), None)  # fmt: skip
+
+    def complete(self, process: int, invocation: Invocation, completion: Completion) -> None:
+        # A write's completion echoes what was written; a read's carries what it read.
+        value: Value = completion.value if completion.type is EventType.OK else invocation.value
+        event = Event(process, completion.type, invocation.f, invocation.key, value, self._clock.now_ns())
+        self._append(event, completion.error)
+
+    def _append(self, event: Event, error: str | None) -> None:
+        self.events.append(event)
+        line = event_to_json(event)
+        if error is not None:
+            fields = json.loads(line)
+            fields["error"] = error
+            line = json.dumps(fields, ensure_ascii=False)
+        self._stream.write(line + "\n")
+        self._stream.flush()
+
+
+async def apply_recorded(
+    recorder: HistoryRecorder, workload: Workload, client: Client, process: int, invocation: Invocation
+) -> Completion:
+    """Run one operation and record its invoke and completion. An exception the workload did not
+    classify (a client bug, say) leaves the outcome unknown: it is recorded as ``info`` with the
+    error, rather than ending the run without a history to check."""
+    recorder.invoke(process, invocation)
+    try:
+        completion = await workload.apply(client, invocation)
+    except Exception as error:
+        completion = Completion(EventType.INFO, error=f"unexpected {type(error).__name__}: {error}")
+    recorder.complete(process, invocation, completion)
+    return completion
+
+
+@contextlib.asynccontextmanager
+async def namespaced_cluster(
+    spec: ClusterSpec, log_dir: Path, ready_timeout_s: float, preferred_subnet: int | None = None
+) -> AsyncIterator[Cluster]:
+    """A running cluster on a network of its own; nodes, data and network are gone on exit."""
+    subnet = os.getpid() % 256 if preferred_subnet is None else preferred_subnet
+    network = await asyncio.to_thread(Network.create, spec.node_ids, subnet)
+    try:
+        with tempfile.TemporaryDirectory(prefix="kvstore-jepsen-") as data_root:
+            async with running_cluster(spec, network, Path(data_root), log_dir, ready_timeout_s) as cluster:
+                yield cluster
+    finally:
+        await asyncio.shield(asyncio.to_thread(network.destroy))
+
+
+async def connect_client(endpoints: Sequence[str], timeout_s: float, deadline: float) -> Client | None:
+    """A connected client, retrying until ``deadline`` (monotonic seconds); None if none connected."""
+    while time.monotonic() < deadline:
+        client = Client(endpoints, timeout=timeout_s)
+        try:
+            await client.connect()
+            return client
+        except KvError:
+            await client.close()
+            await asyncio.sleep(_CONNECT_RETRY_S)
+    return None
+
+
+class _Load:
+    """The clients of the load phase. A process has one client and one operation at a time; after
+    an outcome-unknown (info) operation it is retired and a fresh process takes its place."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        workload: Workload,
+        cluster: Cluster,
+        recorder: HistoryRecorder,
+        process_ids: Iterator[int],
+    ) -> None:
+        self._config = config
+        self._workload = workload
+        self._cluster = cluster
+        self._recorder = recorder
+        self._process_ids = process_ids
+
+    async def worker(self, index: int, deadline: float) -> None:
+        rng = random.Random(f"{self._config.seed}/worker/{index}")
+        # Each worker starts with a different seed node, so one paused node does not stall every connect.
+        endpoints = rng.sample(self._cluster.endpoints, len(self._cluster.endpoints))
+        client: Client | None = None
+        process = next(self._process_ids)
+        try:
+            while time.monotonic() < deadline:
+                if client is None:
+                    client = await connect_client(endpoints, self._config.op_timeout_s, deadline)
+                    if client is None:
+                        return
+                invocation = self._workload.next_invocation(rng)
+                completion = await apply_recorded(self._recorder, self._workload, client, process, invocation)
+                if completion.type is EventType.INFO:
+                    await client.close()
+                    client = None
+                    process = next(self._process_ids)
+        finally:
+            if client is not None:
+                await client.close()
+
+
+async def _final_reads(
+    config: RunConfig, workload: Workload, cluster: Cluster, recorder: HistoryRecorder, process_ids: Iterator[int]
+) -> None:
+    deadline = time.monotonic() + _FINAL_READ_ATTEMPTS * config.op_timeout_s
+    client = await connect_client(cluster.endpoints, config.op_timeout_s, deadline)
+    if client is None:
+        return
+    try:
+        process = next(process_ids)
+        for invocation in workload.final_invocations():
+            for _ in range(_FINAL_READ_ATTEMPTS):
+                completion = await apply_recorded(recorder, workload, client, process, invocation)
+                if completion.type is EventType.OK:
+                    break
+    finally:
+        await client.close()
+
+
+async def _setup_workload(workload: Workload, cluster: Cluster, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        client = await connect_client(cluster.endpoints, timeout_s, deadline)
+        if client is None:
+            break
+        try:
+            await workload.setup(client)
+            return
+        except KvError as error:
+            last_error = error
+        finally:
+            await client.close()
+    raise ClusterError(f"the workload's setup did not succeed within {timeout_s:g}s: {last_error}")
+
+
+async def _execute(
+    config: RunConfig, recorder: HistoryRecorder, nemesis_log: NemesisLog, workload: Workload
+) -> str | None:
+    """The cluster's whole life; returns an error that made the run incomplete, if any."""
+    spec = ClusterSpec(node_ids=tuple(range(1, config.nodes + 1)), partitions=config.partitions)
+    process_ids = itertools.count()
+    error: str | None = None
+    async with namespaced_cluster(spec, config.out_dir / "nodes", config.ready_timeout_s) as cluster:
+        await _setup_workload(workload, cluster, config.ready_timeout_s)
+        nemeses = build_nemeses(config.nemeses, cluster, workload.target_partitions(config.partitions))
+        schedule = NemesisSchedule(nemeses, random.Random(f"{config.seed}/nemesis"), nemesis_log, config.intervals)
+        load = _Load(config, workload, cluster, recorder, process_ids)
+        stop = asyncio.Event()
+        deadline = time.monotonic() + config.time_s
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(schedule.run(stop), name="nemesis")
+            workers = [
+                tasks.create_task(load.worker(index, deadline), name=f"worker-{index}")
+                for index in range(config.concurrency)
+            ]
+            # Faults stop at the deadline too; operations still in flight end within the client timeout.
+            await asyncio.wait(workers, timeout=max(0.0, deadline - time.monotonic()))
+            stop.set()
+        try:
+            await cluster.wait_ready(config.ready_timeout_s)
+        except ClusterError as not_ready:
+            error = f"after healing: {not_ready}"  # final reads are still tried: they may succeed
+        await _final_reads(config, workload, cluster, recorder, process_ids)
+    return error
+
+
+def _operation_counts(events: Sequence[Event]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for event in events:
+        if event.type is not EventType.INVOKE:
+            per_f = counts.setdefault(event.f, {})
+            per_f[event.type.value] = per_f.get(event.type.value, 0) + 1
+    return counts
+
+
+async def run_async(config: RunConfig) -> RunResult:
+    started = time.monotonic()
+    problem = missing_prerequisites()
+    if problem is not None:
+        return RunResult(config, ExitStatus.COULD_NOT_RUN, (), problem, {}, 0, 0.0)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    workload = build_workload(config.workload, config.keys, config.read_consistency)
+    clock = RunClock()
+    error: str | None = None
+    with (
+        (config.out_dir / "history.jsonl").open("w", encoding="utf-8") as history_stream,
+        (config.out_dir / "nemesis.jsonl").open("w", encoding="utf-8") as nemesis_stream,
+    ):
+        recorder = HistoryRecorder(history_stream, clock)
+        nemesis_log = NemesisLog(nemesis_stream, clock.now_ns)
+        try:
+            error = await _execute(config, recorder, nemesis_log, workload)
+        except (ClusterError, NetworkError) as failure:
+            error = str(failure)
+    # Checking is CPU-bound and runs after the cluster is gone, so it cannot slow the nodes.
+    outcomes = tuple(await asyncio.to_thread(workload.check, recorder.events, config.check_timeout_s))
+    status = status_of(outcomes, error)
+    result = RunResult(
+        config=config,
+        status=status,
+        outcomes=outcomes,
+        error=error,
+        operation_counts=_operation_counts(recorder.events),
+        faults=sum(1 for event in nemesis_log.events if event.phase is EventPhase.FAULT),
+        duration_s=time.monotonic() - started,
+    )
+    write_report(result, recorder.events, nemesis_log.events)
+    return result
+
+
+def run(config: RunConfig) -> RunResult:
+    """Run to completion. SIGINT/SIGTERM cancel the run; its cleanup still runs, then
+    KeyboardInterrupt is raised."""
+
+    async def main() -> RunResult:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, task.cancel)
+        try:
+            return await run_async(config)
+        finally:
+            for signal_number in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signal_number)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None

@@ -1,0 +1,383 @@
+"""Workloads: what the clients do during a run, how each operation's outcome is classified, and how
+the recorded history is checked afterwards.
+
+Outcomes follow the history format: ``ok``; ``fail`` only when the operation certainly had no
+effect (a read that errored, a cas whose compare did not hold, a request refused as invalid before
+anything was proposed); ``info`` when a write may or may not have happened (timeouts, unavailable
+nodes: the client retries internally, so any error on a write leaves its fate unknown).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+from kvstore.client import Client, InvalidArgumentError, KvError, ReadConsistency, ops
+from kvstore.jepsen import checker
+from kvstore.jepsen.history import Event, EventType, Operation, Value, pair_operations, render_key
+from kvstore.jepsen.models import CasRegisterModel, SetModel
+from kvstore.jepsen.timeline import render_timeline
+from kvstore.ring import partition_for_key
+
+KEY_PREFIX = "jepsen"
+_COUNTER_CAS_ATTEMPTS = 20
+
+
+class Validity(StrEnum):
+    VALID = "valid"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    """One checker's verdict on a run. ``details`` is JSON-ready; ``timeline_html`` draws a violation."""
+
+    checker: str
+    validity: Validity
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+    timeline_html: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    f: str
+    key: str | None
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    type: EventType
+    value: Value = None
+    error: str | None = None
+
+
+class Workload(Protocol):
+    name: ClassVar[str]
+
+    def target_partitions(self, partition_count: int) -> list[int]:
+        """The partitions holding the workload's keys: those whose leaders are worth hitting."""
+        ...
+
+    async def setup(self, client: Client) -> None: ...
+
+    def next_invocation(self, rng: random.Random) -> Invocation: ...
+
+    async def apply(self, client: Client, invocation: Invocation) -> Completion: ...
+
+    def final_invocations(self) -> list[Invocation]:
+        """Reads to run once the faults are healed."""
+        ...
+
+    def check(self, events: Sequence[Event], check_timeout_s: float) -> list[CheckOutcome]: ...
+
+
+def write_outcome_of(error: Exception) -> Completion:
+    """A write that raised: refused as invalid before proposing means it did not happen; anything
+    else (timeouts, unavailable, not leader after retries) may have happened."""
+    if isinstance(error, InvalidArgumentError):
+        return Completion(EventType.FAIL, error=str(error))
+    return Completion(EventType.INFO, error=_describe(error))
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+async def _read_int(client: Client, key: str, consistency: ReadConsistency) -> int | None:
+    kv = await client.get(key, consistency=consistency)
+    return None if kv is None else int(kv.value)
+
+
+def partitions_of(keys: Sequence[str], partition_count: int) -> list[int]:
+    return sorted({partition_for_key(key.encode(), partition_count) for key in keys})
+
+
+def _linearizability_outcome(
+    name: str, operations: Sequence[Operation], model: CasRegisterModel | SetModel, timeout_s: float
+) -> CheckOutcome:
+    result = checker.check(operations, model, None, timeout=timeout_s)
+    details: dict[str, Any] = {
+        "model": model.name,
+        "keys": result.keys_total,
+        "keys_checked": result.keys_checked,
+        "operations_checked": result.operations_checked,
+        "elapsed_s": round(result.elapsed, 3),
+    }
+    if result.verdict is checker.Verdict.LINEARIZABLE:
+        return CheckOutcome(name, Validity.VALID, "linearizable", details)
+    if result.verdict is checker.Verdict.UNKNOWN:
+        return CheckOutcome(name, Validity.UNKNOWN, f"checker timed out after {timeout_s:g}s", details)
+    if result.key is not None:
+        details["key"] = render_key(result.key)
+    culprit = result.culprit
+    if culprit is not None:
+        details["culprit"] = {
+            "process": culprit.process,
+            "operation": culprit.describe(),
+            "history_lines": [culprit.invoke_line, culprit.complete_line],
+        }
+        details["window"] = [f"process {op.process}: {op.describe()} ({op.outcome.value})" for op in result.window]
+    where = "" if result.key is None else f" on key {render_key(result.key)}"
+    return CheckOutcome(
+        name,
+        Validity.INVALID,
+        f"NOT linearizable{where}" + ("" if culprit is None else f": {culprit.describe()} by process {culprit.process}"),
+        details,
+        render_timeline(result, operations, model),
+    )
+
+
+class RegisterWorkload:
+    """Reads, writes and compare-and-sets of small integers over a few keys; each key must be a
+    linearizable cas-register."""
+
+    name: ClassVar[str] = "register"
+
+    def __init__(self, key_count: int, read_consistency: ReadConsistency) -> None:
+        self._keys = [f"{KEY_PREFIX}/register/{index}" for index in range(key_count)]
+        self._consistency = read_consistency
+
+    def target_partitions(self, partition_count: int) -> list[int]:
+        return partitions_of(self._keys, partition_count)
+
+    async def setup(self, client: Client) -> None:
+        return None  # every key starts absent, which the model reads as null
+
+    def next_invocation(self, rng: random.Random) -> Invocation:
+        key = rng.choice(self._keys)
+        f = rng.choices(("read", "write", "cas"), weights=(2, 1, 1))[0]
+        if f == "read":
+            return Invocation(f, key, None)
+        if f == "write":
+            return Invocation(f, key, rng.randrange(5))
+        return Invocation(f, key, (rng.randrange(5), rng.randrange(5)))
+
+    async def apply(self, client: Client, invocation: Invocation) -> Completion:
+        key = invocation.key
+        assert key is not None
+        if invocation.f == "read":
+            try:
+                return Completion(EventType.OK, await _read_int(client, key, self._consistency))
+            except KvError as error:
+                return Completion(EventType.FAIL, error=_describe(error))
+        try:
+            if invocation.f == "write":
+                await client.put(key, str(invocation.value))
+                return Completion(EventType.OK, invocation.value)
+            expected, new = invocation.value  # type: ignore[misc]
+            result = await client.txn([ops.value(key) == str(expected)], [ops.put(key, str(new))])
+        except KvError as error:
+            return write_outcome_of(error)
+        if result.succeeded:
+            return Completion(EventType.OK, invocation.value)
+        return Completion(EventType.FAIL, invocation.value, error="compare failed")
+
+    def final_invocations(self) -> list[Invocation]:
+        return [Invocation("read", key, None) for key in self._keys]
+
+    def check(self, events: Sequence[Event], check_timeout_s: float) -> list[CheckOutcome]:
+        operations = pair_operations(events)
+        return [_linearizability_outcome("linearizable", operations, CasRegisterModel(), check_timeout_s)]
+
+
+class SetWorkload:
+    """Adds of unique integers, each as its own key under a prefix (so they spread over all
+    partitions), then one linearizable read of the whole set once faults are healed. Reports
+    acknowledged adds that were lost and elements that were never added."""
+
+    name: ClassVar[str] = "set"
+
+    def __init__(self, read_consistency: ReadConsistency) -> None:
+        self._prefix = f"{KEY_PREFIX}/set/"
+        self._consistency = read_consistency
+        self._elements = itertools.count()
+
+    def target_partitions(self, partition_count: int) -> list[int]:
+        return list(range(partition_count))  # elements spread over every partition
+
+    def _element_key(self, element: int) -> str:
+        return f"{self._prefix}{element:08d}"
+
+    async def setup(self, client: Client) -> None:
+        return None
+
+    def next_invocation(self, rng: random.Random) -> Invocation:
+        return Invocation("add", None, next(self._elements))
+
+    async def apply(self, client: Client, invocation: Invocation) -> Completion:
+        if invocation.f == "read":
+            try:
+                found = await client.scan(prefix=self._prefix, keys_only=True, consistency=self._consistency)
+            except KvError as error:
+                return Completion(EventType.FAIL, error=_describe(error))
+            return Completion(EventType.OK, tuple(sorted(int(kv.key[len(self._prefix) :]) for kv in found)))
+        element = invocation.value
+        assert isinstance(element, int)
+        try:
+            await client.put(self._element_key(element), "1")
+        except KvError as error:
+            return write_outcome_of(error)
+        return Completion(EventType.OK, element)
+
+    def final_invocations(self) -> list[Invocation]:
+        # A scan reads partition by partition, so only a read with no add running is a snapshot
+        # of the set: it runs after the load has stopped.
+        return [Invocation("read", None, None)]
+
+    def check(self, events: Sequence[Event], check_timeout_s: float) -> list[CheckOutcome]:
+        operations = pair_operations(events)
+        final_reads = [op for op in operations if op.f == "read" and op.outcome is EventType.OK]
+        if not final_reads:
+            return [CheckOutcome("set", Validity.UNKNOWN, "the final read never succeeded")]
+        read = set(final_reads[-1].result or ())  # type: ignore[arg-type]
+        adds = [op for op in operations if op.f == "add"]
+        acknowledged = {op.argument for op in adds if op.outcome is EventType.OK}
+        attempted = {op.argument for op in adds if op.outcome is not EventType.FAIL}
+        indeterminate = {op.argument for op in adds if op.outcome is EventType.INFO}
+        lost = sorted(acknowledged - read)  # type: ignore[type-var]
+        unexpected = sorted(read - attempted)  # type: ignore[type-var]
+        details: dict[str, Any] = {
+            "acknowledged": len(acknowledged),
+            "indeterminate": len(indeterminate),
+            "read": len(read),
+            "recovered_indeterminate": len(indeterminate & read),
+            "lost": lost,
+            "unexpected": unexpected,
+        }
+        valid = not lost and not unexpected
+        summary = (
+            f"{len(acknowledged)} acknowledged, all present"
+            if valid
+            else f"{len(lost)} acknowledged adds lost, {len(unexpected)} unexpected elements"
+        )
+        outcomes = [CheckOutcome("set", Validity.VALID if valid else Validity.INVALID, summary, details)]
+        # An add of unknown outcome whose element the final read lacks may take effect after that
+        # read, which is the same as never: dropping it keeps the search from trying every subset.
+        kept = [
+            op
+            for op in operations
+            if not (op.f == "add" and op.outcome is EventType.INFO and op.argument not in read)
+        ]
+        outcomes.append(_linearizability_outcome("set-model", kept, SetModel(), check_timeout_s))
+        return outcomes
+
+
+class CounterWorkload:
+    """Increments of one counter by read + compare-and-set retry loops, and reads. A lost update
+    shows as a final value below the acknowledged increments; a duplicated one as a value above
+    acknowledged + indeterminate. Every read must also lie between the increments acknowledged
+    before it started and those invoked before it ended."""
+
+    name: ClassVar[str] = "counter"
+
+    def __init__(self, read_consistency: ReadConsistency) -> None:
+        self._key = f"{KEY_PREFIX}/counter"
+        self._consistency = read_consistency
+
+    def target_partitions(self, partition_count: int) -> list[int]:
+        return partitions_of([self._key], partition_count)
+
+    async def setup(self, client: Client) -> None:
+        await client.put(self._key, "0")
+
+    def next_invocation(self, rng: random.Random) -> Invocation:
+        if rng.random() < 0.3:
+            return Invocation("read", self._key, None)
+        return Invocation("add", self._key, 1)
+
+    async def apply(self, client: Client, invocation: Invocation) -> Completion:
+        if invocation.f == "read":
+            try:
+                return Completion(EventType.OK, await _read_int(client, self._key, self._consistency))
+            except KvError as error:
+                return Completion(EventType.FAIL, error=_describe(error))
+        for _ in range(_COUNTER_CAS_ATTEMPTS):
+            try:
+                # The read that the cas compares against must be current, whatever reads use.
+                current = await _read_int(client, self._key, ReadConsistency.LINEARIZABLE)
+            except KvError as error:
+                # Every earlier cas attempt of this operation was refused: nothing happened.
+                return Completion(EventType.FAIL, error=_describe(error))
+            current = current or 0
+            try:
+                result = await client.txn(
+                    [ops.value(self._key) == str(current)], [ops.put(self._key, str(current + 1))]
+                )
+            except KvError as error:
+                return write_outcome_of(error)
+            if result.succeeded:
+                return Completion(EventType.OK, 1)
+        return Completion(EventType.FAIL, error=f"compare failed {_COUNTER_CAS_ATTEMPTS} times")
+
+    def final_invocations(self) -> list[Invocation]:
+        return [Invocation("read", self._key, None)]
+
+    def check(self, events: Sequence[Event], check_timeout_s: float) -> list[CheckOutcome]:
+        operations = pair_operations(events)
+        adds = [op for op in operations if op.f == "add"]
+        reads = [op for op in operations if op.f == "read" and op.outcome is EventType.OK]
+        if not reads:
+            return [CheckOutcome("counter", Validity.UNKNOWN, "no read ever succeeded")]
+        bad_reads = []
+        for read in reads:
+            assert read.complete_index is not None
+            floor = sum(
+                1
+                for op in adds
+                if op.outcome is EventType.OK and op.complete_index is not None and op.complete_index < read.invoke_index
+            )
+            ceiling = sum(
+                1 for op in adds if op.outcome is not EventType.FAIL and op.invoke_index < read.complete_index
+            )
+            value = read.result if isinstance(read.result, int) else 0
+            if not floor <= value <= ceiling:
+                bad_reads.append(
+                    {"process": read.process, "value": value, "at_least": floor, "at_most": ceiling,
+                     "history_lines": [read.invoke_line, read.complete_line]}
+                )  # fmt: skip
+        acknowledged = sum(1 for op in adds if op.outcome is EventType.OK)
+        indeterminate = sum(1 for op in adds if op.outcome is EventType.INFO)
+        final = reads[-1].result if isinstance(reads[-1].result, int) else 0
+        details: dict[str, Any] = {
+            "final_value": final,
+            "acknowledged": acknowledged,
+            "indeterminate": indeterminate,
+            "reads": len(reads),
+            "reads_out_of_bounds": bad_reads[:20],
+            "reads_out_of_bounds_count": len(bad_reads),
+        }
+        if bad_reads:
+            worst = bad_reads[0]
+            summary = (
+                f"{len(bad_reads)} reads out of bounds, first read {worst['value']} "
+                f"outside [{worst['at_least']}, {worst['at_most']}]"
+            )
+            return [CheckOutcome("counter", Validity.INVALID, summary, details)]
+        return [
+            CheckOutcome(
+                "counter",
+                Validity.VALID,
+                f"final {final} within [{acknowledged}, {acknowledged + indeterminate}]",
+                details,
+            )
+        ]
+
+
+WORKLOAD_NAMES: tuple[str, ...] = (RegisterWorkload.name, SetWorkload.name, CounterWorkload.name)
+
+
+def build_workload(name: str, key_count: int, read_consistency: ReadConsistency) -> Workload:
+    if name == RegisterWorkload.name:
+        return RegisterWorkload(key_count, read_consistency)
+    if name == SetWorkload.name:
+        return SetWorkload(read_consistency)
+    if name == CounterWorkload.name:
+        return CounterWorkload(read_consistency)
+    raise ValueError(f"unknown workload {name!r} (expected one of {', '.join(WORKLOAD_NAMES)})")
