@@ -7,13 +7,14 @@ SEEDS  ?= 200
 STEPS  ?= 3000
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps proto test unit sim cluster bench-raft lint clean
+.PHONY: help install system-deps proto test unit sim cluster bench bench-raft lint clean
 
 help:
 	@echo "make cluster     install everything, start a local 3-node cluster with a short demo"
 	@echo "make test        install everything (also system packages), run the whole test suite"
 	@echo "make sim SEEDS=N [STEPS=M]  run N seeds of the deterministic Raft simulation"
 	@echo "make proto       regenerate kvstore/_pb from proto/"
+	@echo "make bench       kvstore vs etcd side by side (installs etcd when missing); BENCH_ARGS=... to change"
 	@echo "make bench-raft  benchmark the Raft core alone (in memory, no I/O)"
 	@echo "make lint        ruff over the tree"
 
@@ -46,6 +47,12 @@ sim: install
 
 cluster: install
 	@$(BIN)/kvctl cluster up --nodes 3 --demo
+
+BENCH_ARGS ?= --workload put,get,a,b --duration 30 --concurrency 128 --processes 3 --output bench-results
+
+bench: install
+	@bash deploy/install-etcd.sh
+	$(BIN)/kvctl bench $(BENCH_ARGS)
 
 bench-raft: install
 	$(BIN)/python benchmarks/raft_core.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from kvctl.bench import bench
 from kvctl.check import check
 from kvctl.cluster import cluster
 from kvctl.connection import global_options
@@ -29,6 +30,7 @@ def cli() -> None:
 
 
 cli.add_command(cluster)
+cli.add_command(bench)
 cli.add_command(check)
 cli.add_command(jepsen)
 for data_command in (get, put, delete, scan, txn, status, members, partitions):

@@ -1,0 +1,273 @@
+"""Benchmark records and their outputs: JSON, rich tables, PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hdrh.histogram import HdrHistogram
+from matplotlib.figure import Figure
+from rich.table import Table
+
+from kvstore.bench.drivers import TargetKind
+from kvstore.bench.workloads import WORKLOADS, WriteKind
+
+JSON_FILE = "results.json"
+THROUGHPUT_PNG = "throughput.png"
+TIMELINE_PNG = "throughput-timeline.png"
+LATENCY_PNG = "latency-cdf.png"
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    platform: str
+    machine: str
+    cpu_model: str
+    cpu_count: int
+    python: str
+    kernel: str
+
+
+def machine_info() -> Machine:
+    cpu_model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        cpu_model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                          if line.startswith("model name")), "")
+    return Machine(platform.platform(), platform.machine(), cpu_model, os.cpu_count() or 0,
+                   sys.version.split()[0], platform.release())
+
+
+def load_average() -> float:
+    """1-minute load average: recorded with every measurement, since other work on the machine
+    (a Jepsen run, say) takes CPU from the cluster under test."""
+    return os.getloadavg()[0]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadRecord:
+    workload: str
+    target: str
+    ops_per_s: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    mean_ms: float
+    ops: int
+    errors: int
+    cas_failures: int  # workload f: read-modify-writes whose compare lost to a concurrent write
+    first_error: str
+    duration_s: float
+    warmup_s: float
+    concurrency: int
+    processes: int
+    distribution: str
+    keys: int
+    value_size: int
+    read_consistency: str
+    load_avg_1m: float  # just before the run
+    per_second: tuple[int, ...]  # completed operations in each second of the measurement
+    histogram: str  # HdrHistogram, base64 (latency in microseconds): re-plot or re-merge later
+    machine: Machine
+
+    def decoded_histogram(self) -> HdrHistogram:
+        return HdrHistogram.decode(self.histogram.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverRecord:
+    workload: str  # "failover"
+    target: str
+    kills: int
+    victims: tuple[int, ...]
+    partitions_per_kill: tuple[int, ...]
+    recoveries_ms: tuple[float | None, ...]  # None: writes had not resumed within the limit
+    p50_ms: float
+    max_ms: float
+    failed: int
+    load_avg_1m: float
+    machine: Machine
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    workload: str  # "memory"
+    target: str
+    keys: int
+    value_size: int
+    load_s: float
+    rss_before_mb: tuple[float, ...]  # per member
+    rss_after_mb: tuple[float, ...]
+    max_rss_mb: float
+    disk_mb: float
+    load_avg_1m: float
+    machine: Machine
+
+
+@dataclass(frozen=True, slots=True)
+class BenchReport:
+    command: str
+    workloads: tuple[WorkloadRecord, ...]
+    failovers: tuple[FailoverRecord, ...]
+    memories: tuple[MemoryRecord, ...]
+
+
+def _json_safe(value: object) -> object:
+    """NaN (no measurement, e.g. every kill failed) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(report: BenchReport, output: Path) -> Path:
+    path = output / JSON_FILE
+    records = [*map(asdict, report.workloads), *map(asdict, report.failovers), *map(asdict, report.memories)]
+    document = _json_safe({"command": report.command, "records": records})
+    path.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+# ---- tables ---------------------------------------------------------------------------------
+
+
+def _ratio(numerator: float, denominator: float) -> str:
+    if not denominator or math.isnan(numerator) or math.isnan(denominator):
+        return "-"
+    return f"{numerator / denominator:.2f}×"
+
+
+def workload_table(workload: str, records: Sequence[WorkloadRecord]) -> Table:
+    first = records[0]
+    table = Table(title=f"{WORKLOADS[workload].description}\n{first.concurrency} outstanding ops, "
+                        f"{first.processes} client processes, {first.distribution} keys ({first.keys:,}), "
+                        f"{first.value_size} B values, {first.read_consistency} reads, {first.duration_s:g} s")
+    rmw = WORKLOADS[workload].write_kind is WriteKind.READ_MODIFY_WRITE
+    for column in ("target", "ops/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", *(["cas lost"] if rmw else []),
+                   "load avg"):
+        table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
+    for r in records:
+        table.add_row(r.target, f"{r.ops_per_s:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.p999_ms:.2f}",
+                      str(r.errors), *([str(r.cas_failures)] if rmw else []), f"{r.load_avg_1m:.2f}")
+    by_target = {r.target: r for r in records}
+    kv, etcd = by_target.get(TargetKind.KVSTORE), by_target.get(TargetKind.ETCD)
+    if kv is not None and etcd is not None:
+        table.add_row("[bold]kvstore/etcd[/]", _ratio(kv.ops_per_s, etcd.ops_per_s), _ratio(kv.p50_ms, etcd.p50_ms),
+                      _ratio(kv.p99_ms, etcd.p99_ms), _ratio(kv.p999_ms, etcd.p999_ms), "", *([""] if rmw else []), "")
+    return table
+
+
+def failover_table(records: Sequence[FailoverRecord]) -> Table:
+    table = Table(title="failover: kill -9 a leader under writes; time until writes to its partitions succeed again")
+    for column in ("target", "kills", "p50 ms", "max ms", "failed", "each kill (ms)"):
+        table.add_column(column, justify="left" if column in ("target", "each kill (ms)") else "right")
+    for r in records:
+        each = ", ".join("-" if ms is None else f"{ms:.0f}" for ms in r.recoveries_ms)
+        table.add_row(r.target, str(r.kills), f"{r.p50_ms:.0f}", f"{r.max_ms:.0f}", str(r.failed), each)
+    return table
+
+
+def memory_table(records: Sequence[MemoryRecord]) -> Table:
+    first = records[0]
+    table = Table(title=f"memory: resident set of each member after {first.keys:,} keys of {first.value_size} B")
+    for column in ("target", "RSS before (MB)", "RSS after (MB)", "max (MB)", "disk (MB)", "load s"):
+        table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
+    for r in records:
+        table.add_row(r.target, " ".join(f"{mb:.0f}" for mb in r.rss_before_mb),
+                      " ".join(f"{mb:.0f}" for mb in r.rss_after_mb), f"{r.max_rss_mb:.0f}", f"{r.disk_mb:.0f}",
+                      f"{r.load_s:.0f}")
+    return table
+
+
+def tables(report: BenchReport) -> list[Table]:
+    result = []
+    for workload in dict.fromkeys(r.workload for r in report.workloads):
+        result.append(workload_table(workload, [r for r in report.workloads if r.workload == workload]))
+    if report.failovers:
+        result.append(failover_table(report.failovers))
+    if report.memories:
+        result.append(memory_table(report.memories))
+    return result
+
+
+# ---- plots (matplotlib's object API: no pyplot global state, no GUI backend) ----------------
+
+
+def write_plots(report: BenchReport, output: Path) -> list[Path]:
+    if not report.workloads:
+        return []
+    workloads = list(dict.fromkeys(r.workload for r in report.workloads))
+    targets = list(dict.fromkeys(r.target for r in report.workloads))
+    by_key = {(r.workload, r.target): r for r in report.workloads}
+    return [_throughput_bars(workloads, targets, by_key, output / THROUGHPUT_PNG),
+            _timelines(workloads, targets, by_key, output / TIMELINE_PNG),
+            _latency_cdfs(workloads, targets, by_key, output / LATENCY_PNG)]
+
+
+RecordIndex = dict[tuple[str, str], WorkloadRecord]
+
+
+def _throughput_bars(workloads: list[str], targets: list[str], by_key: RecordIndex, path: Path) -> Path:
+    figure = Figure(figsize=(max(6.0, 1.6 * len(workloads) * len(targets)), 4.5), layout="constrained")
+    axes = figure.subplots()
+    width = 0.8 / len(targets)
+    for t, target in enumerate(targets):
+        xs = [w + (t - (len(targets) - 1) / 2) * width for w in range(len(workloads))]
+        heights = [by_key[(w, target)].ops_per_s if (w, target) in by_key else 0.0 for w in workloads]
+        bars = axes.bar(xs, heights, width, label=target)
+        axes.bar_label(bars, labels=[f"{h:,.0f}" for h in heights], fontsize=8)
+    axes.set_xticks(range(len(workloads)), workloads)
+    axes.set_ylabel("operations / s")
+    axes.set_title("throughput per workload")
+    axes.legend()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _timelines(workloads: list[str], targets: list[str], by_key: RecordIndex, path: Path) -> Path:
+    figure = Figure(figsize=(7.0, 2.4 * len(workloads)), layout="constrained")
+    for axes, workload in zip(figure.subplots(len(workloads), 1, squeeze=False)[:, 0], workloads, strict=True):
+        for target in targets:
+            record = by_key.get((workload, target))
+            if record is not None:
+                axes.plot(range(1, len(record.per_second) + 1), record.per_second, marker=".", label=target)
+        axes.set_title(f"{workload}: operations completed per second")
+        axes.set_xlabel("second of the measurement")
+        axes.set_ylim(bottom=0)
+        axes.legend()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _latency_cdfs(workloads: list[str], targets: list[str], by_key: RecordIndex, path: Path) -> Path:
+    figure = Figure(figsize=(7.0, 3.0 * len(workloads)), layout="constrained")
+    for axes, workload in zip(figure.subplots(len(workloads), 1, squeeze=False)[:, 0], workloads, strict=True):
+        for target in targets:
+            record = by_key.get((workload, target))
+            if record is None or record.ops == 0:
+                continue
+            histogram = record.decoded_histogram()
+            total = histogram.get_total_count()
+            xs, ys = [], []
+            for step in histogram.get_recorded_iterator():
+                xs.append(histogram.get_highest_equivalent_value(step.value_iterated_to) / 1000)
+                ys.append(100.0 * step.total_count_to_this_value / total)
+            axes.step(xs, ys, where="post", label=target)
+        axes.set_xscale("log")
+        axes.set_xlabel("latency (ms, log scale)")
+        axes.set_ylabel("percentile")
+        axes.set_title(f"{workload}: latency CDF")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+    figure.savefig(path, dpi=110)
+    return path

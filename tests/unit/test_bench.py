@@ -1,0 +1,68 @@
+"""`kvctl bench` end to end on a tiny configuration, and its key choosers.
+
+Only the shape of the output is checked, never a timing: the machine may be busy.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from click.testing import CliRunner
+from kvctl.main import cli
+
+from kvstore.bench.keys import UniformChooser, ZipfianChooser
+from kvstore.bench.loadgen import split
+from kvstore.bench.report import JSON_FILE, LATENCY_PNG, THROUGHPUT_PNG, TIMELINE_PNG
+
+PNG_MAGIC = b"\x89PNG"
+
+
+def test_bench_runs_end_to_end(tmp_path: Path) -> None:
+    targets = ["kvstore", "etcd"] if shutil.which("etcd") else ["kvstore"]
+    output = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "bench", "--workload", "put,get", "--target", ",".join(targets), "--duration", "2", "--warmup", "0.5",
+        "--concurrency", "4", "--processes", "1", "--keys", "200", "--partitions", "8", "--output", str(output),
+    ])
+    assert result.exit_code == 0, result.output
+
+    records = json.loads((output / JSON_FILE).read_text())["records"]
+    assert {(r["workload"], r["target"]) for r in records} == {(w, t) for w in ("put", "get") for t in targets}
+    for record in records:
+        for field in ("ops_per_s", "p50_ms", "p99_ms", "p999_ms", "errors"):
+            assert isinstance(record[field], int | float), field
+        assert record["ops"] > 0 and record["errors"] == 0, record["first_error"]
+        assert record["p50_ms"] <= record["p99_ms"] <= record["p999_ms"]
+        assert {"platform", "cpu_count", "python", "kernel"} <= record["machine"].keys()
+    for png in (THROUGHPUT_PNG, TIMELINE_PNG, LATENCY_PNG):
+        assert (output / png).read_bytes().startswith(PNG_MAGIC), png
+    assert "ops/s" in result.output and "p99.9 ms" in result.output
+    if "etcd" in targets:
+        assert "kvstore/etcd" in result.output
+
+
+def test_zipfian_is_skewed_deterministic_and_in_range() -> None:
+    keys = 1000
+    chooser = ZipfianChooser(keys, random.Random(7))
+    draws = [chooser.next_index() for _ in range(20_000)]
+    again = ZipfianChooser(keys, random.Random(7))
+    assert draws == [again.next_index() for _ in range(20_000)]
+    assert all(0 <= d < keys for d in draws)
+    top_ten = sum(count for _, count in Counter(draws).most_common(10))
+    assert top_ten > 0.3 * len(draws)  # theta 0.99: the 10 hottest of 1000 keys get about 40%
+    # Scrambled: the hottest keys are not simply the first key names.
+    assert {key for key, _ in Counter(draws).most_common(3)} != {0, 1, 2}
+
+
+def test_uniform_covers_the_key_space() -> None:
+    chooser = UniformChooser(50, random.Random(1))
+    assert {chooser.next_index() for _ in range(5000)} == set(range(50))
+
+
+def test_concurrency_is_split_over_processes() -> None:
+    assert split(128, 3) == [43, 43, 42]
+    assert sum(split(7, 4)) == 7
