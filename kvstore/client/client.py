@@ -50,6 +50,12 @@ DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 # Retry pauses: short enough that a leader election (hundreds of ms) is waited out quickly.
 _FIRST_BACKOFF_S = 0.01
 _MAX_BACKOFF_S = 0.5
+# One attempt on one node gets at most max(_MIN_ATTEMPT_S, timeout / 4): a paused or cut-off
+# leader must not use up the whole deadline before the call tries the node elected after it.
+_MIN_ATTEMPT_S = 1.0
+# The server remembers the last 1024 request ids per client for dedup; with at most this many
+# writes in flight, every retried id is still inside that window.
+MAX_OUTSTANDING_MUTATIONS = 512
 
 # Error codes after which another node, or the same one a little later, may serve the request.
 _TRY_ELSEWHERE = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT})
@@ -134,6 +140,8 @@ class Client:
         self._batchers: dict[str, NodeBatcher] = {}
         self._router: Router | None = None
         self._closed = False
+        self._attempt_timeout = max(_MIN_ATTEMPT_S, timeout / 4)
+        self._mutation_slots = asyncio.Semaphore(MAX_OUTSTANDING_MUTATIONS)
         self._refresh_lock = asyncio.Lock()
         self._layout_generation = 0
         # Highest revision seen per partition: the floor for SESSION reads (read-your-writes).
@@ -297,6 +305,18 @@ class Client:
         for key in (compare.key for compare in compares):
             self._validate_key(key)
         partition = self._single_partition(router, keys)
+        async with self._mutation_slots:
+            return await self._send_txn(router, partition, compares, success, failure, concern)
+
+    async def _send_txn(
+        self,
+        router: Router,
+        partition: int,
+        compares: Sequence[Compare],
+        success: Sequence[Op],
+        failure: Sequence[Op],
+        concern: WriteConcern,
+    ) -> TxnResult:
         header = self._request_header(router, mutation=True)
         min_revision = self._seen_revisions.get(partition, 0)
         request = pb.TxnRequest(
@@ -401,6 +421,12 @@ class Client:
     async def _run_op(self, op: Op, concern: WriteConcern) -> OpResult:
         """One key operation, batched with its neighbours on the way to the partition leader."""
         self._validate_op(op)
+        if isinstance(op, GetOp):
+            return await self._send_op(op, concern)
+        async with self._mutation_slots:  # held from assigning the request id until the answer
+            return await self._send_op(op, concern)
+
+    async def _send_op(self, op: Op, concern: WriteConcern) -> OpResult:
         router = await self._connected_router()
         partition = router.partition_for(op.key)
         header = self._request_header(router, mutation=not isinstance(op, GetOp))
@@ -414,7 +440,7 @@ class Client:
             try:
                 response = await asyncio.wait_for(reply, timeout)
             except TimeoutError:
-                raise TransportError(f"no answer within {self.timeout:g}s") from None
+                raise TransportError(f"no answer within {timeout:g}s") from None
             return wire.inner_response(response)
 
         # A node may report a missing key as found=false or as NOT_FOUND: both mean None.
@@ -491,7 +517,7 @@ class Client:
                 continue
             address = router.address_of(node_id) or ""
             try:
-                response = await send(address, remaining)
+                response = await send(address, min(remaining, self._attempt_timeout))
             except TransportError as error:
                 last_problem, last_code = f"node {node_id} ({address}) {error}", ErrorCode.UNAVAILABLE
                 failed_nodes.add(node_id)
@@ -606,7 +632,7 @@ class Client:
                         f"could not reach {', '.join(endpoints)} within {self.timeout:g}s; last error: {last_problem}"
                     )
                 try:
-                    return await call(pb_grpc.ClusterStub(self._channel(endpoint)), remaining)
+                    return await call(pb_grpc.ClusterStub(self._channel(endpoint)), min(remaining, self._attempt_timeout))
                 except grpc.aio.AioRpcError as error:
                     failure = transport_failure(error)
                     if isinstance(failure, KvError):

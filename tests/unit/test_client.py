@@ -395,3 +395,13 @@ async def test_sync_client_refuses_calls_after_close(cluster: FakeCluster) -> No
 
     with pytest.raises(UnavailableError):
         await asyncio.to_thread(call_after_close)
+
+
+def test_writes_in_flight_stay_inside_the_servers_dedup_window() -> None:
+    """A retried write keeps its request id; the server must still remember that id, which it
+    does for the last DEFAULT_DEDUP_WINDOW ids of a client. The client bounds its writes in flight
+    (held until each is answered, retries included), so the ids in flight never span more."""
+    from kvstore.client.client import MAX_OUTSTANDING_MUTATIONS
+    from kvstore.statemachine.applier import DEFAULT_DEDUP_WINDOW
+
+    assert MAX_OUTSTANDING_MUTATIONS < DEFAULT_DEDUP_WINDOW
