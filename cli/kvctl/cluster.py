@@ -18,14 +18,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
-import grpc
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from kvctl.exitcodes import ExitCode
-from kvstore._pb import kvstore_pb2 as pb
-from kvstore._pb import kvstore_pb2_grpc
+from kvstore.node.local import leaders, node_command, node_status
 
 STATE_FILE = "cluster.json"
 DEFAULT_DATA_DIR = "kvstore-data"
@@ -83,14 +82,6 @@ def _load_state(data_dir: Path) -> list[LocalNode]:
     return []
 
 
-def _status(address: str, timeout: float = 1.0) -> pb.StatusResponse | None:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            return kvstore_pb2_grpc.ClusterStub(channel).Status(pb.StatusRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return None
-
-
 def _wait_ready(nodes: list[LocalNode], partitions: int, console: Console) -> None:
     """Wait until every node answers and every partition has a leader, showing progress."""
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -100,8 +91,8 @@ def _wait_ready(nodes: list[LocalNode], partitions: int, console: Console) -> No
                 if not _alive(node.pid):
                     log_tail = Path(node.log_file).read_text(errors="replace").strip().splitlines()[-3:]
                     _fail(f"node {node.id} exited during start-up:\n  " + "\n  ".join(log_tail), ExitCode.UNAVAILABLE)
-            statuses = [_status(n.address) for n in nodes]
-            led = {p.id for s in statuses if s is not None for p in s.partitions if p.leader == s.node_id}
+            statuses = [node_status(n.address) for n in nodes]
+            led = leaders(statuses)
             answering = sum(s is not None for s in statuses)
             status.update(f"{answering}/{len(nodes)} nodes answering, {len(led)}/{partitions} partitions have a leader")
             if answering == len(nodes) and len(led) == partitions:
@@ -111,15 +102,24 @@ def _wait_ready(nodes: list[LocalNode], partitions: int, console: Console) -> No
           ExitCode.UNAVAILABLE)
 
 
-def status_table(nodes: list[LocalNode]) -> Table:
+def status_table(nodes: list[LocalNode], title: str = "kvstore local cluster") -> Table:
     """Nodes, partitions led, and lag: how far each replica's commit index trails its partition
     leader's (commit lag) and how far its applied index trails its own commit (apply lag)."""
-    table = Table(title="kvstore local cluster (Ctrl-C stops it)")
-    for column in ("node", "address", "pid", "state", "partitions", "led", "commit lag", "apply lag", "db size"):
-        table.add_column(column, justify="left" if column in ("address", "state") else "right", no_wrap=True)
-    statuses = {node.id: _status(node.address, timeout=0.5) for node in nodes}
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    widest_address = max((len(n.address) for n in nodes), default=0)
+    for column in ("node", "address", "pid", "state", "hosted", "led", "commit lag", "apply lag", "db MB"):
+        left = column in ("address", "state")
+        # Addresses are never cut; headers may take two lines on a narrow terminal.
+        table.add_column(column, justify="left" if left else "right",
+                         min_width=widest_address if column == "address" else None)
+    statuses = {node.id: node_status(node.address, timeout=0.5) for node in nodes}
+    leader_of = leaders(statuses.values())
     leader_commit = {
-        p.id: p.commit_index for s in statuses.values() if s is not None for p in s.partitions if p.leader == s.node_id
+        p.id: p.commit_index
+        for s in statuses.values()
+        if s is not None
+        for p in s.partitions
+        if leader_of.get(p.id) == s.node_id
     }
     for node in nodes:
         status = statuses[node.id]
@@ -131,7 +131,7 @@ def status_table(nodes: list[LocalNode]) -> Table:
         apply_lag = sum(p.commit_index - p.applied_index for p in status.partitions)
         table.add_row(str(node.id), node.address, str(node.pid), "[green]up[/]", str(status.partitions_hosted),
                       str(status.partitions_led), str(commit_lag), str(apply_lag),
-                      f"{status.db_size_bytes / 1e6:.1f} MB")
+                      f"{status.db_size_bytes / 1e6:.1f}")
     return table
 
 
@@ -190,21 +190,16 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
         _fail(f"port{'s' if len(busy) > 1 else ''} {', '.join(map(str, busy))} on {host} "
               f"{'are' if len(busy) > 1 else 'is'} in use; choose another --base-port", ExitCode.USAGE)
     root.mkdir(parents=True, exist_ok=True)
-    peers = ",".join(f"{i + 1}={host}:{port}" for i, port in enumerate(ports))
+    peers = {i + 1: f"{host}:{port}" for i, port in enumerate(ports)}
     started: list[LocalNode] = []
-    for i, port in enumerate(ports):
-        node_id = i + 1
+    for node_id, address in peers.items():
         node_dir = root / f"node-{node_id}"
         log_file = root / f"node-{node_id}.log"
-        command = [
-            sys.executable, "-m", "kvstore.node", "--id", str(node_id), "--listen", f"{host}:{port}",
-            "--peers", peers, "--data-dir", str(node_dir), "--partitions", str(partitions),
-            "--replication-factor", str(replication_factor),
-        ]
+        command = node_command(node_id, peers, node_dir, partitions, "--replication-factor", str(replication_factor))
         with log_file.open("ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True)
-        started.append(LocalNode(node_id, f"{host}:{port}", str(node_dir), str(log_file), process.pid))
+        started.append(LocalNode(node_id, address, str(node_dir), str(log_file), process.pid))
     (root / STATE_FILE).write_text(json.dumps({"nodes": [asdict(n) for n in started]}, indent=2))
     try:
         _wait_ready(started, partitions, console)
@@ -222,10 +217,11 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
         console.print(f"  stop it with: kvctl cluster down --data-dir {data_dir}")
         return
     try:
-        with Live(status_table(started), console=console, refresh_per_second=1) as live:
+        live_title = "kvstore local cluster (Ctrl-C stops it)"
+        with Live(status_table(started, live_title), console=console, refresh_per_second=1) as live:
             while any(_alive(n.pid) for n in started):
                 time.sleep(1)
-                live.update(status_table(started))
+                live.update(status_table(started, live_title))
         _fail("every node has exited; see the logs in " + str(root), ExitCode.UNAVAILABLE)
     except KeyboardInterrupt:
         console.print("stopping the cluster...")

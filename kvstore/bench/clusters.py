@@ -6,9 +6,7 @@ process dies first (util-linux `setpriv --pdeathsig`), and the temp dir is remov
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -20,8 +18,8 @@ import grpc
 from kvstore._pb import etcd_kv_pb2 as etcd_pb
 from kvstore._pb import etcd_kv_pb2_grpc as etcd_grpc
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore._pb import kvstore_pb2_grpc
 from kvstore.bench.drivers import TargetKind, TargetSpec
+from kvstore.node.local import free_ports, leaders, node_command, node_status, wait_until
 from kvstore.ring import partition_for_key
 
 READY_TIMEOUT_S = 90.0
@@ -29,19 +27,6 @@ READY_TIMEOUT_S = 90.0
 
 class BenchError(Exception):
     """The benchmark cannot go on (a cluster did not start, a client process failed, ...)."""
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out now; all sockets are held until every port is chosen, so
-    the ports are distinct."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def rss_bytes(pid: int) -> int:
@@ -56,13 +41,11 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+def wait_ready(condition: Callable[[], bool], what: str) -> None:
+    try:
+        wait_until(condition, what, READY_TIMEOUT_S)
+    except TimeoutError as e:
+        raise BenchError(str(e)) from None
 
 
 class _Supervisor:
@@ -181,14 +164,12 @@ class KvstoreCluster(_ClusterBase):
         self._partitions = partitions
         ports = free_ports(size)
         self._addresses = {m: f"127.0.0.1:{ports[m - 1]}" for m in self.members}
-        peers = ",".join(f"{m}={address}" for m, address in self._addresses.items())
         try:
             for member in self.members:
-                self._supervisor.start(member, [
-                    sys.executable, "-m", "kvstore.node", "--id", str(member), "--listen", self._addresses[member],
-                    "--peers", peers, "--data-dir", str(self._root / f"node-{member}"),
-                    "--partitions", str(partitions), "--replication-factor", str(min(3, size)),
-                ])
+                self._supervisor.start(member, node_command(
+                    member, self._addresses, self._root / f"node-{member}", partitions,
+                    "--replication-factor", str(min(3, size)),
+                ))  # fmt: skip
             self._wait_ready()
         except BaseException:
             self.close()
@@ -201,26 +182,20 @@ class KvstoreCluster(_ClusterBase):
     def _statuses(self) -> dict[int, pb.StatusResponse]:
         statuses = {}
         for member, address in self._addresses.items():
-            if not self._supervisor.alive(member):
-                continue
-            with grpc.insecure_channel(address) as channel:
-                try:
-                    statuses[member] = kvstore_pb2_grpc.ClusterStub(channel).Status(pb.StatusRequest(), timeout=1.0)
-                except grpc.RpcError:
-                    continue
+            if self._supervisor.alive(member) and (status := node_status(address)) is not None:
+                statuses[member] = status
         return statuses
 
     def _leaders(self) -> dict[int, int]:
         """partition -> the member that says it leads it now."""
-        return {p.id: member for member, status in self._statuses().items() for p in status.partitions
-                if p.leader == status.node_id}
+        return leaders(self._statuses().values())
 
     def _wait_ready(self) -> None:
         def ready() -> bool:
             self._supervisor.check_alive()
             return len(self._statuses()) == self._size and len(self._leaders()) == self._partitions
 
-        wait_until(ready, f"{self._size} kvstore nodes with a leader for all {self._partitions} partitions")
+        wait_ready(ready, f"{self._size} kvstore nodes with a leader for all {self._partitions} partitions")
 
     def failover_victim(self, round_number: int) -> tuple[int, list[bytes]]:
         leaders = self._leaders()
@@ -306,7 +281,7 @@ class EtcdCluster(_ClusterBase):
                 self._member_ids[member] = status.header.member_id
             return len(statuses) == self._size and all(s.leader != 0 for s in statuses.values())
 
-        wait_until(ready, f"{self._size} etcd members with a leader")
+        wait_ready(ready, f"{self._size} etcd members with a leader")
 
     def failover_victim(self, round_number: int) -> tuple[int, list[bytes]]:
         leader_ids = {status.leader for status in self._statuses().values()}

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from kvstore.client import Client, KvError, NodeStatus
 from kvstore.jepsen.netns import Network
+from kvstore.node.local import node_command
 
 NODE_PORT = 7000
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -69,17 +69,10 @@ class Cluster:
         that many times as fast as real time, through libfaketime."""
         if self.is_running(node_id):
             raise ClusterError(f"node {node_id} is already running")
-        peers = ",".join(f"{peer}={self.address(peer)}" for peer in self.node_ids)
-        node_command = [
-            sys.executable, "-m", "kvstore.node",
-            "--id", str(node_id),
-            "--listen", self.address(node_id),
-            "--peers", peers,
-            "--data-dir", str(self.data_root / f"node-{node_id}"),
-            "--partitions", str(self.spec.partitions),
-            "--tick-ms", str(self.spec.tick_ms),
-            "--election-ticks", str(self.spec.election_ticks),
-        ]  # fmt: skip
+        command = node_command(
+            node_id, {peer: self.address(peer) for peer in self.node_ids}, self.data_root / f"node-{node_id}",
+            self.spec.partitions, "--tick-ms", str(self.spec.tick_ms), "--election-ticks", str(self.spec.election_ticks),
+        )  # fmt: skip
         skew: list[str] = []
         if clock_rate is not None:
             # `env` after `ip netns exec` so that only the node, not `ip`, runs on the fake clock.
@@ -95,7 +88,7 @@ class Cluster:
             log.write(f"--- harness: starting node {node_id}{clock_note} at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
             self._processes[node_id] = subprocess.Popen(
-                [*self.network.exec_prefix(node_id), *skew, *node_command],
+                [*self.network.exec_prefix(node_id), *skew, *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

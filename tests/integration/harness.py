@@ -6,41 +6,19 @@ Every wait polls a condition with a generous deadline; nothing sleeps a fixed ti
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore._pb import kvstore_pb2_grpc
+from kvstore.node.local import free_ports, leaders, node_command, node_status, wait_until
 
 WAIT_S = 60.0
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT_S, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    wait_until(condition, what, timeout)
 
 
 @dataclass
@@ -67,15 +45,12 @@ class LocalCluster:
         return [self.address(n) for n in self.node_ids]
 
     def start(self, node_id: int) -> None:
-        peers = ",".join(f"{n}={self.address(n)}" for n in self.node_ids)
-        log = (self.root / f"node-{node_id}.log").open("ab")
-        self.processes[node_id] = subprocess.Popen(
-            [sys.executable, "-m", "kvstore.node", "--id", str(node_id), "--listen", self.address(node_id),
-             "--peers", peers, "--data-dir", str(self.root / f"node-{node_id}"),
-             "--partitions", str(self.partitions), *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        peers = {n: self.address(n) for n in self.node_ids}
+        command = node_command(node_id, peers, self.root / f"node-{node_id}", self.partitions, *self.extra_args)
+        with (self.root / f"node-{node_id}.log").open("ab") as log:
+            self.processes[node_id] = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
 
     def start_all(self) -> None:
         for node_id in self.node_ids:
@@ -100,22 +75,11 @@ class LocalCluster:
         self.processes.clear()
 
     def status(self, node_id: int) -> pb.StatusResponse | None:
-        with grpc.insecure_channel(self.address(node_id)) as channel:
-            try:
-                return kvstore_pb2_grpc.ClusterStub(channel).Status(pb.StatusRequest(), timeout=2)
-            except grpc.RpcError:
-                return None
+        return node_status(self.address(node_id), timeout=2)
 
     def leaders(self) -> dict[int, int]:
         """Partition -> the node that currently leads it (as that node itself reports)."""
-        result: dict[int, int] = {}
-        for node_id in list(self.processes):
-            status = self.status(node_id)
-            if status is not None:
-                for partition in status.partitions:
-                    if partition.leader == node_id:
-                        result[partition.id] = node_id
-        return result
+        return leaders(self.status(node_id) for node_id in list(self.processes))
 
     def wait_all_partitions_led(self) -> None:
         wait_for(lambda: len(self.leaders()) == self.partitions, f"all {self.partitions} partitions to have a leader")
