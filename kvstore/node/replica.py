@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -66,7 +67,7 @@ class Replica:
         replica = cls(partition, log, sm)
         log.replica = replica
         applied = max(sm.applied_index, log.first_index() - 1)
-        replica.raw = RawNode(_replica_config(config, applied), log, rng)
+        replica.raw = RawNode(dataclasses.replace(config, applied=applied), log, rng)
         return replica
 
     @property
@@ -115,17 +116,3 @@ class Replica:
                 elif not future.done():
                     waiting.append((revision, future))
             self.session_waiters = waiting
-
-
-def _replica_config(base: Config, applied: int) -> Config:
-    return Config(
-        id=base.id,
-        election_tick=base.election_tick,
-        heartbeat_tick=base.heartbeat_tick,
-        max_msg_bytes=base.max_msg_bytes,
-        max_inflight_msgs=base.max_inflight_msgs,
-        check_quorum=base.check_quorum,
-        pre_vote=base.pre_vote,
-        lease_drift_ticks=base.lease_drift_ticks,
-        applied=applied,
-    )

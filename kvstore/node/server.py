@@ -40,9 +40,10 @@ from kvstore.raft import (
     ProposalDroppedError,
     Ready,
     Role,
+    SnapshotMeta,
 )
 from kvstore.ring import ClusterMap
-from kvstore.storage import Engine, LevelDBEngine
+from kvstore.storage import Engine, LevelDBEngine, WriteBatch
 
 log = logging.getLogger("kvstore.node")
 
@@ -386,9 +387,9 @@ class Node:
             if replica.sm.applied_index - replica.log.first_index() > self.config.snapshot_entries:
                 replica.compact_pending = True
 
-    def _apply(self, replica: Replica, rd: Ready, batch: object,
+    def _apply(self, replica: Replica, rd: Ready, batch: WriteBatch,
                completions: list[tuple[asyncio.Future[object], object]]) -> None:
-        results = replica.sm.apply(batch, rd.committed_entries)  # type: ignore[arg-type]
+        results = replica.sm.apply(batch, rd.committed_entries)
         proposals = replica.proposals
         for entry, result in results:
             if entry.type is EntryType.CONF_CHANGE:
@@ -402,17 +403,15 @@ class Node:
                 # Our entry was overwritten by a newer leader's: it was never applied.
                 waiter.future.set_exception(not_leader(replica.partition, replica.leader))
 
-    def _stage_compaction(self, replica: Replica, batch: object) -> None:
+    def _stage_compaction(self, replica: Replica, batch: WriteBatch) -> None:
         """Record a snapshot point at the applied index and drop the log behind it. This batch
         is synced and comes after the apply batch that made `applied` durable-in-order, so a
         restart never finds its log compacted beyond its applied state."""
-        from kvstore.raft import SnapshotMeta
-
         replica.compact_pending = False
         applied = replica.sm.applied_index
         if applied <= replica.log.first_index():
             return
         meta = SnapshotMeta(applied, replica.log.term(applied), replica.raw.raft.conf_state())  # type: ignore[union-attr]
-        replica.log.set_snapshot_meta(batch, meta)  # type: ignore[arg-type]
+        replica.log.set_snapshot_meta(batch, meta)
         keep = min(COMPACT_KEEP_ENTRIES, self.config.snapshot_entries // 2)
-        replica.log.compact(batch, max(replica.log.first_index(), applied - keep))  # type: ignore[arg-type]
+        replica.log.compact(batch, max(replica.log.first_index(), applied - keep))
