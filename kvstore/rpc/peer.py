@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,15 +23,20 @@ class PeerService(peer_pb2_grpc.PeerServicer):
 
     async def Stream(self, request_iterator: AsyncIterator[peer_pb2.PeerFrame], context: Any) -> None:
         peer = 0
-        async for frame in request_iterator:
-            if frame.HasField("hello"):
-                if frame.hello.cluster_id != self.node.config.cluster_id:
-                    log.warning("refusing peer %d of cluster %r", frame.hello.node_id, frame.hello.cluster_id)
-                    return
-                peer = frame.hello.node_id
-                continue
-            if frame.raft_batch and peer:
-                self.node.deliver(decode_batch(frame.raft_batch))
+        try:
+            async for frame in request_iterator:
+                if frame.HasField("hello"):
+                    if frame.hello.cluster_id != self.node.config.cluster_id:
+                        log.warning("refusing peer %d of cluster %r", frame.hello.node_id, frame.hello.cluster_id)
+                        return
+                    peer = frame.hello.node_id
+                    continue
+                if frame.raft_batch and peer:
+                    self.node.deliver(decode_batch(frame.raft_batch))
+        except asyncio.CancelledError:
+            # A peer's stream lasts as long as both nodes run: when this node stops, the server
+            # (or the loop's shutdown) cancels it. That is the normal end, not an error.
+            log.debug("stream from peer %d ended by shutdown", peer)
 
     async def SendSnapshot(
         self, request_iterator: AsyncIterator[peer_pb2.SnapshotChunk], context: Any

@@ -121,3 +121,17 @@ def test_stale_read_is_served_by_a_follower(cluster: LocalCluster) -> None:
         linearizable = kv.Get(pb.GetRequest(key=key.encode()), timeout=5)
         assert linearizable.error.code == pb.NOT_LEADER
         assert linearizable.error.leader_address == cluster.address(cluster.leaders()[partition])
+
+
+def test_a_node_stops_cleanly_on_sigterm_while_a_peer_holds_its_stream_open(cluster: LocalCluster) -> None:
+    """A paused peer never closes its stream into the stopping node, so the node's server must
+    cut that stream when its grace period ends, and do so quietly."""
+    cluster.processes[1].send_signal(signal.SIGSTOP)
+    try:
+        process = cluster.processes[2]
+        cluster.kill(2, signal.SIGTERM)
+    finally:
+        cluster.processes[1].send_signal(signal.SIGCONT)
+    assert process.returncode == 0
+    assert "node 2 stopped" in cluster.log_tail(2)
+    assert not cluster.any_fatal(), cluster.any_fatal()
