@@ -94,6 +94,7 @@ class Simulation:
         self.trace_lines: list[str] | None = None
         self.nodes: dict[int, SimNode] = {}
         self.members: set[int] = set(range(1, config.initial_voters + 1))
+        self.ever_members: set[int] = set(self.members)  # ids that were ever in the group
         # Network: (due round, sequence, message) in flight, plus fault settings.
         self.in_flight: list[tuple[int, int, Message]] = []
         self.round = 0
@@ -147,7 +148,8 @@ class Simulation:
         node.sm.restore(snapshot.data, snapshot.meta.index)
         # Small messages make entries trickle to followers one by one, as in Figure 8.
         config = Config(node.id, election_tick=10, heartbeat_tick=1, max_inflight_msgs=32,
-                        max_msg_bytes=self.rng.choice((64, 4096)), applied=snapshot.meta.index)
+                        max_msg_bytes=self.rng.choice((64, 4096)), applied=snapshot.meta.index,
+                        skip_bcast_commit=self.rng.random() < 0.5)
         node.raw = RawNode(config, node.storage, random.Random(self.rng.getrandbits(32)))
         node.next_snapshot_at = snapshot.meta.index + self.rng.randint(20, 80)
         self.last_commit[node.id] = max(self.last_commit.get(node.id, 0), node.storage.hard_state.commit)
@@ -384,12 +386,14 @@ class Simulation:
             return
         raft = leader.raw.raft
         voters, learners = set(raft.voters), set(raft.learners)
-        outsiders = sorted(set(self.nodes) - voters - learners)
         choices: list[ConfChange] = []
         if learners:
             choices.append(ConfChange(ConfChangeType.ADD_VOTER, min(learners)))
-        if outsiders and len(voters) + len(learners) < self.config.max_nodes:
-            choices.append(ConfChange(ConfChangeType.ADD_LEARNER, outsiders[0]))
+        # Ids are never reused, as in etcd: a node that left and came back with an empty disk
+        # under its old id could vote, with nothing, for a lagging node that still counts it.
+        unused = min(set(self.nodes) - self.ever_members, default=max(self.nodes) + 1)
+        if len(voters) + len(learners) < self.config.max_nodes:
+            choices.append(ConfChange(ConfChangeType.ADD_LEARNER, unused))
         if len(voters) > 3 or (len(voters) == 3 and learners):
             choices.append(ConfChange(ConfChangeType.REMOVE, self.rng.choice(sorted(voters))))
         if not choices:
@@ -397,7 +401,7 @@ class Simulation:
         change = self.rng.choice(choices)
         if change.type is ConfChangeType.ADD_LEARNER:
             # A node joins with an empty disk; the leader catches it up by snapshot.
-            node = self.nodes[change.node_id]
+            node = self.nodes.setdefault(change.node_id, SimNode(change.node_id, MemoryLogStorage()))
             if node.alive:
                 self._crash(node)
             self.restart_at.pop(node.id, None)
@@ -414,6 +418,7 @@ class Simulation:
             self.members.discard(change.node_id)
         else:
             self.members.add(change.node_id)
+            self.ever_members.add(change.node_id)
 
     # -- clients ----------------------------------------------------------------------------
 

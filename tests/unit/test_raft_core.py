@@ -249,6 +249,38 @@ def test_one_append_carries_many_entries() -> None:
     assert [len(m.entries) for m in appends] == [50]
 
 
+@pytest.mark.parametrize("skip_bcast_commit", [False, True])
+def test_followers_learn_a_commit_from_an_empty_append_or_else_the_next_heartbeat(skip_bcast_commit: bool) -> None:
+    env = make_env(3, skip_bcast_commit=skip_bcast_commit)
+    elect(env, 1)
+    env.delivered.clear()
+    last = env.nodes[1].raw.propose([b"x"])
+    env.stabilize()
+    assert commit_index(env, 1) == last
+    empty_appends = [m for m in delivered_between(env, 1, 2, MessageType.APPEND) if not m.entries]
+    if skip_bcast_commit:
+        # One append and its answer per follower: the commit waits for the next message.
+        assert empty_appends == []
+        assert commit_index(env, 2) < last
+        heartbeat_round(env, 1)
+    else:
+        assert [m.commit for m in empty_appends] == [last]
+    assert commit_index(env, 2) == commit_index(env, 3) == last
+
+
+def test_with_skip_bcast_commit_the_next_append_carries_the_commit() -> None:
+    env = make_env(3, skip_bcast_commit=True)
+    elect(env, 1)
+    first = env.nodes[1].raw.propose([b"a"])
+    env.stabilize()
+    env.delivered.clear()
+    env.nodes[1].raw.propose([b"b"])
+    env.stabilize()
+    (append,) = [m for m in delivered_between(env, 1, 2, MessageType.APPEND)]
+    assert append.commit >= first
+    assert commit_index(env, 2) >= first
+
+
 def test_proposals_queued_behind_a_probe_go_out_in_one_append() -> None:
     env = make_env(3)
     env.campaign(1)
