@@ -27,6 +27,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
@@ -53,6 +54,18 @@ log = logging.getLogger("kvstore.node")
 MAX_TICKS_PER_CYCLE = 5  # after a stall, catch up a few ticks, not an election's worth
 COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot, so a slightly
 # lagging follower catches up from the log instead of needing a whole snapshot
+
+
+T = TypeVar("T")
+
+
+async def wait_within(future: asyncio.Future[T], timeout_s: float, what: str) -> T:
+    """The future's result, or a TIMEOUT error naming `what` after `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await future
+    except TimeoutError:
+        raise timeout(what, timeout_s) from None
 
 
 class AddressInUseError(RuntimeError):
@@ -180,47 +193,50 @@ class Node:
             raise wrong_node(partition, self.id)
         return replica
 
-    async def propose(self, partition: int, data: bytes, timeout_s: float) -> object:
-        """Replicate a command through the partition's Raft group; returns the applier's result
-        once the entry is committed and applied on this node."""
+    # Each request kind has a `submit_*` that queues it and returns a future at once (the RPC
+    # layer submits a whole batch, then waits once), and an async form that waits with a timeout.
+
+    def submit_proposal(self, partition: int, data: bytes) -> asyncio.Future[object]:
+        """Queue a command for the partition's Raft group; the future resolves to the applier's
+        result once the entry is committed and applied on this node."""
         replica = self.replica(partition)
         replica.require_leader()
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._proposals.append((replica, data, future))
         self._wake.set()
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await future
-        except TimeoutError:
-            raise timeout(f"write to partition {partition}", timeout_s) from None
+        return future
 
-    async def read_barrier(self, partition: int, lease: bool, timeout_s: float) -> Replica:
-        """Wait until this replica may serve a linearizable read (ReadIndex or lease)."""
+    def submit_read(self, partition: int, lease: bool) -> asyncio.Future[None]:
+        """The future resolves once this replica may serve a linearizable read (ReadIndex or lease)."""
         replica = self.replica(partition)
         replica.require_leader()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._read_requests.append((replica, next(self._request_ids), lease, future))
         self._wake.set()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await future
-        except TimeoutError:
-            raise timeout(f"read from partition {partition}", timeout_s) from None
-        return replica
+        return future
 
-    async def session_barrier(self, partition: int, min_revision: int, timeout_s: float) -> Replica:
-        """Wait until this replica has applied at least `min_revision` (read-your-writes)."""
+    def submit_session_read(self, partition: int, min_revision: int) -> asyncio.Future[None] | None:
+        """None when this replica has applied `min_revision` already (read-your-writes), else a
+        future that resolves once it has."""
         replica = self.replica(partition)
         if replica.sm.applied_index >= min_revision:
-            return replica
+            return None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         replica.session_waiters.append((min_revision, future))
-        try:
-            async with asyncio.timeout(timeout_s):
-                await future
-        except TimeoutError:
-            raise timeout(f"session read from partition {partition} (revision {min_revision})", timeout_s) from None
-        return replica
+        return future
+
+    async def propose(self, partition: int, data: bytes, timeout_s: float) -> object:
+        return await wait_within(self.submit_proposal(partition, data), timeout_s, f"write to partition {partition}")
+
+    async def read_barrier(self, partition: int, lease: bool, timeout_s: float) -> Replica:
+        await wait_within(self.submit_read(partition, lease), timeout_s, f"read from partition {partition}")
+        return self.replica(partition)
+
+    async def session_barrier(self, partition: int, min_revision: int, timeout_s: float) -> Replica:
+        future = self.submit_session_read(partition, min_revision)
+        if future is not None:
+            await wait_within(future, timeout_s, f"session read from partition {partition} (revision {min_revision})")
+        return self.replica(partition)
 
     def status(self) -> list[ReplicaStatus]:
         result = []

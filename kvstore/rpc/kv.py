@@ -2,16 +2,22 @@
 
 Errors travel inside responses (`error` field), not as gRPC status codes, so that a `Batch`
 can report each operation's outcome on its own.
+
+Get, Put and Delete (alone or in a `Batch`) go in two steps: every operation of the request is
+validated and submitted to the node at once, then the request waits once for all of them. No
+task or timer per operation: a batch of hundreds costs one wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
-from kvstore.node.errors import RequestError, invalid
+from kvstore.node.errors import RequestError, invalid, timeout
 from kvstore.node.replica import Replica
 from kvstore.node.server import Node
 from kvstore.rpc.convert import (
@@ -95,39 +101,16 @@ class KVService(kvstore_pb2_grpc.KVServicer):
     # -- RPCs -------------------------------------------------------------------------------
 
     async def Get(self, request: pb.GetRequest, context: Any) -> pb.GetResponse:
-        partition = 0
-        try:
-            partition = self._partition(request.key)
-            replica = await self._readable(
-                partition, request.consistency, request.min_revision, self._timeout(request.header)
-            )
-            header = self._header(partition, replica.sm.applied_index, request.consistency)
-            return get_result_to_pb(GetResult(replica.sm.get(request.key)), header)
-        except Exception as e:
-            return pb.GetResponse(header=self._header(partition, 0), error=self._error(e))
+        (response,) = await self._run([self._start_get(request)])
+        return response.get
 
     async def Put(self, request: pb.PutRequest, context: Any) -> pb.PutResponse:
-        partition = 0
-        try:
-            partition = self._partition(request.key)
-            self._check_value(request.value)
-            result = await self._propose(partition, request.header, put_from_pb(request))
-            if isinstance(result, PutResult):
-                return put_result_to_pb(result, self._header(partition, result.revision))
-            raise _unexpected(result)
-        except Exception as e:
-            return pb.PutResponse(header=self._header(partition, 0), error=self._error(e))
+        (response,) = await self._run([self._start_put(request)])
+        return response.put
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
-        partition = 0
-        try:
-            partition = self._partition(request.key)
-            result = await self._propose(partition, request.header, delete_from_pb(request))
-            if isinstance(result, DeleteResult):
-                return delete_result_to_pb(result, self._header(partition, result.revision))
-            raise _unexpected(result)
-        except Exception as e:
-            return pb.DeleteResponse(header=self._header(partition, 0), error=self._error(e))
+        (response,) = await self._run([self._start_delete(request)])
+        return response.delete
 
     async def Scan(self, request: pb.ScanRequest, context: Any) -> pb.ScanResponse:
         partition = request.partition
@@ -181,18 +164,128 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             return pb.TxnResponse(header=self._header(partition, 0), error=self._error(e))
 
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchResponse:
-        results = await asyncio.gather(*(self._batch_op(op) for op in request.ops))
-        return pb.BatchResponse(results=results)
+        return pb.BatchResponse(results=await self._run([self._start(op) for op in request.ops]))
 
-    async def _batch_op(self, op: pb.RequestOp) -> pb.ResponseOp:
+    # -- two-step operations: start (validate, submit), then one wait for all ----------------
+
+    async def _run(self, started: list[pb.ResponseOp | _Waiting]) -> list[pb.ResponseOp]:
+        waiting = [op for op in started if isinstance(op, _Waiting)]
+        if waiting:
+            await asyncio.wait([op.future for op in waiting], timeout=max(op.timeout_s for op in waiting))
+        return [op if isinstance(op, pb.ResponseOp) else op.outcome() for op in started]
+
+    def _start(self, op: pb.RequestOp) -> pb.ResponseOp | _Waiting:
         kind = op.WhichOneof("op")
         if kind == "get":
-            return pb.ResponseOp(get=await self.Get(op.get, None))
+            return self._start_get(op.get)
         if kind == "put":
-            return pb.ResponseOp(put=await self.Put(op.put, None))
+            return self._start_put(op.put)
         if kind == "delete":
-            return pb.ResponseOp(delete=await self.Delete(op.delete, None))
+            return self._start_delete(op.delete)
         return pb.ResponseOp(get=pb.GetResponse(error=self._error(invalid("empty operation in batch"))))
+
+    def _start_get(self, request: pb.GetRequest) -> pb.ResponseOp | _Waiting:
+        partition = 0
+
+        def fail(error: BaseException) -> pb.ResponseOp:
+            return pb.ResponseOp(get=pb.GetResponse(header=self._header(partition, 0), error=self._error(error)))
+
+        try:
+            partition = self._partition(request.key)
+            consistency = request.consistency
+            replica = self.node.replica(partition)
+
+            def finish(_: object) -> pb.ResponseOp:
+                header = self._header(partition, replica.sm.applied_index, consistency)
+                return pb.ResponseOp(get=get_result_to_pb(GetResult(replica.sm.get(request.key)), header))
+
+            if consistency == pb.STALE:
+                return finish(None)
+            if consistency == pb.SESSION:
+                future = self.node.submit_session_read(partition, request.min_revision)
+                if future is None:
+                    return finish(None)
+            else:
+                future = self.node.submit_read(partition, lease=consistency == pb.LEASE)
+            return _Waiting(future, finish, fail, self._timeout(request.header), f"read from partition {partition}")
+        except Exception as e:
+            return fail(e)
+
+    def _start_put(self, request: pb.PutRequest) -> pb.ResponseOp | _Waiting:
+        def respond(result: object, partition: int) -> pb.ResponseOp:
+            if isinstance(result, PutResult):
+                return pb.ResponseOp(put=put_result_to_pb(result, self._header(partition, result.revision)))
+            raise _unexpected(result)
+
+        def fail(header: pb.ResponseHeader, error: pb.Error) -> pb.ResponseOp:
+            return pb.ResponseOp(put=pb.PutResponse(header=header, error=error))
+
+        return self._start_write(request.header, request.key, request.value, put_from_pb(request), respond, fail)
+
+    def _start_delete(self, request: pb.DeleteRequest) -> pb.ResponseOp | _Waiting:
+        def respond(result: object, partition: int) -> pb.ResponseOp:
+            if isinstance(result, DeleteResult):
+                return pb.ResponseOp(delete=delete_result_to_pb(result, self._header(partition, result.revision)))
+            raise _unexpected(result)
+
+        def fail(header: pb.ResponseHeader, error: pb.Error) -> pb.ResponseOp:
+            return pb.ResponseOp(delete=pb.DeleteResponse(header=header, error=error))
+
+        return self._start_write(request.header, request.key, None, delete_from_pb(request), respond, fail)
+
+    def _start_write(
+        self,
+        request_header: pb.RequestHeader,
+        key: bytes,
+        value: bytes | None,
+        op: Any,
+        respond: Callable[[object, int], pb.ResponseOp],
+        fail_with: Callable[[pb.ResponseHeader, pb.Error], pb.ResponseOp],
+    ) -> pb.ResponseOp | _Waiting:
+        """Validate and propose one write; `respond` turns the applier's result into the answer."""
+        partition = 0
+
+        def fail(error: BaseException) -> pb.ResponseOp:
+            return fail_with(self._header(partition, 0), self._error(error))
+
+        def finish(result: object) -> pb.ResponseOp:
+            return respond(result, partition)
+
+        try:
+            partition = self._partition(key)
+            if value is not None:
+                self._check_value(value)
+            command = Command(request_header.client_id, request_header.request_seq, op)
+            problem = check_command(command)
+            if problem is not None:
+                return fail(_unexpected(problem))
+            future = self.node.submit_proposal(partition, encode_command(command))
+            return _Waiting(future, finish, fail, self._timeout(request_header), f"write to partition {partition}")
+        except Exception as e:
+            return fail(e)
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """An operation submitted to the node: its answer once `future` is done."""
+
+    future: asyncio.Future[Any]
+    finish: Callable[[Any], pb.ResponseOp]  # the future's result -> the answer
+    fail: Callable[[BaseException], pb.ResponseOp]
+    timeout_s: float
+    what: str
+
+    def outcome(self) -> pb.ResponseOp:
+        future = self.future
+        if not future.done():
+            future.cancel()  # the node skips it; a write may still be applied, as with any timeout
+            return self.fail(timeout(self.what, self.timeout_s))
+        if future.cancelled():
+            return self.fail(RequestError("UNAVAILABLE", f"{self.what} was cancelled"))
+        try:
+            return self.finish(future.result())
+        except Exception as e:
+            return self.fail(e)
 
 
 def _txn_result_to_pb(result: object, header: pb.ResponseHeader) -> pb.ResponseOp:
