@@ -25,7 +25,7 @@ class NodeConfig:
     replication_factor: int = 3
     vnodes: int = 64
     tick_ms: int = 100
-    election_ticks: int = 10
+    election_ticks: int = 6
     heartbeat_ticks: int = 1
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20

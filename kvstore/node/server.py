@@ -31,11 +31,13 @@ from typing import TypeVar
 
 import grpc
 
+from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
 from kvstore.node.errors import RequestError, not_leader, timeout, wrong_node
 from kvstore.node.replica import Replica, Waiter
 from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
 from kvstore.raft import (
+    NONE,
     ConfChange,
     Config,
     EntryType,
@@ -51,6 +53,8 @@ from kvstore.storage import Engine, LevelDBEngine, WriteBatch
 
 log = logging.getLogger("kvstore.node")
 
+BALANCE_EVERY_TICKS = 10
+MAX_TRANSFERS_PER_ROUND = 2
 MAX_TICKS_PER_CYCLE = 5  # after a stall, catch up a few ticks, not an election's worth
 COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot, so a slightly
 # lagging follower catches up from the log instead of needing a whole snapshot
@@ -104,6 +108,7 @@ class Node:
         self._closed = asyncio.Event()
         self._closing = False
         self._pending_ticks = 0
+        self._ticks_since_balance = 0
         self._inbound: list[tuple[int, Message]] = []
         self._proposals: list[tuple[Replica, bytes, asyncio.Future[object]]] = []
         self._read_requests: list[tuple[Replica, int, bool, asyncio.Future[None]]] = []
@@ -295,6 +300,10 @@ class Node:
             for replica in replicas.values():
                 for _ in range(ticks):
                     replica.raw.tick()  # type: ignore[union-attr]
+            self._ticks_since_balance += ticks
+            if self._ticks_since_balance >= BALANCE_EVERY_TICKS:
+                self._ticks_since_balance = 0
+                self._balance_leaders()
         if self._unreachable:
             for peer_id in self._unreachable:
                 for replica in replicas.values():
@@ -330,6 +339,16 @@ class Node:
                 replica.reads[request_id] = future
                 touched[replica.partition] = replica
         return list(touched.values())
+
+    def _balance_leaders(self) -> None:
+        views = []
+        for partition, replica in self.replicas.items():
+            raft = replica.raw.raft  # type: ignore[union-attr]
+            views.append(GroupView(partition, raft.lead, frozenset(raft.voters), raft.lead_transferee != NONE))
+        for partition, to in plan_leader_transfers(self.id, views, MAX_TRANSFERS_PER_ROUND):
+            if self.transport.connected(to):
+                log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
+                self.replicas[partition].raw.transfer_leader(to)  # type: ignore[union-attr]
 
     def _propose_queued(self) -> list[Replica]:
         by_replica: dict[int, list[tuple[bytes, asyncio.Future[object]]]] = {}
