@@ -100,7 +100,7 @@ async def serve(config: NodeConfig) -> None:
 @click.option("--replication-factor", type=int, help="Replicas per partition (default 3).")
 @click.option("--vnodes", type=int, help="Ring tokens per node (default 64).")
 @click.option("--tick-ms", type=int, help="Raft tick in milliseconds (default 100).")
-@click.option("--election-ticks", type=int, help="Election timeout in ticks (default 10).")
+@click.option("--election-ticks", type=int, help="Election timeout in ticks, randomized up to twice that (default 6: 0.6-1.2 s).")
 @click.option("--max-key-bytes", type=int, help="Largest key accepted (default 4096).")
 @click.option("--max-value-bytes", type=int, help="Largest value accepted (default 1 MiB).")
 @click.option("--snapshot-entries", type=int, help="Compact a partition's log after this many entries.")
