@@ -212,44 +212,25 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             return fail(e)
 
     def _start_put(self, request: pb.PutRequest) -> pb.ResponseOp | _Waiting:
-        def respond(result: object, partition: int) -> pb.ResponseOp:
-            if isinstance(result, PutResult):
-                return pb.ResponseOp(put=put_result_to_pb(result, self._header(partition, result.revision)))
-            raise _unexpected(result)
-
-        def fail(header: pb.ResponseHeader, error: pb.Error) -> pb.ResponseOp:
-            return pb.ResponseOp(put=pb.PutResponse(header=header, error=error))
-
-        return self._start_write(request.header, request.key, request.value, put_from_pb(request), respond, fail)
+        return self._start_write(request.header, request.key, request.value, put_from_pb(request), _PUT)
 
     def _start_delete(self, request: pb.DeleteRequest) -> pb.ResponseOp | _Waiting:
-        def respond(result: object, partition: int) -> pb.ResponseOp:
-            if isinstance(result, DeleteResult):
-                return pb.ResponseOp(delete=delete_result_to_pb(result, self._header(partition, result.revision)))
-            raise _unexpected(result)
-
-        def fail(header: pb.ResponseHeader, error: pb.Error) -> pb.ResponseOp:
-            return pb.ResponseOp(delete=pb.DeleteResponse(header=header, error=error))
-
-        return self._start_write(request.header, request.key, None, delete_from_pb(request), respond, fail)
+        return self._start_write(request.header, request.key, None, delete_from_pb(request), _DELETE)
 
     def _start_write(
-        self,
-        request_header: pb.RequestHeader,
-        key: bytes,
-        value: bytes | None,
-        op: Any,
-        respond: Callable[[object, int], pb.ResponseOp],
-        fail_with: Callable[[pb.ResponseHeader, pb.Error], pb.ResponseOp],
+        self, request_header: pb.RequestHeader, key: bytes, value: bytes | None, op: Any, kind: _WriteKind
     ) -> pb.ResponseOp | _Waiting:
-        """Validate and propose one write; `respond` turns the applier's result into the answer."""
+        """Validate and propose one write; its answer is built as `kind` says."""
         partition = 0
 
         def fail(error: BaseException) -> pb.ResponseOp:
-            return fail_with(self._header(partition, 0), self._error(error))
+            response = kind.response(header=self._header(partition, 0), error=self._error(error))
+            return pb.ResponseOp(**{kind.field: response})
 
         def finish(result: object) -> pb.ResponseOp:
-            return respond(result, partition)
+            if not isinstance(result, kind.result):
+                raise _unexpected(result)
+            return pb.ResponseOp(**{kind.field: kind.to_pb(result, self._header(partition, result.revision))})
 
         try:
             partition = self._partition(key)
@@ -263,6 +244,21 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             return _Waiting(future, finish, fail, self._timeout(request_header), f"write to partition {partition}")
         except Exception as e:
             return fail(e)
+
+
+@dataclass(frozen=True, slots=True)
+class _WriteKind:
+    """How the answer to one kind of write is built: the `ResponseOp` field, its message, the
+    applier's result type and its conversion."""
+
+    field: str
+    response: Callable[..., Any]
+    result: type[PutResult] | type[DeleteResult]
+    to_pb: Callable[[Any, pb.ResponseHeader], Any]
+
+
+_PUT = _WriteKind("put", pb.PutResponse, PutResult, put_result_to_pb)
+_DELETE = _WriteKind("delete", pb.DeleteResponse, DeleteResult, delete_result_to_pb)
 
 
 @dataclass(slots=True)
