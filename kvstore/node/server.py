@@ -198,8 +198,8 @@ class Node:
             raise wrong_node(partition, self.id)
         return replica
 
-    # Each request kind has a `submit_*` that queues it and returns a future at once (the RPC
-    # layer submits a whole batch, then waits once), and an async form that waits with a timeout.
+    # Each request kind has a `submit_*` that queues it and returns a future at once: the RPC
+    # layer submits a whole batch, then waits once (`wait_within` bounds a single wait).
 
     def submit_proposal(self, partition: int, data: bytes) -> asyncio.Future[object]:
         """Queue a command for the partition's Raft group; the future resolves to the applier's
@@ -229,19 +229,6 @@ class Node:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         replica.session_waiters.append((min_revision, future))
         return future
-
-    async def propose(self, partition: int, data: bytes, timeout_s: float) -> object:
-        return await wait_within(self.submit_proposal(partition, data), timeout_s, f"write to partition {partition}")
-
-    async def read_barrier(self, partition: int, lease: bool, timeout_s: float) -> Replica:
-        await wait_within(self.submit_read(partition, lease), timeout_s, f"read from partition {partition}")
-        return self.replica(partition)
-
-    async def session_barrier(self, partition: int, min_revision: int, timeout_s: float) -> Replica:
-        future = self.submit_session_read(partition, min_revision)
-        if future is not None:
-            await wait_within(future, timeout_s, f"session read from partition {partition} (revision {min_revision})")
-        return self.replica(partition)
 
     def status(self) -> list[ReplicaStatus]:
         result = []
@@ -400,7 +387,8 @@ class Node:
                 # The fsync runs on the disk thread (the GIL is released meanwhile), so the loop keeps
                 # reading requests and peer frames; they all join the next cycle: group commit.
                 # Shielded: a cancelled loop must not leave a write half-way when storage closes.
-                await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._disk, functools.partial(engine.write, batch, sync=True)))
+                write = functools.partial(engine.write, batch, sync=True)
+                await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._disk, write))
             else:
                 engine.write(batch, sync=False)
         # 2. send

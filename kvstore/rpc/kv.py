@@ -19,7 +19,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
 from kvstore.node.errors import RequestError, invalid, timeout
 from kvstore.node.replica import Replica
-from kvstore.node.server import Node
+from kvstore.node.server import Node, wait_within
 from kvstore.rpc.convert import (
     compare_from_pb,
     delete_from_pb,
@@ -83,20 +83,32 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         self._check_key(key)
         return self.node.cluster_map.partition_for_key(key)
 
-    async def _readable(self, partition: int, consistency: int, min_revision: int, timeout_s: float) -> Replica:
+    def _submit_read(
+        self, partition: int, consistency: int, min_revision: int
+    ) -> tuple[asyncio.Future[None] | None, str]:
+        """What a read at `consistency` waits for (None: it may read now), and its name for a
+        timeout."""
         node = self.node
         if consistency == pb.STALE:
-            return node.replica(partition)
+            return None, ""
         if consistency == pb.SESSION:
-            return await node.session_barrier(partition, min_revision, timeout_s)
-        return await node.read_barrier(partition, lease=consistency == pb.LEASE, timeout_s=timeout_s)
+            future = node.submit_session_read(partition, min_revision)
+            return future, f"session read from partition {partition} (revision {min_revision})"
+        return node.submit_read(partition, lease=consistency == pb.LEASE), f"read from partition {partition}"
 
-    async def _propose(self, partition: int, header: pb.RequestHeader, op: Any) -> object:
+    async def _readable(self, partition: int, consistency: int, min_revision: int, timeout_s: float) -> Replica:
+        future, what = self._submit_read(partition, consistency, min_revision)
+        if future is not None:
+            await wait_within(future, timeout_s, what)
+        return self.node.replica(partition)
+
+    def _submit_command(self, partition: int, header: pb.RequestHeader, op: Any) -> asyncio.Future[object]:
+        """Check and propose one command; the future resolves to the applier's result."""
         command = Command(header.client_id, header.request_seq, op)
         problem = check_command(command)
         if problem is not None:
-            return problem
-        return await self.node.propose(partition, encode_command(command), self._timeout(header))
+            raise _unexpected(problem)
+        return self.node.submit_proposal(partition, encode_command(command))
 
     # -- RPCs -------------------------------------------------------------------------------
 
@@ -153,7 +165,11 @@ class KVService(kvstore_pb2_grpc.KVServicer):
                 tuple(txn_op_from_pb(op) for op in request.success),
                 tuple(txn_op_from_pb(op) for op in request.failure),
             )
-            result = await self._propose(partition, request.header, txn)
+            result = await wait_within(
+                self._submit_command(partition, request.header, txn),
+                self._timeout(request.header),
+                f"write to partition {partition}",
+            )
             if not isinstance(result, TxnResult):
                 raise _unexpected(result)
             response = pb.TxnResponse(header=self._header(partition, result.revision), succeeded=result.succeeded)
@@ -199,15 +215,10 @@ class KVService(kvstore_pb2_grpc.KVServicer):
                 header = self._header(partition, replica.sm.applied_index, consistency)
                 return pb.ResponseOp(get=get_result_to_pb(GetResult(replica.sm.get(request.key)), header))
 
-            if consistency == pb.STALE:
+            future, what = self._submit_read(partition, consistency, request.min_revision)
+            if future is None:
                 return finish(None)
-            if consistency == pb.SESSION:
-                future = self.node.submit_session_read(partition, request.min_revision)
-                if future is None:
-                    return finish(None)
-            else:
-                future = self.node.submit_read(partition, lease=consistency == pb.LEASE)
-            return _Waiting(future, finish, fail, self._timeout(request.header), f"read from partition {partition}")
+            return _Waiting(future, finish, fail, self._timeout(request.header), what)
         except Exception as e:
             return fail(e)
 
@@ -236,11 +247,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             partition = self._partition(key)
             if value is not None:
                 self._check_value(value)
-            command = Command(request_header.client_id, request_header.request_seq, op)
-            problem = check_command(command)
-            if problem is not None:
-                return fail(_unexpected(problem))
-            future = self.node.submit_proposal(partition, encode_command(command))
+            future = self._submit_command(partition, request_header, op)
             return _Waiting(future, finish, fail, self._timeout(request_header), f"write to partition {partition}")
         except Exception as e:
             return fail(e)
