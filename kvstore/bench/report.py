@@ -60,6 +60,10 @@ class WorkloadRecord:
     p999_ms: float
     max_ms: float
     mean_ms: float
+    # CPU (user + system) per completed operation during the measurement: of the target's members
+    # together (NaN with --endpoints, whose processes are not ours) and of the client processes.
+    server_cpu_us_per_op: float
+    client_cpu_us_per_op: float
     ops: int
     errors: int
     cas_failures: int  # workload f: read-modify-writes whose compare lost to a concurrent write
@@ -167,6 +171,31 @@ def workload_table(workload: str, records: Sequence[WorkloadRecord]) -> Table:
     return table
 
 
+def cpu_table(records: Sequence[WorkloadRecord]) -> Table:
+    """CPU per operation of every workload and target: what a target costs, whatever else ran."""
+    table = Table(title="CPU per operation (user + system, µs) during the measurement: servers = the "
+                        "members together, clients = the client processes, ratio = kvstore/etcd")
+    targets = list(dict.fromkeys(r.target for r in records))
+    by_key = {(r.workload, r.target): r for r in records}
+    both = {TargetKind.KVSTORE, TargetKind.ETCD} <= set(targets)
+    table.add_column("workload")
+    for role in ("servers", "clients"):
+        for target in targets:
+            table.add_column(f"{target} {role}", justify="right")
+        if both:
+            table.add_column("ratio", justify="right")
+    for workload in dict.fromkeys(r.workload for r in records):
+        cells = [workload]
+        for role in ("server", "client"):
+            figures = {t: getattr(by_key[(workload, t)], f"{role}_cpu_us_per_op") if (workload, t) in by_key
+                       else math.nan for t in targets}
+            cells += ["-" if math.isnan(figures[t]) else f"{figures[t]:,.0f}" for t in targets]
+            if both:
+                cells.append(_ratio(figures[TargetKind.KVSTORE], figures[TargetKind.ETCD]))
+        table.add_row(*cells)
+    return table
+
+
 def failover_table(records: Sequence[FailoverRecord]) -> Table:
     table = Table(title="failover: kill -9 a leader under writes; time until writes to its partitions succeed again")
     for column in ("target", "kills", "p50 ms", "max ms", "failed", "each kill (ms)"):
@@ -193,6 +222,8 @@ def tables(report: BenchReport) -> list[Table]:
     result = []
     for workload in dict.fromkeys(r.workload for r in report.workloads):
         result.append(workload_table(workload, [r for r in report.workloads if r.workload == workload]))
+    if report.workloads:
+        result.append(cpu_table(report.workloads))
     if report.failovers:
         result.append(failover_table(report.failovers))
     if report.memories:

@@ -137,8 +137,9 @@ def run_bench(config: BenchConfig, console: Console) -> BenchReport:
                         task = bars.add(f"{kind}: loading {config.keys:,} keys", config.keys, "keys")
                         run_phase(target, load, config.processes, config.concurrency, config.seed,
                                   bars.counter(task))
+                    server_pids = [cluster.pid(member) for member in cluster.members] if cluster else []
                     for name in timed:
-                        workloads.append(_run_workload(config, kind, target, name, machine, bars))
+                        workloads.append(_run_workload(config, kind, target, name, machine, bars, server_pids))
                     if FAILOVER in config.workloads:
                         if cluster is None:
                             console.print(f"[yellow]{kind}: failover needs a cluster the benchmark starts "
@@ -158,21 +159,26 @@ def run_bench(config: BenchConfig, console: Console) -> BenchReport:
 
 
 def _run_workload(config: BenchConfig, kind: TargetKind, target: TargetSpec, name: str, machine: Machine,
-                  bars: _Bars) -> WorkloadRecord:
+                  bars: _Bars, server_pids: list[int]) -> WorkloadRecord:
     phase = TimedPhase(WORKLOADS[name], config.distribution, config.keys, config.value_size, config.consistency,
                        config.warmup_s, config.duration_s, config.op_timeout_s)
     load_avg = load_average()
     task = bars.add(f"{kind}: {name}", config.warmup_s + config.duration_s)
-    result = run_phase(target, phase, config.processes, config.concurrency, config.seed, bars.clock(task))
+    result = run_phase(target, phase, config.processes, config.concurrency, config.seed, bars.clock(task),
+                       server_pids)
     bars.finish(task)
     histogram = result.histogram
 
     def ms(percentile: float) -> float:
         return histogram.get_value_at_percentile(percentile) / 1000 if result.ops else float("nan")
 
+    def us_per_op(cpu_s: float) -> float:
+        return cpu_s / result.ops * 1e6 if result.ops else float("nan")
+
     return WorkloadRecord(
         workload=name, target=str(kind), ops_per_s=result.ops / config.duration_s, p50_ms=ms(50), p99_ms=ms(99),
         p999_ms=ms(99.9), max_ms=histogram.get_max_value() / 1000, mean_ms=histogram.get_mean_value() / 1000,
+        server_cpu_us_per_op=us_per_op(result.server_cpu_s), client_cpu_us_per_op=us_per_op(result.client_cpu_s),
         ops=result.ops, errors=result.errors, cas_failures=result.cas_failures, first_error=result.first_error,
         duration_s=config.duration_s, warmup_s=config.warmup_s, concurrency=config.concurrency,
         processes=config.processes, distribution=str(config.distribution), keys=config.keys,
