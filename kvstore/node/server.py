@@ -392,9 +392,7 @@ class Node:
             else:
                 engine.write(batch, sync=False)
         # 2. send
-        for replica, rd in readies:
-            if rd.messages:
-                self.transport.send(replica.partition, rd.messages)
+        self.transport.send((replica.partition, message) for replica, rd in readies for message in rd.messages)
         # 3. apply
         apply_batch = engine.new_batch()
         completions: list[tuple[asyncio.Future[object], object]] = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 
 import grpc
 
@@ -51,10 +51,11 @@ class _PeerSender:
         self.connected = False
         self.task: asyncio.Task[None] | None = None
 
-    def enqueue(self, group: int, message: Message) -> None:
+    def enqueue(self, items: list[tuple[int, Message]]) -> None:
+        """Queue messages for the next frame; dropped while disconnected or when the queue is full."""
         if not self.connected or len(self.queue) >= MAX_QUEUED_MESSAGES:
             return
-        self.queue.append((group, message))
+        self.queue.extend(items)
         self.wake.set()
 
     async def run(self) -> None:
@@ -114,17 +115,25 @@ class PeerTransport:
         for sender in self._senders.values():
             sender.task = asyncio.create_task(sender.run(), name=f"peer-sender-{sender.peer_id}")
 
-    def send(self, group: int, messages: Sequence[Message]) -> None:
-        senders = self._senders
-        for message in messages:
+    def send(self, items: Iterable[tuple[int, Message]]) -> None:
+        """Queue (group, message) pairs, each for the peer it is addressed to."""
+        by_peer: dict[int, list[tuple[int, Message]]] = {}
+        for group, message in items:
             if message.snapshot is not None:
                 task = asyncio.create_task(self._send_snapshot(group, message), name=f"snapshot-{group}")
                 self._snapshot_tasks.add(task)
                 task.add_done_callback(self._snapshot_tasks.discard)
                 continue
-            sender = senders.get(message.to)
+            peer_items = by_peer.get(message.to)
+            if peer_items is None:
+                by_peer[message.to] = [(group, message)]
+            else:
+                peer_items.append((group, message))
+        senders = self._senders
+        for peer_id, peer_items in by_peer.items():
+            sender = senders.get(peer_id)
             if sender is not None:
-                sender.enqueue(group, message)
+                sender.enqueue(peer_items)
 
     async def _send_snapshot(self, group: int, message: Message) -> None:
         """Upload one snapshot message in chunks; tell Raft whether it arrived."""
