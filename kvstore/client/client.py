@@ -434,12 +434,7 @@ class Client:
 
         async def send(address: str, timeout: float) -> wire.OpResponse:
             inner.header.timeout_ms = int(timeout * 1000)
-            reply = self._batcher(address).submit(request, asyncio.get_running_loop().time() + timeout)
-            try:
-                response = await asyncio.wait_for(reply, timeout)
-            except TimeoutError:
-                raise TransportError(f"no answer within {timeout:g}s") from None
-            return wire.inner_response(response)
+            return wire.inner_response(await self._batcher(address).submit(request, timeout))
 
         # A node may report a missing key as found=false or as NOT_FOUND: both mean None.
         answers = (ErrorCode.OK, ErrorCode.NOT_FOUND) if isinstance(op, GetOp) else (ErrorCode.OK,)
