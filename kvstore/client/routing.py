@@ -51,8 +51,9 @@ class Router:
     def choose(self, partition: int, excluded: set[int]) -> int | None:
         """The node to try next: the known leader, else the first replica not yet failed in this call."""
         leader = self._leaders.get(partition)
-        candidates = ([leader] if leader is not None else []) + list(self._replicas.get(partition, ()))
-        for node_id in candidates:
+        if leader is not None and leader not in excluded and leader in self._addresses:
+            return leader
+        for node_id in self._replicas.get(partition, ()):
             if node_id not in excluded and node_id in self._addresses:
                 return node_id
         return None
