@@ -38,13 +38,14 @@ def kv_from_pb(kv: pb.KeyValue) -> KeyValue:
 
 def header_from_pb(header: pb.ResponseHeader) -> ResponseHeader:
     served = _CONSISTENCIES.get(header.served)
+    # Positional: a dataclass called with keywords costs ~1 us more, on every response.
     return ResponseHeader(
-        partition=header.partition,
-        revision=header.revision,
-        served=ReadConsistency(header.served) if served is None else served,  # the Enum call raises
-        node_id=header.node_id,
-        epoch=header.epoch,
-        staleness_ms=header.staleness_ms,
+        header.partition,
+        header.revision,
+        ReadConsistency(header.served) if served is None else served,  # the Enum call raises
+        header.node_id,
+        header.epoch,
+        header.staleness_ms,
     )
 
 
