@@ -1,6 +1,6 @@
 """Per-node auto-batching: concurrent key operations for one node travel in one `Batch` RPC.
 
-There is no timer. The flusher sends whatever is queued as soon as it runs; operations that
+There is no flush timer. The flusher sends whatever is queued as soon as it runs; operations that
 arrive while a batch is in flight queue up and leave together in the next one. A lone call
 therefore goes out at once, and under load batches grow by themselves.
 """
@@ -45,6 +45,22 @@ class _QueuedOp:
     request: pb.RequestOp
     deadline: float  # loop time
     reply: asyncio.Future[pb.ResponseOp]
+    expiry: asyncio.TimerHandle  # fails `reply` at `deadline`
+
+    def answer(self, result: pb.ResponseOp) -> None:
+        self.expiry.cancel()
+        if not self.reply.done():  # else its caller gave up (deadline or cancellation)
+            self.reply.set_result(result)
+
+    def fail(self, error: Exception) -> None:
+        self.expiry.cancel()
+        if not self.reply.done():
+            self.reply.set_exception(error)
+
+
+def _expire(reply: asyncio.Future[pb.ResponseOp], timeout: float) -> None:
+    if not reply.done():
+        reply.set_exception(TransportError(f"no answer within {timeout:g}s"))
 
 
 class NodeBatcher:
@@ -70,17 +86,24 @@ class NodeBatcher:
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
         for queued in [*self._in_flight, *self._queue]:
-            if not queued.reply.done():
-                queued.reply.set_exception(UnavailableError("the client was closed"))
+            queued.fail(UnavailableError("the client was closed"))
         self._in_flight = []
         self._queue.clear()
 
-    def submit(self, request: pb.RequestOp, deadline: float) -> asyncio.Future[pb.ResponseOp]:
-        """Queue one operation; the future resolves to its response or fails with the RPC's error."""
+    def submit(self, request: pb.RequestOp, timeout: float) -> asyncio.Future[pb.ResponseOp]:
+        """Queue one operation; the future resolves to its response or fails with the RPC's error.
+
+        Without an answer within `timeout` seconds it fails with `TransportError`. The batcher
+        owns this deadline (one timer per operation, cancelled by the answer), so callers await
+        the future directly instead of wrapping it in `asyncio.wait_for`.
+        """
         if self._flusher is None:
             raise UnavailableError("the client is not connected")
-        reply: asyncio.Future[pb.ResponseOp] = asyncio.get_running_loop().create_future()
-        self._queue.append(_QueuedOp(request, deadline, reply))
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[pb.ResponseOp] = loop.create_future()
+        deadline = loop.time() + timeout
+        expiry = loop.call_at(deadline, _expire, reply, timeout)
+        self._queue.append(_QueuedOp(request, deadline, reply, expiry))
         self._wakeup.set()
         return reply
 
@@ -110,8 +133,7 @@ class NodeBatcher:
         except grpc.aio.AioRpcError as error:
             failure = transport_failure(error)
             for queued in batch:
-                if not queued.reply.done():
-                    queued.reply.set_exception(failure)
+                queued.fail(failure)
             return
         if len(response.results) != len(batch):
             mismatch = KvError(
@@ -119,9 +141,7 @@ class NodeBatcher:
                 code=ErrorCode.INTERNAL,
             )
             for queued in batch:
-                if not queued.reply.done():
-                    queued.reply.set_exception(mismatch)
+                queued.fail(mismatch)
             return
         for queued, result in zip(batch, response.results, strict=True):
-            if not queued.reply.done():
-                queued.reply.set_result(result)
+            queued.answer(result)

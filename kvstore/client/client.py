@@ -317,16 +317,15 @@ class Client:
         failure: Sequence[Op],
         concern: WriteConcern,
     ) -> TxnResult:
-        header = self._request_header(router, mutation=True)
         min_revision = self._seen_revisions.get(partition, 0)
         request = pb.TxnRequest(
-            header=header,
             compare=[wire.compare_to_pb(compare) for compare in compares],
             # Sub-operations travel under the transaction's header, so theirs stay empty.
-            success=[wire.op_to_pb(op, pb.RequestHeader(), concern, min_revision) for op in success],
-            failure=[wire.op_to_pb(op, pb.RequestHeader(), concern, min_revision) for op in failure],
+            success=[wire.op_to_pb(op, concern, min_revision) for op in success],
+            failure=[wire.op_to_pb(op, concern, min_revision) for op in failure],
             concern=int(concern),
         )
+        self._fill_request_header(request.header, router, mutation=True)
         deadline = self._deadline()
 
         async def send(address: str, timeout: float) -> pb.TxnResponse:
@@ -375,14 +374,13 @@ class Client:
             return await self._refresh_layout(self._layout_generation)
         return self._router
 
-    def _request_header(self, router: Router, *, mutation: bool) -> pb.RequestHeader:
+    def _fill_request_header(self, header: pb.RequestHeader, router: Router, *, mutation: bool) -> None:
         # The seq is taken once per logical call and reused on every retry, so the node's
         # (client_id, request_seq) dedup applies a retried write once.
-        return pb.RequestHeader(
-            client_id=self.client_id,
-            request_seq=next(self._request_seqs) if mutation else 0,
-            epoch=router.epoch,
-        )
+        header.client_id = self.client_id
+        if mutation:
+            header.request_seq = next(self._request_seqs)
+        header.epoch = router.epoch
 
     def _validate_key(self, key: bytes) -> None:
         if not key:
@@ -429,19 +427,14 @@ class Client:
     async def _send_op(self, op: Op, concern: WriteConcern) -> OpResult:
         router = await self._connected_router()
         partition = router.partition_for(op.key)
-        header = self._request_header(router, mutation=not isinstance(op, GetOp))
-        request = wire.op_to_pb(op, header, concern, self._seen_revisions.get(partition, 0))
+        request = wire.op_to_pb(op, concern, self._seen_revisions.get(partition, 0))
         inner = getattr(request, request.WhichOneof("op"))
+        self._fill_request_header(inner.header, router, mutation=not isinstance(op, GetOp))
         deadline = self._deadline()
 
         async def send(address: str, timeout: float) -> wire.OpResponse:
             inner.header.timeout_ms = int(timeout * 1000)
-            reply = self._batcher(address).submit(request, asyncio.get_running_loop().time() + timeout)
-            try:
-                response = await asyncio.wait_for(reply, timeout)
-            except TimeoutError:
-                raise TransportError(f"no answer within {timeout:g}s") from None
-            return wire.inner_response(response)
+            return wire.inner_response(await self._batcher(address).submit(request, timeout))
 
         # A node may report a missing key as found=false or as NOT_FOUND: both mean None.
         answers = (ErrorCode.OK, ErrorCode.NOT_FOUND) if isinstance(op, GetOp) else (ErrorCode.OK,)
@@ -463,7 +456,6 @@ class Client:
         page_start = start
         while True:
             request = pb.ScanRequest(
-                header=self._request_header(router, mutation=False),
                 start=page_start,
                 end=end,
                 limit=limit - len(found) if limit else 0,
@@ -471,6 +463,7 @@ class Client:
                 keys_only=keys_only,
                 partition=partition,
             )
+            self._fill_request_header(request.header, router, mutation=False)
 
             async def send(
                 address: str, timeout: float, request: pb.ScanRequest = request

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kvstore.client.types import ClusterLayout
-from kvstore.ring import partition_for_key
+from kvstore.ring.hashing import RING_BITS, hash64, partition_bits, routing_key
 
 
 class Router:
@@ -11,6 +11,8 @@ class Router:
 
     def __init__(self, layout: ClusterLayout) -> None:
         self.layout = layout
+        # As in `kvstore.ring.partition_for_key`, whose check of the count is done here once.
+        self._hash_shift = RING_BITS - partition_bits(layout.partition_count)
         self._addresses = {member.id: member.address for member in layout.members}
         self._replicas = {info.id: info.replicas for info in layout.partitions}
         # Leaders change far more often than the layout; hints from NOT_LEADER answers land here.
@@ -25,7 +27,10 @@ class Router:
         return self.layout.epoch
 
     def partition_for(self, key: bytes) -> int:
-        return partition_for_key(key, self.layout.partition_count)
+        """The partition holding `key`: the top log2(partition count) bits of its routing key's hash."""
+        if not isinstance(key, bytes):
+            raise ValueError(f"keys are bytes, got {type(key).__name__}")
+        return hash64(routing_key(key)) >> self._hash_shift
 
     def address_of(self, node_id: int) -> str | None:
         return self._addresses.get(node_id)
@@ -46,8 +51,9 @@ class Router:
     def choose(self, partition: int, excluded: set[int]) -> int | None:
         """The node to try next: the known leader, else the first replica not yet failed in this call."""
         leader = self._leaders.get(partition)
-        candidates = ([leader] if leader is not None else []) + list(self._replicas.get(partition, ()))
-        for node_id in candidates:
+        if leader is not None and leader not in excluded and leader in self._addresses:
+            return leader
+        for node_id in self._replicas.get(partition, ()):
             if node_id not in excluded and node_id in self._addresses:
                 return node_id
         return None

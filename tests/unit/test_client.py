@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.client import (
     Client,
     CrossPartitionError,
@@ -19,6 +22,7 @@ from kvstore.client import (
     UnavailableError,
     ops,
 )
+from kvstore.client.batching import NodeBatcher, TransportError
 from tests.fakes.fake_cluster import FakeCluster
 
 
@@ -333,6 +337,31 @@ async def test_call_times_out_with_a_message_naming_the_partition(cluster: FakeC
     assert f"partition {cluster.partition_of(b'k')}" in message
     assert "0.3s" in message and "cannot reach a quorum" in message
     assert isinstance(raised.value, UnavailableError)
+
+
+class _SilentNode:
+    """A KV stub whose Batch RPCs are received and never answered."""
+
+    def __init__(self) -> None:
+        self.batches: list[pb.BatchRequest] = []
+
+    async def Batch(self, request: pb.BatchRequest, timeout: float) -> pb.BatchResponse:
+        self.batches.append(request)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_batched_operation_without_an_answer_fails_as_retryable_after_its_timeout() -> None:
+    node = _SilentNode()
+    batcher = NodeBatcher("127.0.0.1:1", cast(pb_grpc.KVStub, node), max_batch=8)
+    batcher.start()
+    try:
+        with pytest.raises(TransportError, match=r"^no answer within 0\.05s$"):
+            await batcher.submit(pb.RequestOp(get=pb.GetRequest(key=b"k")), 0.05)
+    finally:
+        await batcher.close()
+
+    assert [len(batch.ops) for batch in node.batches] == [1]
 
 
 async def test_connect_with_no_reachable_seed_is_unavailable() -> None:
