@@ -234,6 +234,10 @@ class PartitionStateMachine:
         # for a delete.
         self._staged: dict[bytes, bytes | None] = {}
         self._staged_batch: WriteBatch | None = None
+        # Clients whose state changed during the current `apply`, by client id: their state
+        # records are staged once, at its end, rather than once per command (the batch is
+        # written atomically, so the stored state is the same).
+        self._unstaged_states: dict[str, _ClientWindow] = {}
 
         raw_apply_state = engine.get(self._apply_state_key)
         self._applied_index = 0 if raw_apply_state is None else _decode_apply_state(raw_apply_state)
@@ -283,6 +287,7 @@ class PartitionStateMachine:
                 outcomes.append((entry, None))
             else:
                 outcomes.append((entry, self._apply_command(batch, index, decode_command(entry.data))))
+        self._stage_client_states(batch)
         if applied != self._applied_index:
             self._applied_index = applied
             self._stage(batch, self._apply_state_key, _encode_apply_state(applied))
@@ -477,21 +482,27 @@ class PartitionStateMachine:
             del remembered[lowest_revision]
             self._stage(batch, window.key_base + U64.pack(lowest), None)
 
+        unstaged_states = self._unstaged_states
+        unstaged_states[client_id] = window
         while len(clients) > self._max_dedup_clients:
-            _, evicted = clients.popitem(last=False)
+            evicted_id, evicted = clients.popitem(last=False)
             for evicted_seq, evicted_revision in sorted(evicted.seqs.items()):
                 del remembered[evicted_revision]
                 self._stage(batch, evicted.key_base + U64.pack(evicted_seq), None)
+            unstaged_states.pop(evicted_id, None)
             self._stage(batch, evicted.key_base + _STATE_SEQ_SUFFIX, None)
 
         while len(remembered) > self._max_dedup_results:
             _, (owner, forgotten) = remembered.popitem(last=False)
             owner.forget(forgotten)
             self._stage(batch, owner.key_base + U64.pack(forgotten), None)
-            if owner is not window:
-                self._stage(batch, owner.key_base + _STATE_SEQ_SUFFIX, owner.state_record())
+            unstaged_states[owner.client_id] = owner
 
-        self._stage(batch, window.key_base + _STATE_SEQ_SUFFIX, window.state_record())
+    def _stage_client_states(self, batch: WriteBatch) -> None:
+        """Stage the state record of every client whose state changed since the last call."""
+        for window in self._unstaged_states.values():
+            self._stage(batch, window.key_base + _STATE_SEQ_SUFFIX, window.state_record())
+        self._unstaged_states.clear()
 
     # -- staging ----------------------------------------------------------------------------
 
