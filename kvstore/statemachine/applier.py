@@ -301,7 +301,9 @@ class PartitionStateMachine:
         window = None
         if deduplicated:
             window = self._clients.get(client_id)
-            if window is not None:
+            # A seq above the client's highest applied one is new: the common case, which needs
+            # no look into the window (every remembered seq and the edge are at most `highest`).
+            if window is not None and seq <= window.highest:
                 if seq in window.seqs:
                     return self._stored_result(window, seq)
                 edge = window.edge(self._dedup_window)
@@ -321,10 +323,10 @@ class PartitionStateMachine:
 
     def _execute(self, batch: WriteBatch, revision: int, op: Op) -> Result:
         if type(op) is Put:
-            stale = self._stale_fence(op.key, op.fencing_token, {})
+            stale = self._stale_fence(op.key, op.fencing_token, {}) if op.fencing_token else None
             return stale if stale is not None else self._put(batch, revision, op)
         if type(op) is Delete:
-            stale = self._stale_fence(op.key, op.fencing_token, {})
+            stale = self._stale_fence(op.key, op.fencing_token, {}) if op.fencing_token else None
             return stale if stale is not None else self._delete(batch, revision, op)
         if type(op) is Txn:
             return self._txn(batch, revision, op)
