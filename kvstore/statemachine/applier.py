@@ -28,7 +28,6 @@ from kvstore.raft.types import Entry, EntryType
 from kvstore.statemachine.commands import (
     MAX_UINT64,
     CodecError,
-    Command,
     Compare,
     CompareResult,
     CompareTarget,
@@ -47,8 +46,8 @@ from kvstore.statemachine.commands import (
     TxnOp,
     TxnOpResult,
     TxnResult,
-    check_command,
-    decode_command,
+    check_command_parts,
+    decode_command_parts,
     decode_result,
     encode_result,
 )
@@ -286,16 +285,16 @@ class PartitionStateMachine:
             if entry.type != EntryType.NORMAL or not entry.data:
                 outcomes.append((entry, None))
             else:
-                outcomes.append((entry, self._apply_command(batch, index, decode_command(entry.data))))
+                client_id, seq, op = decode_command_parts(entry.data)
+                outcomes.append((entry, self._apply_command(batch, index, client_id, seq, op)))
         self._stage_client_states(batch)
         if applied != self._applied_index:
             self._applied_index = applied
             self._stage(batch, self._apply_state_key, _encode_apply_state(applied))
         return outcomes
 
-    def _apply_command(self, batch: WriteBatch, revision: int, command: Command) -> Result:
-        problem = check_command(command)
-        client_id, seq = command.client_id, command.seq
+    def _apply_command(self, batch: WriteBatch, revision: int, client_id: str, seq: int, op: Op) -> Result:
+        problem = check_command_parts(client_id, seq, op)
         # A command with a malformed seq or without a client id is answered, not remembered.
         deduplicated = 0 < seq <= MAX_UINT64 and bool(client_id)
         window = None
@@ -316,7 +315,7 @@ class PartitionStateMachine:
                         f"was applied; this partition remembers only seqs above {edge} for that "
                         f"client (highest applied {window.highest}); retry it as a new request",
                     )
-        result = problem if problem is not None else self._execute(batch, revision, command.op)
+        result = problem if problem is not None else self._execute(batch, revision, op)
         if deduplicated:
             self._remember(batch, client_id, window, seq, revision, result)
         return result
@@ -330,7 +329,7 @@ class PartitionStateMachine:
             return stale if stale is not None else self._delete(batch, revision, op)
         if type(op) is Txn:
             return self._txn(batch, revision, op)
-        raise TypeError(f"cannot execute {op!r:.80}")  # check_command refuses a top-level Get
+        raise TypeError(f"cannot execute {op!r:.80}")  # check_command_parts refuses a top-level Get
 
     def _put(self, batch: WriteBatch, revision: int, op: Put) -> PutResult:
         key = self._data_prefix + op.key

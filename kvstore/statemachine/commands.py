@@ -224,12 +224,15 @@ def check_command(command: Command) -> ErrorResult | None:
     """The `INVALID_ARGUMENT` answer for a command whose shape is wrong, None when it is fine.
     The node may call it before proposing; the applier calls it again, since the log is what
     every replica agrees on."""
-    seq = command.seq
+    return check_command_parts(command.client_id, command.seq, command.op)
+
+
+def check_command_parts(client_id: str, seq: int, op: Op) -> ErrorResult | None:
+    """`check_command` of the command with these fields, without building it."""
     if not 0 <= seq <= MAX_UINT64:
         return _invalid("request seq must be an unsigned 64-bit integer")
-    if seq and not command.client_id:
+    if seq and not client_id:
         return _invalid("a request with a seq needs a client id")
-    op = command.op
     if type(op) is Put:  # the most common command, checked without the general dispatch
         return _check_put(op)
     if isinstance(op, Get):
@@ -329,11 +332,17 @@ def _compare_from(fields: tuple[Any, ...]) -> Compare:
 
 def decode_command(raw: bytes) -> Command:
     """The command `encode_command` made `raw` from; `CodecError` if it is not one."""
+    return Command(*decode_command_parts(raw))
+
+
+def decode_command_parts(raw: bytes) -> tuple[str, int, Op]:
+    """(client id, seq, op) of `decode_command(raw)`, without building the `Command` (the
+    applier needs only its fields, and building a frozen record costs more than decoding it)."""
     try:
         client_id, seq, op_fields = msgpack.unpackb(raw, use_list=False)
         if type(client_id) is not str or type(seq) is not int:
             raise _bad("Command", (client_id, seq))
-        return Command(client_id, seq, _op_from(op_fields))
+        return client_id, seq, _op_from(op_fields)
     except CodecError:
         raise
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
