@@ -88,8 +88,8 @@ _RESULT_HEADER_SIZE = U64.size
 _STATE_SEQ_SUFFIX = U64.pack(CLIENT_STATE_SEQ)
 
 
-def _encode_apply_state(applied_index: int) -> bytes:
-    return msgpack.packb((applied_index,))
+def _encode_apply_state(applied_index: int, packer: msgpack.Packer) -> bytes:
+    return packer.pack((applied_index,))
 
 
 def _decode_apply_state(raw: bytes) -> int:
@@ -229,6 +229,7 @@ class PartitionStateMachine:
         self._fence_prefix = fence_prefix(partition_id)
         self._client_prefix = client_prefix(partition_id)
         self._apply_state_key = apply_state_key(partition_id)
+        self._packer = msgpack.Packer()  # reused: `msgpack.packb` builds one per call
         # Writes staged into `_staged_batch` and not yet on the engine: key -> value, None
         # for a delete.
         self._staged: dict[bytes, bytes | None] = {}
@@ -290,7 +291,7 @@ class PartitionStateMachine:
         self._stage_client_states(batch)
         if applied != self._applied_index:
             self._applied_index = applied
-            self._stage(batch, self._apply_state_key, _encode_apply_state(applied))
+            self._stage(batch, self._apply_state_key, _encode_apply_state(applied, self._packer))
         return outcomes
 
     def _apply_command(self, batch: WriteBatch, revision: int, client_id: str, seq: int, op: Op) -> Result:
@@ -473,7 +474,8 @@ class PartitionStateMachine:
         window.seqs[seq] = revision
         heappush(window.lowest, seq)
         remembered[revision] = (window, seq)
-        self._stage(batch, window.key_base + U64.pack(seq), U64.pack(revision) + encode_result(result))
+        record = U64.pack(revision) + encode_result(result, self._packer)
+        self._stage(batch, window.key_base + U64.pack(seq), record)
 
         # The remembered seqs are distinct and at most `highest`: with more than `window` of
         # them the lowest is at or below highest - window, the edge, which refuses it from now
@@ -584,7 +586,7 @@ class PartitionStateMachine:
                 self._stage(batch, old_key, None)
             for key, value in replacement.items():
                 self._stage(batch, key, value)
-        self._stage(batch, self._apply_state_key, _encode_apply_state(index))
+        self._stage(batch, self._apply_state_key, _encode_apply_state(index, self._packer))
         self._applied_index = index
         self._clients, self._remembered = clients, remembered
 
@@ -594,7 +596,7 @@ class PartitionStateMachine:
         if self._applied_index != 0:
             raise ValueError(f"partition {self.partition_id} already applied up to {self._applied_index}")
         self._use_batch(batch)
-        self._stage(batch, self._apply_state_key, _encode_apply_state(index))
+        self._stage(batch, self._apply_state_key, _encode_apply_state(index, self._packer))
         self._applied_index = index
 
     def _keys_with(self, prefix: bytes) -> set[bytes]:

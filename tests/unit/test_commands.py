@@ -78,7 +78,9 @@ def test_every_command_round_trips(command: Command) -> None:
 @settings(max_examples=300)
 @given(results)
 def test_every_result_round_trips(result: Result) -> None:
-    assert decode_result(encode_result(result)) == result
+    encoded = encode_result(result)
+    assert decode_result(encoded) == result
+    assert encode_result(result, msgpack.Packer()) == encoded
 
 
 def test_decoded_enums_are_enum_members() -> None:
