@@ -28,7 +28,6 @@ from kvstore.raft.types import Entry, EntryType
 from kvstore.statemachine.commands import (
     MAX_UINT64,
     CodecError,
-    Command,
     Compare,
     CompareResult,
     CompareTarget,
@@ -47,8 +46,8 @@ from kvstore.statemachine.commands import (
     TxnOp,
     TxnOpResult,
     TxnResult,
-    check_command,
-    decode_command,
+    check_command_parts,
+    decode_command_parts,
     decode_result,
     encode_result,
 )
@@ -89,8 +88,8 @@ _RESULT_HEADER_SIZE = U64.size
 _STATE_SEQ_SUFFIX = U64.pack(CLIENT_STATE_SEQ)
 
 
-def _encode_apply_state(applied_index: int) -> bytes:
-    return msgpack.packb((applied_index,))
+def _encode_apply_state(applied_index: int, packer: msgpack.Packer) -> bytes:
+    return packer.pack((applied_index,))
 
 
 def _decode_apply_state(raw: bytes) -> int:
@@ -230,10 +229,15 @@ class PartitionStateMachine:
         self._fence_prefix = fence_prefix(partition_id)
         self._client_prefix = client_prefix(partition_id)
         self._apply_state_key = apply_state_key(partition_id)
+        self._packer = msgpack.Packer()  # reused: `msgpack.packb` builds one per call
         # Writes staged into `_staged_batch` and not yet on the engine: key -> value, None
         # for a delete.
         self._staged: dict[bytes, bytes | None] = {}
         self._staged_batch: WriteBatch | None = None
+        # Clients whose state changed during the current `apply`, by client id: their state
+        # records are staged once, at its end, rather than once per command (the batch is
+        # written atomically, so the stored state is the same).
+        self._unstaged_states: dict[str, _ClientWindow] = {}
 
         raw_apply_state = engine.get(self._apply_state_key)
         self._applied_index = 0 if raw_apply_state is None else _decode_apply_state(raw_apply_state)
@@ -282,21 +286,24 @@ class PartitionStateMachine:
             if entry.type != EntryType.NORMAL or not entry.data:
                 outcomes.append((entry, None))
             else:
-                outcomes.append((entry, self._apply_command(batch, index, decode_command(entry.data))))
+                client_id, seq, op = decode_command_parts(entry.data)
+                outcomes.append((entry, self._apply_command(batch, index, client_id, seq, op)))
+        self._stage_client_states(batch)
         if applied != self._applied_index:
             self._applied_index = applied
-            self._stage(batch, self._apply_state_key, _encode_apply_state(applied))
+            self._stage(batch, self._apply_state_key, _encode_apply_state(applied, self._packer))
         return outcomes
 
-    def _apply_command(self, batch: WriteBatch, revision: int, command: Command) -> Result:
-        problem = check_command(command)
-        client_id, seq = command.client_id, command.seq
+    def _apply_command(self, batch: WriteBatch, revision: int, client_id: str, seq: int, op: Op) -> Result:
+        problem = check_command_parts(client_id, seq, op)
         # A command with a malformed seq or without a client id is answered, not remembered.
         deduplicated = 0 < seq <= MAX_UINT64 and bool(client_id)
         window = None
         if deduplicated:
             window = self._clients.get(client_id)
-            if window is not None:
+            # A seq above the client's highest applied one is new: the common case, which needs
+            # no look into the window (every remembered seq and the edge are at most `highest`).
+            if window is not None and seq <= window.highest:
                 if seq in window.seqs:
                     return self._stored_result(window, seq)
                 edge = window.edge(self._dedup_window)
@@ -309,21 +316,21 @@ class PartitionStateMachine:
                         f"was applied; this partition remembers only seqs above {edge} for that "
                         f"client (highest applied {window.highest}); retry it as a new request",
                     )
-        result = problem if problem is not None else self._execute(batch, revision, command.op)
+        result = problem if problem is not None else self._execute(batch, revision, op)
         if deduplicated:
             self._remember(batch, client_id, window, seq, revision, result)
         return result
 
     def _execute(self, batch: WriteBatch, revision: int, op: Op) -> Result:
         if type(op) is Put:
-            stale = self._stale_fence(op.key, op.fencing_token, {})
+            stale = self._stale_fence(op.key, op.fencing_token, {}) if op.fencing_token else None
             return stale if stale is not None else self._put(batch, revision, op)
         if type(op) is Delete:
-            stale = self._stale_fence(op.key, op.fencing_token, {})
+            stale = self._stale_fence(op.key, op.fencing_token, {}) if op.fencing_token else None
             return stale if stale is not None else self._delete(batch, revision, op)
         if type(op) is Txn:
             return self._txn(batch, revision, op)
-        raise TypeError(f"cannot execute {op!r:.80}")  # check_command refuses a top-level Get
+        raise TypeError(f"cannot execute {op!r:.80}")  # check_command_parts refuses a top-level Get
 
     def _put(self, batch: WriteBatch, revision: int, op: Put) -> PutResult:
         key = self._data_prefix + op.key
@@ -467,7 +474,8 @@ class PartitionStateMachine:
         window.seqs[seq] = revision
         heappush(window.lowest, seq)
         remembered[revision] = (window, seq)
-        self._stage(batch, window.key_base + U64.pack(seq), U64.pack(revision) + encode_result(result))
+        record = U64.pack(revision) + encode_result(result, self._packer)
+        self._stage(batch, window.key_base + U64.pack(seq), record)
 
         # The remembered seqs are distinct and at most `highest`: with more than `window` of
         # them the lowest is at or below highest - window, the edge, which refuses it from now
@@ -477,21 +485,27 @@ class PartitionStateMachine:
             del remembered[lowest_revision]
             self._stage(batch, window.key_base + U64.pack(lowest), None)
 
+        unstaged_states = self._unstaged_states
+        unstaged_states[client_id] = window
         while len(clients) > self._max_dedup_clients:
-            _, evicted = clients.popitem(last=False)
+            evicted_id, evicted = clients.popitem(last=False)
             for evicted_seq, evicted_revision in sorted(evicted.seqs.items()):
                 del remembered[evicted_revision]
                 self._stage(batch, evicted.key_base + U64.pack(evicted_seq), None)
+            unstaged_states.pop(evicted_id, None)
             self._stage(batch, evicted.key_base + _STATE_SEQ_SUFFIX, None)
 
         while len(remembered) > self._max_dedup_results:
             _, (owner, forgotten) = remembered.popitem(last=False)
             owner.forget(forgotten)
             self._stage(batch, owner.key_base + U64.pack(forgotten), None)
-            if owner is not window:
-                self._stage(batch, owner.key_base + _STATE_SEQ_SUFFIX, owner.state_record())
+            unstaged_states[owner.client_id] = owner
 
-        self._stage(batch, window.key_base + _STATE_SEQ_SUFFIX, window.state_record())
+    def _stage_client_states(self, batch: WriteBatch) -> None:
+        """Stage the state record of every client whose state changed since the last call."""
+        for window in self._unstaged_states.values():
+            self._stage(batch, window.key_base + _STATE_SEQ_SUFFIX, window.state_record())
+        self._unstaged_states.clear()
 
     # -- staging ----------------------------------------------------------------------------
 
@@ -572,7 +586,7 @@ class PartitionStateMachine:
                 self._stage(batch, old_key, None)
             for key, value in replacement.items():
                 self._stage(batch, key, value)
-        self._stage(batch, self._apply_state_key, _encode_apply_state(index))
+        self._stage(batch, self._apply_state_key, _encode_apply_state(index, self._packer))
         self._applied_index = index
         self._clients, self._remembered = clients, remembered
 
@@ -582,7 +596,7 @@ class PartitionStateMachine:
         if self._applied_index != 0:
             raise ValueError(f"partition {self.partition_id} already applied up to {self._applied_index}")
         self._use_batch(batch)
-        self._stage(batch, self._apply_state_key, _encode_apply_state(index))
+        self._stage(batch, self._apply_state_key, _encode_apply_state(index, self._packer))
         self._applied_index = index
 
     def _keys_with(self, prefix: bytes) -> set[bytes]:

@@ -196,15 +196,26 @@ def _is_uint64(number: int) -> bool:
     return 0 <= number <= MAX_UINT64
 
 
+def _check_put(put: Put) -> ErrorResult | None:
+    # Comparisons rather than `_is_uint64`: a Put is checked once per write (hot path).
+    if not put.key:
+        return _invalid("keys must not be empty")
+    if not 0 <= put.lease <= MAX_UINT64:
+        return _invalid("lease must be an unsigned 64-bit integer")
+    if not 0 <= put.fencing_token <= MAX_UINT64:
+        return _invalid("fencing token must be an unsigned 64-bit integer")
+    return None
+
+
 def _check_txn_op(op: Op) -> ErrorResult | None:
     # isinstance with tuples, not `X | Y`: a union would be rebuilt on every call (hot path).
-    if not isinstance(op, (Put, Delete, Get)):
+    if isinstance(op, Put):
+        return _check_put(op)
+    if not isinstance(op, (Delete, Get)):
         return _invalid(f"a transaction cannot contain a {type(op).__name__}")
     if not op.key:
         return _invalid("keys must not be empty")
-    if isinstance(op, Put) and not _is_uint64(op.lease):
-        return _invalid("lease must be an unsigned 64-bit integer")
-    if isinstance(op, (Put, Delete)) and not _is_uint64(op.fencing_token):
+    if isinstance(op, Delete) and not _is_uint64(op.fencing_token):
         return _invalid("fencing token must be an unsigned 64-bit integer")
     return None
 
@@ -213,11 +224,17 @@ def check_command(command: Command) -> ErrorResult | None:
     """The `INVALID_ARGUMENT` answer for a command whose shape is wrong, None when it is fine.
     The node may call it before proposing; the applier calls it again, since the log is what
     every replica agrees on."""
-    if not _is_uint64(command.seq):
+    return check_command_parts(command.client_id, command.seq, command.op)
+
+
+def check_command_parts(client_id: str, seq: int, op: Op) -> ErrorResult | None:
+    """`check_command` of the command with these fields, without building it."""
+    if not 0 <= seq <= MAX_UINT64:
         return _invalid("request seq must be an unsigned 64-bit integer")
-    if command.seq and not command.client_id:
+    if seq and not client_id:
         return _invalid("a request with a seq needs a client id")
-    op = command.op
+    if type(op) is Put:  # the most common command, checked without the general dispatch
+        return _check_put(op)
     if isinstance(op, Get):
         return _invalid("a plain Get is a read, not a command; only a transaction may contain one")
     if not isinstance(op, Txn):
@@ -315,11 +332,17 @@ def _compare_from(fields: tuple[Any, ...]) -> Compare:
 
 def decode_command(raw: bytes) -> Command:
     """The command `encode_command` made `raw` from; `CodecError` if it is not one."""
+    return Command(*decode_command_parts(raw))
+
+
+def decode_command_parts(raw: bytes) -> tuple[str, int, Op]:
+    """(client id, seq, op) of `decode_command(raw)`, without building the `Command` (the
+    applier needs only its fields, and building a frozen record costs more than decoding it)."""
     try:
         client_id, seq, op_fields = msgpack.unpackb(raw, use_list=False)
         if type(client_id) is not str or type(seq) is not int:
             raise _bad("Command", (client_id, seq))
-        return Command(client_id, seq, _op_from(op_fields))
+        return client_id, seq, _op_from(op_fields)
     except CodecError:
         raise
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
@@ -360,8 +383,14 @@ def _result_fields(result: Result) -> tuple[Any, ...]:
     raise TypeError(f"not a result: {result!r:.80}")
 
 
-def encode_result(result: Result) -> bytes:
-    return msgpack.packb(_result_fields(result))
+def encode_result(result: Result, packer: msgpack.Packer | None = None) -> bytes:
+    """`packer`: a Packer to reuse, for callers on a hot path (`msgpack.packb` builds one, with
+    its buffer, per call)."""
+    if type(result) is PutResult and result.prev is None:  # the most common result
+        fields: tuple[Any, ...] = (_PUT_RESULT, result.revision, None)
+    else:
+        fields = _result_fields(result)
+    return msgpack.packb(fields) if packer is None else packer.pack(fields)
 
 
 def _result_from(fields: tuple[Any, ...]) -> Result:

@@ -32,6 +32,7 @@ from kvstore.statemachine import (
     encode_command,
     encode_result,
 )
+from kvstore.statemachine.commands import check_command_parts, decode_command_parts
 
 UINT64 = st.integers(0, 2**64 - 1)
 KEYS = st.binary(min_size=1, max_size=16)
@@ -69,13 +70,17 @@ results = st.one_of(
 @settings(max_examples=300)
 @given(commands)
 def test_every_command_round_trips(command: Command) -> None:
-    assert decode_command(encode_command(command)) == command
+    raw = encode_command(command)
+    assert decode_command(raw) == command
+    assert decode_command_parts(raw) == (command.client_id, command.seq, command.op)
 
 
 @settings(max_examples=300)
 @given(results)
 def test_every_result_round_trips(result: Result) -> None:
-    assert decode_result(encode_result(result)) == result
+    encoded = encode_result(result)
+    assert decode_result(encoded) == result
+    assert encode_result(result, msgpack.Packer()) == encoded
 
 
 def test_decoded_enums_are_enum_members() -> None:
@@ -122,6 +127,8 @@ def test_a_put_costs_few_bytes_beyond_key_and_value() -> None:
 def test_malformed_commands_raise_codec_error(raw: bytes) -> None:
     with pytest.raises(CodecError):
         decode_command(raw)
+    with pytest.raises(CodecError):
+        decode_command_parts(raw)
 
 
 @pytest.mark.parametrize(
@@ -164,6 +171,7 @@ def test_check_command_refuses_bad_shapes(command: Command) -> None:
     problem = check_command(command)
     assert problem is not None
     assert problem.code == ErrorCode.INVALID_ARGUMENT
+    assert check_command_parts(command.client_id, command.seq, command.op) == problem
 
 
 @pytest.mark.parametrize(
@@ -176,3 +184,4 @@ def test_check_command_refuses_bad_shapes(command: Command) -> None:
 )
 def test_check_command_accepts_good_shapes(command: Command) -> None:
     assert check_command(command) is None
+    assert check_command_parts(command.client_id, command.seq, command.op) is None
