@@ -46,7 +46,8 @@ def _uint(record: str, value: object) -> int:
 
 
 def encode_entry(entry: Entry) -> bytes:
-    return msgpack.packb((entry.index, entry.term, entry.data, int(entry.type)))
+    # An IntEnum packs as the plain int it is: no int() call needed.
+    return msgpack.packb((entry.index, entry.term, entry.data, entry.type))
 
 
 def decode_entry(raw: bytes) -> Entry:
