@@ -121,7 +121,7 @@ def node_regime(groups: int, touched: int, tick_every: int, cycles: int, size: i
           f"(median {statistics.median(ready_us):.2f})")
 
 
-def _run_node_regime(groups: int, touched: int, tick_every: int, cycles: int, size: int) -> tuple[float, float, int, int]:
+def _run_node_regime(groups: int, touched_per_cycle: int, tick_every: int, cycles: int, size: int) -> tuple[float, float, int, int]:
     group_list = [InMemoryGroup(3, seed=g * 10, skip_bcast_commit=True) for g in range(groups)]
     for group in group_list:
         group.nodes[1].campaign()
@@ -133,32 +133,32 @@ def _run_node_regime(groups: int, touched: int, tick_every: int, cycles: int, si
     clock = time.process_time
     next_group = 0
     for cycle in range(cycles):
-        for _ in range(touched):
+        # As a node does: feed the cycle's inputs, then collect the Readies of the groups they
+        # touched, step the messages those produced, and so on until no group has messages.
+        touched: set[int] = set()
+        for _ in range(touched_per_cycle):
             group_list[next_group].nodes[1].propose(payload)
+            touched.add(next_group)
             next_group = (next_group + 1) % groups
         if cycle % tick_every == 0:
             for group in group_list:
                 for node in group.nodes.values():
                     node.tick()
-        # As a node does: all Readies of the cycle, then all the messages they produced.
-        outboxes: list[list[Message]] = [[] for _ in group_list]
-        t0 = clock()
-        for group, outbox in zip(group_list, outboxes, strict=True):
-            readies += group.collect_readies(outbox)
-        ready_cpu += clock() - t0
-        while any(outboxes):
-            messages += sum(len(outbox) for outbox in outboxes)
+            touched = set(range(groups))
+        while touched:
+            outboxes: dict[int, list[Message]] = {g: [] for g in touched}
             t0 = clock()
-            for group, outbox in zip(group_list, outboxes, strict=True):
-                nodes = group.nodes
-                for message in outbox:
+            for g, outbox in outboxes.items():
+                readies += group_list[g].collect_readies(outbox)
+            ready_cpu += clock() - t0
+            touched = {g for g, outbox in outboxes.items() if outbox}
+            messages += sum(len(outbox) for outbox in outboxes.values())
+            t0 = clock()
+            for g in touched:
+                nodes = group_list[g].nodes
+                for message in outboxes[g]:
                     nodes[message.to].step(message)
             step_cpu += clock() - t0
-            outboxes = [[] for _ in group_list]
-            t0 = clock()
-            for group, outbox in zip(group_list, outboxes, strict=True):
-                readies += group.collect_readies(outbox)
-            ready_cpu += clock() - t0
     return step_cpu, ready_cpu, messages, readies
 
 
