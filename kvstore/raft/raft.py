@@ -251,7 +251,7 @@ class Raft:
             self._tick_leader()
         else:
             self.election_elapsed += 1
-            if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            if self.election_elapsed >= self.randomized_election_timeout and self.promotable():
                 self.election_elapsed = 0
                 self.campaign()
 
@@ -665,13 +665,15 @@ class Raft:
             self._advance_read_rounds()
 
     def _advance_read_rounds(self) -> None:
+        prs = self.prs
         acked = sorted(
-            (self._read_round if v == self.id else self.prs[v].acked_round for v in self.voters if v in self.prs),
+            [self._read_round if v == self.id else prs[v].acked_round for v in self.voters if v in prs],
             reverse=True,
         )
-        if len(acked) < self._quorum():
+        quorum = self._quorum()
+        if len(acked) < quorum:
             return
-        confirmed = acked[self._quorum() - 1]
+        confirmed = acked[quorum - 1]
         if confirmed <= self._confirmed_round:
             return
         self._confirmed_round = confirmed
