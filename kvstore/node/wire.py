@@ -7,6 +7,7 @@ per batch. Field order is part of the protocol: append new fields at the end onl
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from types import MappingProxyType
 
 import msgpack
 
@@ -15,6 +16,7 @@ from kvstore.raft import ConfState, Entry, EntryType, Message, MessageType, Snap
 
 
 def _encode_message(m: Message) -> tuple[object, ...]:
+    # IntEnum members pack as plain ints: no int() needed for the type fields.
     snapshot = None
     if m.snapshot is not None:
         meta = m.snapshot.meta
@@ -26,13 +28,13 @@ def _encode_message(m: Message) -> tuple[object, ...]:
             m.snapshot.data,
         )
     return (
-        int(m.type),
+        m.type,
         m.to,
         m.src,
         m.term,
         m.log_term,
         m.index,
-        [(e.index, e.term, int(e.type), e.data) for e in m.entries],
+        [(e.index, e.term, e.type, e.data) for e in m.entries] if m.entries else (),
         m.commit,
         m.reject,
         m.reject_hint,
@@ -42,6 +44,16 @@ def _encode_message(m: Message) -> tuple[object, ...]:
     )
 
 
+# Looking the types up costs a fraction of calling the enum, which shows in a node's profile.
+_MESSAGE_TYPES = MappingProxyType({int(kind): kind for kind in MessageType})
+_ENTRY_TYPES = MappingProxyType({int(kind): kind for kind in EntryType})
+
+
+def _decode_entries(raw: list[list[object]]) -> tuple[Entry, ...]:
+    entry_types = _ENTRY_TYPES
+    return tuple([Entry(i, t, d, entry_types[k]) for i, t, k, d in raw])  # type: ignore[arg-type,index]
+
+
 def _decode_message(raw: list[object]) -> Message:
     (kind, to, src, term, log_term, index, entries, commit, reject, reject_hint, snapshot, context, transfer) = raw
     decoded_snapshot = None
@@ -49,13 +61,13 @@ def _decode_message(raw: list[object]) -> Message:
         s_index, s_term, voters, learners, data = snapshot  # type: ignore[misc]
         decoded_snapshot = Snapshot(SnapshotMeta(s_index, s_term, ConfState(frozenset(voters), frozenset(learners))), data)
     return Message(
-        MessageType(kind),
+        _MESSAGE_TYPES[kind],  # type: ignore[index]
         to,  # type: ignore[arg-type]
         src,  # type: ignore[arg-type]
         term,  # type: ignore[arg-type]
         log_term,  # type: ignore[arg-type]
         index,  # type: ignore[arg-type]
-        tuple(Entry(i, t, d, EntryType(k)) for i, t, k, d in entries),  # type: ignore[attr-defined]
+        _decode_entries(entries) if entries else (),  # type: ignore[arg-type]
         commit,  # type: ignore[arg-type]
         reject,  # type: ignore[arg-type]
         reject_hint,  # type: ignore[arg-type]

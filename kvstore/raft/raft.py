@@ -26,7 +26,7 @@ from kvstore.raft.errors import (
 )
 from kvstore.raft.log import RaftLog
 from kvstore.raft.log_storage import LogStorage
-from kvstore.raft.progress import Progress, ProgressState
+from kvstore.raft.progress import Progress, States
 from kvstore.raft.types import (
     NONE,
     ConfChange,
@@ -42,7 +42,37 @@ from kvstore.raft.types import (
     Snapshot,
 )
 
-MT = MessageType
+
+class MT:
+    """The `MessageType` members as plain class attributes, for the per-message paths.
+
+    In Python 3.11 `EnumType` defines `__getattr__`, which routes every attribute read on an
+    enum class (`MessageType.APPEND`) through a slow generic hook: about ten times the cost of
+    reading a plain class attribute, and `step()` reads several per message.
+    """
+
+    APPEND = MessageType.APPEND
+    APPEND_RESP = MessageType.APPEND_RESP
+    VOTE = MessageType.VOTE
+    VOTE_RESP = MessageType.VOTE_RESP
+    PRE_VOTE = MessageType.PRE_VOTE
+    PRE_VOTE_RESP = MessageType.PRE_VOTE_RESP
+    HEARTBEAT = MessageType.HEARTBEAT
+    HEARTBEAT_RESP = MessageType.HEARTBEAT_RESP
+    SNAPSHOT = MessageType.SNAPSHOT
+    TIMEOUT_NOW = MessageType.TIMEOUT_NOW
+    TRANSFER_LEADER = MessageType.TRANSFER_LEADER
+    READ_INDEX = MessageType.READ_INDEX
+    READ_INDEX_RESP = MessageType.READ_INDEX_RESP
+
+
+class Roles:
+    """The `Role` members as plain class attributes, for the same reason as `MT`."""
+
+    FOLLOWER = Role.FOLLOWER
+    PRE_CANDIDATE = Role.PRE_CANDIDATE
+    CANDIDATE = Role.CANDIDATE
+    LEADER = Role.LEADER
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +143,7 @@ class Raft:
         self.learners: set[int] = set()
         self._apply_conf_state(conf_state)
 
-        self.role = Role.FOLLOWER
+        self.role = Roles.FOLLOWER
         self.lead = NONE
         self.msgs: list[Message] = []
         self.read_states: list[ReadState] = []
@@ -181,32 +211,32 @@ class Raft:
     def become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
         self.lead = lead
-        self.role = Role.FOLLOWER
+        self.role = Roles.FOLLOWER
 
     def become_pre_candidate(self) -> None:
-        if self.role is Role.LEADER:
+        if self.role is Roles.LEADER:
             raise AssertionError("a leader cannot become a pre-candidate")
         # PreVote changes neither term nor vote: a node that cannot win disturbs nobody.
-        self.role = Role.PRE_CANDIDATE
+        self.role = Roles.PRE_CANDIDATE
         self.votes = {}
         self.lead = NONE
 
     def become_candidate(self) -> None:
-        if self.role is Role.LEADER:
+        if self.role is Roles.LEADER:
             raise AssertionError("a leader cannot become a candidate")
         self._reset(self.term + 1)
         self.vote = self.id
-        self.role = Role.CANDIDATE
+        self.role = Roles.CANDIDATE
 
     def become_leader(self) -> None:
-        if self.role is Role.FOLLOWER:
+        if self.role is Roles.FOLLOWER:
             raise AssertionError("a follower cannot become leader without an election")
         self._reset(self.term)
         self.lead = self.id
-        self.role = Role.LEADER
+        self.role = Roles.LEADER
         self.prs[self.id].become_replicate()
         # A no-op of our own term lets us commit what earlier leaders left uncommitted (§5.4.2).
-        self._append_entries([Entry(0, 0)])
+        self._append_entries([b""])
         # No conf change may be proposed until that no-op is applied: a leader must commit an
         # entry of its own term before it changes membership (the fix for the single-server
         # change bug, Ongaro, raft-dev 2015), even when the earlier log is already applied.
@@ -217,11 +247,11 @@ class Raft:
 
     def tick(self) -> None:
         self.ticks += 1
-        if self.role is Role.LEADER:
+        if self.role is Roles.LEADER:
             self._tick_leader()
         else:
             self.election_elapsed += 1
-            if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            if self.election_elapsed >= self.randomized_election_timeout and self.promotable():
                 self.election_elapsed = 0
                 self.campaign()
 
@@ -234,14 +264,14 @@ class Raft:
                 self.become_follower(self.term, NONE)
                 return
             for pr in self.prs.values():
-                if pr.state is ProgressState.SNAPSHOT:
+                if pr.state is States.SNAPSHOT:
                     pr.snapshot_age += 1
                     if pr.snapshot_age > 1:
                         # The snapshot or its acknowledgement was lost: probe again.
                         pr.become_probe()
             if self.lead_transferee != NONE:
                 self.lead_transferee = NONE
-        if self.role is Role.LEADER and self.heartbeat_elapsed >= self.heartbeat_timeout:
+        if self.role is Roles.LEADER and self.heartbeat_elapsed >= self.heartbeat_timeout:
             self.heartbeat_elapsed = 0
             self._start_read_round()
 
@@ -282,7 +312,7 @@ class Raft:
                 self._send(Message(vote_type, node_id, self.id, term, last_term, last_index, transfer=transfer))
 
     def _won_election(self) -> None:
-        if self.role is Role.PRE_CANDIDATE:
+        if self.role is Roles.PRE_CANDIDATE:
             self._start_election(pre_vote=False)
         else:
             self.become_leader()
@@ -326,9 +356,9 @@ class Raft:
 
         if m.type in (MT.VOTE, MT.PRE_VOTE):
             self._handle_vote_request(m)
-        elif self.role is Role.LEADER:
+        elif self.role is Roles.LEADER:
             self._step_leader(m)
-        elif self.role is Role.FOLLOWER:
+        elif self.role is Roles.FOLLOWER:
             self._step_follower(m)
         else:
             self._step_candidate(m)
@@ -359,8 +389,8 @@ class Raft:
         elif t is MT.SNAPSHOT:
             self.become_follower(m.term, m.src)
             self._handle_snapshot(m)
-        elif (t is MT.PRE_VOTE_RESP and self.role is Role.PRE_CANDIDATE) or (
-            t is MT.VOTE_RESP and self.role is Role.CANDIDATE
+        elif (t is MT.PRE_VOTE_RESP and self.role is Roles.PRE_CANDIDATE) or (
+            t is MT.VOTE_RESP and self.role is Roles.CANDIDATE
         ):
             result = self._record_vote(m.src, not m.reject)
             if result is True:
@@ -472,19 +502,19 @@ class Raft:
             if m.log_term > 0:
                 next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
             if pr.maybe_decrease_to(m.index, next_probe):
-                if pr.state is ProgressState.REPLICATE:
+                if pr.state is States.REPLICATE:
                     pr.become_probe()
                 self._send_append(m.src)
             return
         was_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
             return
-        if pr.state is ProgressState.PROBE:
+        if pr.state is States.PROBE:
             pr.become_replicate()
-        elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+        elif pr.state is States.SNAPSHOT and pr.match >= pr.pending_snapshot:
             pr.become_probe()
             pr.become_replicate()
-        elif pr.state is ProgressState.REPLICATE:
+        elif pr.state is States.REPLICATE:
             pr.inflights.free_up_to(m.index)
         if self._maybe_commit() and not self.config.skip_bcast_commit:
             self._broadcast_append()
@@ -497,21 +527,25 @@ class Raft:
             self._send_timeout_now(m.src)
 
     def _maybe_commit(self) -> bool:
-        matches = sorted((self.prs[v].match for v in self.voters if v in self.prs), reverse=True)
-        if len(matches) < self._quorum():
+        prs = self.prs
+        matches = sorted([prs[v].match for v in self.voters if v in prs], reverse=True)
+        quorum = self._quorum()
+        if len(matches) < quorum:
             return False
         committed_before = self.log.committed
-        if not self.log.maybe_commit(matches[self._quorum() - 1], self.term):
+        if not self.log.maybe_commit(matches[quorum - 1], self.term):
             return False
         if self.log.term_or_zero(committed_before) != self.term:
             # The first commit of our term: reads queued since the election may start.
             self._maybe_start_waiting_reads()
         return True
 
-    def _append_entries(self, entries: list[Entry]) -> int:
+    def _append_entries(self, data: list[bytes], entry_type: EntryType = EntryType.NORMAL) -> int:
+        """Append one entry of `entry_type` per item of `data`, stamped with the next indexes
+        and our term; returns the index of the last one."""
         last = self.log.last_index()
         term = self.term
-        stamped = [Entry(last + i, term, e.data, e.type) for i, e in enumerate(entries, 1)]
+        stamped = [Entry(last + i, term, d, entry_type) for i, d in enumerate(data, 1)]
         last = self.log.append(stamped)
         self.prs[self.id].maybe_update(last)
         self._maybe_commit()
@@ -526,6 +560,8 @@ class Raft:
         pr = self.prs[to]
         if pr.is_paused():
             return False
+        if not send_if_empty and pr.next == self.log.last_index() + 1:
+            return False  # the follower has been sent everything: the common case, made cheap
         prev_index = pr.next - 1
         try:
             prev_term = self.log.term(prev_index)
@@ -547,7 +583,7 @@ class Raft:
             )
         )
         if entries:
-            if pr.state is ProgressState.REPLICATE:
+            if pr.state is States.REPLICATE:
                 last = entries[-1].index
                 pr.next = last + 1
                 pr.inflights.add(last)
@@ -584,7 +620,7 @@ class Raft:
 
     def read_index(self, request_id: int, lease: bool = False) -> None:
         """Ask for a linearizable read point; the answer is a `ReadState` in a later Ready."""
-        if self.role is not Role.LEADER:
+        if self.role is not Roles.LEADER:
             if self.lead == NONE:
                 raise NotLeaderError(NONE)
             self._send(Message(MT.READ_INDEX, self.lead, self.id, self.term, context=request_id))
@@ -592,7 +628,7 @@ class Raft:
         self._queue_read(_PendingRead(self.id, request_id), lease)
 
     def lease_valid(self) -> bool:
-        if self.role is not Role.LEADER or self.lead_transferee != NONE:
+        if self.role is not Roles.LEADER or self.lead_transferee != NONE:
             return False
         if len(self.voters) == 1 and self.id in self.voters:
             return True
@@ -629,13 +665,15 @@ class Raft:
             self._advance_read_rounds()
 
     def _advance_read_rounds(self) -> None:
+        prs = self.prs
         acked = sorted(
-            (self._read_round if v == self.id else self.prs[v].acked_round for v in self.voters if v in self.prs),
+            [self._read_round if v == self.id else prs[v].acked_round for v in self.voters if v in prs],
             reverse=True,
         )
-        if len(acked) < self._quorum():
+        quorum = self._quorum()
+        if len(acked) < quorum:
             return
-        confirmed = acked[self._quorum() - 1]
+        confirmed = acked[quorum - 1]
         if confirmed <= self._confirmed_round:
             return
         self._confirmed_round = confirmed
@@ -661,7 +699,7 @@ class Raft:
     # -- proposals, transfer, membership ----------------------------------------------------
 
     def _check_can_propose(self) -> None:
-        if self.role is not Role.LEADER:
+        if self.role is not Roles.LEADER:
             raise NotLeaderError(self.lead)
         if self.lead_transferee != NONE:
             raise ProposalDroppedError(f"leadership is being transferred to node {self.lead_transferee}")
@@ -669,7 +707,7 @@ class Raft:
     def propose(self, data: list[bytes]) -> int:
         """Append `data` as new entries; returns the index of the last one."""
         self._check_can_propose()
-        last = self._append_entries([Entry(0, 0, d) for d in data])
+        last = self._append_entries(data)
         self._broadcast_append()
         return last
 
@@ -678,7 +716,7 @@ class Raft:
         if self.pending_conf_index > self.log.applied:
             raise ProposalDroppedError("a configuration change is still pending; retry after it is applied")
         self._validate_conf_change(change)
-        last = self._append_entries([Entry(0, 0, change.encode(), EntryType.CONF_CHANGE)])
+        last = self._append_entries([change.encode()], EntryType.CONF_CHANGE)
         self.pending_conf_index = last
         self._broadcast_append()
         return last
@@ -716,7 +754,7 @@ class Raft:
             self.learners.discard(node_id)
             self.prs.pop(node_id, None)
 
-        if self.role is Role.LEADER:
+        if self.role is Roles.LEADER:
             if self.id not in self.voters:
                 # Removed (or demoted) leader: step down; the others elect a new one.
                 self.become_follower(self.term, NONE)
@@ -741,7 +779,7 @@ class Raft:
             self.prs[node_id] = pr
 
     def transfer_leader(self, to: int) -> None:
-        if self.role is not Role.LEADER:
+        if self.role is not Roles.LEADER:
             if self.lead != NONE:
                 self._send(Message(MT.TRANSFER_LEADER, self.lead, to, self.term))
             return
@@ -766,7 +804,7 @@ class Raft:
     def report_snapshot(self, to: int, success: bool) -> None:
         """The transport tells whether a snapshot reached `to`."""
         pr = self.prs.get(to)
-        if self.role is not Role.LEADER or pr is None or pr.state is not ProgressState.SNAPSHOT:
+        if self.role is not Roles.LEADER or pr is None or pr.state is not States.SNAPSHOT:
             return
         if not success:
             pr.pending_snapshot = 0
@@ -775,5 +813,5 @@ class Raft:
 
     def report_unreachable(self, to: int) -> None:
         pr = self.prs.get(to)
-        if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
+        if self.role is Roles.LEADER and pr is not None and pr.state is States.REPLICATE:
             pr.become_probe()

@@ -106,18 +106,14 @@ class RawNode:
         # Called for every group on every loop cycle: compare fields, build nothing.
         raft = self.raft
         log = raft.log
-        prev_hard, prev_soft = self._prev_hard_state, self._prev_soft_state
         return bool(
             raft.msgs
             or raft.read_states
             or log.unstable_entries
             or log.unstable_snapshot is not None
             or log.has_next_committed_entries()
-            or raft.term != prev_hard.term
-            or raft.vote != prev_hard.vote
-            or log.committed != prev_hard.commit
-            or raft.lead != prev_soft.leader
-            or raft.role != prev_soft.role
+            or self._hard_state_changed()
+            or self._soft_state_changed()
         )
 
     def ready(self) -> Ready:
@@ -126,24 +122,33 @@ class RawNode:
         self._ready_outstanding = True
         raft = self.raft
         log = raft.log
-        hard_state = raft.hard_state()
-        soft_state = SoftState(raft.lead, raft.role)
+        # Build the state records only when they changed: most Readies change neither.
+        hard_state = raft.hard_state() if self._hard_state_changed() else None
+        soft_state = SoftState(raft.lead, raft.role) if self._soft_state_changed() else None
         entries = tuple(log.unstable_entries)
-        changed_hard_state = hard_state if hard_state != self._prev_hard_state else None
         messages = tuple(raft.msgs)
         raft.msgs = []
         read_states = tuple(raft.read_states)
         raft.read_states = []
         return Ready(
-            soft_state=soft_state if soft_state != self._prev_soft_state else None,
-            hard_state=changed_hard_state,
+            soft_state=soft_state,
+            hard_state=hard_state,
             entries=entries,
             snapshot=log.unstable_snapshot,
             committed_entries=tuple(log.next_committed_entries()),
             messages=messages,
             read_states=read_states,
-            must_sync=bool(entries) or _vote_changed(changed_hard_state, self._prev_hard_state),
+            must_sync=bool(entries) or _vote_changed(hard_state, self._prev_hard_state),
         )
+
+    def _hard_state_changed(self) -> bool:
+        prev = self._prev_hard_state
+        raft = self.raft
+        return raft.term != prev.term or raft.vote != prev.vote or raft.log.committed != prev.commit
+
+    def _soft_state_changed(self) -> bool:
+        prev = self._prev_soft_state
+        return self.raft.lead != prev.leader or self.raft.role != prev.role
 
     def advance(self, rd: Ready) -> None:
         if not self._ready_outstanding:

@@ -37,11 +37,11 @@ from kvstore.raft.types import (
     SnapshotMeta,
 )
 from kvstore.storage.codec import (
+    RecordEncoder,
     decode_entry,
     decode_hard_state,
     decode_snapshot_meta,
     encode_entry,
-    encode_hard_state,
     encode_snapshot_meta,
 )
 from kvstore.storage.engine import Engine, WriteBatch
@@ -87,6 +87,7 @@ class DurableLogStorage:
         self._snapshot_data = snapshot_data
         self._max_cached_entries = max_cached_entries
         self._max_cached_bytes = max_cached_bytes
+        self._encoder = RecordEncoder()
         self._hard_state = EMPTY_HARD_STATE
         self._snapshot_meta = SnapshotMeta()
         self._dummy_index = 0
@@ -228,7 +229,7 @@ class DurableLogStorage:
     # -- staged writes ----------------------------------------------------------------------
 
     def set_hard_state(self, batch: WriteBatch, hard_state: HardState) -> None:
-        batch.put(hard_state_key(self._group_id), encode_hard_state(hard_state))
+        batch.put(hard_state_key(self._group_id), self._encoder.hard_state(hard_state))
         self._hard_state = hard_state
 
     def append(self, batch: WriteBatch, entries: tuple[Entry, ...] | list[Entry]) -> None:
@@ -252,8 +253,9 @@ class DurableLogStorage:
             # A fresh log's dummy (0, 0) was never stored; it must be, because on `open` the
             # lowest stored key is taken for the dummy.
             batch.put(log_key(group, 0), encode_entry(Entry(0, 0)))
+        encode = self._encoder.entry
         for entry in entries:
-            batch.put(log_key(group, entry.index), encode_entry(entry))
+            batch.put(log_key(group, entry.index), encode(entry))
         for stale in range(new_last + 1, self._last_index + 1):
             batch.delete(log_key(group, stale))
         self._extend(start, entries)
@@ -336,7 +338,9 @@ class DurableLogStorage:
             del run_starts[run:]
             del run_terms[run:]
         term = run_terms[-1]
+        added_bytes = 0
         for entry in entries:
+            added_bytes += len(entry.data) + ENTRY_OVERHEAD_BYTES
             if entry.term != term:
                 term = entry.term
                 run_starts.append(entry.index)
@@ -352,7 +356,7 @@ class DurableLogStorage:
             self._tail_bytes -= entries_size(tail[cut:])
             del tail[cut:]
         tail.extend(entries)
-        self._tail_bytes += entries_size(entries)
+        self._tail_bytes += added_bytes
         self._last_index = entries[-1].index
         if len(tail) > self._max_cached_entries or self._tail_bytes > self._max_cached_bytes:
             self._trim_tail()

@@ -24,6 +24,7 @@ from kvstore.raft.types import (
 )
 from kvstore.storage import CorruptionError, DurableLogStorage, Engine, LevelDBEngine, MemoryEngine
 from kvstore.storage.codec import (
+    RecordEncoder,
     decode_conf_state,
     decode_entry,
     decode_hard_state,
@@ -532,6 +533,14 @@ def test_hard_states_round_trip(term: int, vote: int, commit: int) -> None:
     assert decode_hard_state(encode_hard_state(HardState(term, vote, commit))) == HardState(
         term, vote, commit
     )
+
+
+@given(u64, u64, st.binary(max_size=200), st.sampled_from(EntryType), u64)
+def test_the_record_encoder_writes_the_same_bytes(index: int, term: int, data: bytes, kind: EntryType, vote: int) -> None:
+    encoder = RecordEncoder()
+    for _ in range(2):  # and again, with its packer reused
+        assert encoder.entry(Entry(index, term, data, kind)) == encode_entry(Entry(index, term, data, kind))
+        assert encoder.hard_state(HardState(term, vote, index)) == encode_hard_state(HardState(term, vote, index))
 
 
 @given(u64, u64, node_ids, node_ids)
