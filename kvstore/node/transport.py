@@ -2,8 +2,9 @@
 
 `send()` never blocks and never awaits: it appends to the peer's queue and wakes the peer's
 sender task, which writes everything queued as one frame. While a peer is unreachable its
-messages are dropped (Raft retransmits) and the node is told, so the leader stops pipelining
-to it; the sender reconnects with exponential backoff.
+messages are dropped (Raft retransmits) and the node is told: a leader stops pipelining to
+it, and followers whose leader it was elect a new one right after the lease instead of at a
+random later point. The sender reconnects with exponential backoff.
 
 Snapshots do not ride in the batches: each goes in its own `SendSnapshot` call, cut into
 chunks, and its outcome is reported back so Raft can resume replicating to that follower.
@@ -85,6 +86,9 @@ class _PeerSender:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _pump(self, call: grpc.aio.StreamStreamCall) -> None:
+        # A follower may have nothing to send to a leader that died (it only answers), so the
+        # stream's end wakes the pump too: followers learn of the loss at once and elect early.
+        call.add_done_callback(lambda _: self.wake.set())
         while True:
             await self.wake.wait()
             self.wake.clear()

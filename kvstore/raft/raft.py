@@ -812,6 +812,25 @@ class Raft:
         pr.probe_sent = True  # wait for the follower's answer or the next heartbeat
 
     def report_unreachable(self, to: int) -> None:
+        """The transport lost its connection to `to`. A leader stops pipelining to it.
+
+        A follower of `to` takes it as a sign that its leader died, and its election timer
+        fires one tick after the election timeout (the randomized timeout may be up to twice
+        that). Not sooner: voters refuse votes for an election timeout after they last heard
+        the leader, which is what keeps the leader's lease safe, and their ticks may lag ours
+        by one. Only the lowest-id other voter goes that early; the rest wait two ticks more,
+        so that they do not split the vote. A false alarm costs at most a refused PreVote.
+        """
         pr = self.prs.get(to)
-        if self.role is Roles.LEADER and pr is not None and pr.state is States.REPLICATE:
-            pr.become_probe()
+        if self.role is Roles.LEADER:
+            if pr is not None and pr.state is States.REPLICATE:
+                pr.become_probe()
+            return
+        if self.lead != to:
+            return
+        earliest = self.election_timeout + 1
+        successor = min((voter for voter in self.voters if voter != to), default=NONE)
+        if successor == self.id:
+            self.randomized_election_timeout = min(self.randomized_election_timeout, earliest)
+        else:
+            self.randomized_election_timeout = max(self.randomized_election_timeout, earliest + 2)

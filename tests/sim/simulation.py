@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kvstore.raft import (
@@ -166,6 +167,15 @@ class Simulation:
         node.read_waiters.clear()
         node.ready_reads.clear()
         self.in_flight = [item for item in self.in_flight if item[2].to != node.id]
+        self._report_unreachable((peer, node.id) for peer in self.nodes if peer != node.id)
+
+    def _report_unreachable(self, links: Iterable[tuple[int, int]]) -> None:
+        """Tell each live `a` that `b` is unreachable, as the node's transport does when a peer
+        stream breaks (true after a crash; after a partition maybe a false alarm for a while)."""
+        for a, b in links:
+            raw = self.nodes[a].raw
+            if raw is not None:
+                raw.report_unreachable(b)
 
     # -- the main loop ----------------------------------------------------------------------
 
@@ -325,6 +335,7 @@ class Simulation:
         elif action == "one_way" and len(alive) >= 2:
             a, b = rng.sample(alive, 2)
             self.blocked.add((a, b))
+            self._report_unreachable([(a, b)])
             self.stats["partitions"] += 1
         elif action == "bridge":
             self._bridge()
@@ -353,6 +364,7 @@ class Simulation:
         self.blocked = {
             (a, b) for a in self.nodes for b in self.nodes if a != b and ((a in inside) != (b in inside))
         }
+        self._report_unreachable(sorted(self.blocked))
         self.stats["partitions"] += 1
 
     def _bridge(self) -> None:
@@ -364,6 +376,7 @@ class Simulation:
         bridge, rest = group[0], group[1:]
         left, right = set(rest[: len(rest) // 2]), set(rest[len(rest) // 2 :])
         self.blocked = {(a, b) for a in left for b in right} | {(b, a) for a in left for b in right}
+        self._report_unreachable(sorted(self.blocked))
         self.stats["partitions"] += 1
         self._event(f"bridge via {bridge}")
 

@@ -178,6 +178,41 @@ def test_followers_ignore_vote_requests_while_in_lease() -> None:
     assert [m for m in rd.messages if m.type is MessageType.VOTE_RESP and not m.reject]
 
 
+def test_followers_told_their_leader_is_unreachable_elect_a_new_one_right_after_the_lease() -> None:
+    """The transport reports the leader's connection lost: the lowest-id follower campaigns by
+    one tick after the election timeout instead of at a random point up to twice that, never
+    before it (voters refuse votes until then, which keeps the leader lease safe), and the
+    other follower does not compete with it."""
+    for seed in range(20):
+        env = make_env(3, seed=seed)
+        elect(env, 1)
+        term = env.nodes[2].term
+        env.isolated.add(1)
+        for node_id in (2, 3):
+            env.nodes[node_id].raw.report_unreachable(1)
+        for ticks in range(1, ELECTION_TICK + 2):
+            for node_id in (2, 3):
+                env.tick(node_id)
+            env.stabilize([2, 3])
+            if ticks < ELECTION_TICK:
+                assert (env.nodes[2].term, env.nodes[3].term) == (term, term), seed
+        assert env.nodes[2].role is Role.LEADER, seed
+        assert env.nodes[3].raw.raft.vote == 2, seed  # it voted for 2 and never campaigned itself
+
+
+def test_an_unreachable_report_about_a_live_leader_changes_nothing() -> None:
+    env = make_env(3)
+    elect(env, 1)
+    term = env.nodes[2].term
+    env.nodes[2].raw.report_unreachable(1)
+    for _ in range(3 * ELECTION_TICK):
+        for node_id in (1, 2, 3):
+            env.tick(node_id)
+        env.stabilize()
+    assert env.leader_ids() == [1]
+    assert {env.nodes[n].term for n in (1, 2, 3)} == {term}
+
+
 # -- replication ----------------------------------------------------------------------------
 
 
