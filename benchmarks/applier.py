@@ -19,14 +19,12 @@ Times are CPU time of this process (other processes share the machine); each run
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
+from kvstore.bench.report import machine_line
 from kvstore.raft.types import Entry
 from kvstore.statemachine import (
     Command,
@@ -147,10 +145,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
-    )
-    print(f"python:  {platform.python_implementation()} {sys.version.split()[0]}")
+    print(machine_line())
     print(
         f"{args.commands:,} Puts of {args.value_size}-byte values from {args.clients} clients, "
         f"{args.batch} entries per apply"

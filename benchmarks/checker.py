@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import platform
 import random
 import sys
 import time
 from dataclasses import dataclass
 from enum import Enum
 
+from kvstore.bench.report import machine_line
 from kvstore.jepsen.checker import Verdict, check
 from kvstore.jepsen.history import Event, EventType, pair_operations, parse_jsonl, write_jsonl
 from kvstore.jepsen.models import CasRegisterModel
@@ -135,9 +134,7 @@ def main() -> None:
     print(f"parse:      {parsed - started:.3f} s")
     print(f"check:      {check_seconds:.3f} s")
     print(f"ops/s:      {len(operations) / check_seconds:,.0f} (check only)")
-    print(
-        f"machine:    {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    )
+    print(machine_line())
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ loop is uvloop's, as in `kvctl bench`.
 
 import argparse
 import asyncio
-import os
-import platform
 import random
 import statistics
 import subprocess
@@ -22,6 +20,7 @@ import time
 
 import uvloop
 
+from kvstore.bench.report import machine_line
 from kvstore.client import Client
 
 VALUE = b"x" * 100
@@ -74,7 +73,7 @@ def main() -> None:
         asyncio.run(serve_fake_cluster())
         return
 
-    print(f"machine: {platform.platform()}, cpus={os.cpu_count()}, python {sys.version.split()[0]}")
+    print(machine_line())
     server = None
     if args.endpoints:
         endpoints = args.endpoints.split(",")

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -29,6 +27,7 @@ import grpc
 import uvloop
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore.bench.report import machine_line
 from kvstore.node.transport import GRPC_OPTIONS
 
 FRAME_HEADER_BYTES = 4
@@ -140,8 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     results = uvloop.run(_measure(args))
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-          f"python={sys.version.split()[0]} {platform.system()}; load average {os.getloadavg()[0]:.2f}")
+    print(f"{machine_line()}; load average {os.getloadavg()[0]:.2f}")
     print(f"{args.frames} frames of {args.size} B, one every {args.gap_ms:g} ms, sender and receiver in one "
           f"process; CPU per frame, best of {args.repeats}")
     baseline = min(results["sleeps alone"])

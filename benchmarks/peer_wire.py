@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import sys
 import time
 
+from kvstore.bench.report import machine_line
 from kvstore.node.wire import decode_batch, encode_batch
 from kvstore.raft import Entry, Message, MessageType
 
@@ -53,8 +52,7 @@ def main() -> None:
     encode_us = [_cpu_per_call(encode_batch, frame, args.frames) / args.messages * 1e6 for _ in range(args.repeats)]
     decode_us = [_cpu_per_call(decode_batch, data, args.frames) / args.messages * 1e6 for _ in range(args.repeats)]
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-          f"python={sys.version.split()[0]} {platform.system()}")
+    print(machine_line())
     print(f"peer wire, frames of {args.messages} messages (APPEND with 1 entry of {args.size} B, APPEND_RESP, "
           f"HEARTBEAT, HEARTBEAT_RESP in turn), {len(data)} B per frame, best of {args.repeats}")
     print(f"encode: {min(encode_us):.3f} us per message (median {statistics.median(encode_us):.3f})")

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import statistics
-import sys
 import time
 
+from kvstore.bench.report import machine_line
 from kvstore.raft import Config, ConfState, MemoryLogStorage, Message, RawNode, Role, Snapshot, SnapshotMeta
 
 
@@ -74,11 +73,6 @@ def _bootstrapped(storage: MemoryLogStorage, voters: frozenset[int]) -> MemoryLo
     return storage
 
 
-def _machine() -> str:
-    return (f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-            f"python={sys.version.split()[0]} {platform.system()}")
-
-
 def throughput(entries: int, batch: int, size: int) -> None:
     group = InMemoryGroup(3, seed=1)
     group.nodes[1].campaign()
@@ -97,7 +91,7 @@ def throughput(entries: int, batch: int, size: int) -> None:
     committed = group.applied_entries
     assert committed == rounds * batch, f"committed {committed}, expected {rounds * batch}"
 
-    print(_machine())
+    print(machine_line())
     print(f"raft core, 3 nodes in memory, batch={batch}, entry={size} B")
     print(f"committed entries: {committed}")
     print(f"throughput: {committed / wall:,.0f} committed entries/s")
@@ -112,7 +106,7 @@ def node_regime(groups: int, touched: int, tick_every: int, cycles: int, size: i
         step_cpu, ready_cpu, messages, readies = _run_node_regime(groups, touched, tick_every, cycles, size)
         step_us.append(step_cpu / messages * 1e6)
         ready_us.append(ready_cpu / readies * 1e6)
-    print(_machine())
+    print(machine_line())
     print(f"raft core, node regime: {groups} groups x 3 nodes, {touched} groups proposed to per cycle "
           f"(1 entry of {size} B), ticks every {tick_every} cycles, {cycles} cycles, best of {repeats}")
     print(f"messages stepped per run: {messages}, Readies handled per run: {readies}")

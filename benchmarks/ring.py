@@ -9,14 +9,12 @@ tokens-per-node values, which is the evidence behind the default V.
 
 import argparse
 import hashlib
-import os
-import platform
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
+from kvstore.bench.report import machine_line
 from kvstore.ring import DEFAULT_VNODES, ClusterMap, balance_report, hash64, partition_for_key, rebalance_plan
 
 PARTITIONS = 64
@@ -47,11 +45,6 @@ def make_map(ids: list[str], vnodes: int = DEFAULT_VNODES) -> ClusterMap:
 
 def canonical_ids(size: int) -> list[str]:
     return [f"node-{index}" for index in range(1, size + 1)]
-
-
-def print_machine() -> None:
-    print(f"machine: {platform.platform()}, {platform.machine()}, cpus={os.cpu_count()}")
-    print(f"python:  {platform.python_implementation()} {sys.version.split()[0]}")
 
 
 def print_hashing(key_count: int) -> None:
@@ -147,7 +140,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=300_000, help="keys hashed per throughput measurement")
     parser.add_argument("--clusters", type=int, default=200, help="random clusters per size in the V sweep")
     arguments = parser.parse_args()
-    print_machine()
+    print(machine_line())
     print_hashing(arguments.keys)
     print_placement_time()
     print_canonical_balance()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import plyvel
 
+from kvstore.bench.report import machine_line
 from kvstore.raft.types import Entry, SnapshotMeta
 from kvstore.storage import DurableLogStorage, LevelDBEngine
 
@@ -46,17 +45,6 @@ def filesystem_of(path: Path) -> str:
     except OSError:
         return "unknown"
     return f"{best[1]} at {best[0]}"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def timed(seconds: float, step: Callable[[], int]) -> tuple[float, float]:
@@ -128,10 +116,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="kvstore-bench-") as name:
         directory = Path(name)
-        print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, {cpu_model()}")
-        print(
-            f"python:  {sys.version.split()[0]} ({platform.python_implementation()}), plyvel {plyvel.__version__}"
-        )
+        print(machine_line())
+        print(f"plyvel:  {plyvel.__version__}")
         print(f"disk:    {directory} ({filesystem_of(directory)})")
         print(f"entries: {ENTRY_BYTES} bytes of data each; {args.seconds:g} s per line\n")
         for sync in (True, False):

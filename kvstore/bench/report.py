@@ -44,6 +44,12 @@ def machine_info() -> Machine:
                    sys.version.split()[0], platform.release())
 
 
+def machine_line() -> str:
+    """The one line every benchmark prints first: what the figures were measured on."""
+    m = machine_info()
+    return f"machine: {m.cpu_model or m.machine}, {m.cpu_count} CPUs, Python {m.python}, {m.platform}"
+
+
 def load_average() -> float:
     """1-minute load average: recorded with every measurement, since other work on the machine
     (a Jepsen run, say) takes CPU from the cluster under test."""
