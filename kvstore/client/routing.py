@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kvstore.client.types import ClusterLayout
-from kvstore.ring.hashing import RING_BITS, hash64, partition_bits, routing_key
+from kvstore.ring.hashing import key_partition, partition_bits
 
 
 class Router:
@@ -11,8 +11,8 @@ class Router:
 
     def __init__(self, layout: ClusterLayout) -> None:
         self.layout = layout
-        # As in `kvstore.ring.partition_for_key`, whose check of the count is done here once.
-        self._hash_shift = RING_BITS - partition_bits(layout.partition_count)
+        # The partition count is checked once here, not on every key.
+        self._partition_bits = partition_bits(layout.partition_count)
         self._addresses = {member.id: member.address for member in layout.members}
         self._replicas = {info.id: info.replicas for info in layout.partitions}
         # Leaders change far more often than the layout; hints from NOT_LEADER answers land here.
@@ -27,10 +27,8 @@ class Router:
         return self.layout.epoch
 
     def partition_for(self, key: bytes) -> int:
-        """The partition holding `key`: the top log2(partition count) bits of its routing key's hash."""
-        if not isinstance(key, bytes):
-            raise ValueError(f"keys are bytes, got {type(key).__name__}")
-        return hash64(routing_key(key)) >> self._hash_shift
+        """The partition holding `key` (hash tags honoured)."""
+        return key_partition(key, self._partition_bits)
 
     def address_of(self, node_id: int) -> str | None:
         return self._addresses.get(node_id)

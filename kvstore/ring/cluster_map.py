@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from kvstore.ring.hashing import RING_BITS, hash64, partition_bits, routing_key, vnode_tokens
+from kvstore.ring.hashing import key_partition, partition_bits, vnode_tokens
 from kvstore.ring.placement import (
     DEFAULT_VNODES,
     Placement,
@@ -67,10 +67,8 @@ class ClusterMap:
 
     def partition_for_key(self, key: bytes) -> int:
         """The partition holding `key` (hash tags honoured)."""
-        if not isinstance(key, bytes):
-            raise ValueError(f"keys are bytes, got {type(key).__name__}")
         # `partitions` was checked at construction; this hot path skips the re-check.
-        return hash64(routing_key(key)) >> (RING_BITS + 1 - self.partitions.bit_length())
+        return key_partition(key, self.partitions.bit_length() - 1)
 
     def replicas(self, partition: int) -> tuple[str, ...]:
         """Partition `partition`'s replicas, preferred leader first."""

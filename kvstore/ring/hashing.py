@@ -55,9 +55,15 @@ def partition_bits(partitions: int) -> int:
 
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition of `key`: the top ``log2(partitions)`` bits of its routing key's hash."""
+    return key_partition(key, partition_bits(partitions))
+
+
+def key_partition(key: bytes, bits: int) -> int:
+    """`partition_for_key` with ``2**bits`` partitions, `bits` already checked by `partition_bits`:
+    for the per-key paths of callers that know their partition count in advance."""
     if not isinstance(key, bytes):
         raise ValueError(f"keys are bytes, got {type(key).__name__}")
-    return hash64(routing_key(key)) >> (RING_BITS - partition_bits(partitions))
+    return hash64(routing_key(key)) >> (RING_BITS - bits)
 
 
 def partition_start(partition: int, partitions: int) -> int:
