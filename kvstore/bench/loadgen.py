@@ -81,7 +81,6 @@ class WorkerResult:
     histogram: bytes  # HdrHistogram.encode() of latencies in microseconds
     per_second: tuple[int, ...]
     first_error: str
-    cpu_s: float  # this client process's CPU (all threads) during the measurement
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +91,10 @@ class PhaseResult:
     histogram: HdrHistogram
     per_second: tuple[int, ...]
     first_error: str
-    client_cpu_s: float  # all client processes, during the measurement
-    server_cpu_s: float  # the `server_pids` given to `run_phase`, during the measurement; NaN: none
+    # CPU seconds (user + system, all threads) during the measurement of a timed phase; NaN for
+    # a load, and for servers when `run_phase` was given no `server_pids`.
+    client_cpu_s: float
+    server_cpu_s: float
 
 
 ProgressCallback = Callable[[int], None]
@@ -107,37 +108,40 @@ def split(total: int, parts: int) -> list[int]:
 
 
 class _CpuWindow:
-    """CPU seconds that processes use between two CLOCK_MONOTONIC instants, sampled on a thread
-    of its own so that the instants are kept whatever the caller is doing. NaN when a process
-    was gone (or unreadable) at either instant."""
+    """CPU seconds that groups of processes use between two CLOCK_MONOTONIC instants, sampled
+    on a thread of its own so that the instants are kept whatever the caller is doing. NaN for
+    a group that is empty, or whose process was gone (or unreadable) at either instant."""
 
-    def __init__(self, pids: Sequence[int], start: float, end: float) -> None:
-        self._pids = tuple(pids)
+    def __init__(self, groups: Sequence[Sequence[int]], start: float, end: float) -> None:
+        self._groups = [tuple(pids) for pids in groups]
         self._start = start
         self._end = end
         self._stop = threading.Event()
-        self._used = math.nan
+        self._used = [math.nan] * len(self._groups)
         self._thread = threading.Thread(target=self._sample, name="bench-cpu-window", daemon=True)
 
-    def _total(self) -> float:
-        return sum(process_cpu_s(pid) for pid in self._pids)
+    def _totals(self) -> list[float]:
+        totals = []
+        for pids in self._groups:
+            try:
+                totals.append(sum(process_cpu_s(pid) for pid in pids) if pids else math.nan)
+            except (OSError, ValueError, IndexError):
+                totals.append(math.nan)
+        return totals
 
     def _sample(self) -> None:
-        try:
-            if self._stop.wait(max(0.0, self._start - time.monotonic())):
-                return
-            before = self._total()
-            if self._stop.wait(max(0.0, self._end - time.monotonic())):
-                return
-            self._used = self._total() - before
-        except (OSError, ValueError, IndexError):
-            self._used = math.nan
+        if self._stop.wait(max(0.0, self._start - time.monotonic())):
+            return
+        before = self._totals()
+        if self._stop.wait(max(0.0, self._end - time.monotonic())):
+            return
+        self._used = [after - first for first, after in zip(before, self._totals(), strict=True)]
 
     def start(self) -> None:
         self._thread.start()
 
-    def close(self) -> float:
-        """The CPU seconds used in the window (waits for its end), or NaN."""
+    def close(self) -> list[float]:
+        """The CPU seconds each group used in the window (waits for its end), or NaN."""
         if time.monotonic() < self._end:
             self._stop.set()
         self._thread.join()
@@ -147,7 +151,8 @@ class _CpuWindow:
 def run_phase(target: TargetSpec, phase: Phase, processes: int, concurrency: int, seed: int,
               on_progress: ProgressCallback, server_pids: Sequence[int] = ()) -> PhaseResult:
     """Run `phase` in `processes` client processes; `on_progress(ops so far)` while it runs.
-    For a timed phase, the CPU that `server_pids` use during its measurement is measured too."""
+    For a timed phase, the CPU that the client processes and `server_pids` use during its
+    measurement is measured too."""
     shares = [share for share in split(concurrency, processes) if share > 0]
     context = multiprocessing.get_context("spawn")  # grpc's threads do not survive fork()
     progress = context.Array("q", len(shares), lock=False)
@@ -161,15 +166,16 @@ def run_phase(target: TargetSpec, phase: Phase, processes: int, concurrency: int
         for i, share in enumerate(shares)
     ]
     cpu_window: _CpuWindow | None = None
-    server_cpu_s = math.nan
+    client_cpu_s = server_cpu_s = math.nan
     try:
         for worker in workers:
             worker.start()
         _collect(messages, workers, "ready", START_TIMEOUT_S, lambda: None)
         start_at.value = time.monotonic()
-        if isinstance(phase, TimedPhase) and server_pids:
+        if isinstance(phase, TimedPhase):
             measure_from = start_at.value + phase.warmup_s
-            cpu_window = _CpuWindow(server_pids, measure_from, measure_from + phase.duration_s)
+            client_pids = [worker.pid for worker in workers if worker.pid is not None]
+            cpu_window = _CpuWindow([client_pids, server_pids], measure_from, measure_from + phase.duration_s)
             cpu_window.start()
         budget = START_TIMEOUT_S + (phase.warmup_s + phase.duration_s if isinstance(phase, TimedPhase) else 86400)
         results = _collect(messages, workers, "result", budget, lambda: on_progress(sum(progress)))
@@ -178,13 +184,13 @@ def run_phase(target: TargetSpec, phase: Phase, processes: int, concurrency: int
             worker.join(10)
     finally:
         if cpu_window is not None:
-            server_cpu_s = cpu_window.close()
+            client_cpu_s, server_cpu_s = cpu_window.close()
         for worker in workers:
             if worker.is_alive():
                 worker.kill()
                 worker.join()
         messages.close()
-    return _merge([results[i] for i in range(len(workers))], server_cpu_s)
+    return _merge([results[i] for i in range(len(workers))], client_cpu_s, server_cpu_s)
 
 
 def _collect(messages: Any, workers: list[Any], kind: str, timeout: float, tick: Callable[[], None]) -> dict[int, Any]:
@@ -208,7 +214,7 @@ def _collect(messages: Any, workers: list[Any], kind: str, timeout: float, tick:
     return got
 
 
-def _merge(results: list[WorkerResult], server_cpu_s: float) -> PhaseResult:
+def _merge(results: list[WorkerResult], client_cpu_s: float, server_cpu_s: float) -> PhaseResult:
     histogram = new_histogram()
     for result in results:
         histogram.decode_and_add(result.histogram)
@@ -221,7 +227,7 @@ def _merge(results: list[WorkerResult], server_cpu_s: float) -> PhaseResult:
         histogram=histogram,
         per_second=per_second,
         first_error=next((r.first_error for r in results if r.first_error), ""),
-        client_cpu_s=sum(r.cpu_s for r in results),
+        client_cpu_s=client_cpu_s,
         server_cpu_s=server_cpu_s,
     )
 
@@ -310,16 +316,9 @@ async def _timed(driver: Driver, phase: TimedPhase, index: int, concurrency: int
                 tally.histogram.record_value(max(1, int((finished - started) * 1e6)))
                 tally.per_second[min(len(tally.per_second) - 1, int(finished - measure_from))] += 1
 
-    async def measured_cpu() -> float:
-        """This process's CPU seconds (all threads: gRPC's too) during the measurement."""
-        await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
-        before = time.process_time()
-        await asyncio.sleep(max(0.0, end - time.monotonic()))
-        return time.process_time() - before
-
-    cpu, *_ = await asyncio.gather(measured_cpu(), *(client_task() for _ in range(concurrency)))
+    await asyncio.gather(*(client_task() for _ in range(concurrency)))
     return WorkerResult(tally.ops, tally.errors, tally.cas_failures, tally.histogram.encode(),
-                        tuple(tally.per_second), tally.first_error, cpu)
+                        tuple(tally.per_second), tally.first_error)
 
 
 async def _load(driver: Driver, phase: LoadPhase, index: int, processes: int, concurrency: int, seed: int,
@@ -343,4 +342,4 @@ async def _load(driver: Driver, phase: LoadPhase, index: int, processes: int, co
             progress[index] += len(items)
 
     await asyncio.gather(*(loader() for _ in range(min(concurrency, LOAD_CALLS_PER_PROCESS))))
-    return WorkerResult(len(mine), 0, 0, new_histogram().encode(), (), "", math.nan)
+    return WorkerResult(len(mine), 0, 0, new_histogram().encode(), (), "")
