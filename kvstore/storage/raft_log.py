@@ -338,9 +338,7 @@ class DurableLogStorage:
             del run_starts[run:]
             del run_terms[run:]
         term = run_terms[-1]
-        added_bytes = 0
         for entry in entries:
-            added_bytes += len(entry.data) + ENTRY_OVERHEAD_BYTES
             if entry.term != term:
                 term = entry.term
                 run_starts.append(entry.index)
@@ -356,7 +354,7 @@ class DurableLogStorage:
             self._tail_bytes -= entries_size(tail[cut:])
             del tail[cut:]
         tail.extend(entries)
-        self._tail_bytes += added_bytes
+        self._tail_bytes += entries_size(entries)
         self._last_index = entries[-1].index
         if len(tail) > self._max_cached_entries or self._tail_bytes > self._max_cached_bytes:
             self._trim_tail()
