@@ -386,10 +386,7 @@ def _result_fields(result: Result) -> tuple[Any, ...]:
 def encode_result(result: Result, packer: msgpack.Packer | None = None) -> bytes:
     """`packer`: a Packer to reuse, for callers on a hot path (`msgpack.packb` builds one, with
     its buffer, per call)."""
-    if type(result) is PutResult and result.prev is None:  # the most common result
-        fields: tuple[Any, ...] = (_PUT_RESULT, result.revision, None)
-    else:
-        fields = _result_fields(result)
+    fields = _result_fields(result)
     return msgpack.packb(fields) if packer is None else packer.pack(fields)
 
 
