@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.local import free_ports, leaders, node_command, node_status, wait_until
 
 WAIT_S = 60.0
@@ -55,7 +56,7 @@ class LocalCluster:
     def start_all(self) -> None:
         for node_id in self.node_ids:
             self.start(node_id)
-        self.wait_all_partitions_led()
+        self.wait_leaders_balanced()
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(node_id)
@@ -83,6 +84,21 @@ class LocalCluster:
 
     def wait_all_partitions_led(self) -> None:
         wait_for(lambda: len(self.leaders()) == self.partitions, f"all {self.partitions} partitions to have a leader")
+
+    def wait_leaders_balanced(self) -> None:
+        """Every partition led, and no node's leader balancing (`plan_leader_transfers`) would
+        move a leadership: none moves while a test counts on who leads what."""
+
+        def balanced() -> bool:
+            statuses = [self.status(node_id) for node_id in list(self.processes)]
+            led = leaders(statuses)
+            if len(led) != self.partitions:
+                return False
+            replicas = {p.id: frozenset(p.replicas) for s in statuses if s is not None for p in s.partitions}
+            views = [GroupView(partition, leader, replicas[partition]) for partition, leader in led.items()]
+            return not any(plan_leader_transfers(node_id, views, 1) for node_id in self.node_ids)
+
+        wait_for(balanced, f"all {self.partitions} partitions led, and their leaders balanced")
 
     def applied_index(self, node_id: int, partition: int) -> int:
         status = self.status(node_id)
