@@ -6,12 +6,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.client.errors import KvError
 from kvstore.client.ops import Compare, GetOp, Op, PutOp
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
-    ErrorCode,
     GetResult,
     KeyValue,
     Member,
@@ -23,12 +21,12 @@ from kvstore.client.types import (
     ResponseHeader,
     WriteConcern,
 )
+from kvstore.errors import ErrorCode, KvError
 
 # A response message of one key operation: the three share header, error and nothing else.
 OpResponse = pb.GetResponse | pb.PutResponse | pb.DeleteResponse
 
-# Every response is decoded through these: a dict lookup costs a fraction of an Enum call.
-_ERROR_CODES: Mapping[int, ErrorCode] = MappingProxyType({code.value: code for code in ErrorCode})
+# Every response is decoded through this: a dict lookup costs a fraction of an Enum call.
 _CONSISTENCIES: Mapping[int, ReadConsistency] = MappingProxyType({level.value: level for level in ReadConsistency})
 
 
@@ -85,11 +83,6 @@ def inner_response(response: pb.ResponseOp) -> OpResponse:
         raise KvError("the node sent an empty operation result", code=ErrorCode.INTERNAL)
     inner: OpResponse = getattr(response, kind)
     return inner
-
-
-def error_code(error: pb.Error) -> ErrorCode:
-    """The error's code; codes newer than this client count as INTERNAL."""
-    return _ERROR_CODES.get(error.code, ErrorCode.INTERNAL)
 
 
 def result_from_response(inner: OpResponse) -> OpResult:

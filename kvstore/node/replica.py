@@ -7,10 +7,15 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 
-from kvstore.node.errors import RequestError, not_leader
+from kvstore.errors import KvError, NotLeaderError
 from kvstore.raft import Config, ConfState, HardState, RawNode, Role, Snapshot, SnapshotMeta
 from kvstore.statemachine import PartitionStateMachine
 from kvstore.storage import DurableLogStorage, Engine
+
+
+def not_leader(partition: int, leader: int) -> NotLeaderError:
+    known = f"; the leader is node {leader}" if leader else "; no leader is known yet"
+    return NotLeaderError(f"this node does not lead partition {partition}{known}", leader_hint=leader)
 
 
 class ReplicaLogStorage(DurableLogStorage):
@@ -82,7 +87,7 @@ class Replica:
         if not self.is_leader:
             raise not_leader(self.partition, self.leader)
 
-    def fail_waiters(self, error: RequestError) -> None:
+    def fail_waiters(self, error: KvError) -> None:
         """Leadership was lost: the outcome of pending proposals is unknown to us, so the client
         retries (with the same request id, which the applier deduplicates)."""
         for waiter in self.proposals.values():

@@ -31,10 +31,10 @@ from typing import TypeVar
 
 import grpc
 
+from kvstore.errors import KvTimeoutError, UnavailableError, WrongNodeError
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
-from kvstore.node.errors import RequestError, not_leader, timeout, wrong_node
-from kvstore.node.replica import Replica, Waiter
+from kvstore.node.replica import Replica, Waiter, not_leader
 from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
 from kvstore.raft import (
     NONE,
@@ -42,12 +42,12 @@ from kvstore.raft import (
     Config,
     EntryType,
     Message,
-    NotLeaderError,
     ProposalDroppedError,
     Ready,
     Role,
     SnapshotMeta,
 )
+from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.ring import ClusterMap
 from kvstore.storage import Engine, LevelDBEngine, WriteBatch
 
@@ -69,7 +69,7 @@ async def wait_within(future: asyncio.Future[T], timeout_s: float, what: str) ->
         async with asyncio.timeout(timeout_s):
             return await future
     except TimeoutError:
-        raise timeout(what, timeout_s) from None
+        raise KvTimeoutError(f"{what} did not complete within {timeout_s:g}s") from None
 
 
 class AddressInUseError(RuntimeError):
@@ -165,7 +165,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.transport.close()
-        error = RequestError("UNAVAILABLE", "the node is shutting down")
+        error = UnavailableError("the node is shutting down")
         for replica in self.replicas.values():
             replica.fail_waiters(error)
         self._disk.shutdown(wait=True)  # a write still on the disk thread finishes first
@@ -195,7 +195,7 @@ class Node:
     def replica(self, partition: int) -> Replica:
         replica = self.replicas.get(partition)
         if replica is None:
-            raise wrong_node(partition, self.id)
+            raise WrongNodeError(f"node {self.id} holds no replica of partition {partition}")
         return replica
 
     # Each request kind has a `submit_*` that queues it and returns a future at once: the RPC
@@ -320,7 +320,7 @@ class Node:
                     continue
                 try:
                     replica.raw.read_index(request_id, lease)  # type: ignore[union-attr]
-                except NotLeaderError:
+                except RaftNotLeaderError:
                     future.set_exception(not_leader(replica.partition, replica.leader))
                     continue
                 replica.reads[request_id] = future
@@ -349,11 +349,11 @@ class Node:
             assert raw is not None
             try:
                 last = raw.propose([data for data, _ in items])
-            except (NotLeaderError, ProposalDroppedError) as e:
+            except (RaftNotLeaderError, ProposalDroppedError) as e:
                 error = (
                     not_leader(partition, e.leader_hint)
-                    if isinstance(e, NotLeaderError)
-                    else RequestError("UNAVAILABLE", str(e))
+                    if isinstance(e, RaftNotLeaderError)
+                    else UnavailableError(str(e))
                 )
                 for _, future in items:
                     future.set_exception(error)

@@ -17,7 +17,14 @@ from typing import Any
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
-from kvstore.node.errors import RequestError, invalid, timeout
+from kvstore.errors import (
+    CrossPartitionError,
+    ErrorCode,
+    InvalidArgumentError,
+    KvError,
+    KvTimeoutError,
+    UnavailableError,
+)
 from kvstore.node.replica import Replica
 from kvstore.node.server import Node, wait_within
 from kvstore.rpc.convert import (
@@ -69,15 +76,15 @@ class KVService(kvstore_pb2_grpc.KVServicer):
 
     def _check_key(self, key: bytes) -> None:
         if not key:
-            raise invalid("the key is empty")
+            raise InvalidArgumentError("the key is empty")
         limit = self.node.config.max_key_bytes
         if len(key) > limit:
-            raise invalid(f"the key is {len(key)} bytes; the limit is {limit}")
+            raise InvalidArgumentError(f"the key is {len(key)} bytes; the limit is {limit}")
 
     def _check_value(self, value: bytes) -> None:
         limit = self.node.config.max_value_bytes
         if len(value) > limit:
-            raise invalid(f"the value is {len(value)} bytes; the limit is {limit}")
+            raise InvalidArgumentError(f"the value is {len(value)} bytes; the limit is {limit}")
 
     def _partition(self, key: bytes) -> int:
         self._check_key(key)
@@ -128,7 +135,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         partition = request.partition
         try:
             if partition >= self.node.cluster_map.partitions:
-                raise invalid(f"partition {partition} does not exist")
+                raise InvalidArgumentError(f"partition {partition} does not exist")
             replica = await self._readable(partition, request.consistency, 0, self._timeout(request.header))
             if request.prefix:
                 start, end = request.prefix, prefix_end(request.prefix)
@@ -151,11 +158,10 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         try:
             keys = txn_keys(request)
             if not keys:
-                raise invalid("the transaction has no compares and no operations")
+                raise InvalidArgumentError("the transaction has no compares and no operations")
             partitions = sorted({self._partition(key) for key in keys})
             if len(partitions) > 1:
-                raise RequestError(
-                    "CROSS_PARTITION",
+                raise CrossPartitionError(
                     f"the transaction touches partitions {partitions}; a transaction must stay in one partition "
                     "(put related keys under one {hash tag})",
                 )
@@ -198,7 +204,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             return self._start_put(op.put)
         if kind == "delete":
             return self._start_delete(op.delete)
-        return pb.ResponseOp(get=pb.GetResponse(error=self._error(invalid("empty operation in batch"))))
+        return pb.ResponseOp(get=pb.GetResponse(error=self._error(InvalidArgumentError("empty operation in batch"))))
 
     def _start_get(self, request: pb.GetRequest) -> pb.ResponseOp | _Waiting:
         partition = 0
@@ -282,9 +288,9 @@ class _Waiting:
         future = self.future
         if not future.done():
             future.cancel()  # the node skips it; a write may still be applied, as with any timeout
-            return self.fail(timeout(self.what, self.timeout_s))
+            return self.fail(KvTimeoutError(f"{self.what} did not complete within {self.timeout_s:g}s"))
         if future.cancelled():
-            return self.fail(RequestError("UNAVAILABLE", f"{self.what} was cancelled"))
+            return self.fail(UnavailableError(f"{self.what} was cancelled"))
         try:
             return self.finish(future.result())
         except Exception as e:
@@ -303,5 +309,5 @@ def _txn_result_to_pb(result: object, header: pb.ResponseHeader) -> pb.ResponseO
 
 def _unexpected(result: object) -> BaseException:
     if isinstance(result, ErrorResult):
-        return RequestError(str(result.code), result.message)
-    return RequestError("INTERNAL", f"unexpected result {type(result).__name__}")
+        return KvError(result.message, code=ErrorCode[result.code])
+    return KvError(f"unexpected result {type(result).__name__}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.node.errors import not_leader
+from kvstore.node.replica import not_leader
 from kvstore.rpc.kv import KVService
 from kvstore.statemachine import KeyValue, PutResult
 
