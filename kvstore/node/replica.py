@@ -33,7 +33,7 @@ class ReplicaLogStorage(DurableLogStorage):
         if replica is None or replica.raw is None:
             return super().snapshot()
         applied = replica.sm.applied_index
-        meta = SnapshotMeta(applied, self.term(applied), replica.raw.raft.conf_state())
+        meta = SnapshotMeta(applied, self.term(applied), replica.raw.conf_state())
         return Snapshot(meta, replica.sm.snapshot_data())
 
 
@@ -77,11 +77,11 @@ class Replica:
 
     @property
     def leader(self) -> int:
-        return self.raw.raft.lead if self.raw is not None else 0
+        return self.raw.leader if self.raw is not None else 0
 
     @property
     def is_leader(self) -> bool:
-        return self.raw is not None and self.raw.raft.role is Role.LEADER
+        return self.raw is not None and self.raw.role is Role.LEADER
 
     def require_leader(self) -> None:
         if not self.is_leader:

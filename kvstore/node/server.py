@@ -37,7 +37,6 @@ from kvstore.node.config import NodeConfig
 from kvstore.node.replica import Replica, Waiter, not_leader
 from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
 from kvstore.raft import (
-    NONE,
     ConfChange,
     Config,
     EntryType,
@@ -233,9 +232,9 @@ class Node:
     def status(self) -> list[ReplicaStatus]:
         result = []
         for partition, replica in sorted(self.replicas.items()):
-            raft = replica.raw.raft  # type: ignore[union-attr]
+            raw = replica.raw  # type: ignore[union-attr]
             result.append(
-                ReplicaStatus(partition, tuple(sorted(raft.voters)), raft.lead, raft.term, raft.log.committed,
+                ReplicaStatus(partition, tuple(sorted(raw.conf_state().voters)), raw.leader, raw.term, raw.committed,
                               replica.sm.applied_index)
             )
         return result
@@ -330,8 +329,8 @@ class Node:
     def _balance_leaders(self) -> None:
         views = []
         for partition, replica in self.replicas.items():
-            raft = replica.raw.raft  # type: ignore[union-attr]
-            views.append(GroupView(partition, raft.lead, frozenset(raft.voters), raft.lead_transferee != NONE))
+            raw = replica.raw  # type: ignore[union-attr]
+            views.append(GroupView(partition, raw.leader, raw.conf_state().voters, raw.transferring_leadership))
         for partition, to in plan_leader_transfers(self.id, views, MAX_TRANSFERS_PER_ROUND):
             if self.transport.connected(to):
                 log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
@@ -358,7 +357,7 @@ class Node:
                 for _, future in items:
                     future.set_exception(error)
                 continue
-            term = raw.raft.term
+            term = raw.term
             first = last - len(items) + 1
             for offset, (_, future) in enumerate(items):
                 replica.proposals[first + offset] = Waiter(term, future)
@@ -443,7 +442,7 @@ class Node:
         applied = replica.sm.applied_index
         if applied <= replica.log.first_index():
             return
-        meta = SnapshotMeta(applied, replica.log.term(applied), replica.raw.raft.conf_state())  # type: ignore[union-attr]
+        meta = SnapshotMeta(applied, replica.log.term(applied), replica.raw.conf_state())  # type: ignore[union-attr]
         replica.log.set_snapshot_meta(batch, meta)
         keep = min(COMPACT_KEEP_ENTRIES, self.config.snapshot_entries // 2)
         replica.log.compact(batch, max(replica.log.first_index(), applied - keep))
