@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore.codec import decode_peer_frame
 from kvstore.node.server import Node
-from kvstore.node.wire import decode_batch
 
 log = logging.getLogger("kvstore.peer")
 
@@ -32,7 +32,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                     peer = frame.hello.node_id
                     continue
                 if frame.raft_batch and peer:
-                    self.node.deliver(decode_batch(frame.raft_batch))
+                    self.node.deliver(decode_peer_frame(frame.raft_batch))
         except asyncio.CancelledError:
             # A peer's stream lasts as long as both nodes run: when this node stops, the server
             # (or the loop's shutdown) cancels it. That is the normal end, not an error.
@@ -50,6 +50,6 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             parts.append(chunk.data)
             received += len(chunk.data)
             if chunk.last:
-                self.node.deliver(decode_batch(b"".join(parts)))
+                self.node.deliver(decode_peer_frame(b"".join(parts)))
                 return peer_pb2.SnapshotAck(ok=True)
         return peer_pb2.SnapshotAck(ok=False, error="the stream ended before the last chunk")

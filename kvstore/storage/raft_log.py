@@ -15,7 +15,7 @@ the log) changes as soon as a write is staged. The rules this makes binding:
 * if writing a batch fails, this object is ahead of the disk: drop it and `open` again;
 * stage and read from one thread (the engine's `write` may run in another).
 
-Stored per group (see `kvstore.storage.keys`): the entries, whose lowest key is always the dummy
+Stored per group (see `kvstore.storage.keys`; records encoded by `kvstore.codec`): the entries, whose lowest key is always the dummy
 entry (data dropped) once anything was written; the hard state; the latest snapshot's metadata.
 Snapshot *data* belongs to the state machine, which hands it over through a provider.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
+from kvstore.codec import CodecError, Encoder, decode_entry, decode_hard_state, decode_snapshot_meta
 from kvstore.raft.errors import CompactedError, SnapshotTemporarilyUnavailableError, UnavailableError
 from kvstore.raft.log_storage import ENTRY_OVERHEAD_BYTES, entries_size, limit_size
 from kvstore.raft.types import (
@@ -35,14 +36,6 @@ from kvstore.raft.types import (
     HardState,
     Snapshot,
     SnapshotMeta,
-)
-from kvstore.storage.codec import (
-    RecordEncoder,
-    decode_entry,
-    decode_hard_state,
-    decode_snapshot_meta,
-    encode_entry,
-    encode_snapshot_meta,
 )
 from kvstore.storage.engine import Engine, WriteBatch
 from kvstore.storage.errors import CorruptionError
@@ -87,7 +80,7 @@ class DurableLogStorage:
         self._snapshot_data = snapshot_data
         self._max_cached_entries = max_cached_entries
         self._max_cached_bytes = max_cached_bytes
-        self._encoder = RecordEncoder()
+        self._encoder = Encoder()
         self._hard_state = EMPTY_HARD_STATE
         self._snapshot_meta = SnapshotMeta()
         self._dummy_index = 0
@@ -127,6 +120,12 @@ class DurableLogStorage:
         return storage
 
     def _load(self) -> None:
+        try:
+            self._load_records()
+        except CodecError as exc:
+            raise CorruptionError(f"group {self._group_id}: a stored record does not decode: {exc}") from None
+
+    def _load_records(self) -> None:
         raw_hard_state = self._engine.get(hard_state_key(self._group_id))
         if raw_hard_state is not None:
             self._hard_state = decode_hard_state(raw_hard_state)
@@ -173,7 +172,10 @@ class DurableLogStorage:
         stored_hi = min(hi, tail_first)
         group = self._group_id
         for _, raw_entry in self._engine.iterate(log_key(group, lo), log_key(group, stored_hi)):
-            entry = decode_entry(raw_entry)
+            try:
+                entry = decode_entry(raw_entry)
+            except CodecError as exc:
+                raise CorruptionError(f"group {group}: a stored log entry does not decode: {exc}") from None
             if entry.index != lo + len(found):
                 break
             total += len(entry.data) + ENTRY_OVERHEAD_BYTES
@@ -252,7 +254,7 @@ class DurableLogStorage:
         if start == 1:
             # A fresh log's dummy (0, 0) was never stored; it must be, because on `open` the
             # lowest stored key is taken for the dummy.
-            batch.put(log_key(group, 0), encode_entry(Entry(0, 0)))
+            batch.put(log_key(group, 0), self._encoder.entry(Entry(0, 0)))
         encode = self._encoder.entry
         for entry in entries:
             batch.put(log_key(group, entry.index), encode(entry))
@@ -271,7 +273,7 @@ class DurableLogStorage:
         term = self.term(meta.index)
         if meta.term != term:
             raise ValueError(f"snapshot at {meta.index} has term {meta.term}, the log has {term}")
-        batch.put(snapshot_meta_key(self._group_id), encode_snapshot_meta(meta))
+        batch.put(snapshot_meta_key(self._group_id), self._encoder.snapshot_meta(meta))
         self._snapshot_meta = meta
 
     def compact(self, batch: WriteBatch, index: int) -> None:
@@ -290,7 +292,7 @@ class DurableLogStorage:
         term = self.term(index)
         for dropped in range(self._dummy_index, index):
             batch.delete(log_key(group, dropped))
-        batch.put(log_key(group, index), encode_entry(Entry(index, term)))
+        batch.put(log_key(group, index), self._encoder.entry(Entry(index, term)))
 
         run = bisect_right(self._run_starts, index) - 1
         self._run_starts = [index, *self._run_starts[run + 1 :]]
@@ -313,8 +315,8 @@ class DurableLogStorage:
         for dropped in range(self._dummy_index, self._last_index + 1):
             batch.delete(log_key(group, dropped))
         # Batches apply in order, so this put wins over a delete of the same key above.
-        batch.put(log_key(group, meta.index), encode_entry(Entry(meta.index, meta.term)))
-        batch.put(snapshot_meta_key(group), encode_snapshot_meta(meta))
+        batch.put(log_key(group, meta.index), self._encoder.entry(Entry(meta.index, meta.term)))
+        batch.put(snapshot_meta_key(group), self._encoder.snapshot_meta(meta))
         self._snapshot_meta = meta
         self._reset_log(meta.index, meta.term)
 

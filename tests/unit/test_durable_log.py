@@ -1,4 +1,5 @@
-"""`DurableLogStorage` behaves as `MemoryLogStorage` does, and survives a restart; record codecs."""
+"""`DurableLogStorage` behaves as `MemoryLogStorage` does, survives a restart, and reports damaged
+records as corruption."""
 
 from __future__ import annotations
 
@@ -17,24 +18,12 @@ from kvstore.raft.types import (
     EMPTY_HARD_STATE,
     ConfState,
     Entry,
-    EntryType,
     HardState,
     Snapshot,
     SnapshotMeta,
 )
 from kvstore.storage import CorruptionError, DurableLogStorage, Engine, LevelDBEngine, MemoryEngine
-from kvstore.storage.codec import (
-    RecordEncoder,
-    decode_conf_state,
-    decode_entry,
-    decode_hard_state,
-    decode_snapshot_meta,
-    encode_conf_state,
-    encode_entry,
-    encode_hard_state,
-    encode_snapshot_meta,
-)
-from kvstore.storage.keys import log_key
+from kvstore.storage.keys import hard_state_key, log_key, snapshot_meta_key
 
 GROUP = 7
 UNLIMITED = 1 << 62
@@ -380,6 +369,29 @@ def test_a_hole_in_the_stored_log_is_reported_as_corruption() -> None:
             DurableLogStorage.open(engine, GROUP, snapshot_data)
 
 
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [(log_key(GROUP, 3), "log entry"), (hard_state_key(GROUP), "hard state"), (snapshot_meta_key(GROUP), "snapshot")],
+)
+def test_a_stored_record_that_does_not_decode_is_reported_as_corruption(key: bytes, what: str) -> None:
+    with MemoryEngine() as engine:
+        storage = DurableLogStorage.open(engine, GROUP, snapshot_data, max_cached_entries=2)
+        batch = engine.new_batch()
+        storage.append(batch, run(1, 5, term=1))
+        storage.set_hard_state(batch, HardState(1, 1, 5))
+        storage.set_snapshot_meta(batch, SnapshotMeta(2, 1, CONF))
+        engine.write(batch, sync=True)
+        damage = engine.new_batch()
+        damage.put(key, b"\x93garbage")
+        engine.write(damage, sync=True)
+
+        if what == "log entry":
+            with pytest.raises(CorruptionError, match="a stored log entry does not decode"):
+                storage.entries(3, 5, UNLIMITED)  # older than the cached tail: read from the engine
+        with pytest.raises(CorruptionError, match=f"group {GROUP}: a stored record does not decode: .*{what}"):
+            DurableLogStorage.open(engine, GROUP, snapshot_data)
+
+
 # -- durable-only rules --------------------------------------------------------------------
 
 
@@ -513,67 +525,3 @@ def test_durable_log_matches_the_memory_log_over_leveldb(data: st.DataObject) ->
             run_model_check(data, engines[0], reopen)
         finally:
             engines[-1].close()
-
-
-# -- codec ---------------------------------------------------------------------------------
-
-u64 = st.integers(0, 2**64 - 1)
-node_ids = st.frozensets(st.integers(1, 2**64 - 1), max_size=7)
-
-
-@given(u64, u64, st.binary(max_size=200), st.sampled_from(EntryType))
-def test_entries_round_trip(index: int, term: int, data: bytes, kind: EntryType) -> None:
-    decoded = decode_entry(encode_entry(Entry(index, term, data, kind)))
-    assert decoded == Entry(index, term, data, kind)
-    assert type(decoded.type) is EntryType
-
-
-@given(u64, u64, u64)
-def test_hard_states_round_trip(term: int, vote: int, commit: int) -> None:
-    assert decode_hard_state(encode_hard_state(HardState(term, vote, commit))) == HardState(
-        term, vote, commit
-    )
-
-
-@given(u64, u64, st.binary(max_size=200), st.sampled_from(EntryType), u64)
-def test_the_record_encoder_writes_the_same_bytes(index: int, term: int, data: bytes, kind: EntryType, vote: int) -> None:
-    encoder = RecordEncoder()
-    for _ in range(2):  # and again, with its packer reused
-        assert encoder.entry(Entry(index, term, data, kind)) == encode_entry(Entry(index, term, data, kind))
-        assert encoder.hard_state(HardState(term, vote, index)) == encode_hard_state(HardState(term, vote, index))
-
-
-@given(u64, u64, node_ids, node_ids)
-def test_snapshot_meta_and_conf_state_round_trip(
-    index: int, term: int, voters: frozenset[int], learners: frozenset[int]
-) -> None:
-    conf_state = ConfState(voters, learners)
-    assert decode_conf_state(encode_conf_state(conf_state)) == conf_state
-    meta = SnapshotMeta(index, term, conf_state)
-    assert decode_snapshot_meta(encode_snapshot_meta(meta)) == meta
-
-
-def test_encodings_are_compact_and_deterministic() -> None:
-    assert len(encode_entry(Entry(1000, 5, b"x" * 100))) <= 100 + 10
-    assert len(encode_hard_state(HardState(5, 2, 1000))) <= 8
-    assert encode_conf_state(ConfState(frozenset({3, 1, 2}))) == encode_conf_state(
-        ConfState(frozenset({2, 3, 1}))
-    )
-
-
-@pytest.mark.parametrize(
-    "decode",
-    [decode_entry, decode_hard_state, decode_snapshot_meta, decode_conf_state],
-)
-@pytest.mark.parametrize(
-    "raw", [b"", b"\xc1", b"\x01", b"\x93\x01\x02", b"\x92\xa1x\xa1y", b"\x94\xc0\xc0\xc0\xc0"]
-)
-def test_garbage_is_reported_as_corruption(decode: Callable[[bytes], object], raw: bytes) -> None:
-    with pytest.raises(CorruptionError):
-        decode(raw)
-
-
-@pytest.mark.parametrize("kind", [b"\x09", b"\xff", b"\x80", b"\xc3"])  # 9, -1, {}, True
-def test_unknown_entry_type_is_corruption(kind: bytes) -> None:
-    with pytest.raises(CorruptionError, match="unknown type"):
-        decode_entry(b"\x94\x01\x01\xc4\x00" + kind)
