@@ -317,27 +317,24 @@ class Client:
         concern: WriteConcern,
     ) -> TxnResult:
         min_revision = self._seen_revisions.get(partition, 0)
-        request = pb.TxnRequest(
-            compare=[wire.compare_to_pb(compare) for compare in compares],
-            # Sub-operations travel under the transaction's header, so theirs stay empty.
-            success=[wire.op_to_pb(op, concern, min_revision) for op in success],
-            failure=[wire.op_to_pb(op, concern, min_revision) for op in failure],
-            concern=int(concern),
+        request = pb.RequestOp(
+            txn=pb.TxnRequest(
+                compare=[wire.compare_to_pb(compare) for compare in compares],
+                # Sub-operations travel under the transaction's header, so theirs stay empty.
+                success=[wire.op_to_pb(op, concern, min_revision) for op in success],
+                failure=[wire.op_to_pb(op, concern, min_revision) for op in failure],
+                concern=concern.value,
+            )
         )
-        self._fill_request_header(request.header, router, mutation=True)
+        txn = request.txn
+        self._fill_request_header(txn.header, router, mutation=True)
         deadline = self._deadline()
 
         async def send(address: str, timeout: float) -> pb.TxnResponse:
-            request.header.timeout_ms = int(timeout * 1000)
-            response: pb.TxnResponse = await self._kv_stub(address).Txn(request, timeout=timeout)
-            return response
+            txn.header.timeout_ms = int(timeout * 1000)
+            return wire.txn_response(await self._batcher(address).submit(request, timeout))
 
-        response = await self._call_partition(partition, deadline, send)
-        return TxnResult(
-            header=wire.header_from_pb(response.header),
-            succeeded=response.succeeded,
-            responses=tuple(wire.result_from_response(wire.inner_response(op)) for op in response.responses),
-        )
+        return wire.txn_from_pb(await self._call_partition(partition, deadline, send))
 
     # ---- cluster information ----------------------------------------------------------------
 

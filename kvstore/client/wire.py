@@ -19,6 +19,7 @@ from kvstore.client.types import (
     PutResult,
     ReadConsistency,
     ResponseHeader,
+    TxnResult,
     WriteConcern,
 )
 from kvstore.errors import ErrorCode, KvError
@@ -78,21 +79,43 @@ def op_to_pb(op: Op, concern: WriteConcern, min_revision: int) -> pb.RequestOp:
 
 
 def inner_response(response: pb.ResponseOp) -> OpResponse:
-    kind = response.WhichOneof("op")
-    if kind is None:
-        raise KvError("the node sent an empty operation result", code=ErrorCode.INTERNAL)
-    inner: OpResponse = getattr(response, kind)
-    return inner
+    """The answer to a key operation inside `response`."""
+    if response.HasField("get"):
+        return response.get
+    if response.HasField("put"):
+        return response.put
+    if response.HasField("delete"):
+        return response.delete
+    raise KvError("the node sent no key operation result", code=ErrorCode.INTERNAL)
 
 
-def result_from_response(inner: OpResponse) -> OpResult:
-    header = header_from_pb(inner.header)
+def txn_response(response: pb.ResponseOp) -> pb.TxnResponse:
+    """The answer to a transaction inside `response`."""
+    if not response.HasField("txn"):
+        raise KvError("the node sent no transaction result", code=ErrorCode.INTERNAL)
+    return response.txn
+
+
+def result_from_response(inner: OpResponse, header: ResponseHeader | None = None) -> OpResult:
+    """The result of one key operation; `header`: the transaction's, for an operation inside
+    one (those carry no header of their own)."""
+    if header is None:
+        header = header_from_pb(inner.header)
     if isinstance(inner, pb.GetResponse):
         return GetResult(header, kv_from_pb(inner.kv) if inner.found else None)
     if isinstance(inner, pb.PutResponse):
         return PutResult(header, kv_from_pb(inner.prev_kv) if inner.had_prev else None)
     return DeleteResult(
         header, inner.deleted, kv_from_pb(inner.prev_kv) if inner.HasField("prev_kv") else None
+    )
+
+
+def txn_from_pb(response: pb.TxnResponse) -> TxnResult:
+    header = header_from_pb(response.header)
+    return TxnResult(
+        header=header,
+        succeeded=response.succeeded,
+        responses=tuple(result_from_response(inner_response(op), header) for op in response.responses),
     )
 
 

@@ -17,7 +17,7 @@ the log) changes as soon as a write is staged. The rules this makes binding:
 
 Stored per group (see `kvstore.storage.keys`; records encoded by `kvstore.codec`): the entries, whose lowest key is always the dummy
 entry (data dropped) once anything was written; the hard state; the latest snapshot's metadata.
-Snapshot *data* belongs to the state machine, which hands it over through a provider.
+Snapshots themselves belong to the state machine, which hands them over through a source.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ from kvstore.storage.keys import (
     snapshot_meta_key,
 )
 
-SnapshotDataProvider = Callable[[SnapshotMeta], bytes]
-"""Returns the state machine's snapshot data as of exactly `meta.index`, or raises
-`SnapshotTemporarilyUnavailableError` when it cannot (yet)."""
+SnapshotSource = Callable[[], Snapshot]
+"""Returns the state machine's snapshot as it is now (metadata: its applied index, that entry's
+term and the configuration as of it), or raises `SnapshotTemporarilyUnavailableError` when it
+cannot (yet)."""
 
 DEFAULT_MAX_CACHED_ENTRIES = 1024
 DEFAULT_MAX_CACHED_BYTES = 4 << 20
@@ -69,7 +70,7 @@ class DurableLogStorage:
         self,
         engine: Engine,
         group_id: int,
-        snapshot_data: SnapshotDataProvider,
+        snapshot_source: SnapshotSource,
         *,
         max_cached_entries: int = DEFAULT_MAX_CACHED_ENTRIES,
         max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES,
@@ -77,7 +78,7 @@ class DurableLogStorage:
         """An empty log; use `open`, which also loads what the engine holds for the group."""
         self._engine = engine
         self._group_id = group_id
-        self._snapshot_data = snapshot_data
+        self._snapshot_source = snapshot_source
         self._max_cached_entries = max_cached_entries
         self._max_cached_bytes = max_cached_bytes
         self._encoder = Encoder()
@@ -99,7 +100,7 @@ class DurableLogStorage:
         cls,
         engine: Engine,
         group_id: int,
-        snapshot_data: SnapshotDataProvider,
+        snapshot_source: SnapshotSource,
         *,
         max_cached_entries: int = DEFAULT_MAX_CACHED_ENTRIES,
         max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES,
@@ -112,7 +113,7 @@ class DurableLogStorage:
         storage = cls(
             engine,
             group_id,
-            snapshot_data,
+            snapshot_source,
             max_cached_entries=max_cached_entries,
             max_cached_bytes=max_cached_bytes,
         )
@@ -208,11 +209,13 @@ class DurableLogStorage:
         return self._last_index
 
     def snapshot(self) -> Snapshot:
-        """The latest snapshot: its stored metadata with the data from the provider."""
-        meta = self._snapshot_meta
-        if meta.index == 0:
+        """The state machine's snapshot, from the source, once a snapshot point was recorded
+        (`EMPTY_SNAPSHOT` before). The node records points only at or behind its applied
+        index, so the source's snapshot is never older than the recorded point; when newer, a
+        follower that installs it needs fewer entries afterwards."""
+        if self._snapshot_meta.index == 0:
             return EMPTY_SNAPSHOT
-        return Snapshot(meta, self._snapshot_data(meta))
+        return self._snapshot_source()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -263,8 +266,8 @@ class DurableLogStorage:
         self._extend(start, entries)
 
     def set_snapshot_meta(self, batch: WriteBatch, meta: SnapshotMeta) -> None:
-        """Record that the state machine has a snapshot as of `meta.index` (which the provider
-        must be able to serve from now on). Checks as `MemoryLogStorage.create_snapshot` does,
+        """Record that the state machine has a snapshot as of `meta.index` (from now on the
+        source must serve a snapshot at or above it). Checks as `MemoryLogStorage.create_snapshot` does,
         and that `meta.term` is the log's term at `meta.index`."""
         if meta.index <= self._snapshot_meta.index:
             raise SnapshotTemporarilyUnavailableError(f"snapshot at {meta.index} is out of date")
