@@ -94,8 +94,9 @@ class KVService(kvstore_pb2_grpc.KVServicer):
                 start, end = request.prefix, prefix_end(request.prefix)
             else:
                 start, end = request.start, request.end or None
-            kvs, response.more = reader.scan(start, end, request.limit)
+            kvs, more = reader.scan(start, end, request.limit)
             response.kvs.extend(kvs)
+            response.more = more
             if request.keys_only:
                 for kv in response.kvs:
                     kv.ClearField("value")
