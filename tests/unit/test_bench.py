@@ -56,6 +56,13 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     assert "ops/s" in result.output and "p99.9 ms" in result.output and "CPU per operation" in result.output
     if "etcd" in targets:
         assert "kvstore/etcd" in result.output
+    # Not a terminal: progress is timestamped lines on stderr, a line per phase and its final state.
+    progress = [line[9:] for line in result.stderr.splitlines()]
+    for target in targets:
+        assert f"{target}: starting a 3-member cluster" in progress
+        assert f"{target}: loading 200 keys (200 keys)" in progress
+        assert f"{target}: put (2.5 s)" in progress
+        assert any(line.startswith(f"{target}: put: 2.5/2.5 s · ") and line.endswith(" ops") for line in progress)
 
 
 def test_zipfian_is_skewed_deterministic_and_in_range() -> None:
