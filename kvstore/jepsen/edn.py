@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 
 from kvstore.jepsen.history import Event, HistoryError, Value, event_from_mapping
@@ -226,7 +225,3 @@ def parse_edn(lines: Iterable[str]) -> list[Event]:
             events.append(event)
     return events
 
-
-def read_edn(path: Path) -> list[Event]:
-    with path.open(encoding="utf-8") as stream:
-        return parse_edn(stream)

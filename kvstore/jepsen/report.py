@@ -1,6 +1,6 @@
 """The files a run leaves behind, next to history.jsonl and nemesis.jsonl: results.json (the
-verdicts), latency.png (latency over time with the faults shaded), timeline.html (for a violation)
-and index.html, which links them all."""
+verdicts), latency.png (latency over time with the faults shaded), timeline-<checker>.html (for
+each checker that found a violation) and index.html, which links them all."""
 
 from __future__ import annotations
 
@@ -197,12 +197,12 @@ def write_report(result: RunResult, events: Sequence[Event], nemesis_events: Seq
         f"{result.config.read_consistency.name.lower()} reads: {result.status.name.lower()}"
     )
     plot_latency(events, nemesis_events, out / "latency.png", title)
-    timelines = [o.timeline_html for o in result.outcomes if o.timeline_html is not None]
-    if timelines:
-        (out / "timeline.html").write_text(timelines[0], encoding="utf-8")
-    names = ["history.jsonl", "nemesis.jsonl", "results.json", "latency.png"]
-    if timelines:
-        names.insert(0, "timeline.html")
+    timelines = []  # one per checker that found a violation
+    for outcome in result.outcomes:
+        if outcome.timeline_html is not None:
+            timelines.append(f"timeline-{outcome.checker}.html")
+            (out / timelines[-1]).write_text(outcome.timeline_html, encoding="utf-8")
+    names = [*timelines, "history.jsonl", "nemesis.jsonl", "results.json", "latency.png"]
     node_logs = sorted((out / "nodes").glob("*.log")) if (out / "nodes").is_dir() else []
     names += [f"nodes/{path.name}" for path in node_logs]
     (out / "index.html").write_text(render_index(result, nemesis_events, names), encoding="utf-8")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kvstore.client import ReadConsistency
 from kvstore.jepsen.nemesis import NemesisKind
-from kvstore.jepsen.report import render_index, results_document
+from kvstore.jepsen.report import render_index, results_document, write_report
 from kvstore.jepsen.runner import ExitStatus, RunConfig, RunResult
 from kvstore.jepsen.workloads import CheckOutcome, Validity
 
@@ -52,3 +52,20 @@ def test_results_json_names_the_read_level(tmp_path: Path) -> None:
     config = results_document(run_result(tmp_path))["config"]
     assert config["read_consistency"] == "linearizable"
     assert config["nemeses"] == ["kill", "pause"]
+
+
+def test_each_checker_with_a_violation_gets_its_timeline_linked_from_the_index(tmp_path: Path) -> None:
+    violations = (
+        CheckOutcome("linearizable", Validity.INVALID, "NOT linearizable", {}, "<html>lin</html>"),
+        CheckOutcome("session", Validity.INVALID, "1 anomaly", {}, "<html>session</html>"),
+        CheckOutcome("staleness", Validity.VALID, "every bounded read within its bound"),
+    )
+    result = dataclasses.replace(run_result(tmp_path), status=ExitStatus.INVALID, outcomes=violations)
+    result.config.out_dir.mkdir()
+    write_report(result, [], [])
+    out = result.config.out_dir
+    assert (out / "timeline-linearizable.html").read_text() == "<html>lin</html>"
+    assert (out / "timeline-session.html").read_text() == "<html>session</html>"
+    assert not (out / "timeline-staleness.html").exists()
+    index = (out / "index.html").read_text()
+    assert '<a href="timeline-linearizable.html">' in index and '<a href="timeline-session.html">' in index
