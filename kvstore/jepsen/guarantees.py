@@ -69,7 +69,6 @@ class GuaranteeResult:
     # largest excess first (the worst one is anomalies[0]).
     anomalies: tuple[Anomaly, ...] = ()
     reason: str = ""  # why the validity is UNKNOWN
-    timeout: float | None = None
 
 
 def count_anomalies(anomalies: Sequence[Anomaly]) -> str:
@@ -79,13 +78,9 @@ def count_anomalies(anomalies: Sequence[Anomaly]) -> str:
     return f"{len(anomalies)} {noun}: {', '.join(f'{kind} {count}' for kind, count in counts.items())}"
 
 
-class _TimedOut(Exception):
-    pass
-
-
 @dataclass(slots=True)
 class _Run:
-    """What both checkers do around their per-key rule: validation, the clock, progress."""
+    """What both checkers do around their per-key rule: the clock, progress, the result."""
 
     checker: str
     by_key: dict[Value, list[Operation]]
@@ -100,14 +95,21 @@ class _Run:
         self.started = self.clock()
         report_keys_checked(self.progress, 0, len(self.by_key), 0)
 
-    def check_time(self) -> None:
-        if self.timeout is not None and self.clock() - self.started >= self.timeout:
-            raise _TimedOut
-
-    def key_done(self, operations: int) -> None:
-        self.keys_checked += 1
-        self.operations_checked += operations
-        report_keys_checked(self.progress, self.keys_checked, len(self.by_key), self.operations_checked)
+    def check_keys(
+        self, rule: Callable[[Value, list[Operation]], list[Anomaly]], telling: Callable[[Anomaly], float]
+    ) -> GuaranteeResult:
+        """Apply ``rule`` to each key's operations until the time runs out; the anomalies found,
+        sorted by ``telling`` (smallest first), decide the verdict."""
+        anomalies: list[Anomaly] = []
+        for key, key_operations in self.by_key.items():
+            if self.timeout is not None and self.clock() - self.started >= self.timeout:
+                return self.result(Validity.UNKNOWN, reason=f"timed out after {self.timeout:g}s")
+            anomalies += rule(key, key_operations)
+            self.keys_checked += 1
+            self.operations_checked += len(key_operations)
+            report_keys_checked(self.progress, self.keys_checked, len(self.by_key), self.operations_checked)
+        anomalies.sort(key=telling)
+        return self.result(Validity.INVALID if anomalies else Validity.VALID, anomalies)
 
     def result(self, validity: Validity, anomalies: Iterable[Anomaly] = (), reason: str = "") -> GuaranteeResult:
         return GuaranteeResult(
@@ -119,11 +121,7 @@ class _Run:
             operations_checked=self.operations_checked,
             anomalies=tuple(anomalies),
             reason=reason,
-            timeout=self.timeout,
         )
-
-    def timed_out(self) -> GuaranteeResult:
-        return self.result(Validity.UNKNOWN, reason=f"timed out after {self.timeout:g}s")
 
 
 def _effective_by_key(operations: Sequence[Operation]) -> dict[Value, list[Operation]]:
@@ -187,16 +185,7 @@ def check_session(
     missing = _without_revision(op for ops in run.by_key.values() for op in ops)
     if missing is not None:
         return run.result(Validity.UNKNOWN, reason=_no_revision(missing))
-    anomalies: list[Anomaly] = []
-    try:
-        for key, key_operations in run.by_key.items():
-            run.check_time()
-            anomalies += _session_anomalies(key, key_operations)
-            run.key_done(len(key_operations))
-    except _TimedOut:
-        return run.timed_out()
-    anomalies.sort(key=lambda anomaly: anomaly.culprit.complete_index or 0)
-    return run.result(Validity.INVALID if anomalies else Validity.VALID, anomalies)
+    return run.check_keys(_session_anomalies, telling=lambda anomaly: anomaly.culprit.complete_index or 0)
 
 
 def _no_revision(op: Operation) -> str:
@@ -214,7 +203,7 @@ class _SessionFloor:
     read: Operation | None = None
 
 
-def _session_anomalies(key: Value, key_operations: Sequence[Operation]) -> list[Anomaly]:
+def _session_anomalies(key: Value, key_operations: list[Operation]) -> list[Anomaly]:
     floors: dict[int, _SessionFloor] = {}
     anomalies: list[Anomaly] = []
     for op in key_operations:
@@ -258,7 +247,7 @@ def _session_anomaly(kind: AnomalyKind, key: Value, culprit: Operation, earlier:
 # ---- bounded staleness ----------------------------------------------------------------------------
 
 
-def staleness_bound_ms(op: Operation) -> int | None:
+def _staleness_bound_ms(op: Operation) -> int | None:
     """The bound a read is held to: the staleness the server reported, or the one asked for when
     that is smaller (or the server reported none); None for a read without a bound."""
     bounds = [bound for bound in (op.staleness_ms, op.max_staleness_ms) if bound is not None]
@@ -266,7 +255,7 @@ def staleness_bound_ms(op: Operation) -> int | None:
 
 
 def _is_bounded_read(op: Operation) -> bool:
-    return op.f == "read" and op.outcome is EventType.OK and staleness_bound_ms(op) is not None
+    return op.f == "read" and op.outcome is EventType.OK and _staleness_bound_ms(op) is not None
 
 
 def check_staleness(
@@ -323,19 +312,10 @@ def check_staleness(
             Validity.UNKNOWN,
             reason=f"cannot check: the {untimed.f} of process {untimed.process} ({_lines(untimed)}) has no time",
         )
-    anomalies: list[Anomaly] = []
-    try:
-        for key, key_operations in run.by_key.items():
-            run.check_time()
-            anomalies += _staleness_anomalies(key, key_operations)
-            run.key_done(len(key_operations))
-    except _TimedOut:
-        return run.timed_out()
-    anomalies.sort(key=lambda anomaly: -anomaly.excess_ms)
-    return run.result(Validity.INVALID if anomalies else Validity.VALID, anomalies)
+    return run.check_keys(_staleness_anomalies, telling=lambda anomaly: -anomaly.excess_ms)
 
 
-def _staleness_anomalies(key: Value, key_operations: Sequence[Operation]) -> list[Anomaly]:
+def _staleness_anomalies(key: Value, key_operations: list[Operation]) -> list[Anomaly]:
     writes = sorted(
         (op for op in key_operations if op.f != "read" and op.outcome is EventType.OK),
         key=lambda op: op.revision or 0,
@@ -366,7 +346,7 @@ def _bounded_read_anomalies(
 ) -> list[Anomaly]:
     """The anomalies of one bounded read, given the ok write of the version it returned (when the
     history has it) and the first-completing ok write of a newer version (when there is one)."""
-    bound = staleness_bound_ms(read)
+    bound = _staleness_bound_ms(read)
     assert bound is not None and read.invoke_time is not None
     where = f"key {render_key(key)}, process {read.process}, {_lines(read)}"
     anomalies: list[Anomaly] = []

@@ -13,7 +13,7 @@ from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.history import Event, EventType, parse_jsonl
 from kvstore.jepsen.nemesis import EventPhase, NemesisKind, NemesisLog
 from kvstore.jepsen.runner import HistoryRecorder, RunClock, _report_load, apply_recorded, load_status
-from kvstore.jepsen.workloads import Completion, Invocation, RegisterWorkload
+from kvstore.jepsen.workloads import Completion, CounterWorkload, Invocation, RegisterWorkload, SetWorkload
 from tests.fakes.fake_cluster import FakeCluster
 from tests.fakes.progress import RecordingProgress
 
@@ -83,6 +83,23 @@ def test_register_runs_a_checker_per_guarantee_each_a_progress_phase() -> None:
     assert [(update.completed, update.total) for update in progress.updates()] == [(0, 1), (1, 1)] * 3
     linearizable_only = RegisterWorkload(1, ReadConsistency.LINEARIZABLE).check(events, 10.0, RecordingProgress())
     assert [outcome.checker for outcome in linearizable_only] == ["linearizable", "session"]
+
+
+def test_set_and_counter_checkers_are_progress_phases_too() -> None:
+    set_history = [
+        Event(0, INVOKE, "add", None, 1), Event(0, OK, "add", None, 1),
+        Event(1, INVOKE, "read", None, None), Event(1, OK, "read", None, (1,)),
+    ]  # fmt: skip
+    progress = RecordingProgress()
+    outcomes = SetWorkload(ReadConsistency.LINEARIZABLE).check(set_history, 10.0, progress)
+    assert [(outcome.checker, outcome.validity) for outcome in outcomes] == [
+        ("set", Validity.VALID), ("set-model", Validity.VALID),
+    ]  # fmt: skip
+    assert progress.phases() == ["check set", "check set-model"]
+    counter_history = [Event(0, INVOKE, "read", "c", None), Event(0, OK, "read", "c", 0)]
+    progress = RecordingProgress()
+    CounterWorkload(ReadConsistency.LINEARIZABLE).check(counter_history, 10.0, progress)
+    assert progress.phases() == ["check counter"]
 
 
 def test_a_session_anomaly_is_reported_with_its_timeline() -> None:
