@@ -7,10 +7,13 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 
+from kvstore._pb import kvstore_pb2 as pb
 from kvstore.errors import KvError, NotLeaderError
+from kvstore.node.reads import ReadTiming, ReplicaReads
+from kvstore.node.writes import WriteAcks
 from kvstore.raft import Config, ConfState, HardState, RawNode, Role, Snapshot, SnapshotMeta
-from kvstore.rpc.backend import Reader
-from kvstore.statemachine import PartitionStateMachine, WriteResponse
+from kvstore.rpc.backend import WriteOutcome
+from kvstore.statemachine import PartitionStateMachine
 from kvstore.storage import DurableLogStorage, Engine
 
 
@@ -22,7 +25,8 @@ def not_leader(partition: int, leader: int) -> NotLeaderError:
 @dataclass(slots=True)
 class Waiter:
     term: int
-    future: asyncio.Future[WriteResponse]
+    future: asyncio.Future[WriteOutcome]
+    concern: int = pb.MAJORITY
 
 
 @dataclass(slots=True)
@@ -31,15 +35,14 @@ class Replica:
     log: DurableLogStorage
     sm: PartitionStateMachine
     raw: RawNode
+    reads: ReplicaReads
     proposals: dict[int, Waiter] = field(default_factory=dict)  # log index -> waiter
-    reads: dict[int, asyncio.Future[Reader]] = field(default_factory=dict)  # request id -> waiter
-    ready_reads: list[tuple[int, int]] = field(default_factory=list)  # (read index, request id)
-    session_waiters: list[tuple[int, asyncio.Future[Reader]]] = field(default_factory=list)
+    acks: WriteAcks = field(default_factory=WriteAcks)  # LEADER and ALL writes held back
     compact_pending: bool = False
 
     @classmethod
     def open(cls, engine: Engine, partition: int, voters: frozenset[int], config: Config,
-             rng: random.Random) -> Replica:
+             rng: random.Random, timing: ReadTiming) -> Replica:
         sm = PartitionStateMachine(engine, partition)
         # A follower that needs entries the log no longer has gets the state machine as it is
         # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
@@ -56,7 +59,8 @@ class Replica:
             sm.bootstrap(batch, start)
             engine.write(batch, sync=True)
         applied = max(sm.applied_index, log.first_index() - 1)
-        return cls(partition, log, sm, RawNode(dataclasses.replace(config, applied=applied), log, rng))
+        raw = RawNode(dataclasses.replace(config, applied=applied), log, rng)
+        return cls(partition, log, sm, raw, ReplicaReads(config.id, partition, sm, timing))
 
     @property
     def leader(self) -> int:
@@ -73,31 +77,11 @@ class Replica:
             if not waiter.future.done():
                 waiter.future.set_exception(error)
         self.proposals.clear()
-        for future in self.reads.values():
-            if not future.done():
-                future.set_exception(error)
-        self.reads.clear()
-        self.ready_reads.clear()
+        self.acks.fail(error)
+        self.reads.fail_indexed(error)
 
-    def serve_reads(self) -> None:
-        """Hand the state machine to the reads it now may serve."""
-        applied = self.sm.applied_index
-        if self.ready_reads:
-            remaining = []
-            for index, request_id in self.ready_reads:
-                if index <= applied:
-                    future = self.reads.pop(request_id, None)
-                    if future is not None and not future.done():
-                        future.set_result(self.sm)
-                else:
-                    remaining.append((index, request_id))
-            self.ready_reads = remaining
-        if self.session_waiters:
-            waiting = []
-            for revision, future in self.session_waiters:
-                if revision <= applied:
-                    if not future.done():
-                        future.set_result(self.sm)
-                elif not future.done():
-                    waiting.append((revision, future))
-            self.session_waiters = waiting
+    def lease_index(self) -> int | None:
+        """The commit index while this node leads under a valid lease: a state that applied it
+        is current (a STALE read from it has staleness 0); None otherwise."""
+        raw = self.raw
+        return raw.committed if raw.lease_valid else None

@@ -36,6 +36,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore.errors import UnavailableError, WrongNodeError
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
+from kvstore.node.reads import ReadTiming
 from kvstore.node.replica import Replica, Waiter, not_leader
 from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
 from kvstore.raft import (
@@ -49,7 +50,7 @@ from kvstore.raft import (
 )
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.ring import ClusterMap
-from kvstore.rpc.backend import Limits, PartitionStatus, Reader
+from kvstore.rpc.backend import Limits, PartitionStatus, ServedRead, WriteOutcome
 from kvstore.statemachine import WriteResponse
 from kvstore.storage import Engine, LevelDBEngine, WriteBatch
 
@@ -93,8 +94,10 @@ class Node:
         self._pending_ticks = 0
         self._ticks_since_balance = 0
         self._inbound: list[tuple[int, Message]] = []
-        self._proposals: list[tuple[Replica, bytes, asyncio.Future[WriteResponse]]] = []
-        self._read_requests: list[tuple[Replica, int, bool, asyncio.Future[Reader]]] = []
+        self._proposals: list[tuple[Replica, bytes, int, asyncio.Future[WriteOutcome]]] = []
+        # (replica, request id, lease asked, min revision, future): ReadIndex reads for the loop
+        self._read_requests: list[tuple[Replica, int, bool, int, asyncio.Future[ServedRead]]] = []
+        self._urgent_probes: set[int] = set()  # partitions whose STALE reads wait for a bound
         self._unreachable: set[int] = set()
         self._carry_over: list[Replica] = []
         self._snapshot_reports: list[tuple[int, int, bool]] = []
@@ -113,9 +116,15 @@ class Node:
         raft_config = Config(config.node_id, election_tick=config.election_ticks, heartbeat_tick=config.heartbeat_ticks,
                              skip_bcast_commit=True)
         rng = random.Random(config.node_id * 7919 + int(time.time_ns() % 1_000_003))
+        tick_s = config.tick_ms / 1000
+        timing = ReadTiming(
+            wait_s=tick_s * config.election_ticks,
+            probe_interval_s=tick_s * config.heartbeat_ticks,
+            clock_factor=config.election_ticks / (config.election_ticks - raft_config.lease_drift_ticks),
+        )
         for partition in self.cluster_map.partitions_of(str(self.node_id)):
             voters = frozenset(int(n) for n in self.cluster_map.replicas(partition))
-            self.replicas[partition] = Replica.open(self.engine, partition, voters, raft_config, rng)
+            self.replicas[partition] = Replica.open(self.engine, partition, voters, raft_config, rng, timing)
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
         self.server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
         for add_servicer in servicers:
@@ -185,32 +194,35 @@ class Node:
     # `propose` and `read` queue a request and return its future at once: the RPC layer hands
     # over a whole batch, then waits once.
 
-    def propose(self, partition: int, command: bytes) -> asyncio.Future[WriteResponse]:
+    def propose(self, partition: int, command: bytes, concern: int) -> asyncio.Future[WriteOutcome]:
         """Queue `command` (a serialized `LogCommand`) for the partition's Raft group; the
-        future resolves to the applier's response once the entry is committed and applied on
-        this node."""
+        future resolves when the write `concern` says (`kvstore.node.writes`): MAJORITY once
+        the entry is committed and applied on this node, ALL once every replica applied it,
+        LEADER once it is durable in this node's log."""
         replica = self.replica(partition)
         replica.require_leader()
-        future: asyncio.Future[WriteResponse] = asyncio.get_running_loop().create_future()
-        self._proposals.append((replica, command, future))
+        future: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
+        self._proposals.append((replica, command, concern, future))
         self._wake.set()
         return future
 
-    def read(self, partition: int, consistency: int, min_revision: int) -> asyncio.Future[Reader]:
-        """The future resolves to the partition's state machine once a read at `consistency`
-        may be served from this replica: STALE at once; SESSION once it applied `min_revision`
-        (read-your-writes); LINEARIZABLE on the leader after a ReadIndex round, LEASE on the
-        leader from its lease when it holds (else as LINEARIZABLE)."""
+    def read(self, partition: int, consistency: int, min_revision: int,
+             max_staleness_ms: int) -> asyncio.Future[ServedRead]:  # fmt: skip
+        """The future resolves to this replica's state once a read at `consistency` may be
+        served from it (`kvstore.node.reads`): SESSION and STALE here, LINEARIZABLE on the
+        leader after a ReadIndex round, LEASE on the leader from its lease when it holds."""
         replica = self.replica(partition)
-        future: asyncio.Future[Reader] = asyncio.get_running_loop().create_future()
-        if consistency == pb.STALE or (consistency == pb.SESSION and replica.sm.applied_index >= min_revision):
-            future.set_result(replica.sm)
-        elif consistency == pb.SESSION:
-            replica.session_waiters.append((min_revision, future))
-        else:
-            replica.require_leader()
-            self._read_requests.append((replica, next(self._request_ids), consistency == pb.LEASE, future))
-            self._wake.set()
+        if consistency in (pb.SESSION, pb.STALE):
+            future = replica.reads.follower_read(consistency, min_revision, max_staleness_ms, time.monotonic(),
+                                                 replica.lease_index())  # fmt: skip
+            if replica.reads.wants_urgent_probe():
+                self._urgent_probes.add(partition)
+                self._wake.set()
+            return future
+        replica.require_leader()
+        future = asyncio.get_running_loop().create_future()
+        self._read_requests.append((replica, next(self._request_ids), consistency == pb.LEASE, min_revision, future))
+        self._wake.set()
         return future
 
     def status(self) -> list[PartitionStatus]:
@@ -248,6 +260,9 @@ class Node:
                 readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]
                 if readies:
                     await self._handle_readies(readies)
+                for replica in touched:  # responses and applies may complete ALL writes
+                    if replica.acks.holding_for_all:
+                        replica.acks.applied_by_all(replica.raw.applied_by_all())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -269,9 +284,13 @@ class Node:
         replicas = self.replicas
         if ticks:
             touched = dict(replicas)
+            now = time.monotonic()
             for replica in replicas.values():
                 for _ in range(ticks):
                     replica.raw.tick()
+                replica.reads.serve(now, replica.lease_index())  # refuses reads past their wait
+                if replica.reads.freshness.wants_probe(now):
+                    self._probe(replica, now)
             self._ticks_since_balance += ticks
             if self._ticks_since_balance >= BALANCE_EVERY_TICKS:
                 self._ticks_since_balance = 0
@@ -300,7 +319,7 @@ class Node:
                 touched[replica.partition] = replica
         if self._read_requests:
             requests, self._read_requests = self._read_requests, []
-            for replica, request_id, lease, future in requests:
+            for replica, request_id, lease, min_revision, future in requests:
                 if future.done():
                     continue
                 try:
@@ -308,9 +327,27 @@ class Node:
                 except RaftNotLeaderError:
                     future.set_exception(not_leader(replica.partition, replica.leader))
                     continue
-                replica.reads[request_id] = future
+                replica.reads.indexed_read(request_id, future, min_revision, lease)
                 touched[replica.partition] = replica
+        if self._urgent_probes:
+            now = time.monotonic()
+            for partition in self._urgent_probes:
+                replica = replicas[partition]
+                if replica.reads.freshness.wants_probe(now, urgent=True):
+                    self._probe(replica, now)
+                    touched[partition] = replica
+            self._urgent_probes.clear()
         return list(touched.values())
+
+    def _probe(self, replica: Replica, now: float) -> None:
+        """Send a freshness probe (`kvstore.node.reads.Freshness`): a ReadIndex request to the
+        leader, answered by its lease on the leader itself. No leader known: no probe."""
+        request_id = next(self._request_ids)
+        try:
+            replica.raw.read_index(request_id, lease=True)
+        except RaftNotLeaderError:
+            return
+        replica.reads.freshness.probe_sent(request_id, now)
 
     def _balance_leaders(self) -> None:
         views = []
@@ -323,29 +360,32 @@ class Node:
                 self.replicas[partition].raw.transfer_leader(to)
 
     def _propose_queued(self) -> list[Replica]:
-        by_replica: dict[int, list[tuple[bytes, asyncio.Future[WriteResponse]]]] = {}
-        for replica, data, future in self._proposals:
+        by_replica: dict[int, list[tuple[bytes, int, asyncio.Future[WriteOutcome]]]] = {}
+        for replica, data, concern, future in self._proposals:
             if not future.done():
-                by_replica.setdefault(replica.partition, []).append((data, future))
+                by_replica.setdefault(replica.partition, []).append((data, concern, future))
         self._proposals = []
         for partition, items in by_replica.items():
             replica = self.replicas[partition]
             raw = replica.raw
             try:
-                last = raw.propose([data for data, _ in items])
+                last = raw.propose([data for data, _, _ in items])
             except (RaftNotLeaderError, ProposalDroppedError) as e:
                 error = (
                     not_leader(partition, e.leader_hint)
                     if isinstance(e, RaftNotLeaderError)
                     else UnavailableError(str(e))
                 )
-                for _, future in items:
+                for _, _, future in items:
                     future.set_exception(error)
                 continue
             term = raw.term
             first = last - len(items) + 1
-            for offset, (_, future) in enumerate(items):
-                replica.proposals[first + offset] = Waiter(term, future)
+            for index, (_, concern, future) in enumerate(items, first):
+                if concern == pb.LEADER:
+                    replica.acks.when_durable(index, future)
+                else:
+                    replica.proposals[index] = Waiter(term, future, concern)
         return [self.replicas[partition] for partition in by_replica]
 
     async def _handle_readies(self, readies: list[tuple[Replica, Ready]]) -> None:
@@ -375,11 +415,14 @@ class Node:
                 await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._disk, write))
             else:
                 engine.write(batch, sync=False)
+            for replica, rd in readies:
+                if rd.entries:
+                    replica.acks.persisted(rd.entries[-1].index)  # LEADER writes: durable here
         # 2. send
         self.transport.send((replica.partition, message) for replica, rd in readies for message in rd.messages)
         # 3. apply
         apply_batch = engine.new_batch()
-        completions: list[tuple[asyncio.Future[WriteResponse], WriteResponse]] = []
+        completions: list[tuple[asyncio.Future[WriteOutcome], WriteResponse]] = []
         for replica, rd in readies:
             if rd.snapshot is not None:
                 replica.sm.restore(apply_batch, rd.snapshot)
@@ -393,18 +436,19 @@ class Node:
             if not future.done():
                 future.set_result(response)
         # 4. reads, role changes, advance
+        now = time.monotonic()
         for replica, rd in readies:
             if rd.soft_state is not None and rd.soft_state.role is not Role.LEADER:
                 replica.fail_waiters(not_leader(replica.partition, rd.soft_state.leader))
             if rd.read_states:
-                replica.ready_reads.extend((rs.index, rs.request_id) for rs in rd.read_states)
-            replica.serve_reads()
+                replica.reads.released(rd.read_states, now)
+            replica.reads.serve(now, replica.lease_index())
             replica.raw.advance(rd)
             if replica.sm.applied_index - replica.log.first_index() > self.config.snapshot_entries:
                 replica.compact_pending = True
 
     def _apply(self, replica: Replica, rd: Ready, batch: WriteBatch,
-               completions: list[tuple[asyncio.Future[WriteResponse], WriteResponse]]) -> None:
+               completions: list[tuple[asyncio.Future[WriteOutcome], WriteResponse]]) -> None:
         outcomes = replica.sm.apply(batch, rd.committed_entries)
         proposals = replica.proposals
         for entry, response in outcomes:
@@ -414,7 +458,10 @@ class Node:
             if waiter is None or waiter.future.done():
                 continue
             if waiter.term == entry.term and response is not None:
-                completions.append((waiter.future, response))
+                if waiter.concern == pb.ALL:
+                    replica.acks.hold_for_all(entry.index, waiter.future, response)
+                else:
+                    completions.append((waiter.future, response))
             else:
                 # A newer leader's entry took the index of ours: ours was never applied.
                 waiter.future.set_exception(not_leader(replica.partition, replica.leader))

@@ -20,7 +20,7 @@ from typing import Any
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
 from kvstore.errors import CrossPartitionError, InvalidArgumentError, KvTimeoutError, UnavailableError
-from kvstore.rpc.backend import Backend, Reader
+from kvstore.rpc.backend import Backend, LeaderDurable, ServedRead, WriteOutcome
 from kvstore.rpc.errors import to_error
 from kvstore.statemachine import WriteRequest, WriteResponse, check_command, txn_keys
 from kvstore.storage.keys import prefix_end
@@ -34,7 +34,7 @@ class _Read:
 
     request: pb.GetRequest
     partition: int
-    future: asyncio.Future[Reader]
+    future: asyncio.Future[ServedRead]
     timeout_s: float
     what: str
 
@@ -45,7 +45,7 @@ class _Write:
 
     kind: str  # the RequestOp field: put, delete or txn
     partition: int
-    future: asyncio.Future[WriteResponse]
+    future: asyncio.Future[WriteOutcome]
     timeout_s: float
     what: str
 
@@ -88,8 +88,10 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             if partition >= self._backend.cluster_map.partitions:
                 raise InvalidArgumentError(f"partition {partition} does not exist")
             timeout_s = self._timeout(request.header)
-            reader = await _wait(self._backend.read(partition, request.consistency, 0), timeout_s,
-                                 f"read from partition {partition}")
+            _check_consistency(request.consistency)
+            read = self._backend.read(partition, request.consistency, request.min_revision, request.max_staleness_ms)
+            served = await _wait(read, timeout_s, f"read from partition {partition}")
+            reader = served.reader
             if request.prefix:
                 start, end = request.prefix, prefix_end(request.prefix)
             else:
@@ -100,7 +102,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             if request.keys_only:
                 for kv in response.kvs:
                     kv.ClearField("value")
-            self._fill_header(response.header, partition, reader.applied_index, request.consistency)
+            self._fill_header(response.header, partition, reader.applied_index, served.served, served.staleness_ms)
         except Exception as error:
             response = pb.ScanResponse(error=self._error(error))
             self._fill_header(response.header, partition, 0, pb.LINEARIZABLE)
@@ -122,19 +124,23 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             if op.HasField("get"):
                 get = op.get
                 partition = self._partition_of([get.key])
-                what = f"read from partition {partition}"
-                if get.consistency == pb.SESSION:
-                    what = f"session read from partition {partition} (revision {get.min_revision})"
-                future = self._backend.read(partition, get.consistency, get.min_revision)
+                _check_consistency(get.consistency)
+                level = pb.ReadConsistency.Name(get.consistency).lower()
+                what = f"{level} read from partition {partition}"
+                if get.min_revision:
+                    what += f" at revision {get.min_revision} or later"
+                future = self._backend.read(partition, get.consistency, get.min_revision, get.max_staleness_ms)
                 return _Read(get, partition, future, self._timeout(get.header), what)
             request = _write_request(op)
-            problem = check_command(request)
+            problem = check_command(request) or _concern_problem(request)
             if problem is not None:
                 raise InvalidArgumentError(problem)
             partition = self._partition_of(txn_keys(request) if isinstance(request, pb.TxnRequest) else [request.key])
             self._check_values(request)
-            proposal = self._backend.propose(partition, op.SerializeToString())
-            return _Write(kind, partition, proposal, self._timeout(request.header), f"write to partition {partition}")
+            proposal = self._backend.propose(partition, op.SerializeToString(), request.concern)
+            concern = pb.WriteConcern.Name(request.concern).lower()
+            what = f"write to partition {partition} (concern {concern})"
+            return _Write(kind, partition, proposal, self._timeout(request.header), what)
         except Exception as error:
             return self._failed(kind, partition, error)
 
@@ -142,24 +148,34 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         future = started.future
         if not future.done():
             future.cancel()  # the node skips it; a write may still be applied, as with any timeout
-            timeout = KvTimeoutError(f"{started.what} did not complete within {started.timeout_s:g}s")
-            return self._failed(_kind(started), started.partition, timeout)
+            message = f"{started.what} did not complete within {started.timeout_s:g}s"
+            if isinstance(started, _Write):
+                message += "; its outcome is unknown: it may have been applied, or may still be"
+            return self._failed(_kind(started), started.partition, KvTimeoutError(message))
         if future.cancelled():
             return self._failed(_kind(started), started.partition, UnavailableError(f"{started.what} was cancelled"))
         error = future.exception()
         if error is not None:
             return self._failed(_kind(started), started.partition, error)
         if isinstance(started, _Read):
-            reader = started.future.result()
+            served = started.future.result()
             result = pb.ResponseOp()
             get = result.get
-            kv = reader.get(started.request.key)
+            kv = served.reader.get(started.request.key)
             if kv is not None:
                 get.found = True
                 get.kv.CopyFrom(kv)
-            self._fill_header(get.header, started.partition, reader.applied_index, started.request.consistency)
+            self._fill_header(get.header, started.partition, served.reader.applied_index, served.served,
+                              served.staleness_ms)  # fmt: skip
             return result
-        response = started.future.result()
+        outcome = started.future.result()
+        if isinstance(outcome, LeaderDurable):
+            # Durable on the leader alone: the revision it gets if it commits, and nothing that
+            # needs the apply (a LEADER delete cannot say whether the key existed).
+            result = pb.ResponseOp()
+            self._fill_header(_inner(result, started.kind).header, started.partition, outcome.index, pb.LINEARIZABLE)
+            return result
+        response = outcome
         if response.error.code:
             response.error.epoch = self._backend.cluster_map.epoch
         self._fill_header(response.header, started.partition, response.header.revision, pb.LINEARIZABLE)
@@ -211,13 +227,14 @@ class KVService(kvstore_pb2_grpc.KVServicer):
                 raise InvalidArgumentError(f"the value is {len(value)} bytes; the limit is {limit}")
 
     def _fill_header(
-        self, header: pb.ResponseHeader, partition: int, revision: int, served: pb.ReadConsistency
+        self, header: pb.ResponseHeader, partition: int, revision: int, served: int, staleness_ms: int = 0
     ) -> None:
         header.partition = partition
         header.revision = revision
-        header.served = served
+        header.served = served  # type: ignore[assignment]
         header.node_id = self._backend.node_id
         header.epoch = self._backend.cluster_map.epoch
+        header.staleness_ms = staleness_ms
 
     def _error(self, error: BaseException) -> pb.Error:
         backend = self._backend
@@ -232,6 +249,27 @@ def _write_request(op: pb.RequestOp) -> WriteRequest:
     if op.HasField("txn"):
         return op.txn
     raise InvalidArgumentError("the operation is empty")
+
+
+def _check_consistency(consistency: int) -> None:
+    if consistency not in pb.ReadConsistency.values():
+        raise InvalidArgumentError(f"unknown read consistency {consistency}")
+
+
+def _concern_problem(request: WriteRequest) -> str | None:
+    """What makes `request`'s write concern unservable, if anything (`kvstore.node.writes`)."""
+    concern = request.concern
+    if concern not in pb.WriteConcern.values():
+        return f"unknown write concern {concern}"
+    if concern != pb.LEADER:
+        return None
+    if isinstance(request, pb.TxnRequest):
+        return ("a transaction cannot be acknowledged with write concern LEADER: whether its compares held is "
+                "known only once it is applied, after a quorum has it; use majority or all")  # fmt: skip
+    if request.prev_kv:
+        return ("prev_kv cannot be returned with write concern LEADER: the previous value is known only once "
+                "the write is applied, after a quorum has it; use majority or all")  # fmt: skip
+    return None
 
 
 def _kind(started: _Read | _Write) -> str:
@@ -257,7 +295,7 @@ def _inner(result: pb.ResponseOp, kind: str) -> OpResponse:
     return result.get
 
 
-async def _wait(future: asyncio.Future[Reader], timeout_s: float, what: str) -> Reader:
+async def _wait(future: asyncio.Future[ServedRead], timeout_s: float, what: str) -> ServedRead:
     """The future's result, or a TIMEOUT error naming `what` after `timeout_s`."""
     try:
         async with asyncio.timeout(timeout_s):
