@@ -69,6 +69,13 @@ class KvError(Exception):
         self.code = self.default_code if code is None else code
         self.message = message
 
+    @property
+    def may_be_applied(self) -> bool:
+        """For a write that failed with this error: True when its outcome is unknown (it may
+        have been applied, or may still be), False when it was refused and certainly not
+        applied. From the table, `ERRORS[code].may_be_applied`."""
+        return ERRORS[self.code].may_be_applied
+
 
 class NotFoundError(KvError):
     """Something the request names does not exist (e.g. a lease); a missing key is `None`, not this."""
@@ -97,7 +104,8 @@ class UnavailableError(KvError):
 
 
 class KvTimeoutError(UnavailableError):
-    """The request's deadline passed before it was served."""
+    """The request's deadline passed before it was served. For a write, its outcome is unknown:
+    it may have been applied (a retry with the same request id is applied at most once)."""
 
     default_code = ErrorCode.TIMEOUT
 

@@ -21,6 +21,7 @@ from kvstore.client.types import (
     PutResult,
     ReadConsistency,
     ResponseHeader,
+    ScanResult,
     TxnResult,
     WriteConcern,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "PutResult",
     "ReadConsistency",
     "ResponseHeader",
+    "ScanResult",
     "StaleFencingTokenError",
     "SyncClient",
     "TxnResult",

@@ -18,7 +18,8 @@ from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.client import wire
 from kvstore.client.batching import NodeBatcher, TransportError, transport_failure
 from kvstore.client.ops import Compare, Data, DeleteOp, GetOp, Op, PutOp, to_bytes
-from kvstore.client.routing import Router
+from kvstore.client.routing import Pick, Router
+from kvstore.client.session import Session
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
@@ -29,6 +30,8 @@ from kvstore.client.types import (
     OpResult,
     PutResult,
     ReadConsistency,
+    ResponseHeader,
+    ScanResult,
     TxnResult,
     WriteConcern,
 )
@@ -101,8 +104,14 @@ class Client:
     """An asyncio client of a kvstore cluster.
 
     Connect through any seed endpoint; the client learns the cluster map from it and routes
-    every request to its partition's leader. Each call finishes within `timeout` seconds or
-    raises `KvTimeoutError`/`NotLeaderError`.
+    every request to its partition's leader (SESSION reads to any replica, STALE reads to a
+    follower, each drawn at random to spread the load). Each call finishes within `timeout`
+    seconds or raises `KvTimeoutError`/`NotLeaderError`; a write that fails so may still have
+    been applied (`KvError.may_be_applied`).
+
+    The client is a session: it remembers the newest revision it saw of each partition, so its
+    SESSION reads see its own writes and never go back in time. `session_token()` exports that,
+    and `Client(..., session_token=...)` continues it in another client or process.
 
         async with Client(["127.0.0.1:2379"]) as client:
             await client.put("greeting", "hello")
@@ -118,6 +127,7 @@ class Client:
         max_batch: int = 256,
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        session_token: str = "",
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a sequence of 'host:port' strings, not one string")
@@ -144,7 +154,12 @@ class Client:
         self._refresh_lock = asyncio.Lock()
         self._layout_generation = 0
         # Highest revision seen per partition: the floor for SESSION reads (read-your-writes).
-        self._seen_revisions: dict[int, int] = {}
+        self._session = Session.from_token(session_token)
+
+    def session_token(self) -> str:
+        """This client's session (the newest revision it saw of each partition) as text, for
+        `Client(..., session_token=...)` in another client or process (`kvstore.client.session`)."""
+        return self._session.token()
 
     async def connect(self) -> None:
         """Fetch the cluster map through the seed endpoints; `UnavailableError` if none answers."""
@@ -170,18 +185,38 @@ class Client:
     # ---- key operations ---------------------------------------------------------------------
 
     async def get(
-        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+        self,
+        key: Data,
+        *,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> KeyValue | None:
-        """The key's current entry, or None when it does not exist."""
-        return (await self.get_result(key, consistency=consistency)).kv
+        """The key's entry, or None when it does not exist.
+
+        `consistency` (docs/consistency.md): LINEARIZABLE (the default: a quorum confirms the
+        leader), LEASE (the leader alone, while its lease holds), SESSION (any replica that has
+        this client's writes and reads), STALE (any replica, with a staleness bound). With
+        `min_revision`, only a replica that applied that revision answers; with
+        `max_staleness_ms` (STALE only), only one that can bound its staleness under it.
+        """
+        result = await self.get_result(
+            key, consistency=consistency, min_revision=min_revision, max_staleness_ms=max_staleness_ms
+        )
+        return result.kv
 
     async def get_result(
-        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+        self,
+        key: Data,
+        *,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> GetResult:
-        """Like `get`, with the response header (partition, revision, consistency served)."""
-        result = await self._run_op(
-            GetOp(to_bytes(key, "key"), ReadConsistency(consistency)), WriteConcern.MAJORITY
-        )
+        """Like `get`, with the response header (partition, revision, level served, node,
+        staleness bound)."""
+        op = GetOp(to_bytes(key, "key"), ReadConsistency(consistency), min_revision, max_staleness_ms)
+        result = await self._run_op(op, WriteConcern.MAJORITY)
         assert isinstance(result, GetResult)
         return result
 
@@ -241,16 +276,40 @@ class Client:
         limit: int = 0,
         keys_only: bool = False,
         consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> list[KeyValue]:
         """Keys in ``[start, end)`` (or starting with `prefix`) across all partitions, in key order.
 
         `limit` (0 = none) applies to the merged result. `end` empty or None means the end of the
-        key space. With `keys_only`, values come back empty.
+        key space. With `keys_only`, values come back empty. `consistency`, `min_revision` and
+        `max_staleness_ms` as for `get`, for each partition.
         """
+        result = await self.scan_result(
+            prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=consistency,
+            min_revision=min_revision, max_staleness_ms=max_staleness_ms,
+        )  # fmt: skip
+        return list(result.kvs)
+
+    async def scan_result(
+        self,
+        *,
+        prefix: Data | None = None,
+        start: Data | None = None,
+        end: Data | None = None,
+        limit: int = 0,
+        keys_only: bool = False,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
+    ) -> ScanResult:
+        """Like `scan`, with the response header of each partition scanned."""
         if prefix is not None and (start is not None or end is not None):
             raise InvalidArgumentError("scan takes either a prefix or a start/end range, not both")
         if limit < 0:
             raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
+        level = ReadConsistency(consistency)
+        _check_read_options(level, min_revision, max_staleness_ms)
         router = await self._connected_router()
         if prefix is not None:
             prefix_bytes = to_bytes(prefix, "prefix")
@@ -268,19 +327,16 @@ class Client:
         per_partition = await asyncio.gather(
             *(
                 self._scan_partition(
-                    partition,
-                    range_start,
-                    range_end,
-                    limit,
-                    keys_only,
-                    ReadConsistency(consistency),
+                    partition, range_start, range_end, limit, keys_only, level, min_revision, max_staleness_ms,
                     deadline,
-                )
+                )  # fmt: skip
                 for partition in partitions
             )
         )
-        merged = heapq.merge(*per_partition, key=lambda kv: kv.key)
-        return list(itertools.islice(merged, limit or None))
+        merged = heapq.merge(*(found for found, _ in per_partition), key=lambda kv: kv.key)
+        return ScanResult(
+            tuple(itertools.islice(merged, limit or None)), tuple(header for _, header in per_partition)
+        )
 
     async def txn(
         self,
@@ -316,13 +372,13 @@ class Client:
         failure: Sequence[Op],
         concern: WriteConcern,
     ) -> TxnResult:
-        min_revision = self._seen_revisions.get(partition, 0)
+        session_revision = self._session.revision(partition)
         request = pb.RequestOp(
             txn=pb.TxnRequest(
                 compare=[wire.compare_to_pb(compare) for compare in compares],
                 # Sub-operations travel under the transaction's header, so theirs stay empty.
-                success=[wire.op_to_pb(op, concern, min_revision) for op in success],
-                failure=[wire.op_to_pb(op, concern, min_revision) for op in failure],
+                success=[wire.op_to_pb(op, concern, session_revision) for op in success],
+                failure=[wire.op_to_pb(op, concern, session_revision) for op in failure],
                 concern=concern.value,
             )
         )
@@ -334,7 +390,7 @@ class Client:
             txn.header.timeout_ms = int(timeout * 1000)
             return wire.txn_response(await self._batcher(address).submit(request, timeout))
 
-        return wire.txn_from_pb(await self._call_partition(partition, deadline, send))
+        return wire.txn_from_pb(await self._call_partition(partition, deadline, send, write=True))
 
     # ---- cluster information ----------------------------------------------------------------
 
@@ -388,6 +444,8 @@ class Client:
 
     def _validate_op(self, op: Op) -> None:
         self._validate_key(op.key)
+        if isinstance(op, GetOp):
+            _check_read_options(op.consistency, op.min_revision, op.max_staleness_ms)
         if isinstance(op, PutOp) and len(op.value) > self.max_value_bytes:
             raise InvalidArgumentError(
                 f"value of {len(op.value)} bytes for key {op.key[:64]!r} is over the {self.max_value_bytes}-byte limit"
@@ -423,7 +481,7 @@ class Client:
     async def _send_op(self, op: Op, concern: WriteConcern) -> OpResult:
         router = await self._connected_router()
         partition = router.partition_for(op.key)
-        request = wire.op_to_pb(op, concern, self._seen_revisions.get(partition, 0))
+        request = wire.op_to_pb(op, concern, self._session.revision(partition))
         inner = getattr(request, request.WhichOneof("op"))
         self._fill_request_header(inner.header, router, mutation=not isinstance(op, GetOp))
         deadline = self._deadline()
@@ -432,9 +490,13 @@ class Client:
             inner.header.timeout_ms = int(timeout * 1000)
             return wire.inner_response(await self._batcher(address).submit(request, timeout))
 
-        # A node may report a missing key as found=false or as NOT_FOUND: both mean None.
-        answers = (ErrorCode.OK, ErrorCode.NOT_FOUND) if isinstance(op, GetOp) else (ErrorCode.OK,)
-        return wire.result_from_response(await self._call_partition(partition, deadline, send, answers))
+        if isinstance(op, GetOp):
+            # A node may report a missing key as found=false or as NOT_FOUND: both mean None.
+            answers = (ErrorCode.OK, ErrorCode.NOT_FOUND)
+            response = await self._call_partition(partition, deadline, send, answers, Pick.for_read(op.consistency))
+            return wire.result_from_response(response)
+        response = await self._call_partition(partition, deadline, send, write=True)
+        return wire.result_from_response(response, concern=concern)
 
     async def _scan_partition(
         self,
@@ -444,12 +506,17 @@ class Client:
         limit: int,
         keys_only: bool,
         consistency: ReadConsistency,
+        min_revision: int,
+        max_staleness_ms: int,
         deadline: float,
-    ) -> list[KeyValue]:
-        """One partition's keys in range, following `more` page by page up to `limit`."""
+    ) -> tuple[list[KeyValue], ResponseHeader]:
+        """One partition's keys in range, following `more` page by page up to `limit`, and the
+        header of its last page."""
         router = await self._connected_router()
         found: list[KeyValue] = []
         page_start = start
+        if consistency is ReadConsistency.SESSION:
+            min_revision = max(min_revision, self._session.revision(partition))
         while True:
             request = pb.ScanRequest(
                 start=page_start,
@@ -458,6 +525,8 @@ class Client:
                 consistency=int(consistency),
                 keys_only=keys_only,
                 partition=partition,
+                min_revision=min_revision,
+                max_staleness_ms=max_staleness_ms,
             )
             self._fill_request_header(request.header, router, mutation=False)
 
@@ -468,10 +537,10 @@ class Client:
                 response: pb.ScanResponse = await self._kv_stub(address).Scan(request, timeout=timeout)
                 return response
 
-            response = await self._call_partition(partition, deadline, send)
+            response = await self._call_partition(partition, deadline, send, pick=Pick.for_read(consistency))
             found.extend(map(wire.kv_from_pb, response.kvs))
             if not response.more or not response.kvs or (limit and len(found) >= limit):
-                return found
+                return found, wire.header_from_pb(response.header)
             page_start = response.kvs[-1].key + b"\x00"  # the next key after the last one seen
 
     async def _call_partition(
@@ -480,11 +549,15 @@ class Client:
         deadline: float,
         send: Callable[[str, float], Awaitable[ResponseT]],
         answers: Sequence[ErrorCode] = (ErrorCode.OK,),
+        pick: Pick = Pick.LEADER,
+        write: bool = False,
     ) -> ResponseT:
-        """Send to the partition's leader until a node answers, following hints, within `deadline`.
+        """Send to the partition's replica `pick` chooses (the leader: following hints) until a
+        node answers, within `deadline`.
 
         Returns the first response whose error code is in `answers`; raises the typed error of
-        any other final code, or a timeout error naming the last problem met.
+        any other final code, or a timeout error naming the last problem met. For a `write`, the
+        error's message says whether it may have been applied.
         """
         loop = asyncio.get_running_loop()
         backoff = _Backoff(self._rng)
@@ -495,9 +568,9 @@ class Client:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise self._deadline_error(partition, last_code, last_problem)
+                raise self._deadline_error(partition, last_code, last_problem, write)
             router = await self._connected_router()
-            node_id = router.choose(partition, failed_nodes)
+            node_id = router.choose(partition, failed_nodes, pick, self._rng)
             if node_id is None:
                 # Every replica failed once: take a fresh map, pause, then try them all again.
                 failed_nodes.clear()
@@ -554,21 +627,26 @@ class Client:
                 router.forget_leader(partition, node_id)
                 await backoff.pause(deadline)
             else:
-                raise exception_for(error.code, detail)
+                final = exception_for(error.code, detail)
+                if write:
+                    final.message = f"{final.message}; {_write_outcome(final)}"
+                    final.args = (final.message,)
+                raise final
 
-    def _deadline_error(self, partition: int, last_code: ErrorCode, last_problem: str) -> KvError:
+    def _deadline_error(self, partition: int, last_code: ErrorCode, last_problem: str, write: bool) -> KvError:
+        error: KvError
         if last_code in (ErrorCode.NOT_LEADER, ErrorCode.WRONG_NODE):
-            return NotLeaderError(
-                f"no leader for partition {partition} after {self.timeout:g}s; last error: {last_problem}"
-            )
-        return KvTimeoutError(
-            f"partition {partition} was not served within {self.timeout:g}s; last error: {last_problem}"
-        )
+            error = NotLeaderError(f"no leader for partition {partition} after {self.timeout:g}s")
+        else:
+            error = KvTimeoutError(f"partition {partition} was not served within {self.timeout:g}s")
+        outcome = f"; {_write_outcome(error)}" if write else ""
+        error.message = f"{error.message}{outcome}; last error: {last_problem}"
+        error.args = (error.message,)
+        return error
 
     def _note_revision(self, response: _Response) -> None:
         header = response.header
-        if header.revision > self._seen_revisions.get(header.partition, 0):
-            self._seen_revisions[header.partition] = header.revision
+        self._session.note(header.partition, header.revision)
 
     # ---- cluster map ------------------------------------------------------------------------
 
@@ -646,3 +724,19 @@ class Client:
             batcher = self._batchers[address] = NodeBatcher(address, self._kv_stub(address), self._max_batch)
             batcher.start()
         return batcher
+
+
+def _check_read_options(consistency: ReadConsistency, min_revision: int, max_staleness_ms: int) -> None:
+    if min_revision < 0:
+        raise InvalidArgumentError(f"min_revision must be >= 0, got {min_revision}")
+    if not 0 <= max_staleness_ms < 1 << 32:
+        raise InvalidArgumentError(f"max_staleness_ms must be between 0 and {(1 << 32) - 1}, got {max_staleness_ms}")
+    if max_staleness_ms and consistency is not ReadConsistency.STALE:
+        raise InvalidArgumentError(f"max_staleness_ms bounds STALE reads only, not {consistency.name} ones")
+
+
+def _write_outcome(error: KvError) -> str:
+    """What a write that failed with `error` did, in words (`kvstore.errors.ERRORS`)."""
+    if error.may_be_applied:
+        return "the write's outcome is unknown: it may have been applied"
+    return "the write was refused and not applied"

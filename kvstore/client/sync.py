@@ -20,6 +20,7 @@ from kvstore.client.types import (
     OpResult,
     PutResult,
     ReadConsistency,
+    ScanResult,
     TxnResult,
     WriteConcern,
 )
@@ -45,6 +46,7 @@ class SyncClient:
         max_batch: int = 256,
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        session_token: str = "",
     ) -> None:
         self._client = Client(
             endpoints,
@@ -53,6 +55,7 @@ class SyncClient:
             max_batch=max_batch,
             max_key_bytes=max_key_bytes,
             max_value_bytes=max_value_bytes,
+            session_token=session_token,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -60,6 +63,9 @@ class SyncClient:
     @property
     def client_id(self) -> str:
         return self._client.client_id
+
+    def session_token(self) -> str:
+        return self._client.session_token()
 
     def connect(self) -> None:
         """Start the background loop and connect; on failure the loop is stopped again."""
@@ -103,14 +109,30 @@ class SyncClient:
         return asyncio.run_coroutine_threadsafe(call, self._loop).result()
 
     def get(
-        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+        self,
+        key: Data,
+        *,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> KeyValue | None:
-        return self._run(self._client.get(key, consistency=consistency))
+        return self.get_result(
+            key, consistency=consistency, min_revision=min_revision, max_staleness_ms=max_staleness_ms
+        ).kv
 
     def get_result(
-        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+        self,
+        key: Data,
+        *,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> GetResult:
-        return self._run(self._client.get_result(key, consistency=consistency))
+        return self._run(
+            self._client.get_result(
+                key, consistency=consistency, min_revision=min_revision, max_staleness_ms=max_staleness_ms
+            )
+        )
 
     def put(
         self,
@@ -152,12 +174,34 @@ class SyncClient:
         limit: int = 0,
         keys_only: bool = False,
         consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> list[KeyValue]:
+        return list(
+            self.scan_result(
+                prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=consistency,
+                min_revision=min_revision, max_staleness_ms=max_staleness_ms,
+            ).kvs
+        )  # fmt: skip
+
+    def scan_result(
+        self,
+        *,
+        prefix: Data | None = None,
+        start: Data | None = None,
+        end: Data | None = None,
+        limit: int = 0,
+        keys_only: bool = False,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
+    ) -> ScanResult:
         return self._run(
-            self._client.scan(
-                prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=consistency
+            self._client.scan_result(
+                prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=consistency,
+                min_revision=min_revision, max_staleness_ms=max_staleness_ms,
             )
-        )
+        )  # fmt: skip
 
     def txn(
         self,
