@@ -13,6 +13,7 @@ from kvstore.client.errors import (
     NotFoundError,
     NotLeaderError,
     StaleFencingTokenError,
+    TransportSecurityError,
     UnavailableError,
 )
 from kvstore.client.ops import Compare, DeleteOp, GetOp, Op, PutOp
@@ -33,6 +34,7 @@ from kvstore.client.types import (
     TxnResult,
     WriteConcern,
 )
+from kvstore.tls import TlsConfig
 
 __all__ = [
     "DEFAULT_MAX_KEY_BYTES",
@@ -63,6 +65,8 @@ __all__ = [
     "ResponseHeader",
     "StaleFencingTokenError",
     "SyncClient",
+    "TlsConfig",
+    "TransportSecurityError",
     "TxnResult",
     "UnavailableError",
     "WriteConcern",

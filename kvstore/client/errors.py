@@ -37,6 +37,12 @@ class CrossPartitionError(InvalidArgumentError):
     default_code = ErrorCode.CROSS_PARTITION
 
 
+class TransportSecurityError(InvalidArgumentError):
+    """The client's TLS settings do not fit the node: plaintext against a TLS node (or the other
+    way round), a certificate the node refuses, a node certificate the client's CA does not
+    vouch for, or an unusable TLS file. Retrying cannot help; the message says which."""
+
+
 class StaleFencingTokenError(KvError):
     """The key already accepted a write with a larger fencing token: this writer lost its lock."""
 

@@ -33,9 +33,10 @@ import grpc
 
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
-from kvstore.node.errors import RequestError, not_leader, timeout, wrong_node
+from kvstore.node.errors import RequestError, invalid, not_leader, timeout, wrong_node
 from kvstore.node.replica import Replica, Waiter
-from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
+from kvstore.node.security import NodeSecurity
+from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
     NONE,
     ConfChange,
@@ -100,8 +101,9 @@ class Node:
         )
         self.engine: Engine | None = None
         self.replicas: dict[int, Replica] = {}
-        self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self._on_unreachable,
-                                       self._on_snapshot_sent)
+        self.security = NodeSecurity(config)
+        self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self.security,
+                                       self._on_unreachable, self._on_snapshot_sent)
         self.server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -133,11 +135,13 @@ class Node:
             voters = frozenset(int(n) for n in self.cluster_map.replicas(partition))
             self.replicas[partition] = Replica.open(self.engine, partition, self.id, voters, raft_config, rng)
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
-        self.server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(
+            options=[*KEEPALIVE_OPTIONS, *self.security.server_options(), ("grpc.so_reuseport", 0)]
+        )
         for add_servicer in servicers or []:
             add_servicer(self.server)  # type: ignore[operator]
         try:
-            port = self.server.add_insecure_port(config.listen)
+            port = self.security.add_port(self.server, config.listen)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -149,7 +153,13 @@ class Node:
             asyncio.create_task(self._ticker(), name="ticker"),
             asyncio.create_task(self._ready_loop(), name="ready-loop"),
         ]
-        log.info("node %d serving %s with %d replicas", self.id, config.listen, len(self.replicas))
+        log.info("node %d serving %s (%s) with %d replicas", self.id, config.listen,
+                 "TLS" if self.security.enabled else "plaintext", len(self.replicas))
+
+    def reload_certificates(self) -> None:
+        """SIGHUP: new handshakes use the certificate files as they are now (if all are good)."""
+        if self.security.reload():
+            self.transport.certificates_changed()
 
     def close(self) -> None:
         if self._closing:
@@ -204,6 +214,9 @@ class Node:
     def submit_proposal(self, partition: int, data: bytes) -> asyncio.Future[object]:
         """Queue a command for the partition's Raft group; the future resolves to the applier's
         result once the entry is committed and applied on this node."""
+        if len(data) > self.config.max_request_bytes:
+            # Peers refuse frames much past this size: such an entry could never be replicated.
+            raise invalid(f"the request is {len(data)} bytes once encoded; the limit is {self.config.max_request_bytes}")
         replica = self.replica(partition)
         replica.require_leader()
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()

@@ -1,10 +1,15 @@
 """Peer transport: one long-lived gRPC stream to each peer, carrying batches of Raft messages.
 
 `send()` never blocks and never awaits: it appends to the peer's queue and wakes the peer's
-sender task, which writes everything queued as one frame. While a peer is unreachable its
-messages are dropped (Raft retransmits) and the node is told: a leader stops pipelining to
-it, and followers whose leader it was elect a new one right after the lease instead of at a
-random later point. The sender reconnects with exponential backoff.
+sender task, which writes everything queued as frames of at most `MAX_FRAME_BYTES`. While a
+peer is unreachable its messages are dropped (Raft retransmits) and the node is told: a leader
+stops pipelining to it, and followers whose leader it was elect a new one right after the
+lease instead of at a random later point. The sender reconnects with exponential backoff.
+
+A stream counts as connected once the peer has admitted it (sent its response headers after
+checking the hello and, with TLS, this node's certificate). When the node's certificates are
+rotated the sender opens a new stream with them before it closes the old one, so nothing is
+dropped; if the peer refuses the new certificate the old stream stays in use.
 
 Snapshots do not ride in the batches: each goes in its own `SendSnapshot` call, cut into
 chunks, and its outcome is reported back so Raft can resume replicating to that follower.
@@ -15,42 +20,74 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
-from kvstore.node.wire import encode_batch, snapshot_chunks
+from kvstore.node.wire import encode_frames, snapshot_chunks
 from kvstore.raft import Message
 
 log = logging.getLogger("kvstore.transport")
 
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", 256 << 20),
-    ("grpc.max_receive_message_length", 256 << 20),
+KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", 256 << 20),
+    ("grpc.max_receive_message_length", 256 << 20),
+    *KEEPALIVE_OPTIONS,
+]
 MAX_QUEUED_MESSAGES = 100_000
+# Frames stay within the smallest request limit a node accepts (config.MIN_REQUEST_BYTES); a
+# larger message, which carries one entry, travels alone and fits the peer's own limit.
+MAX_FRAME_BYTES = 1 << 20
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 SNAPSHOT_TIMEOUT_S = 300.0
 BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 1.0
+DIAGNOSIS_TIMEOUT_S = 2.0
+
+
+class PeerChannels(Protocol):
+    """Where peer channels come from (`NodeSecurity`): plaintext, or TLS with the node's
+    current certificates; `generation` moves on each time those change."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def peer_channel(self, address: str, options: list[tuple[str, int]]) -> grpc.aio.Channel: ...
+
+    async def diagnose_peer(self, address: str, timeout: float) -> str | None:
+        """Why a connection to the peer failed at the TLS layer, if it did."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    channel: grpc.aio.Channel
+    call: grpc.aio.StreamStreamCall
+    generation: int  # of the certificates it was opened with
 
 
 class _PeerSender:
-    def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str,
+    def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str, channels: PeerChannels,
                  on_unreachable: Callable[[int], None]) -> None:
         self.node_id = node_id
         self.peer_id = peer_id
         self.address = address
         self.cluster_id = cluster_id
+        self.channels = channels
         self.on_unreachable = on_unreachable
         self.queue: list[tuple[int, Message]] = []
         self.wake = asyncio.Event()
         self.connected = False
         self.task: asyncio.Task[None] | None = None
+        self._failure = ""  # the last failure to connect logged: a peer that stays away is logged once
 
     def enqueue(self, items: list[tuple[int, Message]]) -> None:
         """Queue messages for the next frame; dropped while disconnected or when the queue is full."""
@@ -62,30 +99,61 @@ class _PeerSender:
     async def run(self) -> None:
         backoff = BACKOFF_INITIAL_S
         while True:
-            channel = grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS)
+            link: _Link | None = None
             try:
-                call = peer_pb2_grpc.PeerStub(channel).Stream()
-                hello = peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id)
-                await call.write(peer_pb2.PeerFrame(hello=hello))
+                link = await self._open()
                 self.connected = True
+                self._failure = ""
                 log.info("connected to peer %d at %s", self.peer_id, self.address)
                 backoff = BACKOFF_INITIAL_S
-                await self._pump(call)
+                while True:
+                    await self._pump(link)  # returns when the node's certificates have changed
+                    link = await self._renew(link)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # any stream failure: drop, tell Raft, reconnect
-                if self.connected:
-                    log.warning("lost peer %d at %s: %s", self.peer_id, self.address, _short(e))
+                await self._report_failure(e)
                 self.connected = False
                 self.queue.clear()
                 self.on_unreachable(self.peer_id)
             finally:
                 self.connected = False
-                await channel.close(grace=None)
+                if link is not None:
+                    await link.channel.close(grace=None)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    async def _pump(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _open(self) -> _Link:
+        """A stream the peer has admitted, with the current certificates."""
+        generation = self.channels.generation
+        channel = self.channels.peer_channel(self.address, GRPC_OPTIONS)
+        try:
+            call = peer_pb2_grpc.PeerStub(channel).Stream()
+            hello = peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id)
+            await call.write(peer_pb2.PeerFrame(hello=hello))
+            await call.initial_metadata()  # sent by the peer once it has admitted this node
+            if call.done():
+                raise await _ended(call)
+        except BaseException:
+            await channel.close(grace=None)
+            raise
+        return _Link(channel, call, generation)
+
+    async def _renew(self, link: _Link) -> _Link:
+        """Make before break: a stream with the new certificates, then the old one closed."""
+        try:
+            renewed = await self._open()
+        except Exception as e:
+            log.warning("peer %d at %s refuses this node's new certificates, the connection made with the old "
+                        "ones stays in use: %s", self.peer_id, self.address, _short(e))
+            return _Link(link.channel, link.call, self.channels.generation)
+        await link.call.done_writing()
+        await link.channel.close(grace=1.0)  # what was written reaches the peer first
+        log.info("reconnected to peer %d at %s with the new certificates", self.peer_id, self.address)
+        return renewed
+
+    async def _pump(self, link: _Link) -> None:
+        call = link.call
         # A follower may have nothing to send to a leader that died (it only answers), so the
         # stream's end wakes the pump too: followers learn of the loss at once and elect early.
         call.add_done_callback(lambda _: self.wake.set())
@@ -93,23 +161,41 @@ class _PeerSender:
             await self.wake.wait()
             self.wake.clear()
             if call.done():
-                raise ConnectionError("peer closed the stream")
+                raise await _ended(call)
             items, self.queue = self.queue, []
-            if items:
-                await call.write(peer_pb2.PeerFrame(raft_batch=encode_batch(items)))
+            for frame in encode_frames(items, MAX_FRAME_BYTES):
+                await call.write(peer_pb2.PeerFrame(raft_batch=frame))
+            if link.generation != self.channels.generation:
+                return
+
+    async def _report_failure(self, error: Exception) -> None:
+        reason = _short(error)
+        if self.connected:
+            log.warning("lost peer %d at %s: %s", self.peer_id, self.address, reason)
+        elif reason != self._failure:
+            self._failure = reason
+            diagnosis = None
+            status = error.code() if isinstance(error, grpc.aio.AioRpcError | StreamEndedError) else None
+            if status is grpc.StatusCode.UNAVAILABLE:  # gRPC's word for a failed TLS handshake, among others
+                diagnosis = await self.channels.diagnose_peer(self.address, DIAGNOSIS_TIMEOUT_S)
+            if diagnosis is None:
+                log.info("cannot connect to peer %d at %s: %s", self.peer_id, self.address, reason)
+            else:
+                log.warning("cannot connect to peer %d at %s: %s", self.peer_id, self.address, diagnosis)
 
 
 class PeerTransport:
     """Owns one sender task per peer and the snapshot uploads; `start()`, `send()`, `close()`."""
 
-    def __init__(self, node_id: int, peers: dict[int, str], cluster_id: str,
+    def __init__(self, node_id: int, peers: dict[int, str], cluster_id: str, channels: PeerChannels,
                  on_unreachable: Callable[[int], None],
                  on_snapshot_sent: Callable[[int, int, bool], None]) -> None:
         self._node_id = node_id
         self._peers = peers
+        self._channels = channels
         self._on_snapshot_sent = on_snapshot_sent
         self._senders = {
-            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, on_unreachable)
+            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, channels, on_unreachable)
             for peer_id, address in peers.items()
             if peer_id != node_id
         }
@@ -145,7 +231,7 @@ class PeerTransport:
         meta = message.snapshot.meta
         chunks = snapshot_chunks(group, self._node_id, message, SNAPSHOT_CHUNK_BYTES)
         ok = False
-        async with grpc.aio.insecure_channel(self._peers[message.to], options=GRPC_OPTIONS) as channel:
+        async with self._channels.peer_channel(self._peers[message.to], GRPC_OPTIONS) as channel:
             try:
                 ack = await peer_pb2_grpc.PeerStub(channel).SendSnapshot(chunks, timeout=SNAPSHOT_TIMEOUT_S)
                 ok = ack.ok
@@ -157,6 +243,11 @@ class PeerTransport:
                  "ok" if ok else "failed")
         self._on_snapshot_sent(group, message.to, ok)
 
+    def certificates_changed(self) -> None:
+        """The node's certificates were reloaded: every stream is renewed with them."""
+        for sender in self._senders.values():
+            sender.wake.set()
+
     def connected(self, peer_id: int) -> bool:
         sender = self._senders.get(peer_id)
         return sender is not None and sender.connected
@@ -166,6 +257,21 @@ class PeerTransport:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class StreamEndedError(ConnectionError):
+    """The peer ended the stream, e.g. refusing this node: its status says why."""
+
+    def __init__(self, status: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"the peer ended the stream: {status.name}: {details}")
+        self.status = status
+
+    def code(self) -> grpc.StatusCode:
+        return self.status
+
+
+async def _ended(call: grpc.aio.StreamStreamCall) -> StreamEndedError:
+    return StreamEndedError(await call.code(), await call.details() or "")
 
 
 def _short(error: BaseException) -> str:

@@ -6,6 +6,7 @@ per batch. Field order is part of the protocol: append new fields at the end onl
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from types import MappingProxyType
 
@@ -77,8 +78,33 @@ def _decode_message(raw: list[object]) -> Message:
     )
 
 
+_EMPTY_FRAME = msgpack.packb([])
+
+
+def encode_frames(items: Iterable[tuple[int, Message]], max_frame_bytes: int) -> Iterator[bytes]:
+    """(group, message) pairs as frames for `decode_batch`, in order, each at most
+    `max_frame_bytes` long unless one message alone is longer (it then travels alone).
+
+    Each message is packed on its own, so a frame's size is known exactly before it is cut:
+    a peer refuses any gRPC message over its request limit (--max-request-bytes).
+    """
+    packer = msgpack.Packer(use_bin_type=True)
+    parts: list[bytes] = []
+    size = 0
+    for group, message in items:
+        part = packer.pack((group, _encode_message(message)))
+        if parts and size + len(part) > max_frame_bytes:
+            yield packer.pack_array_header(len(parts)) + b"".join(parts)
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part)
+    if parts:
+        yield packer.pack_array_header(len(parts)) + b"".join(parts)
+
+
 def encode_batch(items: Iterable[tuple[int, Message]]) -> bytes:
-    return msgpack.packb([(group, _encode_message(m)) for group, m in items], use_bin_type=True)
+    """All of `items` in one frame."""
+    return next(encode_frames(items, max_frame_bytes=sys.maxsize), _EMPTY_FRAME)
 
 
 def decode_batch(data: bytes) -> list[tuple[int, Message]]:

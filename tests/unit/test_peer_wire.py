@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 from kvstore._pb import peer_pb2
+from kvstore.node.config import NodeConfig
+from kvstore.node.security import NodeSecurity
 from kvstore.node.wire import decode_batch, encode_batch, snapshot_chunks
 from kvstore.raft import ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta
 from kvstore.rpc.peer import PeerService
@@ -13,6 +16,7 @@ from kvstore.rpc.peer import PeerService
 class RecordingNode:
     def __init__(self) -> None:
         self.delivered: list[tuple[int, Message]] = []
+        self.security = NodeSecurity(NodeConfig(1, "127.0.0.1:1", Path("unused")))  # plaintext: admits all
 
     def deliver(self, items: list[tuple[int, Message]]) -> None:
         self.delivered.extend(items)
