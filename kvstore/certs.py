@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ CLIENT_USER = "root"
 DEFAULT_DAYS = 365
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 _ORGANIZATION = "kvstore development CA"
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 class CertificateError(ValueError):
@@ -86,8 +88,12 @@ def init_certificates(directory: Path, nodes: int, hosts: Sequence[str] = (), da
     paths = [p for files in (layout.ca, *layout.nodes.values(), layout.client) for p in (files.cert, files.key)]
     existing = [p for p in paths if p.exists()]
     if existing and not force:
-        raise CertificateError(f"{', '.join(str(p) for p in existing)} already exist; pass --force to replace them")
-    directory.mkdir(parents=True, exist_ok=True)
+        names = ", ".join(p.name for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise CertificateError(f"{directory} already holds {names}; pass --force to replace them")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CertificateError(f"cannot create {directory}: {e.strerror or e}") from None
 
     now = datetime.datetime.now(datetime.UTC)
     # Backdated a little: a machine whose clock is slightly behind still accepts fresh certificates.
@@ -130,7 +136,7 @@ def _subject_alternative_name(host: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         pass
-    if not host or any(not label or len(label) > 63 for label in host.split(".")) or not host.isascii():
+    if len(host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in host.split(".")):
         raise CertificateError(f"--hosts: {host!r} is neither an IP address nor a DNS name")
     return x509.DNSName(host)
 
@@ -172,8 +178,11 @@ def _write(files: CertificateFiles, cert: x509.Certificate, key: ec.EllipticCurv
 def _write_file(path: Path, data: bytes, mode: int) -> None:
     """Replace `path` with `data`; the file has `mode` from the moment it exists (no window in
     which another user could read a key)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, mode)  # the umask may have taken bits away from `mode`
+    try:
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode)  # the umask may have taken bits away from `mode`
+    except OSError as e:
+        raise CertificateError(f"cannot write {path}: {e.strerror or e}") from None

@@ -59,25 +59,26 @@ class TlsMaterial:
 def load(config: TlsConfig, what: str = "") -> TlsMaterial:
     """Read and check the files: each parses, and the key belongs to the certificate.
 
-    `what` names the settings in messages (e.g. "--peer-"), so the user knows which file is bad.
+    `what` qualifies the files in messages (e.g. "peer "), so the user knows which one is bad.
     """
-    ca, cert, key = (_read(path, f"{what}{name}") for path, name in
-                     ((config.ca, "ca"), (config.cert, "cert"), (config.key, "key")))
+    ca = _read(config.ca, f"{what}CA certificate")
+    cert = _read(config.cert, f"{what}certificate")
+    key = _read(config.key, f"{what}key")
     try:
         authorities = tuple(x509.load_pem_x509_certificates(ca))
     except ValueError:
-        raise TlsError(f"{what}ca {config.ca}: not a PEM certificate") from None
+        raise TlsError(f"{what}CA certificate {config.ca}: not a PEM certificate") from None
     try:
         certificate = x509.load_pem_x509_certificates(cert)[0]
     except ValueError:
-        raise TlsError(f"{what}cert {config.cert}: not a PEM certificate") from None
+        raise TlsError(f"{what}certificate {config.cert}: not a PEM certificate") from None
     try:
         private_key = serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         reason = "it is encrypted (give an unencrypted key)" if isinstance(e, TypeError) else "not a PEM private key"
         raise TlsError(f"{what}key {config.key}: {reason}") from None
     if private_key.public_key() != certificate.public_key():
-        raise TlsError(f"{what}key {config.key} does not belong to the certificate in {config.cert}")
+        raise TlsError(f"{what}key {config.key} does not belong to the {what}certificate {config.cert}")
     return TlsMaterial(ca, cert, key, certificate, authorities)
 
 

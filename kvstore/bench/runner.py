@@ -63,6 +63,7 @@ class BenchConfig:
     op_timeout_s: float
     seed: int
     output: Path
+    tls: bool = False  # the kvstore cluster the benchmark starts serves TLS
 
 
 class _Bars:
@@ -105,7 +106,7 @@ def _target_cluster(config: BenchConfig, kind: TargetKind, etcd_binary: str | No
         yield TargetSpec(kind, config.endpoints), None
         return
     with console.status(f"starting a 3-member {kind} cluster..."):
-        cluster = start_cluster(kind, config.partitions, etcd_binary)
+        cluster = start_cluster(kind, config.partitions, etcd_binary, config.tls)
     try:
         yield cluster.target, cluster
     finally:
@@ -207,7 +208,7 @@ def _run_failover(config: BenchConfig, kind: TargetKind, cluster: LocalCluster, 
 def _run_memory(config: BenchConfig, kind: TargetKind, etcd_binary: str | None, machine: Machine,
                 bars: _Bars, console: Console) -> MemoryRecord:
     with console.status(f"starting a fresh 3-member {kind} cluster for the memory measurement..."):
-        cluster = start_cluster(kind, config.partitions, etcd_binary)
+        cluster = start_cluster(kind, config.partitions, etcd_binary, config.tls)
     try:
         load_avg = load_average()
         task = bars.add(f"{kind}: memory, loading", config.memory_keys, "keys")

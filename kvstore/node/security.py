@@ -61,7 +61,7 @@ class NodeSecurity:
         if serving_files is None or peer_files is None:
             return
         serving = tls.load(serving_files)
-        peer = serving if peer_files == serving_files else tls.load(peer_files, "peer-")
+        peer = serving if peer_files == serving_files else tls.load(peer_files, "peer ")
         self._serving, self._peer = serving, peer
 
     def _server_configuration(self) -> grpc.ServerCertificateConfiguration:
