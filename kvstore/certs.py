@@ -8,7 +8,8 @@ goes into the certificates:
   (extended key usages serverAuth and clientAuth). Its subject alternative names are
   127.0.0.1, localhost, the hosts asked for, and the URI `PEER_URI`, which marks it as a
   peer certificate: the Peer service refuses a caller whose certificate lacks it.
-* `client-root.crt`/`client-root.key`: a client certificate (clientAuth only) for the user `root`.
+* `client-root.crt`/`client-root.key`: a client certificate (clientAuth only) for the user `root`:
+  its common name, and a URI SAN `urn:kvstore:user:root`.
 
 Keys are ECDSA P-256 and are written with mode 0600, certificates with 0644. Existing files
 are never overwritten unless `force` is set.
@@ -34,6 +35,7 @@ from kvstore.tls import PEER_URI
 CA_NAME = "ca"
 CLIENT_NAME = "client-root"
 CLIENT_USER = "root"
+USER_URI_PREFIX = "urn:kvstore:user:"  # a client certificate's SAN: RFC 5280 profiles want one
 DEFAULT_DAYS = 365
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 _ORGANIZATION = "kvstore development CA"
@@ -119,15 +121,15 @@ def init_certificates(directory: Path, nodes: int, hosts: Sequence[str] = (), da
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
         )
-        if alternative_names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
         _write(files, builder.sign(ca_key, hashes.SHA256()), key)
 
     for node_id, files in layout.nodes.items():
         issue(files, node_name(node_id), [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
               [*names, x509.UniformResourceIdentifier(PEER_URI)])
-    issue(layout.client, CLIENT_USER, [ExtendedKeyUsageOID.CLIENT_AUTH], [])
+    issue(layout.client, CLIENT_USER, [ExtendedKeyUsageOID.CLIENT_AUTH],
+          [x509.UniformResourceIdentifier(f"{USER_URI_PREFIX}{CLIENT_USER}")])
     return layout
 
 

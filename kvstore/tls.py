@@ -198,7 +198,7 @@ async def diagnose(address: str, config: TlsConfig | None, timeout: float) -> st
     except ssl.SSLCertVerificationError as e:
         return f"the certificate {address} presents is not vouched for by the client's CA: {e.verify_message}"
     except ssl.SSLError as e:
-        if e.reason == "WRONG_VERSION_NUMBER":
+        if config is not None and e.reason == "WRONG_VERSION_NUMBER":
             return f"{address} does not serve TLS, but this client connects with TLS"
         return None
     except (OSError, TimeoutError, ValueError):

@@ -30,6 +30,7 @@ log = logging.getLogger("kvstore.security")
 # A peer's frame may exceed the largest request by the envelope of the Raft message carrying it.
 PEER_ENVELOPE_BYTES = 64 << 10
 REFUSAL_LOG_INTERVAL_S = 60.0
+MAX_REMEMBERED_REFUSALS = 64
 
 
 class CallContext(Protocol):
@@ -48,7 +49,7 @@ class NodeSecurity:
         self._serving: TlsMaterial | None = None
         self._peer: TlsMaterial | None = None
         self._pending: grpc.ServerCertificateConfiguration | None = None
-        self._last_refusal: tuple[str, float] = ("", 0.0)
+        self._refusals_logged: dict[str, float] = {}  # refusal -> when it was last logged
         self.generation = 0
         self._load()
 
@@ -122,14 +123,17 @@ class NodeSecurity:
         return await tls.diagnose(address, TlsConfig(ca=serving.ca, cert=peer.cert, key=peer.key), timeout)
 
     def peer_refusal(self, context: CallContext) -> str | None:
-        """Why the caller of a Peer RPC may not use it, or None. Every refusal is logged, the
-        same one at most once a minute (a refused node keeps dialling)."""
+        """Why the caller of a Peer RPC may not use it, or None. Every refusal is logged, each
+        distinct one at most once a minute (a refused node keeps dialling)."""
         if self._peer is None:
             return None
         refusal = tls.peer_refusal(context.auth_context(), self._peer.authorities)
         if refusal is not None:
             now = time.monotonic()
-            if self._last_refusal[0] != refusal or now - self._last_refusal[1] > REFUSAL_LOG_INTERVAL_S:
-                self._last_refusal = (refusal, now)
+            logged_at = self._refusals_logged.get(refusal)
+            if logged_at is None or now - logged_at > REFUSAL_LOG_INTERVAL_S:
+                if len(self._refusals_logged) >= MAX_REMEMBERED_REFUSALS:
+                    self._refusals_logged.clear()
+                self._refusals_logged[refusal] = now
                 log.warning("refused a peer connection from %s: %s", context.peer(), refusal)
         return refusal

@@ -51,6 +51,7 @@ SNAPSHOT_TIMEOUT_S = 300.0
 BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 1.0
 DIAGNOSIS_TIMEOUT_S = 2.0
+_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
 
 class PeerChannels(Protocol):
@@ -172,16 +173,19 @@ class _PeerSender:
         reason = _short(error)
         if self.connected:
             log.warning("lost peer %d at %s: %s", self.peer_id, self.address, reason)
-        elif reason != self._failure:
-            self._failure = reason
-            diagnosis = None
-            status = error.code() if isinstance(error, grpc.aio.AioRpcError | StreamEndedError) else None
-            if status is grpc.StatusCode.UNAVAILABLE:  # gRPC's word for a failed TLS handshake, among others
-                diagnosis = await self.channels.diagnose_peer(self.address, DIAGNOSIS_TIMEOUT_S)
-            if diagnosis is None:
-                log.info("cannot connect to peer %d at %s: %s", self.peer_id, self.address, reason)
-            else:
-                log.warning("cannot connect to peer %d at %s: %s", self.peer_id, self.address, diagnosis)
+            return
+        if reason == self._failure:
+            return
+        self._failure = reason
+        status = error.code() if isinstance(error, grpc.aio.AioRpcError | StreamEndedError) else None
+        refused = status is not None and status not in _UNREACHABLE
+        if status is grpc.StatusCode.UNAVAILABLE:  # gRPC's word for a failed TLS handshake, among others
+            diagnosis = await self.channels.diagnose_peer(self.address, DIAGNOSIS_TIMEOUT_S)
+            if diagnosis is not None:
+                reason, refused = diagnosis, True
+        # A peer that is down is routine (it is starting, or restarting); one that refuses is not.
+        log.log(logging.WARNING if refused else logging.INFO, "cannot connect to peer %d at %s: %s",
+                self.peer_id, self.address, reason)
 
 
 class PeerTransport:

@@ -8,7 +8,7 @@ from pathlib import Path
 from kvstore._pb import peer_pb2
 from kvstore.node.config import NodeConfig
 from kvstore.node.security import NodeSecurity
-from kvstore.node.wire import decode_batch, encode_batch, snapshot_chunks
+from kvstore.node.wire import decode_batch, encode_batch, encode_frames, snapshot_chunks
 from kvstore.raft import ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMeta
 from kvstore.rpc.peer import PeerService
 
@@ -37,6 +37,20 @@ def test_a_batch_round_trips_every_field() -> None:
                      commit=9, reject=True, reject_hint=7, context=3, transfer=True)
     items = [(7, append), (8, snapshot_message(1024))]
     assert decode_batch(encode_batch(items)) == items
+
+
+def test_frames_stay_within_their_size_unless_one_message_alone_is_larger() -> None:
+    def append(index: int, size: int) -> Message:
+        return Message(MessageType.APPEND, 2, 1, 5, 5, index, (Entry(index + 1, 5, bytes(size)),), commit=index)
+
+    items = [(i % 4, append(i, 300)) for i in range(40)] + [(1, append(99, 5000))] + [(2, append(100, 10))]
+
+    frames = list(encode_frames(items, max_frame_bytes=2000))
+
+    assert [item for frame in frames for item in decode_batch(frame)] == items  # all of them, in order
+    assert all(len(frame) <= 2000 for frame in frames if len(decode_batch(frame)) > 1)
+    assert [len(decode_batch(frame)) for frame in frames if len(frame) > 2000] == [1]  # the 5000-byte one, alone
+    assert len(frames) < len(items) / 2  # frames are filled, not one message each
 
 
 async def test_a_large_snapshot_arrives_whole_through_chunks() -> None:
