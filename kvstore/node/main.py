@@ -134,7 +134,9 @@ def cli(log_format: str, **options: Any) -> None:
       kvstore-node --id 1 --listen 127.0.0.1:2379 --data-dir data/1 \\
           --peers 1=127.0.0.1:2379,2=127.0.0.1:2380,3=127.0.0.1:2381
     (and the same with --id 2 / --id 3 and their own --listen and --data-dir), or simply
-    `kvctl cluster up --nodes 3`.
+    `kvctl cluster up --nodes 3`. With TLS, add --cert data/certs/node-1.crt --key
+    data/certs/node-1.key --ca data/certs/ca.crt (`kvctl cert init data/certs` makes them);
+    `kill -HUP` the node after replacing them, and it serves the new ones.
     """
     try:
         config = build_config(options)

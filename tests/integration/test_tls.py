@@ -49,12 +49,9 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> ClusterCertificates:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, certs: ClusterCertificates) -> Iterator[LocalCluster]:
     local = LocalCluster(tmp_path_factory.mktemp("tls-cluster"), size=3, partitions=8, certificates=certs)
-    local.start_all()
-    try:
+    with local.running():
+        local.start_all()
         yield local
-    finally:
-        local.stop_all()
-        assert not local.any_fatal(), local.any_fatal()
 
 
 def tls_client(cluster: LocalCluster) -> SyncClient:
@@ -213,9 +210,9 @@ def test_a_node_whose_peer_certificate_another_ca_issued_cannot_join(
     local = LocalCluster(tmp_path, size=3, partitions=4, certificates=certs, node_args={
         3: ["--peer-cert", str(outsider.cert), "--peer-key", str(outsider.key), "--peer-ca", str(foreign.ca.cert)],
     })
-    for node_id in local.node_ids:
-        local.start(node_id)
-    try:
+    with local.running():
+        for node_id in local.node_ids:
+            local.start(node_id)
         local.wait_all_partitions_led()
         with SyncClient([local.address(1), local.address(2)], timeout=20.0, tls=local.client_tls) as client:
             for i in range(10):
@@ -233,36 +230,32 @@ def test_a_node_whose_peer_certificate_another_ca_issued_cannot_join(
                f"certificate {outsider.cert}" in log
         assert "refused a peer connection from" in log and "was not issued by the peer CA" in log
         assert "PERMISSION_DENIED: node 3 refuses this caller as a peer" in local.log_tail(1, 400)
-    finally:
-        local.stop_all()
-    assert not local.any_fatal(), local.any_fatal()
 
 
 def test_calls_past_the_stream_cap_wait_for_a_free_stream(tmp_path: Path) -> None:
     local = LocalCluster(tmp_path, size=1, partitions=1, extra_args=["--max-concurrent-streams", "1"])
-    local.start_all()
     done = threading.Event()
 
     def hello_then_wait() -> Iterator[peer_pb2.PeerFrame]:
         yield peer_pb2.PeerFrame(hello=peer_pb2.PeerHello(node_id=99, cluster_id="kvstore"))
         done.wait(30)
 
-    try:
-        # Channels of one process to one address share a connection unless told otherwise.
-        own_connection = [("grpc.use_local_subchannel_pool", 1)]
+    # Channels of one process to one address share a connection unless told otherwise.
+    own_connection = [("grpc.use_local_subchannel_pool", 1)]
+    with local.running():
+        local.start_all()
         with grpc.insecure_channel(local.address(1)) as channel, \
                 grpc.insecure_channel(local.address(1), options=own_connection) as other:
             status = kvstore_pb2_grpc.ClusterStub(channel).Status
             assert status(pb.StatusRequest(), timeout=10).node_id == 1
             stream = peer_pb2_grpc.PeerStub(channel).Stream(hello_then_wait(), timeout=30)
-            stream.initial_metadata()  # the node has admitted it: the connection's one stream is taken
-            with pytest.raises(grpc.RpcError) as raised:
-                status(pb.StatusRequest(), timeout=1)
-            assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
-            assert kvstore_pb2_grpc.ClusterStub(other).Status(pb.StatusRequest(), timeout=10).node_id == 1
-            done.set()
-            stream.cancel()
+            try:
+                stream.initial_metadata()  # the node has admitted it: the connection's one stream is taken
+                with pytest.raises(grpc.RpcError) as raised:
+                    status(pb.StatusRequest(), timeout=1)
+                assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+                assert kvstore_pb2_grpc.ClusterStub(other).Status(pb.StatusRequest(), timeout=10).node_id == 1
+            finally:
+                done.set()
+                stream.cancel()
             assert status(pb.StatusRequest(), timeout=10).node_id == 1
-    finally:
-        done.set()
-        local.stop_all()
