@@ -8,8 +8,9 @@ lease instead of at a random later point. The sender reconnects with exponential
 
 A stream counts as connected once the peer has admitted it (sent its response headers after
 checking the hello and, with TLS, this node's certificate). When the node's certificates are
-rotated the sender opens a new stream with them before it closes the old one, so nothing is
-dropped; if the peer refuses the new certificate the old stream stays in use.
+rotated the sender opens a new stream with them beside the old one, which carries on, and
+moves over once the peer has admitted the new one, so nothing is dropped or held up; if the
+peer refuses the new certificate the old stream stays in use.
 
 Snapshots do not ride in the batches: each goes in its own `SendSnapshot` call, cut into
 chunks, and its outcome is reported back so Raft can resume replicating to that follower.
@@ -28,6 +29,7 @@ import grpc
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.node.wire import encode_frames, snapshot_chunks
 from kvstore.raft import Message
+from kvstore.tls import ChannelOptions
 
 log = logging.getLogger("kvstore.transport")
 
@@ -51,6 +53,7 @@ SNAPSHOT_TIMEOUT_S = 300.0
 BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 1.0
 DIAGNOSIS_TIMEOUT_S = 2.0
+RENEW_GRACE_S = 0.2
 _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
 
@@ -61,7 +64,7 @@ class PeerChannels(Protocol):
     @property
     def generation(self) -> int: ...
 
-    def peer_channel(self, address: str, options: list[tuple[str, int]]) -> grpc.aio.Channel: ...
+    def peer_channel(self, address: str, options: ChannelOptions) -> grpc.aio.Channel: ...
 
     async def diagnose_peer(self, address: str, timeout: float) -> str | None:
         """Why a connection to the peer failed at the TLS layer, if it did."""
@@ -100,33 +103,24 @@ class _PeerSender:
     async def run(self) -> None:
         backoff = BACKOFF_INITIAL_S
         while True:
-            link: _Link | None = None
             try:
-                link = await self._open()
-                self.connected = True
-                self._failure = ""
-                log.info("connected to peer %d at %s", self.peer_id, self.address)
-                backoff = BACKOFF_INITIAL_S
-                while True:
-                    await self._pump(link)  # returns when the node's certificates have changed
-                    link = await self._renew(link)
+                await self._stream()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # any stream failure: drop, tell Raft, reconnect
-                await self._report_failure(e)
-                self.connected = False
+                was_connected, self.connected = self.connected, False
                 self.queue.clear()
                 self.on_unreachable(self.peer_id)
+                if was_connected:
+                    backoff = BACKOFF_INITIAL_S
+                await self._report_failure(e, was_connected)
             finally:
                 self.connected = False
-                if link is not None:
-                    await link.channel.close(grace=None)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    async def _open(self) -> _Link:
-        """A stream the peer has admitted, with the current certificates."""
-        generation = self.channels.generation
+    async def _open(self, generation: int) -> _Link:
+        """A stream the peer has admitted, with the certificates of `generation` (the current)."""
         channel = self.channels.peer_channel(self.address, GRPC_OPTIONS)
         try:
             call = peer_pb2_grpc.PeerStub(channel).Stream()
@@ -138,40 +132,71 @@ class _PeerSender:
         except BaseException:
             await channel.close(grace=None)
             raise
+        call.add_done_callback(lambda _: self.wake.set())
         return _Link(channel, call, generation)
 
-    async def _renew(self, link: _Link) -> _Link:
-        """Make before break: a stream with the new certificates, then the old one closed."""
+    async def _stream(self) -> None:
+        """Open a stream and write every queued message to it, until it fails.
+
+        After the node's certificates change, a second stream is opened with the new ones while
+        this one carries on; once the peer has admitted it, writing moves over (make before
+        break). A follower may have nothing to send to a leader that died (it only answers), so
+        the stream's end wakes the loop too: followers learn of the loss at once and elect early.
+        """
+        link = await self._open(self.channels.generation)
+        renewal: asyncio.Task[_Link] | None = None
+        renewal_generation = link.generation
+        self.connected = True
+        self._failure = ""
+        log.info("connected to peer %d at %s", self.peer_id, self.address)
         try:
-            renewed = await self._open()
-        except Exception as e:
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                if renewal is not None and renewal.done():
+                    link = await self._move_over(link, renewal, renewal_generation)
+                    renewal = None
+                if link.call.done():
+                    raise await _ended(link.call)
+                items, self.queue = self.queue, []
+                for frame in encode_frames(items, MAX_FRAME_BYTES):
+                    await link.call.write(peer_pb2.PeerFrame(raft_batch=frame))
+                if renewal is None and link.generation != self.channels.generation:
+                    renewal_generation = self.channels.generation
+                    renewal = asyncio.create_task(self._open(renewal_generation), name=f"peer-renewal-{self.peer_id}")
+                    renewal.add_done_callback(lambda _: self.wake.set())
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+                opened = await asyncio.gather(renewal, return_exceptions=True)
+                if isinstance(opened[0], _Link):
+                    await opened[0].channel.close(grace=None)
+            await link.channel.close(grace=None)
+
+    async def _move_over(self, link: _Link, renewal: asyncio.Task[_Link], generation: int) -> _Link:
+        """The stream to write to, now that `renewal` (with the certificates of `generation`)
+        has finished: the new one if the peer admitted it, and the old one is closed; else the
+        old one, kept until the certificates change again."""
+        error = renewal.exception()
+        if error is not None:
             log.warning("peer %d at %s refuses this node's new certificates, the connection made with the old "
-                        "ones stays in use: %s", self.peer_id, self.address, _short(e))
-            return _Link(link.channel, link.call, self.channels.generation)
-        await link.call.done_writing()
-        await link.channel.close(grace=1.0)  # what was written reaches the peer first
+                        "ones stays in use: %s", self.peer_id, self.address, _short(error))
+            return _Link(link.channel, link.call, generation)
+        renewed = renewal.result()
+        try:
+            await link.call.done_writing()
+            # What was written reaches the peer first; the wait is bounded well below an
+            # election timeout, so the peer never misses a heartbeat's worth of messages.
+            await link.channel.close(grace=RENEW_GRACE_S)
+        except BaseException:
+            await renewed.channel.close(grace=None)
+            raise
         log.info("reconnected to peer %d at %s with the new certificates", self.peer_id, self.address)
         return renewed
 
-    async def _pump(self, link: _Link) -> None:
-        call = link.call
-        # A follower may have nothing to send to a leader that died (it only answers), so the
-        # stream's end wakes the pump too: followers learn of the loss at once and elect early.
-        call.add_done_callback(lambda _: self.wake.set())
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            if call.done():
-                raise await _ended(call)
-            items, self.queue = self.queue, []
-            for frame in encode_frames(items, MAX_FRAME_BYTES):
-                await call.write(peer_pb2.PeerFrame(raft_batch=frame))
-            if link.generation != self.channels.generation:
-                return
-
-    async def _report_failure(self, error: Exception) -> None:
+    async def _report_failure(self, error: Exception, was_connected: bool) -> None:
         reason = _short(error)
-        if self.connected:
+        if was_connected:
             log.warning("lost peer %d at %s: %s", self.peer_id, self.address, reason)
             return
         if reason == self._failure:
