@@ -16,13 +16,7 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.client.errors import InvalidArgumentError, KvError, UnavailableError
-from kvstore.client.types import ErrorCode
-
-# gRPC failures after which another attempt (maybe on another replica) may succeed.
-RETRYABLE_STATUS = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
+from kvstore.errors import ERRORS, ErrorCode, InvalidArgumentError, KvError, UnavailableError, code_for_status
 
 
 class TransportError(Exception):
@@ -38,21 +32,21 @@ _TOO_LARGE = re.compile(r"SERVER: Received message larger than max \((\d+) vs\. 
 
 
 def transport_failure(error: grpc.aio.AioRpcError) -> Exception:
-    """The exception a failed RPC becomes: retryable `TransportError` or a final `KvError`."""
+    """The exception a failed RPC becomes (its status read through `kvstore.errors.ERRORS`): a
+    `TransportError` when another attempt may succeed, else the code's final `KvError`."""
     details = (error.details() or "").splitlines()[0] if error.details() else ""
-    too_large = _TOO_LARGE.search(details) if error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    status = error.code()
+    too_large = _TOO_LARGE.search(details) if status is grpc.StatusCode.RESOURCE_EXHAUSTED else None
     if too_large:
         return InvalidArgumentError(
             f"the request is {too_large[1]} bytes; the node accepts at most {too_large[2]} (its "
             "--max-request-bytes, plus room for framing): send fewer or smaller operations at once"
         )
-    if error.code() in RETRYABLE_STATUS:
-        return TransportError(
-            f"{error.code().name.lower()}: {details}" if details else error.code().name.lower()
-        )
-    return KvError(
-        f"the node failed the request: {error.code().name} {details}".strip(), code=ErrorCode.INTERNAL
-    )
+    code = code_for_status(status)
+    kind = ERRORS[code]
+    if kind.retryable:
+        return TransportError(f"{status.name.lower()}: {details}" if details else status.name.lower())
+    return kind.exception(f"the node failed the request: {status.name} {details}".strip(), code=code)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 import grpc
 
 from kvstore import tls
 from kvstore.node.config import NodeConfig
+from kvstore.rpc.backend import PeerCaller
 from kvstore.tls import TlsConfig, TlsMaterial
 
 log = logging.getLogger("kvstore.security")
@@ -31,14 +30,6 @@ log = logging.getLogger("kvstore.security")
 PEER_ENVELOPE_BYTES = 64 << 10
 REFUSAL_LOG_INTERVAL_S = 60.0
 MAX_REMEMBERED_REFUSALS = 64
-
-
-class CallContext(Protocol):
-    """What the peer check reads of a gRPC call's context."""
-
-    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
-
-    def peer(self) -> str: ...
 
 
 class NodeSecurity:
@@ -122,7 +113,7 @@ class NodeSecurity:
             return None
         return await tls.diagnose(address, TlsConfig(ca=serving.ca, cert=peer.cert, key=peer.key), timeout)
 
-    def peer_refusal(self, context: CallContext) -> str | None:
+    def peer_refusal(self, context: PeerCaller) -> str | None:
         """Why the caller of a Peer RPC may not use it, or None. Every refusal is logged, each
         distinct one at most once a minute (a refused node keeps dialling)."""
         if self._peer is None:

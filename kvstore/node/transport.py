@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
-from kvstore.node.wire import encode_frames, snapshot_chunks
+from kvstore.codec import Encoder
 from kvstore.raft import Message
 from kvstore.tls import ChannelOptions
 
@@ -78,9 +78,25 @@ class _Link:
     generation: int  # of the certificates it was opened with
 
 
+def snapshot_chunks(encoder: Encoder, group: int, from_node: int, message: Message,
+                    chunk_bytes: int) -> Iterator[peer_pb2.SnapshotChunk]:
+    """A SNAPSHOT message cut into chunks for `Peer.SendSnapshot`: the peer frame of this one
+    message, split. The receiver joins the data of all chunks (offsets must be contiguous) and
+    decodes it as a peer frame."""
+    assert message.snapshot is not None
+    payload = encoder.peer_frame([(group, message)])
+    meta = message.snapshot.meta
+    for offset in range(0, len(payload), chunk_bytes):
+        yield peer_pb2.SnapshotChunk(
+            group_id=group, from_node=from_node, to_node=message.to, index=meta.index, term=meta.term,
+            offset=offset, data=payload[offset : offset + chunk_bytes], last=offset + chunk_bytes >= len(payload),
+        )
+
+
 class _PeerSender:
     def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str, channels: PeerChannels,
                  on_unreachable: Callable[[int], None]) -> None:
+        self.encoder = Encoder()
         self.node_id = node_id
         self.peer_id = peer_id
         self.address = address
@@ -159,7 +175,7 @@ class _PeerSender:
                 if link.call.done():
                     raise await _ended(link.call)
                 items, self.queue = self.queue, []
-                for frame in encode_frames(items, MAX_FRAME_BYTES):
+                for frame in self.encoder.peer_frames(items, MAX_FRAME_BYTES):
                     await link.call.write(peer_pb2.PeerFrame(raft_batch=frame))
                 if renewal is None and link.generation != self.channels.generation:
                     renewal_generation = self.channels.generation
@@ -221,6 +237,7 @@ class PeerTransport:
                  on_snapshot_sent: Callable[[int, int, bool], None]) -> None:
         self._node_id = node_id
         self._peers = peers
+        self._encoder = Encoder()
         self._channels = channels
         self._on_snapshot_sent = on_snapshot_sent
         self._senders = {
@@ -258,7 +275,7 @@ class PeerTransport:
         """Upload one snapshot message in chunks; tell Raft whether it arrived."""
         assert message.snapshot is not None
         meta = message.snapshot.meta
-        chunks = snapshot_chunks(group, self._node_id, message, SNAPSHOT_CHUNK_BYTES)
+        chunks = snapshot_chunks(self._encoder, group, self._node_id, message, SNAPSHOT_CHUNK_BYTES)
         ok = False
         async with self._channels.peer_channel(self._peers[message.to], GRPC_OPTIONS) as channel:
             try:

@@ -10,25 +10,25 @@ from typing import Any
 import grpc
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
-from kvstore.node.server import Node
-from kvstore.node.wire import decode_batch
+from kvstore.codec import CodecError, decode_peer_frame
+from kvstore.rpc.backend import Backend
 
 log = logging.getLogger("kvstore.peer")
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
 
     def add_to(self, server: Any) -> None:
         peer_pb2_grpc.add_PeerServicer_to_server(self, server)
 
     async def _admit(self, context: Any) -> None:
         """With TLS, only a caller with a peer certificate may go on (docs/security.md)."""
-        refusal = self.node.security.peer_refusal(context)
+        refusal = self._backend.peer_refusal(context)
         if refusal is not None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"node {self.node.id} refuses this caller as "
-                                                                   f"a peer: {refusal}")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"node {self._backend.node_id} refuses this caller as a peer: {refusal}")
 
     async def Stream(self, request_iterator: AsyncIterator[peer_pb2.PeerFrame], context: Any) -> None:
         await self._admit(context)
@@ -36,17 +36,20 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         try:
             async for frame in request_iterator:
                 if frame.HasField("hello"):
-                    ours = self.node.config.cluster_id
+                    ours = self._backend.cluster_id
                     if frame.hello.cluster_id != ours:
                         log.warning("refusing peer %d of cluster %r", frame.hello.node_id, frame.hello.cluster_id)
                         await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                            f"node {self.node.id} belongs to cluster {ours!r}, "
+                                            f"node {self._backend.node_id} belongs to cluster {ours!r}, "
                                             f"not {frame.hello.cluster_id!r}")
                     peer = frame.hello.node_id
                     await context.send_initial_metadata(())  # admitted: the sender counts as connected
                     continue
                 if frame.raft_batch and peer:
-                    self.node.deliver(decode_batch(frame.raft_batch))
+                    self._backend.deliver(decode_peer_frame(frame.raft_batch))
+        except CodecError as error:
+            # The peer reconnects with a new stream; what this frame carried, Raft sends again.
+            log.warning("dropping the stream from peer %d: %s", peer, error)
         except asyncio.CancelledError:
             # A peer's stream lasts as long as both nodes run: when this node stops, the server
             # (or the loop's shutdown) cancels it. That is the normal end, not an error.
@@ -65,6 +68,10 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             parts.append(chunk.data)
             received += len(chunk.data)
             if chunk.last:
-                self.node.deliver(decode_batch(b"".join(parts)))
+                try:
+                    items = decode_peer_frame(b"".join(parts))
+                except CodecError as error:
+                    return peer_pb2.SnapshotAck(ok=False, error=str(error))
+                self._backend.deliver(items)
                 return peer_pb2.SnapshotAck(ok=True)
         return peer_pb2.SnapshotAck(ok=False, error="the stream ended before the last chunk")

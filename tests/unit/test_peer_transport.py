@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore.codec import decode_peer_frame
 from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
-from kvstore.node.wire import decode_batch
 from kvstore.raft import Message, MessageType
 
 
@@ -34,7 +34,7 @@ class RecordingPeer(peer_pb2_grpc.PeerServicer):
             if frame.HasField("hello"):
                 await context.send_initial_metadata(())
                 continue
-            self.received.extend((number, message.commit) for _, message in decode_batch(frame.raft_batch))
+            self.received.extend((number, message.commit) for _, message in decode_peer_frame(frame.raft_batch))
 
 
 class FakeChannels:
