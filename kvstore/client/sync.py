@@ -25,6 +25,7 @@ from kvstore.client.types import (
     WriteConcern,
 )
 from kvstore.errors import UnavailableError
+from kvstore.tls import TlsConfig
 
 ResultT = TypeVar("ResultT")
 
@@ -47,6 +48,7 @@ class SyncClient:
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         session_token: str = "",
+        tls: TlsConfig | None = None,
     ) -> None:
         self._client = Client(
             endpoints,
@@ -56,6 +58,7 @@ class SyncClient:
             max_key_bytes=max_key_bytes,
             max_value_bytes=max_value_bytes,
             session_token=session_token,
+            tls=tls,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
