@@ -1,18 +1,52 @@
-"""`kvctl get|put|del|scan`: read and write keys."""
+"""`kvctl get|put|del|scan`: read and write keys, at a chosen read consistency or write concern."""
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
-from kvctl.connection import DataCommand, KvctlError, connection_options, run_with_client, settings
+from kvctl.connection import (
+    DataCommand,
+    KvctlError,
+    connection_options,
+    open_session,
+    run_with_client,
+    settings,
+)
 from kvctl.exitcodes import ExitCode
 from kvctl.printer import Printer
-from kvstore.client import Client, DeleteResult, GetResult, KeyValue, PutResult, ReadConsistency
+from kvctl.session import session_options
+from kvstore.client import (
+    Client,
+    DeleteResult,
+    GetResult,
+    PutResult,
+    ReadConsistency,
+    ScanResult,
+    WriteConcern,
+)
 
 _EXIT_CODES = (
-    "\b\nExit codes: 0 ok, 1 key not found (get), 2 bad usage or request refused, 3 unavailable or timed out."
+    "\b\nExit codes: 0 ok, 1 key not found (get), 2 bad usage or request refused (a refused write was not "
+    "applied), 3 unavailable or timed out (a write's outcome is then unknown: it may have been applied)."
+)
+
+CONSISTENCY_HELP = (
+    "linearizable: the leader, after a quorum confirms it still leads (never stale). "
+    "lease: the leader alone while its lease holds (as fresh, if clocks drift less than the lease allows). "
+    "session: any replica that has this session's writes and reads (--session-file, --session-token). "
+    "stale: any follower, now; reports how stale it may be (staleness_ms)."
+)
+
+CONCERN_HELP = (
+    "When the write is acknowledged. majority: once a quorum has it (survives any failover). "
+    "all: once every replica applied it (waits for, and times out on, a replica that is down). "
+    "leader: once the leader alone has it on disk, before replication: FASTER, BUT AN ACKNOWLEDGED WRITE "
+    "IS LOST if that leader fails before a follower has it; no --prev-kv, no txn."
 )
 
 
@@ -20,34 +54,101 @@ def _epilog(examples: str) -> str:
     return f"\b\nExamples:\n{examples}\n\n{_EXIT_CODES}"
 
 
+class Duration(click.ParamType):
+    """A duration with its unit, `500ms` or `1.5s`, as whole milliseconds."""
+
+    name = "duration"
+    _FORMAT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = self._FORMAT.match(str(value))
+        if match is None:
+            self.fail(f"{value!r} is not a duration: use e.g. 500ms or 1.5s", param, ctx)
+        number, unit = float(match[1]), match[2]
+        milliseconds = round(number * (1000 if unit == "s" else 1))
+        if milliseconds < 1 or milliseconds >= 1 << 32:
+            self.fail(f"{value!r} is out of range (1ms to 49 days)", param, ctx)
+        return milliseconds
+
+
+def _read_options(command: Any) -> Any:
+    """--consistency, --max-staleness and --min-revision, and the session options."""
+    command = session_options(command)
+    command = click.option(
+        "--min-revision",
+        type=click.IntRange(min=0),
+        default=0,
+        metavar="N",
+        help="Only a replica that has applied revision N answers (any level).",
+    )(command)
+    command = click.option(
+        "--max-staleness",
+        "max_staleness_ms",
+        type=Duration(),
+        default=None,
+        metavar="DURATION",
+        help="With --consistency stale: only a replica that can bound its staleness under this answers "
+        "(e.g. 500ms, 2s); one that cannot refuses and another is asked.",
+    )(command)
+    return click.option(
+        "--consistency",
+        type=click.Choice([level.name.lower() for level in ReadConsistency]),
+        default="linearizable",
+        show_default=True,
+        help=CONSISTENCY_HELP,
+    )(command)
+
+
+def _write_options(command: Any) -> Any:
+    command = session_options(command)
+    return click.option(
+        "--concern",
+        type=click.Choice([concern.name.lower() for concern in WriteConcern]),
+        default="majority",
+        show_default=True,
+        help=CONCERN_HELP,
+    )(command)
+
+
 @click.command(
     "get",
     cls=DataCommand,
     epilog=_epilog(
         "  kvctl get greeting\n"
-        "  kvctl get greeting -o simple          print the value alone\n"
-        "  kvctl get greeting --consistency stale -o json"
+        "  kvctl get greeting -o simple                 print the value alone\n"
+        "  kvctl get greeting --consistency stale --max-staleness 500ms -o json\n"
+        "                                               a follower at most 0.5 s behind; json shows\n"
+        "                                               served, node_id, revision, staleness_ms\n"
+        "  KVSTORE_SESSION=/tmp/s kvctl get greeting --consistency session\n"
+        "                                               sees what earlier commands with /tmp/s wrote"
     ),
 )
 @click.argument("key")
-@click.option(
-    "--consistency",
-    type=click.Choice([level.name.lower() for level in ReadConsistency]),
-    default="linearizable",
-    show_default=True,
-    help="linearizable: confirmed by a quorum; lease: leader's lease; session/stale: any replica.",
-)
+@_read_options
 @connection_options
 @click.pass_context
-def get(ctx: click.Context, key: str, consistency: str) -> None:
+def get(
+    ctx: click.Context,
+    key: str,
+    consistency: str,
+    max_staleness_ms: int | None,
+    min_revision: int,
+    session_token: str | None,
+    session_file: Path | None,
+) -> None:
     """Print the value of KEY; exit 1 when it does not exist."""
     level = ReadConsistency[consistency.upper()]
+    session = open_session(session_token, session_file)
 
     async def action(client: Client) -> GetResult:
-        return await client.get_result(key, consistency=level)
+        return await client.get_result(
+            key, consistency=level, min_revision=min_revision, max_staleness_ms=max_staleness_ms or 0
+        )
 
-    result = run_with_client(ctx, action)
-    Printer(settings(ctx).output).get(result)
+    result = run_with_client(ctx, action, session)
+    Printer(settings(ctx).output, session.token).get(result)
     if not result.found:
         raise KvctlError(f"key {key!r} not found", ExitCode.NOT_FOUND)
 
@@ -60,6 +161,8 @@ def get(ctx: click.Context, key: str, consistency: str) -> None:
         "  kvctl put greeting hello --prev-kv     also print the value it replaced\n"
         "  kvctl put {user42}:cart apples --lease 7587\n"
         "  kvctl put config v2 --fencing-token 42  refused if the key saw a larger token\n"
+        "  kvctl put greeting hello --concern all  wait until every replica applied it\n"
+        "  kvctl put metric 1 --concern leader     fast, but lost if the leader dies before replicating\n"
         "  echo hello | kvctl put greeting -      read the value from stdin"
     ),
 )
@@ -73,35 +176,65 @@ def get(ctx: click.Context, key: str, consistency: str) -> None:
     help="Lock fencing token; the write is refused when the key already accepted a larger one.",
 )
 @click.option("--prev-kv", is_flag=True, help="Print the previous key-value, if any.")
+@_write_options
 @connection_options
 @click.pass_context
-def put(ctx: click.Context, key: str, value: str, lease: int, fencing_token: int, prev_kv: bool) -> None:
+def put(
+    ctx: click.Context,
+    key: str,
+    value: str,
+    lease: int,
+    fencing_token: int,
+    prev_kv: bool,
+    concern: str,
+    session_token: str | None,
+    session_file: Path | None,
+) -> None:
     """Set KEY to VALUE ('-' reads the value from stdin, bytes as they are)."""
     data = sys.stdin.buffer.read() if value == "-" else value.encode("utf-8")
+    session = open_session(session_token, session_file)
 
     async def action(client: Client) -> PutResult:
-        return await client.put(key, data, lease=lease, fencing_token=fencing_token, prev_kv=prev_kv)
+        return await client.put(key, data, lease=lease, fencing_token=fencing_token, prev_kv=prev_kv,
+                                concern=WriteConcern[concern.upper()])  # fmt: skip
 
-    Printer(settings(ctx).output).put(run_with_client(ctx, action))
+    result = run_with_client(ctx, action, session)
+    Printer(settings(ctx).output, session.token).put(result)
 
 
 @click.command(
     "del",
     cls=DataCommand,
-    epilog=_epilog("  kvctl del greeting\n  kvctl del greeting --prev-kv -o json"),
+    epilog=_epilog(
+        "  kvctl del greeting\n"
+        "  kvctl del greeting --prev-kv -o json\n"
+        "  kvctl del greeting --concern leader      acknowledged before the apply: prints 'accepted'"
+    ),
 )
 @click.argument("key")
 @click.option("--prev-kv", is_flag=True, help="Print the deleted key-value.")
 @click.option("--fencing-token", type=click.IntRange(min=0), default=0, help="As for put.")
+@_write_options
 @connection_options
 @click.pass_context
-def delete(ctx: click.Context, key: str, prev_kv: bool, fencing_token: int) -> None:
+def delete(
+    ctx: click.Context,
+    key: str,
+    prev_kv: bool,
+    fencing_token: int,
+    concern: str,
+    session_token: str | None,
+    session_file: Path | None,
+) -> None:
     """Delete KEY (deleting a missing key is not an error: it prints 0 deleted)."""
+    session = open_session(session_token, session_file)
 
     async def action(client: Client) -> DeleteResult:
-        return await client.delete(key, prev_kv=prev_kv, fencing_token=fencing_token)
+        return await client.delete(key, prev_kv=prev_kv, fencing_token=fencing_token,
+                                   concern=WriteConcern[concern.upper()])  # fmt: skip
 
-    Printer(settings(ctx).output).delete(run_with_client(ctx, action))
+    result = run_with_client(ctx, action, session)
+    Printer(settings(ctx).output, session.token).delete(result)
 
 
 @click.command(
@@ -111,6 +244,7 @@ def delete(ctx: click.Context, key: str, prev_kv: bool, fencing_token: int) -> N
         "  kvctl scan --prefix user/                 every key starting with user/\n"
         "  kvctl scan --start a --end m --limit 10   the first 10 keys in [a, m)\n"
         "  kvctl scan --prefix '{user42}:' --keys-only -o simple\n"
+        "  kvctl scan --consistency stale -o json    from followers; each partition's header\n"
         "  kvctl scan                                the whole key space"
     ),
 )
@@ -119,12 +253,7 @@ def delete(ctx: click.Context, key: str, prev_kv: bool, fencing_token: int) -> N
 @click.option("--end", help="Last key, exclusive (default: to the end).")
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="At most this many keys (0 = all).")
 @click.option("--keys-only", is_flag=True, help="Print keys without values.")
-@click.option(
-    "--consistency",
-    type=click.Choice([level.name.lower() for level in ReadConsistency]),
-    default="linearizable",
-    show_default=True,
-)
+@_read_options
 @connection_options
 @click.pass_context
 def scan(
@@ -135,15 +264,22 @@ def scan(
     limit: int,
     keys_only: bool,
     consistency: str,
+    max_staleness_ms: int | None,
+    min_revision: int,
+    session_token: str | None,
+    session_file: Path | None,
 ) -> None:
-    """List keys in key order, across all partitions."""
+    """List keys in key order, across all partitions (each read at the chosen consistency)."""
     if prefix is not None and (start is not None or end is not None):
         raise KvctlError("use either --prefix or --start/--end, not both", ExitCode.USAGE)
     level = ReadConsistency[consistency.upper()]
+    session = open_session(session_token, session_file)
 
-    async def action(client: Client) -> list[KeyValue]:
-        return await client.scan(
-            prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=level
-        )
+    async def action(client: Client) -> ScanResult:
+        return await client.scan_result(
+            prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=level,
+            min_revision=min_revision, max_staleness_ms=max_staleness_ms or 0,
+        )  # fmt: skip
 
-    Printer(settings(ctx).output).scan(run_with_client(ctx, action), keys_only)
+    result = run_with_client(ctx, action, session)
+    Printer(settings(ctx).output, session.token).scan(result, keys_only)

@@ -23,7 +23,9 @@ from kvstore.client import (
     NodeStatus,
     OpResult,
     PutResult,
+    ReadConsistency,
     ResponseHeader,
+    ScanResult,
     TxnResult,
 )
 
@@ -77,18 +79,38 @@ def op_result_json(result: OpResult) -> dict[str, Any]:
 
 
 def _served(header: ResponseHeader) -> str:
-    return f"partition {header.partition}, revision {header.revision}, served {header.served.name.lower()}"
+    """Where and how a read was served, for a table caption."""
+    staleness = f", at most {header.staleness_ms} ms stale" if header.served is ReadConsistency.STALE else ""
+    return (
+        f"partition {header.partition}, revision {header.revision}, served {header.served.name.lower()} "
+        f"by node {header.node_id}{staleness}"
+    )
+
+
+def _written(header: ResponseHeader) -> str:
+    """Where a write was applied, for its OK line."""
+    return f"partition {header.partition}, revision {header.revision}, node {header.node_id}"
+
+
+def _delete_line(result: DeleteResult) -> str:
+    if result.deleted is None:
+        return "accepted by the leader, not applied yet: whether the key existed is not known"
+    return "deleted" if result.deleted else "nothing to delete"
 
 
 class Printer:
-    """Writes to stdout in one format; made per command, after options are parsed."""
+    """Writes to stdout in one format; made per command, after options are parsed. With a
+    `session_token` (the session a data command ended with), JSON documents carry it."""
 
-    def __init__(self, output: OutputFormat) -> None:
+    def __init__(self, output: OutputFormat, session_token: str | None = None) -> None:
         self.output = output
+        self.session_token = session_token
 
     # ---- low-level writers -------------------------------------------------------------------
 
     def _json(self, document: dict[str, Any]) -> None:
+        if self.session_token is not None:
+            document = {**document, "session_token": self.session_token}
         click.echo(json.dumps(document, sort_keys=True, ensure_ascii=False))
 
     def _table(self, table: Table) -> None:
@@ -140,7 +162,7 @@ class Printer:
             if result.prev_kv is not None:
                 self._raw(result.prev_kv.value)
         else:
-            self._line(f"OK ({_served(result.header)})")
+            self._line(f"OK ({_written(result.header)})")
             if result.prev_kv is not None:
                 self._table(self._kv_table([result.prev_kv], caption="previous value"))
 
@@ -148,18 +170,20 @@ class Printer:
         if self.output is OutputFormat.JSON:
             self._json(op_result_json(result))
         elif self.output is OutputFormat.SIMPLE:
-            self._line("1" if result.deleted else "0")
+            self._line("?" if result.deleted is None else "1" if result.deleted else "0")
             if result.prev_kv is not None:
                 self._raw(result.prev_kv.value)
         else:
-            self._line(f"{'deleted' if result.deleted else 'nothing to delete'} ({_served(result.header)})")
+            self._line(f"{_delete_line(result)} ({_written(result.header)})")
             if result.prev_kv is not None:
                 self._table(self._kv_table([result.prev_kv], caption="previous value"))
 
-    def scan(self, kvs: Sequence[KeyValue], keys_only: bool) -> None:
+    def scan(self, result: ScanResult, keys_only: bool) -> None:
+        kvs = result.kvs
         if self.output is OutputFormat.JSON:
             rows = [_bytes_field("key", kv.key) if keys_only else kv_json(kv) for kv in kvs]
-            self._json({"count": len(kvs), "kvs": rows})
+            headers = [header_json(header) for header in result.headers]
+            self._json({"count": len(kvs), "kvs": rows, "partitions": headers})
         elif self.output is OutputFormat.SIMPLE:
             for kv in kvs:
                 self._raw(*((kv.key,) if keys_only else (kv.key, kv.value)))
@@ -177,7 +201,7 @@ class Printer:
             )
             return
         outcome = "SUCCESS" if result.succeeded else "FAILURE"
-        self._line(outcome if self.output is OutputFormat.SIMPLE else f"{outcome} ({_served(result.header)})")
+        self._line(outcome if self.output is OutputFormat.SIMPLE else f"{outcome} ({_written(result.header)})")
         for response in result.responses:
             if isinstance(response, GetResult):
                 if response.kv is not None:

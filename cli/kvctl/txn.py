@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 import click
 
-from kvctl.connection import DataCommand, KvctlError, connection_options, run_with_client, settings
+from kvctl.connection import (
+    DataCommand,
+    KvctlError,
+    connection_options,
+    open_session,
+    run_with_client,
+    settings,
+)
 from kvctl.exitcodes import ExitCode
 from kvctl.printer import Printer
-from kvstore.client import Client, Compare, Op, TxnResult, ops
+from kvctl.session import session_options
+from kvstore.client import Client, Compare, Op, TxnResult, WriteConcern, ops
 
 # A quoted word ("..." with backslash escapes, or '...') or a bare word without quotes, spaces or parens.
 _WORD = r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[^\s()'"=!<>]+)"""
@@ -110,8 +119,14 @@ Examples:
             --then 'put {acct}:a 0' --then 'put {acct}:b 10' --else 'get {acct}:a'
 
 \b
+
+  # wait until every replica applied it
+  kvctl txn --compare 'version(lock) = 0' --then 'put lock me' --concern all
+
+
 Prints SUCCESS or FAILURE, then the results of the operations that ran.
-Exit codes: 0 ran (either branch), 2 bad usage or request refused, 3 unavailable or timed out.""",
+Exit codes: 0 ran (either branch), 2 bad usage or request refused (not applied),
+3 unavailable or timed out (outcome unknown: it may have been applied).""",
 )
 @click.option(
     "--compare",
@@ -124,10 +139,25 @@ Exit codes: 0 ran (either branch), 2 bad usage or request refused, 3 unavailable
     "--then", "success", multiple=True, metavar="'OP ...'", help="Run when every compare holds (repeatable)."
 )
 @click.option("--else", "failure", multiple=True, metavar="'OP ...'", help="Run otherwise (repeatable).")
+@click.option(
+    "--concern",
+    type=click.Choice([concern.name.lower() for concern in WriteConcern]),
+    default="majority",
+    show_default=True,
+    help="When the transaction is acknowledged: majority (a quorum has it) or all (every replica applied "
+    "it). leader is refused: whether the compares held is known only once a quorum has it and it is applied.",
+)
+@session_options
 @connection_options
 @click.pass_context
 def txn(
-    ctx: click.Context, compares: tuple[str, ...], success: tuple[str, ...], failure: tuple[str, ...]
+    ctx: click.Context,
+    compares: tuple[str, ...],
+    success: tuple[str, ...],
+    failure: tuple[str, ...],
+    concern: str,
+    session_token: str | None,
+    session_file: Path | None,
 ) -> None:
     """Atomically: if every --compare holds, run the --then operations, else the --else ones."""
     if not (compares or success or failure):
@@ -135,8 +165,10 @@ def txn(
     guards = [parse_compare(text) for text in compares]
     then_ops = [parse_op(text, "--then") for text in success]
     else_ops = [parse_op(text, "--else") for text in failure]
+    session = open_session(session_token, session_file)
 
     async def action(client: Client) -> TxnResult:
-        return await client.txn(guards, then_ops, else_ops)
+        return await client.txn(guards, then_ops, else_ops, concern=WriteConcern[concern.upper()])
 
-    Printer(settings(ctx).output).txn(run_with_client(ctx, action))
+    result = run_with_client(ctx, action, session)
+    Printer(settings(ctx).output, session.token).txn(result)
