@@ -60,6 +60,9 @@ _MAX_BACKOFF_S = 0.5
 # One attempt on one node gets at most max(_MIN_ATTEMPT_S, timeout / 4): a paused or cut-off
 # leader must not use up the whole deadline before the call tries the node elected after it.
 _MIN_ATTEMPT_S = 1.0
+# The node gets this share of an attempt's time, so that its own timeout answer (which says what
+# it waited for, e.g. a write's outcome unknown) reaches the client before the attempt ends.
+_NODE_SHARE = 0.9
 # The server remembers the last 1024 request ids per client for dedup; with at most this many
 # writes in flight, every retried id is still inside that window.
 MAX_OUTSTANDING_MUTATIONS = 512
@@ -398,7 +401,7 @@ class Client:
         deadline = self._deadline()
 
         async def send(address: str, timeout: float) -> pb.TxnResponse:
-            txn.header.timeout_ms = int(timeout * 1000)
+            txn.header.timeout_ms = _node_budget_ms(timeout)
             return wire.txn_response(await self._batcher(address).submit(request, timeout))
 
         return wire.txn_from_pb(await self._call_partition(partition, deadline, send, write=True))
@@ -498,7 +501,7 @@ class Client:
         deadline = self._deadline()
 
         async def send(address: str, timeout: float) -> wire.OpResponse:
-            inner.header.timeout_ms = int(timeout * 1000)
+            inner.header.timeout_ms = _node_budget_ms(timeout)
             return wire.inner_response(await self._batcher(address).submit(request, timeout))
 
         if isinstance(op, GetOp):
@@ -544,7 +547,7 @@ class Client:
             async def send(
                 address: str, timeout: float, request: pb.ScanRequest = request
             ) -> pb.ScanResponse:
-                request.header.timeout_ms = int(timeout * 1000)
+                request.header.timeout_ms = _node_budget_ms(timeout)
                 response: pb.ScanResponse = await self._kv_stub(address).Scan(request, timeout=timeout)
                 return response
 
@@ -761,3 +764,7 @@ def _write_outcome(error: KvError) -> str:
     if error.may_be_applied:
         return "the write's outcome is unknown: it may have been applied"
     return "the write was refused and not applied"
+
+
+def _node_budget_ms(attempt_s: float) -> int:
+    return max(1, int(attempt_s * 1000 * _NODE_SHARE))

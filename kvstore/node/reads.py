@@ -145,6 +145,7 @@ class ReadTiming:
     wait_s: float  # a read this replica cannot serve yet is refused after this long
     probe_interval_s: float  # freshness probes while STALE reads come: one per heartbeat
     clock_factor: float  # election timeout / lease duration: the lease's drift margin
+    probe_for_s: float = 60.0  # ...for this long after the last STALE read
 
 
 @dataclass(slots=True)
@@ -164,8 +165,7 @@ class ReplicaReads:
 
     def __post_init__(self) -> None:
         timing = self.timing
-        self.freshness = Freshness(timing.clock_factor, timing.probe_interval_s, timing.wait_s,
-                                   active_for_s=10 * timing.wait_s)  # fmt: skip
+        self.freshness = Freshness(timing.clock_factor, timing.probe_interval_s, timing.wait_s, timing.probe_for_s)
 
     # -- new reads --------------------------------------------------------------------------
 

@@ -150,7 +150,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             future.cancel()  # the node skips it; a write may still be applied, as with any timeout
             message = f"{started.what} did not complete within {started.timeout_s:g}s"
             if isinstance(started, _Write):
-                message += "; its outcome is unknown: it may have been applied, or may still be"
+                message += " (outcome unknown: it may still be applied)"
             return self._failed(_kind(started), started.partition, KvTimeoutError(message))
         if future.cancelled():
             return self._failed(_kind(started), started.partition, UnavailableError(f"{started.what} was cancelled"))

@@ -90,7 +90,7 @@ async def test_a_write_not_applied_in_time_times_out_alone() -> None:
     assert "write to partition 1" in results[0].put.error.message
     assert results[1].get.error.code == pb.OK
     assert backend.held[0][3].cancelled()  # the node will skip it
-    assert "outcome is unknown" in results[0].put.error.message
+    assert "(outcome unknown: it may still be applied)" in results[0].put.error.message
     backend.apply_held()
     assert backend.status()[1].applied == 0
 
