@@ -194,7 +194,8 @@ def write_report(result: RunResult, events: Sequence[Event], nemesis_events: Seq
     (out / "results.json").write_text(json.dumps(results_document(result), indent=2) + "\n", encoding="utf-8")
     title = (
         f"{result.config.workload} / {','.join(result.config.nemeses) or 'no faults'} / "
-        f"{result.config.read_consistency.name.lower()} reads: {result.status.name.lower()}"
+        f"{result.config.read_consistency.name.lower()} reads, {result.config.write_concern.name.lower()} writes: "
+        f"{result.status.name.lower()}"
     )
     plot_latency(events, nemesis_events, out / "latency.png", title)
     timelines = []  # one per checker that found a violation

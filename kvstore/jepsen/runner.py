@@ -26,7 +26,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import IO
 
-from kvstore.client import Client, KvError, ReadConsistency
+from kvstore.client import Client, KvError, ReadConsistency, WriteConcern
 from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.cluster import Cluster, ClusterError, ClusterSpec, running_cluster
 from kvstore.jepsen.history import Event, EventType, Value, event_to_json
@@ -66,6 +66,8 @@ class RunConfig:
     out_dir: Path
     concurrency: int = 5
     read_consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+    write_concern: WriteConcern = WriteConcern.MAJORITY
+    max_staleness_ms: int = 0  # STALE reads ask for at most this (0: any bound)
     seed: int = 0
     nodes: int = 3
     keys: int = 4
@@ -117,7 +119,7 @@ class HistoryRecorder:
 
     def invoke(self, process: int, invocation: Invocation) -> None:
         self._append(Event(process, EventType.INVOKE, invocation.f, invocation.key, invocation.value,
-                           self._clock.now_ns()), None)  # fmt: skip
+                           self._clock.now_ns(), max_staleness_ms=invocation.max_staleness_ms), None)  # fmt: skip
 
     def complete(self, process: int, invocation: Invocation, completion: Completion) -> None:
         # A write's completion echoes what was written; a read's carries what it read.
@@ -271,6 +273,7 @@ async def _execute(
         await _setup_workload(workload, cluster, config.ready_timeout_s)
         nemeses = build_nemeses(config.nemeses, cluster, workload.target_partitions(config.partitions))
         schedule = NemesisSchedule(nemeses, random.Random(f"{config.seed}/nemesis"), nemesis_log, config.intervals)
+        await schedule.prepare()
         load = _Load(config, workload, cluster, recorder, process_ids)
         stop = asyncio.Event()
         progress.phase("run", total=config.time_s, unit="s")
@@ -342,7 +345,8 @@ async def run_async(config: RunConfig, progress: Progress = SILENT) -> RunResult
     if problem is not None:
         return RunResult(config, ExitStatus.COULD_NOT_RUN, (), problem, {}, 0, 0.0)
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    workload = build_workload(config.workload, config.keys, config.read_consistency)
+    workload = build_workload(config.workload, config.keys, config.read_consistency, config.write_concern,
+                              config.max_staleness_ms)  # fmt: skip
     clock = RunClock()
     error: str | None = None
     with (

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from kvstore.client import Client, KvError, ReadConsistency, ops
+from kvstore.client import Client, KvError, ReadConsistency, WriteConcern, ops
 from kvstore.errors import ERRORS
 from kvstore.jepsen import checker
 from kvstore.jepsen.checker import Validity
@@ -48,6 +48,7 @@ class Invocation:
     f: str
     key: str | None
     value: Value
+    max_staleness_ms: int | None = None  # a STALE read's bound, as the client asks it
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,13 +190,30 @@ class RegisterWorkload:
     """Reads, writes and compare-and-sets of small integers over a few keys; each key must be a
     linearizable cas-register. Every ok operation records its revision, so the session guarantees
     are checked too, and reads at STALE consistency record the staleness the server reported, so
-    their bound is checked."""
+    their bound is checked.
+
+    Reads are at `read_consistency` (STALE ones ask for at most `max_staleness_ms`, 0: any bound),
+    writes at `write_concern`; a cas is a transaction, which LEADER cannot acknowledge, so with
+    LEADER writes the cas goes at MAJORITY. The checkers run where their guarantee is promised:
+    linearizability always (at the weaker read levels a violation is what shows they are weaker),
+    the session guarantees unless reads are STALE (they promise none), the staleness bound for
+    STALE reads.
+    """
 
     name: ClassVar[str] = "register"
 
-    def __init__(self, key_count: int, read_consistency: ReadConsistency) -> None:
+    def __init__(
+        self,
+        key_count: int,
+        read_consistency: ReadConsistency,
+        write_concern: WriteConcern = WriteConcern.MAJORITY,
+        max_staleness_ms: int = 0,
+    ) -> None:
         self._keys = [f"{KEY_PREFIX}/register/{index}" for index in range(key_count)]
         self._consistency = read_consistency
+        self._concern = write_concern
+        self._cas_concern = WriteConcern.MAJORITY if write_concern is WriteConcern.LEADER else write_concern
+        self._max_staleness_ms = max_staleness_ms if read_consistency is ReadConsistency.STALE else 0
 
     def target_partitions(self, partition_count: int) -> list[int]:
         return partitions_of(self._keys, partition_count)
@@ -207,7 +225,7 @@ class RegisterWorkload:
         key = rng.choice(self._keys)
         f = rng.choices(("read", "write", "cas"), weights=(2, 1, 1))[0]
         if f == "read":
-            return Invocation(f, key, None)
+            return Invocation(f, key, None, self._max_staleness_ms or None)
         if f == "write":
             return Invocation(f, key, rng.randrange(5))
         return Invocation(f, key, (rng.randrange(5), rng.randrange(5)))
@@ -217,7 +235,8 @@ class RegisterWorkload:
         assert key is not None
         if invocation.f == "read":
             try:
-                read = await client.get_result(key, consistency=self._consistency)
+                read = await client.get_result(key, consistency=self._consistency,
+                                               max_staleness_ms=self._max_staleness_ms)  # fmt: skip
             except KvError as error:
                 return Completion(EventType.FAIL, error=_describe(error))
             stale = self._consistency is ReadConsistency.STALE
@@ -229,10 +248,11 @@ class RegisterWorkload:
             )
         try:
             if invocation.f == "write":
-                written = await client.put(key, str(invocation.value))
+                written = await client.put(key, str(invocation.value), concern=self._concern)
                 return Completion(EventType.OK, invocation.value, revision=written.header.revision)
             expected, new = invocation.value  # type: ignore[misc]
-            result = await client.txn([ops.value(key) == str(expected)], [ops.put(key, str(new))])
+            result = await client.txn([ops.value(key) == str(expected)], [ops.put(key, str(new))],
+                                      concern=self._cas_concern)  # fmt: skip
         except KvError as error:
             return write_outcome_of(error)
         if result.succeeded:
@@ -244,13 +264,15 @@ class RegisterWorkload:
 
     def check(self, events: Sequence[Event], check_timeout_s: float, progress: Progress) -> list[CheckOutcome]:
         operations = pair_operations(events)
-        outcomes = [
-            _linearizability_outcome("linearizable", operations, CasRegisterModel(), check_timeout_s, progress),
-            _guarantee_outcome(SESSION, operations, check_timeout_s, progress),
-        ]
-        if self._consistency is ReadConsistency.STALE:
-            outcomes.append(_guarantee_outcome(STALENESS, operations, check_timeout_s, progress))
+        outcomes = [_linearizability_outcome("linearizable", operations, CasRegisterModel(), check_timeout_s, progress)]
+        for guarantee in register_guarantees(self._consistency):
+            outcomes.append(_guarantee_outcome(guarantee, operations, check_timeout_s, progress))
         return outcomes
+
+
+def register_guarantees(consistency: ReadConsistency) -> tuple[str, ...]:
+    """The guarantees beyond linearizability that reads at `consistency` promise, hence checked."""
+    return (STALENESS,) if consistency is ReadConsistency.STALE else (SESSION,)
 
 
 class SetWorkload:
@@ -260,9 +282,10 @@ class SetWorkload:
 
     name: ClassVar[str] = "set"
 
-    def __init__(self, read_consistency: ReadConsistency) -> None:
+    def __init__(self, read_consistency: ReadConsistency, write_concern: WriteConcern = WriteConcern.MAJORITY) -> None:
         self._prefix = f"{KEY_PREFIX}/set/"
         self._consistency = read_consistency
+        self._concern = write_concern
         self._elements = itertools.count()
 
     def target_partitions(self, partition_count: int) -> list[int]:
@@ -287,7 +310,7 @@ class SetWorkload:
         element = invocation.value
         assert isinstance(element, int)
         try:
-            await client.put(self._element_key(element), "1")
+            await client.put(self._element_key(element), "1", concern=self._concern)
         except KvError as error:
             return write_outcome_of(error)
         return Completion(EventType.OK, element)
@@ -441,11 +464,20 @@ class CounterWorkload:
 WORKLOAD_NAMES: tuple[str, ...] = (RegisterWorkload.name, SetWorkload.name, CounterWorkload.name)
 
 
-def build_workload(name: str, key_count: int, read_consistency: ReadConsistency) -> Workload:
+def build_workload(
+    name: str,
+    key_count: int,
+    read_consistency: ReadConsistency,
+    write_concern: WriteConcern = WriteConcern.MAJORITY,
+    max_staleness_ms: int = 0,
+) -> Workload:
+    """The workload called `name`; ValueError for an unknown name or settings it cannot honour."""
     if name == RegisterWorkload.name:
-        return RegisterWorkload(key_count, read_consistency)
+        return RegisterWorkload(key_count, read_consistency, write_concern, max_staleness_ms)
     if name == SetWorkload.name:
-        return SetWorkload(read_consistency)
+        return SetWorkload(read_consistency, write_concern)
     if name == CounterWorkload.name:
+        if write_concern is not WriteConcern.MAJORITY:
+            raise ValueError("the counter workload increments with transactions at write concern majority only")
         return CounterWorkload(read_consistency)
     raise ValueError(f"unknown workload {name!r} (expected one of {', '.join(WORKLOAD_NAMES)})")

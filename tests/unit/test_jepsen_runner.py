@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import time
 
 from kvstore.client import Client, ReadConsistency
@@ -21,11 +22,13 @@ KEY = "jepsen/register/0"
 INVOKE, OK, FAIL = EventType.INVOKE, EventType.OK, EventType.FAIL
 
 
-async def recorded_history(consistency: ReadConsistency, invocations: list[Invocation]) -> list[Event]:
+async def recorded_history(
+    consistency: ReadConsistency, invocations: list[Invocation], max_staleness_ms: int = 0
+) -> list[Event]:
     """Run ``invocations`` one after another as process 0 and read back the history written."""
     stream = io.StringIO()
     recorder = HistoryRecorder(stream, RunClock())
-    workload = RegisterWorkload(1, consistency)
+    workload = RegisterWorkload(1, consistency, max_staleness_ms=max_staleness_ms)
     async with FakeCluster(nodes=3, partitions=4) as cluster, Client(cluster.endpoints, timeout=3.0) as client:
         for invocation in invocations:
             await apply_recorded(recorder, workload, client, 0, invocation)
@@ -67,6 +70,16 @@ async def test_stale_reads_record_the_staleness_the_server_reported() -> None:
     assert read == (OK, 1, revision, 0)  # the fake servers report a bound of 0 ms
 
 
+async def test_a_bounded_stale_read_records_the_bound_it_asked_for_on_its_invoke() -> None:
+    rng = random.Random(0)
+    stale = RegisterWorkload(1, ReadConsistency.STALE, max_staleness_ms=750)
+    read = next(invocation for invocation in (stale.next_invocation(rng) for _ in range(100)) if invocation.f == "read")
+    events = await recorded_history(ReadConsistency.STALE, [read], max_staleness_ms=750)
+    assert [(e.type, e.max_staleness_ms) for e in events] == [(INVOKE, 750), (OK, None)]
+    linearizable = RegisterWorkload(1, ReadConsistency.LINEARIZABLE, max_staleness_ms=750)
+    assert all(linearizable.next_invocation(rng).max_staleness_ms is None for _ in range(20))  # STALE reads only
+
+
 def test_register_runs_a_checker_per_guarantee_each_a_progress_phase() -> None:
     events = asyncio.run(recorded_history(
         ReadConsistency.STALE,
@@ -76,11 +89,10 @@ def test_register_runs_a_checker_per_guarantee_each_a_progress_phase() -> None:
     outcomes = RegisterWorkload(1, ReadConsistency.STALE).check(events, 10.0, progress)
     assert [(outcome.checker, outcome.validity) for outcome in outcomes] == [
         ("linearizable", Validity.VALID),
-        ("session", Validity.VALID),
-        ("staleness", Validity.VALID),
+        ("staleness", Validity.VALID),  # STALE reads promise no session guarantees: not checked
     ]
-    assert progress.phases() == ["check linearizable", "check session", "check staleness"]
-    assert [(update.completed, update.total) for update in progress.updates()] == [(0, 1), (1, 1)] * 3
+    assert progress.phases() == ["check linearizable", "check staleness"]
+    assert [(update.completed, update.total) for update in progress.updates()] == [(0, 1), (1, 1)] * 2
     linearizable_only = RegisterWorkload(1, ReadConsistency.LINEARIZABLE).check(events, 10.0, RecordingProgress())
     assert [outcome.checker for outcome in linearizable_only] == ["linearizable", "session"]
 
