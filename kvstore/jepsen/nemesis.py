@@ -23,8 +23,8 @@ from kvstore.jepsen.cluster import Cluster
 
 # How fast the clock nemesis runs one node's clocks: far slower than the x0.8 the lease allows for
 # (a lease is election_tick - lease_drift_ticks = 8 of the 10 ticks followers wait), so that the
-# node, leading, counts its lease four times as long as the others count their election timeout.
-SLOW_CLOCK_RATE = 0.25
+# node, leading, counts its lease five times as long as the others count their election timeout.
+SLOW_CLOCK_RATE = 0.2
 _LEADERSHIP_WAIT_S = 10.0  # the slowed node takes over partitions from the others' leader balancing
 _POLL_S = 0.2
 

@@ -101,6 +101,7 @@ class Node:
         self._read_requests: list[tuple[Replica, int, bool, int, asyncio.Future[ServedRead]]] = []
         self._urgent_probes: set[int] = set()  # partitions whose STALE reads wait for a bound
         self._unreachable: set[int] = set()
+        self._heard_from: dict[int, float] = {}  # peer -> when a frame of it last arrived (monotonic)
         self._carry_over: list[Replica] = []
         self._snapshot_reports: list[tuple[int, int, bool]] = []
         self._request_ids = itertools.count(1)
@@ -184,6 +185,8 @@ class Node:
 
     def deliver(self, items: list[tuple[int, Message]]) -> None:
         """Messages from the transport; stepped by the Ready loop."""
+        if items:
+            self._heard_from[items[0][1].src] = time.monotonic()  # a frame comes from one peer
         self._inbound.extend(items)
         self._wake.set()
 
@@ -371,10 +374,14 @@ class Node:
         for partition, replica in self.replicas.items():
             raw = replica.raw
             views.append(GroupView(partition, raw.leader, raw.conf_state().voters, raw.transferring_leadership))
-        for partition, to in plan_leader_transfers(self.node_id, views, MAX_TRANSFERS_PER_ROUND):
-            if self.transport.connected(to):
-                log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
-                self.replicas[partition].raw.transfer_leader(to)
+        # A connection cut by a partition stays "connected" until keepalive notices (seconds):
+        # silence for an election timeout says sooner that a transfer there could not finish.
+        quiet_since = time.monotonic() - self.config.tick_ms * self.config.election_ticks / 1000
+        unreachable = frozenset(peer for peer in self.config.peers if peer != self.node_id and (
+            not self.transport.connected(peer) or self._heard_from.get(peer, -1.0) < quiet_since))  # fmt: skip
+        for partition, to in plan_leader_transfers(self.node_id, views, MAX_TRANSFERS_PER_ROUND, unreachable):
+            log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
+            self.replicas[partition].raw.transfer_leader(to)
 
     def _propose_queued(self) -> list[Replica]:
         by_replica: dict[int, list[tuple[bytes, int, asyncio.Future[WriteOutcome]]]] = {}
