@@ -49,7 +49,7 @@ def _parse_settings(ctx: click.Context, param: click.Parameter, text: str) -> tu
     return tuple(dict.fromkeys(names))
 
 
-_NEMESIS_HELP = ("Comma list of kill, pause, partition, clock (a node's clock slowed to x0.25, beyond the "
+_NEMESIS_HELP = ("Comma list of kill, pause, partition, clock (a node's clock slowed to x0.2, beyond the "
                  "lease's drift margin, and cut off while it leads).")  # fmt: skip
 
 
