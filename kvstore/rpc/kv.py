@@ -187,7 +187,14 @@ class KVService(kvstore_pb2_grpc.KVServicer):
     async def _run(self, started: list[pb.ResponseOp | _Waiting]) -> list[pb.ResponseOp]:
         waiting = [op for op in started if isinstance(op, _Waiting)]
         if waiting:
-            await asyncio.wait([op.future for op in waiting], timeout=max(op.timeout_s for op in waiting))
+            try:
+                await asyncio.wait([op.future for op in waiting], timeout=max(op.timeout_s for op in waiting))
+            except asyncio.CancelledError:
+                # The call was cancelled (its deadline passed, or the client left): nobody will read
+                # these futures, so the node must not fail them later (and skips them).
+                for op in waiting:
+                    op.future.cancel()
+                raise
         return [op if isinstance(op, pb.ResponseOp) else op.outcome() for op in started]
 
     def _start(self, op: pb.RequestOp) -> pb.ResponseOp | _Waiting:

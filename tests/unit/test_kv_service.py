@@ -7,6 +7,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.node.errors import not_leader
 from kvstore.rpc.kv import KVService
@@ -136,3 +138,17 @@ async def test_a_failed_proposal_reports_its_error() -> None:
     node.proposals[0].set_exception(not_leader(1, 3))
     response = await single
     assert response.error.code == pb.NOT_LEADER and response.error.leader_hint == 3
+
+
+async def test_a_cancelled_call_cancels_what_it_waits_for() -> None:
+    """A call cancelled by gRPC (deadline, client gone) leaves no future for the node to fail
+    later with nobody to read it: asyncio would log "Future exception was never retrieved"."""
+    node = FakeNode()
+    service = KVService(node)  # type: ignore[arg-type]
+    call = asyncio.ensure_future(service.Batch(pb.BatchRequest(ops=[put_op(b"a"), put_op(b"b")]), None))
+    while len(node.proposals) < 2:
+        await asyncio.sleep(0)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert all(future.cancelled() for future in node.proposals)
