@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 import grpc
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore.node.metrics import NodeMetrics
 from kvstore.node.wire import encode_batch, snapshot_chunks
 from kvstore.raft import Message
 
@@ -41,12 +42,13 @@ BACKOFF_MAX_S = 1.0
 
 class _PeerSender:
     def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str,
-                 on_unreachable: Callable[[int], None]) -> None:
+                 on_unreachable: Callable[[int], None], metrics: NodeMetrics) -> None:
         self.node_id = node_id
         self.peer_id = peer_id
         self.address = address
         self.cluster_id = cluster_id
         self.on_unreachable = on_unreachable
+        self.metrics = metrics
         self.queue: list[tuple[int, Message]] = []
         self.wake = asyncio.Event()
         self.connected = False
@@ -68,6 +70,8 @@ class _PeerSender:
                 hello = peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id)
                 await call.write(peer_pb2.PeerFrame(hello=hello))
                 self.connected = True
+                connects = self.metrics.peer_connects
+                connects[self.peer_id] = connects.get(self.peer_id, 0) + 1
                 log.info("connected to peer %d at %s", self.peer_id, self.address)
                 backoff = BACKOFF_INITIAL_S
                 await self._pump(call)
@@ -89,6 +93,8 @@ class _PeerSender:
         # A follower may have nothing to send to a leader that died (it only answers), so the
         # stream's end wakes the pump too: followers learn of the loss at once and elect early.
         call.add_done_callback(lambda _: self.wake.set())
+        sent_bytes = self.metrics.peer_sent_bytes
+        sent_bytes.setdefault(self.peer_id, 0)
         while True:
             await self.wake.wait()
             self.wake.clear()
@@ -96,7 +102,9 @@ class _PeerSender:
                 raise ConnectionError("peer closed the stream")
             items, self.queue = self.queue, []
             if items:
-                await call.write(peer_pb2.PeerFrame(raft_batch=encode_batch(items)))
+                frame = encode_batch(items)
+                await call.write(peer_pb2.PeerFrame(raft_batch=frame))
+                sent_bytes[self.peer_id] += len(frame)
 
 
 class PeerTransport:
@@ -104,12 +112,13 @@ class PeerTransport:
 
     def __init__(self, node_id: int, peers: dict[int, str], cluster_id: str,
                  on_unreachable: Callable[[int], None],
-                 on_snapshot_sent: Callable[[int, int, bool], None]) -> None:
+                 on_snapshot_sent: Callable[[int, int, bool], None], metrics: NodeMetrics) -> None:
         self._node_id = node_id
         self._peers = peers
         self._on_snapshot_sent = on_snapshot_sent
+        self._metrics = metrics
         self._senders = {
-            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, on_unreachable)
+            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, on_unreachable, metrics)
             for peer_id, address in peers.items()
             if peer_id != node_id
         }
@@ -153,6 +162,10 @@ class PeerTransport:
                     log.warning("peer %d refused snapshot %d of group %d: %s", message.to, meta.index, group, ack.error)
             except grpc.aio.AioRpcError as e:
                 log.warning("snapshot %d of group %d to peer %d failed: %s", meta.index, group, message.to, _short(e))
+        if ok:
+            self._metrics.snapshots_sent += 1
+        else:
+            self._metrics.snapshots_failed += 1
         log.info("sent snapshot %d of group %d to peer %d: %s", meta.index, group, message.to,
                  "ok" if ok else "failed")
         self._on_snapshot_sent(group, message.to, ok)
