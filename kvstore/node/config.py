@@ -33,6 +33,7 @@ class NodeConfig:
     snapshot_entries: int = 10_000  # compact a group's log once this many entries are applied
     cluster_id: str = "kvstore"
     log_level: str = "info"
+    metrics_address: str = ""  # HOST:PORT for /metrics, the probes and the status page; "" = off
 
     def validate(self) -> None:
         if self.node_id <= 0:
@@ -48,6 +49,8 @@ class NodeConfig:
         for key in ("max_key_bytes", "max_value_bytes", "snapshot_entries"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive")
+        if self.metrics_address:
+            split_host_port(self.metrics_address, "--metrics-address")
 
 
 def parse_peers(text: str) -> dict[int, str]:
@@ -59,6 +62,14 @@ def parse_peers(text: str) -> dict[int, str]:
             raise ConfigError(f"bad peer {item!r}: expected ID=HOST:PORT")
         peers[int(node_id)] = address.strip()
     return peers
+
+
+def split_host_port(address: str, what: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `[v6]:PORT`) -> (host, port); `what` names the setting in the error."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"bad {what} {address!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 def format_peers(peers: dict[int, str]) -> str:

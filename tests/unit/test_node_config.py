@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from kvstore.node.config import ConfigError, parse_peers
-from kvstore.node.main import build_config
+from kvstore.node.main import _wants_debug, build_config
 
 NO_FLAGS = {
     "config": None, "node_id": None, "listen": None, "peers": None, "data_dir": None, "partitions": None,
     "replication_factor": None, "vnodes": None, "tick_ms": None, "election_ticks": None, "max_key_bytes": None,
     "max_value_bytes": None, "snapshot_entries": None, "cluster_id": None, "log_level": None,
+    "metrics_address": None,
 }
 
 
@@ -42,6 +43,8 @@ def test_a_single_node_needs_no_peers() -> None:
         ({"listen": "127.0.0.1:1", "data_dir": "d"}, "missing --id"),
         ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d", "partitions": 6}, "power of two"),
         ({"node_id": 3, "listen": "127.0.0.1:1", "data_dir": "d", "peers": "1=127.0.0.1:1"}, "not in --peers"),
+        ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d", "metrics_address": "9090"},
+         "bad --metrics-address '9090': expected HOST:PORT"),
     ],
 )
 def test_bad_settings_are_reported_in_one_line(given: dict[str, object], message: str) -> None:
@@ -61,3 +64,18 @@ def test_peers_parse_and_reject_garbage() -> None:
     assert parse_peers("1=a:1, 2=b:2") == {1: "a:1", 2: "b:2"}
     with pytest.raises(ConfigError, match="expected ID=HOST:PORT"):
         parse_peers("1=nohostport")
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "debug"),
+    [
+        (["kvstore-node", "--log-level", "debug"], {}, True),
+        (["kvstore-node", "--log-level=debug"], {}, True),
+        (["kvstore-node"], {"KVSTORE_NODE_LOG_LEVEL": "debug"}, True),
+        (["kvstore-node", "--log-level", "info"], {"KVSTORE_NODE_LOG_LEVEL": "debug"}, False),  # the flag wins
+        (["kvstore-node", "--id", "1"], {}, False),
+    ],
+)
+def test_grpc_chatter_is_let_through_only_with_debug_logging(argv: list[str], environ: dict[str, str],
+                                                             debug: bool) -> None:
+    assert _wants_debug(argv, environ) is debug
