@@ -28,11 +28,12 @@ class LocalCluster:
     size: int = 3
     partitions: int = 8
     extra_args: list[str] = field(default_factory=list)
+    metrics: bool = False  # each node serves --metrics-address on a port of its own
     ports: list[int] = field(default_factory=list)
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.ports = free_ports(self.size)
+        self.ports = free_ports(self.size * 2 if self.metrics else self.size)
 
     @property
     def node_ids(self) -> list[int]:
@@ -41,13 +42,21 @@ class LocalCluster:
     def address(self, node_id: int) -> str:
         return f"127.0.0.1:{self.ports[node_id - 1]}"
 
+    def metrics_url(self, node_id: int) -> str:
+        """The base URL of the node's HTTP side (metrics, probes, status page)."""
+        assert self.metrics, "the cluster was started without metrics"
+        return f"http://127.0.0.1:{self.ports[self.size + node_id - 1]}"
+
     @property
     def endpoints(self) -> list[str]:
         return [self.address(n) for n in self.node_ids]
 
     def start(self, node_id: int) -> None:
         peers = {n: self.address(n) for n in self.node_ids}
-        command = node_command(node_id, peers, self.root / f"node-{node_id}", self.partitions, *self.extra_args)
+        extra = [*self.extra_args]
+        if self.metrics:
+            extra += ["--metrics-address", self.metrics_url(node_id).removeprefix("http://")]
+        command = node_command(node_id, peers, self.root / f"node-{node_id}", self.partitions, *extra)
         with (self.root / f"node-{node_id}.log").open("ab") as log:
             self.processes[node_id] = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
