@@ -169,6 +169,9 @@ def cli(log_format: str, **options: Any) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(_LogFormatter(config.node_id, log_format == "json"))
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler], force=True)
+    if config.log_level != "debug":
+        # gRPC's Python layer logs routine events as warnings (a stream aborted by a stopping server).
+        logging.getLogger("grpc").setLevel(logging.ERROR)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         uvloop.run(serve(config))

@@ -68,6 +68,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     finally:
         local.stop_all()
     assert not local.any_fatal(), local.any_fatal()
+    chatter = [line for n in local.node_ids for line in local.log_tail(n, 100_000).splitlines() if "logger=grpc" in line]
+    assert not chatter, "gRPC's own lines belong to --log-level debug:\n" + "\n".join(chatter)
 
 
 def http_get(url: str) -> tuple[int, str]:
