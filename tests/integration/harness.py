@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,3 +129,14 @@ class LocalCluster:
                 found += [f"node {node_id}: {line}" for line in path.read_text(errors="replace").splitlines()
                           if "level=error" in line]
         return "\n".join(found)
+
+
+@contextmanager
+def running(cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """Start every node; on the way out stop them, and fail if any logged a fatal error."""
+    cluster.start_all()
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+    assert not cluster.any_fatal(), cluster.any_fatal()

@@ -25,7 +25,7 @@ from kvstore._pb import kvstore_pb2_grpc
 from kvstore.client import ReadConsistency, SyncClient
 from kvstore.node.local import leaders
 from kvstore.ring import partition_for_key
-from tests.integration.harness import LocalCluster, wait_for
+from tests.integration.harness import LocalCluster, running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -61,13 +61,8 @@ Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path_factory.mktemp("ops"), size=3, partitions=PARTITIONS, metrics=True)
-    local.start_all()
-    try:
+    with running(LocalCluster(tmp_path_factory.mktemp("ops"), size=3, partitions=PARTITIONS, metrics=True)) as local:
         yield local
-    finally:
-        local.stop_all()
-    assert not local.any_fatal(), local.any_fatal()
     chatter = [line for n in local.node_ids for line in local.log_tail(n, 100_000).splitlines() if "logger=grpc" in line]
     assert not chatter, "gRPC's own lines belong to --log-level debug:\n" + "\n".join(chatter)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -20,16 +19,7 @@ from kvstore.node.metrics import (
     RequestMetricsInterceptor,
     metrics_registry,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Partition:
-    partition: int
-    replicas: tuple[int, ...]
-    leader: int
-    term: int
-    commit: int
-    applied: int
+from kvstore.node.server import ReplicaStatus
 
 
 def scrape(readings: FixedReadings, metrics: NodeMetrics) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -53,7 +43,7 @@ def test_histogram_buckets_are_inclusive_and_cumulative() -> None:
 def test_scrape_reports_partition_state_and_events() -> None:
     readings = FixedReadings(
         id=2,
-        partitions=(Partition(0, (1, 2, 3), 2, 5, 40, 38), Partition(1, (1, 2, 3), 1, 4, 17, 17)),
+        partitions=(ReplicaStatus(0, (1, 2, 3), 2, 5, 40, 38), ReplicaStatus(1, (1, 2, 3), 1, 4, 17, 17)),
         db_size=4096,
         peers={1: True, 3: False},
     )
