@@ -1,14 +1,17 @@
 """Operating a real 3-node cluster: Prometheus metrics, gRPC health and reflection, the node logs
 after failures, and the live status page in a headless browser.
 
-The tests share one cluster and run in file order: the later ones stop, pause and kill nodes,
-and each brings the cluster back to three balanced nodes before it ends.
+The cluster tests share one cluster and run in file order: the later ones stop, pause and kill
+nodes, and each brings the cluster back to three balanced nodes before it ends. The last test
+starts a cluster of its own through `kvctl cluster up`.
 """
 
 from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
 from kvstore.client import ReadConsistency, SyncClient
-from kvstore.node.local import leaders
+from kvstore.node.local import free_ports, leaders
 from kvstore.ring import partition_for_key
 from tests.integration.harness import LocalCluster, running, wait_for
 
@@ -284,3 +287,26 @@ def test_the_status_page_shows_the_cluster_live_and_a_killed_node_as_down(cluste
             expect(page.locator("[data-partition-id][data-leader='0']")).to_have_count(0, timeout=30_000)
         finally:
             browser.close()
+
+
+def test_kvctl_cluster_up_serves_each_nodes_status_page_and_prints_its_url(tmp_path: Path) -> None:
+    port, metrics_port = free_ports(2)
+    data_dir = tmp_path / "kv"
+
+    def kvctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kvctl.main", "cluster", *args, "--data-dir", str(data_dir)],
+                              capture_output=True, text=True, timeout=120)
+
+    up = kvctl("up", "--nodes", "1", "--partitions", "2", "--detach", "--base-port", str(port),
+               "--metrics-base-port", str(metrics_port))
+    try:
+        assert up.returncode == 0, up.stderr
+        url = f"http://127.0.0.1:{metrics_port}/"
+        assert f"status page: {url}" in up.stdout
+        status, page = http_get(url)
+        assert status == 200 and "kvstore cluster" in page
+        assert http_get(url + "readyz") == (200, "serving\n")
+        table = kvctl("status")
+        assert table.returncode == 0 and f"127.0.0.1:{port}" in table.stdout and "up" in table.stdout
+    finally:
+        assert kvctl("down").returncode == 0
