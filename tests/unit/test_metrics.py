@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -136,3 +138,17 @@ async def test_interceptor_counts_cancelled_calls_and_leaves_other_services_alon
 
     passed = await interceptor.intercept_service(continuation, _Details("/kvstore.v1.Cluster/Status"))  # type: ignore[arg-type]
     assert passed is status_handler
+
+
+def test_docs_list_exactly_the_families_a_node_exports() -> None:
+    readings = FixedReadings(id=1, partitions=(ReplicaStatus(0, (1,), 1, 2, 3, 3),), peers={2: True})
+    metrics = NodeMetrics()
+    metrics.request_histogram("get", "linearizable").observe(0.01)
+    metrics.request_errors[("put", "TIMEOUT")] = 1
+    metrics.peer_connects[2] = 1
+    text = generate_latest(metrics_registry(readings, metrics)).decode()
+    exported = {f.name + ("_total" if f.type == "counter" else "")
+                for f in text_string_to_metric_families(text) if f.name.startswith("kvstore_")}
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"^\| `(kvstore_[a-z_]+)` \|", docs, flags=re.MULTILINE))
+    assert documented == exported
