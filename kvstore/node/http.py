@@ -28,7 +28,9 @@ from kvstore.node.server import AddressInUseError
 
 log = logging.getLogger("kvstore.http")
 
-PATHS = ("/metrics", "/healthz", "/readyz", "/", "/api/cluster")
+ROUTES = {"/metrics": "_metrics", "/healthz": "_healthz", "/readyz": "_readyz", "/": "_page",
+          "/api/cluster": "_cluster"}  # path -> the OpsServer method that answers it
+PATHS = tuple(ROUTES)
 STATUS_PAGE = files("kvstore.node") / "static" / "status.html"
 
 
@@ -43,13 +45,7 @@ class OpsServer:
         self.health = health
         self.cluster = cluster
         app = web.Application()
-        app.add_routes([
-            web.get("/metrics", self._metrics),
-            web.get("/healthz", self._healthz),
-            web.get("/readyz", self._readyz),
-            web.get("/", self._page),
-            web.get("/api/cluster", self._cluster),
-        ])
+        app.add_routes([web.get(path, getattr(self, method)) for path, method in ROUTES.items()])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
     async def start(self) -> None:
