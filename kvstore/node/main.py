@@ -106,10 +106,11 @@ async def serve(config: NodeConfig) -> None:
     await health.set_serving(False)
     ops = None
     if config.metrics_address:
-        ops = OpsServer(config.metrics_address, node.id, metrics_registry(node, node.metrics), health,
+        ops = OpsServer(config.metrics_address, node.node_id, metrics_registry(node, node.metrics), health,
                         ClusterStatusSource(lambda: node.cluster_map))
         await ops.start()
     try:
+        # The composition root: the node is the backend the RPC layer's services delegate to.
         services = [KVService(node), ClusterService(node), PeerService(node)]
         await node.start([*(s.add_to for s in services), health.add_to,
                           lambda server: add_reflection(server, SERVED_SERVICES)],

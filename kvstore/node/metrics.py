@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 import kvstore
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore.rpc.backend import PartitionStatus
 
 # Bucket upper bounds. Durations double from 100 us (disk, Ready cycle) or 500 us (requests);
 # batch sizes double from 1.
@@ -107,29 +108,12 @@ def timed(action: Callable[[], object]) -> float:
 # -- state read at scrape time ------------------------------------------------------------------
 
 
-class PartitionReading(Protocol):
-    """One hosted replica as the node sees it now."""
-
-    @property
-    def partition(self) -> int: ...
-    @property
-    def replicas(self) -> tuple[int, ...]: ...
-    @property
-    def leader(self) -> int: ...
-    @property
-    def term(self) -> int: ...
-    @property
-    def commit(self) -> int: ...
-    @property
-    def applied(self) -> int: ...
-
-
 class NodeReadings(Protocol):
     """What the collector reads from a node when scraped (the node implements it)."""
 
     @property
-    def id(self) -> int: ...
-    def status(self) -> Sequence[PartitionReading]: ...
+    def node_id(self) -> int: ...
+    def status(self) -> Sequence[PartitionStatus]: ...
     def db_size_bytes(self) -> int: ...
     def peer_connections(self) -> Mapping[int, bool]: ...
 
@@ -138,12 +122,12 @@ class NodeReadings(Protocol):
 class FixedReadings:
     """`NodeReadings` from fixed values: the in-memory implementation (tests, examples)."""
 
-    id: int
-    partitions: tuple[PartitionReading, ...] = ()
+    node_id: int
+    partitions: tuple[PartitionStatus, ...] = ()
     db_size: int = 0
     peers: Mapping[int, bool] = field(default_factory=dict)
 
-    def status(self) -> Sequence[PartitionReading]:
+    def status(self) -> Sequence[PartitionStatus]:
         return self.partitions
 
     def db_size_bytes(self) -> int:
@@ -168,7 +152,7 @@ class NodeCollector(Collector):
         readings = self.readings
         info = GaugeMetricFamily("kvstore_node_info", "This node's id and version (always 1).",
                                  labels=["node_id", "version"])
-        info.add_metric([str(readings.id), kvstore.__version__], 1)
+        info.add_metric([str(readings.node_id), kvstore.__version__], 1)
         yield info
         statuses = readings.status()
         per_partition = {
@@ -187,7 +171,7 @@ class NodeCollector(Collector):
             voters.add_metric([str(status.partition)], len(status.replicas))
         yield voters
         yield GaugeMetricFamily("kvstore_partitions_led", "Partitions this node leads.",
-                                value=sum(1 for s in statuses if s.leader == readings.id))
+                                value=sum(1 for s in statuses if s.leader == readings.node_id))
         yield GaugeMetricFamily("kvstore_db_size_bytes", "Approximate size of this node's LevelDB on disk.",
                                 value=readings.db_size_bytes())
         connected = GaugeMetricFamily("kvstore_peer_connected", "1 while the Raft stream to the peer is open.",

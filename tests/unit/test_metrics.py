@@ -21,7 +21,7 @@ from kvstore.node.metrics import (
     RequestMetricsInterceptor,
     metrics_registry,
 )
-from kvstore.node.server import ReplicaStatus
+from kvstore.rpc.backend import PartitionStatus
 
 
 def scrape(readings: FixedReadings, metrics: NodeMetrics) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -44,8 +44,8 @@ def test_histogram_buckets_are_inclusive_and_cumulative() -> None:
 
 def test_scrape_reports_partition_state_and_events() -> None:
     readings = FixedReadings(
-        id=2,
-        partitions=(ReplicaStatus(0, (1, 2, 3), 2, 5, 40, 38), ReplicaStatus(1, (1, 2, 3), 1, 4, 17, 17)),
+        node_id=2,
+        partitions=(PartitionStatus(0, (1, 2, 3), 2, 5, 40, 38), PartitionStatus(1, (1, 2, 3), 1, 4, 17, 17)),
         db_size=4096,
         peers={1: True, 3: False},
     )
@@ -141,7 +141,7 @@ async def test_interceptor_counts_cancelled_calls_and_leaves_other_services_alon
 
 
 def test_docs_list_exactly_the_families_a_node_exports() -> None:
-    readings = FixedReadings(id=1, partitions=(ReplicaStatus(0, (1,), 1, 2, 3, 3),), peers={2: True})
+    readings = FixedReadings(node_id=1, partitions=(PartitionStatus(0, (1,), 1, 2, 3, 3),), peers={2: True})
     metrics = NodeMetrics()
     metrics.request_histogram("get", "linearizable").observe(0.01)
     metrics.request_errors[("put", "TIMEOUT")] = 1
