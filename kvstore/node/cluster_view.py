@@ -136,9 +136,10 @@ def short_reason(error: grpc.aio.AioRpcError, timeout_s: float) -> str:
     return code.name.lower().replace("_", " ")
 
 
-async def fetch_status(address: str, timeout_s: float) -> pb.StatusResponse | str:
-    """One node's `Status`, or the short reason it gave none."""
-    async with grpc.aio.insecure_channel(address) as channel:
+async def fetch_status(channel_to: Callable[[str], grpc.aio.Channel], address: str,
+                       timeout_s: float) -> pb.StatusResponse | str:
+    """One node's `Status` through a channel from `channel_to`, or the short reason it gave none."""
+    async with channel_to(address) as channel:
         try:
             return await kvstore_pb2_grpc.ClusterStub(channel).Status(pb.StatusRequest(), timeout=timeout_s)
         except grpc.aio.AioRpcError as error:
@@ -152,8 +153,10 @@ class ClusterStatusSource:
     share it: any number of open status pages cost the cluster one round per half second.
     """
 
-    def __init__(self, cluster_map: Callable[[], ClusterMap], timeout_s: float = STATUS_TIMEOUT_S) -> None:
+    def __init__(self, cluster_map: Callable[[], ClusterMap], channel_to: Callable[[str], grpc.aio.Channel],
+                 timeout_s: float = STATUS_TIMEOUT_S) -> None:
         self._cluster_map = cluster_map
+        self._channel_to = channel_to  # a new channel to an address (TLS with the node's certificate, if any)
         self._timeout_s = timeout_s
         self._lock = asyncio.Lock()
         self._last: tuple[float, ClusterView] | None = None
@@ -164,7 +167,8 @@ class ClusterStatusSource:
                 return self._last[1]
             cluster_map = self._cluster_map()
             members = {int(node): address for node, address in cluster_map.members.items()}
-            answers = await asyncio.gather(*(fetch_status(a, self._timeout_s) for a in members.values()))
+            answers = await asyncio.gather(*(fetch_status(self._channel_to, a, self._timeout_s)
+                                             for a in members.values()))
             view = build_cluster_view(members, map_replicas(cluster_map),
                                       dict(zip(members, answers, strict=True)))
             self._last = (time.monotonic(), view)

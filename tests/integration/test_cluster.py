@@ -13,7 +13,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
 from kvstore.client import SyncClient
 from kvstore.ring import partition_for_key
-from tests.integration.harness import LocalCluster, running, wait_for
+from tests.integration.harness import LocalCluster, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     # Small logs compact quickly, so restarts exercise catching up by snapshot.
-    with running(LocalCluster(tmp_path, size=3, partitions=8, extra_args=["--snapshot-entries", "40"])) as local:
+    local = LocalCluster(tmp_path, size=3, partitions=8, extra_args=["--snapshot-entries", "40"])
+    with local.running():
+        local.start_all()
         yield local
 
 

@@ -28,7 +28,7 @@ from kvstore._pb import kvstore_pb2_grpc
 from kvstore.client import ReadConsistency, SyncClient
 from kvstore.node.local import free_ports, leaders
 from kvstore.ring import partition_for_key
-from tests.integration.harness import LocalCluster, running, wait_for
+from tests.integration.harness import LocalCluster, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,9 @@ Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with running(LocalCluster(tmp_path_factory.mktemp("ops"), size=3, partitions=PARTITIONS, metrics=True)) as local:
+    local = LocalCluster(tmp_path_factory.mktemp("ops"), size=3, partitions=PARTITIONS, metrics=True)
+    with local.running():
+        local.start_all()
         yield local
     chatter = [line for n in local.node_ids for line in local.log_tail(n, 100_000).splitlines() if "logger=grpc" in line]
     assert not chatter, "gRPC's own lines belong to --log-level debug:\n" + "\n".join(chatter)
