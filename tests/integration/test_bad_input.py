@@ -34,15 +34,33 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, f
 
 
 def test_a_port_in_use_is_refused(single_node: LocalCluster, tmp_path: Path) -> None:
-    result = run("-m", "kvstore.node", "--id", "1", "--listen", single_node.address(1), "--data-dir", str(tmp_path))
+    result = run("-m", "kvstore.node", "--id", "1", "--listen", single_node.address(1), "--data-dir", str(tmp_path),
+                 "--single-node")
     assert_one_line_error(result, 2, "is in use")
 
 
 def test_a_data_dir_held_by_another_node_is_refused(single_node: LocalCluster) -> None:
     (port,) = free_ports(1)
     result = run("-m", "kvstore.node", "--id", "1", "--listen", f"127.0.0.1:{port}",
-                 "--data-dir", str(single_node.root / "node-1"))
+                 "--data-dir", str(single_node.root / "node-1"), "--single-node")
     assert_one_line_error(result, 2, "is in use by another process")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        ([], "no --peers: list every member with --peers"),
+        (["--peers", "1=127.0.0.1:{other},2=127.0.0.1:{port}"], "is not node 1's address in --peers"),
+        (["--single-node", "--peers", "1=127.0.0.1:{port},2=127.0.0.1:{other}"], "--single-node, but --peers"),
+    ],
+    ids=["no peers and no --single-node", "--listen not its --peers entry", "--single-node with peers"],
+)
+def test_a_node_whose_membership_is_not_explicit_is_refused(tmp_path: Path, flags: list[str], fragment: str) -> None:
+    port, other = free_ports(2)
+    given = [flag.format(port=port, other=other) for flag in flags]
+    result = run("-m", "kvstore.node", "--id", "1", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path),
+                 *given)
+    assert_one_line_error(result, 2, fragment)
 
 
 @pytest.mark.parametrize(("key", "fragment"), [("", "must not be empty"), ("k" * 5000, "4096-byte limit")])

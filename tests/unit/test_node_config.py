@@ -10,7 +10,8 @@ from kvstore.node.config import ConfigError, parse_peers
 from kvstore.node.main import build_config
 
 NO_FLAGS = {
-    "config": None, "node_id": None, "listen": None, "peers": None, "data_dir": None, "partitions": None,
+    "config": None, "node_id": None, "listen": None, "peers": None, "single_node": None, "data_dir": None,
+    "partitions": None,
     "replication_factor": None, "vnodes": None, "tick_ms": None, "election_ticks": None, "max_key_bytes": None,
     "max_value_bytes": None, "snapshot_entries": None, "cluster_id": None, "log_level": None,
 }
@@ -31,17 +32,37 @@ def test_flags_override_the_toml_file_which_overrides_defaults(tmp_path: Path) -
     assert config.replication_factor == 3  # the default
 
 
-def test_a_single_node_needs_no_peers() -> None:
-    config = build_config(flags(node_id=1, listen="127.0.0.1:2379", data_dir="d"))
+def test_a_single_node_cluster_is_asked_for_explicitly() -> None:
+    config = build_config(flags(node_id=1, listen="127.0.0.1:2379", data_dir="d", single_node=True))
     assert config.peers == {1: "127.0.0.1:2379"}
+
+
+def test_listening_on_every_interface_is_served_at_the_peers_address() -> None:
+    config = build_config(flags(node_id=2, listen="0.0.0.0:2380", data_dir="d",
+                                peers="1=kv-1.example:2379,2=kv-2.example:2380"))
+    assert config.listen == "0.0.0.0:2380" and config.peers[2] == "kv-2.example:2380"
 
 
 @pytest.mark.parametrize(
     ("given", "message"),
     [
         ({"listen": "127.0.0.1:1", "data_dir": "d"}, "missing --id"),
-        ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d", "partitions": 6}, "power of two"),
+        ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d"}, "no --peers: .* or pass --single-node"),
+        ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d", "single_node": True,
+          "peers": "1=127.0.0.1:1,2=127.0.0.1:2"}, "--single-node, but --peers names 2 members"),
+        ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d", "single_node": True, "partitions": 6},
+         "power of two"),
         ({"node_id": 3, "listen": "127.0.0.1:1", "data_dir": "d", "peers": "1=127.0.0.1:1"}, "not in --peers"),
+        ({"node_id": 1, "listen": "127.0.0.1:2379", "data_dir": "d", "peers": "1=127.0.0.1:2380,2=127.0.0.1:2381"},
+         r"--listen 127.0.0.1:2379 is not node 1's address in --peers \(127.0.0.1:2380\)"),
+        ({"node_id": 1, "listen": "10.0.0.1:2379", "data_dir": "d", "peers": "1=10.0.0.2:2379"},
+         "is not node 1's address in --peers"),
+        ({"node_id": 1, "listen": "0.0.0.0:2379", "data_dir": "d", "peers": "1=10.0.0.2:2380"},
+         "listen on 0.0.0.0:2380 to serve every interface"),
+        ({"node_id": 1, "listen": "localhost", "data_dir": "d", "single_node": True}, "--listen 'localhost' is not HOST:PORT"),
+        ({"node_id": 1, "listen": "127.0.0.1:2379", "data_dir": "d", "peers": "1=127.0.0.1:2379,2=nohostport"},
+         "--peers entry 2=nohostport: 'nohostport' is not HOST:PORT"),
+        ({"node_id": 1, "listen": "h:99999", "data_dir": "d", "single_node": True}, "port 99999 is not between"),
     ],
 )
 def test_bad_settings_are_reported_in_one_line(given: dict[str, object], message: str) -> None:
@@ -60,4 +81,4 @@ def test_unknown_toml_settings_are_refused(tmp_path: Path) -> None:
 def test_peers_parse_and_reject_garbage() -> None:
     assert parse_peers("1=a:1, 2=b:2") == {1: "a:1", 2: "b:2"}
     with pytest.raises(ConfigError, match="expected ID=HOST:PORT"):
-        parse_peers("1=nohostport")
+        parse_peers("one=a:1")
