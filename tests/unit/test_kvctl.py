@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import re
+import shlex
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from kvctl.demo import run_demo
 from kvctl.main import cli
 from kvctl.txn import parse_compare, parse_op
+from rich.console import Console
 
 from kvstore.client import ops
 from kvstore.client.ops import CompareResult, CompareTarget
@@ -334,3 +340,38 @@ async def test_txn_says_which_branch_ran_and_what_each_operation_returned(cluste
     assert refused.stdout.splitlines()[0].startswith("FAILURE: a compare did not hold; ran the --else operations")
     assert refused.stdout.splitlines()[1:] == ["  get {cart}:n -> '1'", "  del {cart}:x -> nothing to delete"]
     assert nothing.stdout.startswith("FAILURE: a compare did not hold; nothing ran (no --else operations)")
+
+
+def readme_transactions() -> list[tuple[list[str], list[str]]]:
+    """The README's transaction example: each kvctl command with the output shown under it."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("A transaction compares and writes")[1].split("```sh\n")[1].split("```")[0]
+    examples: list[tuple[list[str], list[str]]] = []
+    for line in block.replace("\\\n", " ").splitlines():
+        if line.startswith("kvctl "):
+            examples.append((shlex.split(line)[1:], []))
+        elif line.startswith("#   "):
+            examples[-1][1].append(line.removeprefix("#   "))
+    return examples
+
+
+async def test_the_readme_transactions_print_what_it_shows_on_a_fresh_cluster(cluster: FakeCluster) -> None:
+    examples = readme_transactions()
+    assert len(examples) == 2
+
+    for arguments, shown in examples:
+        result = await kvctl(cluster, *arguments)
+        printed = re.sub(r"partition \d+, revision \d+", "partition P, revision R", result.stdout)
+        assert (result.exit_code, printed.splitlines()) == (0, shown)
+    assert cluster.value_of(b"{cart:7}:total") == b"30"
+
+
+async def test_the_demo_runs_a_transaction_across_hash_tagged_keys(cluster: FakeCluster) -> None:
+    console = Console(file=io.StringIO(), width=100, record=True)
+
+    await asyncio.to_thread(run_demo, ",".join(cluster.endpoints), console)
+
+    shown = console.export_text()
+    assert "first run: SUCCESS, both written" in shown
+    assert "again:     FAILURE, items is '4': nothing written" in shown
+    assert (cluster.value_of(b"{cart:alice}:items"), cluster.value_of(b"{cart:alice}:total")) == (b"4", b"57")
