@@ -25,6 +25,7 @@ from kvstore.client.types import (
     WriteConcern,
 )
 from kvstore.errors import UnavailableError
+from kvstore.tls import TlsConfig
 
 ResultT = TypeVar("ResultT")
 
@@ -66,6 +67,7 @@ class SyncClient:
         max_batch: int = 256,
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        tls: TlsConfig | None = None,
     ) -> None:
         self._client = Client(
             endpoints,
@@ -74,6 +76,7 @@ class SyncClient:
             max_batch=max_batch,
             max_key_bytes=max_key_bytes,
             max_value_bytes=max_value_bytes,
+            tls=tls,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shutdown: weakref.finalize[..., None] | None = None

@@ -249,6 +249,24 @@ def test_every_command_help_shows_examples(command: str) -> None:
     assert result.exit_code == 0 and "Examples:" in result.stdout and "kvctl " + command in result.stdout
 
 
+async def test_tls_options_come_as_a_set_from_flags_and_environment(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KVSTORE_KEY", "client.key")
+
+    result = await kvctl(cluster, "get", "k", "--cacert", "ca.crt")
+
+    assert result.exit_code == 2
+    assert one_line(result.stderr) == "Error: --cacert, --cert and --key go together: missing --cert (or KVSTORE_CERT)"
+
+
+async def test_an_unreadable_tls_file_exits_2_naming_it(cluster: FakeCluster, tmp_path: Path) -> None:
+    missing = tmp_path / "ca.crt"
+
+    result = await kvctl(cluster, "get", "k", "--cacert", str(missing), "--cert", "c.crt", "--key", "c.key")
+
+    assert result.exit_code == 2
+    assert one_line(result.stderr) == f"Error: CA certificate {missing}: No such file or directory"
 # ---- bytes on the command line, malformed endpoints, what status and txn say -------------------
 
 NOT_UTF8 = b"k\xff".decode("utf-8", "surrogateescape")  # how Python hands over a non-UTF-8 argument
@@ -369,7 +387,7 @@ async def test_the_readme_transactions_print_what_it_shows_on_a_fresh_cluster(cl
 async def test_the_demo_runs_a_transaction_across_hash_tagged_keys(cluster: FakeCluster) -> None:
     console = Console(file=io.StringIO(), width=100, record=True)
 
-    await asyncio.to_thread(run_demo, ",".join(cluster.endpoints), console)
+    await asyncio.to_thread(run_demo, ",".join(cluster.endpoints), None, console)
 
     shown = console.export_text()
     assert "first run: SUCCESS, both written" in shown
