@@ -21,8 +21,8 @@ from importlib.resources import files
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from kvstore.address import parse_address
 from kvstore.node.cluster_view import ClusterStatusSource
-from kvstore.node.config import split_host_port
 from kvstore.node.health import NodeHealth
 from kvstore.node.server import AddressInUseError
 
@@ -39,7 +39,7 @@ class OpsServer:
 
     def __init__(self, address: str, node_id: int, registry: CollectorRegistry, health: NodeHealth,
                  cluster: ClusterStatusSource) -> None:
-        self.host, self.port = split_host_port(address, "--metrics-address")
+        self.host, self.port = parse_address(address)  # checked with the node's configuration
         self.node_id = node_id
         self.registry = registry
         self.health = health

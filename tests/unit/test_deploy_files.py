@@ -20,7 +20,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from kvstore.node.config import parse_peers, split_host_port
+from kvstore.address import parse_address
+from kvstore.node.config import parse_peers
 from kvstore.node.http import PATHS
 from kvstore.node.main import build_config, cli
 
@@ -106,10 +107,11 @@ def test_the_dockerfile_is_multi_stage_non_root_with_a_volume_and_a_healthcheck(
     (entrypoint,) = [c for c in stage if c.cmd == "ENTRYPOINT"]
     assert entrypoint.json and entrypoint.value == ("kvstore-node",)
     env = image_env()
-    settings = check_settings({**env, "KVSTORE_NODE_ID": "1"}, [])
+    # What deploy/README.md's single-node `docker run` adds to the image's environment.
+    settings = check_settings({**env, "KVSTORE_NODE_ID": "1", "KVSTORE_NODE_PEERS": "1=127.0.0.1:2379"}, [])
     assert str(settings["data_dir"]) == image_volume()
-    listen_port = split_host_port(env["KVSTORE_NODE_LISTEN"], "listen")[1]
-    metrics_port = split_host_port(env["KVSTORE_NODE_METRICS_ADDRESS"], "metrics")[1]
+    listen_port = parse_address(env["KVSTORE_NODE_LISTEN"])[1]
+    metrics_port = parse_address(env["KVSTORE_NODE_METRICS_ADDRESS"])[1]
     assert image_ports() == {listen_port, metrics_port}
     (healthcheck,) = [c for c in stage if c.cmd == "HEALTHCHECK"]
     probe = " ".join(healthcheck.value)
@@ -133,8 +135,8 @@ def test_the_compose_file_is_a_valid_compose_file() -> None:
 def test_the_compose_cluster_is_three_nodes_that_agree_with_the_image() -> None:
     services = compose()["services"]
     assert len(services) == 3
-    listen_port = split_host_port(image_env()["KVSTORE_NODE_LISTEN"], "listen")[1]
-    metrics_port = split_host_port(image_env()["KVSTORE_NODE_METRICS_ADDRESS"], "metrics")[1]
+    listen_port = parse_address(image_env()["KVSTORE_NODE_LISTEN"])[1]
+    metrics_port = parse_address(image_env()["KVSTORE_NODE_METRICS_ADDRESS"])[1]
     ids = set()
     for name, service in services.items():
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -237,8 +239,8 @@ def test_ports_paths_user_and_probes_agree_with_the_image() -> None:
     ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
     assert set(ports.values()) == image_ports()
     environment = container_env("default")
-    assert split_host_port(environment["KVSTORE_NODE_LISTEN"], "listen")[1] == ports["grpc"]
-    assert split_host_port(environment["KVSTORE_NODE_METRICS_ADDRESS"], "metrics")[1] == ports["metrics"]
+    assert parse_address(environment["KVSTORE_NODE_LISTEN"])[1] == ports["grpc"]
+    assert parse_address(environment["KVSTORE_NODE_METRICS_ADDRESS"])[1] == ports["metrics"]
     assert environment["KVSTORE_NODE_DATA_DIR"] == image_volume()
     data_mount = next(m for m in spec["volumeMounts"] if m["name"] == "data")
     assert data_mount["mountPath"] == image_volume()
