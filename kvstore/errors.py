@@ -7,13 +7,14 @@ turns that back into the same exception, and kvctl turns the exception into its 
 
 `ERRORS` has one `ErrorKind` row per code and is the only place that says what a code means to
 each layer; `exception_for`, `code_for_status` and `ERRORS[code].exit_code` are lookups in it.
-`TransportSecurityError` is raised by the client alone (no node sends it): it carries its
-parent's code, INVALID_ARGUMENT, whose row gives its exit code.
+`TransportSecurityError` and `BatchError` are raised by the client alone (no node sends them):
+the first carries its parent's code, INVALID_ARGUMENT, the second the code of the first operation
+that failed; that code's row gives the exit code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from types import MappingProxyType
@@ -70,13 +71,11 @@ class KvError(Exception):
         super().__init__(message)
         self.code = self.default_code if code is None else code
         self.message = message
-
-    @property
-    def may_be_applied(self) -> bool:
-        """For a write that failed with this error: True when its outcome is unknown (it may
-        have been applied, or may still be), False when it was refused and certainly not
-        applied. From the table, `ERRORS[code].may_be_applied`."""
-        return ERRORS[self.code].may_be_applied
+        # For a write that failed with this error: True when its outcome is unknown (it may have
+        # been applied, or may still be), False when it was refused and certainly not applied.
+        # The table's answer for the code, unless the raiser knows better (a call that timed out
+        # after only refusals).
+        self.may_be_applied = ERRORS[self.code].may_be_applied
 
 
 class NotFoundError(KvError):
@@ -137,6 +136,28 @@ class WrongNodeError(UnavailableError):
     default_code = ErrorCode.WRONG_NODE
 
 
+class BatchError(KvError):
+    """Some operations of a `Client.batch` failed; each failed or succeeded on its own.
+
+    `outcomes` has one entry per operation, in the order given: the operation's result, or the
+    `KvError` it failed with. `code` (and so the exit code and whether a retry may help) is that
+    of the first failure.
+    """
+
+    def __init__(self, outcomes: Sequence[object]) -> None:
+        failures = [(index, outcome) for index, outcome in enumerate(outcomes) if isinstance(outcome, KvError)]
+        if not failures:
+            raise ValueError("a BatchError needs at least one failed operation")
+        index, first = failures[0]
+        succeeded = len(outcomes) - len(failures)
+        super().__init__(
+            f"{len(failures)} of {len(outcomes)} operations failed ({succeeded} succeeded); "
+            f"the first, ops[{index}]: {first.message}",
+            code=first.code,
+        )
+        self.outcomes = tuple(outcomes)
+
+
 # -- the table -----------------------------------------------------------------------------
 
 
@@ -186,6 +207,13 @@ _CODE_BY_STATUS: Mapping[grpc.StatusCode, ErrorCode] = MappingProxyType(
 )
 # Every response is checked through this: a dict lookup costs a fraction of an Enum call.
 _CODE_BY_NUMBER: Mapping[int, ErrorCode] = MappingProxyType({code.value: code for code in ErrorCode})
+
+
+def write_outcome(may_be_applied: bool) -> str:
+    """What became of a write that failed, in the words every message uses."""
+    if may_be_applied:
+        return "the write's outcome is unknown: it may or may not have been applied"
+    return "the write was not applied"
 
 
 def error_code(number: int) -> ErrorCode:

@@ -12,7 +12,9 @@ import click
 from kvctl.connection import (
     DataCommand,
     KvctlError,
+    argument_bytes,
     connection_options,
+    hex_option,
     open_session,
     run_with_client,
     settings,
@@ -122,11 +124,13 @@ def _write_options(command: Any) -> Any:
         "                                               a follower at most 0.5 s behind; json shows\n"
         "                                               served, node_id, revision, staleness_ms\n"
         "  KVSTORE_SESSION=/tmp/s kvctl get greeting --consistency session\n"
-        "                                               sees what earlier commands with /tmp/s wrote"
+        "                                               sees what earlier commands with /tmp/s wrote\n"
+        "  kvctl get --hex 00ff                         the key made of the bytes 0x00 0xff"
     ),
 )
 @click.argument("key")
 @_read_options
+@hex_option
 @connection_options
 @click.pass_context
 def get(
@@ -137,14 +141,16 @@ def get(
     min_revision: int,
     session_token: str | None,
     session_file: Path | None,
+    hex_encoded: bool,
 ) -> None:
     """Print the value of KEY; exit 1 when it does not exist."""
     level = ReadConsistency[consistency.upper()]
+    key_bytes = argument_bytes(key, "key", hex_encoded)
     session = open_session(session_token, session_file)
 
     async def action(client: Client) -> GetResult:
         return await client.get_result(
-            key, consistency=level, min_revision=min_revision, max_staleness_ms=max_staleness_ms or 0
+            key_bytes, consistency=level, min_revision=min_revision, max_staleness_ms=max_staleness_ms or 0
         )
 
     result = run_with_client(ctx, action, session)
@@ -163,7 +169,8 @@ def get(
         "  kvctl put config v2 --fencing-token 42  refused if the key saw a larger token\n"
         "  kvctl put greeting hello --concern all  wait until every replica applied it\n"
         "  kvctl put metric 1 --concern leader     fast, but lost if the leader dies before replicating\n"
-        "  echo hello | kvctl put greeting -      read the value from stdin"
+        "  echo hello | kvctl put greeting -      read the value from stdin\n"
+        "  kvctl put --hex 00ff c0ffee            bytes that are not UTF-8, as hex"
     ),
 )
 @click.argument("key")
@@ -177,6 +184,7 @@ def get(
 )
 @click.option("--prev-kv", is_flag=True, help="Print the previous key-value, if any.")
 @_write_options
+@hex_option
 @connection_options
 @click.pass_context
 def put(
@@ -189,13 +197,15 @@ def put(
     concern: str,
     session_token: str | None,
     session_file: Path | None,
+    hex_encoded: bool,
 ) -> None:
-    """Set KEY to VALUE ('-' reads the value from stdin, bytes as they are)."""
-    data = sys.stdin.buffer.read() if value == "-" else value.encode("utf-8")
+    """Set KEY to VALUE ('-' reads the value from stdin, bytes as they are, with or without --hex)."""
+    key_bytes = argument_bytes(key, "key", hex_encoded)
+    data = sys.stdin.buffer.read() if value == "-" else argument_bytes(value, "value", hex_encoded)
     session = open_session(session_token, session_file)
 
     async def action(client: Client) -> PutResult:
-        return await client.put(key, data, lease=lease, fencing_token=fencing_token, prev_kv=prev_kv,
+        return await client.put(key_bytes, data, lease=lease, fencing_token=fencing_token, prev_kv=prev_kv,
                                 concern=WriteConcern[concern.upper()])  # fmt: skip
 
     result = run_with_client(ctx, action, session)
@@ -208,13 +218,15 @@ def put(
     epilog=_epilog(
         "  kvctl del greeting\n"
         "  kvctl del greeting --prev-kv -o json\n"
-        "  kvctl del greeting --concern leader      acknowledged before the apply: prints 'accepted'"
+        "  kvctl del greeting --concern leader      acknowledged before the apply: prints 'accepted'\n"
+        "  kvctl del --hex 00ff"
     ),
 )
 @click.argument("key")
 @click.option("--prev-kv", is_flag=True, help="Print the deleted key-value.")
 @click.option("--fencing-token", type=click.IntRange(min=0), default=0, help="As for put.")
 @_write_options
+@hex_option
 @connection_options
 @click.pass_context
 def delete(
@@ -225,12 +237,14 @@ def delete(
     concern: str,
     session_token: str | None,
     session_file: Path | None,
+    hex_encoded: bool,
 ) -> None:
     """Delete KEY (deleting a missing key is not an error: it prints 0 deleted)."""
+    key_bytes = argument_bytes(key, "key", hex_encoded)
     session = open_session(session_token, session_file)
 
     async def action(client: Client) -> DeleteResult:
-        return await client.delete(key, prev_kv=prev_kv, fencing_token=fencing_token,
+        return await client.delete(key_bytes, prev_kv=prev_kv, fencing_token=fencing_token,
                                    concern=WriteConcern[concern.upper()])  # fmt: skip
 
     result = run_with_client(ctx, action, session)
@@ -245,7 +259,8 @@ def delete(
         "  kvctl scan --start a --end m --limit 10   the first 10 keys in [a, m)\n"
         "  kvctl scan --prefix '{user42}:' --keys-only -o simple\n"
         "  kvctl scan --consistency stale -o json    from followers; each partition's header\n"
-        "  kvctl scan                                the whole key space"
+        "  kvctl scan                                the whole key space\n"
+        "  kvctl scan --hex --prefix 00              keys starting with the byte 0x00"
     ),
 )
 @click.option("--prefix", help="Keys starting with this (not with --start/--end).")
@@ -254,6 +269,7 @@ def delete(
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="At most this many keys (0 = all).")
 @click.option("--keys-only", is_flag=True, help="Print keys without values.")
 @_read_options
+@hex_option
 @connection_options
 @click.pass_context
 def scan(
@@ -268,17 +284,23 @@ def scan(
     min_revision: int,
     session_token: str | None,
     session_file: Path | None,
+    hex_encoded: bool,
 ) -> None:
     """List keys in key order, across all partitions (each read at the chosen consistency)."""
     if prefix is not None and (start is not None or end is not None):
         raise KvctlError("use either --prefix or --start/--end, not both", ExitCode.USAGE)
     level = ReadConsistency[consistency.upper()]
+    bounds = {
+        name: argument_bytes(text, f"--{name}", hex_encoded)
+        for name, text in (("prefix", prefix), ("start", start), ("end", end))
+        if text is not None
+    }
     session = open_session(session_token, session_file)
 
     async def action(client: Client) -> ScanResult:
         return await client.scan_result(
-            prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=level,
-            min_revision=min_revision, max_staleness_ms=max_staleness_ms or 0,
+            **bounds, limit=limit, keys_only=keys_only, consistency=level, min_revision=min_revision,
+            max_staleness_ms=max_staleness_ms or 0,
         )  # fmt: skip
 
     result = run_with_client(ctx, action, session)
