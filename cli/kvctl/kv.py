@@ -75,6 +75,11 @@ class Duration(click.ParamType):
         return milliseconds
 
 
+def _level_option(flag: str, levels: type[ReadConsistency] | type[WriteConcern], default: str, text: str) -> Any:
+    return click.option(flag, type=click.Choice([level.name.lower() for level in levels]), default=default,
+                        show_default=True, help=text)  # fmt: skip
+
+
 def _read_options(command: Any) -> Any:
     """--consistency, --max-staleness and --min-revision, and the session options."""
     command = session_options(command)
@@ -94,24 +99,12 @@ def _read_options(command: Any) -> Any:
         help="With --consistency stale: only a replica that can bound its staleness under this answers "
         "(e.g. 500ms, 2s); one that cannot refuses and another is asked.",
     )(command)
-    return click.option(
-        "--consistency",
-        type=click.Choice([level.name.lower() for level in ReadConsistency]),
-        default="linearizable",
-        show_default=True,
-        help=CONSISTENCY_HELP,
-    )(command)
+    return _level_option("--consistency", ReadConsistency, "linearizable", CONSISTENCY_HELP)(command)
 
 
 def _write_options(command: Any) -> Any:
-    command = session_options(command)
-    return click.option(
-        "--concern",
-        type=click.Choice([concern.name.lower() for concern in WriteConcern]),
-        default="majority",
-        show_default=True,
-        help=CONCERN_HELP,
-    )(command)
+    """--concern and the session options."""
+    return _level_option("--concern", WriteConcern, "majority", CONCERN_HELP)(session_options(command))
 
 
 @click.command(
