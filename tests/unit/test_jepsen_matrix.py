@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from kvctl.main import cli
 
 from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.matrix import (
@@ -133,3 +135,12 @@ def test_a_cell_is_one_phase_with_the_runs_phases_as_detail() -> None:
 
 def test_every_setting_has_a_name_the_cli_accepts() -> None:
     assert SETTING_NAMES == ("linearizable", "lease", "session", "stale", "all", "leader")
+
+
+def test_the_command_refuses_unknown_settings_and_nemeses_before_running_anything(tmp_path: Path) -> None:
+    runner = CliRunner()
+    levels = runner.invoke(cli, ["jepsen", "matrix", "--levels", "stale,eventual", "--out", str(tmp_path)])
+    nemeses = runner.invoke(cli, ["jepsen", "matrix", "--nemesis", "meteor", "--out", str(tmp_path)])
+    assert levels.exit_code == 2 and "choose from linearizable, lease, session, stale, all, leader" in levels.output
+    assert nemeses.exit_code == 2 and "unknown nemesis 'meteor'" in nemeses.output
+    assert not any(tmp_path.iterdir())
