@@ -61,6 +61,9 @@ _NEMESIS_HELP = ("Comma list of kill, pause, partition, clock (a node's clock sl
 @click.option("--time", "time_s", type=click.FloatRange(min=1), default=30, show_default=True,
               help="Seconds of load (then heal and final reads).")  # fmt: skip
 @click.option("--concurrency", type=click.IntRange(min=1), default=5, show_default=True, help="Client workers.")
+@click.option("--readers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Of the workers, this many only read (register workload): never redirected by a failed "
+              "write, they keep reading from the node they believe leads.")  # fmt: skip
 @click.option("--read-consistency", type=click.Choice([c.name.lower() for c in ReadConsistency]),
               default="linearizable", show_default=True)  # fmt: skip
 @click.option("--write-concern", type=click.Choice([c.name.lower() for c in WriteConcern]),
@@ -80,6 +83,7 @@ def run_command(
     nemeses: tuple[NemesisKind, ...],
     time_s: float,
     concurrency: int,
+    readers: int,
     read_consistency: str,
     write_concern: str,
     max_staleness_ms: int,
@@ -107,6 +111,7 @@ def run_command(
         time_s=time_s,
         out_dir=out_dir or Path("jepsen-runs") / time.strftime("%Y%m%d-%H%M%S"),
         concurrency=concurrency,
+        readers=readers,
         read_consistency=ReadConsistency[read_consistency.upper()],
         write_concern=WriteConcern[write_concern.upper()],
         max_staleness_ms=max_staleness_ms,

@@ -107,6 +107,7 @@ class MatrixConfig:
     keys: int = 16
     partitions: int = 8
     concurrency: int = 5
+    readers: int = 2  # of them read-only: they keep reading from the node they believe leads
     max_staleness_ms: int = 1000  # STALE reads ask for this bound; replicas beyond it refuse
     intervals: Intervals = Intervals()
 
@@ -201,6 +202,7 @@ def run_config(config: MatrixConfig, setting: Setting, nemesis: NemesisKind, ind
         time_s=config.time_s,
         out_dir=config.out_dir / f"{setting.name}-{nemesis.value}",
         concurrency=config.concurrency,
+        readers=config.readers,
         read_consistency=setting.reads,
         write_concern=setting.writes,
         max_staleness_ms=config.max_staleness_ms if setting.reads is ReadConsistency.STALE else 0,
@@ -284,7 +286,7 @@ def matrix_document(result: MatrixResult) -> dict[str, Any]:
         "load_average_at_start": result.load_average,
         "config": {
             **{name: getattr(config, name) for name in ("time_s", "seed", "keys", "partitions", "concurrency",
-                                                          "max_staleness_ms")},  # fmt: skip
+                                                          "readers", "max_staleness_ms")},  # fmt: skip
             "settings": list(config.settings),
             "nemeses": [nemesis.value for nemesis in config.nemeses],
             "intervals": config.intervals.describe(),
@@ -369,7 +371,8 @@ def render_matrix(result: MatrixResult) -> str:
 <h1>Consistency × fault matrix: {escape(status)}</h1>
 {error}
 <p>{len(result.cells)} cells of {config.time_s:g}s of register load each ({config.keys} keys over
-{config.partitions} partitions, {config.concurrency} clients; faults {escape(config.intervals.describe())});
+{config.partitions} partitions, {config.concurrency} clients of which {config.readers} only read;
+faults {escape(config.intervals.describe())});
 {result.duration_s / 60:.1f} minutes in all, {load}. A green cell found what its setting promises;
 a red one did not (docs/consistency.md says what each expectation is, the README what a disagreement means).
 Hover a verdict for its summary; each cell links to its run's report.</p>

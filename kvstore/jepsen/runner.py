@@ -68,6 +68,7 @@ class RunConfig:
     read_consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
     write_concern: WriteConcern = WriteConcern.MAJORITY
     max_staleness_ms: int = 0  # STALE reads ask for at most this (0: any bound)
+    readers: int = 0  # of the `concurrency` clients, this many only read (register workload)
     seed: int = 0
     nodes: int = 3
     keys: int = 4
@@ -214,7 +215,7 @@ class _Load:
                     client = await connect_client(endpoints, self._config.op_timeout_s, deadline)
                     if client is None:
                         return
-                invocation = self._workload.next_invocation(rng)
+                invocation = self._workload.next_invocation(rng, index)
                 completion = await apply_recorded(self._recorder, self._workload, client, process, invocation)
                 if completion.type is EventType.INFO:
                     await client.close()
@@ -346,7 +347,7 @@ async def run_async(config: RunConfig, progress: Progress = SILENT) -> RunResult
         return RunResult(config, ExitStatus.COULD_NOT_RUN, (), problem, {}, 0, 0.0)
     config.out_dir.mkdir(parents=True, exist_ok=True)
     workload = build_workload(config.workload, config.keys, config.read_consistency, config.write_concern,
-                              config.max_staleness_ms)  # fmt: skip
+                              config.max_staleness_ms, config.readers)  # fmt: skip
     clock = RunClock()
     error: str | None = None
     with (

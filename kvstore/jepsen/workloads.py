@@ -71,7 +71,9 @@ class Workload(Protocol):
 
     async def setup(self, client: Client) -> None: ...
 
-    def next_invocation(self, rng: random.Random) -> Invocation: ...
+    def next_invocation(self, rng: random.Random, worker: int) -> Invocation:
+        """The next operation of client `worker` (0, 1, ... in the order the run started them)."""
+        ...
 
     async def apply(self, client: Client, invocation: Invocation) -> Completion: ...
 
@@ -194,7 +196,10 @@ class RegisterWorkload:
 
     Reads are at `read_consistency` (STALE ones ask for at most `max_staleness_ms`, 0: any bound),
     writes at `write_concern`; a cas is a transaction, which LEADER cannot acknowledge, so with
-    LEADER writes the cas goes at MAJORITY. The checkers run where their guarantee is promised:
+    LEADER writes the cas goes at MAJORITY. The first `readers` clients only read: a client
+    that never writes is never redirected by a failed write, so it keeps reading from the node
+    it believes leads, as a read-mostly application does (a lease outliving its leadership
+    shows there). The checkers run where their guarantee is promised:
     linearizability always (at the weaker read levels a violation is what shows they are weaker),
     the session guarantees unless reads are STALE (they promise none), the staleness bound for
     STALE reads.
@@ -208,8 +213,10 @@ class RegisterWorkload:
         read_consistency: ReadConsistency,
         write_concern: WriteConcern = WriteConcern.MAJORITY,
         max_staleness_ms: int = 0,
+        readers: int = 0,
     ) -> None:
         self._keys = [f"{KEY_PREFIX}/register/{index}" for index in range(key_count)]
+        self._readers = readers
         self._consistency = read_consistency
         self._concern = write_concern
         self._cas_concern = WriteConcern.MAJORITY if write_concern is WriteConcern.LEADER else write_concern
@@ -221,9 +228,9 @@ class RegisterWorkload:
     async def setup(self, client: Client) -> None:
         return None  # every key starts absent, which the model reads as null
 
-    def next_invocation(self, rng: random.Random) -> Invocation:
+    def next_invocation(self, rng: random.Random, worker: int) -> Invocation:
         key = rng.choice(self._keys)
-        f = rng.choices(("read", "write", "cas"), weights=(2, 1, 1))[0]
+        f = "read" if worker < self._readers else rng.choices(("read", "write", "cas"), weights=(2, 1, 1))[0]
         if f == "read":
             return Invocation(f, key, None, self._max_staleness_ms or None)
         if f == "write":
@@ -297,7 +304,7 @@ class SetWorkload:
     async def setup(self, client: Client) -> None:
         return None
 
-    def next_invocation(self, rng: random.Random) -> Invocation:
+    def next_invocation(self, rng: random.Random, worker: int) -> Invocation:
         return Invocation("add", None, next(self._elements))
 
     async def apply(self, client: Client, invocation: Invocation) -> Completion:
@@ -377,7 +384,7 @@ class CounterWorkload:
     async def setup(self, client: Client) -> None:
         await client.put(self._key, "0")
 
-    def next_invocation(self, rng: random.Random) -> Invocation:
+    def next_invocation(self, rng: random.Random, worker: int) -> Invocation:
         if rng.random() < 0.3:
             return Invocation("read", self._key, None)
         return Invocation("add", self._key, 1)
@@ -470,10 +477,13 @@ def build_workload(
     read_consistency: ReadConsistency,
     write_concern: WriteConcern = WriteConcern.MAJORITY,
     max_staleness_ms: int = 0,
+    readers: int = 0,
 ) -> Workload:
     """The workload called `name`; ValueError for an unknown name or settings it cannot honour."""
     if name == RegisterWorkload.name:
-        return RegisterWorkload(key_count, read_consistency, write_concern, max_staleness_ms)
+        return RegisterWorkload(key_count, read_consistency, write_concern, max_staleness_ms, readers)
+    if readers:
+        raise ValueError(f"only the register workload has read-only clients, not {name}")
     if name == SetWorkload.name:
         return SetWorkload(read_consistency, write_concern)
     if name == CounterWorkload.name:

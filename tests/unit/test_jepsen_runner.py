@@ -73,11 +73,11 @@ async def test_stale_reads_record_the_staleness_the_server_reported() -> None:
 async def test_a_bounded_stale_read_records_the_bound_it_asked_for_on_its_invoke() -> None:
     rng = random.Random(0)
     stale = RegisterWorkload(1, ReadConsistency.STALE, max_staleness_ms=750)
-    read = next(invocation for invocation in (stale.next_invocation(rng) for _ in range(100)) if invocation.f == "read")
+    read = next(invocation for invocation in (stale.next_invocation(rng, 0) for _ in range(100)) if invocation.f == "read")
     events = await recorded_history(ReadConsistency.STALE, [read], max_staleness_ms=750)
     assert [(e.type, e.max_staleness_ms) for e in events] == [(INVOKE, 750), (OK, None)]
     linearizable = RegisterWorkload(1, ReadConsistency.LINEARIZABLE, max_staleness_ms=750)
-    assert all(linearizable.next_invocation(rng).max_staleness_ms is None for _ in range(20))  # STALE reads only
+    assert all(linearizable.next_invocation(rng, 0).max_staleness_ms is None for _ in range(20))  # STALE reads only
 
 
 def test_register_runs_a_checker_per_guarantee_each_a_progress_phase() -> None:
@@ -153,3 +153,10 @@ async def test_run_phase_reports_time_operations_and_faults_until_stopped() -> N
     stop.set()
     await asyncio.wait_for(reporter, timeout=10)
     assert [(u.completed, u.text) for u in progress.updates()] == [(30.0, "0 ok, 0 fail, 0 info · faults: none yet")]
+
+
+def test_read_only_clients_of_the_register_workload_only_read() -> None:
+    workload = RegisterWorkload(4, ReadConsistency.LEASE, readers=2)
+    rng = random.Random(3)
+    assert {workload.next_invocation(rng, worker).f for worker in (0, 1) for _ in range(50)} == {"read"}
+    assert {workload.next_invocation(rng, 2).f for _ in range(50)} == {"read", "write", "cas"}
