@@ -127,6 +127,45 @@ class Freshness:
         return True
 
 
+class LeaseTrust:
+    """Whether this node may rely on its leader lease right now, in real time.
+
+    The Raft core counts the lease in ticks. A stall (the process paused, its event loop starved
+    of CPU) stops the ticks while real time goes on, and the node then feeds the core only a few
+    ticks per loop cycle, so that it does not start an election's worth of ticks at once: for a
+    while, or for good, the core's tick count is behind real time, and a lease confirmed before
+    the stall still looks valid in ticks while the followers, on real time, may have elected a
+    new leader. A stalled leader must not answer from such a lease. So the lease is trusted only
+    while ticks come on time and the loop feeds them, and not for an election timeout after a
+    tick came more than a tick late: by then every lease confirmed before the stall has run out
+    in ticks too. Reads then take a ReadIndex round instead (and say so: `served`).
+    """
+
+    __slots__ = ("_tick_s", "_election_s", "_fed_at", "_distrust_until")
+
+    def __init__(self, tick_s: float, election_s: float) -> None:
+        self._tick_s = tick_s
+        self._election_s = election_s
+        self._fed_at = -math.inf
+        self._distrust_until = -math.inf
+
+    def tick_due(self, now: float, late_s: float) -> None:
+        """A tick fell due `late_s` after its time."""
+        if late_s > self._tick_s:
+            self._distrust_until = now + self._election_s
+
+    def fed(self, now: float) -> None:
+        """The loop fed Raft its pending ticks."""
+        self._fed_at = now
+
+    def trusted(self, now: float) -> bool:
+        """No late tick for an election timeout, and ticks fed within the last tick interval (a
+        loop that has not fed them for longer is stalled, or just resumed from a stall). What
+        is left, a tick not yet fed and the tick's own granularity, is what the lease's drift
+        margin absorbs besides clock drift."""
+        return now >= self._distrust_until and now - self._fed_at <= self._tick_s
+
+
 @dataclass(slots=True)
 class _Waiting:
     """A read that may be answered once the replica applied `floor` (and, STALE, has a bound)."""

@@ -37,7 +37,7 @@ from kvstore.errors import InvalidArgumentError, UnavailableError, WrongNodeErro
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
 from kvstore.node.metrics import NodeMetrics, timed
-from kvstore.node.reads import ReadTiming
+from kvstore.node.reads import LeaseTrust, ReadTiming
 from kvstore.node.replica import Replica, Waiter, not_leader
 from kvstore.node.security import NodeSecurity
 from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
@@ -98,6 +98,7 @@ class Node:
         self._closed = asyncio.Event()
         self._closing = False
         self._pending_ticks = 0
+        self._lease_trust = LeaseTrust(config.tick_ms / 1000, config.tick_ms * config.election_ticks / 1000)
         self._ticks_since_balance = 0
         self._inbound: list[tuple[int, Message]] = []
         self._proposals: list[tuple[Replica, bytes, int, asyncio.Future[WriteOutcome]]] = []
@@ -240,8 +241,9 @@ class Node:
         leader after a ReadIndex round, LEASE on the leader from its lease when it holds."""
         replica = self.replica(partition)
         if consistency in (pb.SESSION, pb.STALE):
-            future = replica.reads.follower_read(consistency, min_revision, max_staleness_ms, time.monotonic(),
-                                                 replica.lease_index())  # fmt: skip
+            now = time.monotonic()
+            future = replica.reads.follower_read(consistency, min_revision, max_staleness_ms, now,
+                                                 self._lease_index(replica, now))  # fmt: skip
             if replica.reads.wants_urgent_probe():
                 self._urgent_probes.add(partition)
                 self._wake.set()
@@ -278,6 +280,8 @@ class Node:
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            now = time.monotonic()
+            self._lease_trust.tick_due(now, now - next_at)
             self._pending_ticks += 1
             self._wake.set()
 
@@ -315,13 +319,14 @@ class Node:
         ticks = min(self._pending_ticks, MAX_TICKS_PER_CYCLE)
         self._pending_ticks = 0
         replicas = self.replicas
+        now = time.monotonic()
         if ticks:
             touched = dict(replicas)
-            now = time.monotonic()
+            self._lease_trust.fed(now)
             for replica in replicas.values():
                 for _ in range(ticks):
                     replica.raw.tick()
-                replica.reads.serve(now, replica.lease_index())  # refuses reads past their wait
+                replica.reads.serve(now, self._lease_index(replica, now))  # refuses reads past their wait
                 if replica.reads.freshness.wants_probe(now):
                     self._probe(replica, now)
             self._ticks_since_balance += ticks
@@ -352,18 +357,18 @@ class Node:
                 touched[replica.partition] = replica
         if self._read_requests:
             requests, self._read_requests = self._read_requests, []
+            lease_trusted = self._lease_trust.trusted(now)
             for replica, request_id, lease, min_revision, future in requests:
                 if future.done():
                     continue
                 try:
-                    replica.raw.read_index(request_id, lease)
+                    replica.raw.read_index(request_id, lease and lease_trusted)
                 except RaftNotLeaderError:
                     future.set_exception(not_leader(replica.partition, replica.leader))
                     continue
                 replica.reads.indexed_read(request_id, future, min_revision, lease)
                 touched[replica.partition] = replica
         if self._urgent_probes:
-            now = time.monotonic()
             for partition in self._urgent_probes:
                 replica = replicas[partition]
                 if replica.reads.freshness.wants_probe(now, urgent=True):
@@ -372,12 +377,17 @@ class Node:
             self._urgent_probes.clear()
         return list(touched.values())
 
+    def _lease_index(self, replica: Replica, now: float) -> int | None:
+        """The replica's commit index if it leads under a lease this node may trust now."""
+        return replica.lease_index() if self._lease_trust.trusted(now) else None
+
     def _probe(self, replica: Replica, now: float) -> None:
         """Send a freshness probe (`kvstore.node.reads.Freshness`): a ReadIndex request to the
-        leader, answered by its lease on the leader itself. No leader known: no probe."""
+        leader, answered by its lease on the leader itself while it may trust it. No leader
+        known: no probe."""
         request_id = next(self._request_ids)
         try:
-            replica.raw.read_index(request_id, lease=True)
+            replica.raw.read_index(request_id, lease=self._lease_trust.trusted(now))
         except RaftNotLeaderError:
             return
         replica.reads.freshness.probe_sent(request_id, now)
@@ -492,7 +502,7 @@ class Node:
                     replica.fail_waiters(not_leader(replica.partition, rd.soft_state.leader))
             if rd.read_states:
                 replica.reads.released(rd.read_states, now)
-            replica.reads.serve(now, replica.lease_index())
+            replica.reads.serve(now, self._lease_index(replica, now))
             replica.raw.advance(rd)
             if replica.sm.applied_index - replica.log.first_index() > self.config.snapshot_entries:
                 replica.compact_pending = True

@@ -11,7 +11,7 @@ import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.errors import NotLeaderError, UnavailableError
-from kvstore.node.reads import Freshness, ReadTiming, ReplicaReads
+from kvstore.node.reads import Freshness, LeaseTrust, ReadTiming, ReplicaReads
 from kvstore.node.writes import WriteAcks
 from kvstore.raft import ReadState
 from kvstore.rpc.backend import LeaderDurable, WriteOutcome
@@ -232,3 +232,26 @@ async def test_all_writes_wait_for_every_replica_and_fail_with_the_leadership() 
     with pytest.raises(NotLeaderError):
         lost.result()
     assert not acks.holding_for_all
+
+
+# -- trusting the lease in real time ----------------------------------------------------------
+
+
+def test_the_lease_is_trusted_only_while_ticks_come_on_time() -> None:
+    """A stalled node's Raft core counts fewer ticks than real time passed: a lease confirmed
+    before the stall must not be relied on after it."""
+    trust = LeaseTrust(tick_s=0.1, election_s=1.0)
+    assert not trust.trusted(0.0)  # no tick fed yet
+    trust.tick_due(0.1, late_s=0.001)
+    trust.fed(0.1)
+    assert trust.trusted(0.15) and trust.trusted(0.2)
+    assert not trust.trusted(0.21)  # a tick interval without a tick fed: stalled, or just resumed
+    trust.tick_due(4.0, late_s=3.7)  # the first tick after a pause of the whole process
+    trust.fed(4.0)
+    assert not trust.trusted(4.05)
+    for at in (4.1, 4.5, 4.9):
+        trust.tick_due(at, late_s=0.0)
+        trust.fed(at)
+        assert not trust.trusted(at)  # an election timeout after the late tick
+    trust.fed(5.0)
+    assert trust.trusted(5.0)
