@@ -27,6 +27,7 @@ from typing import Any
 
 from kvstore.client import ReadConsistency, WriteConcern
 from kvstore.jepsen.checker import Validity
+from kvstore.jepsen.durability import LOST_WRITES
 from kvstore.jepsen.guarantees import SESSION, STALENESS
 from kvstore.jepsen.nemesis import Intervals, NemesisKind
 from kvstore.jepsen.runner import ExitStatus, RunConfig, RunResult, run
@@ -73,18 +74,22 @@ def expected(setting: str, nemesis: NemesisKind) -> dict[str, Validity]:
       (the clock nemesis), where the stale leader's lease reads are not linearizable;
     * session reads: not linearizable (a lagging replica answers), but every session holds;
     * stale reads: not linearizable, but every read within the staleness bound it reported;
-    * leader writes: acknowledged writes lost under a leader kill or a partition.
+    * leader writes: acknowledged writes lost under a leader kill or a partition;
+    * every setting whose writes wait for a quorum: no acknowledged write lost.
     """
-    if setting in ("linearizable", "all"):
-        return {LINEARIZABLE: _V, SESSION: _V}
-    if setting == "lease":
-        return {LINEARIZABLE: _I} if nemesis is NemesisKind.CLOCK else {LINEARIZABLE: _V, SESSION: _V}
-    if setting == "session":
-        return {LINEARIZABLE: _I, SESSION: _V}
-    if setting == "stale":
-        return {LINEARIZABLE: _I, STALENESS: _V}
     if setting == "leader":
-        return {LINEARIZABLE: _I} if nemesis in (NemesisKind.KILL, NemesisKind.PARTITION) else {}
+        return {LOST_WRITES: _I} if nemesis in (NemesisKind.KILL, NemesisKind.PARTITION) else {}
+    kept: dict[str, Validity] = {LOST_WRITES: _V}
+    if setting in ("linearizable", "all"):
+        return {LINEARIZABLE: _V, SESSION: _V, **kept}
+    if setting == "lease":
+        if nemesis is NemesisKind.CLOCK:
+            return {LINEARIZABLE: _I, **kept}
+        return {LINEARIZABLE: _V, SESSION: _V, **kept}
+    if setting == "session":
+        return {LINEARIZABLE: _I, SESSION: _V, **kept}
+    if setting == "stale":
+        return {LINEARIZABLE: _I, STALENESS: _V, **kept}
     raise ValueError(f"unknown setting {setting!r} (expected one of {', '.join(SETTING_NAMES)})")
 
 

@@ -346,8 +346,8 @@ async def run_async(config: RunConfig, progress: Progress = SILENT) -> RunResult
     if problem is not None:
         return RunResult(config, ExitStatus.COULD_NOT_RUN, (), problem, {}, 0, 0.0)
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    workload = build_workload(config.workload, config.keys, config.read_consistency, config.write_concern,
-                              config.max_staleness_ms, config.readers)  # fmt: skip
+    workload = build_workload(config.workload, config.keys, config.partitions, config.read_consistency,
+                              config.write_concern, config.max_staleness_ms, config.readers)  # fmt: skip
     clock = RunClock()
     error: str | None = None
     with (

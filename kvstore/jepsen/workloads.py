@@ -20,6 +20,7 @@ from kvstore.client import Client, KvError, ReadConsistency, WriteConcern, ops
 from kvstore.errors import ERRORS
 from kvstore.jepsen import checker
 from kvstore.jepsen.checker import Validity
+from kvstore.jepsen.durability import LOST_WRITES, check_lost_writes
 from kvstore.jepsen.guarantees import SESSION, STALENESS, check_guarantee, count_anomalies
 from kvstore.jepsen.history import Event, EventType, Operation, Value, pair_operations, render_key
 from kvstore.jepsen.models import CasRegisterModel, SetModel
@@ -202,7 +203,8 @@ class RegisterWorkload:
     shows there). The checkers run where their guarantee is promised:
     linearizability always (at the weaker read levels a violation is what shows they are weaker),
     the session guarantees unless reads are STALE (they promise none), the staleness bound for
-    STALE reads.
+    STALE reads, and lost acknowledged writes always (`kvstore.jepsen.durability`: revisions are
+    log indexes of the keys' partitions, of which there are `partition_count`).
     """
 
     name: ClassVar[str] = "register"
@@ -210,12 +212,14 @@ class RegisterWorkload:
     def __init__(
         self,
         key_count: int,
+        partition_count: int,
         read_consistency: ReadConsistency,
         write_concern: WriteConcern = WriteConcern.MAJORITY,
         max_staleness_ms: int = 0,
         readers: int = 0,
     ) -> None:
         self._keys = [f"{KEY_PREFIX}/register/{index}" for index in range(key_count)]
+        self._partition_count = partition_count
         self._readers = readers
         self._consistency = read_consistency
         self._concern = write_concern
@@ -274,7 +278,25 @@ class RegisterWorkload:
         outcomes = [_linearizability_outcome("linearizable", operations, CasRegisterModel(), check_timeout_s, progress)]
         for guarantee in register_guarantees(self._consistency):
             outcomes.append(_guarantee_outcome(guarantee, operations, check_timeout_s, progress))
+        progress.phase(f"check {LOST_WRITES}")
+        outcomes.append(_lost_writes_outcome(operations, self._partition_count))
         return outcomes
+
+
+def _lost_writes_outcome(operations: Sequence[Operation], partition_count: int) -> CheckOutcome:
+    result = check_lost_writes(operations, lambda key: partition_for_key(str(key).encode(), partition_count))
+    details: dict[str, Any] = {"writes_checked": result.writes_checked, "lost": len(result.lost)}
+    if result.validity is Validity.UNKNOWN:
+        return CheckOutcome(LOST_WRITES, Validity.UNKNOWN, result.reason, details)
+    if result.validity is Validity.VALID:
+        return CheckOutcome(LOST_WRITES, Validity.VALID, f"no acknowledged write lost of {result.writes_checked}",
+                            details)  # fmt: skip
+    details["first_lost"] = [
+        {"explanation": lost.explanation, "history_lines": [lost.lost.invoke_line, lost.evidence.invoke_line]}
+        for lost in result.lost[:_ANOMALIES_KEPT]
+    ]
+    summary = f"{len(result.lost)} acknowledged writes lost; first: {result.lost[0].explanation}"
+    return CheckOutcome(LOST_WRITES, Validity.INVALID, summary, details)
 
 
 def register_guarantees(consistency: ReadConsistency) -> tuple[str, ...]:
@@ -474,6 +496,7 @@ WORKLOAD_NAMES: tuple[str, ...] = (RegisterWorkload.name, SetWorkload.name, Coun
 def build_workload(
     name: str,
     key_count: int,
+    partition_count: int,
     read_consistency: ReadConsistency,
     write_concern: WriteConcern = WriteConcern.MAJORITY,
     max_staleness_ms: int = 0,
@@ -481,7 +504,7 @@ def build_workload(
 ) -> Workload:
     """The workload called `name`; ValueError for an unknown name or settings it cannot honour."""
     if name == RegisterWorkload.name:
-        return RegisterWorkload(key_count, read_consistency, write_concern, max_staleness_ms, readers)
+        return RegisterWorkload(key_count, partition_count, read_consistency, write_concern, max_staleness_ms, readers)
     if readers:
         raise ValueError(f"only the register workload has read-only clients, not {name}")
     if name == SetWorkload.name:

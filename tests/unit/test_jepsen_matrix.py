@@ -34,13 +34,18 @@ VALID, INVALID = Validity.VALID, Validity.INVALID
 
 
 def test_the_expectations_are_those_each_setting_promises() -> None:
+    kept = {"lost-writes": VALID}
     for nemesis in NEMESES:
-        assert expected("linearizable", nemesis) == expected("all", nemesis) == {"linearizable": VALID, "session": VALID}
-        assert expected("session", nemesis) == {"linearizable": INVALID, "session": VALID}
-        assert expected("stale", nemesis) == {"linearizable": INVALID, "staleness": VALID}
-    assert expected("lease", NemesisKind.PARTITION) == {"linearizable": VALID, "session": VALID}
-    assert expected("lease", NemesisKind.CLOCK) == {"linearizable": INVALID}  # beyond the drift margin
-    assert expected("leader", NemesisKind.KILL) == expected("leader", NemesisKind.PARTITION) == {"linearizable": INVALID}
+        assert expected("linearizable", nemesis) == expected("all", nemesis) == {
+            "linearizable": VALID, "session": VALID, **kept,
+        }  # fmt: skip
+        assert expected("session", nemesis) == {"linearizable": INVALID, "session": VALID, **kept}
+        assert expected("stale", nemesis) == {"linearizable": INVALID, "staleness": VALID, **kept}
+    assert expected("lease", NemesisKind.PARTITION) == {"linearizable": VALID, "session": VALID, **kept}
+    assert expected("lease", NemesisKind.CLOCK) == {"linearizable": INVALID, **kept}  # beyond the drift margin
+    assert expected("leader", NemesisKind.KILL) == expected("leader", NemesisKind.PARTITION) == {
+        "lost-writes": INVALID,
+    }  # fmt: skip
     assert expected("leader", NemesisKind.PAUSE) == {}
     with pytest.raises(ValueError, match="unknown setting 'eventual'"):
         expected("eventual", NemesisKind.KILL)
@@ -67,18 +72,19 @@ def test_a_cell_agrees_when_every_judged_verdict_is_the_expected_one(tmp_path: P
     config = MatrixConfig(out_dir=tmp_path)
     lin_invalid = CheckOutcome("linearizable", INVALID, "NOT linearizable on key k")
     stale_valid = CheckOutcome("staleness", VALID, "every bounded read within its bound")
+    kept = CheckOutcome("lost-writes", VALID, "no acknowledged write lost of 10")
     agreeing = cell_of(setting_named("stale"), NemesisKind.KILL,
-                       run_result(config, "stale", NemesisKind.KILL, lin_invalid, stale_valid), tmp_path)  # fmt: skip
+                       run_result(config, "stale", NemesisKind.KILL, lin_invalid, stale_valid, kept), tmp_path)  # fmt: skip
     disagreeing = cell_of(setting_named("linearizable"), NemesisKind.KILL,
                           run_result(config, "linearizable", NemesisKind.KILL, lin_invalid,
-                                     CheckOutcome("session", VALID, "ok")), tmp_path)  # fmt: skip
+                                     CheckOutcome("session", VALID, "ok"), kept), tmp_path)  # fmt: skip
     unjudged = cell_of(setting_named("leader"), NemesisKind.PAUSE,
                        run_result(config, "leader", NemesisKind.PAUSE, lin_invalid), tmp_path)  # fmt: skip
     missing_checker = cell_of(setting_named("stale"), NemesisKind.KILL,
                               run_result(config, "stale", NemesisKind.KILL, lin_invalid), tmp_path)  # fmt: skip
     assert agreeing.agrees and unjudged.agrees
     assert not disagreeing.agrees and not missing_checker.agrees
-    assert [v.agrees for v in disagreeing.verdicts] == [False, True]
+    assert [v.agrees for v in disagreeing.verdicts] == [False, True, True]
     assert unjudged.verdicts[0].agrees is None
     assert agreeing.report == "stale-kill/index.html"
 
@@ -89,6 +95,7 @@ def test_the_matrix_files_show_every_cell_and_its_verdicts(tmp_path: Path) -> No
     result.cells.append(cell_of(setting_named("stale"), NemesisKind.KILL, run_result(
         config, "stale", NemesisKind.KILL, CheckOutcome("linearizable", INVALID, "NOT linearizable on key k"),
         CheckOutcome("staleness", VALID, "every bounded read within its bound"),
+        CheckOutcome("lost-writes", VALID, "no acknowledged write lost of 10"),
     ), tmp_path))  # fmt: skip
     write_matrix(result)
 
@@ -113,6 +120,7 @@ def test_the_status_says_whether_every_cell_agreed(tmp_path: Path) -> None:
     result.error = None
     result.cells.append(cell_of(setting_named("lease"), NemesisKind.CLOCK, run_result(
         config, "lease", NemesisKind.CLOCK, CheckOutcome("linearizable", VALID, "linearizable"),
+        CheckOutcome("lost-writes", VALID, "no acknowledged write lost of 10"),
     ), tmp_path))  # fmt: skip
     assert result.status is MatrixStatus.DISAGREES
 
