@@ -21,6 +21,7 @@ from kvstore.jepsen.matrix import (
     MatrixStatus,
     cell_of,
     expected,
+    loss_expected,
     run_config,
     setting_named,
     write_matrix,
@@ -43,10 +44,9 @@ def test_the_expectations_are_those_each_setting_promises() -> None:
         assert expected("stale", nemesis) == {"linearizable": INVALID, "staleness": VALID, **kept}
     assert expected("lease", NemesisKind.PARTITION) == {"linearizable": VALID, "session": VALID, **kept}
     assert expected("lease", NemesisKind.CLOCK) == {"linearizable": INVALID, **kept}  # beyond the drift margin
-    assert expected("leader", NemesisKind.KILL) == expected("leader", NemesisKind.PARTITION) == {
-        "lost-writes": INVALID,
-    }  # fmt: skip
-    assert expected("leader", NemesisKind.PAUSE) == {}
+    assert all(expected("leader", nemesis) == {} for nemesis in NEMESES)  # no single checker is sure to see...
+    assert [loss_expected("leader", nemesis) for nemesis in NEMESES] == [True, False, True, False]  # ...a loss
+    assert not any(loss_expected(setting, nemesis) for setting in SETTING_NAMES[:-1] for nemesis in NEMESES)
     with pytest.raises(ValueError, match="unknown setting 'eventual'"):
         expected("eventual", NemesisKind.KILL)
 
@@ -80,10 +80,16 @@ def test_a_cell_agrees_when_every_judged_verdict_is_the_expected_one(tmp_path: P
                                      CheckOutcome("session", VALID, "ok"), kept), tmp_path)  # fmt: skip
     unjudged = cell_of(setting_named("leader"), NemesisKind.PAUSE,
                        run_result(config, "leader", NemesisKind.PAUSE, lin_invalid), tmp_path)  # fmt: skip
+    loss_shown = cell_of(setting_named("leader"), NemesisKind.KILL, run_result(
+        config, "leader", NemesisKind.KILL, CheckOutcome("linearizable", VALID, "linearizable"),
+        CheckOutcome("lost-writes", INVALID, "1 acknowledged writes lost"),
+    ), tmp_path)  # fmt: skip
+    loss_hidden = cell_of(setting_named("leader"), NemesisKind.KILL,
+                          run_result(config, "leader", NemesisKind.KILL, kept), tmp_path)  # fmt: skip
     missing_checker = cell_of(setting_named("stale"), NemesisKind.KILL,
                               run_result(config, "stale", NemesisKind.KILL, lin_invalid), tmp_path)  # fmt: skip
-    assert agreeing.agrees and unjudged.agrees
-    assert not disagreeing.agrees and not missing_checker.agrees
+    assert agreeing.agrees and unjudged.agrees and loss_shown.agrees
+    assert not disagreeing.agrees and not missing_checker.agrees and not loss_hidden.agrees
     assert [v.agrees for v in disagreeing.verdicts] == [False, True, True]
     assert unjudged.verdicts[0].agrees is None
     assert agreeing.report == "stale-kill/index.html"
