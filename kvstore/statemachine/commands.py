@@ -6,7 +6,7 @@ proposes the bytes of the client's `RequestOp` as they are; the applier parses t
 works on the messages, answering with the API's response message of the same kind.
 
 `check_command` refuses what the messages' types allow but the store does not: empty keys, a
-seq without a client id, unknown compare targets, a transaction inside a transaction, an empty
+seq without a client id, a lowest pending seq above the request's own, unknown compare targets, a transaction inside a transaction, an empty
 operation. The RPC layer calls it before proposing; the applier calls it again, since the log is
 what every replica agrees on. (Number ranges need no check: the fields are uint64.)
 """
@@ -43,6 +43,11 @@ def check_command(request: WriteRequest) -> str | None:
     header = request.header
     if header.request_seq and not header.client_id:
         return "a request with a seq needs a client id"
+    if header.lowest_pending_seq > header.request_seq:
+        return (
+            f"lowest_pending_seq {header.lowest_pending_seq} is above the request's own seq {header.request_seq}: "
+            "a write awaits its own answer"
+        )
     if not isinstance(request, pb.TxnRequest):
         return None if request.key else "keys must not be empty"
     for compare in request.compare:
