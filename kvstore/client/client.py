@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Protocol, TypeVar
 
@@ -20,6 +21,7 @@ from kvstore.client import wire
 from kvstore.client.attempts import Attempts
 from kvstore.client.batching import NodeBatcher, TransportError, transport_failure
 from kvstore.client.ops import Compare, Data, DeleteOp, GetOp, Op, PutOp, to_bytes
+from kvstore.client.pending import PendingSeqs
 from kvstore.client.routing import Router
 from kvstore.client.types import (
     ClusterLayout,
@@ -156,7 +158,7 @@ class Client:
         self.max_key_bytes = max_key_bytes
         self.max_value_bytes = max_value_bytes
         self._max_batch = max_batch
-        self._request_seqs = itertools.count(1)
+        self._request_seqs = PendingSeqs()
         self._rng = random.Random()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._batchers: dict[str, NodeBatcher] = {}
@@ -351,8 +353,8 @@ class Client:
         for key in (compare.key for compare in compares):
             self._validate_key(key)
         partition = self._single_partition(router, keys)
-        async with self._mutation_slots:
-            return await self._send_txn(router, partition, compares, success, failure, concern, deadline)
+        async with self._write_seq() as seq:
+            return await self._send_txn(router, partition, compares, success, failure, concern, deadline, seq)
 
     async def _send_txn(
         self,
@@ -363,6 +365,7 @@ class Client:
         failure: Sequence[Op],
         concern: WriteConcern,
         deadline: float,
+        seq: int,
     ) -> TxnResult:
         min_revision = self._seen_revisions.get(partition, 0)
         request = pb.RequestOp(
@@ -375,7 +378,7 @@ class Client:
             )
         )
         txn = request.txn
-        self._fill_request_header(txn.header, router, mutation=True)
+        self._fill_request_header(txn.header, router, seq)
 
         async def send(address: str, timeout: float) -> pb.TxnResponse:
             txn.header.timeout_ms = int(timeout * 1000)
@@ -429,12 +432,25 @@ class Client:
             return await self._refresh_layout(self._layout_generation, deadline)
         return self._router
 
-    def _fill_request_header(self, header: pb.RequestHeader, router: Router, *, mutation: bool) -> None:
-        # The seq is taken once per logical call and reused on every retry, so the node's
-        # (client_id, request_seq) dedup applies a retried write once.
+    @contextlib.asynccontextmanager
+    async def _write_seq(self) -> AsyncIterator[int]:
+        """A request seq for one write call, with a slot among the writes in flight, held until
+        the call ends (answered, failed, or out of time). The seq is kept on every retry, so the
+        node's (client_id, request_seq) dedup applies a retried write once; while it is held,
+        every write tells the nodes it is pending, so they keep its answer."""
+        async with self._mutation_slots:
+            seq = self._request_seqs.issue()
+            try:
+                yield seq
+            finally:
+                self._request_seqs.end(seq)
+
+    def _fill_request_header(self, header: pb.RequestHeader, router: Router, seq: int = 0) -> None:
+        """The header of a request; of a write when `seq` (from `_write_seq`) is given."""
         header.client_id = self.client_id
-        if mutation:
-            header.request_seq = next(self._request_seqs)
+        if seq:
+            header.request_seq = seq
+            header.lowest_pending_seq = self._request_seqs.lowest
         header.epoch = router.epoch
 
     def _validate_key(self, key: bytes) -> None:
@@ -476,16 +492,16 @@ class Client:
         self._validate_op(op)
         if isinstance(op, GetOp):
             return await self._send_op(op, concern, deadline)
-        async with self._mutation_slots:  # held from assigning the request id until the answer
-            return await self._send_op(op, concern, deadline)
+        async with self._write_seq() as seq:
+            return await self._send_op(op, concern, deadline, seq)
 
-    async def _send_op(self, op: Op, concern: WriteConcern, deadline: float) -> OpResult:
+    async def _send_op(self, op: Op, concern: WriteConcern, deadline: float, seq: int = 0) -> OpResult:
         router = await self._connected_router(deadline)
         partition = router.partition_for(op.key)
         request = wire.op_to_pb(op, concern, self._seen_revisions.get(partition, 0))
         inner = getattr(request, request.WhichOneof("op"))
         write = not isinstance(op, GetOp)
-        self._fill_request_header(inner.header, router, mutation=write)
+        self._fill_request_header(inner.header, router, seq)
 
         async def send(address: str, timeout: float) -> wire.OpResponse:
             inner.header.timeout_ms = int(timeout * 1000)
@@ -520,7 +536,7 @@ class Client:
                 keys_only=keys_only,
                 partition=partition,
             )
-            self._fill_request_header(request.header, router, mutation=False)
+            self._fill_request_header(request.header, router)
 
             async def send(
                 address: str, timeout: float, request: pb.ScanRequest = request
