@@ -277,11 +277,11 @@ def memory_table(records: Sequence[MemoryRecord]) -> Table:
 
 def soak_table(records: Sequence[SoakRecord]) -> Table:
     first = records[0]
-    table = Table(title=f"soak: each member's RSS (MB) and open files, sampled every {first.interval_s:g} s over "
-                        f"{first.warmup_s:g} s of warm-up and {first.duration_s:g} s of puts ({first.concurrency} "
-                        f"outstanding, {first.keys:,} keys of {first.value_size} B); growth: MB per minute after "
-                        "the warm-up (least squares)")
-    for column in ("target", "member", "RSS warm", "at end", "max", "growth", "open files", "puts/s", "errors"):
+    table = Table(title=f"soak: puts for {first.warmup_s:g} s of warm-up and {first.duration_s:g} s measured "
+                        f"({first.concurrency} outstanding, {first.keys:,} keys of {first.value_size} B), each "
+                        f"member sampled every {first.interval_s:g} s: RSS in MB after the warm-up, at the end and "
+                        "at most; its growth after the warm-up in MB per minute (least squares); open files")
+    for column in ("target", "member", "warm", "end", "max", "MB/min", "files", "puts/s", "errors"):
         table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
     for r in records:
         for member, (rss, files) in enumerate(zip(r.rss_mb, r.open_files, strict=True)):
