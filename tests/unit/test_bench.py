@@ -89,7 +89,7 @@ def test_soak_samples_every_member_while_writing(tmp_path: Path) -> None:
         assert all(mb > 0 for mb in rss) and all(count > 0 for count in files)  # read while the nodes ran
     assert record["ops_at"][-1] >= record["ops"]  # the warm-up's writes are sampled too
     assert (output / SOAK_PNG).read_bytes().startswith(PNG_MAGIC)
-    assert "soak: each member's RSS" in result.output and str(output / SOAK_PNG) in result.output
+    assert "soak: puts for" in result.output and str(output / SOAK_PNG) in result.output
 
 
 def soak_record(rss_mb: tuple[tuple[float, ...], ...]) -> SoakRecord:
