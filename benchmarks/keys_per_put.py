@@ -31,10 +31,7 @@ from unittest import mock
 from kvstore.bench.report import machine_line
 from kvstore.client import Client
 from kvstore.node import server
-from kvstore.node.config import NodeConfig
-from kvstore.node.local import free_ports
-from kvstore.node.server import Node
-from kvstore.rpc import ClusterService, KVService, PeerService
+from kvstore.node.local import start_in_process, stop_in_process
 from kvstore.storage.engine import LevelDBEngine, LevelDBWriteBatch
 
 NODES = 3
@@ -75,24 +72,6 @@ def counting_engines() -> Iterator[None]:
         yield
 
 
-async def start_cluster(root: Path, partitions: int) -> list[Node]:
-    ports = free_ports(NODES)
-    peers = {n: f"127.0.0.1:{ports[n - 1]}" for n in range(1, NODES + 1)}
-    nodes = []
-    for node_id, address in peers.items():
-        config = NodeConfig(node_id=node_id, listen=address, data_dir=root / f"node-{node_id}", peers=peers,
-                            partitions=partitions, log_level="warning")
-        config.data_dir.mkdir(parents=True)
-        node = Node(config)
-        await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to])
-        nodes.append(node)
-    while True:  # every partition has a leader that knows it
-        leaders = {status.partition for node in nodes for status in node.status() if status.leader == node.node_id}
-        if len(leaders) == partitions:
-            return nodes
-        await asyncio.sleep(0.1)
-
-
 async def measure(endpoints: list[str], puts: int, concurrency: int) -> tuple[collections.Counter[str], int]:
     value = os.urandom(100)
     async with Client(endpoints, timeout=30.0) as client:
@@ -121,7 +100,7 @@ async def main() -> None:
     logging.basicConfig(level=logging.ERROR)  # not the nodes' reports of peers going away at the end
     print(machine_line())
     with tempfile.TemporaryDirectory(prefix="keys-per-put-") as tmp, counting_engines():
-        nodes = await start_cluster(Path(tmp), args.partitions)
+        nodes = await start_in_process(Path(tmp), args.partitions)
         try:
             endpoints = [node.address for node in nodes]
             for concurrency in (int(c) for c in args.concurrency.split(",")):
@@ -131,9 +110,7 @@ async def main() -> None:
                 print(f"{concurrency:>4} in flight: {sum(per_put.values()):.2f} keys per put per replica "
                       f"({breakdown}); {batches / NODES:.0f} batches per node")
         finally:
-            for node in nodes:
-                node.close()
-            await asyncio.gather(*(node.wait_closed() for node in nodes))
+            await stop_in_process(nodes)
 
 
 if __name__ == "__main__":

@@ -33,32 +33,12 @@ from kvstore.bench.loadgen import TimedPhase, run_phase
 from kvstore.bench.report import machine_line
 from kvstore.bench.workloads import WORKLOADS
 from kvstore.client import ReadConsistency
-from kvstore.node.config import NodeConfig
-from kvstore.node.local import free_ports
+from kvstore.node.local import start_in_process, stop_in_process
 from kvstore.node.server import Node
-from kvstore.rpc import ClusterService, KVService, PeerService
 from kvstore.storage import LevelDBEngine
 
 MB = 1 << 20
 NODES = 3
-
-
-async def start_cluster(root: Path, partitions: int) -> list[Node]:
-    ports = free_ports(NODES)
-    peers = {n: f"127.0.0.1:{ports[n - 1]}" for n in range(1, NODES + 1)}
-    nodes = []
-    for node_id, address in peers.items():
-        config = NodeConfig(node_id=node_id, listen=address, data_dir=root / f"node-{node_id}", peers=peers,
-                            partitions=partitions, log_level="warning")
-        config.data_dir.mkdir(parents=True)
-        node = Node(config)
-        await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to])
-        nodes.append(node)
-    while True:  # every partition has a leader that knows it
-        leaders = {status.partition for node in nodes for status in node.status() if status.leader == node.node_id}
-        if len(leaders) == partitions:
-            return nodes
-        await asyncio.sleep(0.1)
 
 
 def leveldb_bytes(nodes: list[Node]) -> int:
@@ -94,7 +74,7 @@ async def main() -> None:
     print(machine_line())
     tracemalloc.start()
     with tempfile.TemporaryDirectory(prefix="node-memory-") as tmp:
-        nodes = await start_cluster(Path(tmp), args.partitions)
+        nodes = await start_in_process(Path(tmp), args.partitions)
         try:
             target = TargetSpec(TargetKind.KVSTORE, tuple(node.address for node in nodes))
             phase = TimedPhase(WORKLOADS["put"], Distribution.UNIFORM, args.keys, 100, ReadConsistency.LINEARIZABLE,
@@ -109,9 +89,7 @@ async def main() -> None:
             result = load.result()
             print(f"\n{result.ops:,} puts in {args.duration:.0f} s ({result.errors} errors)")
         finally:
-            for node in nodes:
-                node.close()
-            await asyncio.gather(*(node.wait_closed() for node in nodes))
+            await stop_in_process(nodes)
 
 
 if __name__ == "__main__":
