@@ -16,8 +16,6 @@ from kvstore.raft import (
     Ready,
     Role,
 )
-from kvstore.raft.progress import States
-from kvstore.raft.raft import MT, Roles
 from tests.unit.raft_scenarios.env import InteractionEnv
 
 ELECTION_TICK = 10
@@ -742,9 +740,3 @@ def test_advance_without_ready_raises() -> None:
     raw.advance(rd)
     with pytest.raises(AssertionError):
         raw.advance(rd)
-
-
-@pytest.mark.parametrize(("namespace", "enum"), [(MT, MessageType), (Roles, Role), (States, ProgressState)])
-def test_the_fast_member_namespaces_mirror_their_enums(namespace: type, enum: type) -> None:
-    members = {name: member for name, member in vars(namespace).items() if not name.startswith("_")}
-    assert members == dict(enum.__members__)  # type: ignore[attr-defined]
