@@ -7,11 +7,15 @@ SEEDS  ?= 200
 STEPS  ?= 3000
 PYTEST_ARGS ?=
 
+# The modules setup.py compiles with mypyc: editing one makes the next install compile again.
+COMPILED := $(shell grep -o '"kvstore/[a-z_/]*\.py"' setup.py | tr -d '"')
+
 .PHONY: help install system-deps proto test unit sim cluster bench bench-raft lint clean
 
 help:
 	@echo "make cluster     install everything, start a local 3-node cluster with a short demo"
-	@echo "make test        install everything (also system packages), run the whole test suite"
+	@echo "make test        install everything (also system packages), run the whole test suite, then"
+	@echo "                 the simulation again as pure Python (KVSTORE_PURE_PYTHON=1)"
 	@echo "make sim SEEDS=N [STEPS=M]  run N seeds of the deterministic Raft simulation"
 	@echo "make proto       regenerate kvstore/_pb from proto/"
 	@echo "make bench       kvstore vs etcd side by side (installs etcd when missing); BENCH_ARGS=... to change"
@@ -21,7 +25,7 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml setup.py $(COMPILED) | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@
@@ -38,6 +42,7 @@ proto: $(STAMP)
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	KVSTORE_PURE_PYTHON=1 $(BIN)/python -m pytest tests/sim $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
@@ -61,4 +66,5 @@ lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .mypy_cache kvstore_compiled__mypyc.*
+	find kvstore -name '*.so' -delete
