@@ -10,16 +10,17 @@ PYTEST_ARGS ?=
 # The modules setup.py compiles with mypyc: editing one makes the next install compile again.
 COMPILED := $(shell grep -o '"kvstore/[a-z_/]*\.py"' setup.py | tr -d '"')
 
-.PHONY: help install system-deps proto test unit sim cluster bench bench-raft lint clean
+.PHONY: help install system-deps proto test unit sim cluster bench bench-raft typecheck lint clean
 
 help:
 	@echo "make cluster     install everything, start a local 3-node cluster with a short demo"
-	@echo "make test        install everything (also system packages), run the whole test suite, then"
-	@echo "                 the simulation again as pure Python (KVSTORE_PURE_PYTHON=1)"
+	@echo "make test        install everything (also system packages), type check, lint, run the whole"
+	@echo "                 test suite, then the simulation again as pure Python (KVSTORE_PURE_PYTHON=1)"
 	@echo "make sim SEEDS=N [STEPS=M]  run N seeds of the deterministic Raft simulation"
 	@echo "make proto       regenerate kvstore/_pb from proto/"
 	@echo "make bench       kvstore vs etcd side by side (installs etcd when missing); BENCH_ARGS=... to change"
 	@echo "make bench-raft  benchmark the Raft core alone (in memory, no I/O)"
+	@echo "make typecheck   mypy (strict on kvstore/raft, ring, storage; see [tool.mypy] in pyproject.toml)"
 	@echo "make lint        ruff over the tree"
 
 $(BIN)/python:
@@ -40,7 +41,7 @@ system-deps:
 proto: $(STAMP)
 	$(BIN)/python -m kvstore._pb.generate
 
-test: install system-deps
+test: install system-deps typecheck lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	KVSTORE_PURE_PYTHON=1 $(BIN)/python -m pytest tests/sim $(PYTEST_ARGS)
 
@@ -61,6 +62,9 @@ bench: install
 
 bench-raft: install
 	$(BIN)/python benchmarks/raft_core.py
+
+typecheck: install
+	$(BIN)/mypy
 
 lint: install
 	$(BIN)/ruff check .

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 from kvstore.client import Client, InvalidArgumentError, KvError, ReadConsistency, ops
 from kvstore.jepsen import checker
@@ -171,7 +171,7 @@ class RegisterWorkload:
             if invocation.f == "write":
                 await client.put(key, str(invocation.value))
                 return Completion(EventType.OK, invocation.value)
-            expected, new = invocation.value  # type: ignore[misc]
+            expected, new = cast(tuple[Value, Value], invocation.value)
             result = await client.txn([ops.value(key) == str(expected)], [ops.put(key, str(new))])
         except KvError as error:
             return write_outcome_of(error)
@@ -236,13 +236,14 @@ class SetWorkload:
         final_reads = [op for op in operations if op.f == "read" and op.outcome is EventType.OK]
         if not final_reads:
             return [CheckOutcome("set", Validity.UNKNOWN, "the final read never succeeded")]
-        read = set(final_reads[-1].result or ())  # type: ignore[arg-type]
+        read = set(cast(Iterable[Value], final_reads[-1].result or ()))
         adds = [op for op in operations if op.f == "add"]
         acknowledged = {op.argument for op in adds if op.outcome is EventType.OK}
         attempted = {op.argument for op in adds if op.outcome is not EventType.FAIL}
         indeterminate = {op.argument for op in adds if op.outcome is EventType.INFO}
-        lost = sorted(acknowledged - read)  # type: ignore[type-var]
-        unexpected = sorted(read - attempted)  # type: ignore[type-var]
+        # Elements are ints (`next_invocation`), so they sort.
+        lost = sorted(cast(set[int], acknowledged - read))
+        unexpected = sorted(cast(set[int], read - attempted))
         details: dict[str, Any] = {
             "acknowledged": len(acknowledged),
             "indeterminate": len(indeterminate),

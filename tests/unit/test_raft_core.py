@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from tests.unit.raft_scenarios.env import InteractionEnv
 ELECTION_TICK = 10
 
 
-def make_env(count: int = 3, seed: int = 0, **config_fields: int | bool) -> InteractionEnv:
+def make_env(count: int = 3, seed: int = 0, **config_fields: Any) -> InteractionEnv:
     env = InteractionEnv(seed=seed, trace=False)
     env.add_nodes(count, **config_fields)
     return env
