@@ -277,7 +277,11 @@ class Raft:
         last_index, last_term = self.log.last_index(), self.log.last_term()
         for node_id in sorted(self.voters):
             if node_id != self.id:
-                self._send(Message(vote_type, node_id, self.id, term, last_term, last_index, transfer=transfer))
+                self._send(
+                    Message(
+                        vote_type, node_id, self.id, term, log_term=last_term, index=last_index, transfer=transfer
+                    )
+                )
 
     def _won_election(self) -> None:
         if self.role is Role.PRE_CANDIDATE:
@@ -498,8 +502,7 @@ class Raft:
             self._send_timeout_now(m.src)
 
     def _maybe_commit(self) -> bool:
-        prs = self.prs
-        matches = sorted([prs[v].match for v in self.voters if v in prs], reverse=True)
+        matches = sorted([self.prs[v].match for v in self.voters if v in self.prs], reverse=True)
         quorum = self._quorum()
         if len(matches) < quorum:
             return False
@@ -547,10 +550,10 @@ class Raft:
                 to,
                 self.id,
                 self.term,
-                prev_term,
-                prev_index,
-                tuple(entries),
-                self.log.committed,
+                log_term=prev_term,
+                index=prev_index,
+                entries=tuple(entries),
+                commit=self.log.committed,
             )
         )
         if entries:
@@ -638,9 +641,8 @@ class Raft:
             self._advance_read_rounds()
 
     def _advance_read_rounds(self) -> None:
-        prs = self.prs
         acked = sorted(
-            [self._read_round if v == self.id else prs[v].acked_round for v in self.voters if v in prs],
+            [self._read_round if v == self.id else self.prs[v].acked_round for v in self.voters if v in self.prs],
             reverse=True,
         )
         quorum = self._quorum()
