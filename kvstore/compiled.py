@@ -8,8 +8,10 @@ on `sys.meta_path` so that every compiled module is loaded from its `.py` instea
 
 * `KVSTORE_PURE_PYTHON=1` is set (the same code, interpreted: for debugging, profiling with
   Python tools, and the pure-Python run of the simulation in `make test`), or
-* a source is newer than its extension, i.e. it was edited since the last install: the edit
-  runs (with a warning to reinstall), never the stale compiled code.
+* in a source checkout (setup.py beside the package), a source is newer than its extension,
+  i.e. it was edited since the last install: the edit runs (with a warning to reinstall), never
+  the stale compiled code. An installed wheel is left alone: pip writes each `.py` after its
+  extension, and nobody edits those.
 
 It is all or nothing: compiled modules reach each other's native classes directly, so one
 interpreted module among them would not interoperate with the rest.
@@ -77,11 +79,13 @@ def sources_to_interpret(
     package_dir: Path = PACKAGE_DIR, environ: Mapping[str, str] = os.environ
 ) -> list[Path]:
     """The compiled modules' sources to load instead of their extensions: every one when pure
-    Python is asked for or when one of them is newer than its extension (with a warning), else
-    none."""
+    Python is asked for or when, in a source checkout, one of them is newer than its extension
+    (with a warning); else none."""
     sources = compiled_sources(package_dir)
     if not sources or pure_python_requested(environ):
         return sorted(sources)
+    if not (package_dir.parent / "setup.py").exists():
+        return []
     stale = sorted(source for source, extension in sources.items()
                    if source.stat().st_mtime > extension.stat().st_mtime)
     if not stale:

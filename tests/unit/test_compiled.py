@@ -65,8 +65,10 @@ def test_pure_python_variable_runs_the_source() -> None:
 
 
 def make_module(package: Path, name: str, extension_is_newer: bool) -> Path:
-    """`name.py` and a stand-in for its compiled extension, the newer of the two as asked."""
+    """`name.py` and a stand-in for its compiled extension, the newer of the two as asked, in a
+    source checkout (a setup.py beside the package)."""
     package.mkdir(exist_ok=True)
+    (package.parent / "setup.py").touch()
     source, extension = package / f"{name}.py", package / f"{name}{EXTENSION}"
     source.write_text("WHERE = 'source'\n")
     extension.write_bytes(b"not really a shared library")
@@ -95,6 +97,12 @@ def test_one_edited_source_interprets_every_compiled_module_with_a_warning(tmp_p
     b = make_module(tmp_path / "pkg", "b", extension_is_newer=False)
     with pytest.warns(RuntimeWarning, match=r"pkg/b\.py changed since it was compiled.*make install"):
         assert sources_to_interpret(tmp_path / "pkg", environ={}) == [a, b]
+
+
+def test_an_installed_wheel_uses_its_extensions_whatever_their_times(tmp_path: Path) -> None:
+    make_module(tmp_path / "pkg", "a", extension_is_newer=False)
+    (tmp_path / "setup.py").unlink()
+    assert sources_to_interpret(tmp_path / "pkg", environ={}) == []
 
 
 def test_source_finder_loads_only_the_sources_it_was_given(tmp_path: Path) -> None:
