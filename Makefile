@@ -20,7 +20,7 @@ help:
 	@echo "make proto       regenerate kvstore/_pb from proto/"
 	@echo "make bench       kvstore vs etcd side by side (installs etcd when missing); BENCH_ARGS=... to change"
 	@echo "make bench-raft  benchmark the Raft core alone (in memory, no I/O)"
-	@echo "make typecheck   mypy (strict on kvstore/raft, ring, storage; see [tool.mypy] in pyproject.toml)"
+	@echo "make typecheck   mypy (strict on the pure layers; see [tool.mypy] in pyproject.toml)"
 	@echo "make lint        ruff over the tree"
 
 $(BIN)/python:

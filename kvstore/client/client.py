@@ -455,7 +455,7 @@ class Client:
                 start=page_start,
                 end=end,
                 limit=limit - len(found) if limit else 0,
-                consistency=int(consistency),
+                consistency=consistency.value,
                 keys_only=keys_only,
                 partition=partition,
             )
@@ -507,13 +507,13 @@ class Client:
             address = router.address_of(node_id) or ""
             try:
                 response = await send(address, min(remaining, self._attempt_timeout))
-            except TransportError as error:
-                last_problem, last_code = f"node {node_id} ({address}) {error}", ErrorCode.UNAVAILABLE
+            except TransportError as exc:
+                last_problem, last_code = f"node {node_id} ({address}) {exc}", ErrorCode.UNAVAILABLE
                 failed_nodes.add(node_id)
                 router.forget_leader(partition, node_id)
                 continue
-            except grpc.aio.AioRpcError as error:
-                failure = transport_failure(error)
+            except grpc.aio.AioRpcError as exc:
+                failure = transport_failure(exc)
                 if isinstance(failure, KvError):
                     raise failure from None
                 last_problem, last_code = f"node {node_id} ({address}) {failure}", ErrorCode.UNAVAILABLE
