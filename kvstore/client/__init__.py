@@ -25,6 +25,7 @@ from kvstore.client.types import (
     WriteConcern,
 )
 from kvstore.errors import (
+    BatchError,
     CrossPartitionError,
     ErrorCode,
     InvalidArgumentError,
@@ -33,13 +34,16 @@ from kvstore.errors import (
     NotFoundError,
     NotLeaderError,
     StaleFencingTokenError,
+    TransportSecurityError,
     UnavailableError,
     WrongNodeError,
 )
+from kvstore.tls import TlsConfig
 
 __all__ = [
     "DEFAULT_MAX_KEY_BYTES",
     "DEFAULT_MAX_VALUE_BYTES",
+    "BatchError",
     "Client",
     "ClusterLayout",
     "Compare",
@@ -66,6 +70,8 @@ __all__ = [
     "ResponseHeader",
     "StaleFencingTokenError",
     "SyncClient",
+    "TlsConfig",
+    "TransportSecurityError",
     "TxnResult",
     "UnavailableError",
     "WriteConcern",
