@@ -56,8 +56,8 @@ def is_compiled(module: ModuleType) -> bool:
 
 
 class SourceFinder:
-    """A meta path finder: finds the `.py` source of the modules in `sources` (absolute paths), ahead of their
-    compiled extensions; every other module is left to the finders after it."""
+    """A meta path finder: finds the `.py` source of the modules in `sources` (absolute paths)
+    ahead of their compiled extensions; every other module is left to the finders after it."""
 
     def __init__(self, sources: Sequence[Path]) -> None:
         self._sources = frozenset(str(source) for source in sources)
