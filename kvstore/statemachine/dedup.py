@@ -42,9 +42,9 @@ from heapq import heappop, heappush
 
 from kvstore.codec import ClientDedupResult, Encoder, decode_client_dedup
 
-Read = Callable[[bytes], "bytes | None"]
+Read = Callable[[bytes], bytes | None]
 """Reads a key as the applier's current batch will leave it (staged writes over the engine)."""
-Stage = Callable[[bytes, "bytes | None"], None]
+Stage = Callable[[bytes, bytes | None], None]
 """Stages a put into the applier's current batch, or a delete when the value is None."""
 
 
