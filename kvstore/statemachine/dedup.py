@@ -130,8 +130,8 @@ class DedupTable:
             seqs = {seq: applied_at for seq, applied_at, _ in results}
             if len(seqs) != len(results) or any(not 0 < seq <= highest for seq in seqs):
                 raise ValueError(f"dedup record of client {client_id!r:.80} holds seqs it cannot have applied")
-            window = _ClientWindow(client_id, prefix + suffix, highest, floor, revision, seqs, sorted(seqs), {})
-            loaded.append((revision, window))
+            loaded.append((revision, _ClientWindow(client_id, prefix + suffix, highest, floor, revision, seqs,
+                                                   sorted(seqs), {})))
         for _, client in sorted(loaded, key=lambda item: item[0]):
             self._clients[client.client_id] = client
         for revision, owner, seq in sorted(
