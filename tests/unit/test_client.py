@@ -39,6 +39,7 @@ from kvstore.client.batching import (
     failure_reason,
     transport_failure,
 )
+from kvstore.client.pending import PendingSeqs
 from tests.fakes.fake_cluster import FakeCluster
 
 
@@ -511,6 +512,18 @@ async def test_sync_client_refuses_calls_after_close(cluster: FakeCluster) -> No
 
     with pytest.raises(UnavailableError):
         await asyncio.to_thread(call_after_close)
+
+
+def test_the_lowest_pending_seq_rises_as_the_oldest_write_ends() -> None:
+    pending = PendingSeqs()
+    assert [pending.issue() for _ in range(3)] == [1, 2, 3] and pending.lowest == 1
+    pending.end(2)  # answered out of order: 1 is still awaited
+    assert pending.lowest == 1
+    pending.end(1)
+    assert pending.lowest == 3
+    pending.end(3)
+    assert pending.lowest == 4  # nothing awaited: the next seq to issue
+    assert pending.issue() == 4 and pending.lowest == 4
 
 
 def test_writes_in_flight_stay_inside_the_servers_dedup_window() -> None:
