@@ -145,7 +145,7 @@ class Simulation:
 
     def _start(self, node: SimNode) -> None:
         snapshot = node.storage.snapshot()
-        node.sm = KVStateMachine()
+        node.sm = self._new_state_machine()
         node.sm.restore(snapshot.data, snapshot.meta.index)
         # Small messages make entries trickle to followers one by one, as in Figure 8.
         config = Config(node.id, election_tick=10, heartbeat_tick=1, max_inflight_msgs=32,
@@ -155,6 +155,11 @@ class Simulation:
         node.next_snapshot_at = snapshot.meta.index + self.rng.randint(20, 80)
         self.last_commit[node.id] = max(self.last_commit.get(node.id, 0), node.storage.hard_state.commit)
         self._event(f"start {node.id} applied={snapshot.meta.index}")
+
+    def _new_state_machine(self) -> KVStateMachine:
+        """The empty state machine a (re)started node restores its snapshot into; a subclass
+        simulating another state machine returns one with the same methods."""
+        return KVStateMachine()
 
     def _crash(self, node: SimNode) -> None:
         self._event(f"crash {node.id}")
