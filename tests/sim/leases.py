@@ -48,6 +48,7 @@ from tests.sim.simulation import (
     SimConfig,
     SimNode,
     Simulation,
+    run_simulation,
 )
 
 PARTITION = 3
@@ -696,14 +697,7 @@ def _describe(items: tuple[Checkpoint, ...] | tuple[Expiry, ...]) -> str:
 
 
 def run_lease_seed(config: LeaseSimConfig, keep_trace: bool = False) -> tuple[list[str], LeaseSimulation]:
-    sim = LeaseSimulation(config)
-    if keep_trace:
-        sim.trace_lines = []
-    try:
-        problems = sim.run()
-    except InvariantViolation as violation:
-        problems = [f"invariant violated at step {sim.step_no}: {violation}"]
-    return problems, sim
+    return run_simulation(LeaseSimulation(config), keep_trace)
 
 
 def replay_command(seed: int, steps: int, churn_every: int) -> str:

@@ -19,6 +19,7 @@ import hashlib
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from kvstore.raft import (
     NONE,
@@ -624,7 +625,14 @@ class Simulation:
 
 
 def run_seed(config: SimConfig, keep_trace: bool = False) -> tuple[list[str], Simulation]:
-    sim = Simulation(config)
+    return run_simulation(Simulation(config), keep_trace)
+
+
+SimulationT = TypeVar("SimulationT", bound=Simulation)
+
+
+def run_simulation(sim: SimulationT, keep_trace: bool = False) -> tuple[list[str], SimulationT]:
+    """Run `sim` to the end; the problems found (an invariant violation ends the run)."""
     if keep_trace:
         sim.trace_lines = []
     try:
