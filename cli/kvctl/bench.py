@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from kvctl.exitcodes import ExitCode
+from kvctl.progress import ConsoleProgress
 from kvstore.bench.clusters import BenchError
 from kvstore.bench.drivers import TargetKind
 from kvstore.bench.keys import Distribution
@@ -82,7 +83,8 @@ def bench(workloads: str, targets: str, duration: float, warmup: float, concurre
 
     \b
     Prints a table per workload (ops/s, p50/p99/p99.9 latency, kvstore/etcd ratio) and writes
-    the JSON records and PNG plots to --output. Targets run one after the other.
+    the JSON records and PNG plots to --output. Targets run one after the other. Progress goes
+    to stderr: a live display on a terminal, timestamped lines otherwise.
     \b
     Examples:
       kvctl bench -w put,get,a,b --duration 30 --concurrency 128 --processes 3
@@ -106,7 +108,8 @@ def bench(workloads: str, targets: str, duration: float, warmup: float, concurre
     console = Console()
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
-        report = run_bench(config, console)
+        with ConsoleProgress(Console(stderr=True)) as progress:
+            report = run_bench(config, progress)
     except BenchError as error:
         click.echo(f"kvctl: {error}", err=True)
         sys.exit(ExitCode.UNAVAILABLE)

@@ -12,5 +12,5 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 3
 
     # `kvctl check` verdicts: aliases of the numbers above, with names that say what they mean there.
-    NOT_LINEARIZABLE = 1
+    VIOLATION = 1  # not linearizable, or a session/staleness anomaly
     UNKNOWN = 2  # timed out, or unusable input (bad usage, unreadable or malformed file)
