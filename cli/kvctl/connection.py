@@ -1,4 +1,5 @@
-"""What every kvctl data command shares: connection options, the client's lifetime, error → exit code."""
+"""What every kvctl data command shares: connection options, the client's lifetime, error → exit code
+(through `kvstore.errors.ERRORS`)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,8 @@ from typing import Any, TypeVar
 import click
 
 from kvctl.exitcodes import ExitCode
-from kvstore.client import (
-    Client,
-    InvalidArgumentError,
-    KvError,
-    NotFoundError,
-    StaleFencingTokenError,
-)
+from kvstore.client import Client, KvError
+from kvstore.errors import ERRORS
 
 ENDPOINTS_ENV = "KVSTORE_ENDPOINTS"
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
@@ -50,15 +46,6 @@ class KvctlError(click.ClickException):
     def __init__(self, message: str, exit_code: ExitCode) -> None:
         super().__init__(message)
         self.exit_code = int(exit_code)
-
-
-def exit_code_for(error: KvError) -> ExitCode:
-    if isinstance(error, NotFoundError):
-        return ExitCode.NOT_FOUND
-    # Requests the cluster refused for good: retrying the same command cannot help.
-    if isinstance(error, InvalidArgumentError | StaleFencingTokenError):
-        return ExitCode.USAGE
-    return ExitCode.UNAVAILABLE
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -151,7 +138,7 @@ def run_with_client(ctx: click.Context, action: Callable[[Client], Awaitable[Res
     try:
         return asyncio.run(run())
     except KvError as error:
-        raise KvctlError(error.message, exit_code_for(error)) from None
+        raise KvctlError(error.message, ERRORS[error.code].exit_code) from None
 
 
 class DataCommand(click.Command):

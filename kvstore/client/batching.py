@@ -15,13 +15,7 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.client.errors import KvError, UnavailableError
-from kvstore.client.types import ErrorCode
-
-# gRPC failures after which another attempt (maybe on another replica) may succeed.
-RETRYABLE_STATUS = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
+from kvstore.errors import ERRORS, ErrorCode, KvError, UnavailableError, code_for_status
 
 
 class TransportError(Exception):
@@ -29,15 +23,15 @@ class TransportError(Exception):
 
 
 def transport_failure(error: grpc.aio.AioRpcError) -> Exception:
-    """The exception a failed RPC becomes: retryable `TransportError` or a final `KvError`."""
+    """The exception a failed RPC becomes (its status read through `kvstore.errors.ERRORS`): a
+    `TransportError` when another attempt may succeed, else the code's final `KvError`."""
     details = (error.details() or "").splitlines()[0] if error.details() else ""
-    if error.code() in RETRYABLE_STATUS:
-        return TransportError(
-            f"{error.code().name.lower()}: {details}" if details else error.code().name.lower()
-        )
-    return KvError(
-        f"the node failed the request: {error.code().name} {details}".strip(), code=ErrorCode.INTERNAL
-    )
+    status = error.code()
+    code = code_for_status(status)
+    kind = ERRORS[code]
+    if kind.retryable:
+        return TransportError(f"{status.name.lower()}: {details}" if details else status.name.lower())
+    return kind.exception(f"the node failed the request: {status.name} {details}".strip(), code=code)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
-from kvstore.client.errors import UnavailableError
 from kvstore.client.ops import Compare, Data, Op
 from kvstore.client.types import (
     ClusterLayout,
@@ -24,6 +23,7 @@ from kvstore.client.types import (
     TxnResult,
     WriteConcern,
 )
+from kvstore.errors import UnavailableError
 
 ResultT = TypeVar("ResultT")
 

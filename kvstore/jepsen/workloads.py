@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from kvstore.client import Client, InvalidArgumentError, KvError, ReadConsistency, ops
+from kvstore.client import Client, KvError, ReadConsistency, ops
+from kvstore.errors import ERRORS
 from kvstore.jepsen import checker
 from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.guarantees import SESSION, STALENESS, check_guarantee, count_anomalies
@@ -82,10 +83,10 @@ class Workload(Protocol):
         ...
 
 
-def write_outcome_of(error: Exception) -> Completion:
-    """A write that raised: refused as invalid before proposing means it did not happen; anything
-    else (timeouts, unavailable, not leader after retries) may have happened."""
-    if isinstance(error, InvalidArgumentError):
+def write_outcome_of(error: KvError) -> Completion:
+    """A write that raised: refused (`kvstore.errors.ERRORS` says it was not applied) means it
+    did not happen; anything else (timeouts, unavailable, not leader after retries) may have."""
+    if not ERRORS[error.code].may_be_applied:
         return Completion(EventType.FAIL, error=str(error))
     return Completion(EventType.INFO, error=_describe(error))
 

@@ -82,8 +82,8 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
 
 async def serve(config: NodeConfig) -> None:
     node = Node(config)
-    services = [KVService(node), ClusterService(node), PeerService(node)]
-    await node.start([s.add_to for s in services])
+    # The composition root: the node is the backend the RPC layer's services delegate to.
+    await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to])
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.close)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
-from kvstore.node.wire import encode_batch, snapshot_chunks
+from kvstore.codec import Encoder
 from kvstore.raft import Message
 
 log = logging.getLogger("kvstore.transport")
@@ -39,9 +39,25 @@ BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 1.0
 
 
+def snapshot_chunks(encoder: Encoder, group: int, from_node: int, message: Message,
+                    chunk_bytes: int) -> Iterator[peer_pb2.SnapshotChunk]:
+    """A SNAPSHOT message cut into chunks for `Peer.SendSnapshot`: the peer frame of this one
+    message, split. The receiver joins the data of all chunks (offsets must be contiguous) and
+    decodes it as a peer frame."""
+    assert message.snapshot is not None
+    payload = encoder.peer_frame([(group, message)])
+    meta = message.snapshot.meta
+    for offset in range(0, len(payload), chunk_bytes):
+        yield peer_pb2.SnapshotChunk(
+            group_id=group, from_node=from_node, to_node=message.to, index=meta.index, term=meta.term,
+            offset=offset, data=payload[offset : offset + chunk_bytes], last=offset + chunk_bytes >= len(payload),
+        )
+
+
 class _PeerSender:
     def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str,
                  on_unreachable: Callable[[int], None]) -> None:
+        self.encoder = Encoder()
         self.node_id = node_id
         self.peer_id = peer_id
         self.address = address
@@ -96,7 +112,7 @@ class _PeerSender:
                 raise ConnectionError("peer closed the stream")
             items, self.queue = self.queue, []
             if items:
-                await call.write(peer_pb2.PeerFrame(raft_batch=encode_batch(items)))
+                await call.write(peer_pb2.PeerFrame(raft_batch=self.encoder.peer_frame(items)))
 
 
 class PeerTransport:
@@ -107,6 +123,7 @@ class PeerTransport:
                  on_snapshot_sent: Callable[[int, int, bool], None]) -> None:
         self._node_id = node_id
         self._peers = peers
+        self._encoder = Encoder()
         self._on_snapshot_sent = on_snapshot_sent
         self._senders = {
             peer_id: _PeerSender(node_id, peer_id, address, cluster_id, on_unreachable)
@@ -143,7 +160,7 @@ class PeerTransport:
         """Upload one snapshot message in chunks; tell Raft whether it arrived."""
         assert message.snapshot is not None
         meta = message.snapshot.meta
-        chunks = snapshot_chunks(group, self._node_id, message, SNAPSHOT_CHUNK_BYTES)
+        chunks = snapshot_chunks(self._encoder, group, self._node_id, message, SNAPSHOT_CHUNK_BYTES)
         ok = False
         async with grpc.aio.insecure_channel(self._peers[message.to], options=GRPC_OPTIONS) as channel:
             try:

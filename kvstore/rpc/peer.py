@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
-from kvstore.node.server import Node
-from kvstore.node.wire import decode_batch
+from kvstore.codec import CodecError, decode_peer_frame
+from kvstore.rpc.backend import Backend
 
 log = logging.getLogger("kvstore.peer")
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
 
     def add_to(self, server: Any) -> None:
         peer_pb2_grpc.add_PeerServicer_to_server(self, server)
@@ -26,13 +26,16 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         try:
             async for frame in request_iterator:
                 if frame.HasField("hello"):
-                    if frame.hello.cluster_id != self.node.config.cluster_id:
+                    if frame.hello.cluster_id != self._backend.cluster_id:
                         log.warning("refusing peer %d of cluster %r", frame.hello.node_id, frame.hello.cluster_id)
                         return
                     peer = frame.hello.node_id
                     continue
                 if frame.raft_batch and peer:
-                    self.node.deliver(decode_batch(frame.raft_batch))
+                    self._backend.deliver(decode_peer_frame(frame.raft_batch))
+        except CodecError as error:
+            # The peer reconnects with a new stream; what this frame carried, Raft sends again.
+            log.warning("dropping the stream from peer %d: %s", peer, error)
         except asyncio.CancelledError:
             # A peer's stream lasts as long as both nodes run: when this node stops, the server
             # (or the loop's shutdown) cancels it. That is the normal end, not an error.
@@ -50,6 +53,10 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             parts.append(chunk.data)
             received += len(chunk.data)
             if chunk.last:
-                self.node.deliver(decode_batch(b"".join(parts)))
+                try:
+                    items = decode_peer_frame(b"".join(parts))
+                except CodecError as error:
+                    return peer_pb2.SnapshotAck(ok=False, error=str(error))
+                self._backend.deliver(items)
                 return peer_pb2.SnapshotAck(ok=True)
         return peer_pb2.SnapshotAck(ok=False, error="the stream ended before the last chunk")

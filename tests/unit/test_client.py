@@ -301,6 +301,19 @@ async def test_txn_runs_success_or_failure_branch(client: Client) -> None:
     assert current.kv is not None and current.kv.value == b"0"  # type: ignore[union-attr]
 
 
+async def test_txns_travel_in_batches_with_key_operations(cluster: FakeCluster, client: Client) -> None:
+    puts = [client.put(f"{{t}}:{index}", "v") for index in range(20)]
+    txns = [client.txn([ops.version(f"{{t}}:x{index}") == 0], [ops.put(f"{{t}}:x{index}", "1")]) for index in range(20)]
+    batches_before = cluster.rpc_count("Batch")
+
+    *_, last = await asyncio.gather(*puts, *txns)
+
+    assert cluster.rpc_count("Txn") == 0 and cluster.rpc_count("batched ops") >= 40
+    assert cluster.rpc_count("Batch") - batches_before < 40
+    assert last.succeeded and last.header.partition == cluster.partition_of(b"{t}:x19")
+    assert last.responses[0].header == last.header  # an operation inside carries the txn's header
+
+
 async def test_cross_partition_txn_is_refused_before_sending(cluster: FakeCluster, client: Client) -> None:
     first, second = cluster.key_in_partition(1, "a"), cluster.key_in_partition(5, "b")
 
@@ -309,7 +322,7 @@ async def test_cross_partition_txn_is_refused_before_sending(cluster: FakeCluste
 
     assert "partition 1" in str(raised.value) and "partition 5" in str(raised.value)
     assert "hash tag" in str(raised.value)
-    assert cluster.rpc_count("Txn") == 0
+    assert cluster.rpc_count("Batch") == 0
 
 
 @pytest.mark.parametrize(
