@@ -1,15 +1,40 @@
 """The applier: executes committed commands of a partition deterministically (puts, deletes,
-transactions, fenced writes, client-request dedup) on the API's protobuf messages, staging the
-data and the apply state into the node's write batch together."""
+transactions, fenced writes, client-request dedup, leases and locks) on the API's protobuf
+messages, staging the data and the apply state into the node's write batch together."""
 
 from kvstore.statemachine.applier import DEFAULT_MAX_DEDUP_CLIENTS, PartitionStateMachine
-from kvstore.statemachine.commands import WriteRequest, WriteResponse, check_command, txn_keys
+from kvstore.statemachine.commands import (
+    COMMAND_FIELDS,
+    WriteRequest,
+    WriteResponse,
+    check_command,
+    txn_keys,
+)
+from kvstore.statemachine.events import (
+    Change,
+    ChangeKind,
+    LeaseCheckpointed,
+    LeaseEvent,
+    LeaseGranted,
+    LeaseRemoved,
+)
+from kvstore.statemachine.leases import Lease, lease_id, lease_partition
 
 __all__ = [
+    "COMMAND_FIELDS",
     "DEFAULT_MAX_DEDUP_CLIENTS",
+    "Change",
+    "ChangeKind",
+    "Lease",
+    "LeaseCheckpointed",
+    "LeaseEvent",
+    "LeaseGranted",
+    "LeaseRemoved",
     "PartitionStateMachine",
     "WriteRequest",
     "WriteResponse",
     "check_command",
+    "lease_id",
+    "lease_partition",
     "txn_keys",
 ]

@@ -6,21 +6,8 @@ attached to each. It holds no time: deadlines are kept by the leader's lessor
 (`kvstore.node.lessor`), which proposes checkpoints and expiries as entries.
 
 A lease id encodes its partition: ``id = partition << 47 | n`` with ``1 <= n < 2**47``, so
-every id is a positive signed 64-bit integer and 0 means "no lease".
-
-Stored records (two tag bytes besides those of `kvstore.storage.keys` and
-`kvstore.statemachine.layout`; numbers are big-endian):
-
-=====  ====================================  ============================================
-tag    rest of the key                       value
-=====  ====================================  ============================================
-``E``  partition ``p`` (u32), lease id (u64)  the lease: TTL in seconds, checkpointed
-                                             remaining TTL in milliseconds (0: none),
-                                             revision of its grant (u64s)
-``K``  partition ``p`` (u32), lease id        empty: the user key is attached to the
-       (u64), user key                       lease (the index lease -> keys; the key's
-                                             own record holds its lease too)
-=====  ====================================  ============================================
+every id is a positive signed 64-bit integer and 0 means "no lease". Its records are the ``E``
+(lease) and ``K`` (lease -> keys index) keys of `kvstore.statemachine.layout`.
 
 Every method stages its writes through the `StagedWrites` it is given, as the rest of the
 applier does, and is deterministic.
@@ -28,25 +15,19 @@ applier does, and is deterministic.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from kvstore.codec import decode_lease, encode_lease
+from kvstore.statemachine.layout import U64, lease_keys_prefix, lease_prefix
 from kvstore.statemachine.staging import StagedWrites
 from kvstore.storage.errors import CorruptionError
 from kvstore.storage.keys import prefix_end
-
-LEASE_TAG = b"E"
-LEASE_KEY_TAG = b"K"
 
 LEASE_NUMBER_BITS = 47
 _LEASE_NUMBERS = 1 << LEASE_NUMBER_BITS
 MAX_LEASE_TTL = 9_000_000_000
 """The longest TTL a lease may have, in seconds (as etcd's); any longer is surely a mistake."""
-
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_LEASE_RECORD = struct.Struct(">QQQ")  # ttl seconds, remaining ms, grant revision
 
 
 def lease_id(partition: int, number: int) -> int:
@@ -84,8 +65,8 @@ class LeaseTable:
     def __init__(self, partition_id: int, store: StagedWrites) -> None:
         self.partition_id = partition_id
         self._store = store
-        self._lease_prefix = LEASE_TAG + _U32.pack(partition_id)
-        self._key_prefix = LEASE_KEY_TAG + _U32.pack(partition_id)
+        self._lease_prefix = lease_prefix(partition_id)
+        self._key_prefix = lease_keys_prefix(partition_id)
         prefix = self._lease_prefix
         try:
             self._leases = _load_leases(
@@ -213,30 +194,28 @@ class LeaseTable:
     # -- internals --------------------------------------------------------------------------
 
     def _record_key(self, lease: int) -> bytes:
-        return self._lease_prefix + _U64.pack(lease)
+        return self._lease_prefix + U64.pack(lease)
 
     def _attachment_prefix(self, lease: int) -> bytes:
-        return self._key_prefix + _U64.pack(lease)
+        return lease_keys_prefix(self.partition_id, lease)
 
     def _put(self, lease: Lease) -> None:
         self._leases[lease.id] = lease
-        self._store.stage(
-            self._record_key(lease.id), _LEASE_RECORD.pack(lease.ttl, lease.remaining_ms, lease.revision)
-        )
+        self._store.stage(self._record_key(lease.id), encode_lease(lease.ttl, lease.remaining_ms, lease.revision))
 
 
 def _load_leases(partition: int, records: Iterable[tuple[bytes, bytes]]) -> dict[int, Lease]:
     """The leases stored as `records` (key suffix after the record prefix, value); ValueError
-    when one does not decode or belongs to another partition."""
+    (its subclass `CodecError`) when one does not decode or belongs to another partition."""
     leases: dict[int, Lease] = {}
     for suffix, value in records:
-        if len(suffix) != _U64.size or len(value) != _LEASE_RECORD.size:
-            raise ValueError(f"lease record {suffix!r:.40} = {value!r:.40} has the wrong size")
-        (lease,) = _U64.unpack(suffix)
+        if len(suffix) != U64.size:
+            raise ValueError(f"lease record key suffix {suffix!r:.40} is not a lease id")
+        lease: int = U64.unpack(suffix)[0]
         if lease_partition(lease) != partition:
             raise ValueError(
                 f"lease {lease} of partition {lease_partition(lease)} is stored in partition {partition}"
             )
-        ttl, remaining_ms, revision = _LEASE_RECORD.unpack(value)
+        ttl, remaining_ms, revision = decode_lease(value)
         leases[lease] = Lease(lease, ttl, remaining_ms, revision)
     return leases
