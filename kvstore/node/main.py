@@ -27,7 +27,7 @@ import uvloop
 
 from kvstore.node.config import ConfigError, NodeConfig, load_toml, parse_peers
 from kvstore.node.server import AddressInUseError, Node
-from kvstore.rpc import ClusterService, KVService, PeerService
+from kvstore.rpc import ClusterService, KVService, LeaseService, LockService, PeerService
 from kvstore.storage import DataDirLockedError, StorageError
 
 EXIT_CONFIG = 2
@@ -83,7 +83,15 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
 async def serve(config: NodeConfig) -> None:
     node = Node(config)
     # The composition root: the node is the backend the RPC layer's services delegate to.
-    await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to])
+    await node.start(
+        [
+            KVService(node).add_to,
+            ClusterService(node).add_to,
+            PeerService(node).add_to,
+            LeaseService(node).add_to,
+            LockService(node).add_to,
+        ]
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.close)

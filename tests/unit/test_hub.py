@@ -8,18 +8,17 @@ import asyncio
 
 import pytest
 
-from kvstore._pb import kvstore_pb2 as pb
-from kvstore.node.changes import Change, ChangeHub, ChangeKind, HubClosedError
+from kvstore.node.hub import ChangeHub, HubClosedError
+from kvstore.statemachine import Change, ChangeKind
+from kvstore.statemachine.layout import encode_stored_kv
 
 
 def put(key: bytes, revision: int, partition: int = 1) -> Change:
-    kv = pb.KeyValue(key=key, value=b"v", create_revision=revision, mod_revision=revision, version=1)
-    return Change(partition, ChangeKind.PUT, key, revision, kv, None)
+    return Change(partition, ChangeKind.PUT, key, revision, encode_stored_kv(b"v", revision, revision, 1, 0), None)
 
 
 def delete(key: bytes, revision: int, partition: int = 1) -> Change:
-    prev = pb.KeyValue(key=key, value=b"v", create_revision=1, mod_revision=1, version=1)
-    return Change(partition, ChangeKind.DELETE, key, revision, None, prev)
+    return Change(partition, ChangeKind.DELETE, key, revision, None, encode_stored_kv(b"v", 1, 1, 1, 0))
 
 
 async def test_a_deletion_wakes_only_the_waiters_of_that_key() -> None:
@@ -98,6 +97,16 @@ async def test_dropping_a_partition_fails_its_waiters_only() -> None:
     hub.close()
     with pytest.raises(HubClosedError, match="closing"):
         await survivor
+
+
+async def test_a_snapshot_wakes_deletion_waiters_to_look_again_and_ends_subscriptions() -> None:
+    hub = ChangeHub()
+    waiter = hub.deleted(1, b"k")
+    subscription = hub.watch(1, b"")
+    hub.replaced(1, 40)
+    assert waiter.result() is None
+    with pytest.raises(HubClosedError, match="snapshot at revision 40"):
+        await subscription.get()
 
 
 def test_max_pending_is_checked() -> None:

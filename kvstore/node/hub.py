@@ -1,20 +1,23 @@
 """The change-notification hub: the node's applied changes, handed to whoever waits for them.
 
 The applier reports every change it applies to a user key (a put, a delete, a key deleted by
-its lease's expiry or revocation) as a `Change`. After the node has written the batch holding
-those changes, it publishes them here, per partition, in revision order. Two kinds of waiters
-take them:
+its lease's expiry or revocation) as a `Change` (`kvstore.statemachine.events`). After the node
+has written the batch holding those changes, it publishes them here, per partition, in revision
+order. Two kinds of waiters take them:
 
-* `deleted(partition, key)`: a future that resolves with the change that deletes `key`. A lock
-  waiter waits for the deletion of its predecessor's key only, so each deletion wakes exactly
-  one waiter (no herd) and nobody polls.
+* `deleted(partition, key)`: a future that resolves with the change that deletes `key` (or with
+  None when a snapshot replaced the partition's state: look again). A lock waiter waits for the
+  deletion of its predecessor's key only, so each deletion wakes exactly one waiter (no herd)
+  and nobody polls.
 * `watch(partition, start, end)`: a `Subscription` receiving every change of the keys in
   ``[start, end)`` published from now on, in order (the mechanism `Watch` streams are built on;
   history before the subscription is the caller's to read from the log).
 
 Pure asyncio on the node's event loop: publishing never blocks and never awaits. A
 subscription that falls more than `max_pending` changes behind is ended (`lagging`) rather than
-let grow without bound; its owner resumes from the last revision it took.
+let grow without bound; its owner resumes from the last revision it took. When a snapshot
+replaces a partition's state (`replaced`), its subscriptions end too: the changes in between
+are not known one by one.
 """
 
 from __future__ import annotations
@@ -22,29 +25,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
-from enum import IntEnum
 
-from kvstore._pb import kvstore_pb2 as pb
-
-
-class ChangeKind(IntEnum):
-    PUT = 0
-    DELETE = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One applied change of a user key of `partition`, at `revision` (the entry's index).
-    `kv` is the key after a put (None after a delete); `prev_kv` the key before (None if it
-    did not exist)."""
-
-    partition: int
-    kind: ChangeKind
-    key: bytes
-    revision: int
-    kv: pb.KeyValue | None
-    prev_kv: pb.KeyValue | None
+from kvstore.statemachine import Change, ChangeKind
 
 
 class HubClosedError(Exception):
@@ -125,20 +107,21 @@ class ChangeHub:
         if max_pending < 1:
             raise ValueError(f"max_pending must be at least 1, got {max_pending}")
         self._max_pending = max_pending
-        self._deletions: dict[tuple[int, bytes], list[asyncio.Future[Change]]] = {}
+        self._deletions: dict[tuple[int, bytes], list[asyncio.Future[Change | None]]] = {}
         self._subscriptions: dict[int, list[Subscription]] = {}
 
-    def deleted(self, partition: int, key: bytes) -> asyncio.Future[Change]:
+    def deleted(self, partition: int, key: bytes) -> asyncio.Future[Change | None]:
         """A future resolved with the change deleting `key` of `partition` (published from now
-        on). Cancel it to stop waiting. Check that the key exists after asking, not before, or
-        a deletion in between is missed."""
-        future: asyncio.Future[Change] = asyncio.get_running_loop().create_future()
+        on), or with None when a snapshot replaced the partition's state (look again). Cancel
+        it to stop waiting. Check that the key exists after asking, not before, or a deletion in
+        between is missed."""
+        future: asyncio.Future[Change | None] = asyncio.get_running_loop().create_future()
         waiters = self._deletions.setdefault((partition, key), [])
         waiters.append(future)
         future.add_done_callback(lambda done: self._discard((partition, key), done))
         return future
 
-    def _discard(self, key: tuple[int, bytes], future: asyncio.Future[Change]) -> None:
+    def _discard(self, key: tuple[int, bytes], future: asyncio.Future[Change | None]) -> None:
         # A waiter that gave up leaves no trace, however long the key lives. (Done callbacks run
         # on a later loop turn; a resolved future was already popped by `publish`.)
         waiters = self._deletions.get(key)
@@ -166,6 +149,16 @@ class ChangeHub:
             for subscription in subscriptions.get(change.partition, ()):
                 if subscription.covers(change.key):
                     subscription._offer(change)
+
+    def replaced(self, partition: int, revision: int) -> None:
+        """A snapshot at `revision` replaced the state of `partition`: deletion waiters look
+        again, subscriptions end (their owners resume from the log or list anew)."""
+        for key in [key for key in self._deletions if key[0] == partition]:
+            for future in self._deletions.pop(key):
+                if not future.done():
+                    future.set_result(None)
+        for subscription in list(self._subscriptions.get(partition, ())):
+            subscription._end(f"a snapshot at revision {revision} replaced partition {partition}")
 
     def drop_partition(self, partition: int, reason: str) -> None:
         """Fail every waiter of `partition` with HubClosedError(`reason`)."""
