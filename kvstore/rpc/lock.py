@@ -12,7 +12,7 @@ from typing import Any
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
 from kvstore.errors import CrossPartitionError, InvalidArgumentError
-from kvstore.locks import lock_key, lock_prefix
+from kvstore.names import lock_key, lock_prefix
 from kvstore.rpc.answers import propose, refusal, wait
 from kvstore.rpc.backend import Backend
 from kvstore.statemachine import lease_partition

@@ -2,6 +2,7 @@
 transactions, fenced writes, client-request dedup, leases and locks) on the API's protobuf
 messages, staging the data and the apply state into the node's write batch together."""
 
+from kvstore.names import lease_id, lease_partition
 from kvstore.statemachine.applier import DEFAULT_MAX_DEDUP_CLIENTS, PartitionStateMachine
 from kvstore.statemachine.commands import (
     COMMAND_FIELDS,
@@ -18,7 +19,7 @@ from kvstore.statemachine.events import (
     LeaseGranted,
     LeaseRemoved,
 )
-from kvstore.statemachine.leases import Lease, lease_id, lease_partition
+from kvstore.statemachine.leases import Lease
 
 __all__ = [
     "COMMAND_FIELDS",

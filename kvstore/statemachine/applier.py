@@ -46,7 +46,7 @@ from kvstore.codec import (
     encode_dedup_result,
 )
 from kvstore.errors import ErrorCode
-from kvstore.locks import lock_key, lock_prefix, split_lock_key
+from kvstore.names import lease_partition, lock_key, lock_prefix, split_lock_key
 from kvstore.raft.types import ConfChange, Entry, EntryType, Snapshot, SnapshotMeta
 from kvstore.statemachine.commands import COMMAND_FIELDS, WriteRequest, WriteResponse, check_command
 from kvstore.statemachine.events import (
@@ -67,7 +67,7 @@ from kvstore.statemachine.layout import (
     fill_kv,
     split_client_suffix,
 )
-from kvstore.statemachine.leases import LeaseTable, lease_partition
+from kvstore.statemachine.leases import LeaseTable
 from kvstore.statemachine.staging import StagedWrites, read_sections
 from kvstore.storage.engine import Engine, WriteBatch
 from kvstore.storage.errors import CorruptionError

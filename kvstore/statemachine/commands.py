@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.locks import split_lock_key
-from kvstore.statemachine.leases import LEASE_NUMBER_BITS, MAX_LEASE_TTL
+from kvstore.names import is_lease_id, split_lock_key
+from kvstore.statemachine.leases import MAX_LEASE_TTL
 
 WriteRequest = (
     pb.PutRequest
@@ -107,7 +107,7 @@ def _check_lease_or_lock(
     if isinstance(request, pb.LeaseGrantRequest):
         if not 1 <= request.ttl_seconds <= MAX_LEASE_TTL:
             return f"a lease's TTL must be between 1 and {MAX_LEASE_TTL} seconds, got {request.ttl_seconds}"
-        if request.id and (request.id >= 1 << 63 or not request.id & ((1 << LEASE_NUMBER_BITS) - 1)):
+        if request.id and not is_lease_id(request.id):
             return f"{request.id} is not a lease id"
         return None
     if isinstance(request, pb.LeaseRevokeRequest):

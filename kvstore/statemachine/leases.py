@@ -5,8 +5,7 @@ entries: which leases exist, each one's TTL and checkpointed remaining TTL, and 
 attached to each. It holds no time: deadlines are kept by the leader's lessor
 (`kvstore.node.lessor`), which proposes checkpoints and expiries as entries.
 
-A lease id encodes its partition: ``id = partition << 47 | n`` with ``1 <= n < 2**47``, so
-every id is a positive signed 64-bit integer and 0 means "no lease". Its records are the ``E``
+A lease id encodes its partition (`kvstore.names`). Its records are the ``E``
 (lease) and ``K`` (lease -> keys index) keys of `kvstore.statemachine.layout`.
 
 Every method stages its writes through the `StagedWrites` it is given, as the rest of the
@@ -19,27 +18,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from kvstore.codec import decode_lease, encode_lease
+from kvstore.names import LEASE_NUMBER_BITS, is_lease_id, lease_id, lease_partition
 from kvstore.statemachine.layout import U64, lease_keys_prefix, lease_prefix
 from kvstore.statemachine.staging import StagedWrites
 from kvstore.storage.errors import CorruptionError
 from kvstore.storage.keys import prefix_end
 
-LEASE_NUMBER_BITS = 47
 _LEASE_NUMBERS = 1 << LEASE_NUMBER_BITS
 MAX_LEASE_TTL = 9_000_000_000
 """The longest TTL a lease may have, in seconds (as etcd's); any longer is surely a mistake."""
-
-
-def lease_id(partition: int, number: int) -> int:
-    """The id of lease `number` (``1 <= number < 2**47``) of `partition`."""
-    if not 1 <= number < _LEASE_NUMBERS:
-        raise ValueError(f"lease number {number} is outside [1, 2**{LEASE_NUMBER_BITS})")
-    return partition << LEASE_NUMBER_BITS | number
-
-
-def lease_partition(lease: int) -> int:
-    """The partition lease id `lease` belongs to."""
-    return lease >> LEASE_NUMBER_BITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +99,7 @@ class LeaseTable:
         if not 1 <= ttl <= MAX_LEASE_TTL:
             return f"lease TTL must be between 1 and {MAX_LEASE_TTL} seconds, got {ttl}"
         if requested:
-            if not 0 < requested < 1 << 63 or requested & (_LEASE_NUMBERS - 1) == 0:
+            if not is_lease_id(requested):
                 return f"{requested} is not a lease id (a positive 64-bit integer whose low 47 bits are not all 0)"
             if lease_partition(requested) != self.partition_id:
                 return (

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb.internal_pb2 import LeaseCheckpoints, LeaseExpiries, LogCommand
 from kvstore.codec import CodecError
-from kvstore.locks import lock_key
+from kvstore.names import lease_id, lease_partition, lock_key
 from kvstore.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType, Snapshot, SnapshotMeta
 from kvstore.statemachine import (
     COMMAND_FIELDS,
@@ -31,7 +31,6 @@ from kvstore.statemachine import (
     WriteRequest,
     WriteResponse,
 )
-from kvstore.statemachine.leases import lease_id, lease_partition
 from kvstore.storage import CorruptionError, Engine, LevelDBEngine, MemoryEngine
 from kvstore.storage.keys import hard_state_key
 

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.locks import lock_key, lock_prefix
+from kvstore.names import lock_key, lock_prefix
 from kvstore.rpc import KVService, LeaseService, LockService, MemoryBackend
 from kvstore.statemachine import lease_id, lease_partition
 from tests.unit.test_kv_service import key_in

@@ -8,13 +8,8 @@ import random
 
 import pytest
 
-from kvstore.statemachine.leases import (
-    MAX_LEASE_TTL,
-    Lease,
-    LeaseTable,
-    lease_id,
-    lease_partition,
-)
+from kvstore.names import lease_id, lease_partition
+from kvstore.statemachine.leases import MAX_LEASE_TTL, Lease, LeaseTable
 from kvstore.statemachine.staging import StagedWrites, read_sections
 from kvstore.storage import CorruptionError, MemoryEngine
 
