@@ -19,7 +19,16 @@ def _epilog(examples: str) -> str:
     return f"\b\nExamples:\n{examples}\n\n{_EXIT_CODES}"
 
 
-@click.group("lease")
+@click.group(
+    "lease",
+    epilog=_epilog(
+        "  kvctl lease grant 30 --key job -o simple   grant one, print its id\n"
+        "  kvctl lease keep-alive ID                   keep it alive until Ctrl-C\n"
+        "  kvctl lease ttl ID --keys                   time left and attached keys\n"
+        "  kvctl lease list\n"
+        "  kvctl lease revoke ID                       delete it and its keys"
+    ),
+)
 def lease() -> None:
     """Grant, keep alive, revoke and inspect leases.
 
@@ -102,9 +111,7 @@ def revoke(ctx: click.Context, lease_id: int) -> None:
 @lease.command(
     "ttl",
     cls=DataCommand,
-    epilog=_epilog(
-        "  kvctl lease ttl 140737488355331\n  kvctl lease ttl 140737488355331 --keys -o json"
-    ),
+    epilog=_epilog("  kvctl lease ttl 140737488355331\n  kvctl lease ttl 140737488355331 --keys -o json"),
 )
 @click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
 @click.option("--keys", is_flag=True, help="Also list the keys attached to it.")
@@ -133,4 +140,3 @@ def list_leases(ctx: click.Context) -> None:
         return await client.leases()
 
     Printer(settings(ctx).output).leases(run_with_client(ctx, action))
-

@@ -41,8 +41,13 @@ Exit codes: 0 ok (or the command's own), 2 bad usage or refused, 3 unavailable o
 )
 @click.argument("name")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARGS]...]")
-@click.option("--ttl", type=click.IntRange(min=1), default=60, show_default=True,
-              help="Seconds the lock outlives this process if it dies without unlocking.")
+@click.option(
+    "--ttl",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="Seconds the lock outlives this process if it dies without unlocking.",
+)
 @connection_options
 @click.pass_context
 def lock(ctx: click.Context, name: str, command: tuple[str, ...], ttl: int) -> None:
@@ -63,7 +68,9 @@ def lock(ctx: click.Context, name: str, command: tuple[str, ...], ttl: int) -> N
     try:
         status = run_with_client(ctx, action)
     except KeyboardInterrupt:
-        raise KvctlError(f"interrupted before lock {name!r} was taken; left the queue", ExitCode.UNAVAILABLE) from None
+        raise KvctlError(
+            f"interrupted before lock {name!r} was taken; left the queue", ExitCode.UNAVAILABLE
+        ) from None
     if status:
         sys.exit(status)
 
@@ -90,8 +97,11 @@ async def _until_stopped(held: Lock) -> None:
 async def _run(command: tuple[str, ...], held: Lock) -> int:
     """Run `command` with the lock's key and token in its environment; its exit status. Ctrl-C
     reaches the command (same terminal); kvctl waits for it, then releases the lock."""
-    environment = {**os.environ, LOCK_KEY_ENV: held.key.decode("utf-8", "backslashreplace"),
-                   FENCING_TOKEN_ENV: str(held.token)}
+    environment = {
+        **os.environ,
+        LOCK_KEY_ENV: held.key.decode("utf-8", "backslashreplace"),
+        FENCING_TOKEN_ENV: str(held.token),
+    }
     loop = asyncio.get_running_loop()
     try:
         process = await asyncio.create_subprocess_exec(*command, env=environment)
@@ -105,6 +115,9 @@ async def _run(command: tuple[str, ...], held: Lock) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     if held.lost.is_set():
-        click.echo("kvctl: warning: the lock was lost while the command ran (its lease could not be kept "
-                   "alive); writes with its fencing token may have been refused", err=True)
+        click.echo(
+            "kvctl: warning: the lock was lost while the command ran (its lease could not be kept "
+            "alive); writes with its fencing token may have been refused",
+            err=True,
+        )
     return status if status >= 0 else 128 - status

@@ -74,6 +74,9 @@ class _Response(Protocol):
 
 
 ResponseT = TypeVar("ResponseT", bound=_Response)
+_UnaryRequest = (
+    pb.LeaseGrantRequest | pb.LeaseRevokeRequest | pb.LeaseTimeToLiveRequest | pb.LeaseLeasesRequest | pb.UnlockRequest
+)
 CallResultT = TypeVar("CallResultT")
 
 
@@ -361,33 +364,43 @@ class Client:
         """(lease id, TTL, loop time the grant was first sent: when its TTL starts at the latest)."""
         if ttl < 1:
             raise InvalidArgumentError(f"a lease's TTL must be at least 1 second, got {ttl}")
-        router = await self._connected_router()
+        sent_at = asyncio.get_running_loop().time()
         request = pb.LeaseGrantRequest(ttl_seconds=ttl, partition=partition, id=lease)
+        response = await self._unary_call(
+            partition, request, lambda address: self._lease_stub(address).Grant, mutation=True
+        )
+        return response.id, response.ttl_seconds, sent_at
+
+    async def _unary_call(
+        self,
+        partition: int,
+        request: _UnaryRequest,
+        method: Callable[[str], Callable[..., Awaitable[ResponseT]]],
+        *,
+        mutation: bool,
+    ) -> ResponseT:
+        """One unary RPC (`method(address)`) to `partition`'s leader, retried as every call is
+        (a mutation with one request seq for all its attempts, within the dedup window)."""
+        router = await self._connected_router()
+        deadline = self._deadline()
+
+        async def send(address: str, timeout: float) -> ResponseT:
+            request.header.timeout_ms = int(timeout * 1000)
+            return await method(address)(request, timeout=timeout)
+
+        if not mutation:
+            self._fill_request_header(request.header, router, mutation=False)
+            return await self._call_partition(partition, deadline, send)
         async with self._mutation_slots:
             self._fill_request_header(request.header, router, mutation=True)
-            sent_at = asyncio.get_running_loop().time()
-
-            async def send(address: str, timeout: float) -> pb.LeaseGrantResponse:
-                request.header.timeout_ms = int(timeout * 1000)
-                response: pb.LeaseGrantResponse = await self._lease_stub(address).Grant(request, timeout=timeout)
-                return response
-
-            response = await self._call_partition(partition, self._deadline(), send)
-        return response.id, response.ttl_seconds, sent_at
+            return await self._call_partition(partition, deadline, send)
 
     async def revoke(self, lease: int) -> None:
         """Revoke `lease` and delete every key attached to it (`LeaseNotFoundError` if it is gone)."""
-        router = await self._connected_router()
         request = pb.LeaseRevokeRequest(id=lease)
-        async with self._mutation_slots:
-            self._fill_request_header(request.header, router, mutation=True)
-
-            async def send(address: str, timeout: float) -> pb.LeaseRevokeResponse:
-                request.header.timeout_ms = int(timeout * 1000)
-                response: pb.LeaseRevokeResponse = await self._lease_stub(address).Revoke(request, timeout=timeout)
-                return response
-
-            await self._call_partition(lease_partition(lease), self._deadline(), send)
+        await self._unary_call(
+            lease_partition(lease), request, lambda address: self._lease_stub(address).Revoke, mutation=True
+        )
 
     async def keep_alive_once(self, lease: int) -> int:
         """Renew `lease` once; its TTL (`LeaseNotFoundError` if it expired or was revoked)."""
@@ -401,33 +414,21 @@ class Client:
 
     async def time_to_live(self, lease: int, *, keys: bool = False) -> LeaseStatus:
         """`lease` as its partition's leader sees it (with its attached keys if `keys`)."""
-        router = await self._connected_router()
         request = pb.LeaseTimeToLiveRequest(id=lease, keys=keys)
-        self._fill_request_header(request.header, router, mutation=False)
-
-        async def send(address: str, timeout: float) -> pb.LeaseTimeToLiveResponse:
-            request.header.timeout_ms = int(timeout * 1000)
-            response: pb.LeaseTimeToLiveResponse = await self._lease_stub(address).TimeToLive(request, timeout=timeout)
-            return response
-
-        response = await self._call_partition(lease_partition(lease), self._deadline(), send)
+        response = await self._unary_call(
+            lease_partition(lease), request, lambda address: self._lease_stub(address).TimeToLive, mutation=False
+        )
         return LeaseStatus(response.id, response.ttl_seconds, response.granted_ttl_seconds, tuple(response.keys))
 
     async def leases(self) -> list[LeaseStatus]:
         """Every lease of every partition, by id."""
         router = await self._connected_router()
-        deadline = self._deadline()
 
         async def of(partition: int) -> list[LeaseStatus]:
             request = pb.LeaseLeasesRequest(partition=partition)
-            self._fill_request_header(request.header, router, mutation=False)
-
-            async def send(address: str, timeout: float) -> pb.LeaseLeasesResponse:
-                request.header.timeout_ms = int(timeout * 1000)
-                response: pb.LeaseLeasesResponse = await self._lease_stub(address).Leases(request, timeout=timeout)
-                return response
-
-            response = await self._call_partition(partition, deadline, send)
+            response = await self._unary_call(
+                partition, request, lambda address: self._lease_stub(address).Leases, mutation=False
+            )
             return [LeaseStatus(entry.id, entry.ttl_seconds, entry.granted_ttl_seconds) for entry in response.leases]
 
         found = await asyncio.gather(*(of(partition) for partition in range(router.partition_count)))
@@ -485,17 +486,10 @@ class Client:
     async def unlock(self, key: Data) -> None:
         """Release the lock whose key is `key` (`LockNotHeldError` if it is not held any more)."""
         lock_key = to_bytes(key, "lock key")
-        router = await self._connected_router()
-        request = pb.UnlockRequest(key=lock_key)
-        async with self._mutation_slots:
-            self._fill_request_header(request.header, router, mutation=True)
-
-            async def send(address: str, timeout: float) -> pb.UnlockResponse:
-                request.header.timeout_ms = int(timeout * 1000)
-                response: pb.UnlockResponse = await self._lock_stub(address).Unlock(request, timeout=timeout)
-                return response
-
-            await self._call_partition(router.partition_for(lock_key), self._deadline(), send)
+        partition = await self._partition_of(lock_key)
+        await self._unary_call(
+            partition, pb.UnlockRequest(key=lock_key), lambda address: self._lock_stub(address).Unlock, mutation=True
+        )
 
     async def _partition_of(self, key: bytes) -> int:
         return (await self._connected_router()).partition_for(key)
@@ -809,6 +803,8 @@ class Client:
 
     def _lock_stub(self, address: str) -> pb_grpc.LockStub:
         return pb_grpc.LockStub(self._channel(address))
+
+
 
     def _batcher(self, address: str) -> NodeBatcher:
         batcher = self._batchers.get(address)

@@ -73,7 +73,9 @@ class KeptLease:
         self.next_send = sent_at + ttl / 3
         if self._watchdog is not None:
             self._watchdog.cancel()
-        self._watchdog = loop.call_at(self.expires_at, self.lose, f"no keepalive was acknowledged within {ttl} s")
+        self._watchdog = loop.call_at(
+            self.expires_at, self.lose, f"no keepalive was acknowledged within {ttl} s"
+        )
 
     def lose(self, reason: str) -> None:
         if self.lost.is_set():

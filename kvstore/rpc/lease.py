@@ -89,13 +89,17 @@ class LeaseService(kvstore_pb2_grpc.LeaseServicer):
                 raise InvalidArgumentError("a lease id must not be 0")
             check_partition(backend, partition)
             timeout_s = backend.limits.request_timeout_s
-            response.ttl_seconds = await wait(backend.keep_alive(request.id), timeout_s, f"keepalive of lease {request.id}")
+            response.ttl_seconds = await wait(
+                backend.keep_alive(request.id), timeout_s, f"keepalive of lease {request.id}"
+            )
         except Exception as error:
             response.error.CopyFrom(error_of(backend, error))
         fill_header(backend, response.header, partition, 0, pb.LINEARIZABLE)
         return response
 
-    async def TimeToLive(self, request: pb.LeaseTimeToLiveRequest, context: Any) -> pb.LeaseTimeToLiveResponse:
+    async def TimeToLive(
+        self, request: pb.LeaseTimeToLiveRequest, context: Any
+    ) -> pb.LeaseTimeToLiveResponse:
         partition = lease_partition(request.id)
         response = pb.LeaseTimeToLiveResponse(id=request.id)
         revision = 0
@@ -104,7 +108,9 @@ class LeaseService(kvstore_pb2_grpc.LeaseServicer):
             revision = reader.applied_index
             lease = reader.leases.get(request.id)
             if lease is None:
-                raise LeaseNotFoundError(f"lease {request.id} does not exist (expired, revoked or never granted)")
+                raise LeaseNotFoundError(
+                    f"lease {request.id} does not exist (expired, revoked or never granted)"
+                )
             response.ttl_seconds = self._remaining(partition, lease)
             response.granted_ttl_seconds = lease.ttl
             if request.keys:
@@ -122,7 +128,9 @@ class LeaseService(kvstore_pb2_grpc.LeaseServicer):
             reader = await self._leader_reader(partition, request.header)
             revision = reader.applied_index
             for lease in reader.leases.leases():
-                response.leases.add(id=lease.id, ttl_seconds=self._remaining(partition, lease), granted_ttl_seconds=lease.ttl)
+                response.leases.add(
+                    id=lease.id, ttl_seconds=self._remaining(partition, lease), granted_ttl_seconds=lease.ttl
+                )
         except Exception as error:
             response = pb.LeaseLeasesResponse(error=error_of(self._backend, error))
         fill_header(self._backend, response.header, partition, revision, pb.LINEARIZABLE)

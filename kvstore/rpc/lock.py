@@ -40,13 +40,19 @@ class LockService(kvstore_pb2_grpc.LockServicer):
                 )
             key = lock_key(request.name, request.lease)
             if len(key) > backend.limits.max_key_bytes:
-                raise InvalidArgumentError(f"the lock key is {len(key)} bytes; the limit is {backend.limits.max_key_bytes}")
+                raise InvalidArgumentError(
+                    f"the lock key is {len(key)} bytes; the limit is {backend.limits.max_key_bytes}"
+                )
             response = await propose(backend, partition, request)
             assert isinstance(response, pb.LockResponse)
             if not response.error.code:
                 # Waits as long as the caller does, unless its request names a timeout.
                 timeout_s = request.header.timeout_ms / 1000 if request.header.timeout_ms else None
-                await wait(backend.hold_lock(partition, request.name, response.key), timeout_s, f"lock {request.name!r:.80}")
+                await wait(
+                    backend.hold_lock(partition, request.name, response.key),
+                    timeout_s,
+                    f"lock {request.name!r:.80}",
+                )
         except Exception as error:
             refused = refusal(backend, request, partition, error)
             assert isinstance(refused, pb.LockResponse)

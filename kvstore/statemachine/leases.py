@@ -188,7 +188,9 @@ class LeaseTable:
 
     def _put(self, lease: Lease) -> None:
         self._leases[lease.id] = lease
-        self._store.stage(self._record_key(lease.id), encode_lease(lease.ttl, lease.remaining_ms, lease.revision))
+        self._store.stage(
+            self._record_key(lease.id), encode_lease(lease.ttl, lease.remaining_ms, lease.revision)
+        )
 
 
 def _load_leases(partition: int, records: Iterable[tuple[bytes, bytes]]) -> dict[int, Lease]:

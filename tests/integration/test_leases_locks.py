@@ -47,7 +47,9 @@ def client(cluster: LocalCluster) -> Iterator[SyncClient]:
 
 def kvctl(cluster: LocalCluster, *arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "KVSTORE_ENDPOINTS": ",".join(cluster.endpoints)}
-    return subprocess.run([KVCTL, *arguments], env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [KVCTL, *arguments], env=environment, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def stale_keys(cluster: LocalCluster, node_id: int, prefix: bytes) -> set[bytes] | None:
@@ -72,7 +74,9 @@ def test_every_lease_and_lock_rpc_is_served(cluster: LocalCluster, client: SyncC
         granted = leases.Grant(pb.LeaseGrantRequest(ttl_seconds=30, partition=partition), timeout=10)
         assert granted.error.code == pb.OK and lease_partition(granted.id) == partition
         kept = list(leases.KeepAlive(iter([pb.LeaseKeepAliveRequest(id=granted.id)]), timeout=10))
-        assert [(answer.id, answer.ttl_seconds, answer.error.code) for answer in kept] == [(granted.id, 30, pb.OK)]
+        assert [(answer.id, answer.ttl_seconds, answer.error.code) for answer in kept] == [
+            (granted.id, 30, pb.OK)
+        ]
         status = leases.TimeToLive(pb.LeaseTimeToLiveRequest(id=granted.id, keys=True), timeout=10)
         assert status.error.code == pb.OK and status.granted_ttl_seconds == 30
         listed = leases.Leases(pb.LeaseLeasesRequest(partition=partition), timeout=10)
@@ -83,7 +87,9 @@ def test_every_lease_and_lock_rpc_is_served(cluster: LocalCluster, client: SyncC
         assert leases.Revoke(pb.LeaseRevokeRequest(id=granted.id), timeout=10).error.code == pb.OK
 
 
-def test_an_expired_lease_takes_its_keys_from_every_replica_at_once(cluster: LocalCluster, client: SyncClient) -> None:
+def test_an_expired_lease_takes_its_keys_from_every_replica_at_once(
+    cluster: LocalCluster, client: SyncClient
+) -> None:
     lease = client.grant(2, key="{expiry}:a").id
     client.put("{expiry}:a", "1", lease=lease)
     client.put("{expiry}:b", "2", lease=lease)
@@ -135,7 +141,9 @@ def test_revoke_deletes_the_attached_keys(client: SyncClient) -> None:
     assert lease not in [status.id for status in client.leases()]
 
 
-def test_lock_waiters_are_served_in_fifo_order_one_at_a_time(cluster: LocalCluster, client: SyncClient) -> None:
+def test_lock_waiters_are_served_in_fifo_order_one_at_a_time(
+    cluster: LocalCluster, client: SyncClient
+) -> None:
     order: list[int] = []
     tokens: list[int] = []
     leases = [0] * 4
@@ -155,8 +163,12 @@ def test_lock_waiters_are_served_in_fifo_order_one_at_a_time(cluster: LocalClust
         thread.start()
         threads.append(thread)
         # The next contender joins the queue once this one's lock key exists.
-        wait_for(lambda number=number: leases[number] != 0 and client.get(lock_key(b"fifo", leases[number])) is not None,
-                 f"contender {number} to queue for the lock")
+        wait_for(
+            lambda number=number: (
+                leases[number] != 0 and client.get(lock_key(b"fifo", leases[number])) is not None
+            ),
+            f"contender {number} to queue for the lock",
+        )
     for number in range(4):
         wait_for(lambda number=number: len(order) == number + 1, f"contender {number} to hold the lock")
         assert order == list(range(number + 1)), "the lock went to a waiter out of turn"
@@ -166,10 +178,16 @@ def test_lock_waiters_are_served_in_fifo_order_one_at_a_time(cluster: LocalClust
     assert tokens == sorted(tokens) and len(set(tokens)) == 4
 
 
-def test_the_lock_of_a_killed_holder_passes_on_after_its_ttl(cluster: LocalCluster, client: SyncClient) -> None:
+def test_the_lock_of_a_killed_holder_passes_on_after_its_ttl(
+    cluster: LocalCluster, client: SyncClient
+) -> None:
     environment = {**os.environ, "KVSTORE_ENDPOINTS": ",".join(cluster.endpoints)}
-    holder = subprocess.Popen([KVCTL, "lock", "crash", "--ttl", "2", "-o", "simple"], env=environment,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [KVCTL, "lock", "crash", "--ttl", "2", "-o", "simple"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None
         first_token = int([holder.stdout.readline(), holder.stdout.readline()][1])
@@ -227,7 +245,10 @@ def test_kvctl_lease_and_lock_commands(cluster: LocalCluster, client: SyncClient
     assert client.get("stock").value == b"5"
     stale = kvctl(cluster, "put", "stock", "4", "--fencing-token", str(int(token) - 1))
     assert stale.returncode == 2
-    assert f"fencing token {int(token) - 1}" in stale.stderr and f"token {token} already accepted" in stale.stderr
+    assert (
+        f"fencing token {int(token) - 1}" in stale.stderr
+        and f"token {token} already accepted" in stale.stderr
+    )
     with pytest.raises(StaleFencingTokenError):
         client.put("stock", "4", fencing_token=int(token) - 1)
     assert client.get("stock", consistency=ReadConsistency.LINEARIZABLE).value == b"5"

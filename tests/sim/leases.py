@@ -37,6 +37,7 @@ from typing import Any
 
 from kvstore.node.lessor import Checkpoint, Expiry, Lessor, LessorConfig
 from kvstore.raft import ConfChange, Entry, EntryType, NotLeaderError, ProposalDroppedError, RawNode, Role
+from kvstore.statemachine import LeaseCheckpointed, LeaseEvent, LeaseGranted, LeaseRemoved
 from kvstore.statemachine.leases import Lease, LeaseTable
 from kvstore.statemachine.staging import StagedWrites, read_sections
 from kvstore.storage import MemoryEngine
@@ -76,26 +77,6 @@ class LeaseSimConfig(SimConfig):
 # -- the state machine -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Granted:
-    lease: Lease
-
-
-@dataclass(frozen=True, slots=True)
-class Removed:
-    lease: int
-    expired: bool  # False: revoked by its client
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpointed:
-    lease: int
-    remaining_ms: int
-
-
-LeaseChange = Granted | Removed | Checkpointed
-
-
 def encode(command: dict[str, object]) -> bytes:
     return json.dumps(command, sort_keys=True).encode()
 
@@ -114,7 +95,7 @@ class LeaseStateMachine:
         self.table = LeaseTable(PARTITION, self.store)
         self.keys: dict[str, int] = {}  # attached key -> lease
         self.applied_index = applied_index
-        self.changes: list[LeaseChange] = []
+        self.changes: list[LeaseEvent] = []
 
     def apply(self, entry: Entry) -> AppliedOp | ConfChange | None:
         self.applied_index = entry.index
@@ -135,7 +116,7 @@ class LeaseStateMachine:
         if kind == "grant":
             ttl = int(command["ttl"])
             lease = table.grant(index, ttl)
-            self.changes.append(Granted(lease))
+            self.changes.append(LeaseGranted(lease))
             return lease.id
         if kind == "revoke":
             return self._remove(int(command["lease"]), 0, expired=False)
@@ -152,7 +133,7 @@ class LeaseStateMachine:
         if kind == "checkpoint":
             for lease_id, revision, remaining_ms in command["checkpoints"]:
                 if table.checkpoint(lease_id, revision, remaining_ms):
-                    self.changes.append(Checkpointed(lease_id, remaining_ms))
+                    self.changes.append(LeaseCheckpointed(lease_id, remaining_ms))
             return None
         if kind == "expire":
             for lease_id, revision in command["leases"]:
@@ -166,7 +147,7 @@ class LeaseStateMachine:
             return "LEASE_NOT_FOUND"
         for key in keys:
             del self.keys[key.decode()]
-        self.changes.append(Removed(lease_id, expired))
+        self.changes.append(LeaseRemoved(lease_id, expired))
         return "ok"
 
     def snapshot_data(self) -> bytes:
@@ -308,9 +289,9 @@ class LeaseSimulation(Simulation):
         sm = self._sm(node)
         changes, sm.changes = sm.changes, []
         for change in changes:
-            if isinstance(change, Removed) and change.expired:
+            if isinstance(change, LeaseRemoved) and change.expired:
                 self._expired(node, change.lease)
-            elif isinstance(change, Removed):
+            elif isinstance(change, LeaseRemoved):
                 self.revoked.add(change.lease)
         leading = raft.role is Role.LEADER
         if lessor.primary and (not leading or raft.term != held.term):
@@ -319,9 +300,9 @@ class LeaseSimulation(Simulation):
             held.term = 0
         if lessor.primary:
             for change in changes:
-                if isinstance(change, Granted):
+                if isinstance(change, LeaseGranted):
                     lessor.granted(change.lease)
-                elif isinstance(change, Removed):
+                elif isinstance(change, LeaseRemoved):
                     self._refused(lessor.removed(change.lease))
                 else:
                     lessor.checkpointed(change.lease, change.remaining_ms)
@@ -626,16 +607,9 @@ class LeaseSimulation(Simulation):
     def _finish(self) -> list[str]:
         """Heal everything, stop every client, and require every lease expired in time and
         every live replica equal to the committed log replayed."""
-        self.blocked.clear()
-        self.drop_rate = self.dup_rate = 0.0
         for node_id in sorted(self.paused):
             self.resume(node_id)
-        for node_id in sorted(self.nodes):
-            node = self.nodes[node_id]
-            node.crash_after_persist = False
-            if not node.alive and node_id in self.restart_at:
-                self.restart_at.pop(node_id, None)
-                self._start(node)
+        self._heal()
         for client in self.lease_clients:
             if client.lease:
                 self._abandon(client)

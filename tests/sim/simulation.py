@@ -573,14 +573,7 @@ class Simulation:
 
     def _finish(self) -> list[str]:
         """Liveness: heal everything, restart every member, and require a leader and a commit."""
-        self.blocked.clear()
-        self.drop_rate = self.dup_rate = 0.0
-        for node_id in sorted(self.nodes):
-            node = self.nodes[node_id]
-            node.crash_after_persist = False
-            if not node.alive and node_id in self.restart_at:
-                self.restart_at.pop(node_id, None)
-                self._start(node)
+        self._heal()
         problems: list[str] = []
         marker: ClientOp | None = None
         for _ in range(self.config.liveness_steps):
@@ -609,6 +602,17 @@ class Simulation:
         problems.extend(check_history(self.ops, self.committed))
         problems.extend(self._check_final_states())
         return problems
+
+    def _heal(self) -> None:
+        """End every fault: no partition, no loss, every crashed member restarted."""
+        self.blocked.clear()
+        self.drop_rate = self.dup_rate = 0.0
+        for node_id in sorted(self.nodes):
+            node = self.nodes[node_id]
+            node.crash_after_persist = False
+            if not node.alive and node_id in self.restart_at:
+                self.restart_at.pop(node_id, None)
+                self._start(node)
 
     def _check_final_states(self) -> list[str]:
         problems = []

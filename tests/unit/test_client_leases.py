@@ -103,7 +103,9 @@ async def test_a_session_grants_once_per_partition_and_revokes_everything_at_the
     leases = FakeLeases()
     alive = keep_alives(FakeNode(10))
     async with Session(10, leases.grant, leases.revoke, alive, leases.partition_of) as session:
-        found = await asyncio.gather(session.lease_for(b"a"), session.lease_for(b"b"), session.lease_for(b"ab"))
+        found = await asyncio.gather(
+            session.lease_for(b"a"), session.lease_for(b"b"), session.lease_for(b"ab")
+        )
         assert found == [1001, 1001, 1002]
         assert sorted(leases.granted) == [1, 2]
     assert sorted(leases.revoked) == [1001, 1002]

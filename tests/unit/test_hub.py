@@ -14,7 +14,9 @@ from kvstore.statemachine.layout import encode_stored_kv
 
 
 def put(key: bytes, revision: int, partition: int = 1) -> Change:
-    return Change(partition, ChangeKind.PUT, key, revision, encode_stored_kv(b"v", revision, revision, 1, 0), None)
+    return Change(
+        partition, ChangeKind.PUT, key, revision, encode_stored_kv(b"v", revision, revision, 1, 0), None
+    )
 
 
 def delete(key: bytes, revision: int, partition: int = 1) -> Change:

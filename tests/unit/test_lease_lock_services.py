@@ -14,7 +14,9 @@ from kvstore.statemachine import lease_id, lease_partition
 from tests.unit.test_kv_service import key_in
 
 
-async def grant(service: LeaseService, partition: int, ttl: int = 10, lease: int = 0) -> pb.LeaseGrantResponse:
+async def grant(
+    service: LeaseService, partition: int, ttl: int = 10, lease: int = 0
+) -> pb.LeaseGrantResponse:
     return await service.Grant(pb.LeaseGrantRequest(ttl_seconds=ttl, partition=partition, id=lease), None)
 
 
@@ -67,7 +69,11 @@ async def test_a_put_naming_a_lease_of_another_partition_is_refused_with_the_way
     lease = (await grant(leases, 2)).id
     put = await kv.Put(pb.PutRequest(key=key_in(backend, 1), value=b"v", lease=lease), None)
     assert put.error.code == pb.CROSS_PARTITION
-    assert "partition 1" in put.error.message and "partition 2" in put.error.message and "Session" in put.error.message
+    assert (
+        "partition 1" in put.error.message
+        and "partition 2" in put.error.message
+        and "Session" in put.error.message
+    )
 
 
 async def requests(*ids: int) -> AsyncIterator[pb.LeaseKeepAliveRequest]:
