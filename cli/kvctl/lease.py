@@ -22,7 +22,7 @@ def _epilog(examples: str) -> str:
 @click.group(
     "lease",
     epilog=_epilog(
-        "  kvctl lease grant 30 --key job -o simple   grant one, print its id\n"
+        "  kvctl lease grant 30 --for-key job -o simple  grant one, print its id\n"
         "  kvctl lease keep-alive ID                   keep it alive until Ctrl-C\n"
         "  kvctl lease ttl ID --keys                   time left and attached keys\n"
         "  kvctl lease list\n"
@@ -34,7 +34,8 @@ def lease() -> None:
 
     A lease expires TTL seconds after the last keepalive its partition's leader acknowledged,
     deleting every key attached to it (kvctl put KEY VALUE --lease ID). It lives in one
-    partition, which its id encodes: attach keys of that partition only (grant it with --key).
+    partition, which its id encodes: attach keys of that partition only (grant it with
+    --for-key).
     """
 
 
@@ -43,19 +44,24 @@ def lease() -> None:
     cls=DataCommand,
     epilog=_epilog(
         "  kvctl lease grant 30                    a lease of 30 s (in partition 0)\n"
-        "  kvctl lease grant 30 --key {user42}:cart  in the partition of that key\n"
-        '  ID=$(kvctl lease grant 30 --key job -o simple) && kvctl put job running --lease "$ID"'
+        "  kvctl lease grant 30 --for-key {user42}:cart  in the partition of that key\n"
+        '  ID=$(kvctl lease grant 30 --for-key job -o simple) && kvctl put job running --lease "$ID"'
     ),
 )
 @click.argument("ttl", type=click.IntRange(min=1))
-@click.option("--key", help="Grant it in this key's partition, so the key can be attached to it.")
+@click.option(
+    "--for-key",
+    "for_key",
+    metavar="KEY",
+    help="Grant it in KEY's partition, so that KEY can be attached to it (--key is the TLS key).",
+)
 @connection_options
 @click.pass_context
-def grant(ctx: click.Context, ttl: int, key: str | None) -> None:
+def grant(ctx: click.Context, ttl: int, for_key: str | None) -> None:
     """Grant a lease of TTL seconds; print its id."""
 
     async def action(client: Client) -> Lease:
-        return await client.grant(ttl, key=key)
+        return await client.grant(ttl, key=for_key)
 
     Printer(settings(ctx).output).lease_granted(run_with_client(ctx, action))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kvctl.bench import bench
+from kvctl.cert import cert
 from kvctl.check import check
 from kvctl.cluster import cluster
 from kvctl.connection import global_options
@@ -25,9 +26,10 @@ def cli() -> None:
     \b
     Examples:
       kvctl cluster up --nodes 3        start a local 3-node cluster
+      kvctl cluster up --tls            the same, serving TLS (certificates made for it)
       kvctl put greeting hello          write a key
       kvctl get greeting -o simple      print its value alone
-      kvctl lease grant 10 --key job    a lease of 10 s, in job's partition
+      kvctl lease grant 10 --for-key job  a lease of 10 s, in job's partition
       kvctl lock orders -- ./job.sh     run a command while holding a lock
       kvctl check --model register h.jsonl   check a history for linearizability
     """
@@ -36,6 +38,7 @@ def cli() -> None:
 cli.add_command(cluster)
 cli.add_command(bench)
 cli.add_command(check)
+cli.add_command(cert)
 cli.add_command(jepsen)
 cli.add_command(lease)
 cli.add_command(lock)

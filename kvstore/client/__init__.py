@@ -28,6 +28,7 @@ from kvstore.client.types import (
     WriteConcern,
 )
 from kvstore.errors import (
+    BatchError,
     CrossPartitionError,
     ErrorCode,
     InvalidArgumentError,
@@ -38,13 +39,16 @@ from kvstore.errors import (
     NotFoundError,
     NotLeaderError,
     StaleFencingTokenError,
+    TransportSecurityError,
     UnavailableError,
     WrongNodeError,
 )
+from kvstore.tls import TlsConfig
 
 __all__ = [
     "DEFAULT_MAX_KEY_BYTES",
     "DEFAULT_MAX_VALUE_BYTES",
+    "BatchError",
     "Client",
     "ClusterLayout",
     "Compare",
@@ -82,6 +86,8 @@ __all__ = [
     "SyncLock",
     "SyncLockContext",
     "SyncSession",
+    "TlsConfig",
+    "TransportSecurityError",
     "TxnResult",
     "UnavailableError",
     "WriteConcern",

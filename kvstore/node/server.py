@@ -42,13 +42,20 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb.internal_pb2 import LeaseCheckpoints, LeaseExpiries, LogCommand
-from kvstore.errors import LeaseNotFoundError, LockNotHeldError, UnavailableError, WrongNodeError
+from kvstore.errors import (
+    InvalidArgumentError,
+    LeaseNotFoundError,
+    LockNotHeldError,
+    UnavailableError,
+    WrongNodeError,
+)
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
 from kvstore.node.hub import ChangeHub
 from kvstore.node.lessor import Lessor, LessorConfig, LessorWork, MonotonicClock
 from kvstore.node.replica import KeepAlive, Replica, Waiter, not_leader
-from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
+from kvstore.node.security import NodeSecurity
+from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
     ConfChange,
     Config,
@@ -60,7 +67,7 @@ from kvstore.raft import (
 )
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.ring import ClusterMap
-from kvstore.rpc.backend import Limits, PartitionStatus, Reader
+from kvstore.rpc.backend import Limits, PartitionStatus, PeerCaller, Reader
 from kvstore.statemachine import LeaseCheckpointed, LeaseGranted, LeaseRemoved, WriteResponse, lease_partition
 from kvstore.storage import Engine, LevelDBEngine, WriteBatch
 
@@ -94,8 +101,9 @@ class Node:
         )
         self.engine: Engine | None = None
         self.replicas: dict[int, Replica] = {}
-        self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self._on_unreachable,
-                                       self._on_snapshot_sent)
+        self.security = NodeSecurity(config)
+        self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self.security,
+                                       self._on_unreachable, self._on_snapshot_sent)
         self.server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -132,11 +140,13 @@ class Node:
             lessor: Lessor[KeepAlive] = Lessor(self.clock, self.lessor_config)
             self.replicas[partition] = Replica.open(self.engine, partition, voters, raft_config, rng, lessor)
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
-        self.server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(
+            options=[*KEEPALIVE_OPTIONS, *self.security.server_options(), ("grpc.so_reuseport", 0)]
+        )
         for add_servicer in servicers:
             add_servicer(self.server)
         try:
-            port = self.server.add_insecure_port(config.listen)
+            port = self.security.add_port(self.server, config.listen)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -148,7 +158,13 @@ class Node:
             asyncio.create_task(self._ticker(), name="ticker"),
             asyncio.create_task(self._ready_loop(), name="ready-loop"),
         ]
-        log.info("node %d serving %s with %d replicas", self.node_id, config.listen, len(self.replicas))
+        log.info("node %d serving %s (%s) with %d replicas", self.node_id, config.listen,
+                 "TLS" if self.security.enabled else "plaintext", len(self.replicas))
+
+    def reload_certificates(self) -> None:
+        """SIGHUP: new handshakes use the certificate files as they are now (if all are good)."""
+        if self.security.reload():
+            self.transport.certificates_changed()
 
     def close(self) -> None:
         if self._closing:
@@ -185,6 +201,9 @@ class Node:
         self._inbound.extend(items)
         self._wake.set()
 
+    def peer_refusal(self, caller: PeerCaller) -> str | None:
+        return self.security.peer_refusal(caller)
+
     def _on_unreachable(self, peer_id: int) -> None:
         self._unreachable.add(peer_id)
         self._wake.set()
@@ -206,6 +225,10 @@ class Node:
         """Queue `command` (a serialized `LogCommand`) for the partition's Raft group; the
         future resolves to the applier's response once the entry is committed and applied on
         this node."""
+        if len(command) > self.config.max_request_bytes:
+            # Peers refuse frames much past this size: such an entry could never be replicated.
+            raise InvalidArgumentError(f"the request is {len(command)} bytes once encoded; the limit is "
+                                       f"{self.config.max_request_bytes}")
         replica = self.replica(partition)
         replica.require_leader()
         future: asyncio.Future[WriteResponse] = asyncio.get_running_loop().create_future()

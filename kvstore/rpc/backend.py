@@ -10,7 +10,7 @@ and waiting for a lock are the node's business: the servicers validate, call `pr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -70,6 +70,14 @@ class PartitionStatus:
     term: int
     commit: int
     applied: int
+
+
+class PeerCaller(Protocol):
+    """What the peer check reads of a Peer RPC's gRPC context (`grpc.aio.ServicerContext`)."""
+
+    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
+
+    def peer(self) -> str: ...
 
 
 class Backend(Protocol):
@@ -133,6 +141,11 @@ class Backend(Protocol):
         """Raft messages (group, message) received from a peer."""
         ...
 
+    def peer_refusal(self, caller: PeerCaller) -> str | None:
+        """Why `caller` may not use the Peer service (with TLS: it presented no peer certificate
+        from the peer CA), or None to admit it."""
+        ...
+
 
 _FOLLOWER_READS = (pb.STALE, pb.SESSION)
 
@@ -144,10 +157,11 @@ class MemoryBackend:
 
     Test knobs: `leaders[partition]` names another node as the partition's leader (proposals and
     leader reads there are refused with NOT_LEADER and that hint); with `hold_proposals`,
-    proposals wait until `apply_held()` or `fail_held()`. Leases keep no time here: a
-    keepalive of an existing lease is answered at once, and `expire(lease)` applies the expiry
-    a node's lessor would propose. Lock waiters look again after every apply (the node's hub
-    wakes only the next waiter).
+    proposals wait until `apply_held()` or `fail_held()`; `refuse_peers` is the reason every
+    Peer caller is refused (None: every caller is admitted, as by a plaintext node). Leases keep
+    no time here: a keepalive of an existing lease is answered at once, and `expire(lease)`
+    applies the expiry a node's lessor would propose. Lock waiters look again after every apply
+    (the node's hub wakes only the next waiter).
     """
 
     node_id: int = 1
@@ -158,6 +172,7 @@ class MemoryBackend:
     limits: Limits = Limits(max_key_bytes=64, max_value_bytes=64, request_timeout_s=5.0)
     cluster_id: str = "kvstore"
     hold_proposals: bool = False
+    refuse_peers: str | None = None
     leaders: dict[int, int] = field(default_factory=dict)
     delivered: list[tuple[int, Message]] = field(default_factory=list)
     held: list[tuple[int, bytes, asyncio.Future[WriteResponse]]] = field(default_factory=list)
@@ -297,3 +312,6 @@ class MemoryBackend:
 
     def deliver(self, items: list[tuple[int, Message]]) -> None:
         self.delivered.extend(items)
+
+    def peer_refusal(self, caller: PeerCaller) -> str | None:
+        return self.refuse_peers

@@ -224,7 +224,7 @@ def test_a_leader_killed_while_a_lease_is_kept_alive_does_not_expire_it(
 
 
 def test_kvctl_lease_and_lock_commands(cluster: LocalCluster, client: SyncClient) -> None:
-    granted = kvctl(cluster, "lease", "grant", "30", "--key", "{cli}:job", "-o", "simple")
+    granted = kvctl(cluster, "lease", "grant", "30", "--for-key", "{cli}:job", "-o", "simple")
     assert granted.returncode == 0, granted.stderr
     lease = granted.stdout.strip()
     assert kvctl(cluster, "put", "{cli}:job", "running", "--lease", lease).returncode == 0
