@@ -31,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,7 @@ from tests.sim.kv import AppliedOp, ClientOp, KVStateMachine
 from tests.sim.simulation import (
     CLIENT_TIMEOUT_STEPS,
     ROUNDS_PER_STEP,
+    WORKER_CONTEXT,
     InvariantViolation,
     SimConfig,
     SimNode,
@@ -672,6 +675,25 @@ def _describe(items: tuple[Checkpoint, ...] | tuple[Expiry, ...]) -> str:
 
 def run_lease_seed(config: LeaseSimConfig, keep_trace: bool = False) -> tuple[list[str], LeaseSimulation]:
     return run_simulation(LeaseSimulation(config), keep_trace)
+
+
+def _run(config: LeaseSimConfig) -> tuple[int, list[str], dict[str, int]]:
+    problems, sim = run_lease_seed(config)
+    return config.seed, problems, {**sim.stats, **sim.lease_stats}
+
+
+def run_many(configs: list[LeaseSimConfig], jobs: int) -> tuple[Counter[str], list[str]]:
+    """Run every config on `jobs` processes; (totals of what happened, one line per failing
+    seed with the command that replays it)."""
+    totals: Counter[str] = Counter()
+    failures = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=WORKER_CONTEXT) as pool:
+        for config, (seed, problems, stats) in zip(configs, pool.map(_run, configs), strict=True):
+            totals.update(stats)
+            if problems:
+                replay = replay_command(seed, config.steps, config.churn_every)
+                failures.append(f"seed {seed}: {problems[0]}\n  replay: {replay}")
+    return totals, failures
 
 
 def replay_command(seed: int, steps: int, churn_every: int) -> str:

@@ -16,6 +16,7 @@ against a sequential model at the end, after a liveness phase in which all fault
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -633,6 +634,10 @@ def run_seed(config: SimConfig, keep_trace: bool = False) -> tuple[list[str], Si
 
 
 SimulationT = TypeVar("SimulationT", bound=Simulation)
+
+# Seeds run in fresh worker processes, not forks: a fork of a process that used gRPC (pytest
+# after the integration tests) can spin forever freeing the gRPC objects it inherited.
+WORKER_CONTEXT = multiprocessing.get_context("spawn")
 
 
 def run_simulation(sim: SimulationT, keep_trace: bool = False) -> tuple[list[str], SimulationT]:

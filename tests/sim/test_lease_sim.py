@@ -4,8 +4,6 @@ mutations of the lessor that show each check bites."""
 from __future__ import annotations
 
 import os
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -18,8 +16,8 @@ from tests.sim.leases import (
     InvariantViolation,
     LeaseSimConfig,
     LeaseSimulation,
-    replay_command,
     run_lease_seed,
+    run_many,
 )
 
 SEEDS = int(os.environ.get("KVSTORE_LEASE_SIM_SEEDS", "30"))
@@ -28,29 +26,13 @@ CHURN_SEEDS = 12
 CHURN_EVERY = 15  # steps: a reign of 1.5 s, shorter than most TTLs (1-3 s)
 
 
-def _run(config: LeaseSimConfig) -> tuple[int, list[str], dict[str, int]]:
-    problems, sim = run_lease_seed(config)
-    return config.seed, problems, {**sim.stats, **sim.lease_stats}
-
-
-def _run_all(configs: list[LeaseSimConfig]) -> tuple[Counter[str], list[str]]:
-    totals: Counter[str] = Counter()
-    failures = []
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for seed, problems, stats in pool.map(_run, configs):
-            totals.update(stats)
-            if problems:
-                config = configs[0]
-                failures.append(
-                    f"seed {seed}: {problems[0]}\n  replay: {replay_command(seed, config.steps, config.churn_every)}"
-                )
-    return totals, failures
+JOBS = os.cpu_count() or 1
 
 
 def test_leases_stay_safe_and_expire_under_faults() -> None:
     """Crashes, partitions, loss, pauses, transfers and membership changes, with clocks that
     drift; after healing, every lease left is expired and the replicas agree with the log."""
-    totals, failures = _run_all([LeaseSimConfig.for_seed(seed, STEPS) for seed in range(SEEDS)])
+    totals, failures = run_many([LeaseSimConfig.for_seed(seed, STEPS) for seed in range(SEEDS)], JOBS)
     print(f"{SEEDS} seeds, {len(failures)} failures, {dict(totals)}")
     assert not failures, "\n".join(failures)
     # The run must exercise what it claims to.
@@ -62,7 +44,7 @@ def test_leases_stay_safe_and_expire_under_faults() -> None:
 
 def test_abandoned_leases_expire_under_continuous_leader_churn() -> None:
     configs = [LeaseSimConfig.churn(seed, STEPS, CHURN_EVERY) for seed in range(CHURN_SEEDS)]
-    totals, failures = _run_all(configs)
+    totals, failures = run_many(configs, JOBS)
     assert not failures, "\n".join(failures)
     assert totals["transfers"] >= CHURN_SEEDS * STEPS // CHURN_EVERY // 2, totals
     assert totals["expiries"] > CHURN_SEEDS * 10, totals
