@@ -6,27 +6,24 @@ import asyncio
 
 import click
 
-from kvctl.connection import DataCommand, connection_options, run_with_client, settings
+from kvctl.connection import DataCommand, connection_options, epilog, run_with_client, settings
 from kvctl.printer import Printer
 from kvstore.client import Client, Lease, LeaseStatus
 
 _EXIT_CODES = (
-    "\b\nExit codes: 0 ok, 2 bad usage or an unknown (expired, revoked) lease, 3 unavailable or timed out."
+    "Exit codes: 0 ok, 2 bad usage or an unknown (expired, revoked) lease, 3 unavailable or timed out."
 )
-
-
-def _epilog(examples: str) -> str:
-    return f"\b\nExamples:\n{examples}\n\n{_EXIT_CODES}"
 
 
 @click.group(
     "lease",
-    epilog=_epilog(
+    epilog=epilog(
         "  kvctl lease grant 30 --for-key job -o simple  grant one, print its id\n"
         "  kvctl lease keep-alive ID                   keep it alive until Ctrl-C\n"
         "  kvctl lease ttl ID --keys                   time left and attached keys\n"
         "  kvctl lease list\n"
-        "  kvctl lease revoke ID                       delete it and its keys"
+        "  kvctl lease revoke ID                       delete it and its keys",
+        _EXIT_CODES,
     ),
 )
 def lease() -> None:
@@ -42,10 +39,11 @@ def lease() -> None:
 @lease.command(
     "grant",
     cls=DataCommand,
-    epilog=_epilog(
+    epilog=epilog(
         "  kvctl lease grant 30                    a lease of 30 s (in partition 0)\n"
         "  kvctl lease grant 30 --for-key {user42}:cart  in the partition of that key\n"
-        '  ID=$(kvctl lease grant 30 --for-key job -o simple) && kvctl put job running --lease "$ID"'
+        '  ID=$(kvctl lease grant 30 --for-key job -o simple) && kvctl put job running --lease "$ID"',
+        _EXIT_CODES,
     ),
 )
 @click.argument("ttl", type=click.IntRange(min=1))
@@ -69,9 +67,10 @@ def grant(ctx: click.Context, ttl: int, for_key: str | None) -> None:
 @lease.command(
     "keep-alive",
     cls=DataCommand,
-    epilog=_epilog(
+    epilog=epilog(
         "  kvctl lease keep-alive 140737488355331          renew every third of its TTL until Ctrl-C\n"
-        "  kvctl lease keep-alive 140737488355331 --once   renew it once"
+        "  kvctl lease keep-alive 140737488355331 --once   renew it once",
+        _EXIT_CODES,
     ),
 )
 @click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
@@ -99,7 +98,7 @@ def keep_alive(ctx: click.Context, lease_id: int, once: bool) -> None:
 @lease.command(
     "revoke",
     cls=DataCommand,
-    epilog=_epilog("  kvctl lease revoke 140737488355331"),
+    epilog=epilog("  kvctl lease revoke 140737488355331", _EXIT_CODES),
 )
 @click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
 @connection_options
@@ -117,7 +116,7 @@ def revoke(ctx: click.Context, lease_id: int) -> None:
 @lease.command(
     "ttl",
     cls=DataCommand,
-    epilog=_epilog("  kvctl lease ttl 140737488355331\n  kvctl lease ttl 140737488355331 --keys -o json"),
+    epilog=epilog("  kvctl lease ttl 140737488355331\n  kvctl lease ttl 140737488355331 --keys -o json", _EXIT_CODES),
 )
 @click.argument("lease_id", metavar="ID", type=click.IntRange(min=1))
 @click.option("--keys", is_flag=True, help="Also list the keys attached to it.")
@@ -135,7 +134,7 @@ def ttl(ctx: click.Context, lease_id: int, keys: bool) -> None:
 @lease.command(
     "list",
     cls=DataCommand,
-    epilog=_epilog("  kvctl lease list\n  kvctl lease list -o simple    the ids alone"),
+    epilog=epilog("  kvctl lease list\n  kvctl lease list -o simple    the ids alone", _EXIT_CODES),
 )
 @connection_options
 @click.pass_context
