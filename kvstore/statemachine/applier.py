@@ -374,22 +374,19 @@ class PartitionStateMachine:
         return response
 
     def _execute(self, revision: int, request: WriteRequest) -> WriteResponse:
-        if isinstance(request, pb.PutRequest):
+        if isinstance(request, (pb.PutRequest, pb.DeleteRequest)):
             refusal = self._refusal(request, {})
             if refusal is not None:
                 return refusal
-            put = pb.PutResponse()
-            self._put(revision, request, put)
-            put.header.revision = revision
-            return put
-        if isinstance(request, pb.DeleteRequest):
-            refusal = self._refusal(request, {})
-            if refusal is not None:
-                return refusal
-            delete = pb.DeleteResponse()
-            self._delete(revision, request, delete)
-            delete.header.revision = revision
-            return delete
+            response: pb.PutResponse | pb.DeleteResponse
+            if isinstance(request, pb.PutRequest):
+                response = pb.PutResponse()
+                self._put(revision, request, response)
+            else:
+                response = pb.DeleteResponse()
+                self._delete(revision, request, response)
+            response.header.revision = revision
+            return response
         if isinstance(request, pb.TxnRequest):
             return self._txn(revision, request)
         if isinstance(request, pb.LeaseGrantRequest):
