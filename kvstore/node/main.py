@@ -119,8 +119,14 @@ async def serve(config: NodeConfig) -> None:
         await ops.start()
     try:
         # The composition root: the node is the backend the RPC layer's services delegate to.
-        services = [KVService(node), ClusterService(node), PeerService(node), LeaseService(node), LockService(node)]
-        await node.start([*(s.add_to for s in services), health.add_to,
+        services = [
+            KVService(node).add_to,
+            ClusterService(node).add_to,
+            PeerService(node).add_to,
+            LeaseService(node).add_to,
+            LockService(node).add_to,
+        ]
+        await node.start([*services, health.add_to,
                           lambda server: add_reflection(server, SERVED_SERVICES)],
                          [RequestMetricsInterceptor(node.metrics)])
         await health.set_serving(True)  # the log is replayed and the Ready loop runs

@@ -22,7 +22,7 @@ from kvstore._pb import kvstore_pb2_grpc
 from kvstore.errors import CrossPartitionError, InvalidArgumentError, KvTimeoutError, UnavailableError
 from kvstore.rpc.answers import check_partition, error_of, fill_header, timeout_of, wait
 from kvstore.rpc.backend import Backend, Reader
-from kvstore.statemachine import WriteRequest, WriteResponse, check_command, txn_keys
+from kvstore.statemachine import KvRequest, WriteResponse, check_command, txn_keys
 from kvstore.storage.keys import prefix_end
 
 OpResponse = pb.GetResponse | pb.PutResponse | pb.DeleteResponse | pb.TxnResponse
@@ -200,7 +200,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             )
         return partitions.pop()
 
-    def _check_values(self, request: WriteRequest) -> None:
+    def _check_values(self, request: KvRequest) -> None:
         if isinstance(request, pb.DeleteRequest):
             return
         if isinstance(request, pb.PutRequest):
@@ -215,7 +215,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
 
 
 
-def _write_request(op: pb.RequestOp) -> WriteRequest:
+def _write_request(op: pb.RequestOp) -> KvRequest:
     if op.HasField("put"):
         return op.put
     if op.HasField("delete"):
@@ -234,7 +234,9 @@ def _wrap(response: WriteResponse) -> pb.ResponseOp:
         return pb.ResponseOp(put=response)
     if isinstance(response, pb.DeleteResponse):
         return pb.ResponseOp(delete=response)
-    return pb.ResponseOp(txn=response)
+    if isinstance(response, pb.TxnResponse):
+        return pb.ResponseOp(txn=response)
+    raise TypeError(f"a {type(response).__name__} answers no RequestOp")
 
 
 def _inner(result: pb.ResponseOp, kind: str) -> OpResponse:

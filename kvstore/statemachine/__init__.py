@@ -6,6 +6,7 @@ from kvstore.names import lease_id, lease_partition
 from kvstore.statemachine.applier import DEFAULT_MAX_DEDUP_CLIENTS, PartitionStateMachine
 from kvstore.statemachine.commands import (
     COMMAND_FIELDS,
+    KvRequest,
     WriteRequest,
     WriteResponse,
     check_command,
@@ -24,6 +25,7 @@ from kvstore.statemachine.leases import Lease
 __all__ = [
     "COMMAND_FIELDS",
     "DEFAULT_MAX_DEDUP_CLIENTS",
+    "KvRequest",
     "Change",
     "ChangeKind",
     "Lease",

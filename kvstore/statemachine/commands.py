@@ -23,15 +23,10 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore.names import is_lease_id, split_lock_key
 from kvstore.statemachine.leases import MAX_LEASE_TTL
 
-WriteRequest = (
-    pb.PutRequest
-    | pb.DeleteRequest
-    | pb.TxnRequest
-    | pb.LeaseGrantRequest
-    | pb.LeaseRevokeRequest
-    | pb.LockRequest
-    | pb.UnlockRequest
-)
+KvRequest = pb.PutRequest | pb.DeleteRequest | pb.TxnRequest
+"""The writes a `RequestOp` carries (a `Batch` proposes their bytes as they are)."""
+WriteRequest = KvRequest | pb.LeaseGrantRequest | pb.LeaseRevokeRequest | pb.LockRequest | pb.UnlockRequest
+"""Every client command the log carries."""
 WriteResponse = (
     pb.PutResponse
     | pb.DeleteResponse

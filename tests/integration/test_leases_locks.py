@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -17,7 +18,7 @@ import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
-from kvstore.client import LeaseNotFoundError, ReadConsistency, StaleFencingTokenError, SyncClient
+from kvstore.client import LeaseNotFoundError, StaleFencingTokenError, SyncClient
 from kvstore.names import lease_partition, lock_key, lock_prefix
 from kvstore.ring import partition_for_key
 from tests.integration.harness import LocalCluster, wait_for
@@ -163,19 +164,27 @@ def test_lock_waiters_are_served_in_fifo_order_one_at_a_time(
         thread.start()
         threads.append(thread)
         # The next contender joins the queue once this one's lock key exists.
-        wait_for(
-            lambda number=number: (
-                leases[number] != 0 and client.get(lock_key(b"fifo", leases[number])) is not None
-            ),
-            f"contender {number} to queue for the lock",
-        )
+        wait_for(partial(queued, leases, number, client), f"contender {number} to queue for the lock")
     for number in range(4):
-        wait_for(lambda number=number: len(order) == number + 1, f"contender {number} to hold the lock")
+        wait_for(partial(holding, order, number), f"contender {number} to hold the lock")
         assert order == list(range(number + 1)), "the lock went to a waiter out of turn"
         released[number].set()
     for thread in threads:
         thread.join(30)
     assert tokens == sorted(tokens) and len(set(tokens)) == 4
+
+
+def queued(leases: list[int], number: int, client: SyncClient) -> bool:
+    return leases[number] != 0 and client.get(lock_key(b"fifo", leases[number])) is not None
+
+
+def holding(order: list[int], number: int) -> bool:
+    return len(order) == number + 1
+
+
+def value_of(client: SyncClient, key: str) -> bytes | None:
+    found = client.get(key)
+    return None if found is None else found.value
 
 
 def test_the_lock_of_a_killed_holder_passes_on_after_its_ttl(
@@ -242,7 +251,7 @@ def test_kvctl_lease_and_lock_commands(cluster: LocalCluster, client: SyncClient
     assert ran.returncode == 7, ran.stderr
     key, token = ran.stdout.splitlines()[1].split()
     assert key.startswith("{cli-lock}/") and int(token) > 0
-    assert client.get("stock").value == b"5"
+    assert value_of(client, "stock") == b"5"
     stale = kvctl(cluster, "put", "stock", "4", "--fencing-token", str(int(token) - 1))
     assert stale.returncode == 2
     assert (
@@ -251,4 +260,4 @@ def test_kvctl_lease_and_lock_commands(cluster: LocalCluster, client: SyncClient
     )
     with pytest.raises(StaleFencingTokenError):
         client.put("stock", "4", fencing_token=int(token) - 1)
-    assert client.get("stock", consistency=ReadConsistency.LINEARIZABLE).value == b"5"
+    assert value_of(client, "stock") == b"5"

@@ -548,7 +548,8 @@ class LeaseSimulation(Simulation):
             return
         client = self.lease_clients[op.process]
         if op.f == "grant":
-            lease = int(op.result)
+            assert isinstance(op.result, int)
+            lease = op.result
             ttl = int(op.value or 0)
             self.ttl_of[lease] = ttl
             self.lease_stats["grants"] += 1

@@ -20,7 +20,7 @@ import multiprocessing
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from kvstore.raft import (
     NONE,
@@ -64,7 +64,7 @@ class SimConfig:
     liveness_steps: int = 400
 
     @classmethod
-    def for_seed(cls, seed: int, steps: int) -> SimConfig:
+    def for_seed(cls, seed: int, steps: int) -> Self:
         """The standard mix: odd seeds run 5-node groups, even seeds 3-node groups."""
         voters = 5 if seed % 2 else 3
         return cls(seed=seed, steps=steps, initial_voters=voters, max_nodes=voters + 2)

@@ -32,7 +32,8 @@ async def test_a_deletion_wakes_only_the_waiters_of_that_key() -> None:
     hub.publish([put(b"lock/a", 5), delete(b"lock/c", 6)])
     assert not any(future.done() for future in (first, second, other_key, other_partition))
     hub.publish([delete(b"lock/a", 7)])
-    assert first.result().revision == 7 and second.result() is first.result()
+    deleted = first.result()
+    assert deleted is not None and deleted.revision == 7 and second.result() is deleted
     assert not other_key.done() and not other_partition.done()
     assert hub.waiting(1) == 1 and hub.waiting(2) == 1
 
