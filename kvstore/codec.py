@@ -20,13 +20,16 @@ peer frame                 ``[[group, Message], ...]``: the Raft messages of man
                            `Encoder.peer_frames`; and a snapshot's chunks joined)
 apply state                a SnapshotMeta: the applied index, its term and the applied
                            ConfState, which is exactly the snapshot the state machine can give
-partition snapshot data    ``[format, applied_index, data, fences, dedup]``, each of the last
-                           three a list of ``[key suffix, value]`` pairs of the partition
+partition snapshot data    ``[format, applied_index, data, fences, dedup, leases, lease keys]``,
+                           each of the last five a list of ``[key suffix, value]`` pairs of the
+                           partition
 client dedup record        ``[highest, floor, revision, [[seq, revision, response], ...]]``: a
                            client's highest applied seq, the lowest seq still told apart, the
                            revision of its last applied request, and its remembered results
                            by seq (each applied at `revision`; `response` a serialized
                            `LogResponse`)
+lease                      struct ``>QQQ``: TTL in seconds, checkpointed remaining TTL in
+                           milliseconds (0: none), revision of its grant
 =========================  ===================================================================
 
 Pure: msgpack, struct and the record types only. Decoding checks every field's type and shape
@@ -36,6 +39,7 @@ records it reads back.
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from types import MappingProxyType
@@ -54,8 +58,12 @@ from kvstore.raft.types import (
     SnapshotMeta,
 )
 
-PARTITION_SNAPSHOT_FORMAT = 4
-"""Format 4: one dedup record per client (format 3 had a state record and one record per result)."""
+PARTITION_SNAPSHOT_FORMAT = 5
+"""Format 5: one dedup record per client (format 4 had a state record and one record per
+result; format 3 had no leases; format 2 held msgpack dedup results)."""
+_PARTITION_SNAPSHOT_SECTIONS = 5
+
+_LEASE = struct.Struct(">QQQ")
 
 # Decoding looks the enum members up: calling an IntEnum costs more than the rest of an entry.
 _ENTRY_TYPES = MappingProxyType({int(kind): kind for kind in EntryType})
@@ -121,6 +129,19 @@ class Encoder:
 
     def client_dedup(self, highest: int, floor: int, revision: int, results: Sequence[ClientDedupResult]) -> bytes:
         return self._pack((highest, floor, revision, results))
+
+
+def encode_lease(ttl: int, remaining_ms: int, revision: int) -> bytes:
+    return _LEASE.pack(ttl, remaining_ms, revision)
+
+
+def decode_lease(raw: bytes) -> tuple[int, int, int]:
+    """(TTL in seconds, checkpointed remaining TTL in milliseconds, revision of the grant)."""
+    try:
+        ttl, remaining_ms, revision = _LEASE.unpack(raw)
+    except struct.error:
+        raise CodecError(f"not a lease record: {raw!r:.80}") from None
+    return ttl, remaining_ms, revision
 
 
 def decode_client_dedup(raw: bytes) -> tuple[int, int, int, list[ClientDedupResult]]:
@@ -289,9 +310,9 @@ def decode_peer_frame(raw: bytes) -> list[tuple[int, Message]]:
 
 
 def decode_partition_snapshot(raw: bytes) -> tuple[int, tuple[KeyValuePairs, ...]]:
-    """(applied index, (data, fences, dedup)) of partition snapshot data."""
+    """(applied index, (data, fences, dedup, leases, lease keys)) of partition snapshot data."""
     fields = _unpack("partition snapshot", raw)
-    snapshot_format, applied_index, *sections = _fields("partition snapshot", fields, 5)
+    snapshot_format, applied_index, *sections = _fields("partition snapshot", fields, 2 + _PARTITION_SNAPSHOT_SECTIONS)
     if snapshot_format != PARTITION_SNAPSHOT_FORMAT or not _is_uint(applied_index):
         raise CodecError(f"not partition snapshot data of format {PARTITION_SNAPSHOT_FORMAT}: {fields!r:.80}")
     checked: list[KeyValuePairs] = []

@@ -1,4 +1,5 @@
-"""One replica of one partition on this node: its Raft node, durable log and state machine."""
+"""One replica of one partition on this node: its Raft node, durable log, state machine and
+lessor (the lease deadlines it keeps while it leads the partition)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 
-from kvstore.errors import KvError, NotLeaderError
+from kvstore.errors import KvError, LeaseNotFoundError, NotLeaderError
+from kvstore.node.lessor import Lessor
 from kvstore.raft import Config, ConfState, HardState, RawNode, Role, Snapshot, SnapshotMeta
 from kvstore.rpc.backend import Reader
 from kvstore.statemachine import PartitionStateMachine, WriteResponse
@@ -25,21 +27,48 @@ class Waiter:
     future: asyncio.Future[WriteResponse]
 
 
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """A keepalive waiting in the lessor: its future resolves to the lease's TTL."""
+
+    lease: int
+    future: asyncio.Future[int]
+
+    def answer(self, ttl: int) -> None:
+        if not self.future.done():
+            self.future.set_result(ttl)
+
+    def refuse(self) -> None:
+        self.fail(LeaseNotFoundError(f"lease {self.lease} does not exist (expired or revoked)"))
+
+    def fail(self, error: KvError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
 @dataclass(slots=True)
 class Replica:
     partition: int
     log: DurableLogStorage
     sm: PartitionStateMachine
     raw: RawNode
+    lessor: Lessor[KeepAlive]
     proposals: dict[int, Waiter] = field(default_factory=dict)  # log index -> waiter
     reads: dict[int, asyncio.Future[Reader]] = field(default_factory=dict)  # request id -> waiter
     ready_reads: list[tuple[int, int]] = field(default_factory=list)  # (read index, request id)
     session_waiters: list[tuple[int, asyncio.Future[Reader]]] = field(default_factory=list)
     compact_pending: bool = False
+    # The lessor's bookkeeping: the term it was promoted in (0: not promoted); whether an entry
+    # of this leader's own term was applied (every earlier one is then applied: time to promote);
+    # whether it was fed something since its last poll; when it next has something to do.
+    lessor_term: int = 0
+    promote_pending: bool = False
+    lessor_dirty: bool = False
+    lessor_due: float = 0.0
 
     @classmethod
     def open(cls, engine: Engine, partition: int, voters: frozenset[int], config: Config,
-             rng: random.Random, log_cache_bytes: int) -> Replica:
+             rng: random.Random, lessor: Lessor[KeepAlive], log_cache_bytes: int) -> Replica:
         """The replica as `engine` holds it; its log keeps at most `log_cache_bytes` of its
         tail in memory."""
         sm = PartitionStateMachine(engine, partition)
@@ -58,7 +87,7 @@ class Replica:
             sm.bootstrap(batch, start)
             engine.write(batch, sync=True)
         applied = max(sm.applied_index, log.first_index() - 1)
-        return cls(partition, log, sm, RawNode(dataclasses.replace(config, applied=applied), log, rng))
+        return cls(partition, log, sm, RawNode(dataclasses.replace(config, applied=applied), log, rng), lessor)
 
     @property
     def leader(self) -> int:
@@ -67,6 +96,18 @@ class Replica:
     def require_leader(self) -> None:
         if self.raw.role is not Role.LEADER:
             raise not_leader(self.partition, self.raw.leader)
+
+    def promote_lessor(self) -> None:
+        """Start keeping lease deadlines: every entry of earlier terms is applied."""
+        self.lessor.promote(self.sm.leases.leases())
+        self.lessor_term = self.raw.term
+        self.lessor_dirty = True
+
+    def demote_lessor(self, error: KvError) -> None:
+        """Stop keeping lease deadlines; unanswered keepalives fail with `error`."""
+        for keep_alive in self.lessor.demote():
+            keep_alive.fail(error)
+        self.lessor_term = 0
 
     def fail_waiters(self, error: KvError) -> None:
         """Leadership was lost: the outcome of pending proposals is unknown to us, so the client

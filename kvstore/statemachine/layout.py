@@ -1,7 +1,7 @@
 """Keys the applier stores besides those of `kvstore.storage.keys`, with the encodings of its
 stored values.
 
-Two more tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
+More tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
 
 =====  =================================  ===============================================
 tag    rest of the key                    value
@@ -11,8 +11,14 @@ tag    rest of the key                    value
                                           apart, the revision of its last applied request
                                           and its remembered results, each with its
                                           revision and `LogResponse`
+``E``  partition ``p`` (u32), lease id    a lease (`kvstore.codec`): TTL in seconds,
+       (u64)                              checkpointed remaining TTL in milliseconds (0:
+                                          none), revision of its grant
 ``F``  partition ``p`` (u32), user key    fence: the highest fencing token (u64) the key
                                           has accepted; kept when the key is deleted
+``K``  partition ``p`` (u32), lease id    empty: the user key is attached to the lease
+       (u64), user key                    (the index lease -> keys that expiry reads; the
+                                          key's own record holds its lease too)
 =====  =================================  ===============================================
 
 The applier also owns ``A p`` (apply state: applied index, its term and the applied
@@ -28,7 +34,9 @@ import struct
 from kvstore._pb import kvstore_pb2 as pb
 
 CLIENT_TAG = b"C"
+LEASE_TAG = b"E"
 FENCE_TAG = b"F"
+LEASE_KEY_TAG = b"K"
 
 _U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
@@ -43,6 +51,17 @@ def client_prefix(partition: int) -> bytes:
 def fence_prefix(partition: int) -> bytes:
     """Prefix of every fence key of `partition`."""
     return FENCE_TAG + _U32.pack(partition)
+
+
+def lease_prefix(partition: int) -> bytes:
+    """Prefix of every lease record of `partition`; a record's key adds the lease id (u64)."""
+    return LEASE_TAG + _U32.pack(partition)
+
+
+def lease_keys_prefix(partition: int, lease: int | None = None) -> bytes:
+    """Prefix of the index records of `partition` (of one lease's keys, given `lease`)."""
+    prefix = LEASE_KEY_TAG + _U32.pack(partition)
+    return prefix if lease is None else prefix + U64.pack(lease)
 
 
 def encode_stored_kv(value: bytes, create_revision: int, mod_revision: int, version: int, lease: int) -> bytes:
