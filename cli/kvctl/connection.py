@@ -50,7 +50,8 @@ class KvctlError(click.ClickException):
 
     def __init__(self, message: str, exit_code: ExitCode) -> None:
         super().__init__(message)
-        self.exit_code = int(exit_code)
+        # click declares exit_code a class variable; kvctl picks one per error.
+        self.exit_code = int(exit_code)  # type: ignore[misc]
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -183,7 +184,8 @@ def _tls(given: dict[str, Any]) -> TlsConfig | None:
     if missing:
         raise KvctlError(f"--cacert, --cert and --key go together: missing {', '.join(missing)} "
                          f"(or {', '.join(TLS_ENV[flag] for flag in missing)})", ExitCode.USAGE)
-    return TlsConfig(ca=Path(files["--cacert"]), cert=Path(files["--cert"]), key=Path(files["--key"]))
+    paths = {flag: Path(path) for flag, path in files.items() if path}
+    return TlsConfig(ca=paths["--cacert"], cert=paths["--cert"], key=paths["--key"])
 
 
 def run_with_client(
@@ -220,6 +222,11 @@ def open_session(token: str | None, path: Path | None) -> SessionStore:
         return SessionStore.open(token, path)
     except SessionFileError as error:
         raise KvctlError(str(error), ExitCode.USAGE) from None
+
+
+def epilog(examples: str, exit_codes: str) -> str:
+    """A command's help epilog: its examples, then its exit codes, laid out as written."""
+    return f"\b\nExamples:\n{examples}\n\n\b\n{exit_codes}"
 
 
 class DataCommand(click.Command):

@@ -14,6 +14,7 @@ from kvctl.connection import (
     KvctlError,
     argument_bytes,
     connection_options,
+    epilog,
     hex_option,
     open_session,
     run_with_client,
@@ -33,7 +34,7 @@ from kvstore.client import (
 )
 
 _EXIT_CODES = (
-    "\b\nExit codes: 0 ok, 1 key not found (get), 2 bad usage or request refused (a refused write was not "
+    "Exit codes: 0 ok, 1 key not found (get), 2 bad usage or request refused (a refused write was not "
     "applied), 3 unavailable or timed out (a write's outcome is then unknown: it may have been applied)."
 )
 
@@ -50,10 +51,6 @@ CONCERN_HELP = (
     "leader: once the leader alone has it on disk, before replication: FASTER, BUT AN ACKNOWLEDGED WRITE "
     "IS LOST if that leader fails before a follower has it; no --prev-kv, no txn."
 )
-
-
-def _epilog(examples: str) -> str:
-    return f"\b\nExamples:\n{examples}\n\n{_EXIT_CODES}"
 
 
 class Duration(click.ParamType):
@@ -110,7 +107,7 @@ def _write_options(command: Any) -> Any:
 @click.command(
     "get",
     cls=DataCommand,
-    epilog=_epilog(
+    epilog=epilog(
         "  kvctl get greeting\n"
         "  kvctl get greeting -o simple                 print the value alone\n"
         "  kvctl get greeting --consistency stale --max-staleness 500ms -o json\n"
@@ -118,7 +115,8 @@ def _write_options(command: Any) -> Any:
         "                                               served, node_id, revision, staleness_ms\n"
         "  KVSTORE_SESSION=/tmp/s kvctl get greeting --consistency session\n"
         "                                               sees what earlier commands with /tmp/s wrote\n"
-        "  kvctl get --hex 00ff                         the key made of the bytes 0x00 0xff"
+        "  kvctl get --hex 00ff                         the key made of the bytes 0x00 0xff",
+        _EXIT_CODES,
     ),
 )
 @click.argument("key")
@@ -155,15 +153,16 @@ def get(
 @click.command(
     "put",
     cls=DataCommand,
-    epilog=_epilog(
+    epilog=epilog(
         "  kvctl put greeting hello\n"
         "  kvctl put greeting hello --prev-kv     also print the value it replaced\n"
-        "  kvctl put {user42}:cart apples --lease 7587\n"
+        "  kvctl put {user42}:cart apples --lease 140737488355331\n"
         "  kvctl put config v2 --fencing-token 42  refused if the key saw a larger token\n"
         "  kvctl put greeting hello --concern all  wait until every replica applied it\n"
         "  kvctl put metric 1 --concern leader     fast, but lost if the leader dies before replicating\n"
         "  echo hello | kvctl put greeting -      read the value from stdin\n"
-        "  kvctl put --hex 00ff c0ffee            bytes that are not UTF-8, as hex"
+        "  kvctl put --hex 00ff c0ffee            bytes that are not UTF-8, as hex",
+        _EXIT_CODES,
     ),
 )
 @click.argument("key")
@@ -208,11 +207,12 @@ def put(
 @click.command(
     "del",
     cls=DataCommand,
-    epilog=_epilog(
+    epilog=epilog(
         "  kvctl del greeting\n"
         "  kvctl del greeting --prev-kv -o json\n"
         "  kvctl del greeting --concern leader      acknowledged before the apply: prints 'accepted'\n"
-        "  kvctl del --hex 00ff"
+        "  kvctl del --hex 00ff",
+        _EXIT_CODES,
     ),
 )
 @click.argument("key")
@@ -247,13 +247,14 @@ def delete(
 @click.command(
     "scan",
     cls=DataCommand,
-    epilog=_epilog(
+    epilog=epilog(
         "  kvctl scan --prefix user/                 every key starting with user/\n"
         "  kvctl scan --start a --end m --limit 10   the first 10 keys in [a, m)\n"
         "  kvctl scan --prefix '{user42}:' --keys-only -o simple\n"
         "  kvctl scan --consistency stale -o json    from followers; each partition's header\n"
         "  kvctl scan                                the whole key space\n"
-        "  kvctl scan --hex --prefix 00              keys starting with the byte 0x00"
+        "  kvctl scan --hex --prefix 00              keys starting with the byte 0x00",
+        _EXIT_CODES,
     ),
 )
 @click.option("--prefix", help="Keys starting with this (not with --start/--end).")

@@ -29,7 +29,7 @@ from typing import Any
 
 import click
 
-from kvstore.client.session import Session
+from kvstore.client.session import SessionRevisions
 from kvstore.errors import InvalidArgumentError
 
 SESSION_ENV = "KVSTORE_SESSION"
@@ -50,12 +50,12 @@ class SessionStore:
     @classmethod
     def open(cls, token: str | None, path: Path | None) -> SessionStore:
         """The session of `token` and of the file at `path` (missing: empty) together."""
-        session = Session()
+        session = SessionRevisions()
         try:
             if token:
-                session.merge(Session.from_token(token))
+                session.merge(SessionRevisions.from_token(token))
             if path is not None and path.exists():
-                session.merge(Session.from_token(path.read_text(encoding="utf-8")))
+                session.merge(SessionRevisions.from_token(path.read_text(encoding="utf-8")))
         except InvalidArgumentError as error:
             raise SessionFileError(error.message) from None
         except OSError as error:
@@ -65,13 +65,13 @@ class SessionStore:
     def finish(self, token: str) -> None:
         """The command's client ended with session `token`: merge it into the file, if any,
         under a lock, so that concurrent commands sharing the file lose none of each other's."""
-        session = Session.from_token(token)
+        session = SessionRevisions.from_token(token)
         if self.path is not None:
             try:
                 with self.path.open("a+", encoding="utf-8") as stream:
                     fcntl.flock(stream, fcntl.LOCK_EX)  # released on close
                     stream.seek(0)
-                    session.merge(Session.from_token(stream.read()))
+                    session.merge(SessionRevisions.from_token(stream.read()))
                     stream.seek(0)
                     stream.truncate()
                     stream.write(session.token() + "\n")

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from kvstore.errors import InvalidArgumentError
 
 
-class Session:
-    """Revisions per partition, only ever growing."""
+class SessionRevisions:
+    """Revisions per partition, only ever growing (a consistency session, unrelated to the
+    lease-holding `kvstore.client.leases.Session`)."""
 
     __slots__ = ("_revisions",)
 
@@ -29,7 +30,7 @@ class Session:
             self.note(partition, revision)
 
     @classmethod
-    def from_token(cls, token: str) -> Session:
+    def from_token(cls, token: str) -> SessionRevisions:
         """The session a `token()` exported; `InvalidArgumentError` naming the bad part otherwise."""
         revisions: dict[int, int] = {}
         for item in filter(None, (part.strip() for part in token.strip().split(","))):
@@ -46,7 +47,7 @@ class Session:
         if revision > self._revisions.get(partition, 0):
             self._revisions[partition] = revision
 
-    def merge(self, other: Session) -> None:
+    def merge(self, other: SessionRevisions) -> None:
         for partition, revision in other._revisions.items():
             self.note(partition, revision)
 
@@ -58,7 +59,7 @@ class Session:
         return ",".join(f"{partition}:{revision}" for partition, revision in sorted(self._revisions.items()))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Session) and self._revisions == other._revisions
+        return isinstance(other, SessionRevisions) and self._revisions == other._revisions
 
     def __repr__(self) -> str:
-        return f"Session({self.token()!r})"
+        return f"SessionRevisions({self.token()!r})"

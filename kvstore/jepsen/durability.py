@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.history import EventType, Operation, Value, render_key
@@ -43,7 +44,7 @@ class LostWritesResult:
 def _written_value(op: Operation) -> Value:
     """What an ok write or cas left in its key."""
     if op.f == "cas":
-        _, new = op.argument  # type: ignore[misc]
+        _, new = cast(tuple[Value, Value], op.argument)
         return new
     return op.argument
 

@@ -42,7 +42,7 @@ from kvstore.node.health import NodeHealth, add_reflection
 from kvstore.node.http import OpsServer
 from kvstore.node.metrics import RequestMetricsInterceptor, metrics_registry
 from kvstore.node.server import AddressInUseError, Node
-from kvstore.rpc import ClusterService, KVService, PeerService
+from kvstore.rpc import ClusterService, KVService, LeaseService, LockService, PeerService
 from kvstore.storage import DataDirLockedError, StorageError
 from kvstore.tls import TlsError
 
@@ -50,7 +50,9 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
 
 # What clients use, reported by the health service; reflection lists these and the Peer service.
-PUBLIC_SERVICES = tuple(kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster"))
+PUBLIC_SERVICES = tuple(
+    kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Lease", "Lock")
+)
 SERVED_SERVICES = (*PUBLIC_SERVICES, peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name)
 
 
@@ -117,8 +119,14 @@ async def serve(config: NodeConfig) -> None:
         await ops.start()
     try:
         # The composition root: the node is the backend the RPC layer's services delegate to.
-        services = [KVService(node), ClusterService(node), PeerService(node)]
-        await node.start([*(s.add_to for s in services), health.add_to,
+        services = [
+            KVService(node).add_to,
+            ClusterService(node).add_to,
+            PeerService(node).add_to,
+            LeaseService(node).add_to,
+            LockService(node).add_to,
+        ]
+        await node.start([*services, health.add_to,
                           lambda server: add_reflection(server, SERVED_SERVICES)],
                          [RequestMetricsInterceptor(node.metrics)])
         await health.set_serving(True)  # the log is replayed and the Ready loop runs

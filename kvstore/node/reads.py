@@ -171,7 +171,7 @@ class _Waiting:
     """A read that may be answered once the replica applied `floor` (and, STALE, has a bound)."""
 
     future: asyncio.Future[ServedRead]
-    served: int  # the ReadConsistency the answer reports
+    served: pb.ReadConsistency  # the level the answer reports
     floor: int
     deadline: float  # refused after this (local monotonic seconds)
     max_staleness_ms: int = 0  # STALE: 0 = any bound will do, but there must be one
@@ -208,7 +208,7 @@ class ReplicaReads:
 
     # -- new reads --------------------------------------------------------------------------
 
-    def follower_read(self, consistency: int, min_revision: int, max_staleness_ms: int, now: float,
+    def follower_read(self, consistency: pb.ReadConsistency, min_revision: int, max_staleness_ms: int, now: float,
                       lease_index: int | None) -> asyncio.Future[ServedRead]:  # fmt: skip
         """A SESSION or STALE read: answered now if this replica may, else parked until it may
         or until `wait_s` has passed."""

@@ -1,4 +1,5 @@
-"""One replica of one partition on this node: its Raft node, durable log and state machine."""
+"""One replica of one partition on this node: its Raft node, durable log, state machine and
+lessor (the lease deadlines it keeps while it leads the partition)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import random
 from dataclasses import dataclass, field
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.errors import KvError, NotLeaderError
+from kvstore.errors import KvError, LeaseNotFoundError, NotLeaderError
+from kvstore.node.lessor import Lessor
 from kvstore.node.reads import ReadTiming, ReplicaReads
 from kvstore.node.writes import WriteAcks
 from kvstore.raft import Config, ConfState, HardState, RawNode, Role, Snapshot, SnapshotMeta
@@ -29,6 +31,25 @@ class Waiter:
     concern: int = pb.MAJORITY
 
 
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """A keepalive waiting in the lessor: its future resolves to the lease's TTL."""
+
+    lease: int
+    future: asyncio.Future[int]
+
+    def answer(self, ttl: int) -> None:
+        if not self.future.done():
+            self.future.set_result(ttl)
+
+    def refuse(self) -> None:
+        self.fail(LeaseNotFoundError(f"lease {self.lease} does not exist (expired or revoked)"))
+
+    def fail(self, error: KvError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
 @dataclass(slots=True)
 class Replica:
     partition: int
@@ -36,18 +57,28 @@ class Replica:
     sm: PartitionStateMachine
     raw: RawNode
     reads: ReplicaReads
+    lessor: Lessor[KeepAlive]
     proposals: dict[int, Waiter] = field(default_factory=dict)  # log index -> waiter
     acks: WriteAcks = field(default_factory=WriteAcks)  # LEADER and ALL writes held back
     compact_pending: bool = False
+    # The lessor's bookkeeping: the term it was promoted in (0: not promoted); whether an entry
+    # of this leader's own term was applied (every earlier one is then applied: time to promote);
+    # whether it was fed something since its last poll; when it next has something to do.
+    lessor_term: int = 0
+    promote_pending: bool = False
+    lessor_dirty: bool = False
+    lessor_due: float = 0.0
 
     @classmethod
     def open(cls, engine: Engine, partition: int, voters: frozenset[int], config: Config,
-             rng: random.Random, timing: ReadTiming) -> Replica:
+             rng: random.Random, timing: ReadTiming, lessor: Lessor[KeepAlive], log_cache_bytes: int) -> Replica:
+        """The replica as `engine` holds it; its log keeps at most `log_cache_bytes` of its
+        tail in memory."""
         sm = PartitionStateMachine(engine, partition)
         # A follower that needs entries the log no longer has gets the state machine as it is
         # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
         # holds exactly the applied state when Raft asks).
-        log = DurableLogStorage.open(engine, partition, sm.snapshot)
+        log = DurableLogStorage.open(engine, partition, sm.snapshot, max_cached_bytes=log_cache_bytes)
         if log.last_index() == 0:
             # First start: every replica begins from the same empty snapshot at index 1, so no
             # bootstrap election or configuration entry is needed.
@@ -60,7 +91,7 @@ class Replica:
             engine.write(batch, sync=True)
         applied = max(sm.applied_index, log.first_index() - 1)
         raw = RawNode(dataclasses.replace(config, applied=applied), log, rng)
-        return cls(partition, log, sm, raw, ReplicaReads(config.id, partition, sm, timing))
+        return cls(partition, log, sm, raw, ReplicaReads(config.id, partition, sm, timing), lessor)
 
     @property
     def leader(self) -> int:
@@ -69,6 +100,18 @@ class Replica:
     def require_leader(self) -> None:
         if self.raw.role is not Role.LEADER:
             raise not_leader(self.partition, self.raw.leader)
+
+    def promote_lessor(self) -> None:
+        """Start keeping lease deadlines: every entry of earlier terms is applied."""
+        self.lessor.promote(self.sm.leases.leases())
+        self.lessor_term = self.raw.term
+        self.lessor_dirty = True
+
+    def demote_lessor(self, error: KvError) -> None:
+        """Stop keeping lease deadlines; unanswered keepalives fail with `error`."""
+        for keep_alive in self.lessor.demote():
+            keep_alive.fail(error)
+        self.lessor_term = 0
 
     def fail_waiters(self, error: KvError) -> None:
         """Leadership was lost: the outcome of pending proposals is unknown to us, so the client

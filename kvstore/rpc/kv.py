@@ -20,9 +20,9 @@ from typing import Any
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
 from kvstore.errors import CrossPartitionError, InvalidArgumentError, KvTimeoutError, UnavailableError
+from kvstore.rpc.answers import check_partition, error_of, fill_header, timeout_of, wait
 from kvstore.rpc.backend import Backend, LeaderDurable, ServedRead, WriteOutcome
-from kvstore.rpc.errors import to_error
-from kvstore.statemachine import WriteRequest, WriteResponse, check_command, txn_keys
+from kvstore.statemachine import KvRequest, WriteResponse, check_command, txn_keys
 from kvstore.storage.keys import prefix_end
 
 OpResponse = pb.GetResponse | pb.PutResponse | pb.DeleteResponse | pb.TxnResponse
@@ -85,12 +85,11 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         partition = request.partition
         response = pb.ScanResponse()
         try:
-            if partition >= self._backend.cluster_map.partitions:
-                raise InvalidArgumentError(f"partition {partition} does not exist")
-            timeout_s = self._timeout(request.header)
+            check_partition(self._backend, partition)
+            timeout_s = timeout_of(self._backend, request.header)
             _check_consistency(request.consistency)
             read = self._backend.read(partition, request.consistency, request.min_revision, request.max_staleness_ms)
-            served = await _wait(read, timeout_s, f"read from partition {partition}")
+            served = await wait(read, timeout_s, f"read from partition {partition}")
             reader = served.reader
             if request.prefix:
                 start, end = request.prefix, prefix_end(request.prefix)
@@ -102,10 +101,11 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             if request.keys_only:
                 for kv in response.kvs:
                     kv.ClearField("value")
-            self._fill_header(response.header, partition, reader.applied_index, served.served, served.staleness_ms)
+            fill_header(self._backend, response.header, partition, reader.applied_index, served.served,
+                        served.staleness_ms)  # fmt: skip
         except Exception as error:
-            response = pb.ScanResponse(error=self._error(error))
-            self._fill_header(response.header, partition, 0, pb.LINEARIZABLE)
+            response = pb.ScanResponse(error=error_of(self._backend, error))
+            fill_header(self._backend, response.header, partition, 0, pb.LINEARIZABLE)
         return response
 
     # -- two steps: start each operation (validate, hand to the node), then one wait for all ---
@@ -137,7 +137,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
                 if get.min_revision:
                     what += f" at revision {get.min_revision} or later"
                 future = self._backend.read(partition, get.consistency, get.min_revision, get.max_staleness_ms)
-                return _Read(get, partition, future, self._timeout(get.header), what)
+                return _Read(get, partition, future, timeout_of(self._backend, get.header), what)
             request = _write_request(op)
             problem = check_command(request) or _concern_problem(request)
             if problem is not None:
@@ -147,7 +147,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             proposal = self._backend.propose(partition, op.SerializeToString(), request.concern)
             concern = pb.WriteConcern.Name(request.concern).lower()
             what = f"write to partition {partition} (concern {concern})"
-            return _Write(kind, partition, proposal, self._timeout(request.header), what)
+            return _Write(kind, partition, proposal, timeout_of(self._backend, request.header), what)
         except Exception as error:
             return self._failed(kind, partition, error)
 
@@ -172,33 +172,30 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             if kv is not None:
                 get.found = True
                 get.kv.CopyFrom(kv)
-            self._fill_header(get.header, started.partition, served.reader.applied_index, served.served,
-                              served.staleness_ms)  # fmt: skip
+            fill_header(self._backend, get.header, started.partition, served.reader.applied_index, served.served,
+                        served.staleness_ms)  # fmt: skip
             return result
         outcome = started.future.result()
         if isinstance(outcome, LeaderDurable):
             # Durable on the leader alone: the revision it gets if it commits, and nothing that
             # needs the apply (a LEADER delete cannot say whether the key existed).
             result = pb.ResponseOp()
-            self._fill_header(_inner(result, started.kind).header, started.partition, outcome.index, pb.LINEARIZABLE)
+            fill_header(self._backend, _inner(result, started.kind).header, started.partition, outcome.index, pb.LINEARIZABLE)
             return result
         response = outcome
         if response.error.code:
             response.error.epoch = self._backend.cluster_map.epoch
-        self._fill_header(response.header, started.partition, response.header.revision, pb.LINEARIZABLE)
+        fill_header(self._backend, response.header, started.partition, response.header.revision, pb.LINEARIZABLE)
         return _wrap(response)
 
     def _failed(self, kind: str, partition: int, error: BaseException) -> pb.ResponseOp:
         result = pb.ResponseOp()
         inner = _inner(result, kind)
-        inner.error.CopyFrom(self._error(error))
-        self._fill_header(inner.header, partition, 0, pb.LINEARIZABLE)
+        inner.error.CopyFrom(error_of(self._backend, error))
+        fill_header(self._backend, inner.header, partition, 0, pb.LINEARIZABLE)
         return result
 
     # -- validation and answers -------------------------------------------------------------
-
-    def _timeout(self, header: pb.RequestHeader) -> float:
-        return header.timeout_ms / 1000 if header.timeout_ms else self._backend.limits.request_timeout_s
 
     def _partition_of(self, keys: list[bytes]) -> int:
         """The one partition holding `keys` (checked against the key limits)."""
@@ -220,7 +217,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             )
         return partitions.pop()
 
-    def _check_values(self, request: WriteRequest) -> None:
+    def _check_values(self, request: KvRequest) -> None:
         if isinstance(request, pb.DeleteRequest):
             return
         if isinstance(request, pb.PutRequest):
@@ -233,22 +230,9 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             if len(value) > limit:
                 raise InvalidArgumentError(f"the value is {len(value)} bytes; the limit is {limit}")
 
-    def _fill_header(
-        self, header: pb.ResponseHeader, partition: int, revision: int, served: int, staleness_ms: int = 0
-    ) -> None:
-        header.partition = partition
-        header.revision = revision
-        header.served = served  # type: ignore[assignment]
-        header.node_id = self._backend.node_id
-        header.epoch = self._backend.cluster_map.epoch
-        header.staleness_ms = staleness_ms
-
-    def _error(self, error: BaseException) -> pb.Error:
-        backend = self._backend
-        return to_error(error, backend.cluster_map.epoch, backend.address_of)
 
 
-def _write_request(op: pb.RequestOp) -> WriteRequest:
+def _write_request(op: pb.RequestOp) -> KvRequest:
     if op.HasField("put"):
         return op.put
     if op.HasField("delete"):
@@ -263,7 +247,7 @@ def _check_consistency(consistency: int) -> None:
         raise InvalidArgumentError(f"unknown read consistency {consistency}")
 
 
-def _concern_problem(request: WriteRequest) -> str | None:
+def _concern_problem(request: KvRequest) -> str | None:
     """What makes `request`'s write concern unservable, if anything (`kvstore.node.writes`)."""
     concern = request.concern
     if concern not in pb.WriteConcern.values():
@@ -288,7 +272,9 @@ def _wrap(response: WriteResponse) -> pb.ResponseOp:
         return pb.ResponseOp(put=response)
     if isinstance(response, pb.DeleteResponse):
         return pb.ResponseOp(delete=response)
-    return pb.ResponseOp(txn=response)
+    if isinstance(response, pb.TxnResponse):
+        return pb.ResponseOp(txn=response)
+    raise TypeError(f"a {type(response).__name__} answers no RequestOp")
 
 
 def _inner(result: pb.ResponseOp, kind: str) -> OpResponse:
@@ -300,12 +286,3 @@ def _inner(result: pb.ResponseOp, kind: str) -> OpResponse:
     if kind == "txn":
         return result.txn
     return result.get
-
-
-async def _wait(future: asyncio.Future[ServedRead], timeout_s: float, what: str) -> ServedRead:
-    """The future's result, or a TIMEOUT error naming `what` after `timeout_s`."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await future
-    except TimeoutError:
-        raise KvTimeoutError(f"{what} did not complete within {timeout_s:g}s") from None

@@ -23,7 +23,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, cast
 
 import plyvel
 
@@ -321,7 +321,7 @@ class LevelDBReadView:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            return self._snapshot.get(key)
+            return cast(bytes | None, self._snapshot.get(key))
         except RuntimeError:
             raise EngineClosedError("read view is closed") from None
 
@@ -329,7 +329,8 @@ class LevelDBReadView:
         self, start: bytes, end: bytes | None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         try:
-            return self._snapshot.iterator(start=start, stop=end, reverse=reverse)
+            pairs = self._snapshot.iterator(start=start, stop=end, reverse=reverse)
+            return cast(Iterator[tuple[bytes, bytes]], pairs)
         except RuntimeError:
             raise EngineClosedError("read view is closed") from None
 
@@ -351,7 +352,10 @@ class LevelDBEngine:
     `DataDirLockedError` instead of sharing (and corrupting) the files.
 
     The block cache keeps hot table blocks in memory; the bloom filter spares a disk read for
-    most gets of absent keys.
+    most gets of absent keys. Their sizes bound most of a node's native memory: the block cache,
+    and up to two write buffers (one filling, one being written to a table). A soak of puts
+    (benchmarks/RESULTS.md) settled at ~165 MB per node with 64 MiB and 16 MiB, ~120 MB with
+    16 MiB and 8 MiB; the OS page cache still holds the table files.
     """
 
     def __init__(
@@ -359,8 +363,8 @@ class LevelDBEngine:
         path: str | os.PathLike[str],
         *,
         create_if_missing: bool = True,
-        block_cache_bytes: int = 64 << 20,
-        write_buffer_bytes: int = 16 << 20,
+        block_cache_bytes: int = 16 << 20,
+        write_buffer_bytes: int = 8 << 20,
         bloom_filter_bits: int = 10,
     ) -> None:
         self.path = os.fspath(path)
@@ -390,7 +394,7 @@ class LevelDBEngine:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            return self._db.get(key)
+            return cast(bytes | None, self._db.get(key))
         except RuntimeError:
             raise self._closed_error() from None
 
@@ -398,7 +402,8 @@ class LevelDBEngine:
         self, start: bytes, end: bytes | None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         try:
-            return self._db.iterator(start=start, stop=end, reverse=reverse)
+            pairs = self._db.iterator(start=start, stop=end, reverse=reverse)
+            return cast(Iterator[tuple[bytes, bytes]], pairs)
         except RuntimeError:
             raise self._closed_error() from None
 

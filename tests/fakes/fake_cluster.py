@@ -58,6 +58,7 @@ class _SharedState:
         self.leaders = {partition: replicas[0] for partition, replicas in self.replicas.items()}
         self.completed_writes: dict[tuple[str, int], pb.ResponseOp | pb.TxnResponse] = {}
         self.unavailable_nodes: set[int] = set()
+        self.unavailable_partitions: set[int] = set()
         self.leader_hints_hidden = False
         self.responses_to_drop = 0
         self.scan_page_size = 0
@@ -66,6 +67,7 @@ class _SharedState:
         self.writes_applied: Counter[bytes] = Counter()
         self.applied_by: dict[int, int] = {}  # node -> the revision a lagging node has applied
         self.reads: list[tuple[int, int, int]] = []  # (node, consistency, min_revision) per read served
+        self.write_headers: list[pb.RequestHeader] = []
 
 
 class _Node:
@@ -81,6 +83,8 @@ class _Node:
         state = self.state
         if self.node_id in state.unavailable_nodes:
             return pb.Error(code=pb.UNAVAILABLE, message=f"node {self.node_id} cannot reach a quorum")
+        if partition in state.unavailable_partitions:
+            return pb.Error(code=pb.UNAVAILABLE, message=f"partition {partition} has no quorum")
         if self.node_id not in state.replicas[partition]:
             return pb.Error(
                 code=pb.WRONG_NODE,
@@ -100,7 +104,7 @@ class _Node:
             )
         return None
 
-    def header(self, partition: int, consistency: int = pb.LINEARIZABLE) -> pb.ResponseHeader:
+    def header(self, partition: int, consistency: pb.ReadConsistency = pb.LINEARIZABLE) -> pb.ResponseHeader:
         return pb.ResponseHeader(
             partition=partition,
             revision=self.state.revision,
@@ -114,8 +118,10 @@ class _Node:
 
     def kv(self, key: bytes) -> pb.KeyValue | None:
         entry = self.state.entries.get(key)
-        if entry is None:
-            return None
+        return None if entry is None else self.kv_of(key, entry)
+
+    @staticmethod
+    def kv_of(key: bytes, entry: _Entry) -> pb.KeyValue:
         return pb.KeyValue(
             key=key,
             value=entry.value,
@@ -201,6 +207,7 @@ class _Node:
                 if request.HasField("put")
                 else (pb.ResponseOp(delete=pb.DeleteResponse(error=refusal)))
             )
+        self.state.write_headers.append(inner.header)
         request_id = (inner.header.client_id, inner.header.request_seq)
         done = self.state.completed_writes.get(request_id)
         if request_id[1] and isinstance(done, pb.ResponseOp):
@@ -234,7 +241,7 @@ class _Node:
             and (not request.end or key < request.end)
         )
         page = min(filter(None, (request.limit, state.scan_page_size)), default=len(keys))
-        kvs = [self.kv(key) for key in keys[:page]]
+        kvs = [self.kv_of(key, state.entries[key]) for key in keys[:page]]
         if request.keys_only:
             for kv in kvs:
                 kv.value = b""
@@ -276,6 +283,7 @@ class _Node:
         refusal = self.refusal(partition)
         if refusal is not None:
             return pb.TxnResponse(error=refusal)
+        self.state.write_headers.append(request.header)
         request_id = (request.header.client_id, request.header.request_seq)
         done = self.state.completed_writes.get(request_id)
         if request_id[1] and isinstance(done, pb.TxnResponse):
@@ -465,6 +473,10 @@ class FakeCluster:
         """How many times a put or delete of `key` was applied (a deduplicated retry is not counted)."""
         return self._state.writes_applied[key]
 
+    def write_seqs(self) -> list[tuple[int, int]]:
+        """(request_seq, lowest_pending_seq) of every write a leader was asked to apply, in order."""
+        return [(header.request_seq, header.lowest_pending_seq) for header in self._state.write_headers]
+
     def value_of(self, key: bytes) -> bytes | None:
         entry = self._state.entries.get(key)
         return None if entry is None else entry.value
@@ -516,6 +528,13 @@ class FakeCluster:
             self._state.unavailable_nodes.add(node_id)
         else:
             self._state.unavailable_nodes.discard(node_id)
+
+    def make_partition_unavailable(self, partition: int, unavailable: bool = True) -> None:
+        """Every replica answers the partition's requests with UNAVAILABLE (it lost its quorum)."""
+        if unavailable:
+            self._state.unavailable_partitions.add(partition)
+        else:
+            self._state.unavailable_partitions.discard(partition)
 
     def drop_write_responses(self, count: int = 1) -> None:
         """The next `count` RPCs that apply a write lose their response (after applying it)."""

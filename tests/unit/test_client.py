@@ -41,8 +41,9 @@ from kvstore.client.batching import (
     failure_reason,
     transport_failure,
 )
+from kvstore.client.pending import PendingSeqs
 from kvstore.client.routing import Pick, Router
-from kvstore.client.session import Session
+from kvstore.client.session import SessionRevisions
 from kvstore.client.types import ClusterLayout, Member, PartitionInfo
 from tests.fakes.fake_cluster import FakeCluster
 
@@ -193,6 +194,39 @@ async def test_txn_whose_response_was_lost_is_retried_and_applied_once(
 
     assert result.succeeded  # the retry got the first answer back, not a failed compare
     assert cluster.times_written(b"{t}counter") == 1
+
+
+async def test_writes_tell_the_nodes_the_lowest_seq_still_awaited(cluster: FakeCluster, client: Client) -> None:
+    """Each write carries the lowest request seq the client still awaits an answer for, so the
+    nodes can forget the answers below it: one awaited write holds it down, its answer (or the
+    client giving up on it) lets it rise."""
+    await client.put("a", "1")
+    await client.txn([], [ops.put("{t}b", "2")])
+    assert cluster.write_seqs() == [(1, 1), (2, 2)]
+
+    stuck_partition = cluster.partition_of(b"stuck")
+    other_key = next(f"k{n}" for n in range(100) if cluster.partition_of(f"k{n}".encode()) != stuck_partition)
+    cluster.make_partition_unavailable(stuck_partition)
+    stuck = asyncio.create_task(client.put("stuck", "3"))  # seq 3, retried while the partition is down
+    while cluster.rpc_count("batched ops") < 3:
+        await asyncio.sleep(0.01)
+    await client.put(other_key, "4")
+    assert cluster.write_seqs()[-1] == (4, 3)
+    cluster.make_partition_unavailable(stuck_partition, False)
+    await stuck
+    assert cluster.write_seqs()[-1] == (3, 3)
+    await client.put(other_key, "5")
+    assert cluster.write_seqs()[-1] == (5, 5)
+
+
+async def test_a_write_given_up_at_its_deadline_is_no_longer_awaited(cluster: FakeCluster) -> None:
+    async with Client(cluster.endpoints, timeout=0.5) as client:
+        cluster.make_partition_unavailable(cluster.partition_of(b"down"))
+        with pytest.raises((KvTimeoutError, UnavailableError)):
+            await client.put("down", "1")  # seq 1: its outcome is unknown, and it is never sent again
+        up = next(f"k{n}" for n in range(100) if cluster.partition_of(f"k{n}".encode()) != cluster.partition_of(b"down"))
+        await client.put(up, "2")
+        assert cluster.write_seqs()[-1] == (2, 2)
 
 
 async def test_concurrent_calls_are_coalesced_into_few_batch_rpcs(
@@ -351,7 +385,8 @@ async def test_txns_travel_in_batches_with_key_operations(cluster: FakeCluster, 
     txns = [client.txn([ops.version(f"{{t}}:x{index}") == 0], [ops.put(f"{{t}}:x{index}", "1")]) for index in range(20)]
     batches_before = cluster.rpc_count("Batch")
 
-    *_, last = await asyncio.gather(*puts, *txns)
+    _, txn_results = await asyncio.gather(asyncio.gather(*puts), asyncio.gather(*txns))
+    last = txn_results[-1]
 
     assert cluster.rpc_count("Txn") == 0 and cluster.rpc_count("batched ops") >= 40
     assert cluster.rpc_count("Batch") - batches_before < 40
@@ -482,6 +517,18 @@ async def test_sync_client_refuses_calls_after_close(cluster: FakeCluster) -> No
 
     with pytest.raises(UnavailableError):
         await asyncio.to_thread(call_after_close)
+
+
+def test_the_lowest_pending_seq_rises_as_the_oldest_write_ends() -> None:
+    pending = PendingSeqs()
+    assert [pending.issue() for _ in range(3)] == [1, 2, 3] and pending.lowest == 1
+    pending.end(2)  # answered out of order: 1 is still awaited
+    assert pending.lowest == 1
+    pending.end(1)
+    assert pending.lowest == 3
+    pending.end(3)
+    assert pending.lowest == 4  # nothing awaited: the next seq to issue
+    assert pending.issue() == 4 and pending.lowest == 4
 
 
 def test_writes_in_flight_stay_inside_the_servers_dedup_window() -> None:
@@ -724,13 +771,13 @@ async def test_a_session_token_continues_the_session_in_another_client(cluster: 
 
 
 def test_a_session_keeps_the_newest_revision_of_each_partition_and_merges() -> None:
-    session = Session.from_token(" 3:118, 7:40 ")
+    session = SessionRevisions.from_token(" 3:118, 7:40 ")
     session.note(3, 100)
     session.note(7, 41)
-    session.merge(Session({1: 5, 3: 200}))
+    session.merge(SessionRevisions({1: 5, 3: 200}))
     assert session.token() == "1:5,3:200,7:41"
-    assert Session.from_token(session.token()) == session
-    assert Session.from_token("").token() == "" and session.revision(9) == 0
+    assert SessionRevisions.from_token(session.token()) == session
+    assert SessionRevisions.from_token("").token() == "" and session.revision(9) == 0
 
 
 async def test_min_revision_and_max_staleness_reach_the_replica_and_are_checked_first(

@@ -5,7 +5,7 @@ was served as, the staleness bound, and the refusals that send a client to anoth
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -15,8 +15,22 @@ from kvstore.node.reads import Freshness, LeaseTrust, ReadTiming, ReplicaReads
 from kvstore.node.writes import WriteAcks
 from kvstore.raft import ReadState
 from kvstore.rpc.backend import LeaderDurable, WriteOutcome
+from kvstore.statemachine.leases import Lease
 
 TIMING = ReadTiming(wait_s=1.0, probe_interval_s=0.1, clock_factor=1.25)
+
+
+class NoLeases:
+    """A lease table without leases (reads never look at it)."""
+
+    def get(self, lease: int) -> Lease | None:
+        return None
+
+    def leases(self) -> list[Lease]:
+        return []
+
+    def keys(self, lease: int) -> list[bytes]:
+        return []
 
 
 @dataclass
@@ -24,6 +38,7 @@ class FakeState:
     """The replica's state machine, as far as reads see it."""
 
     applied_index: int = 10
+    leases: NoLeases = field(default_factory=NoLeases)
 
     def get(self, key: bytes) -> pb.KeyValue | None:
         return None
