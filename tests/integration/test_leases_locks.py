@@ -18,7 +18,7 @@ import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
-from kvstore.client import LeaseNotFoundError, StaleFencingTokenError, SyncClient
+from kvstore.client import GetResult, LeaseNotFoundError, StaleFencingTokenError, SyncClient, ops
 from kvstore.names import lease_partition, lock_key, lock_prefix
 from kvstore.ring import partition_for_key
 from tests.integration.harness import LocalCluster, wait_for
@@ -185,6 +185,24 @@ def holding(order: list[int], number: int) -> bool:
 def value_of(client: SyncClient, key: str) -> bytes | None:
     found = client.get(key)
     return None if found is None else found.value
+
+
+def test_a_fenced_read_makes_the_old_holders_late_write_stale(client: SyncClient) -> None:
+    """docs/locks.md, "A fenced read": the new holder's read carries its token, so the old
+    holder's write that lands after it is refused although the new holder has not written yet."""
+    key = "{fenced-read}:count"
+    with client.lock("fenced-read", ttl=10) as old:
+        client.put(key, "1", fencing_token=old.token)
+    with client.lock("fenced-read", ttl=10) as new:
+        read = client.txn([], [ops.get(key)], fencing_token=new.token)
+        (got,) = read.responses
+        assert isinstance(got, GetResult) and got.kv is not None and got.kv.value == b"1"
+        with pytest.raises(StaleFencingTokenError):
+            client.put(key, "2", fencing_token=old.token)  # the old holder, late
+        with pytest.raises(StaleFencingTokenError):
+            client.txn([], [ops.get(key)], fencing_token=old.token)
+        client.put(key, "2", fencing_token=new.token)
+    assert value_of(client, key) == b"2"
 
 
 def test_the_lock_of_a_killed_holder_passes_on_after_its_ttl(
