@@ -40,6 +40,16 @@ KeepAliveSend = Callable[[str, float], Awaitable[pb.LeaseKeepAliveResponse]]
 CallPartition = Callable[[int, float, KeepAliveSend], Awaitable[pb.LeaseKeepAliveResponse]]
 
 
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """A keepalive (or the grant) the cluster acknowledged: the loop times it was sent and its
+    answer arrived, and the TTL granted. The cluster counts the TTL from its receipt, in between."""
+
+    sent_at: float
+    received_at: float
+    ttl: int
+
+
 class KeptLease:
     """A lease this client keeps alive (see the module doc). `close()` stops renewing it (it
     then expires on its own; `Session.close` revokes)."""
@@ -51,6 +61,7 @@ class KeptLease:
         self.lost = asyncio.Event()
         self.lost_reason = ""
         self.expires_at = float("inf")  # loop time after which it may have expired (inf: unknown yet)
+        self.last_ack: Acknowledgement | None = None  # the latest counted (none once lost)
         self.next_send = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self._on_lost: list[Callable[[], None]] = []
@@ -69,6 +80,7 @@ class KeptLease:
             return
         loop = asyncio.get_running_loop()
         self.ttl = ttl
+        self.last_ack = Acknowledgement(sent_at, loop.time(), ttl)
         self.expires_at = sent_at + ttl * (1 - CLIENT_MAX_DRIFT)
         self.next_send = sent_at + ttl / 3
         if self._watchdog is not None:
@@ -286,13 +298,14 @@ class Session:
 @dataclass(frozen=True, slots=True)
 class Lock:
     """A lock this client holds: `key` (its lock key), `token` (the fencing token to pass with
-    each write it protects) and `lost` (set when the lease holding it can no longer be trusted:
-    stop using the lock)."""
+    each write it protects), `lost` (set when the lease holding it can no longer be trusted:
+    stop using the lock) and `lease`, that lease (its id, TTL and last acknowledgement)."""
 
     name: bytes
     key: bytes
     token: int
     lost: asyncio.Event
+    lease: KeptLease
 
 
 class LockContext:
@@ -332,7 +345,7 @@ class LockContext:
             await self._release()
             raise
         self._kept = kept
-        self.lock = Lock(self._name, key, token, kept.lost)
+        self.lock = Lock(self._name, key, token, kept.lost, kept)
         return self.lock
 
     def on_lost(self, callback: Callable[[], None]) -> None:
@@ -344,14 +357,23 @@ class LockContext:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        with contextlib.suppress(LockNotHeldError):
+            await self._release()
+
+    async def release(self) -> None:
+        """Unlock now rather than on exit, and learn whether the lock was still held:
+        `LockNotHeldError` when its key was already gone (its lease expired, so the lock may have
+        passed to another holder meanwhile). A session of its own is closed either way, and the
+        exit does nothing more."""
         await self._release()
 
     async def _release(self) -> None:
         """Give up the lock (or the place in its queue) and close a session of our own."""
+        lock, self.lock = self.lock, None
         try:
-            if self.lock is not None:
-                with contextlib.suppress(LockNotHeldError):
-                    await self._unlock(self.lock.key)
+            if lock is not None:
+                await self._unlock(lock.key)
         finally:
-            if self._given_session is None and self._session is not None:
-                await self._session.close()  # revokes the lease: a queued key goes with it
+            session, self._session = self._session, None
+            if self._given_session is None and session is not None:
+                await session.close()  # revokes the lease: a queued key goes with it
