@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import random
 import signal
@@ -107,7 +106,7 @@ class RunClock:
 
 class HistoryRecorder:
     """Appends events to history.jsonl as they happen and keeps them for the checkers. Completions
-    that failed carry the client's error as an extra ``error`` field (readers ignore it)."""
+    that failed carry the client's error."""
 
     def __init__(self, stream: IO[str], clock: RunClock) -> None:
         self._stream = stream
@@ -116,26 +115,22 @@ class HistoryRecorder:
         self.completions: Counter[EventType] = Counter()  # ok / fail / info so far
 
     def invoke(self, process: int, invocation: Invocation) -> None:
-        self._append(Event(process, EventType.INVOKE, invocation.f, invocation.key, invocation.value,
-                           self._clock.now_ns()), None)  # fmt: skip
+        self.append(Event(process, EventType.INVOKE, invocation.f, invocation.key, invocation.value,
+                          self._clock.now_ns()))  # fmt: skip
 
     def complete(self, process: int, invocation: Invocation, completion: Completion) -> None:
         # A write's completion echoes what was written; a read's carries what it read.
         value: Value = completion.value if completion.type is EventType.OK else invocation.value
-        event = Event(process, completion.type, invocation.f, invocation.key, value, self._clock.now_ns(),
-                      revision=completion.revision, staleness_ms=completion.staleness_ms)  # fmt: skip
-        self._append(event, completion.error)
+        self.append(Event(process, completion.type, invocation.f, invocation.key, value, self._clock.now_ns(),
+                          revision=completion.revision, staleness_ms=completion.staleness_ms,
+                          error=completion.error))  # fmt: skip
 
-    def _append(self, event: Event, error: str | None) -> None:
+    def append(self, event: Event) -> None:
+        """Record an event taken elsewhere (its ``time`` on this run's clock)."""
         self.events.append(event)
         if event.type is not EventType.INVOKE:
             self.completions[event.type] += 1
-        line = event_to_json(event)
-        if error is not None:
-            fields = json.loads(line)
-            fields["error"] = error
-            line = json.dumps(fields, ensure_ascii=False)
-        self._stream.write(line + "\n")
+        self._stream.write(event_to_json(event) + "\n")
         self._stream.flush()
 
 

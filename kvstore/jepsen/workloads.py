@@ -87,7 +87,7 @@ def write_outcome_of(error: KvError) -> Completion:
     """A write that raised: refused (`kvstore.errors.ERRORS` says it was not applied) means it
     did not happen; anything else (timeouts, unavailable, not leader after retries) may have."""
     if not ERRORS[error.code].may_be_applied:
-        return Completion(EventType.FAIL, error=str(error))
+        return Completion(EventType.FAIL, error=_describe(error))
     return Completion(EventType.INFO, error=_describe(error))
 
 
