@@ -127,9 +127,11 @@ class LockWorkload:
     ) -> list[WorkerConfig]:
         """What each worker process is told (times on time.monotonic_ns(): ``origin_ns`` is the
         history's 0, and no section starts after ``deadline_ns``)."""
+        # Each worker starts with a different seed node, so one paused node does not stall every connect.
         return [
-            WorkerConfig(index, self.workers, tuple(endpoints), LOCK_NAME, tuple(self.registers), self.fencing,
-                         LOCK_TTL_S, THINK_S, op_timeout_s, seed, origin_ns, deadline_ns)  # fmt: skip
+            WorkerConfig(index, self.workers, (*endpoints[index % len(endpoints):], *endpoints[:index % len(endpoints)]),
+                         LOCK_NAME, tuple(self.registers), self.fencing, LOCK_TTL_S, THINK_S, op_timeout_s, seed,
+                         origin_ns, deadline_ns)  # fmt: skip
             for index in range(self.workers)
         ]
 
@@ -291,10 +293,14 @@ def _lease(operations: Sequence[Operation], sections: Sequence[Section], faults:
         )
         return CheckOutcome("lease", Validity.INVALID, summary, details)
     details["smallest_margin_ms"] = margins[0]["margin_ms"] if margins else None
-    skipped = f"; {excused} not judged: a clock fault struck during them" if excused else ""
+    skipped = "".join(
+        f"; {count} not judged: {why}"
+        for count, why in ((excused, "a clock fault struck during them"), (unjudged, "no later holder to judge by"))
+        if count
+    )
     if not margins:
-        return CheckOutcome("lease", Validity.VALID, f"no lock was lost to an expiring lease: nothing to judge{skipped}",
-                            details)  # fmt: skip
+        what = "no lease judged" if skipped else "no lock was lost to an expiring lease: nothing to judge"
+        return CheckOutcome("lease", Validity.VALID, what + skipped, details)
     summary = (
         f"no lease expired before its TTL: {len(margins)} lost locks passed on at least "
         f"{margins[0]['margin_ms']:,.1f} ms after their TTL{skipped}"
