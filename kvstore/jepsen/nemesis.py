@@ -1,5 +1,5 @@
-"""Nemeses: faults injected into a running cluster on a schedule, each logged when it starts and
-when it heals.
+"""Nemeses: faults injected into a running cluster (or, for client-pause, into the lock
+workload's worker processes) on a schedule, each logged when it starts and when it heals.
 
 A nemesis picks a fault (``inject``) and returns it; the fault knows how to undo itself
 (``heal``). ``NemesisSchedule`` alternates healthy and faulty intervals, picking one of the

@@ -1,6 +1,8 @@
 """The files a run leaves behind, next to history.jsonl and nemesis.jsonl: results.json (the
-verdicts), latency.png (latency over time with the faults shaded), timeline-<checker>.html (for
-each checker that found a violation) and index.html, which links them all."""
+verdicts), latency.png (latency over time with the faults shaded; for the lock workload, its
+critical sections below, one lane per worker), timeline-<checker>.html (for each checker that
+drew one: a violation, or the lock workload's critical sections) and index.html, which links
+them all and the nodes' and workers' logs."""
 
 from __future__ import annotations
 
