@@ -6,7 +6,8 @@
 * A kept lease is renewed every third of its TTL. Its `lost` event is set once the client can no
   longer be sure the lease is alive: `ttl` after the SEND time of the last keepalive that was
   acknowledged (the server counts from the receipt, which is later), shortened by the clock
-  drift bound. It is never cleared: a lock held through a lost lease may have passed on.
+  drift bound. It is never cleared, and the lease is not renewed any more: a lock held through
+  a lost lease may have passed on.
 * A `Session` holds one lease per partition it touches, granted on first use, kept alive until
   the session ends, then revoked (deleting the keys attached to it).
 * A `Lock` is held through a session's lease; its `token` is the fencing token to send with
@@ -63,6 +64,7 @@ class KeptLease:
         self.expires_at = float("inf")  # loop time after which it may have expired (inf: unknown yet)
         self.last_ack: Acknowledgement | None = None  # the latest counted (none once lost)
         self.next_send = 0.0
+        self.closing = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._on_lost: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -99,6 +101,7 @@ class KeptLease:
         self._on_lost.clear()
 
     async def close(self) -> None:
+        self.closing = True
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._task is not None:
@@ -154,6 +157,8 @@ class _Stream:
                 for answer in waiting:
                     if not answer.done():
                         answer.set_exception(TransportError(reason))
+                        # Marked as seen: the request that timed out waiting for it never will.
+                        answer.exception()
             self._waiting.clear()
 
     async def close(self) -> None:
@@ -204,7 +209,10 @@ class KeepAlives:
     async def _renew(self, kept: KeptLease) -> None:
         loop = asyncio.get_running_loop()
         send = self._sender(kept.id)
-        while True:
+        # A lost lease is not renewed: its owner no longer trusts it, and its lock must pass on.
+        # `closing` ends the loop too when the cancellation of `close` was lost (Python 3.11's
+        # asyncio.wait_for drops one that arrives as the awaited answer does).
+        while not kept.lost.is_set() and not kept.closing:
             await asyncio.sleep(max(0.0, kept.next_send - loop.time()))
             sent_at = loop.time()
             deadline = max(kept.expires_at, sent_at + _MIN_ATTEMPT_S)

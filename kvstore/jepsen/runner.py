@@ -86,7 +86,7 @@ class RunConfig:
     intervals: Intervals = Intervals()
     check_timeout_s: float = 120.0
     ready_timeout_s: float = 60.0
-    fencing: bool = True  # the lock workload's writes carry the lock's token (off: the negative control)
+    fencing: bool = True  # the lock workload reads and writes with the lock's token (off: the negative control)
 
 
 @dataclass(frozen=True, slots=True)

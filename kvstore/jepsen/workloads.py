@@ -101,9 +101,8 @@ class GeneratedWorkload(Workload, Protocol):
 def write_outcome_of(error: KvError) -> Completion:
     """A write that raised: refused (`kvstore.errors.ERRORS` says it was not applied) means it
     did not happen; anything else (timeouts, unavailable, not leader after retries) may have."""
-    if not ERRORS[error.code].may_be_applied:
-        return Completion(EventType.FAIL, error=describe_error(error))
-    return Completion(EventType.INFO, error=describe_error(error))
+    outcome = EventType.INFO if ERRORS[error.code].may_be_applied else EventType.FAIL
+    return Completion(outcome, error=describe_error(error))
 
 
 def describe_error(error: Exception) -> str:

@@ -188,3 +188,19 @@ async def test_the_exit_releases_quietly_a_lock_already_lost() -> None:
     await context.__aexit__(None, None, None)  # no LockNotHeldError: `async with` does not ask
     assert len(leases.unlocked) == 1 and len(leases.revoked) == 1
     await alive.close()
+
+
+async def test_a_lost_lease_is_no_longer_renewed_even_when_the_cluster_answers_again() -> None:
+    """Renewing a lease the client already gave up would keep its lock from passing on (and, with
+    every acknowledgement ignored, would send keepalives back to back); closing it is then
+    immediate."""
+    node = FakeNode(1, UnavailableError("no leader"))
+    alive = keep_alives(node)
+    kept = alive.keep(KeptLease(7, 0, 0))
+    await asyncio.wait_for(kept.lost.wait(), 10)
+    node.script = [1]  # the cluster answers again
+    sent = len(node.sent_at)
+    await asyncio.sleep(0.3)
+    assert len(node.sent_at) <= sent + 1  # at most the attempt in flight when it was lost
+    await asyncio.wait_for(kept.close(), 1)
+    await alive.close()
