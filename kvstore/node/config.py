@@ -31,7 +31,7 @@ class NodeConfig:
     max_value_bytes: int = 1 << 20
     request_timeout_s: float = 5.0
     snapshot_entries: int = 10_000  # compact a group's log once this many entries are applied
-    cluster_id: str = "kvstore"
+    initial_cluster_token: str = "kvstore"  # with the initial --peers, makes the cluster id (bootstrap only)
     log_level: str = "info"
 
     def validate(self) -> None:

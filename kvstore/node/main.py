@@ -26,9 +26,10 @@ import click
 import uvloop
 
 from kvstore.node.config import ConfigError, NodeConfig, load_toml, parse_peers
+from kvstore.node.identity import IdentityError
 from kvstore.node.server import AddressInUseError, Node
 from kvstore.rpc import ClusterService, KVService, PeerService
-from kvstore.storage import DataDirLockedError, StorageError
+from kvstore.storage import CorruptionError, DataDirLockedError, StorageError
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
@@ -88,6 +89,8 @@ async def serve(config: NodeConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.close)
     await node.wait_closed()
+    if node.fatal is not None:
+        raise node.fatal
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "KVSTORE_NODE",
@@ -104,7 +107,10 @@ async def serve(config: NodeConfig) -> None:
 @click.option("--max-key-bytes", type=int, help="Largest key accepted (default 4096).")
 @click.option("--max-value-bytes", type=int, help="Largest value accepted (default 1 MiB).")
 @click.option("--snapshot-entries", type=int, help="Compact a partition's log after this many entries.")
-@click.option("--cluster-id", help="Nodes only talk to peers with the same cluster id.")
+@click.option("--initial-cluster-token",
+              help="Used once, when the data dir is created: the cluster id is derived from it and --peers, "
+                   "and nodes only talk to peers of the same cluster. Give each new cluster its own "
+                   "(kvctl cluster up does). Default: kvstore.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with any of these settings.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -129,9 +135,13 @@ def cli(log_format: str, **options: Any) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         uvloop.run(serve(config))
-    except (DataDirLockedError, AddressInUseError) as e:
+    except (DataDirLockedError, AddressInUseError, IdentityError) as e:
         click.echo(f"kvstore-node: {e}", err=True)
         sys.exit(EXIT_CONFIG)
+    except CorruptionError as e:
+        click.echo(f"kvstore-node: {e}; this node's copy cannot be trusted: move {config.data_dir} aside "
+                   "and replace the node (docs/membership.md)", err=True)
+        sys.exit(EXIT_RUNTIME)
     except StorageError as e:
         click.echo(f"kvstore-node: storage error: {e}", err=True)
         sys.exit(EXIT_RUNTIME)

@@ -34,6 +34,7 @@ import grpc
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
 from kvstore.node.errors import RequestError, not_leader, timeout, wrong_node
+from kvstore.node.identity import IdentityError, PeerAdmission, derive_cluster_id, open_identity
 from kvstore.node.replica import Replica, Waiter
 from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
 from kvstore.raft import (
@@ -49,7 +50,7 @@ from kvstore.raft import (
     SnapshotMeta,
 )
 from kvstore.ring import ClusterMap
-from kvstore.storage import Engine, LevelDBEngine, WriteBatch
+from kvstore.storage import Engine, LevelDBEngine, StorageError, WriteBatch
 
 log = logging.getLogger("kvstore.node")
 
@@ -100,8 +101,9 @@ class Node:
         )
         self.engine: Engine | None = None
         self.replicas: dict[int, Replica] = {}
-        self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self._on_unreachable,
-                                       self._on_snapshot_sent)
+        self.transport = PeerTransport(config.node_id, config.peers, self._on_unreachable, self._on_snapshot_sent)
+        self.admission: PeerAdmission  # set by start(), once the data dir's identity is known
+        self.fatal: IdentityError | StorageError | None = None  # why the node stopped on its own
         self.server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -125,6 +127,14 @@ class Node:
         """Open storage, start serving `servicers` (the RPC layer's), then drive Raft."""
         config = self.config
         self.engine = LevelDBEngine(str(config.data_dir / "db"))
+        try:
+            identity = open_identity(self.engine, config.data_dir, config.node_id, config.partitions,
+                                     lambda: derive_cluster_id(config.initial_cluster_token, config.peers))
+        except IdentityError:
+            self.engine.close()
+            raise
+        self.admission = PeerAdmission(identity, self.engine, config.peers.keys,
+                                       lambda message: self._fail(IdentityError(message)))
         # Followers learn commits from the next append or heartbeat: half the messages per write.
         raft_config = Config(config.node_id, election_tick=config.election_ticks, heartbeat_tick=config.heartbeat_ticks,
                              skip_bcast_commit=True)
@@ -144,12 +154,13 @@ class Node:
             self.engine.close()
             raise AddressInUseError(f"cannot listen on {config.listen}: the address is in use or not available")
         await self.server.start()
-        self.transport.start()
+        self.transport.start(self.admission)
         self._tasks = [
             asyncio.create_task(self._ticker(), name="ticker"),
             asyncio.create_task(self._ready_loop(), name="ready-loop"),
         ]
-        log.info("node %d serving %s with %d replicas", self.id, config.listen, len(self.replicas))
+        log.info("node %d of cluster %s serving %s with %d replicas", self.id, self.admission.identity.cluster_id,
+                 config.listen, len(self.replicas))
 
     def close(self) -> None:
         if self._closing:
@@ -176,6 +187,14 @@ class Node:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+    def _fail(self, error: IdentityError | StorageError) -> None:
+        """Stop because this node cannot go on (its data dir is damaged, or its peers refuse it);
+        `fatal` tells why, in one line."""
+        if self.fatal is None:
+            self.fatal = error
+            log.error("stopping: %s", error)
+        self.close()
 
     # -- inputs (any task) ------------------------------------------------------------------
 
@@ -265,8 +284,11 @@ class Node:
                     await self._handle_readies(readies)
             except asyncio.CancelledError:
                 raise
+            except StorageError as e:
+                self._fail(e)
+                return
             except Exception:
-                # A bug or a storage failure: stop rather than risk acting on half-handled state.
+                # A bug: stop rather than risk acting on half-handled state.
                 log.exception("fatal error in the Ready loop; stopping the node")
                 self.close()
                 return

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 import grpc
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore.node.identity import PeerAdmission
 from kvstore.node.wire import encode_batch, snapshot_chunks
 from kvstore.raft import Message
 
@@ -37,15 +38,15 @@ SNAPSHOT_CHUNK_BYTES = 1 << 20
 SNAPSHOT_TIMEOUT_S = 300.0
 BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 1.0
+HANDSHAKE_TIMEOUT_S = 5.0
 
 
 class _PeerSender:
-    def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str,
+    def __init__(self, peer_id: int, address: str, admission: PeerAdmission,
                  on_unreachable: Callable[[int], None]) -> None:
-        self.node_id = node_id
         self.peer_id = peer_id
         self.address = address
-        self.cluster_id = cluster_id
+        self.admission = admission
         self.on_unreachable = on_unreachable
         self.queue: list[tuple[int, Message]] = []
         self.wake = asyncio.Event()
@@ -65,8 +66,14 @@ class _PeerSender:
             channel = grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS)
             try:
                 call = peer_pb2_grpc.PeerStub(channel).Stream()
-                hello = peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id)
-                await call.write(peer_pb2.PeerFrame(hello=hello))
+                await call.write(peer_pb2.PeerFrame(hello=self.admission.hello()))
+                # The peer answers with its own hello, which says whether it refuses us.
+                reply = await asyncio.wait_for(call.read(), HANDSHAKE_TIMEOUT_S)
+                if reply is grpc.aio.EOF or not reply.HasField("hello"):
+                    raise ConnectionError("the peer ended the stream without a hello")
+                if not self.admission.check_reply(self.peer_id, reply.hello):
+                    backoff = BACKOFF_MAX_S  # a refusal lasts until someone fixes a configuration
+                    raise ConnectionRefusedError("the handshake refused the stream")
                 self.connected = True
                 log.info("connected to peer %d at %s", self.peer_id, self.address)
                 backoff = BACKOFF_INITIAL_S
@@ -102,20 +109,23 @@ class _PeerSender:
 class PeerTransport:
     """Owns one sender task per peer and the snapshot uploads; `start()`, `send()`, `close()`."""
 
-    def __init__(self, node_id: int, peers: dict[int, str], cluster_id: str,
+    def __init__(self, node_id: int, peers: dict[int, str],
                  on_unreachable: Callable[[int], None],
                  on_snapshot_sent: Callable[[int, int, bool], None]) -> None:
         self._node_id = node_id
         self._peers = peers
+        self._on_unreachable = on_unreachable
         self._on_snapshot_sent = on_snapshot_sent
-        self._senders = {
-            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, on_unreachable)
-            for peer_id, address in peers.items()
-            if peer_id != node_id
-        }
+        self._senders: dict[int, _PeerSender] = {}
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
 
-    def start(self) -> None:
+    def start(self, admission: PeerAdmission) -> None:
+        """Connect to every peer; each stream starts with a handshake judged by `admission`."""
+        self._senders = {
+            peer_id: _PeerSender(peer_id, address, admission, self._on_unreachable)
+            for peer_id, address in self._peers.items()
+            if peer_id != self._node_id
+        }
         for sender in self._senders.values():
             sender.task = asyncio.create_task(sender.run(), name=f"peer-sender-{sender.peer_id}")
 

@@ -26,8 +26,9 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         try:
             async for frame in request_iterator:
                 if frame.HasField("hello"):
-                    if frame.hello.cluster_id != self.node.config.cluster_id:
-                        log.warning("refusing peer %d of cluster %r", frame.hello.node_id, frame.hello.cluster_id)
+                    refusal = self.node.admission.judge(frame.hello)
+                    await context.write(peer_pb2.PeerFrame(hello=self.node.admission.hello(refusal)))
+                    if refusal != peer_pb2.ACCEPTED:
                         return
                     peer = frame.hello.node_id
                     continue

@@ -12,7 +12,7 @@ from kvstore.node.main import build_config
 NO_FLAGS = {
     "config": None, "node_id": None, "listen": None, "peers": None, "data_dir": None, "partitions": None,
     "replication_factor": None, "vnodes": None, "tick_ms": None, "election_ticks": None, "max_key_bytes": None,
-    "max_value_bytes": None, "snapshot_entries": None, "cluster_id": None, "log_level": None,
+    "max_value_bytes": None, "snapshot_entries": None, "initial_cluster_token": None, "log_level": None,
 }
 
 
