@@ -1,20 +1,23 @@
 """`kvctl cluster up|down|status`: a local cluster of node processes on this machine.
 
 Node i (1-based) serves on `base-port + i - 1` and keeps its data in `DATA_DIR/node-i`; the
-launcher records what it started in `DATA_DIR/cluster.json`, so `down` (or a later `up` with
-the same data dir, which brings the same data back) knows the cluster.
+launcher records the cluster (its token, partition count, replication factor, and each node's
+address and process) in `DATA_DIR/cluster.json`, so that `down` knows what to stop and a later
+`up` with the same data dir brings the same cluster back, with the same addresses.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import click
@@ -29,6 +32,9 @@ from kvstore.node.local import leaders, node_command, node_status
 STATE_FILE = "cluster.json"
 DEFAULT_DATA_DIR = "kvstore-data"
 READY_TIMEOUT_S = 60.0
+DEFAULT_NODES = 3
+DEFAULT_PARTITIONS = 64
+DEFAULT_REPLICATION_FACTOR = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,20 @@ class LocalNode:
     data_dir: str
     log_file: str
     pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCluster:
+    """What `cluster.json` records: the settings every node was bootstrapped with, and the nodes."""
+
+    token: str
+    partitions: int
+    replication_factor: int
+    nodes: tuple[LocalNode, ...]
+
+    def save(self, root: Path) -> None:
+        document = {**asdict(self), "nodes": [asdict(node) for node in self.nodes]}
+        (root / STATE_FILE).write_text(json.dumps(document, indent=2))
 
 
 def _fail(message: str, code: ExitCode) -> None:
@@ -71,38 +91,54 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _load_state(data_dir: Path) -> list[LocalNode]:
+def _load_state(data_dir: Path) -> LocalCluster | None:
     path = data_dir / STATE_FILE
     if not path.exists():
-        return []
+        return None
     try:
-        return [LocalNode(**item) for item in json.loads(path.read_text())["nodes"]]
+        document = json.loads(path.read_text())
+        nodes = tuple(LocalNode(**item) for item in document.pop("nodes"))
+        return LocalCluster(**document, nodes=nodes)
     except (ValueError, KeyError, TypeError):
-        _fail(f"{path} is not a cluster state file; remove it or use another --data-dir", ExitCode.USAGE)
-    return []
+        _fail(f"{path} is not a cluster state file of this kvctl; remove it (and the node dirs beside it) "
+              "or use another --data-dir", ExitCode.USAGE)
+    return None
 
 
-def _wait_ready(nodes: list[LocalNode], partitions: int, console: Console) -> None:
-    """Wait until every node answers and every partition has a leader, showing progress."""
+def _exit_reason(node: LocalNode) -> str:
+    """Why a node process exited: its one-line error, else the end of its log."""
+    lines = [line for line in Path(node.log_file).read_text(errors="replace").splitlines() if line.strip()]
+    own = [line for line in lines if line.startswith("kvstore-node: ")]
+    return own[-1] if own else "\n  ".join(lines[-3:])
+
+
+def _wait_ready(nodes: tuple[LocalNode, ...], partitions: int, console: Console) -> list[LocalNode]:
+    """Wait until every node still running answers and every partition has a leader, showing
+    progress; returns the nodes that exited during start-up (each reported as it exits)."""
+    failed: list[LocalNode] = []
     deadline = time.monotonic() + READY_TIMEOUT_S
     with console.status("starting nodes...") as status:
         while time.monotonic() < deadline:
             for node in nodes:
-                if not _alive(node.pid):
-                    log_tail = Path(node.log_file).read_text(errors="replace").strip().splitlines()[-3:]
-                    _fail(f"node {node.id} exited during start-up:\n  " + "\n  ".join(log_tail), ExitCode.UNAVAILABLE)
-            statuses = [node_status(n.address) for n in nodes]
+                if node not in failed and not _alive(node.pid):
+                    failed.append(node)
+                    console.print(f"[red]node {node.id} failed to start[/]: {_exit_reason(node)}", highlight=False)
+            running = [node for node in nodes if node not in failed]
+            if not running:
+                _fail("no node started; see the logs in the data dir", ExitCode.UNAVAILABLE)
+            statuses = [node_status(n.address) for n in running]
             led = leaders(statuses)
             answering = sum(s is not None for s in statuses)
-            status.update(f"{answering}/{len(nodes)} nodes answering, {len(led)}/{partitions} partitions have a leader")
-            if answering == len(nodes) and len(led) == partitions:
-                return
+            status.update(f"{answering}/{len(running)} nodes answering, {len(led)}/{partitions} partitions have a leader")
+            if answering == len(running) and len(led) == partitions:
+                return failed
             time.sleep(0.2)
     _fail(f"the cluster did not become ready within {READY_TIMEOUT_S:.0f}s; see the logs in the data dir",
           ExitCode.UNAVAILABLE)
+    return failed
 
 
-def status_table(nodes: list[LocalNode], title: str = "kvstore local cluster") -> Table:
+def status_table(nodes: Sequence[LocalNode], title: str = "kvstore local cluster") -> Table:
     """Nodes, partitions led, and lag: how far each replica's commit index trails its partition
     leader's (commit lag) and how far its applied index trails its own commit (apply lag)."""
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
@@ -135,7 +171,7 @@ def status_table(nodes: list[LocalNode], title: str = "kvstore local cluster") -
     return table
 
 
-def _stop(nodes: list[LocalNode], console: Console, timeout: float = 15.0) -> None:
+def _stop(nodes: Sequence[LocalNode], console: Console, timeout: float = 15.0) -> None:
     for node in nodes:
         if _alive(node.pid):
             os.kill(node.pid, signal.SIGTERM)
@@ -153,20 +189,56 @@ def cluster() -> None:
     """Run a local multi-node cluster on this machine."""
 
 
+def _start_node(root: Path, node_id: int, peers: dict[int, str], state: LocalCluster) -> LocalNode:
+    node_dir = root / f"node-{node_id}"
+    log_file = root / f"node-{node_id}.log"
+    command = node_command(node_id, peers, node_dir, state.partitions,
+                           "--replication-factor", str(state.replication_factor),
+                           "--initial-cluster-token", state.token)
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    return LocalNode(node_id, peers[node_id], str(node_dir), str(log_file), process.pid)
+
+
+def _check_unchanged(ctx: click.Context, root: Path, recorded: LocalCluster) -> None:
+    """Refuse flags that would change an existing cluster: a restart brings back what was built."""
+    given = {name for name in ("nodes", "partitions", "replication_factor", "base_port", "host")
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    params = ctx.params
+    if "nodes" in given and params["nodes"] != len(recorded.nodes):
+        _fail(f"the cluster in {root} has {len(recorded.nodes)} nodes, not {params['nodes']}: add one with "
+              f"`kvctl cluster add-node`, remove one with `kvctl cluster remove-node ID`", ExitCode.USAGE)
+    if "partitions" in given and params["partitions"] != recorded.partitions:
+        _fail(f"the cluster in {root} has {recorded.partitions} partitions, not {params['partitions']}: the "
+              f"partition count of a cluster never changes (start a new cluster in another --data-dir)",
+              ExitCode.USAGE)
+    if "replication_factor" in given and params["replication_factor"] != recorded.replication_factor:
+        _fail(f"the cluster in {root} has replication factor {recorded.replication_factor}, not "
+              f"{params['replication_factor']}", ExitCode.USAGE)
+    if given & {"base_port", "host"}:
+        addresses = ", ".join(node.address for node in recorded.nodes)
+        _fail(f"the cluster in {root} keeps its addresses ({addresses}); leave out --base-port and --host",
+              ExitCode.USAGE)
+
+
 @cluster.command()
-@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 16), help="Number of node processes.")
-@click.option("--partitions", default=64, show_default=True, type=int, help="Partitions (a power of two).")
-@click.option("--replication-factor", default=3, show_default=True, type=click.IntRange(1, 7),
-              help="Replicas per partition (capped by --nodes).")
+@click.option("--nodes", default=DEFAULT_NODES, show_default=True, type=click.IntRange(1, 16),
+              help="Number of node processes of a new cluster.")
+@click.option("--partitions", default=DEFAULT_PARTITIONS, show_default=True, type=int,
+              help="Partitions of a new cluster (a power of two; never changes afterwards).")
+@click.option("--replication-factor", default=DEFAULT_REPLICATION_FACTOR, show_default=True,
+              type=click.IntRange(1, 7), help="Replicas per partition (capped by --nodes).")
 @click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False),
               help="Where the nodes keep their data (and the launcher its state).")
 @click.option("--base-port", default=2379, show_default=True, type=click.IntRange(1024, 65000),
-              help="Node i serves on base-port + i - 1.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+              help="Node i of a new cluster serves on base-port + i - 1.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address a new cluster listens on.")
 @click.option("--detach", is_flag=True, help="Start the nodes and return; stop them with `kvctl cluster down`.")
 @click.option("--demo", is_flag=True, help="Run a short demo against the cluster once it is up.")
-def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base_port: int, host: str,
-       detach: bool, demo: bool) -> None:
+@click.pass_context
+def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int, data_dir: str, base_port: int,
+       host: str, detach: bool, demo: bool) -> None:
     """Start a local cluster and show its live status until Ctrl-C.
 
     \b
@@ -174,40 +246,47 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
       kvctl cluster up --nodes 3                 # foreground, live status table
       kvctl cluster up --nodes 5 --detach        # background; stop with `kvctl cluster down`
       kvctl cluster up --data-dir /tmp/kv --base-port 3379
-    Restarting with the same --data-dir brings the same data back.
+    Restarting with the same --data-dir brings the same cluster back: same nodes, addresses and
+    data (its size changes only through `kvctl cluster add-node` / `remove-node`). A node that
+    fails to start is reported and the others keep running.
     """
     console = Console()
     if partitions <= 0 or partitions & (partitions - 1):
         _fail(f"--partitions must be a power of two, got {partitions}", ExitCode.USAGE)
     root = Path(data_dir).resolve()
-    running = [n for n in _load_state(root) if _alive(n.pid)]
+    recorded = _load_state(root)
+    running = [n for n in recorded.nodes if _alive(n.pid)] if recorded is not None else []
     if running:
         _fail(f"a cluster is already running from {root} (pids {', '.join(str(n.pid) for n in running)}); "
               f"stop it with `kvctl cluster down --data-dir {data_dir}`", ExitCode.USAGE)
-    ports = [base_port + i for i in range(nodes)]
-    busy = [p for p in ports if not _port_free(host, p)]
+    if recorded is not None:
+        _check_unchanged(ctx, root, recorded)
+        state = recorded
+        peers = {node.id: node.address for node in recorded.nodes}
+    else:
+        # A token of its own makes this cluster's id differ from every other cluster's, even one
+        # built on the same addresses: their nodes then never talk to each other.
+        state = LocalCluster(secrets.token_hex(8), partitions, replication_factor, ())
+        peers = {i + 1: f"{host}:{base_port + i}" for i in range(nodes)}
+    busy = [address for address in peers.values() if not _port_free(*_host_port(address))]
     if busy:
-        _fail(f"port{'s' if len(busy) > 1 else ''} {', '.join(map(str, busy))} on {host} "
-              f"{'are' if len(busy) > 1 else 'is'} in use; choose another --base-port", ExitCode.USAGE)
+        _fail(f"{', '.join(busy)} {'are' if len(busy) > 1 else 'is'} in use"
+              + ("; choose another --base-port" if recorded is None else ""), ExitCode.USAGE)
     root.mkdir(parents=True, exist_ok=True)
-    peers = {i + 1: f"{host}:{port}" for i, port in enumerate(ports)}
-    started: list[LocalNode] = []
-    for node_id, address in peers.items():
-        node_dir = root / f"node-{node_id}"
-        log_file = root / f"node-{node_id}.log"
-        command = node_command(node_id, peers, node_dir, partitions, "--replication-factor", str(replication_factor))
-        with log_file.open("ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
-        started.append(LocalNode(node_id, address, str(node_dir), str(log_file), process.pid))
-    (root / STATE_FILE).write_text(json.dumps({"nodes": [asdict(n) for n in started]}, indent=2))
+    state = replace(state, nodes=tuple(_start_node(root, node_id, peers, state) for node_id in peers))
+    state.save(root)
     try:
-        _wait_ready(started, partitions, console)
+        failed = _wait_ready(state.nodes, state.partitions, console)
     except SystemExit:
-        _stop(started, console)
+        _stop(state.nodes, console)
         raise
+    started = [node for node in state.nodes if node not in failed]
     endpoints = ",".join(n.address for n in started)
-    console.print(f"[green]cluster up[/]: {nodes} nodes, {partitions} partitions, data in {root}")
+    console.print(f"[green]cluster up[/]: {len(started)} of {len(state.nodes)} nodes, {state.partitions} "
+                  f"partitions, data in {root}")
+    for node in failed:
+        console.print(f"  [yellow]node {node.id} is down[/]; the others serve without it. If its data dir is "
+                      "damaged, replace the node (docs/membership.md)")
     console.print(f"  export KVSTORE_ENDPOINTS={endpoints}")
     if demo:
         from kvctl.demo import run_demo
@@ -218,16 +297,21 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
         return
     try:
         live_title = "kvstore local cluster (Ctrl-C stops it)"
-        with Live(status_table(started, live_title), console=console, refresh_per_second=1) as live:
-            while any(_alive(n.pid) for n in started):
+        with Live(status_table(state.nodes, live_title), console=console, refresh_per_second=1) as live:
+            while any(_alive(n.pid) for n in state.nodes):
                 time.sleep(1)
-                live.update(status_table(started, live_title))
+                live.update(status_table(state.nodes, live_title))
         _fail("every node has exited; see the logs in " + str(root), ExitCode.UNAVAILABLE)
     except KeyboardInterrupt:
         console.print("stopping the cluster...")
     finally:
-        _stop(started, console)
+        _stop(state.nodes, console)
     console.print("cluster stopped")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
 
 
 @cluster.command()
@@ -236,10 +320,11 @@ def down(data_dir: str) -> None:
     """Stop a cluster started with `kvctl cluster up --detach`."""
     console = Console()
     root = Path(data_dir).resolve()
-    nodes = _load_state(root)
-    if not nodes:
+    recorded = _load_state(root)
+    if recorded is None:
         _fail(f"no cluster was started from {root}", ExitCode.NOT_FOUND)
-    alive = [n for n in nodes if _alive(n.pid)]
+        return
+    alive = [n for n in recorded.nodes if _alive(n.pid)]
     _stop(alive, console)
     console.print(f"stopped {len(alive)} node(s)" if alive else "no node was running")
 
@@ -248,7 +333,8 @@ def down(data_dir: str) -> None:
 @click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False))
 def cluster_status(data_dir: str) -> None:
     """Show the status table of a local cluster once."""
-    nodes = _load_state(Path(data_dir).resolve())
-    if not nodes:
+    recorded = _load_state(Path(data_dir).resolve())
+    if recorded is None:
         _fail(f"no cluster was started from {Path(data_dir).resolve()}", ExitCode.NOT_FOUND)
-    Console().print(status_table(nodes))
+        return
+    Console().print(status_table(recorded.nodes))
