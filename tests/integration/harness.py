@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,17 @@ class LocalCluster:
         for node_id in self.node_ids:
             self.start(node_id)
         self.wait_leaders_balanced()
+
+    @contextmanager
+    def running(self) -> Iterator[LocalCluster]:
+        """Every node started and balanced; when the block ends every node is stopped, and none
+        may have logged an error (a bug)."""
+        self.start_all()
+        try:
+            yield self
+        finally:
+            self.stop_all()
+            assert not self.any_fatal(), self.any_fatal()
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(node_id)

@@ -21,12 +21,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = LocalCluster(tmp_path_factory.mktemp("identity"), size=3, partitions=4)
-    local.start_all()
-    try:
+    with local.running():
         yield local
-    finally:
-        local.stop_all()
-        assert not local.any_fatal(), local.any_fatal()
 
 
 def run_until_exit(command: list[str], log_path: Path) -> tuple[int, str]:
