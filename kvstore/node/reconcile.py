@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from kvstore.raft import ConfChange, ConfChangeType, ConfState
+from kvstore.raft import ConfChange, ConfChangeType, ConfState, Message, MessageType
 from kvstore.ring import MoveProgress, StepKind, schedule
 from kvstore.statemachine.cluster_state import ClusterState, MemberState
 
@@ -53,7 +53,7 @@ class ReplicaView:
     learners: frozenset[int] = frozenset()
     committed: int = 0
     matches: Mapping[int, int] = field(default_factory=dict)  # leader only: each peer's match index
-    conf_pending: bool = False  # a conf change was proposed and is not applied yet
+    conf_pending: bool = False  # a conf change may be in the log and not applied yet
     transferring: bool = False
 
 
@@ -88,6 +88,35 @@ class ReportStep:
 Action = CreateReplica | DeleteReplica | ProposeConfChange | TransferLeader | ReportStep
 
 
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What a node keeps of a replica it deleted, should the group come back to it later.
+
+    A re-created replica starts with an empty log. Under a newer configuration it is only a
+    learner, but a member that missed the changes still counts it as a voter of the old one, and
+    an empty log would vote for that member even when its own log lacks entries the group
+    committed since: the two could elect a leader that overwrites committed entries (the cluster
+    simulation found this). With its log, the deleted replica would have refused. So a re-created
+    replica keeps the term and vote it had reached (it never votes twice in a term), and refuses
+    every candidate whose log is behind where its deleted log ended, as that log would have.
+    """
+
+    term: int
+    vote: int
+    last_index: int
+    last_term: int
+
+    def refuses(self, message: Message) -> bool:
+        """Whether `message` asks for a vote the deleted replica's log would have refused."""
+        return (message.type in (MessageType.VOTE, MessageType.PRE_VOTE)
+                and (message.log_term, message.index) < (self.last_term, self.last_index))
+
+    def merged(self, newer: Tombstone) -> Tombstone:
+        """The tombstone of a replica deleted again: the later term and vote, the furthest log."""
+        furthest = max((self.last_term, self.last_index), (newer.last_term, newer.last_index))
+        return Tombstone(newer.term, newer.vote, furthest[1], furthest[0])
+
+
 def initial_meta_conf(state: ClusterState) -> ConfState:
     """The meta group's configuration when the cluster is bootstrapped."""
     ids = [m.id for m in state.members]
@@ -97,8 +126,15 @@ def initial_meta_conf(state: ClusterState) -> ConfState:
 def reconcile(me: int, state: ClusterState, replicas: Mapping[int, ReplicaView], meta: ReplicaView | None,
               limit: int) -> list[Action]:
     """What node `me` should do now, given the cluster `state`, its partition `replicas` and its
-    view of the meta group (None when it hosts no meta replica yet)."""
-    actions: list[Action] = [*_hosting(me, state, replicas)]
+    view of the meta group (None when it hosts no meta replica yet).
+
+    `state` must be fresh: applied up to a linearizable read of the meta group made before this
+    call (ReadIndex). A node's own copy may lag far behind — after a restart, or cut off from
+    the meta leader — and decisions taken from an old state undo newer ones: a leader would put
+    back a member the cluster has since removed, a node would delete a replica the partition
+    has since come back to. Reports need no such care (a stale one is ignored), but every
+    other action does."""
+    actions: list[Action] = [*_hosting(me, state, replicas), *_repairs(me, state, replicas)]
     for progress in schedule(state.moves(), limit):
         view = replicas.get(progress.move.partition)
         if view is not None:
@@ -109,23 +145,55 @@ def reconcile(me: int, state: ClusterState, replicas: Mapping[int, ReplicaView],
 
 
 def _hosting(me: int, state: ClusterState, replicas: Mapping[int, ReplicaView]) -> list[Action]:
-    """Replicas to create (a move targets this node, or the state counts it in) and to delete
-    (at its DELETE_DATA step, reported even when the replica is gone already, as after a crash
-    between the two; or when nothing refers to it any more: a leftover)."""
+    """Replicas to create (a move targets this node, or the state counts it in) and to delete:
+    at its DELETE_DATA step (reported even when the replica is gone already, as after a crash
+    between the two), or a leftover that nothing refers to once the replica itself no longer
+    counts this node as a member."""
     actions: list[Action] = []
     for partition, current in enumerate(state.partitions):
         move = current.move
-        hosted = partition in replicas
+        view = replicas.get(partition)
         if move is not None and me in move.source and me not in move.target:
             progress = move.progress(partition)
             step = progress.next_step()
             if step.kind is StepKind.DELETE_DATA and int(step.node) == me:
-                actions += [DeleteReplica(partition)] if hosted else []
+                actions += [] if view is None else [DeleteReplica(partition)]
                 actions.append(ReportStep(partition, progress.done))
         elif me in current.replicas or me in current.learners or (move is not None and me in move.target):
-            actions += [] if hosted else [CreateReplica(partition)]
-        elif hosted:
+            actions += [] if view is not None else [CreateReplica(partition)]
+        elif view is not None and me not in view.voters | view.learners:
             actions.append(DeleteReplica(partition))
+    return actions
+
+
+def _repairs(me: int, state: ClusterState, replicas: Mapping[int, ReplicaView]) -> list[Action]:
+    """Conf changes that bring each group this node leads back to the voters and learners the
+    state records, apart from the node of the move's next step (which may or may not show that
+    step's effect yet). They differ when a change was made from an older state than the one
+    that won: a leader acting on a stale copy of the state, or a step applied just before its
+    move was abandoned. One change per group at a time, as Raft takes them. (A node an
+    ADD_LEARNER, PROMOTE or REMOVE step is about is left to that step.)"""
+    actions: list[Action] = []
+    lost = _lost(state)
+    for partition, view in replicas.items():
+        if view.leader != me or view.conf_pending or view.transferring:
+            continue
+        current = state.partitions[partition]
+        stepping = set()
+        if current.move is not None:
+            step = current.move.progress(partition).next_step()
+            if step.kind in (StepKind.ADD_LEARNER, StepKind.PROMOTE, StepKind.REMOVE):
+                stepping.add(int(step.node))
+        voters, learners = set(current.replicas) - stepping - lost, set(current.learners) - stepping - lost
+        members = view.voters | view.learners
+        if missing := sorted((voters | learners) - members):
+            actions += _propose(view, ConfChangeType.ADD_LEARNER, missing[0])
+        elif unpromoted := sorted(voters & view.learners):
+            actions += _propose(view, ConfChangeType.ADD_VOTER, unpromoted[0])
+        elif demoted := sorted(learners & view.voters - {me}):
+            actions += _propose(view, ConfChangeType.ADD_LEARNER, demoted[0])
+        elif strays := sorted(members - set(current.replicas) - set(current.learners) - stepping - {me}):
+            actions += _propose(view, ConfChangeType.REMOVE, strays[0])
     return actions
 
 
@@ -139,23 +207,32 @@ def _move_actions(me: int, state: ClusterState, view: ReplicaView, progress: Mov
         return report  # the new leader reports its own election
     if view.leader != me or view.transferring:
         return []
+    if view.conf_pending and kind in (StepKind.ADD_LEARNER, StepKind.PROMOTE, StepKind.REMOVE):
+        # The applied configuration is about to change (a conf change, or a new leader's log, is
+        # not applied yet): neither its absence nor its presence says anything about the step.
+        return []
     members = view.voters | view.learners
     if kind is StepKind.ADD_LEARNER:
         return report if node in members else _propose(view, ConfChangeType.ADD_LEARNER, node)
     if kind is StepKind.CATCH_UP:
         return report if _caught_up(view, node) else []
     if kind is StepKind.PROMOTE:
-        return report if node in view.voters else _propose(view, ConfChangeType.ADD_VOTER, node)
+        if node in view.voters:
+            return report
+        # A learner that a change from a stale state removed is added back first.
+        return _propose(view, ConfChangeType.ADD_VOTER if node in view.learners else ConfChangeType.ADD_LEARNER, node)
     if kind is StepKind.REMOVE:
         if node not in members:
             return report
         if node == me:
-            return _hand_over(view, tuple(int(n) for n in progress.move.new_replicas))
+            return _hand_over(view, tuple(int(n) for n in progress.move.new_replicas), _lost(state))
         return _propose(view, ConfChangeType.REMOVE, node)
+    member = state.member(node)
+    if member is not None and member.lost:
+        return report  # a lost node takes no leadership and deletes nothing: done without it
     if kind is StepKind.TRANSFER_LEADER:
         return [TransferLeader(partition, node)] if node in view.voters else []
-    member = state.member(node)
-    return report if member is not None and member.lost else []  # DELETE_DATA: the leaver's own, unless lost
+    return []  # DELETE_DATA: the leaver does it
 
 
 def _caught_up(view: ReplicaView, node: int) -> bool:
@@ -164,25 +241,34 @@ def _caught_up(view: ReplicaView, node: int) -> bool:
 
 
 def _propose(view: ReplicaView, kind: ConfChangeType, node: int) -> list[Action]:
-    # Raft takes one membership change at a time; the next waits until this one is applied.
-    return [] if view.conf_pending else [ProposeConfChange(view.group, ConfChange(kind, node))]
+    return [ProposeConfChange(view.group, ConfChange(kind, node))]
 
 
-def _hand_over(view: ReplicaView, preferred: tuple[int, ...]) -> list[Action]:
-    """This leader is leaving the group: its leadership goes first to another voter, the
+def _lost(state: ClusterState) -> set[int]:
+    return {m.id for m in state.members if m.lost}
+
+
+def _hand_over(view: ReplicaView, preferred: tuple[int, ...], lost: set[int]) -> list[Action]:
+    """This leader is leaving the group: its leadership goes first to another live voter, the
     preferred one when it already votes."""
-    others = [n for n in preferred if n in view.voters and n != view.leader] or sorted(view.voters - {view.leader})
+    candidates = view.voters - {view.leader} - lost
+    others = [n for n in preferred if n in candidates] or sorted(candidates)
     return [TransferLeader(view.group, others[0])] if others else []
 
 
 def _meta_actions(me: int, state: ClusterState, meta: ReplicaView) -> list[Action]:
-    """The meta leader's next change to the meta group's own configuration, if any."""
-    usable = [m.id for m in state.members if m.state is not MemberState.REMOVED and not m.lost]
-    active = [m.id for m in state.members if m.state is MemberState.ACTIVE and not m.lost]
-    voters = sorted(meta.voters, key=lambda n: (n not in active, n))
-    keep = [n for n in voters if n in active][:MAX_META_VOTERS]
-    want_voters = set(keep + [n for n in active if n not in keep][: MAX_META_VOTERS - len(keep)])
-    want_learners = set(usable) - want_voters
+    """The meta leader's next change to the meta group's own configuration, if any (Raft takes
+    one at a time: none while one is not applied)."""
+    if meta.conf_pending:
+        return []
+    # Voters among the members alive as far as the state knows: active ones first, then joining,
+    # then leaving ones (a cluster of joining or leaving members still needs a quorum), the
+    # current voters first within each kind so that the group does not churn.
+    rank = {MemberState.ACTIVE: 0, MemberState.JOINING: 1, MemberState.LEAVING: 2}
+    usable = sorted((m for m in state.members if m.state is not MemberState.REMOVED and not m.lost),
+                    key=lambda m: (rank[m.state], m.id not in meta.voters, m.id))
+    want_voters = {m.id for m in usable[:MAX_META_VOTERS]}
+    want_learners = {m.id for m in usable} - want_voters
     members = meta.voters | meta.learners
     missing = sorted((want_voters | want_learners) - members)
     if missing:
@@ -193,7 +279,7 @@ def _meta_actions(me: int, state: ClusterState, meta: ReplicaView) -> list[Actio
     surplus = sorted(meta.voters - want_voters)
     if surplus and len(meta.voters) > 1:
         if surplus[0] == me:
-            return _hand_over(meta, tuple(sorted(want_voters)))
+            return _hand_over(meta, tuple(sorted(want_voters)), _lost(state))
         change = ConfChangeType.ADD_LEARNER if surplus[0] in want_learners else ConfChangeType.REMOVE
         return _propose(meta, change, surplus[0])
     gone = sorted(meta.learners - want_learners - want_voters)
