@@ -1,10 +1,11 @@
-"""Throughput of the partition applier, and the cost of the command codec.
+"""Throughput of the partition applier, and the cost of parsing a command and serializing its
+response (protobuf: the client's RequestOp bytes are the entry's data).
 
 Applies Puts of `--value-size`-byte values (keys drawn round-robin from `--keys` distinct keys,
 each command from one of `--clients` clients with dedup on, each client's seqs increasing) in
 batches of `--batch` entries per `apply`, one write per batch: the in-memory engine, then
 LevelDB with a synced write per batch, as the node does once per Ready cycle. Entries are
-encoded beforehand (the node encodes at proposal time); the codec is measured separately.
+serialized beforehand (the client serializes them); parsing is measured separately.
 Lower `--dedup-window` / `--max-dedup-results` to measure the steady state where every request
 also evicts a remembered result. A node applies a few entries per partition per Ready cycle:
 `--batch 4 --clients 3 --dedup-window 64` is close to that.
@@ -24,53 +25,46 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb.internal_pb2 import LogCommand, LogResponse
 from kvstore.bench.report import machine_line
 from kvstore.raft.types import Entry
-from kvstore.statemachine import (
-    Command,
-    PartitionStateMachine,
-    Put,
-    PutResult,
-    decode_command,
-    decode_result,
-    encode_command,
-    encode_result,
-)
+from kvstore.statemachine import PartitionStateMachine
 from kvstore.statemachine.applier import DEFAULT_DEDUP_WINDOW, DEFAULT_MAX_DEDUP_RESULTS
 from kvstore.storage import Engine, LevelDBEngine, MemoryEngine
 
 
-def make_commands(count: int, clients: int, keys: int, value_size: int) -> list[Command]:
+def make_commands(count: int, clients: int, keys: int, value_size: int) -> list[bytes]:
+    """Serialized RequestOps of Puts, as a client sends them and the node proposes them."""
     value = bytes(range(256)) * (value_size // 256 + 1)
     return [
-        Command(
-            f"client-{n % clients:04d}",
-            n // clients + 1,
-            Put(f"key{n % keys:08d}".encode(), value[:value_size]),
-        )
+        pb.RequestOp(
+            put=pb.PutRequest(
+                header=pb.RequestHeader(client_id=f"client-{n % clients:04d}", request_seq=n // clients + 1),
+                key=f"key{n % keys:08d}".encode(),
+                value=value[:value_size],
+            )
+        ).SerializeToString()
         for n in range(count)
     ]
 
 
-def codec_microseconds(commands: list[Command]) -> tuple[float, float, float, float]:
-    """µs per command: encode, decode, and for a Put's result: encode, decode."""
+def codec_microseconds(commands: list[bytes]) -> tuple[float, float, float]:
+    """µs per command: parse it, and for a Put's response: serialize it, parse it (dedup)."""
     started = time.process_time()
-    encoded = [encode_command(command) for command in commands]
-    encode_us = (time.process_time() - started) / len(commands) * 1e6
-    started = time.process_time()
-    for raw in encoded:
-        decode_command(raw)
-    decode_us = (time.process_time() - started) / len(commands) * 1e6
-    result = PutResult(123456, None)
+    for raw in commands:
+        LogCommand.FromString(raw)
+    parse_us = (time.process_time() - started) / len(commands) * 1e6
+    response = LogResponse(put=pb.PutResponse(header=pb.ResponseHeader(revision=123456)))
     started = time.process_time()
     for _ in commands:
-        raw_result = encode_result(result)
-    result_encode_us = (time.process_time() - started) / len(commands) * 1e6
+        raw_response = response.SerializeToString()
+    response_serialize_us = (time.process_time() - started) / len(commands) * 1e6
     started = time.process_time()
     for _ in commands:
-        decode_result(raw_result)
-    result_decode_us = (time.process_time() - started) / len(commands) * 1e6
-    return encode_us, decode_us, result_encode_us, result_decode_us
+        LogResponse.FromString(raw_response)
+    response_parse_us = (time.process_time() - started) / len(commands) * 1e6
+    return parse_us, response_serialize_us, response_parse_us
 
 
 def run_applier(
@@ -154,13 +148,13 @@ def main() -> None:
     bounds = (args.dedup_window, args.max_dedup_results)
 
     commands = make_commands(args.commands, args.clients, args.keys, args.value_size)
-    encode_us, decode_us, result_encode_us, result_decode_us = codec_microseconds(commands)
+    parse_us, response_serialize_us, response_parse_us = codec_microseconds(commands)
     print(
-        f"codec: command encode {encode_us:.2f} µs + decode {decode_us:.2f} µs = {encode_us + decode_us:.2f} µs; "
-        f"result encode {result_encode_us:.2f} µs, decode {result_decode_us:.2f} µs"
+        f"protobuf: command parse {parse_us:.2f} µs; "
+        f"response serialize {response_serialize_us:.2f} µs, parse {response_parse_us:.2f} µs"
     )
 
-    entries = [Entry(index, 1, encode_command(command)) for index, command in enumerate(commands, start=1)]
+    entries = [Entry(index, 1, command) for index, command in enumerate(commands, start=1)]
     report(
         "MemoryEngine", len(entries), *best_run(MemoryEngine, entries, args.batch, False, bounds, args.repeat)
     )

@@ -1,4 +1,4 @@
-"""CPU cost of the peer wire codec (`kvstore.node.wire`) on frames like a loaded node's.
+"""CPU cost of the peer wire codec (`kvstore.codec`'s peer frame) on frames like a loaded node's.
 
 A frame holds `--messages` (group, message) pairs of the four common kinds in turn: APPEND
 with one entry of `--size` bytes, APPEND_RESP, HEARTBEAT, HEARTBEAT_RESP. Reports CPU per
@@ -15,7 +15,7 @@ import statistics
 import time
 
 from kvstore.bench.report import machine_line
-from kvstore.node.wire import decode_batch, encode_batch
+from kvstore.codec import Encoder, decode_peer_frame
 from kvstore.raft import Entry, Message, MessageType
 
 
@@ -47,10 +47,11 @@ def main() -> None:
     args = parser.parse_args()
 
     frame = sample_frame(args.messages, args.size)
-    data = encode_batch(frame)
-    assert decode_batch(data) == frame, "the codec does not round-trip"
-    encode_us = [_cpu_per_call(encode_batch, frame, args.frames) / args.messages * 1e6 for _ in range(args.repeats)]
-    decode_us = [_cpu_per_call(decode_batch, data, args.frames) / args.messages * 1e6 for _ in range(args.repeats)]
+    encode = Encoder().peer_frame
+    data = encode(frame)
+    assert decode_peer_frame(data) == frame, "the codec does not round-trip"
+    encode_us = [_cpu_per_call(encode, frame, args.frames) / args.messages * 1e6 for _ in range(args.repeats)]
+    decode_us = [_cpu_per_call(decode_peer_frame, data, args.frames) / args.messages * 1e6 for _ in range(args.repeats)]
 
     print(machine_line())
     print(f"peer wire, frames of {args.messages} messages (APPEND with 1 entry of {args.size} B, APPEND_RESP, "

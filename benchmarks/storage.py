@@ -21,7 +21,7 @@ from pathlib import Path
 import plyvel
 
 from kvstore.bench.report import machine_line
-from kvstore.raft.types import Entry, SnapshotMeta
+from kvstore.raft.types import EMPTY_SNAPSHOT, Entry, Snapshot
 from kvstore.storage import DurableLogStorage, LevelDBEngine
 
 ENTRY_BYTES = 100
@@ -29,8 +29,8 @@ READ_CHUNK = 100
 READ_LOG_ENTRIES = 20_000
 
 
-def no_snapshot(meta: SnapshotMeta) -> bytes:
-    return b""
+def no_snapshot() -> Snapshot:
+    return EMPTY_SNAPSHOT
 
 
 def filesystem_of(path: Path) -> str:

@@ -1,9 +1,11 @@
 """`kvctl cluster up|down|status`: a local cluster of node processes on this machine.
 
 Node i (1-based) serves on `base-port + i - 1` and keeps its data in `DATA_DIR/node-i`; the
-launcher records the cluster (its token, partition count, replication factor, and each node's
-address and process) in `DATA_DIR/cluster.json`, so that `down` knows what to stop and a later
-`up` with the same data dir brings the same cluster back, with the same addresses.
+launcher records the cluster (its token, partition count, replication factor, each node's
+address and process, and with `--tls` the client certificate kvctl connects with) in
+`DATA_DIR/cluster.json`, so that `down` knows what to stop and a later `up` with the same data
+dir brings the same cluster back, with the same addresses. With `--tls` the certificates live
+in `DATA_DIR/tls` (made by `kvstore.certs` when missing).
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NoReturn
 
 import click
+import grpc
 from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from kvctl.exitcodes import ExitCode
-from kvstore.node.local import leaders, node_command, node_status
+from kvstore.certs import CertificateError, ClusterCertificates, files_in, init_certificates
+from kvstore.node.local import leaders, node_command, node_status, tls_arguments
+from kvstore.tls import TlsConfig, TlsError, client_credentials
 
 STATE_FILE = "cluster.json"
+TLS_DIR = "tls"
 DEFAULT_DATA_DIR = "kvstore-data"
 READY_TIMEOUT_S = 60.0
 DEFAULT_NODES = 3
@@ -46,21 +53,7 @@ class LocalNode:
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class LocalCluster:
-    """What `cluster.json` records: the settings every node was bootstrapped with, and the nodes."""
-
-    token: str
-    partitions: int
-    replication_factor: int
-    nodes: tuple[LocalNode, ...]
-
-    def save(self, root: Path) -> None:
-        document = {**asdict(self), "nodes": [asdict(node) for node in self.nodes]}
-        (root / STATE_FILE).write_text(json.dumps(document, indent=2))
-
-
-def _fail(message: str, code: ExitCode) -> None:
+def _fail(message: str, code: ExitCode) -> NoReturn:
     click.echo(f"kvctl: {message}", err=True)
     sys.exit(code)
 
@@ -91,18 +84,42 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class LocalCluster:
+    """What `cluster.json` records: the settings every node was bootstrapped with, the nodes,
+    and the client certificate to connect with when the cluster serves TLS."""
+
+    token: str
+    partitions: int
+    replication_factor: int
+    nodes: tuple[LocalNode, ...]
+    tls: TlsConfig | None
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        try:
+            return client_credentials(self.tls)
+        except TlsError as e:
+            _fail(f"the cluster's client certificate is unusable: {e}", ExitCode.USAGE)
+
+    def save(self, data_dir: Path) -> None:
+        tls = None if self.tls is None else {"ca": str(self.tls.ca), "cert": str(self.tls.cert),
+                                             "key": str(self.tls.key)}
+        document = {**asdict(self), "nodes": [asdict(n) for n in self.nodes], "tls": tls}
+        (data_dir / STATE_FILE).write_text(json.dumps(document, indent=2))
+
+
 def _load_state(data_dir: Path) -> LocalCluster | None:
     path = data_dir / STATE_FILE
     if not path.exists():
         return None
     try:
         document = json.loads(path.read_text())
-        nodes = tuple(LocalNode(**item) for item in document.pop("nodes"))
-        return LocalCluster(**document, nodes=nodes)
+        tls = document.pop("tls")
+        return LocalCluster(**{**document, "nodes": tuple(LocalNode(**item) for item in document["nodes"])},
+                            tls=None if tls is None else TlsConfig(Path(tls["ca"]), Path(tls["cert"]), Path(tls["key"])))
     except (ValueError, KeyError, TypeError):
         _fail(f"{path} is not a cluster state file of this kvctl; remove it (and the node dirs beside it) "
               "or use another --data-dir", ExitCode.USAGE)
-    return None
 
 
 def _exit_reason(node: LocalNode) -> str:
@@ -112,7 +129,23 @@ def _exit_reason(node: LocalNode) -> str:
     return own[-1] if own else "\n  ".join(lines[-3:])
 
 
-def _wait_ready(nodes: tuple[LocalNode, ...], partitions: int, console: Console) -> list[LocalNode]:
+def _certificates(root: Path, nodes: int, host: str, console: Console) -> ClusterCertificates:
+    """The cluster's certificates in `root/tls`, made (a new CA too) unless all are there."""
+    directory = root / TLS_DIR
+    layout = files_in(directory, nodes)
+    files = [layout.ca, layout.client, *layout.nodes.values()]
+    if all(f.cert.exists() and f.key.exists() for f in files):
+        return layout
+    try:
+        made = init_certificates(directory, nodes, hosts=[host], force=True)
+    except CertificateError as e:
+        _fail(str(e), ExitCode.USAGE)
+    console.print(f"created a development CA and certificates in {directory}")
+    return made
+
+
+def _wait_ready(nodes: Sequence[LocalNode], partitions: int, console: Console,
+                credentials: grpc.ChannelCredentials | None) -> list[LocalNode]:
     """Wait until every node still running answers and every partition has a leader, showing
     progress; returns the nodes that exited during start-up (each reported as it exits)."""
     failed: list[LocalNode] = []
@@ -126,7 +159,7 @@ def _wait_ready(nodes: tuple[LocalNode, ...], partitions: int, console: Console)
             running = [node for node in nodes if node not in failed]
             if not running:
                 _fail("no node started; see the logs in the data dir", ExitCode.UNAVAILABLE)
-            statuses = [node_status(n.address) for n in running]
+            statuses = [node_status(n.address, credentials=credentials) for n in running]
             led = leaders(statuses)
             answering = sum(s is not None for s in statuses)
             status.update(f"{answering}/{len(running)} nodes answering, {len(led)}/{partitions} partitions have a leader")
@@ -135,10 +168,10 @@ def _wait_ready(nodes: tuple[LocalNode, ...], partitions: int, console: Console)
             time.sleep(0.2)
     _fail(f"the cluster did not become ready within {READY_TIMEOUT_S:.0f}s; see the logs in the data dir",
           ExitCode.UNAVAILABLE)
-    return failed
 
 
-def status_table(nodes: Sequence[LocalNode], title: str = "kvstore local cluster") -> Table:
+def status_table(nodes: Sequence[LocalNode], credentials: grpc.ChannelCredentials | None,
+                 title: str = "kvstore local cluster") -> Table:
     """Nodes, partitions led, and lag: how far each replica's commit index trails its partition
     leader's (commit lag) and how far its applied index trails its own commit (apply lag)."""
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
@@ -148,7 +181,7 @@ def status_table(nodes: Sequence[LocalNode], title: str = "kvstore local cluster
         # Addresses are never cut; headers may take two lines on a narrow terminal.
         table.add_column(column, justify="left" if left else "right",
                          min_width=widest_address if column == "address" else None)
-    statuses = {node.id: node_status(node.address, timeout=0.5) for node in nodes}
+    statuses = {node.id: node_status(node.address, timeout=0.5, credentials=credentials) for node in nodes}
     leader_of = leaders(statuses.values())
     leader_commit = {
         p.id: p.commit_index
@@ -189,12 +222,16 @@ def cluster() -> None:
     """Run a local multi-node cluster on this machine."""
 
 
-def _start_node(root: Path, node_id: int, peers: dict[int, str], state: LocalCluster) -> LocalNode:
+def _start_node(root: Path, node_id: int, peers: dict[int, str], state: LocalCluster,
+                certificates: ClusterCertificates | None) -> LocalNode:
     node_dir = root / f"node-{node_id}"
     log_file = root / f"node-{node_id}.log"
     command = node_command(node_id, peers, node_dir, state.partitions,
                            "--replication-factor", str(state.replication_factor),
                            "--initial-cluster-token", state.token)
+    if certificates is not None:
+        own = certificates.nodes[node_id]
+        command += tls_arguments(own.cert, own.key, certificates.ca.cert)
     with log_file.open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
@@ -220,6 +257,9 @@ def _check_unchanged(ctx: click.Context, root: Path, recorded: LocalCluster) -> 
         addresses = ", ".join(node.address for node in recorded.nodes)
         _fail(f"the cluster in {root} keeps its addresses ({addresses}); leave out --base-port and --host",
               ExitCode.USAGE)
+    if params["tls"] != (recorded.tls is not None):
+        _fail(f"the cluster in {root} was built {'with' if recorded.tls else 'without'} --tls; start it the "
+              "same way", ExitCode.USAGE)
 
 
 @cluster.command()
@@ -236,9 +276,12 @@ def _check_unchanged(ctx: click.Context, root: Path, recorded: LocalCluster) -> 
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address a new cluster listens on.")
 @click.option("--detach", is_flag=True, help="Start the nodes and return; stop them with `kvctl cluster down`.")
 @click.option("--demo", is_flag=True, help="Run a short demo against the cluster once it is up.")
+@click.option("--tls", is_flag=True,
+              help="Serve TLS, clients and peers alike, with certificates in DATA_DIR/tls (a development CA, "
+                   "made when missing, as `kvctl cert init` does).")
 @click.pass_context
 def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int, data_dir: str, base_port: int,
-       host: str, detach: bool, demo: bool) -> None:
+       host: str, detach: bool, demo: bool, tls: bool) -> None:
     """Start a local cluster and show its live status until Ctrl-C.
 
     \b
@@ -246,6 +289,7 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
       kvctl cluster up --nodes 3                 # foreground, live status table
       kvctl cluster up --nodes 5 --detach        # background; stop with `kvctl cluster down`
       kvctl cluster up --data-dir /tmp/kv --base-port 3379
+      kvctl cluster up --tls --detach            # TLS; prints the KVSTORE_CACERT/CERT/KEY to export
     Restarting with the same --data-dir brings the same cluster back: same nodes, addresses and
     data (its size changes only through `kvctl cluster add-node` / `remove-node`). A node that
     fails to start is reported and the others keep running.
@@ -261,46 +305,52 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
               f"stop it with `kvctl cluster down --data-dir {data_dir}`", ExitCode.USAGE)
     if recorded is not None:
         _check_unchanged(ctx, root, recorded)
-        state = recorded
         peers = {node.id: node.address for node in recorded.nodes}
     else:
-        # A token of its own makes this cluster's id differ from every other cluster's, even one
-        # built on the same addresses: their nodes then never talk to each other.
-        state = LocalCluster(secrets.token_hex(8), partitions, replication_factor, ())
         peers = {i + 1: f"{host}:{base_port + i}" for i in range(nodes)}
     busy = [address for address in peers.values() if not _port_free(*_host_port(address))]
     if busy:
         _fail(f"{', '.join(busy)} {'are' if len(busy) > 1 else 'is'} in use"
               + ("; choose another --base-port" if recorded is None else ""), ExitCode.USAGE)
     root.mkdir(parents=True, exist_ok=True)
-    state = replace(state, nodes=tuple(_start_node(root, node_id, peers, state) for node_id in peers))
+    certificates = _certificates(root, max(peers), host, console) if tls else None
+    client_tls = None if certificates is None else TlsConfig(certificates.ca.cert, certificates.client.cert,
+                                                             certificates.client.key)
+    # A token of its own makes this cluster's id differ from every other cluster's, even one
+    # built on the same addresses: their nodes then never talk to each other.
+    state = recorded or LocalCluster(secrets.token_hex(8), partitions, replication_factor, (), client_tls)
+    state = replace(state, nodes=tuple(_start_node(root, node_id, peers, state, certificates) for node_id in peers))
     state.save(root)
+    credentials = state.credentials()
     try:
-        failed = _wait_ready(state.nodes, state.partitions, console)
+        failed = _wait_ready(state.nodes, state.partitions, console, credentials)
     except SystemExit:
         _stop(state.nodes, console)
         raise
     started = [node for node in state.nodes if node not in failed]
     endpoints = ",".join(n.address for n in started)
     console.print(f"[green]cluster up[/]: {len(started)} of {len(state.nodes)} nodes, {state.partitions} "
-                  f"partitions, data in {root}")
+                  f"partitions, {'TLS' if client_tls else 'plaintext'}, data in {root}")
     for node in failed:
         console.print(f"  [yellow]node {node.id} is down[/]; the others serve without it. If its data dir is "
                       "damaged, replace the node (docs/membership.md)")
     console.print(f"  export KVSTORE_ENDPOINTS={endpoints}")
+    if client_tls is not None:
+        console.print(f"  export KVSTORE_CACERT={client_tls.ca} KVSTORE_CERT={client_tls.cert} "
+                      f"KVSTORE_KEY={client_tls.key}", soft_wrap=True)
     if demo:
         from kvctl.demo import run_demo
 
-        run_demo(endpoints, console)
+        run_demo(endpoints, client_tls, console)
     if detach:
         console.print(f"  stop it with: kvctl cluster down --data-dir {data_dir}")
         return
     try:
         live_title = "kvstore local cluster (Ctrl-C stops it)"
-        with Live(status_table(state.nodes, live_title), console=console, refresh_per_second=1) as live:
+        with Live(status_table(state.nodes, credentials, live_title), console=console, refresh_per_second=1) as live:
             while any(_alive(n.pid) for n in state.nodes):
                 time.sleep(1)
-                live.update(status_table(state.nodes, live_title))
+                live.update(status_table(state.nodes, credentials, live_title))
         _fail("every node has exited; see the logs in " + str(root), ExitCode.UNAVAILABLE)
     except KeyboardInterrupt:
         console.print("stopping the cluster...")
@@ -323,7 +373,6 @@ def down(data_dir: str) -> None:
     recorded = _load_state(root)
     if recorded is None:
         _fail(f"no cluster was started from {root}", ExitCode.NOT_FOUND)
-        return
     alive = [n for n in recorded.nodes if _alive(n.pid)]
     _stop(alive, console)
     console.print(f"stopped {len(alive)} node(s)" if alive else "no node was running")
@@ -336,5 +385,4 @@ def cluster_status(data_dir: str) -> None:
     recorded = _load_state(Path(data_dir).resolve())
     if recorded is None:
         _fail(f"no cluster was started from {Path(data_dir).resolve()}", ExitCode.NOT_FOUND)
-        return
-    Console().print(status_table(recorded.nodes))
+    Console().print(status_table(recorded.nodes, recorded.credentials()))

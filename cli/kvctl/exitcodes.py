@@ -1,16 +1,6 @@
-"""kvctl's fixed exit codes. Scripts depend on these; never renumber them."""
+"""kvctl's fixed exit codes: `kvstore.errors.ExitCode`, defined next to the error table that
+maps every error to one of them."""
 
-from __future__ import annotations
+from kvstore.errors import ExitCode
 
-from enum import IntEnum
-
-
-class ExitCode(IntEnum):
-    OK = 0
-    NOT_FOUND = 1
-    USAGE = 2
-    UNAVAILABLE = 3
-
-    # `kvctl check` verdicts: aliases of the numbers above, with names that say what they mean there.
-    NOT_LINEARIZABLE = 1
-    UNKNOWN = 2  # timed out, or unusable input (bad usage, unreadable or malformed file)
+__all__ = ["ExitCode"]

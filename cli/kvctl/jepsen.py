@@ -11,11 +11,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from kvctl.progress import ConsoleProgress
 from kvstore.client import ReadConsistency
+from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.nemesis import NemesisKind
 from kvstore.jepsen.netns import NetworkError, cleanup_leftovers, missing_prerequisites
 from kvstore.jepsen.runner import ExitStatus, RunConfig, RunResult, run
-from kvstore.jepsen.workloads import WORKLOAD_NAMES, Validity
+from kvstore.jepsen.workloads import WORKLOAD_NAMES
 
 _VALIDITY_STYLE = {Validity.VALID: "green", Validity.INVALID: "bold red", Validity.UNKNOWN: "yellow"}
 
@@ -69,6 +71,9 @@ def run_command(
 ) -> None:
     """Start a cluster in network namespaces, run WORKLOAD while the nemeses strike, check it.
 
+    Progress goes to stderr: a live display on a terminal, a timestamped line every few seconds
+    otherwise (phases, time left, operations and faults so far, then each checker's keys).
+
     \b
     Example:
       kvctl jepsen run --workload register --nemesis kill,partition --time 60
@@ -94,7 +99,8 @@ def run_command(
         f"seed {chosen_seed}, writing {config.out_dir}"
     )
     try:
-        result = run(config)
+        with ConsoleProgress(Console(stderr=True)) as progress:
+            result = run(config, progress)
     except KeyboardInterrupt:
         console.print("interrupted: nodes, namespaces and bridge removed")
         sys.exit(ExitStatus.UNKNOWN)

@@ -16,9 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-
 from kvstore.bench.clusters import BenchError, LocalCluster, start_cluster
 from kvstore.bench.drivers import TargetKind, TargetSpec
 from kvstore.bench.keys import Distribution
@@ -37,6 +34,7 @@ from kvstore.bench.report import (
 from kvstore.bench.scenarios import FailoverRound, measure_failover, measure_memory
 from kvstore.bench.workloads import WORKLOADS
 from kvstore.client import ReadConsistency
+from kvstore.progress import Progress
 
 FAILOVER = "failover"
 MEMORY = "memory"
@@ -63,56 +61,43 @@ class BenchConfig:
     op_timeout_s: float
     seed: int
     output: Path
+    tls: bool = False  # the kvstore cluster the benchmark starts serves TLS
 
 
-class _Bars:
-    """The rich progress bars: one per phase, in seconds for timed runs, in keys for loads."""
+def _counting(progress: Progress) -> ProgressCallback:
+    """Loads: progress measured in operations, one per key."""
+    return lambda ops: progress.update(ops)
 
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
 
-    def add(self, description: str, total: float, unit: str = "ops") -> TaskID:
-        return self._progress.add_task(description, total=total, ops=0, unit=unit)
+def _timing(progress: Progress) -> ProgressCallback:
+    """Timed workloads: progress in seconds since the first report (the processes' common start),
+    with the operations so far as the detail."""
+    started: list[float] = []
 
-    def counter(self, task: TaskID) -> ProgressCallback:
-        """Progress measured in operations (loads: one per key)."""
-        return lambda ops: self._progress.update(task, completed=ops, ops=ops)
+    def update(ops: int) -> None:
+        if not started:
+            started.append(time.monotonic())
+        progress.update(time.monotonic() - started[0], detail=f"{ops:,} ops")
 
-    def clock(self, task: TaskID) -> ProgressCallback:
-        """Progress measured in seconds since the first report (the processes' common start)."""
-        started: list[float] = []
-
-        def update(ops: int) -> None:
-            if not started:
-                started.append(time.monotonic())
-            self._progress.update(task, completed=time.monotonic() - started[0], ops=ops)
-
-        return update
-
-    def advance(self, task: TaskID) -> None:
-        done = next(t.completed for t in self._progress.tasks if t.id == task) + 1
-        self._progress.update(task, completed=done, ops=int(done))
-
-    def finish(self, task: TaskID) -> None:
-        total = next(t.total for t in self._progress.tasks if t.id == task)
-        self._progress.update(task, completed=total)
+    return update
 
 
 @contextmanager
 def _target_cluster(config: BenchConfig, kind: TargetKind, etcd_binary: str | None,
-                    console: Console) -> Iterator[tuple[TargetSpec, LocalCluster | None]]:
+                    progress: Progress) -> Iterator[tuple[TargetSpec, LocalCluster | None]]:
     if kind is TargetKind.KVSTORE and config.endpoints:
         yield TargetSpec(kind, config.endpoints), None
         return
-    with console.status(f"starting a 3-member {kind} cluster..."):
-        cluster = start_cluster(kind, config.partitions, etcd_binary)
+    progress.phase(f"{kind}: starting a 3-member cluster")
+    cluster = start_cluster(kind, config.partitions, etcd_binary, config.tls)
     try:
         yield cluster.target, cluster
     finally:
         cluster.close()
 
 
-def run_bench(config: BenchConfig, console: Console) -> BenchReport:
+def run_bench(config: BenchConfig, progress: Progress) -> BenchReport:
+    """Run every workload of ``config`` on every target, each step a phase of ``progress``."""
     unknown = [w for w in config.workloads if w not in WORKLOADS and w not in SCENARIOS]
     if unknown:
         raise BenchError(f"unknown workload(s): {', '.join(unknown)}")
@@ -124,33 +109,28 @@ def run_bench(config: BenchConfig, console: Console) -> BenchReport:
     workloads: list[WorkloadRecord] = []
     failovers: list[FailoverRecord] = []
     memories: list[MemoryRecord] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[ops]:>10,} {task.fields[unit]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console) as rich_progress:
-        bars = _Bars(rich_progress)
-        for kind in config.targets:
-            timed = [w for w in config.workloads if w in WORKLOADS]
-            if timed or FAILOVER in config.workloads:
-                with _target_cluster(config, kind, etcd_binary, console) as (target, cluster):
-                    if timed:
-                        load = LoadPhase(config.keys, config.value_size, chunk=64, op_timeout_s=config.op_timeout_s)
-                        task = bars.add(f"{kind}: loading {config.keys:,} keys", config.keys, "keys")
-                        run_phase(target, load, config.processes, config.concurrency, config.seed,
-                                  bars.counter(task))
-                    server_pids = [cluster.pid(member) for member in cluster.members] if cluster else []
-                    for name in timed:
-                        workloads.append(_run_workload(config, kind, target, name, machine, bars, server_pids))
-                    if FAILOVER in config.workloads:
-                        if cluster is None:
-                            console.print(f"[yellow]{kind}: failover needs a cluster the benchmark starts "
-                                          "(not --endpoints); skipped[/]")
-                        else:
-                            failovers.append(_run_failover(config, kind, cluster, machine, bars))
-            if MEMORY in config.workloads:
-                if kind is TargetKind.KVSTORE and config.endpoints:
-                    console.print("[yellow]kvstore: memory needs a cluster the benchmark starts; skipped[/]")
-                    continue
-                memories.append(_run_memory(config, kind, etcd_binary, machine, bars, console))
+    for kind in config.targets:
+        timed = [w for w in config.workloads if w in WORKLOADS]
+        if timed or FAILOVER in config.workloads:
+            with _target_cluster(config, kind, etcd_binary, progress) as (target, cluster):
+                if timed:
+                    load = LoadPhase(config.keys, config.value_size, chunk=64, op_timeout_s=config.op_timeout_s)
+                    progress.phase(f"{kind}: loading {config.keys:,} keys", total=config.keys, unit="keys")
+                    run_phase(target, load, config.processes, config.concurrency, config.seed, _counting(progress))
+                server_pids = [cluster.pid(member) for member in cluster.members] if cluster else []
+                for name in timed:
+                    workloads.append(_run_workload(config, kind, target, name, machine, progress, server_pids))
+                if FAILOVER in config.workloads:
+                    if cluster is None:
+                        progress.note(f"{kind}: failover needs a cluster the benchmark starts (not --endpoints); "
+                                      "skipped")
+                    else:
+                        failovers.append(_run_failover(config, kind, cluster, machine, progress))
+        if MEMORY in config.workloads:
+            if kind is TargetKind.KVSTORE and config.endpoints:
+                progress.note("kvstore: memory needs a cluster the benchmark starts; skipped")
+                continue
+            memories.append(_run_memory(config, kind, etcd_binary, machine, progress))
     report = BenchReport(shlex.join(["kvctl", *sys.argv[1:]]), tuple(workloads), tuple(failovers), tuple(memories))
     config.output.mkdir(parents=True, exist_ok=True)
     write_json(report, config.output)
@@ -159,14 +139,15 @@ def run_bench(config: BenchConfig, console: Console) -> BenchReport:
 
 
 def _run_workload(config: BenchConfig, kind: TargetKind, target: TargetSpec, name: str, machine: Machine,
-                  bars: _Bars, server_pids: list[int]) -> WorkloadRecord:
+                  progress: Progress, server_pids: list[int]) -> WorkloadRecord:
     phase = TimedPhase(WORKLOADS[name], config.distribution, config.keys, config.value_size, config.consistency,
                        config.warmup_s, config.duration_s, config.op_timeout_s)
     load_avg = load_average()
-    task = bars.add(f"{kind}: {name}", config.warmup_s + config.duration_s)
-    result = run_phase(target, phase, config.processes, config.concurrency, config.seed, bars.clock(task),
+    total_s = config.warmup_s + config.duration_s
+    progress.phase(f"{kind}: {name}", total=total_s, unit="s")
+    result = run_phase(target, phase, config.processes, config.concurrency, config.seed, _timing(progress),
                        server_pids)
-    bars.finish(task)
+    progress.update(total_s, detail=f"{result.ops:,} ops")
     histogram = result.histogram
 
     def ms(percentile: float) -> float:
@@ -188,12 +169,14 @@ def _run_workload(config: BenchConfig, kind: TargetKind, target: TargetSpec, nam
 
 
 def _run_failover(config: BenchConfig, kind: TargetKind, cluster: LocalCluster, machine: Machine,
-                  bars: _Bars) -> FailoverRecord:
+                  progress: Progress) -> FailoverRecord:
     load_avg = load_average()
-    task = bars.add(f"{kind}: failover", config.kills, "kills")
+    progress.phase(f"{kind}: failover", total=config.kills, unit="kills")
+    rounds: list[FailoverRound] = []
 
-    def on_round(_: FailoverRound) -> None:
-        bars.advance(task)
+    def on_round(finished: FailoverRound) -> None:
+        rounds.append(finished)
+        progress.update(len(rounds))
 
     outcome = measure_failover(cluster, config.kills, config.op_timeout_s, on_round)
     return FailoverRecord(
@@ -205,14 +188,14 @@ def _run_failover(config: BenchConfig, kind: TargetKind, cluster: LocalCluster, 
 
 
 def _run_memory(config: BenchConfig, kind: TargetKind, etcd_binary: str | None, machine: Machine,
-                bars: _Bars, console: Console) -> MemoryRecord:
-    with console.status(f"starting a fresh 3-member {kind} cluster for the memory measurement..."):
-        cluster = start_cluster(kind, config.partitions, etcd_binary)
+                progress: Progress) -> MemoryRecord:
+    progress.phase(f"{kind}: starting a fresh 3-member cluster for the memory measurement")
+    cluster = start_cluster(kind, config.partitions, etcd_binary, config.tls)
     try:
         load_avg = load_average()
-        task = bars.add(f"{kind}: memory, loading", config.memory_keys, "keys")
+        progress.phase(f"{kind}: memory, loading", total=config.memory_keys, unit="keys")
         outcome = measure_memory(cluster, config.memory_keys, config.value_size, config.processes,
-                                 config.concurrency, config.seed, config.op_timeout_s, bars.counter(task))
+                                 config.concurrency, config.seed, config.op_timeout_s, _counting(progress))
     finally:
         cluster.close()
     return MemoryRecord(

@@ -1,26 +1,17 @@
 """The kvstore client: `Client` (asyncio) and `SyncClient` (blocking), typed errors, records and ops.
 
+The errors are `kvstore.errors`' (one hierarchy for server and client), re-exported here.
+
 Must not import `kvstore.node`: the client only speaks the public gRPC API.
 """
 
 from kvstore.client import ops
 from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
-from kvstore.client.errors import (
-    CrossPartitionError,
-    InvalidArgumentError,
-    KvError,
-    KvTimeoutError,
-    NotFoundError,
-    NotLeaderError,
-    StaleFencingTokenError,
-    UnavailableError,
-)
 from kvstore.client.ops import Compare, DeleteOp, GetOp, Op, PutOp
 from kvstore.client.sync import SyncClient
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
-    ErrorCode,
     GetResult,
     KeyValue,
     Member,
@@ -33,6 +24,20 @@ from kvstore.client.types import (
     TxnResult,
     WriteConcern,
 )
+from kvstore.errors import (
+    CrossPartitionError,
+    ErrorCode,
+    InvalidArgumentError,
+    KvError,
+    KvTimeoutError,
+    NotFoundError,
+    NotLeaderError,
+    StaleFencingTokenError,
+    TransportSecurityError,
+    UnavailableError,
+    WrongNodeError,
+)
+from kvstore.tls import TlsConfig
 
 __all__ = [
     "DEFAULT_MAX_KEY_BYTES",
@@ -63,8 +68,11 @@ __all__ = [
     "ResponseHeader",
     "StaleFencingTokenError",
     "SyncClient",
+    "TlsConfig",
+    "TransportSecurityError",
     "TxnResult",
     "UnavailableError",
     "WriteConcern",
+    "WrongNodeError",
     "ops",
 ]

@@ -8,6 +8,7 @@ therefore goes out at once, and under load batches grow by themselves.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from dataclasses import dataclass
 
@@ -15,34 +16,43 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.client.errors import KvError, UnavailableError
-from kvstore.client.types import ErrorCode
-
-# gRPC failures after which another attempt (maybe on another replica) may succeed.
-RETRYABLE_STATUS = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
+from kvstore.errors import ERRORS, ErrorCode, InvalidArgumentError, KvError, UnavailableError, code_for_status
 
 
 class TransportError(Exception):
     """A node could not be reached or did not answer in time; the operation may be retried elsewhere."""
 
 
+# An operation joins a batch only while the batch stays within this many bytes (one larger
+# operation travels alone): every node accepts requests of 1 MiB and more (--max-request-bytes).
+MAX_BATCH_BYTES = 1 << 20
+
+# gRPC's own words when a node refuses a message over its --max-request-bytes.
+_TOO_LARGE = re.compile(r"SERVER: Received message larger than max \((\d+) vs\. (\d+)\)")
+
+
 def transport_failure(error: grpc.aio.AioRpcError) -> Exception:
-    """The exception a failed RPC becomes: retryable `TransportError` or a final `KvError`."""
+    """The exception a failed RPC becomes (its status read through `kvstore.errors.ERRORS`): a
+    `TransportError` when another attempt may succeed, else the code's final `KvError`."""
     details = (error.details() or "").splitlines()[0] if error.details() else ""
-    if error.code() in RETRYABLE_STATUS:
-        return TransportError(
-            f"{error.code().name.lower()}: {details}" if details else error.code().name.lower()
+    status = error.code()
+    too_large = _TOO_LARGE.search(details) if status is grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    if too_large:
+        return InvalidArgumentError(
+            f"the request is {too_large[1]} bytes; the node accepts at most {too_large[2]} (its "
+            "--max-request-bytes, plus room for framing): send fewer or smaller operations at once"
         )
-    return KvError(
-        f"the node failed the request: {error.code().name} {details}".strip(), code=ErrorCode.INTERNAL
-    )
+    code = code_for_status(status)
+    kind = ERRORS[code]
+    if kind.retryable:
+        return TransportError(f"{status.name.lower()}: {details}" if details else status.name.lower())
+    return kind.exception(f"the node failed the request: {status.name} {details}".strip(), code=code)
 
 
 @dataclass(frozen=True, slots=True)
 class _QueuedOp:
     request: pb.RequestOp
+    size: int  # of the encoded request
     deadline: float  # loop time
     reply: asyncio.Future[pb.ResponseOp]
     expiry: asyncio.TimerHandle  # fails `reply` at `deadline`
@@ -103,16 +113,23 @@ class NodeBatcher:
         reply: asyncio.Future[pb.ResponseOp] = loop.create_future()
         deadline = loop.time() + timeout
         expiry = loop.call_at(deadline, _expire, reply, timeout)
-        self._queue.append(_QueuedOp(request, deadline, reply, expiry))
+        self._queue.append(_QueuedOp(request, request.ByteSize(), deadline, reply, expiry))
         self._wakeup.set()
         return reply
 
     def _take_batch(self) -> list[_QueuedOp]:
         batch: list[_QueuedOp] = []
-        while self._queue and len(batch) < self._max_batch:
-            queued = self._queue.popleft()
-            if not queued.reply.done():  # its caller gave up (deadline or cancellation): skip it
-                batch.append(queued)
+        size = 0
+        queue = self._queue
+        while queue and len(batch) < self._max_batch:
+            queued = queue[0]
+            if queued.reply.done():  # its caller gave up (deadline or cancellation): skip it
+                queue.popleft()
+                continue
+            if batch and size + queued.size > MAX_BATCH_BYTES:
+                break
+            batch.append(queue.popleft())
+            size += queued.size
         return batch
 
     async def _flush_forever(self) -> None:

@@ -17,21 +17,11 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.client import wire
 from kvstore.client.batching import NodeBatcher, TransportError, transport_failure
-from kvstore.client.errors import (
-    CrossPartitionError,
-    InvalidArgumentError,
-    KvError,
-    KvTimeoutError,
-    NotLeaderError,
-    UnavailableError,
-    error_for_code,
-)
 from kvstore.client.ops import Compare, Data, DeleteOp, GetOp, Op, PutOp, to_bytes
 from kvstore.client.routing import Router
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
-    ErrorCode,
     GetResult,
     KeyValue,
     Member,
@@ -42,7 +32,21 @@ from kvstore.client.types import (
     TxnResult,
     WriteConcern,
 )
+from kvstore.errors import (
+    ERRORS,
+    CrossPartitionError,
+    ErrorCode,
+    InvalidArgumentError,
+    KvError,
+    KvTimeoutError,
+    NotLeaderError,
+    TransportSecurityError,
+    UnavailableError,
+    error_code,
+    exception_for,
+)
 from kvstore.ring import routing_key
+from kvstore.tls import TlsConfig, TlsError, aio_channel, client_credentials, diagnose
 
 DEFAULT_MAX_KEY_BYTES = 4 * 1024
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
@@ -56,9 +60,6 @@ _MIN_ATTEMPT_S = 1.0
 # The server remembers the last 1024 request ids per client for dedup; with at most this many
 # writes in flight, every retried id is still inside that window.
 MAX_OUTSTANDING_MUTATIONS = 512
-
-# Error codes after which another node, or the same one a little later, may serve the request.
-_TRY_ELSEWHERE = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT})
 
 
 class _Response(Protocol):
@@ -108,6 +109,9 @@ class Client:
         async with Client(["127.0.0.1:2379"]) as client:
             await client.put("greeting", "hello")
             kv = await client.get("greeting")
+
+    Against a cluster serving TLS, pass `tls=TlsConfig(ca=..., cert=..., key=...)`: the
+    cluster's CA certificate, and a client certificate it signed with its key.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class Client:
         max_batch: int = 256,
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        tls: TlsConfig | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a sequence of 'host:port' strings, not one string")
@@ -129,6 +134,11 @@ class Client:
             raise InvalidArgumentError(f"timeout must be > 0 seconds, got {timeout}")
         if max_batch < 1:
             raise InvalidArgumentError(f"max_batch must be >= 1, got {max_batch}")
+        try:
+            self._credentials = client_credentials(tls)
+        except TlsError as error:
+            raise TransportSecurityError(str(error)) from None
+        self._tls = tls
         self.timeout = timeout
         self.client_id = client_id or uuid.uuid4().hex
         self.max_key_bytes = max_key_bytes
@@ -318,27 +328,24 @@ class Client:
         concern: WriteConcern,
     ) -> TxnResult:
         min_revision = self._seen_revisions.get(partition, 0)
-        request = pb.TxnRequest(
-            compare=[wire.compare_to_pb(compare) for compare in compares],
-            # Sub-operations travel under the transaction's header, so theirs stay empty.
-            success=[wire.op_to_pb(op, concern, min_revision) for op in success],
-            failure=[wire.op_to_pb(op, concern, min_revision) for op in failure],
-            concern=int(concern),
+        request = pb.RequestOp(
+            txn=pb.TxnRequest(
+                compare=[wire.compare_to_pb(compare) for compare in compares],
+                # Sub-operations travel under the transaction's header, so theirs stay empty.
+                success=[wire.op_to_pb(op, concern, min_revision) for op in success],
+                failure=[wire.op_to_pb(op, concern, min_revision) for op in failure],
+                concern=concern.value,
+            )
         )
-        self._fill_request_header(request.header, router, mutation=True)
+        txn = request.txn
+        self._fill_request_header(txn.header, router, mutation=True)
         deadline = self._deadline()
 
         async def send(address: str, timeout: float) -> pb.TxnResponse:
-            request.header.timeout_ms = int(timeout * 1000)
-            response: pb.TxnResponse = await self._kv_stub(address).Txn(request, timeout=timeout)
-            return response
+            txn.header.timeout_ms = int(timeout * 1000)
+            return wire.txn_response(await self._batcher(address).submit(request, timeout))
 
-        response = await self._call_partition(partition, deadline, send)
-        return TxnResult(
-            header=wire.header_from_pb(response.header),
-            succeeded=response.succeeded,
-            responses=tuple(wire.result_from_response(wire.inner_response(op)) for op in response.responses),
-        )
+        return wire.txn_from_pb(await self._call_partition(partition, deadline, send))
 
     # ---- cluster information ----------------------------------------------------------------
 
@@ -525,7 +532,7 @@ class Client:
                 router.forget_leader(partition, node_id)
                 continue
             error = response.error
-            code = wire.error_code(error)
+            code = error_code(error.code)
             if code in answers:
                 self._note_revision(response)
                 return response
@@ -552,13 +559,13 @@ class Client:
                 failed_nodes.add(node_id)
                 router.forget_leader(partition, node_id)
                 await self._refresh_layout_quietly(deadline)
-            elif code in _TRY_ELSEWHERE:
+            elif ERRORS[code].retryable:  # another node, or this one a little later, may serve it
                 last_problem, last_code = f"node {node_id} ({address}): {detail}", code
                 failed_nodes.add(node_id)
                 router.forget_leader(partition, node_id)
                 await backoff.pause(deadline)
             else:
-                raise error_for_code(code, detail)
+                raise exception_for(error.code, detail)
 
     def _deadline_error(self, partition: int, last_code: ErrorCode, last_problem: str) -> KvError:
         if last_code in (ErrorCode.NOT_LEADER, ErrorCode.WRONG_NODE):
@@ -618,6 +625,7 @@ class Client:
         backoff = _Backoff(self._rng)
         last_problem = "no endpoint was tried"
         while True:
+            security_problems = []
             for endpoint in endpoints:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -629,8 +637,17 @@ class Client:
                 except grpc.aio.AioRpcError as error:
                     failure = transport_failure(error)
                     if isinstance(failure, KvError):
-                        raise KvError(f"{endpoint}: {failure.message}", code=failure.code) from None
+                        raise exception_for(failure.code, f"{endpoint}: {failure.message}") from None
                     last_problem = f"{endpoint} {failure}"
+                    # gRPC reports a TLS mismatch as UNAVAILABLE, mostly "Socket closed": on first
+                    # contact, find out whether that is it (a mismatch is for good, an outage is not).
+                    if self._router is None and error.code() is grpc.StatusCode.UNAVAILABLE:
+                        problem = await diagnose(endpoint, self._tls, min(deadline - loop.time(), _MIN_ATTEMPT_S))
+                        if problem is not None:
+                            security_problems.append(problem)
+                            last_problem = problem
+            if security_problems and len(security_problems) == len(endpoints):
+                raise TransportSecurityError(security_problems[0])
             await backoff.pause(deadline)
 
     # ---- connections ------------------------------------------------------------------------
@@ -638,7 +655,7 @@ class Client:
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+            channel = self._channels[address] = aio_channel(address, self._credentials)
         return channel
 
     def _kv_stub(self, address: str) -> pb_grpc.KVStub:

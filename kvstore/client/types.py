@@ -10,7 +10,7 @@ from kvstore._pb import kvstore_pb2 as pb
 
 # Values come from the generated module so the two can never drift apart.
 class ReadConsistency(IntEnum):
-    """How fresh a read must be; see DESIGN.md §3."""
+    """How fresh a read must be (the `ReadConsistency` of the API, docs/architecture.md)."""
 
     LINEARIZABLE = pb.LINEARIZABLE
     LEASE = pb.LEASE
@@ -19,27 +19,11 @@ class ReadConsistency(IntEnum):
 
 
 class WriteConcern(IntEnum):
-    """When a write is acknowledged; see DESIGN.md §3."""
+    """When a write is acknowledged (the `WriteConcern` of the API, docs/architecture.md)."""
 
     MAJORITY = pb.MAJORITY
     ALL = pb.ALL
     LEADER = pb.LEADER
-
-
-class ErrorCode(IntEnum):
-    OK = pb.OK
-    NOT_FOUND = pb.NOT_FOUND
-    NOT_LEADER = pb.NOT_LEADER
-    WRONG_NODE = pb.WRONG_NODE
-    INVALID_ARGUMENT = pb.INVALID_ARGUMENT
-    UNAVAILABLE = pb.UNAVAILABLE
-    TIMEOUT = pb.TIMEOUT
-    CROSS_PARTITION = pb.CROSS_PARTITION
-    STALE_FENCING_TOKEN = pb.STALE_FENCING_TOKEN
-    COMPACTED = pb.COMPACTED
-    LEASE_NOT_FOUND = pb.LEASE_NOT_FOUND
-    LOCK_NOT_HELD = pb.LOCK_NOT_HELD
-    INTERNAL = pb.INTERNAL
 
 
 @dataclass(frozen=True, slots=True)

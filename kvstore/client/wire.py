@@ -6,12 +6,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.client.errors import KvError
 from kvstore.client.ops import Compare, GetOp, Op, PutOp
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
-    ErrorCode,
     GetResult,
     KeyValue,
     Member,
@@ -21,14 +19,15 @@ from kvstore.client.types import (
     PutResult,
     ReadConsistency,
     ResponseHeader,
+    TxnResult,
     WriteConcern,
 )
+from kvstore.errors import ErrorCode, KvError
 
 # A response message of one key operation: the three share header, error and nothing else.
 OpResponse = pb.GetResponse | pb.PutResponse | pb.DeleteResponse
 
-# Every response is decoded through these: a dict lookup costs a fraction of an Enum call.
-_ERROR_CODES: Mapping[int, ErrorCode] = MappingProxyType({code.value: code for code in ErrorCode})
+# Every response is decoded through this: a dict lookup costs a fraction of an Enum call.
 _CONSISTENCIES: Mapping[int, ReadConsistency] = MappingProxyType({level.value: level for level in ReadConsistency})
 
 
@@ -80,26 +79,43 @@ def op_to_pb(op: Op, concern: WriteConcern, min_revision: int) -> pb.RequestOp:
 
 
 def inner_response(response: pb.ResponseOp) -> OpResponse:
-    kind = response.WhichOneof("op")
-    if kind is None:
-        raise KvError("the node sent an empty operation result", code=ErrorCode.INTERNAL)
-    inner: OpResponse = getattr(response, kind)
-    return inner
+    """The answer to a key operation inside `response`."""
+    if response.HasField("get"):
+        return response.get
+    if response.HasField("put"):
+        return response.put
+    if response.HasField("delete"):
+        return response.delete
+    raise KvError("the node sent no key operation result", code=ErrorCode.INTERNAL)
 
 
-def error_code(error: pb.Error) -> ErrorCode:
-    """The error's code; codes newer than this client count as INTERNAL."""
-    return _ERROR_CODES.get(error.code, ErrorCode.INTERNAL)
+def txn_response(response: pb.ResponseOp) -> pb.TxnResponse:
+    """The answer to a transaction inside `response`."""
+    if not response.HasField("txn"):
+        raise KvError("the node sent no transaction result", code=ErrorCode.INTERNAL)
+    return response.txn
 
 
-def result_from_response(inner: OpResponse) -> OpResult:
-    header = header_from_pb(inner.header)
+def result_from_response(inner: OpResponse, header: ResponseHeader | None = None) -> OpResult:
+    """The result of one key operation; `header`: the transaction's, for an operation inside
+    one (those carry no header of their own)."""
+    if header is None:
+        header = header_from_pb(inner.header)
     if isinstance(inner, pb.GetResponse):
         return GetResult(header, kv_from_pb(inner.kv) if inner.found else None)
     if isinstance(inner, pb.PutResponse):
         return PutResult(header, kv_from_pb(inner.prev_kv) if inner.had_prev else None)
     return DeleteResult(
         header, inner.deleted, kv_from_pb(inner.prev_kv) if inner.HasField("prev_kv") else None
+    )
+
+
+def txn_from_pb(response: pb.TxnResponse) -> TxnResult:
+    header = header_from_pb(response.header)
+    return TxnResult(
+        header=header,
+        succeeded=response.succeeded,
+        responses=tuple(result_from_response(inner_response(op), header) for op in response.responses),
     )
 
 

@@ -23,6 +23,7 @@ from enum import StrEnum
 
 from kvstore.jepsen.history import EventType, HistoryError, Operation, Value
 from kvstore.jepsen.models import Model, State
+from kvstore.progress import SILENT, Progress
 
 # How many search steps run between two looks at the clock: often enough to stop close to the
 # deadline, rarely enough that reading the clock costs nothing measurable.
@@ -30,10 +31,24 @@ _STEPS_PER_CLOCK_CHECK = 1024
 _WHOLE_HISTORY = sys.maxsize
 
 
+class Validity(StrEnum):
+    """Any checker's verdict on a history (this module's ``Verdict`` is linearizability's own)."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"
+
+
 class Verdict(StrEnum):
     LINEARIZABLE = "linearizable"
     NOT_LINEARIZABLE = "not linearizable"
     UNKNOWN = "unknown"
+
+    @property
+    def validity(self) -> Validity:
+        if self is Verdict.LINEARIZABLE:
+            return Validity.VALID
+        return Validity.INVALID if self is Verdict.NOT_LINEARIZABLE else Validity.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +105,13 @@ def check(
     *,
     timeout: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    progress: Progress = SILENT,
 ) -> CheckResult:
     """Check ``operations`` (from ``pair_operations``) against ``model``.
 
     Raises HistoryError when an operation does not fit the model and ValueError when ``initial``
     does not. With ``timeout`` (seconds, measured with ``clock``) the verdict may be UNKNOWN.
+    Keys finished of the total go to ``progress.update`` as they finish.
     """
     start = clock()
     budget = _Budget(clock, None if timeout is None else start + timeout)
@@ -128,22 +145,23 @@ def check(
         )
 
     operations_checked = 0
+    report_keys_checked(progress, 0, len(operations_by_key), 0)
     for keys_checked, (key, key_operations) in enumerate(operations_by_key.items()):
         try:
             budget.check()
             violation = _check_key(key_operations, model, initial_state, budget)
         except _TimedOut:
             return result(Verdict.UNKNOWN, keys_checked, operations_checked)
-        if violation is not None:
-            return result(
-                Verdict.NOT_LINEARIZABLE,
-                keys_checked + 1,
-                operations_checked + len(key_operations),
-                key,
-                violation,
-            )
         operations_checked += len(key_operations)
+        report_keys_checked(progress, keys_checked + 1, len(operations_by_key), operations_checked)
+        if violation is not None:
+            return result(Verdict.NOT_LINEARIZABLE, keys_checked + 1, operations_checked, key, violation)
     return result(Verdict.LINEARIZABLE, len(operations_by_key), operations_checked)
+
+
+def report_keys_checked(progress: Progress, keys_checked: int, keys_total: int, operations_checked: int) -> None:
+    """How every checker reports its progress: keys done of the total, and operations."""
+    progress.update(keys_checked, total=keys_total, detail=f"{operations_checked:,} ops")
 
 
 def _check_key(

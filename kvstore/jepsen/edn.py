@@ -6,7 +6,8 @@ The reader handles the subset of EDN that histories use: maps, vectors, lists, s
 integers, floats, strings, keywords, commas as whitespace and ``;`` comments. Keywords used as values
 become strings with their colon (``:a`` → ``":a"``), so they never equal a string ``"a"``. Events of
 the ``:nemesis`` process are skipped: they record faults, not operations. Keys other than
-``:process :type :f :key :value :time`` (``:index``, ``:error``...) are ignored.
+``:process :type :f :key :value :time`` and the optional ``:revision :staleness_ms
+:max_staleness_ms`` of the JSON format (``:index``, ``:error``...) are ignored.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 
 from kvstore.jepsen.history import Event, HistoryError, Value, event_from_mapping
@@ -206,6 +206,9 @@ def parse_edn_event(text: str, line: int) -> Event | None:
             "key": _to_value(fields.get("key"), reader),
             "value": _to_value(fields.get("value"), reader),
             "time": fields.get("time"),
+            "revision": fields.get("revision"),
+            "staleness_ms": fields.get("staleness_ms"),
+            "max_staleness_ms": fields.get("max_staleness_ms"),
         },
         line,
     )
@@ -222,7 +225,3 @@ def parse_edn(lines: Iterable[str]) -> list[Event]:
             events.append(event)
     return events
 
-
-def read_edn(path: Path) -> list[Event]:
-    with path.open(encoding="utf-8") as stream:
-        return parse_edn(stream)

@@ -9,6 +9,13 @@ An ``invoke`` starts an operation; ``ok``, ``fail`` or ``info`` completes it. ``
 operation certainly did not take effect, ``info`` that its outcome is unknown. A process has at most
 one operation outstanding and never invokes again after an ``info``. Values are frozen on the way in
 (JSON arrays become tuples) so that checkers can hash them.
+
+Optional fields, for the checkers of guarantees weaker than linearizability (``guarantees.py``):
+``revision`` on an ``ok`` completion is the version the operation wrote or read (for a write, the
+revision it was applied at; for a read, the revision of the version it returned, 0 when the key did
+not exist); ``staleness_ms`` on a read's completion is the staleness bound the server reported, and
+``max_staleness_ms`` on a read's invoke the bound the client asked for. Histories without them are
+still valid; checkers that need them say they cannot check.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ class Event:
     key: Value = None
     value: Value = None
     time: int | None = None
+    revision: int | None = None
+    staleness_ms: int | None = None
+    max_staleness_ms: int | None = None
     # Where the event came from, for error messages; not part of the event's identity.
     line: int = field(default=0, compare=False)
 
@@ -62,7 +72,8 @@ class Operation:
     ``argument`` is the invoke's value (what was written, ``[expected, new]`` of a cas...);
     ``result`` is the ``ok`` completion's value (what a read returned) and None otherwise.
     Positions are indexes into the history's event list; ``complete_index`` is None when the
-    outcome is unknown (an ``info`` completion, or no completion at all).
+    outcome is unknown (an ``info`` completion, or no completion at all). ``revision`` and
+    ``staleness_ms`` come from an ``ok`` completion, ``max_staleness_ms`` from the invoke.
     """
 
     id: int
@@ -78,6 +89,9 @@ class Operation:
     complete_line: int | None
     invoke_time: int | None = None
     complete_time: int | None = None
+    revision: int | None = None
+    staleness_ms: int | None = None
+    max_staleness_ms: int | None = None
 
     def describe(self) -> str:
         """``write 3``, ``read → 3``, ``cas [1, 2]``: what the operation did, for reports."""
@@ -151,8 +165,21 @@ def event_from_mapping(fields: dict[str, Any], line: int) -> Event:
         key=freeze(fields.get("key"), line),
         value=freeze(fields.get("value"), line),
         time=time,
+        revision=_optional_count(fields, "revision", line),
+        staleness_ms=_optional_count(fields, "staleness_ms", line),
+        max_staleness_ms=_optional_count(fields, "max_staleness_ms", line),
         line=line,
     )
+
+
+_OPTIONAL_COUNTS = ("revision", "staleness_ms", "max_staleness_ms")
+
+
+def _optional_count(fields: dict[str, Any], name: str, line: int) -> int | None:
+    count = fields.get(name)
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise HistoryError(line, f"'{name}' must be a non-negative integer, got {count!r}")
+    return count
 
 
 def parse_jsonl(lines: Iterable[str]) -> list[Event]:
@@ -183,6 +210,10 @@ def event_to_json(event: Event) -> str:
     fields["value"] = thaw(event.value)
     if event.time is not None:
         fields["time"] = event.time
+    for name in _OPTIONAL_COUNTS:
+        count = getattr(event, name)
+        if count is not None:
+            fields[name] = count
     return json.dumps(fields, ensure_ascii=False)
 
 
@@ -263,6 +294,11 @@ def pair_operations(events: Sequence[Event]) -> list[Operation]:
                 complete_line=completion.line if completion is not None else None,
                 invoke_time=invoke.time,
                 complete_time=completion.time if completion is not None else None,
+                revision=completion.revision if completion is not None and outcome is EventType.OK else None,
+                staleness_ms=(
+                    completion.staleness_ms if completion is not None and outcome is EventType.OK else None
+                ),
+                max_staleness_ms=invoke.max_staleness_ms,
             )
         )
     return operations

@@ -290,6 +290,12 @@ class Intervals:
     healthy: tuple[float, float] = (2.0, 4.0)
     faulty: tuple[float, float] = (3.0, 6.0)
 
+    def describe(self) -> str:
+        """``healthy 2–4 s, faulty 3–6 s``"""
+        return ", ".join(
+            f"{name} {low:g}–{high:g} s" for name, (low, high) in (("healthy", self.healthy), ("faulty", self.faulty))
+        )
+
 
 class NemesisSchedule:
     """Healthy, fault, healthy, fault... until ``stop`` is set; the active fault is healed on the

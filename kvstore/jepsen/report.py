@@ -1,6 +1,6 @@
 """The files a run leaves behind, next to history.jsonl and nemesis.jsonl: results.json (the
-verdicts), latency.png (latency over time with the faults shaded), timeline.html (for a violation)
-and index.html, which links them all."""
+verdicts), latency.png (latency over time with the faults shaded), timeline-<checker>.html (for
+each checker that found a violation) and index.html, which links them all."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kvstore.jepsen.history import Event, EventType, pair_operations
-from kvstore.jepsen.nemesis import NemesisEvent, NemesisKind, fault_intervals
+from kvstore.jepsen.nemesis import Intervals, NemesisEvent, NemesisKind, fault_intervals
 
 if TYPE_CHECKING:
     from kvstore.jepsen.runner import RunResult
@@ -28,9 +28,14 @@ _FAULT_COLOURS = {
 _OUTCOME_MARKERS = {EventType.OK: "o", EventType.FAIL: "x", EventType.INFO: "^"}
 
 
+def _enum_name(value: Enum) -> str:
+    """``linearizable`` for ReadConsistency.LINEARIZABLE (an int on the wire), ``kill`` for NemesisKind.KILL."""
+    return value.value if isinstance(value.value, str) else value.name.lower()
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Enum):
-        return value.value
+        return _enum_name(value)
     if isinstance(value, Path):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -56,6 +61,17 @@ def results_document(result: RunResult) -> dict[str, Any]:
         ],
         "config": _jsonable(result.config),
     }
+
+
+def _setting_text(value: Any) -> str:
+    """A setting as a reader wants it: names for enums, comma lists for tuples."""
+    if isinstance(value, Enum):
+        return _enum_name(value)
+    if isinstance(value, Intervals):
+        return value.describe()
+    if isinstance(value, list | tuple):
+        return ", ".join(_setting_text(item) for item in value) or "none"
+    return str(value)
 
 
 def plot_latency(events: Sequence[Event], nemesis_events: Sequence[NemesisEvent], path: Path, title: str) -> None:
@@ -145,7 +161,10 @@ def render_index(result: RunResult, nemesis_events: Sequence[NemesisEvent], file
             for f, per_outcome in sorted(result.operation_counts.items())
         ],
     )
-    settings = _table(("setting", "value"), [(key, str(value)) for key, value in _jsonable(config).items()])
+    settings = _table(
+        ("setting", "value"),
+        [(field.name, _setting_text(getattr(config, field.name))) for field in dataclasses.fields(config)],
+    )
     faults = _table(
         ("time (s)", "event", "nemesis", "what"),
         [(f"{e.time / _NS_PER_S:.2f}", e.phase.value, e.nemesis.value, e.description) for e in nemesis_events],
@@ -178,12 +197,12 @@ def write_report(result: RunResult, events: Sequence[Event], nemesis_events: Seq
         f"{result.config.read_consistency.name.lower()} reads: {result.status.name.lower()}"
     )
     plot_latency(events, nemesis_events, out / "latency.png", title)
-    timelines = [o.timeline_html for o in result.outcomes if o.timeline_html is not None]
-    if timelines:
-        (out / "timeline.html").write_text(timelines[0], encoding="utf-8")
-    names = ["history.jsonl", "nemesis.jsonl", "results.json", "latency.png"]
-    if timelines:
-        names.insert(0, "timeline.html")
+    timelines = []  # one per checker that found a violation
+    for outcome in result.outcomes:
+        if outcome.timeline_html is not None:
+            timelines.append(f"timeline-{outcome.checker}.html")
+            (out / timelines[-1]).write_text(outcome.timeline_html, encoding="utf-8")
+    names = [*timelines, "history.jsonl", "nemesis.jsonl", "results.json", "latency.png"]
     node_logs = sorted((out / "nodes").glob("*.log")) if (out / "nodes").is_dir() else []
     names += [f"nodes/{path.name}" for path in node_logs]
     (out / "index.html").write_text(render_index(result, nemesis_events, names), encoding="utf-8")

@@ -3,7 +3,9 @@ schedule for a fixed time, heal, do the final reads, tear everything down, check
 
 Phases are bounded: clients stop invoking at the deadline (an operation in flight ends within the
 client timeout), the nemesis heals what it broke when told to stop, the cluster gets a bounded
-time to recover, and final reads are retried a bounded number of times.
+time to recover, and final reads are retried a bounded number of times. Each phase (setup, run,
+heal, final reads, one per checker, report) is reported to a ``Progress``, and so, every second of
+the run phase, are the time so far, the operations so far and the faults so far.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import random
 import signal
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from kvstore.client import Client, KvError, ReadConsistency
+from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.cluster import Cluster, ClusterError, ClusterSpec, running_cluster
 from kvstore.jepsen.history import Event, EventType, Value, event_to_json
 from kvstore.jepsen.nemesis import (
@@ -36,10 +40,13 @@ from kvstore.jepsen.nemesis import (
 )
 from kvstore.jepsen.netns import Network, NetworkError, missing_prerequisites
 from kvstore.jepsen.report import write_report
-from kvstore.jepsen.workloads import CheckOutcome, Completion, Invocation, Validity, Workload, build_workload
+from kvstore.jepsen.workloads import CheckOutcome, Completion, Invocation, Workload, build_workload
+from kvstore.progress import SILENT, Progress
 
 _FINAL_READ_ATTEMPTS = 5
 _CONNECT_RETRY_S = 0.2
+_PROGRESS_EVERY_S = 1.0
+_OUTCOMES = (EventType.OK, EventType.FAIL, EventType.INFO)
 
 
 class ExitStatus(IntEnum):
@@ -106,6 +113,7 @@ class HistoryRecorder:
         self._stream = stream
         self._clock = clock
         self.events: list[Event] = []
+        self.completions: Counter[EventType] = Counter()  # ok / fail / info so far
 
     def invoke(self, process: int, invocation: Invocation) -> None:
         self._append(Event(process, EventType.INVOKE, invocation.f, invocation.key, invocation.value,
@@ -114,11 +122,14 @@ class HistoryRecorder:
     def complete(self, process: int, invocation: Invocation, completion: Completion) -> None:
         # A write's completion echoes what was written; a read's carries what it read.
         value: Value = completion.value if completion.type is EventType.OK else invocation.value
-        event = Event(process, completion.type, invocation.f, invocation.key, value, self._clock.now_ns())
+        event = Event(process, completion.type, invocation.f, invocation.key, value, self._clock.now_ns(),
+                      revision=completion.revision, staleness_ms=completion.staleness_ms)  # fmt: skip
         self._append(event, completion.error)
 
     def _append(self, event: Event, error: str | None) -> None:
         self.events.append(event)
+        if event.type is not EventType.INVOKE:
+            self.completions[event.type] += 1
         line = event_to_json(event)
         if error is not None:
             fields = json.loads(line)
@@ -248,21 +259,27 @@ async def _setup_workload(workload: Workload, cluster: Cluster, timeout_s: float
 
 
 async def _execute(
-    config: RunConfig, recorder: HistoryRecorder, nemesis_log: NemesisLog, workload: Workload
+    config: RunConfig, recorder: HistoryRecorder, nemesis_log: NemesisLog, workload: Workload, progress: Progress
 ) -> str | None:
     """The cluster's whole life; returns an error that made the run incomplete, if any."""
     spec = ClusterSpec(node_ids=tuple(range(1, config.nodes + 1)), partitions=config.partitions)
     process_ids = itertools.count()
     error: str | None = None
+    progress.phase("setup")
+    progress.update(0, detail=f"{config.nodes} nodes in network namespaces, {config.partitions} partitions")
     async with namespaced_cluster(spec, config.out_dir / "nodes", config.ready_timeout_s) as cluster:
         await _setup_workload(workload, cluster, config.ready_timeout_s)
         nemeses = build_nemeses(config.nemeses, cluster, workload.target_partitions(config.partitions))
         schedule = NemesisSchedule(nemeses, random.Random(f"{config.seed}/nemesis"), nemesis_log, config.intervals)
         load = _Load(config, workload, cluster, recorder, process_ids)
         stop = asyncio.Event()
-        deadline = time.monotonic() + config.time_s
+        progress.phase("run", total=config.time_s, unit="s")
+        started = time.monotonic()
+        deadline = started + config.time_s
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(schedule.run(stop), name="nemesis")
+            tasks.create_task(_report_load(progress, recorder, nemesis_log, started, config.time_s, stop),
+                              name="progress")  # fmt: skip
             workers = [
                 tasks.create_task(load.worker(index, deadline), name=f"worker-{index}")
                 for index in range(config.concurrency)
@@ -270,12 +287,44 @@ async def _execute(
             # Faults stop at the deadline too; operations still in flight end within the client timeout.
             await asyncio.wait(workers, timeout=max(0.0, deadline - time.monotonic()))
             stop.set()
+            _report_load_once(progress, recorder, nemesis_log, started, config.time_s)
+            progress.phase("heal")
+            progress.update(0, detail=load_status(recorder, nemesis_log))
         try:
             await cluster.wait_ready(config.ready_timeout_s)
         except ClusterError as not_ready:
             error = f"after healing: {not_ready}"  # final reads are still tried: they may succeed
+        progress.phase("final reads")
         await _final_reads(config, workload, cluster, recorder, process_ids)
     return error
+
+
+def load_status(recorder: HistoryRecorder, nemesis_log: NemesisLog) -> str:
+    """``812 ok, 3 fail, 1 info · faults: kill 2, partition 1``: the run so far, for progress."""
+    operations = ", ".join(f"{recorder.completions[kind]:,} {kind.value}" for kind in _OUTCOMES)
+    faults = Counter(event.nemesis.value for event in nemesis_log.events if event.phase is EventPhase.FAULT)
+    return f"{operations} · faults: {', '.join(f'{kind} {count}' for kind, count in faults.items()) or 'none yet'}"
+
+
+async def _report_load(
+    progress: Progress,
+    recorder: HistoryRecorder,
+    nemesis_log: NemesisLog,
+    started: float,
+    time_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """Every second until ``stop``: seconds of load so far, operations and faults so far."""
+    while not stop.is_set():
+        _report_load_once(progress, recorder, nemesis_log, started, time_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _PROGRESS_EVERY_S)
+
+
+def _report_load_once(
+    progress: Progress, recorder: HistoryRecorder, nemesis_log: NemesisLog, started: float, time_s: float
+) -> None:
+    progress.update(min(time.monotonic() - started, time_s), detail=load_status(recorder, nemesis_log))
 
 
 def _operation_counts(events: Sequence[Event]) -> dict[str, dict[str, int]]:
@@ -287,7 +336,7 @@ def _operation_counts(events: Sequence[Event]) -> dict[str, dict[str, int]]:
     return counts
 
 
-async def run_async(config: RunConfig) -> RunResult:
+async def run_async(config: RunConfig, progress: Progress = SILENT) -> RunResult:
     started = time.monotonic()
     problem = missing_prerequisites()
     if problem is not None:
@@ -303,11 +352,11 @@ async def run_async(config: RunConfig) -> RunResult:
         recorder = HistoryRecorder(history_stream, clock)
         nemesis_log = NemesisLog(nemesis_stream, clock.now_ns)
         try:
-            error = await _execute(config, recorder, nemesis_log, workload)
+            error = await _execute(config, recorder, nemesis_log, workload, progress)
         except (ClusterError, NetworkError) as failure:
             error = str(failure)
     # Checking is CPU-bound and runs after the cluster is gone, so it cannot slow the nodes.
-    outcomes = tuple(await asyncio.to_thread(workload.check, recorder.events, config.check_timeout_s))
+    outcomes = tuple(await asyncio.to_thread(workload.check, recorder.events, config.check_timeout_s, progress))
     status = status_of(outcomes, error)
     result = RunResult(
         config=config,
@@ -318,13 +367,14 @@ async def run_async(config: RunConfig) -> RunResult:
         faults=sum(1 for event in nemesis_log.events if event.phase is EventPhase.FAULT),
         duration_s=time.monotonic() - started,
     )
+    progress.phase("report")
     write_report(result, recorder.events, nemesis_log.events)
     return result
 
 
-def run(config: RunConfig) -> RunResult:
-    """Run to completion. SIGINT/SIGTERM cancel the run; its cleanup still runs, then
-    KeyboardInterrupt is raised."""
+def run(config: RunConfig, progress: Progress = SILENT) -> RunResult:
+    """Run to completion, reporting each phase to ``progress``. SIGINT/SIGTERM cancel the run;
+    its cleanup still runs, then KeyboardInterrupt is raised."""
 
     async def main() -> RunResult:
         task = asyncio.current_task()
@@ -333,7 +383,7 @@ def run(config: RunConfig) -> RunResult:
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signal_number, task.cancel)
         try:
-            return await run_async(config)
+            return await run_async(config, progress)
         finally:
             for signal_number in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signal_number)

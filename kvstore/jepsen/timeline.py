@@ -1,5 +1,6 @@
 """A self-contained HTML timeline of one key's operations: one lane per process, one bar per
-operation from its invoke to its completion, the operations of a violation highlighted."""
+operation from its invoke to its completion, the operations of a violation (a linearizability
+failure, a session or staleness anomaly) highlighted."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Sequence
 from html import escape
 
 from kvstore.jepsen.checker import CheckResult
-from kvstore.jepsen.history import EventType, Operation, render_key
+from kvstore.jepsen.guarantees import Anomaly
+from kvstore.jepsen.history import EventType, Operation, Value, render_key
 from kvstore.jepsen.models import Model
 
 _LANE_HEIGHT = 34
@@ -32,10 +34,57 @@ text.lane { font-weight: bold; }
 
 
 def render_timeline(result: CheckResult, operations: Sequence[Operation], model: Model) -> str:
-    """The HTML page for the key of ``result`` (its violation, if any, highlighted)."""
-    key_operations = [op for op in operations if op.key == result.key]
-    window_ids = {op.id for op in result.window}
-    culprit_id = result.culprit.id if result.culprit is not None else None
+    """The HTML page for the key of a linearizability ``result`` (its violation, if any, highlighted)."""
+    states = "".join(
+        f"<li>{escape(model.describe_state(stuck.state))}"
+        f"{escape(' after ' + stuck.after.describe()) if stuck.after is not None else ' (initial state)'}</li>"
+        for stuck in result.states_tried[:_MAX_STATES_SHOWN]
+    )
+    explanation = (
+        f"<p>Cannot linearize <b>{escape(result.culprit.describe())}</b> of process "
+        f"{escape(str(result.culprit.process))} (lines {_lines(result.culprit)}). "
+        f"States it was tried in:</p><ul>{states}</ul>"
+        if result.culprit is not None
+        else ""
+    )
+    return render_key_timeline(
+        operations,
+        result.key,
+        heading=f"{result.verdict.value} ({model.name} model)",
+        explanation_html=explanation,
+        culprit=result.culprit,
+        window=result.window,
+        culprit_label="cannot be linearized",
+    )
+
+
+def render_anomaly_timeline(anomaly: Anomaly, operations: Sequence[Operation], checker: str) -> str:
+    """The HTML page for the key of a session or staleness ``anomaly``."""
+    return render_key_timeline(
+        operations,
+        anomaly.key,
+        heading=f"{anomaly.kind} ({checker} checker)",
+        explanation_html=f"<p>{escape(anomaly.explanation)}</p>",
+        culprit=anomaly.culprit,
+        window=anomaly.window,
+        culprit_label="breaks the guarantee",
+    )
+
+
+def render_key_timeline(
+    operations: Sequence[Operation],
+    key: Value,
+    *,
+    heading: str,
+    explanation_html: str,
+    culprit: Operation | None,
+    window: Sequence[Operation],
+    culprit_label: str,
+) -> str:
+    """One lane per process, one bar per operation on ``key``; the culprit and window highlighted."""
+    key_operations = [op for op in operations if op.key == key]
+    window_ids = {op.id for op in window}
+    culprit_id = culprit.id if culprit is not None else None
 
     positions = sorted(
         {op.invoke_index for op in key_operations}
@@ -70,25 +119,13 @@ def render_timeline(result: CheckResult, operations: Sequence[Operation], model:
             f'<text x="{x_start + 4}" y="{y + _BAR_HEIGHT / 2}">{escape(op.describe())}</text></g>'
         )
 
-    key_text = escape(render_key(result.key)) if result.key is not None else "(no key)"
-    states = "".join(
-        f"<li>{escape(model.describe_state(stuck.state))}"
-        f"{escape(' after ' + stuck.after.describe()) if stuck.after is not None else ' (initial state)'}</li>"
-        for stuck in result.states_tried[:_MAX_STATES_SHOWN]
-    )
-    culprit = (
-        f"<p>Cannot linearize <b>{escape(result.culprit.describe())}</b> of process "
-        f"{escape(str(result.culprit.process))} (lines {_lines(result.culprit)}). "
-        f"States it was tried in:</p><ul>{states}</ul>"
-        if result.culprit is not None
-        else ""
-    )
+    key_text = escape(render_key(key)) if key is not None else "(no key)"
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>kvstore check: key {key_text}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>Key {key_text}: {escape(result.verdict.value)} ({escape(model.name)} model)</h1>"
-        f"{culprit}"
-        '<p class="legend"><span style="background:#ffb3b3">cannot be linearized</span>'
+        f"<h1>Key {key_text}: {escape(heading)}</h1>"
+        f"{explanation_html}"
+        f'<p class="legend"><span style="background:#ffb3b3">{escape(culprit_label)}</span>'
         '<span style="background:#ffe1a8">in the window</span>'
         '<span style="background:#cfe3f7">ok</span>'
         '<span style="background:#f3f3f3;border:1px dashed #888">outcome unknown</span>'

@@ -11,26 +11,25 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
-from kvstore.client import Client, InvalidArgumentError, KvError, ReadConsistency, ops
+from kvstore.client import Client, KvError, ReadConsistency, ops
+from kvstore.errors import ERRORS
 from kvstore.jepsen import checker
+from kvstore.jepsen.checker import Validity
+from kvstore.jepsen.guarantees import SESSION, STALENESS, check_guarantee, count_anomalies
 from kvstore.jepsen.history import Event, EventType, Operation, Value, pair_operations, render_key
 from kvstore.jepsen.models import CasRegisterModel, SetModel
-from kvstore.jepsen.timeline import render_timeline
+from kvstore.jepsen.timeline import render_anomaly_timeline, render_timeline
+from kvstore.progress import Progress
 from kvstore.ring import partition_for_key
 
 KEY_PREFIX = "jepsen"
 _COUNTER_CAS_ATTEMPTS = 20
-
-
-class Validity(StrEnum):
-    VALID = "valid"
-    INVALID = "invalid"
-    UNKNOWN = "unknown"
+_ANOMALIES_KEPT = 20  # in results.json; the count of each kind covers them all
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +52,13 @@ class Invocation:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
+    """How an operation ended; ``revision`` and ``staleness_ms`` as the history format defines them."""
+
     type: EventType
     value: Value = None
     error: str | None = None
+    revision: int | None = None
+    staleness_ms: int | None = None
 
 
 class Workload(Protocol):
@@ -75,13 +78,15 @@ class Workload(Protocol):
         """Reads to run once the faults are healed."""
         ...
 
-    def check(self, events: Sequence[Event], check_timeout_s: float) -> list[CheckOutcome]: ...
+    def check(self, events: Sequence[Event], check_timeout_s: float, progress: Progress) -> list[CheckOutcome]:
+        """The verdict of every checker of the workload; each one is a phase of ``progress``."""
+        ...
 
 
-def write_outcome_of(error: Exception) -> Completion:
-    """A write that raised: refused as invalid before proposing means it did not happen; anything
-    else (timeouts, unavailable, not leader after retries) may have happened."""
-    if isinstance(error, InvalidArgumentError):
+def write_outcome_of(error: KvError) -> Completion:
+    """A write that raised: refused (`kvstore.errors.ERRORS` says it was not applied) means it
+    did not happen; anything else (timeouts, unavailable, not leader after retries) may have."""
+    if not ERRORS[error.code].may_be_applied:
         return Completion(EventType.FAIL, error=str(error))
     return Completion(EventType.INFO, error=_describe(error))
 
@@ -100,9 +105,14 @@ def partitions_of(keys: Sequence[str], partition_count: int) -> list[int]:
 
 
 def _linearizability_outcome(
-    name: str, operations: Sequence[Operation], model: CasRegisterModel | SetModel, timeout_s: float
+    name: str,
+    operations: Sequence[Operation],
+    model: CasRegisterModel | SetModel,
+    timeout_s: float,
+    progress: Progress,
 ) -> CheckOutcome:
-    result = checker.check(operations, model, None, timeout=timeout_s)
+    progress.phase(f"check {name}", unit="keys")
+    result = checker.check(operations, model, None, timeout=timeout_s, progress=progress)
     details: dict[str, Any] = {
         "model": model.name,
         "keys": result.keys_total,
@@ -134,9 +144,52 @@ def _linearizability_outcome(
     )
 
 
+def _guarantee_outcome(
+    name: str, operations: Sequence[Operation], timeout_s: float, progress: Progress
+) -> CheckOutcome:
+    progress.phase(f"check {name}", unit="keys")
+    result = check_guarantee(name, operations, timeout=timeout_s, progress=progress)
+    details: dict[str, Any] = {
+        "keys": result.keys_total,
+        "keys_checked": result.keys_checked,
+        "operations_checked": result.operations_checked,
+        "elapsed_s": round(result.elapsed, 3),
+    }
+    if result.validity is Validity.UNKNOWN:
+        return CheckOutcome(name, Validity.UNKNOWN, result.reason, details)
+    if result.validity is Validity.VALID:
+        summary = (
+            "read-your-writes, monotonic reads and monotonic writes hold for every process"
+            if name == SESSION
+            else "every bounded read within its bound"
+        )
+        return CheckOutcome(name, Validity.VALID, summary, details)
+    details["anomalies"] = dict(Counter(anomaly.kind.value for anomaly in result.anomalies))
+    details["first_anomalies"] = [
+        {
+            "kind": anomaly.kind.value,
+            "key": render_key(anomaly.key),
+            "explanation": anomaly.explanation,
+            "excess_ms": round(anomaly.excess_ms, 3),
+            "history_lines": [anomaly.culprit.invoke_line, anomaly.culprit.complete_line],
+        }
+        for anomaly in result.anomalies[:_ANOMALIES_KEPT]
+    ]
+    first = result.anomalies[0]
+    if name == STALENESS:
+        details["worst_excess_ms"] = round(first.excess_ms, 3)
+        headline = f"worst {first.kind} by {first.excess_ms:,.1f} ms"
+    else:
+        headline = f"first {first.kind}"
+    summary = f"{count_anomalies(result.anomalies)}; {headline} on key {render_key(first.key)}"
+    return CheckOutcome(name, Validity.INVALID, summary, details, render_anomaly_timeline(first, operations, name))
+
+
 class RegisterWorkload:
     """Reads, writes and compare-and-sets of small integers over a few keys; each key must be a
-    linearizable cas-register."""
+    linearizable cas-register. Every ok operation records its revision, so the session guarantees
+    are checked too, and reads at STALE consistency record the staleness the server reported, so
+    their bound is checked."""
 
     name: ClassVar[str] = "register"
 
@@ -164,27 +217,40 @@ class RegisterWorkload:
         assert key is not None
         if invocation.f == "read":
             try:
-                return Completion(EventType.OK, await _read_int(client, key, self._consistency))
+                read = await client.get_result(key, consistency=self._consistency)
             except KvError as error:
                 return Completion(EventType.FAIL, error=_describe(error))
+            stale = self._consistency is ReadConsistency.STALE
+            return Completion(
+                EventType.OK,
+                None if read.kv is None else int(read.kv.value),
+                revision=0 if read.kv is None else read.kv.mod_revision,
+                staleness_ms=read.header.staleness_ms if stale else None,
+            )
         try:
             if invocation.f == "write":
-                await client.put(key, str(invocation.value))
-                return Completion(EventType.OK, invocation.value)
+                written = await client.put(key, str(invocation.value))
+                return Completion(EventType.OK, invocation.value, revision=written.header.revision)
             expected, new = invocation.value  # type: ignore[misc]
             result = await client.txn([ops.value(key) == str(expected)], [ops.put(key, str(new))])
         except KvError as error:
             return write_outcome_of(error)
         if result.succeeded:
-            return Completion(EventType.OK, invocation.value)
+            return Completion(EventType.OK, invocation.value, revision=result.header.revision)
         return Completion(EventType.FAIL, invocation.value, error="compare failed")
 
     def final_invocations(self) -> list[Invocation]:
         return [Invocation("read", key, None) for key in self._keys]
 
-    def check(self, events: Sequence[Event], check_timeout_s: float) -> list[CheckOutcome]:
+    def check(self, events: Sequence[Event], check_timeout_s: float, progress: Progress) -> list[CheckOutcome]:
         operations = pair_operations(events)
-        return [_linearizability_outcome("linearizable", operations, CasRegisterModel(), check_timeout_s)]
+        outcomes = [
+            _linearizability_outcome("linearizable", operations, CasRegisterModel(), check_timeout_s, progress),
+            _guarantee_outcome(SESSION, operations, check_timeout_s, progress),
+        ]
+        if self._consistency is ReadConsistency.STALE:
+            outcomes.append(_guarantee_outcome(STALENESS, operations, check_timeout_s, progress))
+        return outcomes
 
 
 class SetWorkload:
@@ -231,7 +297,8 @@ class SetWorkload:
         # of the set: it runs after the load has stopped.
         return [Invocation("read", None, None)]
 
-    def check(self, events: Sequence[Event], check_timeout_s: float) -> list[CheckOutcome]:
+    def check(self, events: Sequence[Event], check_timeout_s: float, progress: Progress) -> list[CheckOutcome]:
+        progress.phase("check set")
         operations = pair_operations(events)
         final_reads = [op for op in operations if op.f == "read" and op.outcome is EventType.OK]
         if not final_reads:
@@ -265,7 +332,7 @@ class SetWorkload:
             for op in operations
             if not (op.f == "add" and op.outcome is EventType.INFO and op.argument not in read)
         ]
-        outcomes.append(_linearizability_outcome("set-model", kept, SetModel(), check_timeout_s))
+        outcomes.append(_linearizability_outcome("set-model", kept, SetModel(), check_timeout_s, progress))
         return outcomes
 
 
@@ -319,7 +386,8 @@ class CounterWorkload:
     def final_invocations(self) -> list[Invocation]:
         return [Invocation("read", self._key, None)]
 
-    def check(self, events: Sequence[Event], check_timeout_s: float) -> list[CheckOutcome]:
+    def check(self, events: Sequence[Event], check_timeout_s: float, progress: Progress) -> list[CheckOutcome]:
+        progress.phase("check counter")
         operations = pair_operations(events)
         adds = [op for op in operations if op.f == "add"]
         reads = [op for op in operations if op.f == "read" and op.outcome is EventType.OK]

@@ -2,7 +2,7 @@
 
 Settings come from flags, then KVSTORE_NODE_* environment variables, then a TOML file
 (`--config`), then defaults. SIGTERM or SIGINT stops the node cleanly: in-flight requests
-finish (briefly), Raft stops, LevelDB is closed.
+finish (briefly), Raft stops, LevelDB is closed. SIGHUP re-reads the TLS certificate files.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from typing import Any
 import click
 import uvloop
 
-from kvstore.node.config import ConfigError, NodeConfig, load_toml, parse_peers
+from kvstore.node.config import PATH_SETTINGS, ConfigError, NodeConfig, load_toml, parse_peers
 from kvstore.node.identity import IdentityError
 from kvstore.node.server import AddressInUseError, Node
 from kvstore.rpc import ClusterService, KVService, PeerService
 from kvstore.storage import CorruptionError, DataDirLockedError, StorageError
+from kvstore.tls import TlsError
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
@@ -74,7 +75,9 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
             flag = {"node_id": "--id"}.get(required, "--" + required.replace("_", "-"))
             env = "KVSTORE_NODE_" + ("ID" if required == "node_id" else required.upper())
             raise ConfigError(f"missing {flag} (or {env}, or {required} in --config)")
-    settings["data_dir"] = Path(settings["data_dir"])
+    for name in PATH_SETTINGS:
+        if settings.get(name) is not None:
+            settings[name] = Path(settings[name])
     settings.setdefault("peers", {int(settings["node_id"]): settings["listen"]})
     config = NodeConfig(**settings)
     config.validate()
@@ -83,11 +86,12 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
 
 async def serve(config: NodeConfig) -> None:
     node = Node(config)
-    services = [KVService(node), ClusterService(node), PeerService(node)]
-    await node.start([s.add_to for s in services])
+    # The composition root: the node is the backend the RPC layer's services delegate to.
+    await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to])
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.close)
+    loop.add_signal_handler(signal.SIGHUP, node.reload_certificates)
     await node.wait_closed()
     if node.fatal is not None:
         raise node.fatal
@@ -111,6 +115,20 @@ async def serve(config: NodeConfig) -> None:
               help="Used once, when the data dir is created: the cluster id is derived from it and --peers, "
                    "and nodes only talk to peers of the same cluster. Give each new cluster its own "
                    "(kvctl cluster up does). Default: kvstore.")
+@click.option("--cert", type=click.Path(dir_okay=False), help="Serve TLS with this certificate (PEM); needs --key and --ca.")
+@click.option("--key", type=click.Path(dir_okay=False), help="The private key of --cert (PEM, unencrypted).")
+@click.option("--ca", type=click.Path(dir_okay=False),
+              help="CA certificate(s) (PEM): callers must present a certificate signed by one, and peers check "
+                   "this node's --cert against them.")
+@click.option("--peer-cert", type=click.Path(dir_okay=False),
+              help="Certificate this node presents to its peers (default --cert); needs --peer-key and --peer-ca.")
+@click.option("--peer-key", type=click.Path(dir_okay=False), help="The private key of --peer-cert (default --key).")
+@click.option("--peer-ca", type=click.Path(dir_okay=False),
+              help="CA certificate(s) that must have issued a peer's certificate (default --ca).")
+@click.option("--max-request-bytes", type=int,
+              help="Largest request (gRPC message) accepted, from clients and peers (default 8 MiB).")
+@click.option("--max-concurrent-streams", type=int,
+              help="Calls in progress per client connection; more wait their turn (default 256).")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with any of these settings.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -122,7 +140,9 @@ def cli(log_format: str, **options: Any) -> None:
       kvstore-node --id 1 --listen 127.0.0.1:2379 --data-dir data/1 \\
           --peers 1=127.0.0.1:2379,2=127.0.0.1:2380,3=127.0.0.1:2381
     (and the same with --id 2 / --id 3 and their own --listen and --data-dir), or simply
-    `kvctl cluster up --nodes 3`.
+    `kvctl cluster up --nodes 3`. With TLS, add --cert data/certs/node-1.crt --key
+    data/certs/node-1.key --ca data/certs/ca.crt (`kvctl cert init data/certs` makes them);
+    `kill -HUP` the node after replacing them, and it serves the new ones.
     """
     try:
         config = build_config(options)
@@ -135,7 +155,7 @@ def cli(log_format: str, **options: Any) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         uvloop.run(serve(config))
-    except (DataDirLockedError, AddressInUseError, IdentityError) as e:
+    except (DataDirLockedError, AddressInUseError, IdentityError, TlsError) as e:
         click.echo(f"kvstore-node: {e}", err=True)
         sys.exit(EXIT_CONFIG)
     except CorruptionError as e:

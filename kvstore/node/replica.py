@@ -7,82 +7,66 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 
-from kvstore.node.errors import RequestError, not_leader
+from kvstore.errors import KvError, NotLeaderError
 from kvstore.raft import Config, ConfState, HardState, RawNode, Role, Snapshot, SnapshotMeta
-from kvstore.statemachine import PartitionStateMachine
+from kvstore.rpc.backend import Reader
+from kvstore.statemachine import PartitionStateMachine, WriteResponse
 from kvstore.storage import DurableLogStorage, Engine
 
 
-class ReplicaLogStorage(DurableLogStorage):
-    """The durable log, answering snapshot requests with the state machine as it is now.
-
-    The applied state is always consistent with the engine when the Raft core asks (the Ready
-    loop writes each apply batch before it steps Raft again), so the snapshot is taken at the
-    applied index rather than at the older compaction point.
-    """
-
-    replica: Replica | None = None
-
-    def snapshot(self) -> Snapshot:
-        replica = self.replica
-        if replica is None or replica.raw is None:
-            return super().snapshot()
-        applied = replica.sm.applied_index
-        meta = SnapshotMeta(applied, self.term(applied), replica.raw.raft.conf_state())
-        return Snapshot(meta, replica.sm.snapshot_data())
+def not_leader(partition: int, leader: int) -> NotLeaderError:
+    known = f"; the leader is node {leader}" if leader else "; no leader is known yet"
+    return NotLeaderError(f"this node does not lead partition {partition}{known}", leader_hint=leader)
 
 
 @dataclass(slots=True)
 class Waiter:
     term: int
-    future: asyncio.Future[object]
+    future: asyncio.Future[WriteResponse]
 
 
 @dataclass(slots=True)
 class Replica:
     partition: int
-    log: ReplicaLogStorage
+    log: DurableLogStorage
     sm: PartitionStateMachine
-    raw: RawNode | None = None
+    raw: RawNode
     proposals: dict[int, Waiter] = field(default_factory=dict)  # log index -> waiter
-    reads: dict[int, asyncio.Future[None]] = field(default_factory=dict)  # request id -> waiter
+    reads: dict[int, asyncio.Future[Reader]] = field(default_factory=dict)  # request id -> waiter
     ready_reads: list[tuple[int, int]] = field(default_factory=list)  # (read index, request id)
-    session_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+    session_waiters: list[tuple[int, asyncio.Future[Reader]]] = field(default_factory=list)
     compact_pending: bool = False
 
     @classmethod
-    def open(cls, engine: Engine, partition: int, node_id: int, voters: frozenset[int],
-             config: Config, rng: random.Random) -> Replica:
+    def open(cls, engine: Engine, partition: int, voters: frozenset[int], config: Config,
+             rng: random.Random) -> Replica:
         sm = PartitionStateMachine(engine, partition)
-        log = ReplicaLogStorage.open(engine, partition, lambda _meta: sm.snapshot_data())
+        # A follower that needs entries the log no longer has gets the state machine as it is
+        # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
+        # holds exactly the applied state when Raft asks).
+        log = DurableLogStorage.open(engine, partition, sm.snapshot)
         if log.last_index() == 0:
             # First start: every replica begins from the same empty snapshot at index 1, so no
             # bootstrap election or configuration entry is needed.
             # Term 1 belongs to the bootstrap, so the first leader is elected in term 2.
+            start = SnapshotMeta(1, 1, ConfState(voters))
             batch = engine.new_batch()
-            log.apply_snapshot(batch, Snapshot(SnapshotMeta(1, 1, ConfState(voters))))
+            log.apply_snapshot(batch, Snapshot(start))
             log.set_hard_state(batch, HardState(term=1, commit=1))
-            sm.bootstrap(batch, 1)
+            sm.bootstrap(batch, start)
             engine.write(batch, sync=True)
-        replica = cls(partition, log, sm)
-        log.replica = replica
         applied = max(sm.applied_index, log.first_index() - 1)
-        replica.raw = RawNode(dataclasses.replace(config, applied=applied), log, rng)
-        return replica
+        return cls(partition, log, sm, RawNode(dataclasses.replace(config, applied=applied), log, rng))
 
     @property
     def leader(self) -> int:
-        return self.raw.raft.lead if self.raw is not None else 0
-
-    @property
-    def is_leader(self) -> bool:
-        return self.raw is not None and self.raw.raft.role is Role.LEADER
+        return self.raw.leader
 
     def require_leader(self) -> None:
-        if not self.is_leader:
-            raise not_leader(self.partition, self.leader)
+        if self.raw.role is not Role.LEADER:
+            raise not_leader(self.partition, self.raw.leader)
 
-    def fail_waiters(self, error: RequestError) -> None:
+    def fail_waiters(self, error: KvError) -> None:
         """Leadership was lost: the outcome of pending proposals is unknown to us, so the client
         retries (with the same request id, which the applier deduplicates)."""
         for waiter in self.proposals.values():
@@ -96,6 +80,7 @@ class Replica:
         self.ready_reads.clear()
 
     def serve_reads(self) -> None:
+        """Hand the state machine to the reads it now may serve."""
         applied = self.sm.applied_index
         if self.ready_reads:
             remaining = []
@@ -103,7 +88,7 @@ class Replica:
                 if index <= applied:
                     future = self.reads.pop(request_id, None)
                     if future is not None and not future.done():
-                        future.set_result(None)
+                        future.set_result(self.sm)
                 else:
                     remaining.append((index, request_id))
             self.ready_reads = remaining
@@ -112,7 +97,7 @@ class Replica:
             for revision, future in self.session_waiters:
                 if revision <= applied:
                     if not future.done():
-                        future.set_result(None)
+                        future.set_result(self.sm)
                 elif not future.done():
                     waiting.append((revision, future))
             self.session_waiters = waiting

@@ -1,7 +1,8 @@
 """The node runtime: many Raft groups (one per hosted partition) driven by one Ready loop.
 
-Only the Ready-loop task touches Raft. RPC handlers and the transport put work into inboxes
-and wake the loop; each cycle of the loop then:
+`Node` is the `kvstore.rpc.Backend` the servicers delegate to. Only the Ready-loop task touches
+Raft. RPC handlers and the transport put work into inboxes and wake the loop; each cycle of the
+loop then:
 
 1. ticks every group (when the ticker fired), steps received messages, proposes queued
    commands and queues read requests;
@@ -10,7 +11,8 @@ and wake the loop; each cycle of the loop then:
    loop keeps taking in requests and peer messages for the next cycle;
 3. sends their messages (persist BEFORE send);
 4. applies committed entries of all groups in one more batch — apply state travels in the
-   same batch as the data it covers — then answers the waiting requests;
+   same batch as the data it covers — then answers the waiting requests with the applier's
+   responses;
 5. advances every group.
 
 Lifecycle follows grpclib: `await start()`, `close()`, `await wait_closed()`; every task is
@@ -26,30 +28,32 @@ import itertools
 import logging
 import random
 import time
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Sequence
 
 import grpc
 
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import peer_pb2
+from kvstore.errors import InvalidArgumentError, UnavailableError, WrongNodeError
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
-from kvstore.node.errors import RequestError, not_leader, timeout, wrong_node
 from kvstore.node.identity import IdentityError, PeerAdmission, derive_cluster_id, open_identity
-from kvstore.node.replica import Replica, Waiter
-from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
+from kvstore.node.replica import Replica, Waiter, not_leader
+from kvstore.node.security import NodeSecurity
+from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
-    NONE,
     ConfChange,
     Config,
     EntryType,
     Message,
-    NotLeaderError,
     ProposalDroppedError,
     Ready,
     Role,
-    SnapshotMeta,
 )
+from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.ring import ClusterMap
+from kvstore.rpc.backend import Limits, PartitionStatus, PeerCaller, Reader
+from kvstore.statemachine import WriteResponse
 from kvstore.storage import Engine, LevelDBEngine, StorageError, WriteBatch
 
 log = logging.getLogger("kvstore.node")
@@ -61,37 +65,17 @@ COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot,
 # lagging follower catches up from the log instead of needing a whole snapshot
 
 
-T = TypeVar("T")
-
-
-async def wait_within(future: asyncio.Future[T], timeout_s: float, what: str) -> T:
-    """The future's result, or a TIMEOUT error naming `what` after `timeout_s`."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await future
-    except TimeoutError:
-        raise timeout(what, timeout_s) from None
-
-
 class AddressInUseError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaStatus:
-    partition: int
-    replicas: tuple[int, ...]
-    leader: int
-    term: int
-    commit: int
-    applied: int
 
 
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         config.validate()
         self.config = config
-        self.id = config.node_id
+        self.node_id = config.node_id
+        self.address = config.listen
+        self.limits = Limits(config.max_key_bytes, config.max_value_bytes, config.request_timeout_s)
         self.cluster_map = ClusterMap(
             epoch=1,
             members={str(node_id): address for node_id, address in config.peers.items()},
@@ -101,7 +85,9 @@ class Node:
         )
         self.engine: Engine | None = None
         self.replicas: dict[int, Replica] = {}
-        self.transport = PeerTransport(config.node_id, config.peers, self._on_unreachable, self._on_snapshot_sent)
+        self.security = NodeSecurity(config)
+        self.transport = PeerTransport(config.node_id, config.peers, self.security, self._on_unreachable,
+                                       self._on_snapshot_sent)
         self.admission: PeerAdmission  # set by start(), once the data dir's identity is known
         self.fatal: IdentityError | StorageError | None = None  # why the node stopped on its own
         self.server: grpc.aio.Server | None = None
@@ -112,8 +98,8 @@ class Node:
         self._pending_ticks = 0
         self._ticks_since_balance = 0
         self._inbound: list[tuple[int, Message]] = []
-        self._proposals: list[tuple[Replica, bytes, asyncio.Future[object]]] = []
-        self._read_requests: list[tuple[Replica, int, bool, asyncio.Future[None]]] = []
+        self._proposals: list[tuple[Replica, bytes, asyncio.Future[WriteResponse]]] = []
+        self._read_requests: list[tuple[Replica, int, bool, asyncio.Future[Reader]]] = []
         self._unreachable: set[int] = set()
         self._carry_over: list[Replica] = []
         self._snapshot_reports: list[tuple[int, int, bool]] = []
@@ -123,8 +109,9 @@ class Node:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self, servicers: list[object] | None = None) -> None:
-        """Open storage, start serving `servicers` (the RPC layer's), then drive Raft."""
+    async def start(self, servicers: Sequence[Callable[[grpc.aio.Server], None]] = ()) -> None:
+        """Open storage, start serving `servicers` (each adds an RPC layer service to the
+        server), then drive Raft."""
         config = self.config
         self.engine = LevelDBEngine(str(config.data_dir / "db"))
         try:
@@ -139,15 +126,17 @@ class Node:
         raft_config = Config(config.node_id, election_tick=config.election_ticks, heartbeat_tick=config.heartbeat_ticks,
                              skip_bcast_commit=True)
         rng = random.Random(config.node_id * 7919 + int(time.time_ns() % 1_000_003))
-        for partition in self.cluster_map.partitions_of(str(self.id)):
+        for partition in self.cluster_map.partitions_of(str(self.node_id)):
             voters = frozenset(int(n) for n in self.cluster_map.replicas(partition))
-            self.replicas[partition] = Replica.open(self.engine, partition, self.id, voters, raft_config, rng)
+            self.replicas[partition] = Replica.open(self.engine, partition, voters, raft_config, rng)
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
-        self.server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
-        for add_servicer in servicers or []:
-            add_servicer(self.server)  # type: ignore[operator]
+        self.server = grpc.aio.server(
+            options=[*KEEPALIVE_OPTIONS, *self.security.server_options(), ("grpc.so_reuseport", 0)]
+        )
+        for add_servicer in servicers:
+            add_servicer(self.server)
         try:
-            port = self.server.add_insecure_port(config.listen)
+            port = self.security.add_port(self.server, config.listen)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -159,8 +148,14 @@ class Node:
             asyncio.create_task(self._ticker(), name="ticker"),
             asyncio.create_task(self._ready_loop(), name="ready-loop"),
         ]
-        log.info("node %d of cluster %s serving %s with %d replicas", self.id, self.admission.identity.cluster_id,
-                 config.listen, len(self.replicas))
+        log.info("node %d of cluster %s serving %s (%s) with %d replicas", self.node_id,
+                 self.admission.identity.cluster_id, config.listen, "TLS" if self.security.enabled else "plaintext",
+                 len(self.replicas))
+
+    def reload_certificates(self) -> None:
+        """SIGHUP: new handshakes use the certificate files as they are now (if all are good)."""
+        if self.security.reload():
+            self.transport.certificates_changed()
 
     def close(self) -> None:
         if self._closing:
@@ -176,13 +171,13 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.transport.close()
-        error = RequestError("UNAVAILABLE", "the node is shutting down")
+        error = UnavailableError("the node is shutting down")
         for replica in self.replicas.values():
             replica.fail_waiters(error)
         self._disk.shutdown(wait=True)  # a write still on the disk thread finishes first
         if self.engine is not None:
             self.engine.close()
-        log.info("node %d stopped", self.id)
+        log.info("node %d stopped", self.node_id)
         self._closed.set()
 
     async def wait_closed(self) -> None:
@@ -203,6 +198,12 @@ class Node:
         self._inbound.extend(items)
         self._wake.set()
 
+    def peer_refusal(self, caller: PeerCaller) -> str | None:
+        return self.security.peer_refusal(caller)
+
+    def answer_hello(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerHello:
+        return self.admission.hello(self.admission.judge(hello))
+
     def _on_unreachable(self, peer_id: int) -> None:
         self._unreachable.add(peer_id)
         self._wake.set()
@@ -214,50 +215,55 @@ class Node:
     def replica(self, partition: int) -> Replica:
         replica = self.replicas.get(partition)
         if replica is None:
-            raise wrong_node(partition, self.id)
+            raise WrongNodeError(f"node {self.node_id} holds no replica of partition {partition}")
         return replica
 
-    # Each request kind has a `submit_*` that queues it and returns a future at once: the RPC
-    # layer submits a whole batch, then waits once (`wait_within` bounds a single wait).
+    # `propose` and `read` queue a request and return its future at once: the RPC layer hands
+    # over a whole batch, then waits once.
 
-    def submit_proposal(self, partition: int, data: bytes) -> asyncio.Future[object]:
-        """Queue a command for the partition's Raft group; the future resolves to the applier's
-        result once the entry is committed and applied on this node."""
+    def propose(self, partition: int, command: bytes) -> asyncio.Future[WriteResponse]:
+        """Queue `command` (a serialized `LogCommand`) for the partition's Raft group; the
+        future resolves to the applier's response once the entry is committed and applied on
+        this node."""
+        if len(command) > self.config.max_request_bytes:
+            # Peers refuse frames much past this size: such an entry could never be replicated.
+            raise InvalidArgumentError(f"the request is {len(command)} bytes once encoded; the limit is "
+                                       f"{self.config.max_request_bytes}")
         replica = self.replica(partition)
         replica.require_leader()
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._proposals.append((replica, data, future))
+        future: asyncio.Future[WriteResponse] = asyncio.get_running_loop().create_future()
+        self._proposals.append((replica, command, future))
         self._wake.set()
         return future
 
-    def submit_read(self, partition: int, lease: bool) -> asyncio.Future[None]:
-        """The future resolves once this replica may serve a linearizable read (ReadIndex or lease)."""
+    def read(self, partition: int, consistency: int, min_revision: int) -> asyncio.Future[Reader]:
+        """The future resolves to the partition's state machine once a read at `consistency`
+        may be served from this replica: STALE at once; SESSION once it applied `min_revision`
+        (read-your-writes); LINEARIZABLE on the leader after a ReadIndex round, LEASE on the
+        leader from its lease when it holds (else as LINEARIZABLE)."""
         replica = self.replica(partition)
-        replica.require_leader()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._read_requests.append((replica, next(self._request_ids), lease, future))
-        self._wake.set()
+        future: asyncio.Future[Reader] = asyncio.get_running_loop().create_future()
+        if consistency == pb.STALE or (consistency == pb.SESSION and replica.sm.applied_index >= min_revision):
+            future.set_result(replica.sm)
+        elif consistency == pb.SESSION:
+            replica.session_waiters.append((min_revision, future))
+        else:
+            replica.require_leader()
+            self._read_requests.append((replica, next(self._request_ids), consistency == pb.LEASE, future))
+            self._wake.set()
         return future
 
-    def submit_session_read(self, partition: int, min_revision: int) -> asyncio.Future[None] | None:
-        """None when this replica has applied `min_revision` already (read-your-writes), else a
-        future that resolves once it has."""
-        replica = self.replica(partition)
-        if replica.sm.applied_index >= min_revision:
-            return None
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        replica.session_waiters.append((min_revision, future))
-        return future
-
-    def status(self) -> list[ReplicaStatus]:
+    def status(self) -> list[PartitionStatus]:
         result = []
         for partition, replica in sorted(self.replicas.items()):
-            raft = replica.raw.raft  # type: ignore[union-attr]
-            result.append(
-                ReplicaStatus(partition, tuple(sorted(raft.voters)), raft.lead, raft.term, raft.log.committed,
-                              replica.sm.applied_index)
-            )
+            raw = replica.raw
+            voters = tuple(sorted(raw.conf_state().voters))
+            result.append(PartitionStatus(partition, voters, raw.leader, raw.term, raw.committed,
+                                          replica.sm.applied_index))
         return result
+
+    def db_size_bytes(self) -> int:
+        return self.engine.approximate_size() if self.engine is not None else 0
 
     def address_of(self, node_id: int) -> str:
         return self.config.peers.get(node_id, "")
@@ -279,7 +285,7 @@ class Node:
             self._wake.clear()
             try:
                 touched = self._take_inputs()
-                readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]  # type: ignore[union-attr]
+                readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]
                 if readies:
                     await self._handle_readies(readies)
             except asyncio.CancelledError:
@@ -293,7 +299,7 @@ class Node:
                 self.close()
                 return
             # Applying may leave work behind (conf changes, more committed entries than one batch).
-            if any(r.raw.has_ready() for r, _ in readies):  # type: ignore[union-attr]
+            if any(r.raw.has_ready() for r, _ in readies):
                 self._carry_over = [r for r, _ in readies]
                 self._wake.set()
 
@@ -308,7 +314,7 @@ class Node:
             touched = dict(replicas)
             for replica in replicas.values():
                 for _ in range(ticks):
-                    replica.raw.tick()  # type: ignore[union-attr]
+                    replica.raw.tick()
             self._ticks_since_balance += ticks
             if self._ticks_since_balance >= BALANCE_EVERY_TICKS:
                 self._ticks_since_balance = 0
@@ -316,21 +322,21 @@ class Node:
         if self._unreachable:
             for peer_id in self._unreachable:
                 for replica in replicas.values():
-                    replica.raw.report_unreachable(peer_id)  # type: ignore[union-attr]
+                    replica.raw.report_unreachable(peer_id)
             self._unreachable.clear()
         if self._snapshot_reports:
             reports, self._snapshot_reports = self._snapshot_reports, []
             for group, peer_id, ok in reports:
                 replica = replicas.get(group)
                 if replica is not None:
-                    replica.raw.report_snapshot(peer_id, ok)  # type: ignore[union-attr]
+                    replica.raw.report_snapshot(peer_id, ok)
                     touched[group] = replica
         if self._inbound:
             inbound, self._inbound = self._inbound, []
             for group, message in inbound:
                 replica = replicas.get(group)
                 if replica is not None:
-                    replica.raw.step(message)  # type: ignore[union-attr]
+                    replica.raw.step(message)
                     touched[group] = replica
         if self._proposals:
             for replica in self._propose_queued():
@@ -341,8 +347,8 @@ class Node:
                 if future.done():
                     continue
                 try:
-                    replica.raw.read_index(request_id, lease)  # type: ignore[union-attr]
-                except NotLeaderError:
+                    replica.raw.read_index(request_id, lease)
+                except RaftNotLeaderError:
                     future.set_exception(not_leader(replica.partition, replica.leader))
                     continue
                 replica.reads[request_id] = future
@@ -352,15 +358,15 @@ class Node:
     def _balance_leaders(self) -> None:
         views = []
         for partition, replica in self.replicas.items():
-            raft = replica.raw.raft  # type: ignore[union-attr]
-            views.append(GroupView(partition, raft.lead, frozenset(raft.voters), raft.lead_transferee != NONE))
-        for partition, to in plan_leader_transfers(self.id, views, MAX_TRANSFERS_PER_ROUND):
+            raw = replica.raw
+            views.append(GroupView(partition, raw.leader, raw.conf_state().voters, raw.transferring_leadership))
+        for partition, to in plan_leader_transfers(self.node_id, views, MAX_TRANSFERS_PER_ROUND):
             if self.transport.connected(to):
                 log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
-                self.replicas[partition].raw.transfer_leader(to)  # type: ignore[union-attr]
+                self.replicas[partition].raw.transfer_leader(to)
 
     def _propose_queued(self) -> list[Replica]:
-        by_replica: dict[int, list[tuple[bytes, asyncio.Future[object]]]] = {}
+        by_replica: dict[int, list[tuple[bytes, asyncio.Future[WriteResponse]]]] = {}
         for replica, data, future in self._proposals:
             if not future.done():
                 by_replica.setdefault(replica.partition, []).append((data, future))
@@ -368,19 +374,18 @@ class Node:
         for partition, items in by_replica.items():
             replica = self.replicas[partition]
             raw = replica.raw
-            assert raw is not None
             try:
                 last = raw.propose([data for data, _ in items])
-            except (NotLeaderError, ProposalDroppedError) as e:
+            except (RaftNotLeaderError, ProposalDroppedError) as e:
                 error = (
                     not_leader(partition, e.leader_hint)
-                    if isinstance(e, NotLeaderError)
-                    else RequestError("UNAVAILABLE", str(e))
+                    if isinstance(e, RaftNotLeaderError)
+                    else UnavailableError(str(e))
                 )
                 for _, future in items:
                     future.set_exception(error)
                 continue
-            term = raw.raft.term
+            term = raw.term
             first = last - len(items) + 1
             for offset, (_, future) in enumerate(items):
                 replica.proposals[first + offset] = Waiter(term, future)
@@ -417,19 +422,19 @@ class Node:
         self.transport.send((replica.partition, message) for replica, rd in readies for message in rd.messages)
         # 3. apply
         apply_batch = engine.new_batch()
-        completions: list[tuple[asyncio.Future[object], object]] = []
+        completions: list[tuple[asyncio.Future[WriteResponse], WriteResponse]] = []
         for replica, rd in readies:
             if rd.snapshot is not None:
-                replica.sm.restore(apply_batch, rd.snapshot.data, rd.snapshot.meta.index)
+                replica.sm.restore(apply_batch, rd.snapshot)
                 log.info("partition %d installed a snapshot at index %d from the leader",
                          replica.partition, rd.snapshot.meta.index)
             if rd.committed_entries:
                 self._apply(replica, rd, apply_batch, completions)
         if len(apply_batch):
             engine.write(apply_batch, sync=False)
-        for future, result in completions:
+        for future, response in completions:
             if not future.done():
-                future.set_result(result)
+                future.set_result(response)
         # 4. reads, role changes, advance
         for replica, rd in readies:
             if rd.soft_state is not None and rd.soft_state.role is not Role.LEADER:
@@ -437,24 +442,24 @@ class Node:
             if rd.read_states:
                 replica.ready_reads.extend((rs.index, rs.request_id) for rs in rd.read_states)
             replica.serve_reads()
-            replica.raw.advance(rd)  # type: ignore[union-attr]
+            replica.raw.advance(rd)
             if replica.sm.applied_index - replica.log.first_index() > self.config.snapshot_entries:
                 replica.compact_pending = True
 
     def _apply(self, replica: Replica, rd: Ready, batch: WriteBatch,
-               completions: list[tuple[asyncio.Future[object], object]]) -> None:
-        results = replica.sm.apply(batch, rd.committed_entries)
+               completions: list[tuple[asyncio.Future[WriteResponse], WriteResponse]]) -> None:
+        outcomes = replica.sm.apply(batch, rd.committed_entries)
         proposals = replica.proposals
-        for entry, result in results:
+        for entry, response in outcomes:
             if entry.type is EntryType.CONF_CHANGE:
-                replica.raw.apply_conf_change(ConfChange.decode(entry.data))  # type: ignore[union-attr]
+                replica.raw.apply_conf_change(ConfChange.decode(entry.data))
             waiter = proposals.pop(entry.index, None) if proposals else None
-            if waiter is None:
+            if waiter is None or waiter.future.done():
                 continue
-            if waiter.term == entry.term:
-                completions.append((waiter.future, result))
-            elif not waiter.future.done():
-                # Our entry was overwritten by a newer leader's: it was never applied.
+            if waiter.term == entry.term and response is not None:
+                completions.append((waiter.future, response))
+            else:
+                # A newer leader's entry took the index of ours: ours was never applied.
                 waiter.future.set_exception(not_leader(replica.partition, replica.leader))
 
     def _stage_compaction(self, replica: Replica, batch: WriteBatch) -> None:
@@ -465,7 +470,6 @@ class Node:
         applied = replica.sm.applied_index
         if applied <= replica.log.first_index():
             return
-        meta = SnapshotMeta(applied, replica.log.term(applied), replica.raw.raft.conf_state())  # type: ignore[union-attr]
-        replica.log.set_snapshot_meta(batch, meta)
+        replica.log.set_snapshot_meta(batch, replica.sm.applied)
         keep = min(COMPACT_KEEP_ENTRIES, self.config.snapshot_entries // 2)
         replica.log.compact(batch, max(replica.log.first_index(), applied - keep))

@@ -734,25 +734,15 @@ class Raft:
     def apply_conf_change(self, change: ConfChange) -> ConfState:
         """Called by the caller when it applies a committed CONF_CHANGE entry."""
         node_id = change.node_id
-        last = self.log.last_index()
-        if change.type is ConfChangeType.ADD_VOTER:
-            self.learners.discard(node_id)
-            self.voters.add(node_id)
-            if node_id in self.prs:
-                self.prs[node_id].is_learner = False
-            else:
-                self.prs[node_id] = Progress(last + 1, self.config.max_inflight_msgs)
-        elif change.type is ConfChangeType.ADD_LEARNER:
-            self.voters.discard(node_id)
-            self.learners.add(node_id)
-            if node_id in self.prs:
-                self.prs[node_id].is_learner = True
-            else:
-                self.prs[node_id] = Progress(last + 1, self.config.max_inflight_msgs, is_learner=True)
-        else:
-            self.voters.discard(node_id)
-            self.learners.discard(node_id)
+        conf_state = self.conf_state().apply(change)
+        self.voters, self.learners = set(conf_state.voters), set(conf_state.learners)
+        if change.type is ConfChangeType.REMOVE:
             self.prs.pop(node_id, None)
+        elif node_id in self.prs:
+            self.prs[node_id].is_learner = node_id in self.learners
+        else:
+            last = self.log.last_index()
+            self.prs[node_id] = Progress(last + 1, self.config.max_inflight_msgs, node_id in self.learners)
 
         if self.role is Roles.LEADER:
             if self.id not in self.voters:

@@ -23,6 +23,7 @@ from kvstore.raft.log_storage import LogStorage
 from kvstore.raft.progress import ProgressState
 from kvstore.raft.raft import Config, Raft
 from kvstore.raft.types import (
+    NONE,
     ConfChange,
     ConfState,
     HardState,
@@ -169,6 +170,32 @@ class RawNode:
             log.applied_to(rd.committed_entries[-1].index)
 
     # -- observation ------------------------------------------------------------------------
+    # Cheap reads for a runtime that asks on every request; `status()` builds the whole picture.
+
+    @property
+    def leader(self) -> int:
+        """The leader this node knows of (NONE: none known)."""
+        return self.raft.lead
+
+    @property
+    def role(self) -> Role:
+        return self.raft.role
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
+
+    @property
+    def committed(self) -> int:
+        return self.raft.log.committed
+
+    @property
+    def transferring_leadership(self) -> bool:
+        """Whether this leader is handing its leadership over (proposals are refused meanwhile)."""
+        return self.raft.lead_transferee != NONE
+
+    def conf_state(self) -> ConfState:
+        return self.raft.conf_state()
 
     def status(self) -> Status:
         raft = self.raft

@@ -75,6 +75,16 @@ class ConfState:
     voters: frozenset[int] = frozenset()
     learners: frozenset[int] = frozenset()
 
+    def apply(self, change: ConfChange) -> ConfState:
+        """The configuration once `change` is applied: a node is a voter or a learner, never both.
+        The one rule shared by the Raft core and the state machine that tracks it."""
+        node = frozenset((change.node_id,))
+        if change.type is ConfChangeType.ADD_VOTER:
+            return ConfState(self.voters | node, self.learners - node)
+        if change.type is ConfChangeType.ADD_LEARNER:
+            return ConfState(self.voters - node, self.learners | node)
+        return ConfState(self.voters - node, self.learners - node)
+
 
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:

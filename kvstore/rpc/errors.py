@@ -1,6 +1,9 @@
-"""The one error table: node/applier error codes -> API `Error` messages.
+"""Failures met serving a request -> the API's `Error` message. A `KvError` carries its
+`ErrorCode` (kvstore.errors has the one table of codes); a storage failure is UNAVAILABLE, any
+other exception a bug, reported as INTERNAL and logged.
 
-Every failure a client can see goes through `to_error`; servicers never build `Error` by hand.
+Every failure a client can see goes through `to_error`; servicers never build `Error` by hand
+(the applier's own refusals arrive already in its responses).
 """
 
 from __future__ import annotations
@@ -9,25 +12,22 @@ import logging
 from collections.abc import Callable
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.node.errors import RequestError
-from kvstore.statemachine import ErrorResult
+from kvstore.errors import ErrorCode, KvError, NotLeaderError
 from kvstore.storage import StorageError
 
 log = logging.getLogger("kvstore.rpc")
 
 
-def to_error(error: BaseException | ErrorResult, epoch: int, address_of: Callable[[int], str]) -> pb.Error:
-    if isinstance(error, ErrorResult):
-        return pb.Error(code=pb.ErrorCode.Value(str(error.code)), message=error.message, epoch=epoch)
-    if isinstance(error, RequestError):
-        return pb.Error(
-            code=pb.ErrorCode.Value(error.code),
-            message=error.message,
-            leader_hint=error.leader_hint,
-            leader_address=address_of(error.leader_hint) if error.leader_hint else "",
-            epoch=epoch,
-        )
+def to_error(error: BaseException, epoch: int, address_of: Callable[[int], str]) -> pb.Error:
+    if isinstance(error, KvError):
+        message = pb.Error(code=error.code.value, message=error.message, epoch=epoch)
+        if isinstance(error, NotLeaderError) and error.leader_hint:
+            message.leader_hint = error.leader_hint
+            message.leader_address = address_of(error.leader_hint)
+        return message
     if isinstance(error, StorageError):
-        return pb.Error(code=pb.UNAVAILABLE, message=f"storage failure: {error}", epoch=epoch)
+        return pb.Error(code=ErrorCode.UNAVAILABLE.value, message=f"storage failure: {error}", epoch=epoch)
     log.error("internal error serving a request", exc_info=error)
-    return pb.Error(code=pb.INTERNAL, message=f"internal error: {type(error).__name__}: {error}", epoch=epoch)
+    return pb.Error(
+        code=ErrorCode.INTERNAL.value, message=f"internal error: {type(error).__name__}: {error}", epoch=epoch
+    )

@@ -1,307 +1,266 @@
-"""The KV service: validate → route to the partition → delegate to the node → map errors.
+"""The KV service: validate -> hand to the node (`Backend`) -> fill the response header -> map
+errors through the one table (`kvstore.rpc.errors`).
 
 Errors travel inside responses (`error` field), not as gRPC status codes, so that a `Batch`
 can report each operation's outcome on its own.
 
-Get, Put and Delete (alone or in a `Batch`) go in two steps: every operation of the request is
-validated and submitted to the node at once, then the request waits once for all of them. No
+Every operation goes the same way, alone or in a `Batch`: a write's `RequestOp` is checked and
+its bytes are proposed as they are (they are the `LogCommand` the log carries); a get asks the
+node for a replica to read from. Operations go in two steps: every operation of the request is
+validated and handed to the node at once, then the request waits once for all of them. No
 task or timer per operation: a batch of hundreds costs one wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
-from kvstore.node.errors import RequestError, invalid, timeout
-from kvstore.node.replica import Replica
-from kvstore.node.server import Node, wait_within
-from kvstore.rpc.convert import (
-    compare_from_pb,
-    delete_from_pb,
-    delete_result_to_pb,
-    get_result_to_pb,
-    kv_to_pb,
-    put_from_pb,
-    put_result_to_pb,
-    txn_keys,
-    txn_op_from_pb,
-)
+from kvstore.errors import CrossPartitionError, InvalidArgumentError, KvTimeoutError, UnavailableError
+from kvstore.rpc.backend import Backend, Reader
 from kvstore.rpc.errors import to_error
-from kvstore.statemachine import (
-    Command,
-    DeleteResult,
-    ErrorResult,
-    GetResult,
-    PutResult,
-    Txn,
-    TxnResult,
-    check_command,
-    encode_command,
-)
+from kvstore.statemachine import WriteRequest, WriteResponse, check_command, txn_keys
 from kvstore.storage.keys import prefix_end
+
+OpResponse = pb.GetResponse | pb.PutResponse | pb.DeleteResponse | pb.TxnResponse
+
+
+@dataclass(slots=True)
+class _Read:
+    """A get handed to the node: the future resolves to the replica to read from."""
+
+    request: pb.GetRequest
+    partition: int
+    future: asyncio.Future[Reader]
+    timeout_s: float
+    what: str
+
+
+@dataclass(slots=True)
+class _Write:
+    """A write proposed to the node: the future resolves to the applier's response."""
+
+    kind: str  # the RequestOp field: put, delete or txn
+    partition: int
+    future: asyncio.Future[WriteResponse]
+    timeout_s: float
+    what: str
+
+
+_Started = pb.ResponseOp | _Read | _Write
 
 
 class KVService(kvstore_pb2_grpc.KVServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
 
     def add_to(self, server: Any) -> None:
         kvstore_pb2_grpc.add_KVServicer_to_server(self, server)
 
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _timeout(self, header: pb.RequestHeader) -> float:
-        return header.timeout_ms / 1000 if header.timeout_ms else self.node.config.request_timeout_s
-
-    def _header(self, partition: int, revision: int, served: int = pb.LINEARIZABLE) -> pb.ResponseHeader:
-        return pb.ResponseHeader(
-            partition=partition, revision=revision, served=served, node_id=self.node.id,
-            epoch=self.node.cluster_map.epoch,
-        )
-
-    def _error(self, error: BaseException | ErrorResult) -> pb.Error:
-        return to_error(error, self.node.cluster_map.epoch, self.node.address_of)
-
-    def _check_key(self, key: bytes) -> None:
-        if not key:
-            raise invalid("the key is empty")
-        limit = self.node.config.max_key_bytes
-        if len(key) > limit:
-            raise invalid(f"the key is {len(key)} bytes; the limit is {limit}")
-
-    def _check_value(self, value: bytes) -> None:
-        limit = self.node.config.max_value_bytes
-        if len(value) > limit:
-            raise invalid(f"the value is {len(value)} bytes; the limit is {limit}")
-
-    def _partition(self, key: bytes) -> int:
-        self._check_key(key)
-        return self.node.cluster_map.partition_for_key(key)
-
-    def _submit_read(
-        self, partition: int, consistency: int, min_revision: int
-    ) -> tuple[asyncio.Future[None] | None, str]:
-        """What a read at `consistency` waits for (None: it may read now), and its name for a
-        timeout."""
-        node = self.node
-        if consistency == pb.STALE:
-            return None, ""
-        if consistency == pb.SESSION:
-            future = node.submit_session_read(partition, min_revision)
-            return future, f"session read from partition {partition} (revision {min_revision})"
-        return node.submit_read(partition, lease=consistency == pb.LEASE), f"read from partition {partition}"
-
-    async def _readable(self, partition: int, consistency: int, min_revision: int, timeout_s: float) -> Replica:
-        future, what = self._submit_read(partition, consistency, min_revision)
-        if future is not None:
-            await wait_within(future, timeout_s, what)
-        return self.node.replica(partition)
-
-    def _submit_command(self, partition: int, header: pb.RequestHeader, op: Any) -> asyncio.Future[object]:
-        """Check and propose one command; the future resolves to the applier's result."""
-        command = Command(header.client_id, header.request_seq, op)
-        problem = check_command(command)
-        if problem is not None:
-            raise _unexpected(problem)
-        return self.node.submit_proposal(partition, encode_command(command))
-
     # -- RPCs -------------------------------------------------------------------------------
 
     async def Get(self, request: pb.GetRequest, context: Any) -> pb.GetResponse:
-        (response,) = await self._run([self._start_get(request)])
+        (response,) = await self._run([self._start(pb.RequestOp(get=request))])
         return response.get
 
     async def Put(self, request: pb.PutRequest, context: Any) -> pb.PutResponse:
-        (response,) = await self._run([self._start_put(request)])
+        (response,) = await self._run([self._start(pb.RequestOp(put=request))])
         return response.put
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
-        (response,) = await self._run([self._start_delete(request)])
+        (response,) = await self._run([self._start(pb.RequestOp(delete=request))])
         return response.delete
 
-    async def Scan(self, request: pb.ScanRequest, context: Any) -> pb.ScanResponse:
-        partition = request.partition
-        try:
-            if partition >= self.node.cluster_map.partitions:
-                raise invalid(f"partition {partition} does not exist")
-            replica = await self._readable(partition, request.consistency, 0, self._timeout(request.header))
-            if request.prefix:
-                start, end = request.prefix, prefix_end(request.prefix)
-            else:
-                start, end = request.start, request.end or None
-            kvs, more = replica.sm.scan(start, end, request.limit)
-            header = self._header(partition, replica.sm.applied_index, request.consistency)
-            response = pb.ScanResponse(header=header, more=more)
-            for kv in kvs:
-                item = kv_to_pb(kv)
-                if request.keys_only:
-                    item.ClearField("value")
-                response.kvs.append(item)
-            return response
-        except Exception as e:
-            return pb.ScanResponse(header=self._header(partition, 0), error=self._error(e))
-
     async def Txn(self, request: pb.TxnRequest, context: Any) -> pb.TxnResponse:
-        partition = 0
-        try:
-            keys = txn_keys(request)
-            if not keys:
-                raise invalid("the transaction has no compares and no operations")
-            partitions = sorted({self._partition(key) for key in keys})
-            if len(partitions) > 1:
-                raise RequestError(
-                    "CROSS_PARTITION",
-                    f"the transaction touches partitions {partitions}; a transaction must stay in one partition "
-                    "(put related keys under one {hash tag})",
-                )
-            partition = partitions[0]
-            txn = Txn(
-                tuple(compare_from_pb(c) for c in request.compare),
-                tuple(txn_op_from_pb(op) for op in request.success),
-                tuple(txn_op_from_pb(op) for op in request.failure),
-            )
-            result = await wait_within(
-                self._submit_command(partition, request.header, txn),
-                self._timeout(request.header),
-                f"write to partition {partition}",
-            )
-            if not isinstance(result, TxnResult):
-                raise _unexpected(result)
-            response = pb.TxnResponse(header=self._header(partition, result.revision), succeeded=result.succeeded)
-            for item in result.results:
-                response.responses.append(_txn_result_to_pb(item, self._header(partition, result.revision)))
-            return response
-        except Exception as e:
-            return pb.TxnResponse(header=self._header(partition, 0), error=self._error(e))
+        (response,) = await self._run([self._start(pb.RequestOp(txn=request))])
+        return response.txn
 
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchResponse:
         return pb.BatchResponse(results=await self._run([self._start(op) for op in request.ops]))
 
-    # -- two-step operations: start (validate, submit), then one wait for all ----------------
-
-    async def _run(self, started: list[pb.ResponseOp | _Waiting]) -> list[pb.ResponseOp]:
-        waiting = [op for op in started if isinstance(op, _Waiting)]
-        if waiting:
-            await asyncio.wait([op.future for op in waiting], timeout=max(op.timeout_s for op in waiting))
-        return [op if isinstance(op, pb.ResponseOp) else op.outcome() for op in started]
-
-    def _start(self, op: pb.RequestOp) -> pb.ResponseOp | _Waiting:
-        kind = op.WhichOneof("op")
-        if kind == "get":
-            return self._start_get(op.get)
-        if kind == "put":
-            return self._start_put(op.put)
-        if kind == "delete":
-            return self._start_delete(op.delete)
-        return pb.ResponseOp(get=pb.GetResponse(error=self._error(invalid("empty operation in batch"))))
-
-    def _start_get(self, request: pb.GetRequest) -> pb.ResponseOp | _Waiting:
-        partition = 0
-
-        def fail(error: BaseException) -> pb.ResponseOp:
-            return pb.ResponseOp(get=pb.GetResponse(header=self._header(partition, 0), error=self._error(error)))
-
+    async def Scan(self, request: pb.ScanRequest, context: Any) -> pb.ScanResponse:
+        partition = request.partition
+        response = pb.ScanResponse()
         try:
-            partition = self._partition(request.key)
-            consistency = request.consistency
-            replica = self.node.replica(partition)
+            if partition >= self._backend.cluster_map.partitions:
+                raise InvalidArgumentError(f"partition {partition} does not exist")
+            timeout_s = self._timeout(request.header)
+            reader = await _wait(self._backend.read(partition, request.consistency, 0), timeout_s,
+                                 f"read from partition {partition}")
+            if request.prefix:
+                start, end = request.prefix, prefix_end(request.prefix)
+            else:
+                start, end = request.start, request.end or None
+            kvs, more = reader.scan(start, end, request.limit)
+            response.kvs.extend(kvs)
+            response.more = more
+            if request.keys_only:
+                for kv in response.kvs:
+                    kv.ClearField("value")
+            self._fill_header(response.header, partition, reader.applied_index, request.consistency)
+        except Exception as error:
+            response = pb.ScanResponse(error=self._error(error))
+            self._fill_header(response.header, partition, 0, pb.LINEARIZABLE)
+        return response
 
-            def finish(_: object) -> pb.ResponseOp:
-                header = self._header(partition, replica.sm.applied_index, consistency)
-                return pb.ResponseOp(get=get_result_to_pb(GetResult(replica.sm.get(request.key)), header))
+    # -- two steps: start each operation (validate, hand to the node), then one wait for all ---
 
-            future, what = self._submit_read(partition, consistency, request.min_revision)
-            if future is None:
-                return finish(None)
-            return _Waiting(future, finish, fail, self._timeout(request.header), what)
-        except Exception as e:
-            return fail(e)
+    async def _run(self, started: list[_Started]) -> list[pb.ResponseOp]:
+        pending = [op for op in started if not isinstance(op, pb.ResponseOp) and not op.future.done()]
+        if pending:
+            await asyncio.wait([op.future for op in pending], timeout=max(op.timeout_s for op in pending))
+        return [op if isinstance(op, pb.ResponseOp) else self._answer(op) for op in started]
 
-    def _start_put(self, request: pb.PutRequest) -> pb.ResponseOp | _Waiting:
-        return self._start_write(request.header, request.key, request.value, put_from_pb(request), _PUT)
-
-    def _start_delete(self, request: pb.DeleteRequest) -> pb.ResponseOp | _Waiting:
-        return self._start_write(request.header, request.key, None, delete_from_pb(request), _DELETE)
-
-    def _start_write(
-        self, request_header: pb.RequestHeader, key: bytes, value: bytes | None, op: Any, kind: _WriteKind
-    ) -> pb.ResponseOp | _Waiting:
-        """Validate and propose one write; its answer is built as `kind` says."""
+    def _start(self, op: pb.RequestOp) -> _Started:
+        """Validate `op` and hand it to the node; its answer at once if that fails."""
+        kind = op.WhichOneof("op") or "get"
         partition = 0
-
-        def fail(error: BaseException) -> pb.ResponseOp:
-            response = kind.response(header=self._header(partition, 0), error=self._error(error))
-            return pb.ResponseOp(**{kind.field: response})
-
-        def finish(result: object) -> pb.ResponseOp:
-            if not isinstance(result, kind.result):
-                raise _unexpected(result)
-            return pb.ResponseOp(**{kind.field: kind.to_pb(result, self._header(partition, result.revision))})
-
         try:
-            partition = self._partition(key)
-            if value is not None:
-                self._check_value(value)
-            future = self._submit_command(partition, request_header, op)
-            return _Waiting(future, finish, fail, self._timeout(request_header), f"write to partition {partition}")
-        except Exception as e:
-            return fail(e)
+            if op.HasField("get"):
+                get = op.get
+                partition = self._partition_of([get.key])
+                what = f"read from partition {partition}"
+                if get.consistency == pb.SESSION:
+                    what = f"session read from partition {partition} (revision {get.min_revision})"
+                future = self._backend.read(partition, get.consistency, get.min_revision)
+                return _Read(get, partition, future, self._timeout(get.header), what)
+            request = _write_request(op)
+            problem = check_command(request)
+            if problem is not None:
+                raise InvalidArgumentError(problem)
+            partition = self._partition_of(txn_keys(request) if isinstance(request, pb.TxnRequest) else [request.key])
+            self._check_values(request)
+            proposal = self._backend.propose(partition, op.SerializeToString())
+            return _Write(kind, partition, proposal, self._timeout(request.header), f"write to partition {partition}")
+        except Exception as error:
+            return self._failed(kind, partition, error)
 
-
-@dataclass(frozen=True, slots=True)
-class _WriteKind:
-    """How the answer to one kind of write is built: the `ResponseOp` field, its message, the
-    applier's result type and its conversion."""
-
-    field: str
-    response: Callable[..., Any]
-    result: type[PutResult] | type[DeleteResult]
-    to_pb: Callable[[Any, pb.ResponseHeader], Any]
-
-
-_PUT = _WriteKind("put", pb.PutResponse, PutResult, put_result_to_pb)
-_DELETE = _WriteKind("delete", pb.DeleteResponse, DeleteResult, delete_result_to_pb)
-
-
-@dataclass(slots=True)
-class _Waiting:
-    """An operation submitted to the node: its answer once `future` is done."""
-
-    future: asyncio.Future[Any]
-    finish: Callable[[Any], pb.ResponseOp]  # the future's result -> the answer
-    fail: Callable[[BaseException], pb.ResponseOp]
-    timeout_s: float
-    what: str
-
-    def outcome(self) -> pb.ResponseOp:
-        future = self.future
+    def _answer(self, started: _Read | _Write) -> pb.ResponseOp:
+        future = started.future
         if not future.done():
             future.cancel()  # the node skips it; a write may still be applied, as with any timeout
-            return self.fail(timeout(self.what, self.timeout_s))
+            timeout = KvTimeoutError(f"{started.what} did not complete within {started.timeout_s:g}s")
+            return self._failed(_kind(started), started.partition, timeout)
         if future.cancelled():
-            return self.fail(RequestError("UNAVAILABLE", f"{self.what} was cancelled"))
-        try:
-            return self.finish(future.result())
-        except Exception as e:
-            return self.fail(e)
+            return self._failed(_kind(started), started.partition, UnavailableError(f"{started.what} was cancelled"))
+        error = future.exception()
+        if error is not None:
+            return self._failed(_kind(started), started.partition, error)
+        if isinstance(started, _Read):
+            reader = started.future.result()
+            result = pb.ResponseOp()
+            get = result.get
+            kv = reader.get(started.request.key)
+            if kv is not None:
+                get.found = True
+                get.kv.CopyFrom(kv)
+            self._fill_header(get.header, started.partition, reader.applied_index, started.request.consistency)
+            return result
+        response = started.future.result()
+        if response.error.code:
+            response.error.epoch = self._backend.cluster_map.epoch
+        self._fill_header(response.header, started.partition, response.header.revision, pb.LINEARIZABLE)
+        return _wrap(response)
+
+    def _failed(self, kind: str, partition: int, error: BaseException) -> pb.ResponseOp:
+        result = pb.ResponseOp()
+        inner = _inner(result, kind)
+        inner.error.CopyFrom(self._error(error))
+        self._fill_header(inner.header, partition, 0, pb.LINEARIZABLE)
+        return result
+
+    # -- validation and answers -------------------------------------------------------------
+
+    def _timeout(self, header: pb.RequestHeader) -> float:
+        return header.timeout_ms / 1000 if header.timeout_ms else self._backend.limits.request_timeout_s
+
+    def _partition_of(self, keys: list[bytes]) -> int:
+        """The one partition holding `keys` (checked against the key limits)."""
+        if not keys:
+            raise InvalidArgumentError("the transaction has no compares and no operations")
+        limit = self._backend.limits.max_key_bytes
+        cluster_map = self._backend.cluster_map
+        partitions = set()
+        for key in keys:
+            if not key:
+                raise InvalidArgumentError("the key is empty")
+            if len(key) > limit:
+                raise InvalidArgumentError(f"the key is {len(key)} bytes; the limit is {limit}")
+            partitions.add(cluster_map.partition_for_key(key))
+        if len(partitions) > 1:
+            raise CrossPartitionError(
+                f"the transaction touches partitions {sorted(partitions)}; a transaction must stay in one "
+                "partition (put related keys under one {hash tag})"
+            )
+        return partitions.pop()
+
+    def _check_values(self, request: WriteRequest) -> None:
+        if isinstance(request, pb.DeleteRequest):
+            return
+        if isinstance(request, pb.PutRequest):
+            values = [request.value]
+        else:
+            values = [op.put.value for branch in (request.success, request.failure) for op in branch
+                      if op.HasField("put")]
+        limit = self._backend.limits.max_value_bytes
+        for value in values:
+            if len(value) > limit:
+                raise InvalidArgumentError(f"the value is {len(value)} bytes; the limit is {limit}")
+
+    def _fill_header(
+        self, header: pb.ResponseHeader, partition: int, revision: int, served: pb.ReadConsistency
+    ) -> None:
+        header.partition = partition
+        header.revision = revision
+        header.served = served
+        header.node_id = self._backend.node_id
+        header.epoch = self._backend.cluster_map.epoch
+
+    def _error(self, error: BaseException) -> pb.Error:
+        backend = self._backend
+        return to_error(error, backend.cluster_map.epoch, backend.address_of)
 
 
-def _txn_result_to_pb(result: object, header: pb.ResponseHeader) -> pb.ResponseOp:
-    if isinstance(result, PutResult):
-        return pb.ResponseOp(put=put_result_to_pb(result, header))
-    if isinstance(result, DeleteResult):
-        return pb.ResponseOp(delete=delete_result_to_pb(result, header))
-    if isinstance(result, GetResult):
-        return pb.ResponseOp(get=get_result_to_pb(result, header))
-    raise _unexpected(result)
+def _write_request(op: pb.RequestOp) -> WriteRequest:
+    if op.HasField("put"):
+        return op.put
+    if op.HasField("delete"):
+        return op.delete
+    if op.HasField("txn"):
+        return op.txn
+    raise InvalidArgumentError("the operation is empty")
 
 
-def _unexpected(result: object) -> BaseException:
-    if isinstance(result, ErrorResult):
-        return RequestError(str(result.code), result.message)
-    return RequestError("INTERNAL", f"unexpected result {type(result).__name__}")
+def _kind(started: _Read | _Write) -> str:
+    return "get" if isinstance(started, _Read) else started.kind
+
+
+def _wrap(response: WriteResponse) -> pb.ResponseOp:
+    if isinstance(response, pb.PutResponse):
+        return pb.ResponseOp(put=response)
+    if isinstance(response, pb.DeleteResponse):
+        return pb.ResponseOp(delete=response)
+    return pb.ResponseOp(txn=response)
+
+
+def _inner(result: pb.ResponseOp, kind: str) -> OpResponse:
+    """The response of `kind` inside `result` (it becomes the one set once changed)."""
+    if kind == "put":
+        return result.put
+    if kind == "delete":
+        return result.delete
+    if kind == "txn":
+        return result.txn
+    return result.get
+
+
+async def _wait(future: asyncio.Future[Reader], timeout_s: float, what: str) -> Reader:
+    """The future's result, or a TIMEOUT error naming `what` after `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await future
+    except TimeoutError:
+        raise KvTimeoutError(f"{what} did not complete within {timeout_s:g}s") from None

@@ -7,33 +7,51 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+
 from kvstore._pb import peer_pb2, peer_pb2_grpc
-from kvstore.node.server import Node
-from kvstore.node.wire import decode_batch
+from kvstore.codec import CodecError, decode_peer_frame
+from kvstore.rpc.backend import Backend
 
 log = logging.getLogger("kvstore.peer")
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
 
     def add_to(self, server: Any) -> None:
         peer_pb2_grpc.add_PeerServicer_to_server(self, server)
 
+    async def _admit(self, context: Any) -> None:
+        """With TLS, only a caller with a peer certificate may go on (docs/security.md)."""
+        refusal = self._backend.peer_refusal(context)
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"node {self._backend.node_id} refuses this caller as a peer: {refusal}")
+
     async def Stream(self, request_iterator: AsyncIterator[peer_pb2.PeerFrame], context: Any) -> None:
+        await self._admit(context)
         peer = 0
         try:
             async for frame in request_iterator:
                 if frame.HasField("hello"):
-                    refusal = self.node.admission.judge(frame.hello)
-                    await context.write(peer_pb2.PeerFrame(hello=self.node.admission.hello(refusal)))
-                    if refusal != peer_pb2.ACCEPTED:
-                        return
-                    peer = frame.hello.node_id
+                    # The reply admits the sender or says why not; the sender judges it too.
+                    hello = frame.hello
+                    reply = self._backend.answer_hello(hello)
+                    await context.write(peer_pb2.PeerFrame(hello=reply))
+                    if reply.refusal != peer_pb2.ACCEPTED:
+                        await context.abort(
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"node {reply.node_id} of cluster {reply.cluster_id!r} refuses node {hello.node_id} of "
+                            f"cluster {hello.cluster_id!r}: {peer_pb2.PeerRefusal.Name(reply.refusal)}")
+                    peer = hello.node_id
                     continue
                 if frame.raft_batch and peer:
-                    self.node.deliver(decode_batch(frame.raft_batch))
+                    self._backend.deliver(decode_peer_frame(frame.raft_batch))
+        except CodecError as error:
+            # The peer reconnects with a new stream; what this frame carried, Raft sends again.
+            log.warning("dropping the stream from peer %d: %s", peer, error)
         except asyncio.CancelledError:
             # A peer's stream lasts as long as both nodes run: when this node stops, the server
             # (or the loop's shutdown) cancels it. That is the normal end, not an error.
@@ -43,6 +61,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         self, request_iterator: AsyncIterator[peer_pb2.SnapshotChunk], context: Any
     ) -> peer_pb2.SnapshotAck:
         """Reassemble a snapshot sent in chunks and hand it to Raft as one message."""
+        await self._admit(context)
         parts: list[bytes] = []
         received = 0
         async for chunk in request_iterator:
@@ -51,6 +70,10 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             parts.append(chunk.data)
             received += len(chunk.data)
             if chunk.last:
-                self.node.deliver(decode_batch(b"".join(parts)))
+                try:
+                    items = decode_peer_frame(b"".join(parts))
+                except CodecError as error:
+                    return peer_pb2.SnapshotAck(ok=False, error=str(error))
+                self._backend.deliver(items)
                 return peer_pb2.SnapshotAck(ok=True)
         return peer_pb2.SnapshotAck(ok=False, error="the stream ended before the last chunk")

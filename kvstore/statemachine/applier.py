@@ -15,51 +15,36 @@ below the edge cannot be told apart and is refused.
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from heapq import heappop, heappush
-from typing import Any
 
-import msgpack
+from google.protobuf.message import DecodeError
 
-from kvstore.raft.types import Entry, EntryType
-from kvstore.statemachine.commands import (
-    MAX_UINT64,
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb.internal_pb2 import LogCommand, LogResponse
+from kvstore.codec import (
     CodecError,
-    Compare,
-    CompareResult,
-    CompareTarget,
-    Delete,
-    DeleteResult,
-    ErrorCode,
-    ErrorResult,
-    Get,
-    GetResult,
-    KeyValue,
-    Op,
-    Put,
-    PutResult,
-    Result,
-    Txn,
-    TxnOp,
-    TxnOpResult,
-    TxnResult,
-    check_command_parts,
-    decode_command_parts,
-    decode_result,
-    encode_result,
+    Encoder,
+    decode_client_state,
+    decode_dedup_result,
+    decode_partition_snapshot,
+    decode_snapshot_meta,
+    encode_client_state,
+    encode_dedup_result,
 )
+from kvstore.errors import ErrorCode
+from kvstore.raft.types import ConfChange, Entry, EntryType, Snapshot, SnapshotMeta
+from kvstore.statemachine.commands import WriteRequest, WriteResponse, check_command
 from kvstore.statemachine.layout import (
-    CLIENT_STATE,
     CLIENT_STATE_SEQ,
     STORED_KV_HEADER,
     U64,
     client_prefix,
-    decode_stored_kv,
     encode_stored_kv,
     fence_prefix,
+    fill_kv,
     split_client_suffix,
 )
 from kvstore.storage.engine import Engine, WriteBatch
@@ -80,26 +65,53 @@ DEFAULT_MAX_DEDUP_RESULTS = 65536
 """How many results a partition remembers over all its clients (oldest applied forgotten
 first), so that memory and disk stay bounded however many clients fill their windows."""
 
-# Format 2: the dedup table is a window per client (format 1 held one result per client).
-SNAPSHOT_FORMAT = 2
-
 _KV_HEADER_SIZE = STORED_KV_HEADER.size
-_RESULT_HEADER_SIZE = U64.size
 _STATE_SEQ_SUFFIX = U64.pack(CLIENT_STATE_SEQ)
+_VALUE, _VERSION, _MOD = pb.Compare.VALUE, pb.Compare.VERSION, pb.Compare.MOD_REVISION
+_EQUAL, _NOT_EQUAL, _GREATER = pb.Compare.EQUAL, pb.Compare.NOT_EQUAL, pb.Compare.GREATER
 
 
-def _encode_apply_state(applied_index: int, packer: msgpack.Packer) -> bytes:
-    return packer.pack((applied_index,))
+def _error_response(request: WriteRequest, code: ErrorCode, message: str) -> WriteResponse:
+    """The answer of `request`'s kind that refuses it with `code`."""
+    error = pb.Error(code=code.value, message=message)
+    if isinstance(request, pb.PutRequest):
+        return pb.PutResponse(error=error)
+    if isinstance(request, pb.DeleteRequest):
+        return pb.DeleteResponse(error=error)
+    return pb.TxnResponse(error=error)
 
 
-def _decode_apply_state(raw: bytes) -> int:
+def _log_response(response: WriteResponse) -> LogResponse:
+    if isinstance(response, pb.PutResponse):
+        return LogResponse(put=response)
+    if isinstance(response, pb.DeleteResponse):
+        return LogResponse(delete=response)
+    return LogResponse(txn=response)
+
+
+def _answer_in(stored: LogResponse, request: WriteRequest) -> WriteResponse | None:
+    """The response `stored` holds if it answers a request of `request`'s kind, else None."""
+    if isinstance(request, pb.PutRequest):
+        return stored.put if stored.HasField("put") else None
+    if isinstance(request, pb.DeleteRequest):
+        return stored.delete if stored.HasField("delete") else None
+    return stored.txn if stored.HasField("txn") else None
+
+
+def _command(partition: int, index: int, data: bytes) -> WriteRequest:
+    """The request carried by the entry at `index`; `CodecError` if its data is not one."""
     try:
-        (applied_index,) = msgpack.unpackb(raw, use_list=False)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        raise CorruptionError(f"stored apply state does not decode: {raw!r:.80}") from None
-    if type(applied_index) is not int or applied_index < 0:
-        raise CorruptionError(f"stored apply state has a bad applied index: {applied_index!r:.80}")
-    return applied_index
+        command = LogCommand.FromString(data)
+    except DecodeError as exc:
+        raise CodecError(f"partition {partition}: entry {index} is not a LogCommand: {exc}") from None
+    kind = command.WhichOneof("command")
+    if kind == "put":
+        return command.put
+    if kind == "delete":
+        return command.delete
+    if kind == "txn":
+        return command.txn
+    raise CodecError(f"partition {partition}: entry {index} holds no command this node knows")
 
 
 @dataclass(slots=True)
@@ -124,7 +136,7 @@ class _ClientWindow:
         return max(self.floor, self.highest - window)
 
     def state_record(self) -> bytes:
-        return CLIENT_STATE.pack(self.highest, self.floor, self.revision)
+        return encode_client_state(self.highest, self.floor, self.revision)
 
     def pop_lowest(self) -> tuple[int, int]:
         """(seq, revision) of the lowest remembered seq, forgotten here."""
@@ -151,19 +163,16 @@ def _load_dedup(prefix: bytes, records: Iterable[tuple[bytes, bytes]]) -> _Dedup
     least recently applied first, and revision -> (client, seq) of every remembered result,
     oldest first. Both orders are by revision, as the applier builds them (ties are impossible:
     one command per revision), so a loaded table decides exactly as the one that was stored.
-    ValueError when a record does not decode."""
+    ValueError (or its subclass `CodecError`) when a record does not decode."""
     states: list[tuple[int, int, int, str]] = []
     results: list[tuple[int, str, int]] = []
     for suffix, value in records:
         client_id, seq = split_client_suffix(suffix)
-        try:
-            if seq == CLIENT_STATE_SEQ:
-                highest, floor, revision = CLIENT_STATE.unpack(value)
-                states.append((revision, highest, floor, client_id))
-            else:
-                results.append((U64.unpack_from(value)[0], client_id, seq))
-        except struct.error:
-            raise ValueError(f"dedup record of client {client_id!r:.80} seq {seq} is truncated") from None
+        if seq == CLIENT_STATE_SEQ:
+            highest, floor, revision = decode_client_state(value)
+            states.append((revision, highest, floor, client_id))
+        else:
+            results.append((decode_dedup_result(value)[0], client_id, seq))
     states.sort()
     clients: OrderedDict[str, _ClientWindow] = OrderedDict(
         (client_id, _ClientWindow(client_id, prefix + client_id.encode(), highest, floor, revision, {}, []))
@@ -182,26 +191,21 @@ def _load_dedup(prefix: bytes, records: Iterable[tuple[bytes, bytes]]) -> _Dedup
     return clients, remembered
 
 
-def _order(actual: bytes | int, expected: bytes | int) -> int:
-    """-1, 0 or 1 as `actual` is less than, equal to or greater than `expected` (same type)."""
-    return (actual > expected) - (actual < expected)  # type: ignore[operator]
-
-
 class PartitionStateMachine:
     """The state machine of partition `partition_id` (the Raft group of the same id).
 
     Rules that bind the caller (the node):
 
-    * `apply` and `restore` only STAGE writes into the batch they are given; the node writes
-      that batch (synced) before it serves any read, acknowledges any result, or takes a
-      snapshot that depends on them. `applied_index` and the dedup table in memory move as
+    * `apply`, `restore` and `bootstrap` only STAGE writes into the batch they are given; the
+      node writes that batch before it serves any read, acknowledges any response, or takes a
+      snapshot that depends on them. The apply state and the dedup table in memory move as
       soon as writes are staged; if writing the batch fails, drop this object (and the
       engine's other in-memory views) and construct a new one over the engine.
     * Batches are written in the order they were handed to `apply`/`restore`. Writes staged
       in a batch stay visible to later `apply`/`restore` calls with the SAME batch (several
       calls per Ready cycle are fine); passing a different batch means the previous one was
       written.
-    * `get`, `scan` and `snapshot_data` read the engine, i.e. what has been written.
+    * `get`, `scan` and `snapshot` read the engine, i.e. what has been written.
     """
 
     def __init__(
@@ -229,7 +233,7 @@ class PartitionStateMachine:
         self._fence_prefix = fence_prefix(partition_id)
         self._client_prefix = client_prefix(partition_id)
         self._apply_state_key = apply_state_key(partition_id)
-        self._packer = msgpack.Packer()  # reused: `msgpack.packb` builds one per call
+        self._encoder = Encoder()
         # Writes staged into `_staged_batch` and not yet on the engine: key -> value, None
         # for a delete.
         self._staged: dict[bytes, bytes | None] = {}
@@ -240,9 +244,9 @@ class PartitionStateMachine:
         self._unstaged_states: dict[str, _ClientWindow] = {}
 
         raw_apply_state = engine.get(self._apply_state_key)
-        self._applied_index = 0 if raw_apply_state is None else _decode_apply_state(raw_apply_state)
         prefix_length = len(self._client_prefix)
         try:
+            applied = SnapshotMeta() if raw_apply_state is None else decode_snapshot_meta(raw_apply_state)
             self._clients, self._remembered = _load_dedup(
                 self._client_prefix,
                 (
@@ -252,52 +256,64 @@ class PartitionStateMachine:
             )
         except ValueError as exc:
             raise CorruptionError(f"partition {partition_id}: {exc}") from None
+        # The apply state: the last entry applied (staged), its term and the configuration as of
+        # it, i.e. the metadata of a snapshot taken now.
+        self._applied_index = applied.index
+        self._applied_term = applied.term
+        self._conf_state = applied.conf_state
 
     @property
     def applied_index(self) -> int:
         """The index of the last entry applied (staged), 0 before any."""
         return self._applied_index
 
+    @property
+    def applied(self) -> SnapshotMeta:
+        """The applied index, its term and the configuration (voters, learners) as of it."""
+        return SnapshotMeta(self._applied_index, self._applied_term, self._conf_state)
+
     # -- applying ---------------------------------------------------------------------------
 
-    def apply(self, batch: WriteBatch, entries: Iterable[Entry]) -> list[tuple[Entry, Result | None]]:
+    def apply(self, batch: WriteBatch, entries: Iterable[Entry]) -> list[tuple[Entry, WriteResponse | None]]:
         """Apply committed `entries` of this partition's group, in order, staging into `batch`
-        every change and the new apply state, so that the applied index reaches the disk
+        every change and the new apply state, so that the apply state reaches the disk
         atomically with the data it covers.
 
-        Returns each applied entry with its command's result; None for an empty (no-op) entry
-        or a non-NORMAL one, which only advance the applied index. Entries at or below the
-        applied index are skipped (not returned); a gap raises ValueError. An entry whose data
-        is not a command raises `CodecError`: skipping it would let replicas diverge, so the
-        node must stop applying (and drop this object and the batch).
+        Returns each applied entry with its command's response (header.revision and error
+        filled; the caller fills the rest of the header); None for an empty (no-op) entry or a
+        CONF_CHANGE one, whose change is applied to the configuration kept in the apply state.
+        Entries at or below the applied index are skipped (not returned); a gap raises
+        ValueError. An entry whose data is not a command raises `CodecError`: skipping it would
+        let replicas diverge, so the node must stop applying (and drop this object and the
+        batch).
         """
         self._use_batch(batch)
-        outcomes: list[tuple[Entry, Result | None]] = []
-        applied = self._applied_index
+        outcomes: list[tuple[Entry, WriteResponse | None]] = []
+        applied, term = self._applied_index, self._applied_term
         for entry in entries:
             index = entry.index
             if index <= applied:
                 continue
             if index != applied + 1:
-                raise ValueError(
-                    f"partition {self.partition_id}: entry {index} follows applied index {applied}"
-                )
-            applied = index
-            if entry.type != EntryType.NORMAL or not entry.data:
-                outcomes.append((entry, None))
+                raise ValueError(f"partition {self.partition_id}: entry {index} follows applied index {applied}")
+            applied, term = index, entry.term
+            if entry.type is EntryType.NORMAL and entry.data:
+                request = _command(self.partition_id, index, entry.data)
+                outcomes.append((entry, self._apply_command(batch, index, request)))
             else:
-                client_id, seq, op = decode_command_parts(entry.data)
-                outcomes.append((entry, self._apply_command(batch, index, client_id, seq, op)))
+                if entry.type is EntryType.CONF_CHANGE:
+                    self._conf_state = self._conf_state.apply(ConfChange.decode(entry.data))
+                outcomes.append((entry, None))
         self._stage_client_states(batch)
         if applied != self._applied_index:
-            self._applied_index = applied
-            self._stage(batch, self._apply_state_key, _encode_apply_state(applied, self._packer))
+            self._set_applied(batch, SnapshotMeta(applied, term, self._conf_state))
         return outcomes
 
-    def _apply_command(self, batch: WriteBatch, revision: int, client_id: str, seq: int, op: Op) -> Result:
-        problem = check_command_parts(client_id, seq, op)
-        # A command with a malformed seq or without a client id is answered, not remembered.
-        deduplicated = 0 < seq <= MAX_UINT64 and bool(client_id)
+    def _apply_command(self, batch: WriteBatch, revision: int, request: WriteRequest) -> WriteResponse:
+        header = request.header
+        client_id, seq = header.client_id, header.request_seq
+        # A command without a client id is answered, not remembered (seq 0 turns dedup off).
+        deduplicated = seq > 0 and bool(client_id)
         window = None
         if deduplicated:
             window = self._clients.get(client_id)
@@ -305,34 +321,46 @@ class PartitionStateMachine:
             # no look into the window (every remembered seq and the edge are at most `highest`).
             if window is not None and seq <= window.highest:
                 if seq in window.seqs:
-                    return self._stored_result(window, seq)
+                    return self._stored_response(window, seq, request)
                 edge = window.edge(self._dedup_window)
                 if seq <= edge:
                     # Not remembered, yet it may have been applied and forgotten: applying it
                     # again could apply it twice. The refusal itself is not remembered.
-                    return ErrorResult(
+                    return _error_response(
+                        request,
                         ErrorCode.INVALID_ARGUMENT,
                         f"request seq {seq} of client {client_id!r} is too old to tell whether it "
                         f"was applied; this partition remembers only seqs above {edge} for that "
                         f"client (highest applied {window.highest}); retry it as a new request",
                     )
-        result = problem if problem is not None else self._execute(batch, revision, op)
+        problem = check_command(request)
+        response = (
+            self._execute(batch, revision, request)
+            if problem is None
+            else _error_response(request, ErrorCode.INVALID_ARGUMENT, problem)
+        )
         if deduplicated:
-            self._remember(batch, client_id, window, seq, revision, result)
-        return result
+            self._remember(batch, client_id, window, seq, revision, response)
+        return response
 
-    def _execute(self, batch: WriteBatch, revision: int, op: Op) -> Result:
-        if type(op) is Put:
-            stale = self._stale_fence(op.key, op.fencing_token, {}) if op.fencing_token else None
-            return stale if stale is not None else self._put(batch, revision, op)
-        if type(op) is Delete:
-            stale = self._stale_fence(op.key, op.fencing_token, {}) if op.fencing_token else None
-            return stale if stale is not None else self._delete(batch, revision, op)
-        if type(op) is Txn:
-            return self._txn(batch, revision, op)
-        raise TypeError(f"cannot execute {op!r:.80}")  # check_command_parts refuses a top-level Get
+    def _execute(self, batch: WriteBatch, revision: int, request: WriteRequest) -> WriteResponse:
+        if isinstance(request, pb.TxnRequest):
+            return self._txn(batch, revision, request)
+        if request.fencing_token:
+            stale = self._stale_fence(request.key, request.fencing_token, {})
+            if stale is not None:
+                return _error_response(request, ErrorCode.STALE_FENCING_TOKEN, stale)
+        if isinstance(request, pb.PutRequest):
+            put = pb.PutResponse()
+            self._put(batch, revision, request, put)
+            put.header.revision = revision
+            return put
+        delete = pb.DeleteResponse()
+        self._delete(batch, revision, request, delete)
+        delete.header.revision = revision
+        return delete
 
-    def _put(self, batch: WriteBatch, revision: int, op: Put) -> PutResult:
+    def _put(self, batch: WriteBatch, revision: int, op: pb.PutRequest, response: pb.PutResponse) -> None:
         key = self._data_prefix + op.key
         old = self._read(key)
         if old is None:
@@ -343,67 +371,77 @@ class PartitionStateMachine:
         self._stage(batch, key, encode_stored_kv(op.value, create_revision, revision, version, op.lease))
         if op.fencing_token:
             self._accept_fence(batch, op.key, op.fencing_token)
-        prev = decode_stored_kv(op.key, old) if op.prev_kv and old is not None else None
-        return PutResult(revision, prev)
+        if op.prev_kv and old is not None:
+            response.had_prev = True
+            fill_kv(response.prev_kv, op.key, old)
 
-    def _delete(self, batch: WriteBatch, revision: int, op: Delete) -> DeleteResult:
+    def _delete(self, batch: WriteBatch, revision: int, op: pb.DeleteRequest, response: pb.DeleteResponse) -> None:
         key = self._data_prefix + op.key
         old = self._read(key)
         if op.fencing_token:
             self._accept_fence(batch, op.key, op.fencing_token)
         if old is None:
-            return DeleteResult(revision, False, None)
+            return
         self._stage(batch, key, None)
-        return DeleteResult(revision, True, decode_stored_kv(op.key, old) if op.prev_kv else None)
+        response.deleted = True
+        if op.prev_kv:
+            fill_kv(response.prev_kv, op.key, old)
 
-    def _txn(self, batch: WriteBatch, revision: int, txn: Txn) -> TxnResult | ErrorResult:
-        succeeded = all(self._holds(compare) for compare in txn.compares)
+    def _txn(self, batch: WriteBatch, revision: int, txn: pb.TxnRequest) -> WriteResponse:
+        succeeded = all(self._holds(compare) for compare in txn.compare)
         branch = txn.success if succeeded else txn.failure
         # Check every fence of the branch before writing anything, so that a stale token
         # rejects the whole transaction. Ops of the branch see each other's tokens.
         accepted: dict[bytes, int] = {}
         for op in branch:
-            if type(op) is not Get and op.fencing_token:
-                stale = self._stale_fence(op.key, op.fencing_token, accepted)
+            kind = op.WhichOneof("op")
+            write = op.put if kind == "put" else op.delete if kind == "delete" else None
+            if write is not None and write.fencing_token:
+                stale = self._stale_fence(write.key, write.fencing_token, accepted)
                 if stale is not None:
-                    return stale
-        results: list[TxnOpResult] = []
+                    return _error_response(txn, ErrorCode.STALE_FENCING_TOKEN, stale)
+        # The operations' responses carry no header: the transaction's applies to all of them.
+        response = pb.TxnResponse(succeeded=succeeded)
+        response.header.revision = revision
         for op in branch:
-            results.append(self._txn_op(batch, revision, op))
-        return TxnResult(revision, succeeded, tuple(results))
-
-    def _txn_op(self, batch: WriteBatch, revision: int, op: TxnOp) -> TxnOpResult:
-        if type(op) is Put:
-            return self._put(batch, revision, op)
-        if type(op) is Delete:
-            return self._delete(batch, revision, op)
-        raw = self._read(self._data_prefix + op.key)
-        return GetResult(None if raw is None else decode_stored_kv(op.key, raw))
-
-    def _holds(self, compare: Compare) -> bool:
-        raw = self._read(self._data_prefix + compare.key)
-        if compare.target == CompareTarget.VALUE:
-            if raw is None:
-                return False
-            order = _order(raw[_KV_HEADER_SIZE:], compare.value)
-        else:
-            if raw is None:
-                actual = 0
+            result = response.responses.add()
+            kind = op.WhichOneof("op")
+            if kind == "put":
+                result.put.SetInParent()
+                self._put(batch, revision, op.put, result.put)
+            elif kind == "delete":
+                result.delete.SetInParent()
+                self._delete(batch, revision, op.delete, result.delete)
             else:
+                get = result.get
+                get.SetInParent()
+                raw = self._read(self._data_prefix + op.get.key)
+                if raw is not None:
+                    get.found = True
+                    fill_kv(get.kv, op.get.key, raw)
+        return response
+
+    def _holds(self, compare: pb.Compare) -> bool:
+        raw = self._read(self._data_prefix + compare.key)
+        target = compare.target
+        if target == _VALUE:
+            if raw is None:
+                return False  # a missing key has no value to compare
+            value, expected = raw[_KV_HEADER_SIZE:], compare.value
+            order = (value > expected) - (value < expected)
+        else:
+            actual = 0  # a missing key has version and revisions 0
+            if raw is not None:
                 create_revision, mod_revision, version, _ = STORED_KV_HEADER.unpack_from(raw)
-                if compare.target == CompareTarget.VERSION:
-                    actual = version
-                elif compare.target == CompareTarget.MOD_REVISION:
-                    actual = mod_revision
-                else:
-                    actual = create_revision
-            order = _order(actual, compare.number)
+                actual = version if target == _VERSION else mod_revision if target == _MOD else create_revision
+            number = compare.number
+            order = (actual > number) - (actual < number)
         relation = compare.result
-        if relation == CompareResult.EQUAL:
+        if relation == _EQUAL:
             return order == 0
-        if relation == CompareResult.NOT_EQUAL:
+        if relation == _NOT_EQUAL:
             return order != 0
-        if relation == CompareResult.GREATER:
+        if relation == _GREATER:
             return order > 0
         return order < 0
 
@@ -411,23 +449,21 @@ class PartitionStateMachine:
 
     def _fence(self, user_key: bytes) -> int:
         raw = self._read(self._fence_prefix + user_key)
-        return 0 if raw is None else U64.unpack(raw)[0]
+        if raw is None:
+            return 0
+        token: int = U64.unpack(raw)[0]
+        return token
 
-    def _stale_fence(self, user_key: bytes, token: int, accepted: dict[bytes, int]) -> ErrorResult | None:
-        """The rejection of a write of `user_key` with `token` (0: unfenced, never rejected),
-        given the tokens `accepted` by earlier ops of the same transaction, which this records
-        the token into. A token equal to the highest accepted one is accepted: the same lock
-        holder may write many times."""
-        if not token:
-            return None
+    def _stale_fence(self, user_key: bytes, token: int, accepted: dict[bytes, int]) -> str | None:
+        """Why a write of `user_key` with `token` is refused, given the tokens `accepted` by
+        earlier ops of the same transaction (which this records the token into); None when it
+        is not. A token equal to the highest accepted one is accepted: the same lock holder
+        may write many times."""
         highest = accepted.get(user_key)
         if highest is None:
             highest = self._fence(user_key)
         if token < highest:
-            return ErrorResult(
-                ErrorCode.STALE_FENCING_TOKEN,
-                f"fencing token {token} is older than token {highest} already accepted for key {user_key!r}",
-            )
+            return f"fencing token {token} is older than token {highest} already accepted for key {user_key!r}"
         accepted[user_key] = token
         return None
 
@@ -437,13 +473,23 @@ class PartitionStateMachine:
 
     # -- client dedup -----------------------------------------------------------------------
 
-    def _stored_result(self, window: _ClientWindow, seq: int) -> Result:
+    def _stored_response(self, window: _ClientWindow, seq: int, request: WriteRequest) -> WriteResponse:
         record = self._read(window.key_base + U64.pack(seq))
+        what = f"partition {self.partition_id}: dedup record of {window.client_id!r} seq {seq}"
         if record is None:
-            raise CorruptionError(
-                f"partition {self.partition_id}: dedup record of {window.client_id!r} seq {seq} is missing"
+            raise CorruptionError(f"{what} is missing")
+        try:
+            stored = LogResponse.FromString(decode_dedup_result(record)[1])
+        except (CodecError, DecodeError) as exc:
+            raise CorruptionError(f"{what} does not decode: {exc}") from None
+        answer = _answer_in(stored, request)
+        if answer is None:
+            return _error_response(
+                request,
+                ErrorCode.INVALID_ARGUMENT,
+                f"request seq {seq} of client {window.client_id!r} was first used for another kind of request",
             )
-        return decode_result(record[_RESULT_HEADER_SIZE:])
+        return answer
 
     def _remember(
         self,
@@ -452,9 +498,9 @@ class PartitionStateMachine:
         window: _ClientWindow | None,
         seq: int,
         revision: int,
-        result: Result,
+        response: WriteResponse,
     ) -> None:
-        """Record `result` of client `client_id`'s `seq` (not remembered, above the window's
+        """Record `response` to client `client_id`'s `seq` (not remembered, above the window's
         edge), applied at `revision`, then enforce the bounds: the client's window (its lowest
         seq goes), the number of clients (the least recently applied go; an evicted client's
         retry is applied again) and the results of the partition (the oldest applied go; their
@@ -462,9 +508,7 @@ class PartitionStateMachine:
         clients = self._clients
         remembered = self._remembered
         if window is None:
-            window = _ClientWindow(
-                client_id, self._client_prefix + client_id.encode(), seq, 0, revision, {}, []
-            )
+            window = _ClientWindow(client_id, self._client_prefix + client_id.encode(), seq, 0, revision, {}, [])
             clients[client_id] = window
         else:
             clients.move_to_end(client_id)
@@ -474,7 +518,7 @@ class PartitionStateMachine:
         window.seqs[seq] = revision
         heappush(window.lowest, seq)
         remembered[revision] = (window, seq)
-        record = U64.pack(revision) + encode_result(result, self._packer)
+        record = encode_dedup_result(revision, _log_response(response).SerializeToString())
         self._stage(batch, window.key_base + U64.pack(seq), record)
 
         # The remembered seqs are distinct and at most `highest`: with more than `window` of
@@ -528,25 +572,29 @@ class PartitionStateMachine:
         else:
             batch.put(key, value)
 
+    def _set_applied(self, batch: WriteBatch, applied: SnapshotMeta) -> None:
+        self._applied_index, self._applied_term, self._conf_state = applied.index, applied.term, applied.conf_state
+        self._stage(batch, self._apply_state_key, self._encoder.snapshot_meta(applied))
+
     # -- reads ------------------------------------------------------------------------------
 
-    def get(self, key: bytes) -> KeyValue | None:
+    def get(self, key: bytes) -> pb.KeyValue | None:
         """The key as last written to the engine, None if absent."""
         raw = self._engine.get(self._data_prefix + key)
-        return None if raw is None else decode_stored_kv(key, raw)
+        return None if raw is None else fill_kv(pb.KeyValue(), key, raw)
 
-    def scan(self, start: bytes, end: bytes | None = None, limit: int = 0) -> tuple[list[KeyValue], bool]:
+    def scan(self, start: bytes, end: bytes | None = None, limit: int = 0) -> tuple[list[pb.KeyValue], bool]:
         """Keys `start` <= key < `end` in byte order, at most `limit` (0: no limit), and whether
         more keys follow in the range. `end` None or b"" (which no key is below) scans to the
         end of the partition."""
         prefix = self._data_prefix
         range_end = prefix_end(prefix) if not end else prefix + end
         prefix_length = len(prefix)
-        found: list[KeyValue] = []
+        found: list[pb.KeyValue] = []
         for key, raw in self._engine.iterate(prefix + start, range_end):
             if limit and len(found) == limit:
                 return found, True
-            found.append(decode_stored_kv(key[prefix_length:], raw))
+            found.append(fill_kv(pb.KeyValue(), key[prefix_length:], raw))
         return found, False
 
     # -- snapshots --------------------------------------------------------------------------
@@ -554,31 +602,35 @@ class PartitionStateMachine:
     def _owned_prefixes(self) -> tuple[bytes, bytes, bytes]:
         return self._data_prefix, self._fence_prefix, self._client_prefix
 
-    def snapshot_data(self) -> bytes:
-        """Everything of this partition as of one consistent read view: applied index, user
-        data, fences and dedup table. Reads the engine, so call it after the batch covering
-        the wanted index was written; the data records the index it is at."""
+    def snapshot(self) -> Snapshot:
+        """Everything of this partition as of one consistent read view of the engine: the apply
+        state as the snapshot's metadata, and user data, fences and dedup table as its data.
+        Call it after the batch covering the wanted index was written."""
         with self._engine.read_view() as view:
             raw_apply_state = view.get(self._apply_state_key)
-            applied_index = 0 if raw_apply_state is None else _decode_apply_state(raw_apply_state)
             sections = [
                 [(key[len(prefix) :], value) for key, value in view.iterate(prefix, prefix_end(prefix))]
                 for prefix in self._owned_prefixes()
             ]
-        return msgpack.packb((SNAPSHOT_FORMAT, applied_index, *sections))
+        try:
+            meta = SnapshotMeta() if raw_apply_state is None else decode_snapshot_meta(raw_apply_state)
+        except CodecError as exc:
+            raise CorruptionError(f"partition {self.partition_id}: {exc}") from None
+        return Snapshot(meta, self._encoder.partition_snapshot(meta.index, sections))
 
-    def restore(self, batch: WriteBatch, data: bytes, index: int) -> None:
-        """Stage replacing everything of this partition by the snapshot `data`, which must be
-        at `index` (ValueError otherwise, or when `index` is below the applied index)."""
-        applied_index, sections = _decode_snapshot(data)
+    def restore(self, batch: WriteBatch, snapshot: Snapshot) -> None:
+        """Stage replacing everything of this partition by `snapshot`, whose data must be at its
+        metadata's index (ValueError otherwise, or when that is below the applied index)."""
+        meta = snapshot.meta
+        applied_index, sections = decode_partition_snapshot(snapshot.data)
         try:
             clients, remembered = _load_dedup(self._client_prefix, sections[2])
         except ValueError as exc:
             raise CodecError(f"partition snapshot data has a bad dedup table: {exc}") from None
-        if applied_index != index:
-            raise ValueError(f"snapshot data is at index {applied_index}, not {index}")
-        if index < self._applied_index:
-            raise ValueError(f"snapshot at {index} is older than the applied index {self._applied_index}")
+        if applied_index != meta.index:
+            raise ValueError(f"snapshot data is at index {applied_index}, not {meta.index}")
+        if meta.index < self._applied_index:
+            raise ValueError(f"snapshot at {meta.index} is older than the applied index {self._applied_index}")
         self._use_batch(batch)
         for prefix, pairs in zip(self._owned_prefixes(), sections, strict=True):
             replacement = {prefix + suffix: value for suffix, value in pairs}
@@ -586,39 +638,20 @@ class PartitionStateMachine:
                 self._stage(batch, old_key, None)
             for key, value in replacement.items():
                 self._stage(batch, key, value)
-        self._stage(batch, self._apply_state_key, _encode_apply_state(index, self._packer))
-        self._applied_index = index
+        self._set_applied(batch, meta)
         self._clients, self._remembered = clients, remembered
 
-    def bootstrap(self, batch: WriteBatch, index: int) -> None:
-        """Stage the state of a brand-new, empty partition whose history starts after `index`
-        (the cluster's bootstrap snapshot point). Only valid before anything was applied."""
+    def bootstrap(self, batch: WriteBatch, start: SnapshotMeta) -> None:
+        """Stage the state of a brand-new, empty partition whose history starts after
+        `start` (the cluster's bootstrap snapshot point and configuration). Only valid before
+        anything was applied."""
         if self._applied_index != 0:
             raise ValueError(f"partition {self.partition_id} already applied up to {self._applied_index}")
         self._use_batch(batch)
-        self._stage(batch, self._apply_state_key, _encode_apply_state(index, self._packer))
-        self._applied_index = index
+        self._set_applied(batch, start)
 
     def _keys_with(self, prefix: bytes) -> set[bytes]:
         """Keys starting with `prefix` on the engine or staged (deleted ones included)."""
         keys = {key for key, _ in self._engine.iterate(prefix, prefix_end(prefix))}
         keys.update(key for key in self._staged if key.startswith(prefix))
         return keys
-
-
-def _decode_snapshot(data: bytes) -> tuple[int, tuple[list[tuple[bytes, bytes]], ...]]:
-    try:
-        fields: tuple[Any, ...] = msgpack.unpackb(data, use_list=False)
-        snapshot_format, applied_index, *sections = fields
-        if snapshot_format != SNAPSHOT_FORMAT or len(sections) != 3 or type(applied_index) is not int:
-            raise CodecError(f"not partition snapshot data (format {snapshot_format!r:.20})")
-        checked = tuple([(suffix, value) for suffix, value in pairs] for pairs in sections)
-    except CodecError:
-        raise
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise CodecError(f"not partition snapshot data: {exc}") from None
-    if not all(
-        type(suffix) is bytes and type(value) is bytes for pairs in checked for suffix, value in pairs
-    ):
-        raise CodecError("partition snapshot data has a key or value that is not bytes")
-    return applied_index, checked

@@ -34,8 +34,8 @@ from enum import IntEnum
 from google.protobuf.message import DecodeError
 
 from kvstore._pb import meta_pb2
+from kvstore.codec import CodecError
 from kvstore.ring import MoveProgress, PartitionMove, StepKind, place, resolve_tokens, vnode_tokens
-from kvstore.statemachine.commands import CodecError
 
 
 class MemberState(IntEnum):

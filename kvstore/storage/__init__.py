@@ -3,7 +3,7 @@ the durable Raft log. Knows nothing of partitions' meaning, Raft rules or the ne
 
 from kvstore.storage.engine import Engine, LevelDBEngine, MemoryEngine, ReadView, WriteBatch
 from kvstore.storage.errors import CorruptionError, DataDirLockedError, EngineClosedError, StorageError
-from kvstore.storage.raft_log import DurableLogStorage, SnapshotDataProvider
+from kvstore.storage.raft_log import DurableLogStorage, SnapshotSource
 
 __all__ = [
     "CorruptionError",
@@ -14,7 +14,7 @@ __all__ = [
     "LevelDBEngine",
     "MemoryEngine",
     "ReadView",
-    "SnapshotDataProvider",
+    "SnapshotSource",
     "StorageError",
     "WriteBatch",
 ]

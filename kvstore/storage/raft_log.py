@@ -15,9 +15,9 @@ the log) changes as soon as a write is staged. The rules this makes binding:
 * if writing a batch fails, this object is ahead of the disk: drop it and `open` again;
 * stage and read from one thread (the engine's `write` may run in another).
 
-Stored per group (see `kvstore.storage.keys`): the entries, whose lowest key is always the dummy
+Stored per group (see `kvstore.storage.keys`; records encoded by `kvstore.codec`): the entries, whose lowest key is always the dummy
 entry (data dropped) once anything was written; the hard state; the latest snapshot's metadata.
-Snapshot *data* belongs to the state machine, which hands it over through a provider.
+Snapshots themselves belong to the state machine, which hands them over through a source.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
+from kvstore.codec import CodecError, Encoder, decode_entry, decode_hard_state, decode_snapshot_meta
 from kvstore.raft.errors import CompactedError, SnapshotTemporarilyUnavailableError, UnavailableError
 from kvstore.raft.log_storage import ENTRY_OVERHEAD_BYTES, entries_size, limit_size
 from kvstore.raft.types import (
@@ -35,14 +36,6 @@ from kvstore.raft.types import (
     HardState,
     Snapshot,
     SnapshotMeta,
-)
-from kvstore.storage.codec import (
-    RecordEncoder,
-    decode_entry,
-    decode_hard_state,
-    decode_snapshot_meta,
-    encode_entry,
-    encode_snapshot_meta,
 )
 from kvstore.storage.engine import Engine, WriteBatch
 from kvstore.storage.errors import CorruptionError
@@ -55,9 +48,10 @@ from kvstore.storage.keys import (
     snapshot_meta_key,
 )
 
-SnapshotDataProvider = Callable[[SnapshotMeta], bytes]
-"""Returns the state machine's snapshot data as of exactly `meta.index`, or raises
-`SnapshotTemporarilyUnavailableError` when it cannot (yet)."""
+SnapshotSource = Callable[[], Snapshot]
+"""Returns the state machine's snapshot as it is now (metadata: its applied index, that entry's
+term and the configuration as of it), or raises `SnapshotTemporarilyUnavailableError` when it
+cannot (yet)."""
 
 DEFAULT_MAX_CACHED_ENTRIES = 1024
 DEFAULT_MAX_CACHED_BYTES = 4 << 20
@@ -76,7 +70,7 @@ class DurableLogStorage:
         self,
         engine: Engine,
         group_id: int,
-        snapshot_data: SnapshotDataProvider,
+        snapshot_source: SnapshotSource,
         *,
         max_cached_entries: int = DEFAULT_MAX_CACHED_ENTRIES,
         max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES,
@@ -84,10 +78,10 @@ class DurableLogStorage:
         """An empty log; use `open`, which also loads what the engine holds for the group."""
         self._engine = engine
         self._group_id = group_id
-        self._snapshot_data = snapshot_data
+        self._snapshot_source = snapshot_source
         self._max_cached_entries = max_cached_entries
         self._max_cached_bytes = max_cached_bytes
-        self._encoder = RecordEncoder()
+        self._encoder = Encoder()
         self._hard_state = EMPTY_HARD_STATE
         self._snapshot_meta = SnapshotMeta()
         self._dummy_index = 0
@@ -106,7 +100,7 @@ class DurableLogStorage:
         cls,
         engine: Engine,
         group_id: int,
-        snapshot_data: SnapshotDataProvider,
+        snapshot_source: SnapshotSource,
         *,
         max_cached_entries: int = DEFAULT_MAX_CACHED_ENTRIES,
         max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES,
@@ -119,7 +113,7 @@ class DurableLogStorage:
         storage = cls(
             engine,
             group_id,
-            snapshot_data,
+            snapshot_source,
             max_cached_entries=max_cached_entries,
             max_cached_bytes=max_cached_bytes,
         )
@@ -127,6 +121,12 @@ class DurableLogStorage:
         return storage
 
     def _load(self) -> None:
+        try:
+            self._load_records()
+        except CodecError as exc:
+            raise CorruptionError(f"group {self._group_id}: a stored record does not decode: {exc}") from None
+
+    def _load_records(self) -> None:
         raw_hard_state = self._engine.get(hard_state_key(self._group_id))
         if raw_hard_state is not None:
             self._hard_state = decode_hard_state(raw_hard_state)
@@ -173,7 +173,10 @@ class DurableLogStorage:
         stored_hi = min(hi, tail_first)
         group = self._group_id
         for _, raw_entry in self._engine.iterate(log_key(group, lo), log_key(group, stored_hi)):
-            entry = decode_entry(raw_entry)
+            try:
+                entry = decode_entry(raw_entry)
+            except CodecError as exc:
+                raise CorruptionError(f"group {group}: a stored log entry does not decode: {exc}") from None
             if entry.index != lo + len(found):
                 break
             total += len(entry.data) + ENTRY_OVERHEAD_BYTES
@@ -206,11 +209,13 @@ class DurableLogStorage:
         return self._last_index
 
     def snapshot(self) -> Snapshot:
-        """The latest snapshot: its stored metadata with the data from the provider."""
-        meta = self._snapshot_meta
-        if meta.index == 0:
+        """The state machine's snapshot, from the source, once a snapshot point was recorded
+        (`EMPTY_SNAPSHOT` before). The node records points only at or behind its applied
+        index, so the source's snapshot is never older than the recorded point; when newer, a
+        follower that installs it needs fewer entries afterwards."""
+        if self._snapshot_meta.index == 0:
             return EMPTY_SNAPSHOT
-        return Snapshot(meta, self._snapshot_data(meta))
+        return self._snapshot_source()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -252,7 +257,7 @@ class DurableLogStorage:
         if start == 1:
             # A fresh log's dummy (0, 0) was never stored; it must be, because on `open` the
             # lowest stored key is taken for the dummy.
-            batch.put(log_key(group, 0), encode_entry(Entry(0, 0)))
+            batch.put(log_key(group, 0), self._encoder.entry(Entry(0, 0)))
         encode = self._encoder.entry
         for entry in entries:
             batch.put(log_key(group, entry.index), encode(entry))
@@ -261,8 +266,8 @@ class DurableLogStorage:
         self._extend(start, entries)
 
     def set_snapshot_meta(self, batch: WriteBatch, meta: SnapshotMeta) -> None:
-        """Record that the state machine has a snapshot as of `meta.index` (which the provider
-        must be able to serve from now on). Checks as `MemoryLogStorage.create_snapshot` does,
+        """Record that the state machine has a snapshot as of `meta.index` (from now on the
+        source must serve a snapshot at or above it). Checks as `MemoryLogStorage.create_snapshot` does,
         and that `meta.term` is the log's term at `meta.index`."""
         if meta.index <= self._snapshot_meta.index:
             raise SnapshotTemporarilyUnavailableError(f"snapshot at {meta.index} is out of date")
@@ -271,7 +276,7 @@ class DurableLogStorage:
         term = self.term(meta.index)
         if meta.term != term:
             raise ValueError(f"snapshot at {meta.index} has term {meta.term}, the log has {term}")
-        batch.put(snapshot_meta_key(self._group_id), encode_snapshot_meta(meta))
+        batch.put(snapshot_meta_key(self._group_id), self._encoder.snapshot_meta(meta))
         self._snapshot_meta = meta
 
     def compact(self, batch: WriteBatch, index: int) -> None:
@@ -290,7 +295,7 @@ class DurableLogStorage:
         term = self.term(index)
         for dropped in range(self._dummy_index, index):
             batch.delete(log_key(group, dropped))
-        batch.put(log_key(group, index), encode_entry(Entry(index, term)))
+        batch.put(log_key(group, index), self._encoder.entry(Entry(index, term)))
 
         run = bisect_right(self._run_starts, index) - 1
         self._run_starts = [index, *self._run_starts[run + 1 :]]
@@ -313,8 +318,8 @@ class DurableLogStorage:
         for dropped in range(self._dummy_index, self._last_index + 1):
             batch.delete(log_key(group, dropped))
         # Batches apply in order, so this put wins over a delete of the same key above.
-        batch.put(log_key(group, meta.index), encode_entry(Entry(meta.index, meta.term)))
-        batch.put(snapshot_meta_key(group), encode_snapshot_meta(meta))
+        batch.put(log_key(group, meta.index), self._encoder.entry(Entry(meta.index, meta.term)))
+        batch.put(snapshot_meta_key(group), self._encoder.snapshot_meta(meta))
         self._snapshot_meta = meta
         self._reset_log(meta.index, meta.term)
 

@@ -201,6 +201,8 @@ class _Node:
     def run_op(self, request: pb.RequestOp) -> pb.ResponseOp:
         if request.HasField("get"):
             return pb.ResponseOp(get=self.get(request.get))
+        if request.HasField("txn"):
+            return pb.ResponseOp(txn=self.txn(request.txn))
         return self.write(request)
 
     def scan(self, request: pb.ScanRequest) -> pb.ScanResponse:
@@ -272,6 +274,9 @@ class _Node:
                 responses.append(pb.ResponseOp(put=self.put(op.put, partition)))
             else:
                 responses.append(pb.ResponseOp(delete=self.delete(op.delete, partition)))
+        # As a real node's, the operations' answers carry no header: the transaction's applies.
+        for result in responses:
+            getattr(result, result.WhichOneof("op")).ClearField("header")
         response = pb.TxnResponse(header=self.header(partition), succeeded=succeeded, responses=responses)
         if request_id[1]:
             self.state.completed_writes[request_id] = response

@@ -23,6 +23,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     # Small logs compact quickly, so restarts exercise catching up by snapshot.
     local = LocalCluster(tmp_path, size=3, partitions=8, extra_args=["--snapshot-entries", "40"])
     with local.running():
+        local.start_all()
         yield local
 
 
@@ -85,7 +86,7 @@ def test_every_acknowledged_write_survives_kill_9_of_every_node(cluster: LocalCl
     assert stored == acknowledged
 
 
-def test_a_retried_write_is_applied_once(cluster: LocalCluster) -> None:
+def test_a_retried_write_or_transaction_is_applied_once(cluster: LocalCluster) -> None:
     key = b"retried"
     partition = partition_for_key(key, cluster.partitions)
     leader = cluster.leaders()[partition]
@@ -98,8 +99,23 @@ def test_a_retried_write_is_applied_once(cluster: LocalCluster) -> None:
         assert not first.HasField("error") and not again.HasField("error")
         assert again.header.revision == first.header.revision
         got = kv.Get(pb.GetRequest(key=key), timeout=20)
-    assert got.kv.version == 1
-    assert got.kv.mod_revision == first.header.revision
+        assert got.kv.version == 1
+        assert got.kv.mod_revision == first.header.revision
+
+        # A compare-and-set in a Batch, sent twice: the retry gets the first answer back,
+        # although its compare no longer holds.
+        cas = pb.TxnRequest(
+            header=pb.RequestHeader(client_id="retry-test", request_seq=8),
+            compare=[pb.Compare(key=key, target=pb.Compare.VERSION, result=pb.Compare.EQUAL, number=1)],
+            success=[pb.RequestOp(put=pb.PutRequest(key=key, value=b"second"))],
+        )
+        batch = pb.BatchRequest(ops=[pb.RequestOp(txn=cas)])
+        first_cas = kv.Batch(batch, timeout=20).results[0].txn
+        again_cas = kv.Batch(batch, timeout=20).results[0].txn
+        assert first_cas.succeeded and not first_cas.HasField("error")
+        assert again_cas == first_cas
+        got = kv.Get(pb.GetRequest(key=key), timeout=20)
+    assert (got.kv.value, got.kv.version) == (b"second", 2)
 
 
 def test_stale_read_is_served_by_a_follower(cluster: LocalCluster) -> None:

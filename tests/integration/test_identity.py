@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = LocalCluster(tmp_path_factory.mktemp("identity"), size=3, partitions=4)
     with local.running():
+        local.start_all()
         yield local
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kvstore.client import Client, ReadConsistency
+from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.cluster import Cluster, ClusterSpec
 from kvstore.jepsen.history import EventType, read_jsonl
 from kvstore.jepsen.nemesis import EventPhase, Intervals, NemesisKind, read_nemesis_log
@@ -29,7 +30,8 @@ from kvstore.jepsen.runner import (
     namespaced_cluster,
     run,
 )
-from kvstore.jepsen.workloads import Invocation, RegisterWorkload, Validity, partitions_of
+from kvstore.jepsen.workloads import Invocation, RegisterWorkload, partitions_of
+from kvstore.progress import SILENT
 
 _WHY_NOT = missing_prerequisites()
 pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=f"Jepsen tests skipped: {_WHY_NOT}")
@@ -154,6 +156,8 @@ def test_stale_reads_from_isolated_leader_are_not_linearizable(tmp_path: Path) -
     assert node_serving == old_leader, "the STALE reads must have come from the isolated node"
     events = read_jsonl(history_path)
     assert any(e.f == "write" and e.type is EventType.OK and e.value != 0 for e in events)
-    outcomes = RegisterWorkload(1, ReadConsistency.STALE).check(events, check_timeout_s=60.0)
-    assert [outcome.validity for outcome in outcomes] == [Validity.INVALID]
-    assert outcomes[0].timeline_html is not None
+    outcomes = {o.checker: o for o in RegisterWorkload(1, ReadConsistency.STALE).check(events, 60.0, SILENT)}
+    assert outcomes["linearizable"].validity is Validity.INVALID
+    assert outcomes["linearizable"].timeline_html is not None
+    # Weaker guarantees still hold: one reader on one node never sees a version go backwards.
+    assert outcomes["session"].validity is Validity.VALID, outcomes["session"].summary

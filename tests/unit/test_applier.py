@@ -1,12 +1,13 @@
 """The partition applier over the in-memory and the LevelDB engine: KV semantics, transactions,
-fencing, client dedup windows, atomic apply state, scans, snapshots, determinism, and a model
-check."""
+fencing, client dedup windows, atomic apply state (with the configuration), scans, snapshots,
+determinism, and a model check. Commands and answers are the API's protobuf messages; the
+helpers below build them as briefly as the old records did."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
@@ -14,33 +15,127 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore.raft.types import ConfChange, ConfChangeType, Entry, EntryType
-from kvstore.statemachine import (
-    CodecError,
-    Command,
-    Compare,
-    CompareResult,
-    CompareTarget,
-    Delete,
-    DeleteResult,
-    ErrorCode,
-    ErrorResult,
-    Get,
-    GetResult,
-    KeyValue,
-    Op,
-    PartitionStateMachine,
-    Put,
-    PutResult,
-    Result,
-    Txn,
-    TxnOp,
-    TxnOpResult,
-    TxnResult,
-    encode_command,
-)
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore.codec import CodecError
+from kvstore.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType, Snapshot, SnapshotMeta
+from kvstore.statemachine import PartitionStateMachine, WriteRequest, WriteResponse
 from kvstore.storage import CorruptionError, Engine, LevelDBEngine, MemoryEngine
 from kvstore.storage.keys import hard_state_key
+
+VALUE, VERSION, MOD, CREATE = pb.Compare.VALUE, pb.Compare.VERSION, pb.Compare.MOD_REVISION, pb.Compare.CREATE_REVISION
+EQ, NE, GT, LT = pb.Compare.EQUAL, pb.Compare.NOT_EQUAL, pb.Compare.GREATER, pb.Compare.LESS
+
+# -- building commands and expected answers --------------------------------------------------
+
+Op = pb.PutRequest | pb.DeleteRequest | pb.GetRequest | pb.TxnRequest
+TxnOp = pb.PutRequest | pb.DeleteRequest | pb.GetRequest
+Answer = WriteResponse | None
+
+
+def put(key: bytes, value: bytes, lease: int = 0, prev_kv: bool = False, fencing_token: int = 0) -> pb.PutRequest:
+    return pb.PutRequest(key=key, value=value, lease=lease, prev_kv=prev_kv, fencing_token=fencing_token)
+
+
+def delete(key: bytes, prev_kv: bool = False, fencing_token: int = 0) -> pb.DeleteRequest:
+    return pb.DeleteRequest(key=key, prev_kv=prev_kv, fencing_token=fencing_token)
+
+
+def get(key: bytes) -> pb.GetRequest:
+    """A read inside a transaction (plain reads are served from the engine, not through the log)."""
+    return pb.GetRequest(key=key)
+
+
+def request_op(op: Op) -> pb.RequestOp:
+    if isinstance(op, pb.PutRequest):
+        return pb.RequestOp(put=op)
+    if isinstance(op, pb.DeleteRequest):
+        return pb.RequestOp(delete=op)
+    if isinstance(op, pb.GetRequest):
+        return pb.RequestOp(get=op)
+    return pb.RequestOp(txn=op)
+
+
+def txn(compares: Sequence[pb.Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp]) -> pb.TxnRequest:
+    return pb.TxnRequest(
+        compare=compares, success=[request_op(op) for op in success], failure=[request_op(op) for op in failure]
+    )
+
+
+def compare(key: bytes, target: int, result: int, value: bytes = b"", number: int = 0) -> pb.Compare:
+    return pb.Compare(key=key, target=target, result=result, value=value, number=number)  # type: ignore[arg-type]
+
+
+def command(client_id: str, seq: int, request: WriteRequest) -> WriteRequest:
+    """`request` sent by client `client_id` as its request number `seq` (0: no dedup)."""
+    sent = type(request)()
+    sent.CopyFrom(request)
+    sent.header.client_id = client_id
+    sent.header.request_seq = seq
+    return sent
+
+
+def kv(key: bytes, value: bytes, create_revision: int, mod_revision: int, version: int, lease: int) -> pb.KeyValue:
+    return pb.KeyValue(
+        key=key, value=value, create_revision=create_revision, mod_revision=mod_revision, version=version, lease=lease
+    )
+
+
+def _header(revision: int | None) -> pb.ResponseHeader | None:
+    return None if revision is None else pb.ResponseHeader(revision=revision)
+
+
+def put_result(revision: int | None, prev: pb.KeyValue | None = None) -> pb.PutResponse:
+    return pb.PutResponse(header=_header(revision), had_prev=prev is not None, prev_kv=prev)
+
+
+def delete_result(revision: int | None, deleted: bool, prev: pb.KeyValue | None = None) -> pb.DeleteResponse:
+    return pb.DeleteResponse(header=_header(revision), deleted=deleted, prev_kv=prev)
+
+
+def get_result(found: pb.KeyValue | None) -> pb.GetResponse:
+    return pb.GetResponse(found=found is not None, kv=found)
+
+
+def txn_result(
+    revision: int, succeeded: bool, results: Sequence[pb.PutResponse | pb.DeleteResponse | pb.GetResponse]
+) -> pb.TxnResponse:
+    """The operations' answers carry no header: the transaction's applies to them all."""
+    responses = []
+    for result in results:
+        inner = type(result)()
+        inner.CopyFrom(result)
+        inner.ClearField("header")
+        responses.append(request_op_response(inner))
+    return pb.TxnResponse(header=_header(revision), succeeded=succeeded, responses=responses)
+
+
+def request_op_response(result: pb.PutResponse | pb.DeleteResponse | pb.GetResponse) -> pb.ResponseOp:
+    if isinstance(result, pb.PutResponse):
+        return pb.ResponseOp(put=result)
+    if isinstance(result, pb.DeleteResponse):
+        return pb.ResponseOp(delete=result)
+    return pb.ResponseOp(get=result)
+
+
+def refused(request: WriteRequest, code: int) -> WriteResponse:
+    """The answer refusing `request` with `code` (message left empty: compare with `comparable`)."""
+    error = pb.Error(code=code)  # type: ignore[arg-type]
+    if isinstance(request, pb.PutRequest):
+        return pb.PutResponse(error=error)
+    if isinstance(request, pb.DeleteRequest):
+        return pb.DeleteResponse(error=error)
+    return pb.TxnResponse(error=error)
+
+
+def comparable(result: Answer) -> Answer:
+    """Refusals compared by code only: the model does not word messages."""
+    if result is None or not result.error.code:
+        return result
+    copy = type(result)()
+    copy.CopyFrom(result)
+    copy.error.message = ""
+    return copy
+
 
 PARTITION = 7
 OTHER_PARTITION = 8
@@ -71,11 +166,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened.engine.close()
 
 
-def entry_for(index: int, item: Command | Op | None) -> Entry:
+def entry_for(index: int, item: WriteRequest | None) -> Entry:
+    """The entry the node proposes for `item`: the bytes of the client's RequestOp."""
     if item is None:
         return Entry(index, 1)  # a Raft no-op
-    command = item if isinstance(item, Command) else Command("", 0, item)
-    return Entry(index, 1, encode_command(command))
+    return Entry(index, 1, request_op(item).SerializeToString())
 
 
 class Node:
@@ -109,7 +204,7 @@ class Node:
         self.store.restart()
         self.machine = self._machine()
 
-    def apply(self, *items: Command | Op | None, write: bool = True) -> list[Result | None]:
+    def apply(self, *items: WriteRequest | None, write: bool = True) -> list[Answer]:
         first = self.machine.applied_index + 1
         entries = [entry_for(first + offset, item) for offset, item in enumerate(items)]
         batch = self.store.engine.new_batch()
@@ -119,7 +214,7 @@ class Node:
         assert [entry for entry, _ in outcomes] == entries
         return [result for _, result in outcomes]
 
-    def one(self, item: Command | Op) -> Result:
+    def one(self, item: WriteRequest) -> WriteResponse:
         (result,) = self.apply(item)
         assert result is not None
         return result
@@ -134,82 +229,94 @@ def everything(engine: Engine) -> list[tuple[bytes, bytes]]:
 
 def test_put_get_delete_track_revisions_and_versions(store: Store) -> None:
     node = Node(store)
-    assert node.one(Put(b"k", b"v1")) == PutResult(1, None)
-    assert node.machine.get(b"k") == KeyValue(b"k", b"v1", 1, 1, 1, 0)
-    assert node.one(Put(b"k", b"v2", lease=5)) == PutResult(2, None)
-    assert node.machine.get(b"k") == KeyValue(b"k", b"v2", 1, 2, 2, 5)
-    assert node.one(Delete(b"k")) == DeleteResult(3, True, None)
+    assert node.one(put(b"k", b"v1")) == put_result(1, None)
+    assert node.machine.get(b"k") == kv(b"k", b"v1", 1, 1, 1, 0)
+    assert node.one(put(b"k", b"v2", lease=5)) == put_result(2, None)
+    assert node.machine.get(b"k") == kv(b"k", b"v2", 1, 2, 2, 5)
+    assert node.one(delete(b"k")) == delete_result(3, True, None)
     assert node.machine.get(b"k") is None
-    assert node.one(Delete(b"k")) == DeleteResult(4, False, None)
+    assert node.one(delete(b"k")) == delete_result(4, False, None)
     # Recreated: a new life, with its own create revision and version.
-    assert node.one(Put(b"k", b"v3")) == PutResult(5, None)
-    assert node.machine.get(b"k") == KeyValue(b"k", b"v3", 5, 5, 1, 0)
+    assert node.one(put(b"k", b"v3")) == put_result(5, None)
+    assert node.machine.get(b"k") == kv(b"k", b"v3", 5, 5, 1, 0)
     assert node.machine.applied_index == 5
 
 
 def test_prev_kv_is_returned_only_when_asked_and_present(store: Store) -> None:
     node = Node(store)
-    assert node.one(Put(b"k", b"a", prev_kv=True)) == PutResult(1, None)
-    assert node.one(Put(b"k", b"b", prev_kv=True)) == PutResult(2, KeyValue(b"k", b"a", 1, 1, 1, 0))
-    assert node.one(Put(b"k", b"c")) == PutResult(3, None)
-    assert node.one(Delete(b"k", prev_kv=True)) == DeleteResult(4, True, KeyValue(b"k", b"c", 1, 3, 3, 0))
-    assert node.one(Delete(b"k", prev_kv=True)) == DeleteResult(5, False, None)
+    assert node.one(put(b"k", b"a", prev_kv=True)) == put_result(1, None)
+    assert node.one(put(b"k", b"b", prev_kv=True)) == put_result(2, kv(b"k", b"a", 1, 1, 1, 0))
+    assert node.one(put(b"k", b"c")) == put_result(3, None)
+    assert node.one(delete(b"k", prev_kv=True)) == delete_result(4, True, kv(b"k", b"c", 1, 3, 3, 0))
+    assert node.one(delete(b"k", prev_kv=True)) == delete_result(5, False, None)
 
 
-def test_empty_and_conf_change_entries_only_advance_the_applied_index(store: Store) -> None:
+def test_empty_and_conf_change_entries_only_advance_the_apply_state(store: Store) -> None:
     node = Node(store)
     batch = store.engine.new_batch()
-    conf_change = Entry(2, 1, ConfChange(ConfChangeType.ADD_VOTER, 4).encode(), EntryType.CONF_CHANGE)
-    outcomes = node.machine.apply(batch, [Entry(1, 1), conf_change])
+    node.machine.bootstrap(batch, SnapshotMeta(1, 1, ConfState(frozenset({1, 2, 3}))))
+    noop = Entry(2, 2)
+    add = Entry(3, 2, ConfChange(ConfChangeType.ADD_LEARNER, 4).encode(), EntryType.CONF_CHANGE)
+    remove = Entry(4, 3, ConfChange(ConfChangeType.REMOVE, 2).encode(), EntryType.CONF_CHANGE)
+    outcomes = node.machine.apply(batch, [noop, add, remove])
     store.engine.write(batch, sync=True)
-    assert outcomes == [(Entry(1, 1), None), (conf_change, None)]
-    assert node.machine.applied_index == 2
+    assert outcomes == [(noop, None), (add, None), (remove, None)]
+    applied = SnapshotMeta(4, 3, ConfState(frozenset({1, 3}), frozenset({4})))
+    assert node.machine.applied == applied
     node.restart()
-    assert node.machine.applied_index == 2
+    assert node.machine.applied == applied  # the apply state keeps the configuration
+    assert node.machine.snapshot().meta == applied
     assert node.machine.scan(b"") == ([], False)
 
 
 def test_entries_already_applied_are_skipped_and_gaps_refused(store: Store) -> None:
     node = Node(store)
-    node.apply(Put(b"k", b"v"))
+    node.apply(put(b"k", b"v"))
     batch = store.engine.new_batch()
-    assert node.machine.apply(batch, [entry_for(1, Put(b"k", b"again"))]) == []
+    assert node.machine.apply(batch, [entry_for(1, put(b"k", b"again"))]) == []
     with pytest.raises(ValueError):
-        node.machine.apply(batch, [entry_for(3, Put(b"k", b"gap"))])
-    assert node.machine.get(b"k") == KeyValue(b"k", b"v", 1, 1, 1, 0)
-
-
-def test_an_entry_that_is_not_a_command_stops_the_applier(store: Store) -> None:
-    node = Node(store)
-    with pytest.raises(CodecError):
-        node.machine.apply(store.engine.new_batch(), [Entry(1, 1, b"\x93garbage")])
+        node.machine.apply(batch, [entry_for(3, put(b"k", b"gap"))])
+    assert node.machine.get(b"k") == kv(b"k", b"v", 1, 1, 1, 0)
 
 
 @pytest.mark.parametrize(
-    "command",
+    "data",
     [
-        Command("c", 1, Put(b"", b"v")),
-        Command("c", 1, Get(b"k")),
-        Command("c", 1, Txn((), (Txn((), (), ()),), ())),  # type: ignore[arg-type]
-        Command("c", -1, Put(b"k", b"v")),
-        Command("", 1, Put(b"k", b"v")),
+        b"\x93garbage",
+        pb.RequestOp(get=pb.GetRequest(key=b"k")).SerializeToString(),  # a plain read never enters the log
+        b"\x82\x01\x00",  # a field number no command has
+    ],
+)
+def test_an_entry_that_is_not_a_command_stops_the_applier(store: Store, data: bytes) -> None:
+    node = Node(store)
+    with pytest.raises(CodecError, match=f"partition {PARTITION}: entry 1"):
+        node.machine.apply(store.engine.new_batch(), [Entry(1, 1, data)])
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        command("c", 1, put(b"", b"v")),
+        command("c", 1, txn((), (txn((), (), ()),), ())),  # type: ignore[arg-type]
+        command("c", 1, txn((compare(b"k", 9, EQ),), (), ())),
+        command("", 1, put(b"k", b"v")),
     ],
 )
 def test_malformed_commands_are_answered_invalid_argument_and_change_nothing(
-    store: Store, command: Command
+    store: Store, request_: WriteRequest
 ) -> None:
     node = Node(store)
-    result = node.one(command)
-    assert isinstance(result, ErrorResult) and result.code == ErrorCode.INVALID_ARGUMENT
+    result = node.one(request_)
+    assert result.error.code == pb.INVALID_ARGUMENT and result.error.message
     assert node.machine.applied_index == 1
     assert node.machine.scan(b"") == ([], False)
 
 
 def test_partitions_sharing_an_engine_do_not_see_each_other(store: Store) -> None:
     mine, other = Node(store, PARTITION), Node(store, OTHER_PARTITION)
-    mine.apply(Put(b"k", b"mine"))
-    other.apply(Put(b"k", b"other"), Put(b"j", b"other"))
-    assert mine.machine.get(b"k") == KeyValue(b"k", b"mine", 1, 1, 1, 0)
+    mine.apply(put(b"k", b"mine"))
+    other.apply(put(b"k", b"other"), put(b"j", b"other"))
+    assert mine.machine.get(b"k") == kv(b"k", b"mine", 1, 1, 1, 0)
     assert [kv.key for kv in mine.machine.scan(b"")[0]] == [b"k"]
     assert mine.machine.applied_index == 1
     assert other.machine.applied_index == 2
@@ -220,54 +327,45 @@ def test_partitions_sharing_an_engine_do_not_see_each_other(store: Store) -> Non
 
 def make_k(node: Node) -> None:
     """k: created at 1, modified at 2 (version 2), value b"m"."""
-    node.apply(Put(b"k", b"b"), Put(b"k", b"m"))
-
-
-VALUE, VERSION, MOD, CREATE = (
-    CompareTarget.VALUE,
-    CompareTarget.VERSION,
-    CompareTarget.MOD_REVISION,
-    CompareTarget.CREATE_REVISION,
-)
-EQ, NE, GT, LT = CompareResult.EQUAL, CompareResult.NOT_EQUAL, CompareResult.GREATER, CompareResult.LESS
+    node.apply(put(b"k", b"b"), put(b"k", b"m"))
 
 
 @pytest.mark.parametrize(
     ("compare", "holds"),
     [
-        (Compare(b"k", VALUE, EQ, value=b"m"), True),
-        (Compare(b"k", VALUE, EQ, value=b"b"), False),
-        (Compare(b"k", VALUE, NE, value=b"b"), True),
-        (Compare(b"k", VALUE, NE, value=b"m"), False),
-        (Compare(b"k", VALUE, GT, value=b"a"), True),
-        (Compare(b"k", VALUE, GT, value=b"m"), False),
-        (Compare(b"k", VALUE, LT, value=b"ma"), True),  # byte order: a prefix sorts first
-        (Compare(b"k", VALUE, LT, value=b"m"), False),
-        (Compare(b"k", VERSION, EQ, number=2), True),
-        (Compare(b"k", VERSION, NE, number=2), False),
-        (Compare(b"k", VERSION, GT, number=1), True),
-        (Compare(b"k", VERSION, LT, number=2), False),
-        (Compare(b"k", MOD, EQ, number=2), True),
-        (Compare(b"k", MOD, NE, number=1), True),
-        (Compare(b"k", MOD, GT, number=2), False),
-        (Compare(b"k", MOD, LT, number=3), True),
-        (Compare(b"k", CREATE, EQ, number=1), True),
-        (Compare(b"k", CREATE, NE, number=1), False),
-        (Compare(b"k", CREATE, GT, number=0), True),
-        (Compare(b"k", CREATE, LT, number=1), False),
+        (compare(b"k", VALUE, EQ, value=b"m"), True),
+        (compare(b"k", VALUE, EQ, value=b"b"), False),
+        (compare(b"k", VALUE, NE, value=b"b"), True),
+        (compare(b"k", VALUE, NE, value=b"m"), False),
+        (compare(b"k", VALUE, GT, value=b"a"), True),
+        (compare(b"k", VALUE, GT, value=b"m"), False),
+        (compare(b"k", VALUE, LT, value=b"ma"), True),  # byte order: a prefix sorts first
+        (compare(b"k", VALUE, LT, value=b"m"), False),
+        (compare(b"k", VERSION, EQ, number=2), True),
+        (compare(b"k", VERSION, NE, number=2), False),
+        (compare(b"k", VERSION, GT, number=1), True),
+        (compare(b"k", VERSION, LT, number=2), False),
+        (compare(b"k", MOD, EQ, number=2), True),
+        (compare(b"k", MOD, NE, number=1), True),
+        (compare(b"k", MOD, GT, number=2), False),
+        (compare(b"k", MOD, LT, number=3), True),
+        (compare(b"k", CREATE, EQ, number=1), True),
+        (compare(b"k", CREATE, NE, number=1), False),
+        (compare(b"k", CREATE, GT, number=0), True),
+        (compare(b"k", CREATE, LT, number=1), False),
         # A missing key: version and revisions 0, and no value to compare at all.
-        (Compare(b"absent", VERSION, EQ, number=0), True),
-        (Compare(b"absent", CREATE, LT, number=1), True),
-        (Compare(b"absent", MOD, GT, number=0), False),
-        (Compare(b"absent", VALUE, EQ, value=b""), False),
-        (Compare(b"absent", VALUE, NE, value=b"x"), False),
+        (compare(b"absent", VERSION, EQ, number=0), True),
+        (compare(b"absent", CREATE, LT, number=1), True),
+        (compare(b"absent", MOD, GT, number=0), False),
+        (compare(b"absent", VALUE, EQ, value=b""), False),
+        (compare(b"absent", VALUE, NE, value=b"x"), False),
     ],
 )
-def test_txn_compare_targets_and_results(store: Store, compare: Compare, holds: bool) -> None:
+def test_txn_compare_targets_and_results(store: Store, compare: pb.Compare, holds: bool) -> None:
     node = Node(store)
     make_k(node)
-    result = node.one(Txn((compare,), (Put(b"then", b"1"),), (Put(b"else", b"1"),)))
-    assert result == TxnResult(3, holds, (PutResult(3, None),))
+    result = node.one(txn((compare,), (put(b"then", b"1"),), (put(b"else", b"1"),)))
+    assert result == txn_result(3, holds, (put_result(3, None),))
     assert (node.machine.get(b"then") is not None) is holds
     assert (node.machine.get(b"else") is not None) is not holds
 
@@ -276,21 +374,21 @@ def test_txn_applies_its_ops_in_order_and_they_see_each_other(store: Store) -> N
     node = Node(store)
     make_k(node)
     result = node.one(
-        Txn(
-            (Compare(b"k", VALUE, EQ, value=b"m"), Compare(b"k", VERSION, EQ, number=2)),
-            (Get(b"n"), Put(b"n", b"1"), Get(b"n"), Delete(b"k", prev_kv=True), Get(b"k")),
+        txn(
+            (compare(b"k", VALUE, EQ, value=b"m"), compare(b"k", VERSION, EQ, number=2)),
+            (get(b"n"), put(b"n", b"1"), get(b"n"), delete(b"k", prev_kv=True), get(b"k")),
             (),
         )
     )
-    assert result == TxnResult(
+    assert result == txn_result(
         3,
         True,
         (
-            GetResult(None),
-            PutResult(3, None),
-            GetResult(KeyValue(b"n", b"1", 3, 3, 1, 0)),
-            DeleteResult(3, True, KeyValue(b"k", b"m", 1, 2, 2, 0)),
-            GetResult(None),
+            get_result(None),
+            put_result(3, None),
+            get_result(kv(b"n", b"1", 3, 3, 1, 0)),
+            delete_result(3, True, kv(b"k", b"m", 1, 2, 2, 0)),
+            get_result(None),
         ),
     )
     assert node.machine.get(b"k") is None
@@ -298,67 +396,67 @@ def test_txn_applies_its_ops_in_order_and_they_see_each_other(store: Store) -> N
 
 def test_txn_with_no_compares_succeeds(store: Store) -> None:
     node = Node(store)
-    assert node.one(Txn((), (Put(b"a", b"1"),), (Put(b"b", b"1"),))) == TxnResult(
-        1, True, (PutResult(1, None),)
+    assert node.one(txn((), (put(b"a", b"1"),), (put(b"b", b"1"),))) == txn_result(
+        1, True, (put_result(1, None),)
     )
 
 
 # -- fencing -------------------------------------------------------------------------------
 
 
-def is_stale(result: Result | None) -> bool:
-    return isinstance(result, ErrorResult) and result.code == ErrorCode.STALE_FENCING_TOKEN
+def is_stale(result: Answer) -> bool:
+    return result is not None and result.error.code == pb.STALE_FENCING_TOKEN
 
 
 def test_fenced_writes_accept_equal_or_higher_tokens_and_refuse_lower(store: Store) -> None:
     node = Node(store)
-    assert node.one(Put(b"k", b"a", fencing_token=5)) == PutResult(1, None)
-    assert node.one(Put(b"k", b"b", fencing_token=5)) == PutResult(2, None)  # same holder again
-    assert is_stale(node.one(Put(b"k", b"stale", fencing_token=4)))
-    assert is_stale(node.one(Delete(b"k", fencing_token=4)))
-    assert node.machine.get(b"k") == KeyValue(b"k", b"b", 1, 2, 2, 0)
-    assert node.one(Put(b"k", b"c", fencing_token=6)) == PutResult(5, None)
-    assert is_stale(node.one(Put(b"k", b"stale", fencing_token=5)))
+    assert node.one(put(b"k", b"a", fencing_token=5)) == put_result(1, None)
+    assert node.one(put(b"k", b"b", fencing_token=5)) == put_result(2, None)  # same holder again
+    assert is_stale(node.one(put(b"k", b"stale", fencing_token=4)))
+    assert is_stale(node.one(delete(b"k", fencing_token=4)))
+    assert node.machine.get(b"k") == kv(b"k", b"b", 1, 2, 2, 0)
+    assert node.one(put(b"k", b"c", fencing_token=6)) == put_result(5, None)
+    assert is_stale(node.one(put(b"k", b"stale", fencing_token=5)))
     # Unfenced writes are not checked: fencing is opt-in per write.
-    assert node.one(Put(b"k", b"d")) == PutResult(7, None)
+    assert node.one(put(b"k", b"d")) == put_result(7, None)
     # Tokens are per key.
-    assert node.one(Put(b"other", b"x", fencing_token=1)) == PutResult(8, None)
+    assert node.one(put(b"other", b"x", fencing_token=1)) == put_result(8, None)
 
 
 def test_a_fence_survives_the_deletion_of_its_key_and_a_restart(store: Store) -> None:
     node = Node(store)
-    node.apply(Put(b"k", b"a", fencing_token=3), Delete(b"k", fencing_token=9))
+    node.apply(put(b"k", b"a", fencing_token=3), delete(b"k", fencing_token=9))
     node.restart()
-    assert is_stale(node.one(Put(b"k", b"stale", fencing_token=8)))
+    assert is_stale(node.one(put(b"k", b"stale", fencing_token=8)))
     assert node.machine.get(b"k") is None
-    assert node.one(Put(b"k", b"ok", fencing_token=9)) == PutResult(4, None)
+    assert node.one(put(b"k", b"ok", fencing_token=9)) == put_result(4, None)
 
 
 def test_deleting_an_absent_key_with_a_token_records_the_token(store: Store) -> None:
     node = Node(store)
-    assert node.one(Delete(b"k", fencing_token=7)) == DeleteResult(1, False, None)
-    assert is_stale(node.one(Put(b"k", b"v", fencing_token=6)))
+    assert node.one(delete(b"k", fencing_token=7)) == delete_result(1, False, None)
+    assert is_stale(node.one(put(b"k", b"v", fencing_token=6)))
 
 
 def test_a_stale_token_rejects_the_whole_txn(store: Store) -> None:
     node = Node(store)
-    node.apply(Put(b"locked", b"a", fencing_token=10))
-    result = node.one(Txn((), (Put(b"free", b"x"), Put(b"locked", b"y", fencing_token=9)), ()))
+    node.apply(put(b"locked", b"a", fencing_token=10))
+    result = node.one(txn((), (put(b"free", b"x"), put(b"locked", b"y", fencing_token=9)), ()))
     assert is_stale(result)
     assert node.machine.get(b"free") is None
-    assert node.machine.get(b"locked") == KeyValue(b"locked", b"a", 1, 1, 1, 0)
+    assert node.machine.get(b"locked") == kv(b"locked", b"a", 1, 1, 1, 0)
 
 
 def test_ops_of_one_txn_see_each_others_tokens(store: Store) -> None:
     node = Node(store)
     assert is_stale(
-        node.one(Txn((), (Put(b"k", b"1", fencing_token=5), Put(b"k", b"2", fencing_token=4)), ()))
+        node.one(txn((), (put(b"k", b"1", fencing_token=5), put(b"k", b"2", fencing_token=4)), ()))
     )
     assert node.machine.get(b"k") is None
-    result = node.one(Txn((), (Put(b"k", b"1", fencing_token=4), Put(b"k", b"2", fencing_token=5)), ()))
-    assert result == TxnResult(2, True, (PutResult(2, None), PutResult(2, None)))
-    assert node.machine.get(b"k") == KeyValue(b"k", b"2", 2, 2, 2, 0)
-    assert is_stale(node.one(Put(b"k", b"stale", fencing_token=4)))
+    result = node.one(txn((), (put(b"k", b"1", fencing_token=4), put(b"k", b"2", fencing_token=5)), ()))
+    assert result == txn_result(2, True, (put_result(2, None), put_result(2, None)))
+    assert node.machine.get(b"k") == kv(b"k", b"2", 2, 2, 2, 0)
+    assert is_stale(node.one(put(b"k", b"stale", fencing_token=4)))
 
 
 # -- client dedup --------------------------------------------------------------------------
@@ -366,71 +464,71 @@ def test_ops_of_one_txn_see_each_others_tokens(store: Store) -> None:
 
 def test_a_retried_request_is_applied_once_and_answered_the_same(store: Store) -> None:
     node = Node(store)
-    request = Command("alice", 1, Put(b"k", b"v", prev_kv=True))
+    request = command("alice", 1, put(b"k", b"v", prev_kv=True))
     first = node.one(request)
-    assert node.one(Command("bob", 1, Put(b"k", b"w"))) == PutResult(2, None)
-    assert node.one(request) == first == PutResult(1, None)
-    assert node.machine.get(b"k") == KeyValue(b"k", b"w", 1, 2, 2, 0)
+    assert node.one(command("bob", 1, put(b"k", b"w"))) == put_result(2, None)
+    assert node.one(request) == first == put_result(1, None)
+    assert node.machine.get(b"k") == kv(b"k", b"w", 1, 2, 2, 0)
     node.restart()
     assert node.one(request) == first
-    assert node.machine.get(b"k") == KeyValue(b"k", b"w", 1, 2, 2, 0)
+    assert node.machine.get(b"k") == kv(b"k", b"w", 1, 2, 2, 0)
 
 
 def test_a_retry_in_the_same_batch_sees_the_first_application(store: Store) -> None:
     node = Node(store)
-    request = Command("alice", 1, Put(b"k", b"v"))
-    assert node.apply(request, request) == [PutResult(1, None), PutResult(1, None)]
-    assert node.machine.get(b"k") == KeyValue(b"k", b"v", 1, 1, 1, 0)
+    request = command("alice", 1, put(b"k", b"v"))
+    assert node.apply(request, request) == [put_result(1, None), put_result(1, None)]
+    assert node.machine.get(b"k") == kv(b"k", b"v", 1, 1, 1, 0)
 
 
 def test_a_request_committed_after_a_later_one_is_applied(store: Store) -> None:
     """Pipelined requests of one client may commit out of seq order: the lower one never ran."""
     node = Node(store)
-    node.apply(Command("alice", 5, Put(b"k", b"v5")))
-    assert node.one(Command("alice", 4, Put(b"k", b"v4"))) == PutResult(2, None)
-    assert node.machine.get(b"k") == KeyValue(b"k", b"v4", 1, 2, 2, 0)
-    assert node.one(Command("alice", 6, Put(b"k", b"v6"))) == PutResult(3, None)
+    node.apply(command("alice", 5, put(b"k", b"v5")))
+    assert node.one(command("alice", 4, put(b"k", b"v4"))) == put_result(2, None)
+    assert node.machine.get(b"k") == kv(b"k", b"v4", 1, 2, 2, 0)
+    assert node.one(command("alice", 6, put(b"k", b"v6"))) == put_result(3, None)
 
 
 def test_out_of_order_seqs_within_the_window_each_apply_once(store: Store) -> None:
     node = Node(store, dedup_window=8)
     seqs = (3, 1, 8, 2, 5)  # in commit order: seq 3 is applied at revision 1, seq 1 at 2, ...
-    requests = [Command("alice", seq, Put(f"k{seq}".encode(), b"v")) for seq in seqs]
+    requests = [command("alice", seq, put(f"k{seq}".encode(), b"v")) for seq in seqs]
     first = node.apply(*requests[:3])
     second = node.apply(*requests[3:], *requests)  # the later ones, then a retry of each
-    applied = [PutResult(revision, None) for revision in range(1, 6)]
+    applied = [put_result(revision, None) for revision in range(1, 6)]
     assert first + second[:2] == applied
     assert second[2:] == applied
     node.restart()
     assert node.apply(*requests) == applied
     # Each key was written once, at the revision its request was first applied.
-    written = [KeyValue(f"k{seq}".encode(), b"v", rev, rev, 1, 0) for rev, seq in enumerate(seqs, start=1)]
+    written = [kv(f"k{seq}".encode(), b"v", rev, rev, 1, 0) for rev, seq in enumerate(seqs, start=1)]
     assert node.machine.scan(b"") == (sorted(written, key=lambda kv: kv.key), False)
 
 
 @pytest.mark.parametrize("restart", [False, True])
 def test_a_retry_after_later_requests_returns_the_original_result(store: Store, restart: bool) -> None:
     node = Node(store)
-    request = Command("alice", 1, Put(b"k", b"v1", prev_kv=True))
-    node.apply(Put(b"k", b"v0"))
+    request = command("alice", 1, put(b"k", b"v1", prev_kv=True))
+    node.apply(put(b"k", b"v0"))
     first = node.one(request)
-    assert first == PutResult(2, KeyValue(b"k", b"v0", 1, 1, 1, 0))
-    node.apply(*(Command("alice", seq, Put(b"k", f"v{seq}".encode())) for seq in range(2, 6)))
+    assert first == put_result(2, kv(b"k", b"v0", 1, 1, 1, 0))
+    node.apply(*(command("alice", seq, put(b"k", f"v{seq}".encode())) for seq in range(2, 6)))
     if restart:
         node.restart()
     before = everything(store.engine)
     assert node.one(request) == first
-    assert node.machine.get(b"k") == KeyValue(b"k", b"v5", 1, 6, 6, 0)
+    assert node.machine.get(b"k") == kv(b"k", b"v5", 1, 6, 6, 0)
     # Nothing but the applied index moved: no data, fence or dedup record was written.
     changed = set(everything(store.engine)) ^ set(before)
     assert {key[:1] for key, _ in changed} == {b"A"}
 
 
-def is_too_old(result: Result | None, seq: int, client: str) -> bool:
+def is_too_old(result: Answer, seq: int, client: str) -> bool:
     return (
-        isinstance(result, ErrorResult)
-        and result.code == ErrorCode.INVALID_ARGUMENT
-        and result.message.startswith(
+        result is not None
+        and result.error.code == pb.INVALID_ARGUMENT
+        and result.error.message.startswith(
             f"request seq {seq} of client {client!r} is too old to tell whether it was applied; "
         )
     )
@@ -439,29 +537,37 @@ def is_too_old(result: Result | None, seq: int, client: str) -> bool:
 @pytest.mark.parametrize("restart", [False, True])
 def test_a_seq_at_or_below_the_window_edge_is_refused(store: Store, restart: bool) -> None:
     node = Node(store, dedup_window=4)
-    node.apply(*(Command("alice", seq, Put(b"k", f"v{seq}".encode())) for seq in (1, 2, 3, 4, 5, 6)))
-    node.apply(Command("alice", 20, Put(b"j", b"v20")))  # the edge is now 16
+    node.apply(*(command("alice", seq, put(b"k", f"v{seq}".encode())) for seq in (1, 2, 3, 4, 5, 6)))
+    node.apply(command("alice", 20, put(b"j", b"v20")))  # the edge is now 16
     if restart:
         node.restart()
     before = everything(store.engine)
     # Seqs 1 and 2 were pushed out of the window; 7 never ran, but below the edge it is
     # indistinguishable from a forgotten one.
     for seq in (1, 2, 7, 16):
-        assert is_too_old(node.one(Command("alice", seq, Put(b"k", b"again"))), seq, "alice")
+        assert is_too_old(node.one(command("alice", seq, put(b"k", b"again"))), seq, "alice")
     assert {key[:1] for key, _ in set(everything(store.engine)) ^ set(before)} == {b"A"}
-    assert node.machine.get(b"k") == KeyValue(b"k", b"v6", 1, 6, 6, 0)
+    assert node.machine.get(b"k") == kv(b"k", b"v6", 1, 6, 6, 0)
     # Remembered ones are still answered; one above the edge is new; other clients are not affected.
-    assert node.one(Command("alice", 5, Put(b"k", b"again"))) == PutResult(5, None)
-    assert node.one(Command("alice", 17, Put(b"k", b"v17"))) == PutResult(13, None)
-    assert node.one(Command("bob", 1, Put(b"k", b"bob"))) == PutResult(14, None)
+    assert node.one(command("alice", 5, put(b"k", b"again"))) == put_result(5, None)
+    assert node.one(command("alice", 17, put(b"k", b"v17"))) == put_result(13, None)
+    assert node.one(command("bob", 1, put(b"k", b"bob"))) == put_result(14, None)
     # Only the window's seqs (6, 17, 20 and 5 — 3 and 4 went when 17 and 20 came) are kept.
-    assert node.one(Command("alice", 6, Put(b"k", b"again"))) == PutResult(6, None)
-    assert is_too_old(node.one(Command("alice", 4, Put(b"k", b"again"))), 4, "alice")
+    assert node.one(command("alice", 6, put(b"k", b"again"))) == put_result(6, None)
+    assert is_too_old(node.one(command("alice", 4, put(b"k", b"again"))), 4, "alice")
+
+
+def test_a_seq_reused_for_another_kind_of_request_is_refused(store: Store) -> None:
+    node = Node(store)
+    assert node.one(command("alice", 1, put(b"k", b"v"))) == put_result(1)
+    reused = node.one(command("alice", 1, delete(b"k")))
+    assert reused.error.code == pb.INVALID_ARGUMENT and "another kind of request" in reused.error.message
+    assert node.machine.get(b"k") == kv(b"k", b"v", 1, 1, 1, 0)
 
 
 def test_seq_zero_turns_dedup_off(store: Store) -> None:
     node = Node(store)
-    request = Command("alice", 0, Put(b"k", b"v"))
+    request = command("alice", 0, put(b"k", b"v"))
     node.apply(request, request)
     kv = node.machine.get(b"k")
     assert kv is not None and kv.version == 2
@@ -469,8 +575,8 @@ def test_seq_zero_turns_dedup_off(store: Store) -> None:
 
 def test_an_error_result_is_remembered_too(store: Store) -> None:
     node = Node(store)
-    node.apply(Put(b"k", b"a", fencing_token=5))
-    stale = Command("alice", 1, Put(b"k", b"b", fencing_token=4))
+    node.apply(put(b"k", b"a", fencing_token=5))
+    stale = command("alice", 1, put(b"k", b"b", fencing_token=4))
     first = node.one(stale)
     assert is_stale(first)
     node.restart()
@@ -480,14 +586,14 @@ def test_an_error_result_is_remembered_too(store: Store) -> None:
 @pytest.mark.parametrize("restart", [False, True])
 def test_dedup_table_evicts_the_least_recently_applied_client(store: Store, restart: bool) -> None:
     node = Node(store, max_dedup_clients=2)
-    requests = {name: Command(name, 1, Put(name.encode(), b"v")) for name in ("a", "b", "c")}
+    requests = {name: command(name, 1, put(name.encode(), b"v")) for name in ("a", "b", "c")}
     node.apply(requests["a"], requests["b"])
-    node.apply(Command("a", 2, Put(b"a", b"v2")))  # a is now more recent than b
+    node.apply(command("a", 2, put(b"a", b"v2")))  # a is now more recent than b
     if restart:
         node.restart()  # the order must survive a restart
     node.apply(requests["c"])  # evicts b, the least recently applied
-    assert node.one(Command("a", 2, Put(b"a", b"ignored"))) == PutResult(3, None)  # still known
-    assert node.one(requests["b"]) == PutResult(6, None)  # forgotten: applied again
+    assert node.one(command("a", 2, put(b"a", b"ignored"))) == put_result(3, None)  # still known
+    assert node.one(requests["b"]) == put_result(6, None)  # forgotten: applied again
     kv = node.machine.get(b"b")
     assert kv is not None and kv.version == 2
 
@@ -502,54 +608,54 @@ def test_the_partition_bound_forgets_the_oldest_results_and_refuses_their_seqs(
 ) -> None:
     node = Node(store, max_dedup_results=3)
     node.apply(
-        Command("a", 1, Put(b"a", b"1")),
-        Command("a", 2, Put(b"a", b"2")),
-        Command("b", 1, Put(b"b", b"1")),
+        command("a", 1, put(b"a", b"1")),
+        command("a", 2, put(b"a", b"2")),
+        command("b", 1, put(b"b", b"1")),
     )
     if restart:
         node.restart()
-    node.apply(Command("c", 1, Put(b"c", b"1")))  # forgets a's seq 1, the oldest result
+    node.apply(command("c", 1, put(b"c", b"1")))  # forgets a's seq 1, the oldest result
     if restart:
         node.restart()
     # Seq 1 is well inside a's window, but it was forgotten: applying it again could apply it twice.
-    assert is_too_old(node.one(Command("a", 1, Put(b"a", b"again"))), 1, "a")
-    assert node.one(Command("a", 2, Put(b"a", b"again"))) == PutResult(2, None)
-    assert node.one(Command("b", 1, Put(b"b", b"again"))) == PutResult(3, None)
+    assert is_too_old(node.one(command("a", 1, put(b"a", b"again"))), 1, "a")
+    assert node.one(command("a", 2, put(b"a", b"again"))) == put_result(2, None)
+    assert node.one(command("b", 1, put(b"b", b"again"))) == put_result(3, None)
     # Three results and three client states are stored.
     assert len(dedup_records(store.engine)) == 6
     # Each new request forgets the oldest result left: a's seq 2, then b's seq 1.
-    assert node.one(Command("a", 3, Put(b"a", b"3"))) == PutResult(8, None)
-    assert is_too_old(node.one(Command("a", 2, Put(b"a", b"again"))), 2, "a")
-    assert node.one(Command("c", 2, Put(b"c", b"2"))) == PutResult(10, None)
-    assert is_too_old(node.one(Command("b", 1, Put(b"b", b"again"))), 1, "b")
-    assert node.one(Command("a", 3, Put(b"a", b"again"))) == PutResult(8, None)
+    assert node.one(command("a", 3, put(b"a", b"3"))) == put_result(8, None)
+    assert is_too_old(node.one(command("a", 2, put(b"a", b"again"))), 2, "a")
+    assert node.one(command("c", 2, put(b"c", b"2"))) == put_result(10, None)
+    assert is_too_old(node.one(command("b", 1, put(b"b", b"again"))), 1, "b")
+    assert node.one(command("a", 3, put(b"a", b"again"))) == put_result(8, None)
     kv = node.machine.get(b"b")
     assert kv is not None and kv.version == 1
 
 
 def test_the_client_bound_forgets_a_whole_window(store: Store) -> None:
     node = Node(store, max_dedup_clients=1)
-    node.apply(Command("a", 1, Put(b"k", b"1")), Command("a", 2, Put(b"k", b"2")))
-    node.apply(Command("b", 1, Put(b"k", b"3")))
+    node.apply(command("a", 1, put(b"k", b"1")), command("a", 2, put(b"k", b"2")))
+    node.apply(command("b", 1, put(b"k", b"3")))
     assert [key for key, _ in dedup_records(store.engine)] == [
         b"C" + PARTITION.to_bytes(4, "big") + b"b" + seq.to_bytes(8, "big") for seq in (0, 1)
     ]
     # A forgotten client is a new one: its retry is applied again (the bound's documented cost).
-    assert node.one(Command("a", 1, Put(b"k", b"again"))) == PutResult(4, None)
+    assert node.one(command("a", 1, put(b"k", b"again"))) == put_result(4, None)
 
 
-def dedup_workload(seed: int, count: int = 400) -> list[Command | Op | None]:
+def dedup_workload(seed: int, count: int = 400) -> list[WriteRequest | None]:
     """Several clients pipelining: each client's seqs arrive shuffled within a span, with
     retries of earlier seqs (some long after) and the occasional command without dedup."""
     rng = random.Random(seed)
     next_seq = {f"client{n}": 1 for n in range(6)}
     sent: dict[str, list[int]] = {client: [] for client in next_seq}
-    items: list[Command | Op | None] = []
+    items: list[WriteRequest | None] = []
     for n in range(count):
         client = rng.choice(sorted(next_seq))
         roll = rng.random()
         if roll < 0.05:
-            items.append(None if roll < 0.02 else Put(b"plain", bytes([n % 251])))
+            items.append(None if roll < 0.02 else put(b"plain", bytes([n % 251])))
             continue
         if roll < 0.35 and sent[client]:
             seq = rng.choice(sent[client])  # a retry
@@ -557,7 +663,7 @@ def dedup_workload(seed: int, count: int = 400) -> list[Command | Op | None]:
             seq = next_seq[client] + rng.randrange(6)  # may overtake seqs still in flight
             next_seq[client] = max(next_seq[client], seq - 4)
             sent[client].append(seq)
-        items.append(Command(client, seq, Put(f"{client}/{seq % 9}".encode(), f"{n}".encode())))
+        items.append(command(client, seq, put(f"{client}/{seq % 9}".encode(), f"{n}".encode())))
     return items
 
 
@@ -569,7 +675,7 @@ def test_replicas_with_tight_dedup_bounds_decide_and_store_identically(tmp_path:
         items = dedup_workload(seed=3)
         answers = []
         for node, step in zip(replicas, (7, 50), strict=True):
-            node_answers: list[Result | None] = []
+            node_answers: list[Answer] = []
             for start in range(0, len(items), step):
                 node_answers.extend(node.apply(*items[start : start + step]))
                 if node.store is leveldb and start % 150 == 0:
@@ -578,9 +684,9 @@ def test_replicas_with_tight_dedup_bounds_decide_and_store_identically(tmp_path:
         assert answers[0] == answers[1]
         # The workload exercised every branch: applied, answered from the window, refused.
         assert any(
-            is_too_old(answer, item.seq, item.client_id)
+            is_too_old(answer, item.header.request_seq, item.header.client_id)
             for answer, item in zip(answers[0], items, strict=True)
-            if isinstance(item, Command)
+            if item is not None
         )
         assert everything(memory.engine) == everything(leveldb.engine)
         assert len(dedup_records(memory.engine)) <= 12 + 4
@@ -591,7 +697,7 @@ def test_replicas_with_tight_dedup_bounds_decide_and_store_identically(tmp_path:
 
 def test_a_dedup_record_without_its_client_state_is_corruption(store: Store) -> None:
     node = Node(store)
-    node.apply(Command("alice", 1, Put(b"k", b"v")))
+    node.apply(command("alice", 1, put(b"k", b"v")))
     batch = store.engine.new_batch()
     batch.delete(b"C" + PARTITION.to_bytes(4, "big") + b"alice" + bytes(8))
     store.engine.write(batch, sync=True)
@@ -604,34 +710,34 @@ def test_a_dedup_record_without_its_client_state_is_corruption(store: Store) -> 
 
 def test_apply_state_is_written_atomically_with_the_data_it_covers(store: Store) -> None:
     node = Node(store)
-    node.apply(Put(b"k", b"old"), Command("alice", 1, Put(b"j", b"old")))
-    node.apply(Put(b"k", b"new"), Command("alice", 2, Put(b"j", b"new")), write=False)  # lost in a crash
+    node.apply(put(b"k", b"old"), command("alice", 1, put(b"j", b"old")))
+    node.apply(put(b"k", b"new"), command("alice", 2, put(b"j", b"new")), write=False)  # lost in a crash
     assert node.machine.applied_index == 4
     node.restart()
     assert node.machine.applied_index == 2
-    assert node.machine.get(b"k") == KeyValue(b"k", b"old", 1, 1, 1, 0)
+    assert node.machine.get(b"k") == kv(b"k", b"old", 1, 1, 1, 0)
     # The dedup table went back with the data: seq 2 is new again.
-    assert node.apply(Put(b"k", b"new"), Command("alice", 2, Put(b"j", b"new"))) == [
-        PutResult(3, None),
-        PutResult(4, None),
+    assert node.apply(put(b"k", b"new"), command("alice", 2, put(b"j", b"new"))) == [
+        put_result(3, None),
+        put_result(4, None),
     ]
 
 
 def test_several_applies_into_one_batch_see_each_others_writes(store: Store) -> None:
     node = Node(store)
     batch = store.engine.new_batch()
-    node.machine.apply(batch, [entry_for(1, Put(b"k", b"v", fencing_token=3))])
+    node.machine.apply(batch, [entry_for(1, put(b"k", b"v", fencing_token=3))])
     outcomes = node.machine.apply(
         batch,
         [
-            entry_for(2, Txn((Compare(b"k", VALUE, EQ, value=b"v"),), (Put(b"k", b"w"),), ())),
-            entry_for(3, Put(b"k", b"stale", fencing_token=2)),
+            entry_for(2, txn((compare(b"k", VALUE, EQ, value=b"v"),), (put(b"k", b"w"),), ())),
+            entry_for(3, put(b"k", b"stale", fencing_token=2)),
         ],
     )
-    assert outcomes[0][1] == TxnResult(2, True, (PutResult(2, None),))
+    assert outcomes[0][1] == txn_result(2, True, (put_result(2, None),))
     assert is_stale(outcomes[1][1])
     store.engine.write(batch, sync=True)
-    assert node.machine.get(b"k") == KeyValue(b"k", b"w", 1, 2, 2, 0)
+    assert node.machine.get(b"k") == kv(b"k", b"w", 1, 2, 2, 0)
 
 
 # -- scans ---------------------------------------------------------------------------------
@@ -640,10 +746,10 @@ def test_several_applies_into_one_batch_see_each_others_writes(store: Store) -> 
 def test_scan_pages_through_many_keys_in_order(store: Store) -> None:
     node = Node(store)
     keys = [f"key{n:04d}".encode() for n in range(250)]
-    node.apply(*(Put(key, key.upper()) for key in reversed(keys)))
-    Node(store, OTHER_PARTITION).apply(Put(b"key0100x", b"other partition"))
+    node.apply(*(put(key, key.upper()) for key in reversed(keys)))
+    Node(store, OTHER_PARTITION).apply(put(b"key0100x", b"other partition"))
 
-    pages: list[list[KeyValue]] = []
+    pages: list[list[pb.KeyValue]] = []
     start, more = b"", True
     while more:
         page, more = node.machine.scan(start, None, 100)
@@ -668,12 +774,12 @@ def test_scan_pages_through_many_keys_in_order(store: Store) -> None:
 
 def build_state(node: Node) -> None:
     node.apply(
-        Put(b"a", b"1"),
-        Put(b"b", b"2", lease=9),
-        Command("alice", 3, Put(b"c", b"3", fencing_token=4)),
-        Delete(b"b", fencing_token=2),
+        put(b"a", b"1"),
+        put(b"b", b"2", lease=9),
+        command("alice", 3, put(b"c", b"3", fencing_token=4)),
+        delete(b"b", fencing_token=2),
         None,
-        Command("bob", 1, Txn((), (Put(b"d", b"4"),), ())),
+        command("bob", 1, txn((), (put(b"d", b"4"),), ())),
     )
 
 
@@ -689,30 +795,31 @@ def partition_keys(engine: Engine, partition: int) -> list[tuple[bytes, bytes]]:
 def test_snapshot_restores_an_equal_partition(store: Store, tmp_path: Path) -> None:
     source = Node(store)
     build_state(source)
-    data = source.machine.snapshot_data()
+    snapshot = source.machine.snapshot()
+    assert snapshot.meta == source.machine.applied == SnapshotMeta(6, 1)
 
     target_store = Store("memory" if store.kind == "leveldb" else "leveldb", tmp_path / "target")
     try:
         target = Node(target_store)
-        target.apply(Put(b"a", b"stale"), Put(b"zz", b"gone"), Command("carol", 1, Put(b"x", b"gone")))
-        Node(target_store, OTHER_PARTITION).apply(Put(b"a", b"untouched"))
+        target.apply(put(b"a", b"stale"), put(b"zz", b"gone"), command("carol", 1, put(b"x", b"gone")))
+        Node(target_store, OTHER_PARTITION).apply(put(b"a", b"untouched"))
         unrelated = (hard_state_key(PARTITION), b"raft state")
         batch = target_store.engine.new_batch()
         batch.put(*unrelated)
-        target.machine.restore(batch, data, source.machine.applied_index)
+        target.machine.restore(batch, snapshot)
         target_store.engine.write(batch, sync=True)
 
-        assert target.machine.applied_index == source.machine.applied_index == 6
+        assert target.machine.applied == source.machine.applied
         assert partition_keys(target_store.engine, PARTITION) == partition_keys(store.engine, PARTITION)
         assert target_store.engine.get(unrelated[0]) == unrelated[1]
         assert Node(target_store, OTHER_PARTITION).machine.get(b"a") is not None
         # Dedup and fences came along: the restored replica behaves as the source would.
         for node in (source, target):
             assert node.apply(
-                Command("alice", 3, Put(b"c", b"again")),
-                Put(b"c", b"stale", fencing_token=3),
-                Put(b"b", b"stale", fencing_token=1),
-            )[0] == PutResult(3, None)
+                command("alice", 3, put(b"c", b"again")),
+                put(b"c", b"stale", fencing_token=3),
+                put(b"b", b"stale", fencing_token=1),
+            )[0] == put_result(3, None)
         assert partition_keys(target_store.engine, PARTITION) == partition_keys(store.engine, PARTITION)
         target.restart()
         assert target.machine.applied_index == 9
@@ -725,17 +832,17 @@ def test_snapshot_round_trips_the_dedup_windows(store: Store, tmp_path: Path) ->
     items = dedup_workload(seed=11, count=200)
     source = Node(store, **bounds)
     source.apply(*items[:120])
-    data = source.machine.snapshot_data()
+    snapshot = source.machine.snapshot()
 
     target_store = Store("memory" if store.kind == "leveldb" else "leveldb", tmp_path / "target")
     try:
         target = Node(target_store, **bounds)
-        target.apply(Command("client1", 1, Put(b"x", b"gone")), Command("zed", 7, Put(b"x", b"gone")))
+        target.apply(command("client1", 1, put(b"x", b"gone")), command("zed", 7, put(b"x", b"gone")))
         batch = target_store.engine.new_batch()
-        target.machine.restore(batch, data, 120)
+        target.machine.restore(batch, snapshot)
         target_store.engine.write(batch, sync=True)
         assert dedup_records(target_store.engine) == dedup_records(store.engine)
-        assert target.machine.snapshot_data() == data
+        assert target.machine.snapshot() == snapshot
         # The restored windows decide as the source's: same answers, same records after.
         assert target.apply(*items[120:]) == source.apply(*items[120:])
         assert partition_keys(target_store.engine, PARTITION) == partition_keys(store.engine, PARTITION)
@@ -745,79 +852,79 @@ def test_snapshot_round_trips_the_dedup_windows(store: Store, tmp_path: Path) ->
 
 def test_restore_refuses_a_snapshot_with_a_bad_dedup_table(store: Store) -> None:
     node = Node(store)
-    node.apply(Command("alice", 1, Put(b"k", b"v")))
-    good = node.machine.snapshot_data()
-    fields = list(msgpack.unpackb(good, use_list=True))
+    node.apply(command("alice", 1, put(b"k", b"v")))
+    good = node.machine.snapshot()
+    fields = list(msgpack.unpackb(good.data, use_list=True))
     fields[4] = [(suffix, value) for suffix, value in fields[4] if not suffix.endswith(bytes(8))]
     with pytest.raises(CodecError):
-        node.machine.restore(store.engine.new_batch(), msgpack.packb(fields), 1)
-    assert node.machine.snapshot_data() == good
+        node.machine.restore(store.engine.new_batch(), Snapshot(good.meta, msgpack.packb(fields)))
+    assert node.machine.snapshot() == good
 
 
 def test_restore_then_apply_in_the_same_batch(store: Store) -> None:
     source = Node(store, OTHER_PARTITION)
-    source.apply(Put(b"k", b"snap"), Command("alice", 1, Put(b"j", b"1")))
-    data = source.machine.snapshot_data()
+    source.apply(put(b"k", b"snap"), command("alice", 1, put(b"j", b"1")))
+    snapshot = source.machine.snapshot()
 
     node = Node(store)
-    node.apply(Put(b"k", b"old"), Put(b"gone", b"x"))
+    node.apply(put(b"k", b"old"), put(b"gone", b"x"))
     batch = store.engine.new_batch()
-    node.machine.restore(batch, data, 2)
+    node.machine.restore(batch, snapshot)
     outcomes = node.machine.apply(
         batch,
         [
-            entry_for(3, Command("alice", 1, Put(b"j", b"retry"))),
-            entry_for(4, Txn((Compare(b"gone", VERSION, EQ, number=0),), (Put(b"k", b"after"),), ())),
+            entry_for(3, command("alice", 1, put(b"j", b"retry"))),
+            entry_for(4, txn((compare(b"gone", VERSION, EQ, number=0),), (put(b"k", b"after"),), ())),
         ],
     )
     store.engine.write(batch, sync=True)
     assert [result for _, result in outcomes] == [
-        PutResult(2, None),
-        TxnResult(4, True, (PutResult(4, None),)),
+        put_result(2, None),
+        txn_result(4, True, (put_result(4, None),)),
     ]
-    assert node.machine.get(b"k") == KeyValue(b"k", b"after", 1, 4, 2, 0)
+    assert node.machine.get(b"k") == kv(b"k", b"after", 1, 4, 2, 0)
     assert node.machine.get(b"gone") is None
 
 
 def test_restore_refuses_mismatched_or_older_snapshots(store: Store) -> None:
     node = Node(store)
-    node.apply(Put(b"a", b"1"), Put(b"a", b"2"))
-    data = node.machine.snapshot_data()
+    node.apply(put(b"a", b"1"), put(b"a", b"2"))
+    at_2 = node.machine.snapshot()
     with pytest.raises(ValueError):
-        node.machine.restore(store.engine.new_batch(), data, 3)
-    node.apply(Put(b"a", b"3"))
+        node.machine.restore(store.engine.new_batch(), Snapshot(SnapshotMeta(3, 1), at_2.data))
+    node.apply(put(b"a", b"3"))
     with pytest.raises(ValueError):
-        node.machine.restore(store.engine.new_batch(), data, 2)
+        node.machine.restore(store.engine.new_batch(), at_2)
     with pytest.raises(CodecError):
-        node.machine.restore(store.engine.new_batch(), b"\x01", 3)
+        node.machine.restore(store.engine.new_batch(), Snapshot(SnapshotMeta(3, 1), b"\x01"))
 
 
 # -- determinism ---------------------------------------------------------------------------
 
 
-def mixed_workload() -> list[Command | Op | None]:
-    items: list[Command | Op | None] = []
+def mixed_workload() -> list[WriteRequest | None]:
+    items: list[WriteRequest | None] = []
     for n in range(300):
         key = f"k{n % 37}".encode()
         match n % 6:
             case 0:
-                items.append(Command(f"client{n % 5}", n // 5 + 1, Put(key, bytes([n % 251]) * (n % 17))))
+                items.append(command(f"client{n % 5}", n // 5 + 1, put(key, bytes([n % 251]) * (n % 17))))
             case 1:
-                items.append(Delete(key, prev_kv=True, fencing_token=n % 4))
+                items.append(delete(key, prev_kv=True, fencing_token=n % 4))
             case 2:
-                items.append(Put(key, b"v", lease=n, fencing_token=n % 7))
+                items.append(put(key, b"v", lease=n, fencing_token=n % 7))
             case 3:
                 items.append(
-                    Txn(
-                        (Compare(key, VERSION, GT, number=1),),
-                        (Put(key, b"t"), Delete(f"k{(n + 1) % 37}".encode())),
-                        (Get(key),),
+                    txn(
+                        (compare(key, VERSION, GT, number=1),),
+                        (put(key, b"t"), delete(f"k{(n + 1) % 37}".encode())),
+                        (get(key),),
                     )
                 )
             case 4:
                 items.append(None)
             case _:
-                items.append(Command(f"client{n % 5}", n // 5, Put(key, b"dup")))
+                items.append(command(f"client{n % 5}", n // 5, put(key, b"dup")))
     return items
 
 
@@ -830,13 +937,13 @@ def test_replicas_fed_the_same_entries_end_byte_identical(tmp_path: Path) -> Non
         for node in replicas:
             # Different batching on each replica must not matter.
             step = 7 if node.store is memory else 50
-            node_answers: list[Result | None] = []
+            node_answers: list[Answer] = []
             for start in range(0, len(items), step):
                 node_answers.extend(node.apply(*items[start : start + step]))
             answers.append(node_answers)
         assert answers[0] == answers[1]
         assert everything(memory.engine) == everything(leveldb.engine)
-        assert replicas[0].machine.snapshot_data() == replicas[1].machine.snapshot_data()
+        assert replicas[0].machine.snapshot() == replicas[1].machine.snapshot()
     finally:
         memory.engine.close()
         leveldb.engine.close()
@@ -849,102 +956,93 @@ def test_replicas_fed_the_same_entries_end_byte_identical(tmp_path: Path) -> Non
 class DictModel:
     """What the applier should do, stated as simply as possible: copy, change, roll back."""
 
-    data: dict[bytes, KeyValue] = field(default_factory=dict)
+    data: dict[bytes, pb.KeyValue] = field(default_factory=dict)
     fences: dict[bytes, int] = field(default_factory=dict)
 
-    def execute(self, revision: int, op: Op) -> Result:
+    def execute(self, revision: int, request: WriteRequest) -> WriteResponse:
+        if not isinstance(request, pb.TxnRequest):
+            return self._op(revision, request)
         saved = (dict(self.data), dict(self.fences))
-        if isinstance(op, Txn):
-            succeeded = all(self._holds(compare) for compare in op.compares)
-            results: list[TxnOpResult] = []
-            for branch_op in op.success if succeeded else op.failure:
-                result = self._op(revision, branch_op)
-                if isinstance(result, ErrorResult):
-                    self.data, self.fences = saved
-                    return result
-                results.append(result)
-            return TxnResult(revision, succeeded, tuple(results))
-        assert not isinstance(op, Get)
-        return self._op(revision, op)
+        succeeded = all(self._holds(c) for c in request.compare)
+        results: list[pb.PutResponse | pb.DeleteResponse | pb.GetResponse] = []
+        for branch_op in request.success if succeeded else request.failure:
+            op = getattr(branch_op, branch_op.WhichOneof("op"))
+            result = self._op(revision, op)
+            if isinstance(result, pb.TxnResponse) or result.error.code:
+                self.data, self.fences = saved
+                return refused(request, result.error.code)
+            results.append(result)
+        return txn_result(revision, succeeded, results)
 
-    def _op(self, revision: int, op: TxnOp) -> TxnOpResult | ErrorResult:
+    def _op(self, revision: int, op: TxnOp) -> pb.PutResponse | pb.DeleteResponse | pb.GetResponse | pb.TxnResponse:
         old = self.data.get(op.key)
-        if isinstance(op, Get):
-            return GetResult(old)
+        if isinstance(op, pb.GetRequest):
+            return get_result(old)
         token = op.fencing_token
         if token:
             if token < self.fences.get(op.key, 0):
-                return ErrorResult(ErrorCode.STALE_FENCING_TOKEN, "")
+                return refused(op, pb.STALE_FENCING_TOKEN)
             self.fences[op.key] = token
-        if isinstance(op, Put):
+        if isinstance(op, pb.PutRequest):
             if old is None:
-                self.data[op.key] = KeyValue(op.key, op.value, revision, revision, 1, op.lease)
+                self.data[op.key] = kv(op.key, op.value, revision, revision, 1, op.lease)
             else:
-                self.data[op.key] = replace(
-                    old, value=op.value, mod_revision=revision, version=old.version + 1, lease=op.lease
-                )
-            return PutResult(revision, old if op.prev_kv else None)
+                self.data[op.key] = kv(op.key, op.value, old.create_revision, revision, old.version + 1, op.lease)
+            return put_result(revision, old if op.prev_kv else None)
         if old is not None:
             del self.data[op.key]
-        return DeleteResult(revision, old is not None, old if op.prev_kv else None)
+        return delete_result(revision, old is not None, old if op.prev_kv else None)
 
-    def _holds(self, compare: Compare) -> bool:
-        kv = self.data.get(compare.key)
-        if compare.target == VALUE:
-            if kv is None:
+    def _holds(self, guard: pb.Compare) -> bool:
+        found = self.data.get(guard.key)
+        if guard.target == VALUE:
+            if found is None:
                 return False
-            actual: bytes | int = kv.value
-            expected: bytes | int = compare.value
-        else:
-            actual = 0
-            if kv is not None:
-                actual = {VERSION: kv.version, MOD: kv.mod_revision, CREATE: kv.create_revision}[
-                    compare.target
-                ]
-            expected = compare.number
+            return {
+                EQ: found.value == guard.value,
+                NE: found.value != guard.value,
+                GT: found.value > guard.value,
+                LT: found.value < guard.value,
+            }[guard.result]
+        actual = 0
+        if found is not None:
+            actual = {VERSION: found.version, MOD: found.mod_revision, CREATE: found.create_revision}[guard.target]
         return {
-            EQ: actual == expected,
-            NE: actual != expected,
-            GT: actual > expected,  # type: ignore[operator]
-            LT: actual < expected,  # type: ignore[operator]
-        }[compare.result]
+            EQ: actual == guard.number,
+            NE: actual != guard.number,
+            GT: actual > guard.number,
+            LT: actual < guard.number,
+        }[guard.result]
 
 
 model_keys = st.sampled_from([b"a", b"b", b"c"])
 model_values = st.sampled_from([b"", b"x", b"y"])
 model_tokens = st.integers(0, 3)
-model_puts = st.builds(Put, model_keys, model_values, st.integers(0, 2), st.booleans(), model_tokens)
-model_deletes = st.builds(Delete, model_keys, st.booleans(), model_tokens)
+model_puts = st.builds(put, model_keys, model_values, st.integers(0, 2), st.booleans(), model_tokens)
+model_deletes = st.builds(delete, model_keys, st.booleans(), model_tokens)
 model_compares = st.builds(
-    Compare,
+    compare,
     model_keys,
-    st.sampled_from(CompareTarget),
-    st.sampled_from(CompareResult),
+    st.sampled_from(pb.Compare.Target.values()),
+    st.sampled_from(pb.Compare.Result.values()),
     model_values,
     st.integers(0, 4),
 )
-model_txn_ops = st.one_of(model_puts, model_deletes, st.builds(Get, model_keys))
+model_txn_ops = st.one_of(model_puts, model_deletes, st.builds(get, model_keys))
 model_txns = st.builds(
-    Txn,
-    st.lists(model_compares, max_size=2).map(tuple),
-    st.lists(model_txn_ops, max_size=3).map(tuple),
-    st.lists(model_txn_ops, max_size=3).map(tuple),
+    txn,
+    st.lists(model_compares, max_size=2),
+    st.lists(model_txn_ops, max_size=3),
+    st.lists(model_txn_ops, max_size=3),
 )
-model_ops: st.SearchStrategy[Op | None] = st.one_of(model_puts, model_deletes, model_txns, st.none())
+model_ops: st.SearchStrategy[WriteRequest | None] = st.one_of(model_puts, model_deletes, model_txns, st.none())
 # Each step is one apply call (one batch), then optionally a restart.
 model_steps = st.lists(st.tuples(st.lists(model_ops, max_size=6), st.booleans()), max_size=8)
 
 
-def comparable(result: Result | None) -> Result | None:
-    """Stale-token errors compared by code only: the model does not word messages."""
-    if isinstance(result, ErrorResult):
-        return ErrorResult(result.code, "")
-    return result
-
-
 @settings(max_examples=200, deadline=None)
 @given(model_steps)
-def test_applier_matches_a_dict_model(steps: Sequence[tuple[list[Op | None], bool]]) -> None:
+def test_applier_matches_a_dict_model(steps: Sequence[tuple[list[WriteRequest | None], bool]]) -> None:
     store = Store("memory", Path("unused"))
     node = Node(store)
     model = DictModel()

@@ -5,6 +5,7 @@ Only the shape of the output is checked, never a timing: the machine may be busy
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import shutil
@@ -13,10 +14,20 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from kvctl.main import cli
+from rich.console import Console
+from rich.table import Table
 
 from kvstore.bench.keys import UniformChooser, ZipfianChooser
 from kvstore.bench.loadgen import split
-from kvstore.bench.report import JSON_FILE, LATENCY_PNG, THROUGHPUT_PNG, TIMELINE_PNG
+from kvstore.bench.report import (
+    JSON_FILE,
+    LATENCY_PNG,
+    THROUGHPUT_PNG,
+    TIMELINE_PNG,
+    WorkloadRecord,
+    cpu_table,
+    machine_info,
+)
 
 PNG_MAGIC = b"\x89PNG"
 
@@ -45,6 +56,13 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     assert "ops/s" in result.output and "p99.9 ms" in result.output and "CPU per operation" in result.output
     if "etcd" in targets:
         assert "kvstore/etcd" in result.output
+    # Not a terminal: progress is timestamped lines on stderr, a line per phase and its final state.
+    progress = [line[9:] for line in result.stderr.splitlines()]
+    for target in targets:
+        assert f"{target}: starting a 3-member cluster" in progress
+        assert f"{target}: loading 200 keys (200 keys)" in progress
+        assert f"{target}: put (2.5 s)" in progress
+        assert any(line.startswith(f"{target}: put: 2.5/2.5 s · ") and line.endswith(" ops") for line in progress)
 
 
 def test_zipfian_is_skewed_deterministic_and_in_range() -> None:
@@ -68,3 +86,31 @@ def test_uniform_covers_the_key_space() -> None:
 def test_concurrency_is_split_over_processes() -> None:
     assert split(128, 3) == [43, 43, 42]
     assert sum(split(7, 4)) == 7
+
+
+def workload_record(target: str, workload: str = "put") -> WorkloadRecord:
+    return WorkloadRecord(
+        workload=workload, target=target, ops_per_s=1000.0, p50_ms=1.0, p99_ms=2.0, p999_ms=3.0, max_ms=4.0,
+        mean_ms=1.2, server_cpu_us_per_op=900.0, client_cpu_us_per_op=250.0, ops=30_000, errors=0, cas_failures=0,
+        first_error="", duration_s=30.0, warmup_s=1.0, concurrency=128, processes=3, distribution="uniform",
+        keys=10_000, value_size=100, read_consistency="linearizable", load_avg_1m=0.5, per_second=(1000,) * 30,
+        histogram="", machine=machine_info(),
+    )
+
+
+def rendered(table: Table) -> str:
+    console = Console(file=io.StringIO(), width=300)
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_cpu_table_names_only_the_targets_that_ran() -> None:
+    text = rendered(cpu_table([workload_record("kvstore"), workload_record("kvstore", "get")]))
+    assert "etcd" not in text and "ratio =" not in text
+    assert "kvstore servers" in text and "kvstore clients" in text
+
+
+def test_cpu_table_compares_kvstore_with_etcd_when_both_ran() -> None:
+    text = rendered(cpu_table([workload_record("kvstore"), workload_record("etcd")]))
+    assert "ratio = kvstore/etcd" in text
+    assert "etcd servers" in text and "1.00×" in text

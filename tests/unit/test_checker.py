@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from kvstore.jepsen.checker import CheckResult, Verdict, check
 from kvstore.jepsen.history import Event, EventType, HistoryError, Operation, Value, pair_operations
 from kvstore.jepsen.models import Absent, CasRegisterModel, Free, Model, MutexModel, RegisterModel, SetModel
+from tests.fakes.progress import RecordingProgress
 
 INVOKE, OK, FAIL, INFO = EventType.INVOKE, EventType.OK, EventType.FAIL, EventType.INFO
 
@@ -383,3 +384,17 @@ def test_a_read_of_a_never_written_value_is_not_linearizable(
     result: CheckResult = check(pair_operations(events), REGISTER)
     assert result.verdict is Verdict.NOT_LINEARIZABLE
     assert result.culprit is not None and result.culprit.complete_line == corrupted + 1
+
+
+def test_progress_counts_keys_as_they_finish_and_stops_at_the_violation() -> None:
+    progress = RecordingProgress()
+    operations = history(
+        (0, INVOKE, "write", 1, "a"), (0, OK, "write", 1, "a"),
+        (1, INVOKE, "write", 1, "b"), (1, OK, "write", 1, "b"),
+        (2, INVOKE, "read", None, "b"), (2, OK, "read", 2, "b"),
+        (3, INVOKE, "read", None, "c"), (3, OK, "read", None, "c"),
+    )  # fmt: skip
+    assert check(operations, REGISTER, progress=progress).verdict is Verdict.NOT_LINEARIZABLE
+    assert [(u.completed, u.total, u.text) for u in progress.updates()] == [
+        (0, 3, "0 ops"), (1, 3, "1 ops"), (2, 3, "3 ops"),
+    ]  # fmt: skip

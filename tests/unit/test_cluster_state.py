@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvstore._pb import meta_pb2
+from kvstore.codec import CodecError
 from kvstore.ring import ClusterMap, StepKind, move_steps, rebalance_plan, schedule
 from kvstore.statemachine.cluster_state import (
     ClusterState,
@@ -19,7 +20,6 @@ from kvstore.statemachine.cluster_state import (
     decode_state,
     encode_state,
 )
-from kvstore.statemachine.commands import CodecError
 
 PARTITIONS = 16
 MEMBERS = {1: "10.0.0.1:2379", 2: "10.0.0.2:2379", 3: "10.0.0.3:2379"}

@@ -1,4 +1,5 @@
-"""`DurableLogStorage` behaves as `MemoryLogStorage` does, and survives a restart; record codecs."""
+"""`DurableLogStorage` behaves as `MemoryLogStorage` does, survives a restart, and reports damaged
+records as corruption."""
 
 from __future__ import annotations
 
@@ -17,24 +18,12 @@ from kvstore.raft.types import (
     EMPTY_HARD_STATE,
     ConfState,
     Entry,
-    EntryType,
     HardState,
     Snapshot,
     SnapshotMeta,
 )
 from kvstore.storage import CorruptionError, DurableLogStorage, Engine, LevelDBEngine, MemoryEngine
-from kvstore.storage.codec import (
-    RecordEncoder,
-    decode_conf_state,
-    decode_entry,
-    decode_hard_state,
-    decode_snapshot_meta,
-    encode_conf_state,
-    encode_entry,
-    encode_hard_state,
-    encode_snapshot_meta,
-)
-from kvstore.storage.keys import log_key
+from kvstore.storage.keys import hard_state_key, log_key, snapshot_meta_key
 
 GROUP = 7
 UNLIMITED = 1 << 62
@@ -44,6 +33,17 @@ CONF = ConfState(frozenset({1, 2, 3}), frozenset({4}))
 def snapshot_data(meta: SnapshotMeta) -> bytes:
     """What the state machine would hand over for a snapshot at `meta` (both logs use it)."""
     return b"state@%d" % meta.index
+
+
+def open_log(engine: Engine, group: int = GROUP, max_cached_entries: int = 1024) -> DurableLogStorage:
+    """The durable log of a state machine that stays at the recorded snapshot point, so that its
+    snapshots are the ones `MemoryLogStorage` hands out."""
+
+    def recorded_snapshot() -> Snapshot:
+        return Snapshot(storage.snapshot_meta, snapshot_data(storage.snapshot_meta))
+
+    storage = DurableLogStorage.open(engine, group, recorded_snapshot, max_cached_entries=max_cached_entries)
+    return storage
 
 
 def entry(index: int, term: int, size: int = 8) -> Entry:
@@ -100,9 +100,7 @@ class DurableLog:
         self.storage = self.reload()
 
     def reload(self) -> DurableLogStorage:
-        self.storage = DurableLogStorage.open(
-            self.engine, GROUP, snapshot_data, max_cached_entries=self.max_cached_entries
-        )
+        self.storage = open_log(self.engine, max_cached_entries=self.max_cached_entries)
         return self.storage
 
     def _write(self, stage: Callable[[DurableLogStorage], Callable[..., None]], *args: object) -> None:
@@ -307,7 +305,7 @@ def test_hard_state_is_kept(log: LogUnderTest) -> None:
 def test_restart_restores_exactly_what_was_written(tmp_path: Path) -> None:
     path = tmp_path / "db"
     with LevelDBEngine(path) as engine:
-        storage = DurableLogStorage.open(engine, GROUP, snapshot_data, max_cached_entries=4)
+        storage = open_log(engine, max_cached_entries=4)
         batch = engine.new_batch()
         storage.append(batch, run(1, 10, term=1) + run(11, 30, term=2))
         storage.set_hard_state(batch, HardState(term=2, vote=1, commit=25))
@@ -318,7 +316,7 @@ def test_restart_restores_exactly_what_was_written(tmp_path: Path) -> None:
         before = visible_state(storage)
 
     with LevelDBEngine(path) as engine:
-        reloaded = DurableLogStorage.open(engine, GROUP, snapshot_data, max_cached_entries=4)
+        reloaded = open_log(engine, max_cached_entries=4)
         assert visible_state(reloaded) == before
         assert reloaded.hard_state == HardState(term=2, vote=1, commit=25)
         assert reloaded.entries(13, 15, UNLIMITED) == [entry(13, 2), entry(14, 2)]
@@ -327,7 +325,7 @@ def test_restart_restores_exactly_what_was_written(tmp_path: Path) -> None:
 def test_a_batch_never_written_leaves_nothing_after_restart(tmp_path: Path) -> None:
     path = tmp_path / "db"
     with LevelDBEngine(path) as engine:
-        storage = DurableLogStorage.open(engine, GROUP, snapshot_data)
+        storage = open_log(engine)
         written = engine.new_batch()
         storage.append(written, run(1, 5, term=1))
         engine.write(written, sync=True)
@@ -338,7 +336,7 @@ def test_a_batch_never_written_leaves_nothing_after_restart(tmp_path: Path) -> N
         assert storage.last_index() == 50  # the view moved at staging
 
     with LevelDBEngine(path) as engine:
-        reloaded = DurableLogStorage.open(engine, GROUP, snapshot_data)
+        reloaded = open_log(engine)
         assert all_entries(reloaded) == run(1, 5, 1)
         assert reloaded.initial_state() == (EMPTY_HARD_STATE, ConfState())
         assert reloaded.snapshot().is_empty
@@ -346,7 +344,7 @@ def test_a_batch_never_written_leaves_nothing_after_restart(tmp_path: Path) -> N
 
 def test_one_batch_commits_many_groups_and_they_stay_apart() -> None:
     with MemoryEngine() as engine:
-        groups = {group: DurableLogStorage.open(engine, group, snapshot_data) for group in (1, 2, 300)}
+        groups = {group: open_log(engine, group) for group in (1, 2, 300)}
         batch = engine.new_batch()
         for group, storage in groups.items():
             storage.append(batch, run(1, 5, term=group))
@@ -356,7 +354,7 @@ def test_one_batch_commits_many_groups_and_they_stay_apart() -> None:
         groups[300].apply_snapshot(batch, Snapshot(SnapshotMeta(9, 300)))
         engine.write(batch, sync=True)
 
-        reloaded = {group: DurableLogStorage.open(engine, group, snapshot_data) for group in (1, 2, 300)}
+        reloaded = {group: open_log(engine, group) for group in (1, 2, 300)}
         assert all_entries(reloaded[1]) == run(1, 5, 1)
         assert all_entries(reloaded[2]) == run(5, 5, 2)
         assert (reloaded[300].first_index(), reloaded[300].last_index()) == (10, 9)
@@ -365,7 +363,7 @@ def test_one_batch_commits_many_groups_and_they_stay_apart() -> None:
 
 def test_a_hole_in_the_stored_log_is_reported_as_corruption() -> None:
     with MemoryEngine() as engine:
-        storage = DurableLogStorage.open(engine, GROUP, snapshot_data, max_cached_entries=2)
+        storage = open_log(engine, max_cached_entries=2)
         for entries in (run(1, 5, term=1), run(6, 10, term=1)):
             batch = engine.new_batch()
             storage.append(batch, entries)
@@ -377,7 +375,30 @@ def test_a_hole_in_the_stored_log_is_reported_as_corruption() -> None:
         with pytest.raises(CorruptionError, match="log entry 4 is missing"):
             storage.entries(2, 6, UNLIMITED)
         with pytest.raises(CorruptionError, match="4..4 are missing"):
-            DurableLogStorage.open(engine, GROUP, snapshot_data)
+            open_log(engine)
+
+
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [(log_key(GROUP, 3), "log entry"), (hard_state_key(GROUP), "hard state"), (snapshot_meta_key(GROUP), "snapshot")],
+)
+def test_a_stored_record_that_does_not_decode_is_reported_as_corruption(key: bytes, what: str) -> None:
+    with MemoryEngine() as engine:
+        storage = open_log(engine, max_cached_entries=2)
+        batch = engine.new_batch()
+        storage.append(batch, run(1, 5, term=1))
+        storage.set_hard_state(batch, HardState(1, 1, 5))
+        storage.set_snapshot_meta(batch, SnapshotMeta(2, 1, CONF))
+        engine.write(batch, sync=True)
+        damage = engine.new_batch()
+        damage.put(key, b"\x93garbage")
+        engine.write(damage, sync=True)
+
+        if what == "log entry":
+            with pytest.raises(CorruptionError, match="a stored log entry does not decode"):
+                storage.entries(3, 5, UNLIMITED)  # older than the cached tail: read from the engine
+        with pytest.raises(CorruptionError, match=f"group {GROUP}: a stored record does not decode: .*{what}"):
+            open_log(engine)
 
 
 # -- durable-only rules --------------------------------------------------------------------
@@ -385,7 +406,7 @@ def test_a_hole_in_the_stored_log_is_reported_as_corruption() -> None:
 
 def test_compaction_beyond_the_snapshot_is_refused() -> None:
     with MemoryEngine() as engine:
-        storage = DurableLogStorage.open(engine, GROUP, snapshot_data)
+        storage = open_log(engine)
         batch = engine.new_batch()
         storage.append(batch, run(1, 10, term=1))
         storage.set_snapshot_meta(batch, SnapshotMeta(5, 1))
@@ -396,7 +417,7 @@ def test_compaction_beyond_the_snapshot_is_refused() -> None:
 
 def test_snapshot_meta_must_carry_the_log_term() -> None:
     with MemoryEngine() as engine:
-        storage = DurableLogStorage.open(engine, GROUP, snapshot_data)
+        storage = open_log(engine)
         batch = engine.new_batch()
         storage.append(batch, run(1, 3, term=2))
         with pytest.raises(ValueError, match="has term 1, the log has 2"):
@@ -404,23 +425,17 @@ def test_snapshot_meta_must_carry_the_log_term() -> None:
         assert storage.snapshot().is_empty
 
 
-def test_snapshot_asks_the_provider_for_data_at_the_recorded_point() -> None:
-    asked: list[SnapshotMeta] = []
-
-    def provider(meta: SnapshotMeta) -> bytes:
-        asked.append(meta)
-        return b"data"
-
+def test_a_snapshot_is_the_state_machines_once_a_point_was_recorded() -> None:
+    current = Snapshot(SnapshotMeta(5, 2, CONF), b"state now")  # ahead of the recorded point
     with MemoryEngine() as engine:
-        storage = DurableLogStorage.open(engine, GROUP, provider)
+        storage = DurableLogStorage.open(engine, GROUP, lambda: current)
         assert storage.snapshot().is_empty
         batch = engine.new_batch()
-        storage.append(batch, run(1, 3, term=2))
+        storage.append(batch, run(1, 5, term=2))
         storage.set_snapshot_meta(batch, SnapshotMeta(3, 2, CONF))
         engine.write(batch, sync=True)
 
-        assert storage.snapshot() == Snapshot(SnapshotMeta(3, 2, CONF), b"data")
-        assert asked == [SnapshotMeta(3, 2, CONF)]
+        assert storage.snapshot() == current
 
 
 # -- model check ---------------------------------------------------------------------------
@@ -513,67 +528,3 @@ def test_durable_log_matches_the_memory_log_over_leveldb(data: st.DataObject) ->
             run_model_check(data, engines[0], reopen)
         finally:
             engines[-1].close()
-
-
-# -- codec ---------------------------------------------------------------------------------
-
-u64 = st.integers(0, 2**64 - 1)
-node_ids = st.frozensets(st.integers(1, 2**64 - 1), max_size=7)
-
-
-@given(u64, u64, st.binary(max_size=200), st.sampled_from(EntryType))
-def test_entries_round_trip(index: int, term: int, data: bytes, kind: EntryType) -> None:
-    decoded = decode_entry(encode_entry(Entry(index, term, data, kind)))
-    assert decoded == Entry(index, term, data, kind)
-    assert type(decoded.type) is EntryType
-
-
-@given(u64, u64, u64)
-def test_hard_states_round_trip(term: int, vote: int, commit: int) -> None:
-    assert decode_hard_state(encode_hard_state(HardState(term, vote, commit))) == HardState(
-        term, vote, commit
-    )
-
-
-@given(u64, u64, st.binary(max_size=200), st.sampled_from(EntryType), u64)
-def test_the_record_encoder_writes_the_same_bytes(index: int, term: int, data: bytes, kind: EntryType, vote: int) -> None:
-    encoder = RecordEncoder()
-    for _ in range(2):  # and again, with its packer reused
-        assert encoder.entry(Entry(index, term, data, kind)) == encode_entry(Entry(index, term, data, kind))
-        assert encoder.hard_state(HardState(term, vote, index)) == encode_hard_state(HardState(term, vote, index))
-
-
-@given(u64, u64, node_ids, node_ids)
-def test_snapshot_meta_and_conf_state_round_trip(
-    index: int, term: int, voters: frozenset[int], learners: frozenset[int]
-) -> None:
-    conf_state = ConfState(voters, learners)
-    assert decode_conf_state(encode_conf_state(conf_state)) == conf_state
-    meta = SnapshotMeta(index, term, conf_state)
-    assert decode_snapshot_meta(encode_snapshot_meta(meta)) == meta
-
-
-def test_encodings_are_compact_and_deterministic() -> None:
-    assert len(encode_entry(Entry(1000, 5, b"x" * 100))) <= 100 + 10
-    assert len(encode_hard_state(HardState(5, 2, 1000))) <= 8
-    assert encode_conf_state(ConfState(frozenset({3, 1, 2}))) == encode_conf_state(
-        ConfState(frozenset({2, 3, 1}))
-    )
-
-
-@pytest.mark.parametrize(
-    "decode",
-    [decode_entry, decode_hard_state, decode_snapshot_meta, decode_conf_state],
-)
-@pytest.mark.parametrize(
-    "raw", [b"", b"\xc1", b"\x01", b"\x93\x01\x02", b"\x92\xa1x\xa1y", b"\x94\xc0\xc0\xc0\xc0"]
-)
-def test_garbage_is_reported_as_corruption(decode: Callable[[bytes], object], raw: bytes) -> None:
-    with pytest.raises(CorruptionError):
-        decode(raw)
-
-
-@pytest.mark.parametrize("kind", [b"\x09", b"\xff", b"\x80", b"\xc3"])  # 9, -1, {}, True
-def test_unknown_entry_type_is_corruption(kind: bytes) -> None:
-    with pytest.raises(CorruptionError, match="unknown type"):
-        decode_entry(b"\x94\x01\x01\xc4\x00" + kind)

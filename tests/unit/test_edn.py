@@ -44,6 +44,17 @@ def test_reads_keys_strings_keywords_sets_and_comments() -> None:
     assert event == Event(4, EventType.OK, "read", 'k"1', frozenset({1, 2, ":a", (None, True)}), 7)
 
 
+def test_revision_and_staleness_fields_are_read_like_the_json_ones() -> None:
+    invoke, completion = parse_edn(
+        [
+            "{:process 0, :type :invoke, :f :read, :key :k, :max_staleness_ms 500}",
+            "{:process 0, :type :ok, :f :read, :key :k, :value 1, :revision 12, :staleness_ms 30}",
+        ]
+    )
+    assert invoke.max_staleness_ms == 500
+    assert (completion.revision, completion.staleness_ms) == (12, 30)
+
+
 def test_keyword_values_do_not_equal_strings() -> None:
     (invoke,) = parse_edn(["{:process 0, :type :invoke, :f :write, :value :a, :key :k}"])
     assert (invoke.value, invoke.key) == (":a", ":k")

@@ -51,6 +51,9 @@ def test_blank_lines_are_skipped_but_count_for_line_numbers() -> None:
         ('{"process": 0, "type": "invoke", "f": ""}', "'f' must be a non-empty string"),
         ('{"process": 0, "type": "invoke", "f": "read", "time": 1.5}', "'time' must be an integer"),
         ('{"process": 0, "type": "invoke", "f": "write", "value": {"a": 1}}', "unsupported value"),
+        ('{"process": 0, "type": "ok", "f": "read", "revision": -1}', "'revision' must be a non-negative integer"),
+        ('{"process": 0, "type": "ok", "f": "read", "staleness_ms": 2.5}', "'staleness_ms' must be a non-neg"),
+        ('{"process": 0, "type": "invoke", "f": "read", "max_staleness_ms": true}', "'max_staleness_ms' must"),
     ],
 )
 def test_malformed_events_are_reported_with_their_line(text: str, message: str) -> None:
@@ -151,12 +154,31 @@ def test_completion_may_omit_the_key_of_its_invoke() -> None:
     assert op.key == "a"
 
 
+def test_revisions_and_staleness_bounds_are_optional_and_land_on_the_operation() -> None:
+    write, read, timed_out = pair_operations(
+        parse_jsonl(
+            lines(
+                '{"process": 0, "type": "invoke", "f": "write", "key": "k", "value": 1}',
+                '{"process": 0, "type": "ok", "f": "write", "key": "k", "value": 1, "revision": 7}',
+                '{"process": 1, "type": "invoke", "f": "read", "key": "k", "max_staleness_ms": 500}',
+                '{"process": 1, "type": "ok", "f": "read", "key": "k", "value": 1, "revision": 7, "staleness_ms": 40}',
+                '{"process": 2, "type": "invoke", "f": "write", "key": "k", "value": 2}',
+                '{"process": 2, "type": "info", "f": "write", "key": "k", "value": 2, "revision": 9}',
+            )
+        )
+    )
+    assert (write.revision, write.staleness_ms, write.max_staleness_ms) == (7, None, None)
+    assert (read.revision, read.staleness_ms, read.max_staleness_ms) == (7, 40, 500)
+    # Only an ok completion says what happened; an outcome-unknown one has no revision to trust.
+    assert timed_out.revision is None
+
+
 def test_written_history_reads_back_equal() -> None:
     events = [
         Event(0, EventType.INVOKE, "cas", "k", (1, 2), 10),
-        Event(0, EventType.OK, "cas", "k", (1, 2), 20),
-        Event(1, EventType.INVOKE, "read"),
-        Event(1, EventType.OK, "read", None, ((1, "a"), None)),
+        Event(0, EventType.OK, "cas", "k", (1, 2), 20, revision=3),
+        Event(1, EventType.INVOKE, "read", max_staleness_ms=250),
+        Event(1, EventType.OK, "read", None, ((1, "a"), None), revision=0, staleness_ms=0),
     ]
     stream = io.StringIO()
     write_jsonl(events, stream)

@@ -1,85 +1,29 @@
-"""The KV service's two-step batches: every operation is submitted at once, the request waits
-once, and each operation gets its own answer — a result, its error, or a timeout."""
+"""The RPC services over the in-memory backend (the real applier, no Raft): a `Batch`'s two
+steps (every operation handed over at once, one wait, each its own answer — a result, its error
+or a timeout), transactions in a batch, writes proposed as the client's bytes, and the Cluster
+service's view."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import itertools
 from typing import Any
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.node.errors import not_leader
-from kvstore.rpc.kv import KVService
-from kvstore.statemachine import KeyValue, PutResult
-
-PARTITIONS = 4
+from kvstore.node.replica import not_leader
+from kvstore.rpc import ClusterService, KVService, MemoryBackend
 
 
-@dataclass
-class FakeStateMachine:
-    applied_index: int = 7
-    data: dict[bytes, bytes] = field(default_factory=dict)
-
-    def get(self, key: bytes) -> KeyValue | None:
-        value = self.data.get(key)
-        return None if value is None else KeyValue(key, value, 1, 1, 1, 0)
+def key_in(backend: MemoryBackend, partition: int, stem: str = "k") -> bytes:
+    for counter in itertools.count():
+        key = f"{stem}-{counter}".encode()
+        if backend.cluster_map.partition_for_key(key) == partition:
+            return key
+    raise AssertionError("unreachable")
 
 
-@dataclass
-class FakeReplica:
-    sm: FakeStateMachine = field(default_factory=FakeStateMachine)
-
-
-@dataclass
-class FakeConfig:
-    request_timeout_s: float = 5.0
-    max_key_bytes: int = 64
-    max_value_bytes: int = 64
-
-
-@dataclass
-class FakeClusterMap:
-    epoch: int = 3
-    partitions: int = PARTITIONS
-
-    def partition_for_key(self, key: bytes) -> int:
-        return key[0] % PARTITIONS
-
-
-class FakeNode:
-    """Answers proposals only when told to; partition 3 says another node leads it."""
-
-    def __init__(self) -> None:
-        self.id = 1
-        self.config = FakeConfig()
-        self.cluster_map = FakeClusterMap()
-        self.replica_ = FakeReplica()
-        self.proposals: list[asyncio.Future[object]] = []
-
-    def address_of(self, node_id: int) -> str:
-        return f"10.0.0.{node_id}:2379"
-
-    def replica(self, partition: int) -> FakeReplica:
-        return self.replica_
-
-    def submit_proposal(self, partition: int, data: bytes) -> asyncio.Future[object]:
-        if partition == 3:
-            raise not_leader(partition, 2)
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self.proposals.append(future)
-        return future
-
-    def submit_read(self, partition: int, lease: bool) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    def submit_session_read(self, partition: int, min_revision: int) -> asyncio.Future[None] | None:
-        return None
-
-
-def put_op(key: bytes, timeout_ms: int = 0, value: bytes = b"v") -> pb.RequestOp:
-    header = pb.RequestHeader(client_id="c", request_seq=1, timeout_ms=timeout_ms)
+def put_op(key: bytes, timeout_ms: int = 0, value: bytes = b"v", seq: int = 1) -> pb.RequestOp:
+    header = pb.RequestHeader(client_id="c", request_seq=seq, timeout_ms=timeout_ms)
     return pb.RequestOp(put=pb.PutRequest(header=header, key=key, value=value))
 
 
@@ -87,52 +31,141 @@ def get_op(key: bytes, consistency: Any = pb.LINEARIZABLE) -> pb.RequestOp:
     return pb.RequestOp(get=pb.GetRequest(key=key, consistency=consistency))
 
 
-async def test_each_operation_of_a_batch_gets_its_own_answer() -> None:
-    node = FakeNode()
-    node.replica_.sm.data[b"a"] = b"hello"
-    service = KVService(node)  # type: ignore[arg-type]
-    request = pb.BatchRequest(ops=[
-        put_op(b"a"),                      # partition 1: applied below
-        put_op(b"c"),                      # partition 3: led by node 2
-        put_op(b""),                       # empty key
-        put_op(b"a", value=b"x" * 100),    # value over the limit
-        get_op(b"a"),
-        get_op(b"zz", pb.STALE),
-    ])
-    batch = asyncio.ensure_future(service.Batch(request, None))
-    while not node.proposals:
-        await asyncio.sleep(0)
-    node.proposals[0].set_result(PutResult(revision=9, prev=None))
-    results = (await batch).results
+def txn_op(seq: int, compares: list[pb.Compare], success: list[pb.RequestOp]) -> pb.RequestOp:
+    header = pb.RequestHeader(client_id="c", request_seq=seq)
+    return pb.RequestOp(txn=pb.TxnRequest(header=header, compare=compares, success=success))
 
-    assert results[0].put.header.revision == 9 and results[0].put.error.code == pb.OK
+
+async def test_each_operation_of_a_batch_gets_its_own_answer() -> None:
+    backend = MemoryBackend()
+    backend.leaders[3] = 2
+    service = KVService(backend)
+    present = key_in(backend, 1, "present")
+    await service.Put(put_op(present, value=b"hello", seq=1).put, None)
+    request = pb.BatchRequest(ops=[
+        put_op(key_in(backend, 1), seq=2),            # partition 1: applied at revision 2
+        put_op(key_in(backend, 3), seq=3),            # partition 3: led by node 2
+        put_op(b"", seq=4),                           # empty key
+        put_op(key_in(backend, 1), value=b"x" * 100, seq=5),  # value over the limit
+        get_op(present),
+        get_op(b"absent", pb.STALE),
+        pb.RequestOp(),                               # empty operation
+    ])
+    results = (await service.Batch(request, None)).results
+
+    assert results[0].put.error.code == pb.OK
+    assert results[0].put.header.revision == 2 and results[0].put.header.partition == 1
+    assert (results[0].put.header.node_id, results[0].put.header.epoch) == (1, 3)
     assert results[1].put.error.code == pb.NOT_LEADER
     assert results[1].put.error.leader_hint == 2 and results[1].put.error.leader_address == "10.0.0.2:2379"
     assert results[2].put.error.code == pb.INVALID_ARGUMENT
-    assert results[3].put.error.code == pb.INVALID_ARGUMENT
+    assert results[3].put.error.code == pb.INVALID_ARGUMENT and "limit is 64" in results[3].put.error.message
     assert results[4].get.found and results[4].get.kv.value == b"hello"
-    assert results[4].get.header.revision == 7
+    assert results[4].get.header.revision == 2
     assert not results[5].get.found and results[5].get.error.code == pb.OK
-    assert len(node.proposals) == 1
+    assert results[5].get.header.served == pb.STALE
+    assert results[6].get.error.code == pb.INVALID_ARGUMENT
+    assert [status.applied for status in backend.status()] == [0, 2, 0, 0]  # nothing else was proposed
+
+
+async def test_a_write_is_proposed_as_the_bytes_the_client_sent() -> None:
+    backend = MemoryBackend(hold_proposals=True)
+    service = KVService(backend)
+    op = put_op(key_in(backend, 0))
+    batch = asyncio.ensure_future(service.Batch(pb.BatchRequest(ops=[op]), None))
+    while not backend.held:
+        await asyncio.sleep(0)
+    assert backend.held[0][1] == op.SerializeToString()
+    backend.apply_held()
+    assert (await batch).results[0].put.header.revision == 1
 
 
 async def test_a_write_not_applied_in_time_times_out_alone() -> None:
-    node = FakeNode()
-    service = KVService(node)  # type: ignore[arg-type]
-    request = pb.BatchRequest(ops=[put_op(b"a", timeout_ms=50), get_op(b"b")])
+    backend = MemoryBackend(hold_proposals=True)
+    service = KVService(backend)
+    key = key_in(backend, 1)
+    request = pb.BatchRequest(ops=[put_op(key, timeout_ms=50), get_op(key_in(backend, 2))])
     results = (await service.Batch(request, None)).results
     assert results[0].put.error.code == pb.TIMEOUT
     assert "write to partition 1" in results[0].put.error.message
     assert results[1].get.error.code == pb.OK
-    assert node.proposals[0].cancelled()  # the node will skip it
+    assert backend.held[0][2].cancelled()  # the node will skip it
+    backend.apply_held()
+    assert backend.status()[1].applied == 0
 
 
 async def test_a_failed_proposal_reports_its_error() -> None:
-    node = FakeNode()
-    service = KVService(node)  # type: ignore[arg-type]
-    single = asyncio.ensure_future(service.Put(put_op(b"a").put, None))
-    while not node.proposals:
+    backend = MemoryBackend(hold_proposals=True)
+    service = KVService(backend)
+    single = asyncio.ensure_future(service.Put(put_op(key_in(backend, 1)).put, None))
+    while not backend.held:
         await asyncio.sleep(0)
-    node.proposals[0].set_exception(not_leader(1, 3))
+    backend.fail_held(not_leader(1, 3))
     response = await single
     assert response.error.code == pb.NOT_LEADER and response.error.leader_hint == 3
+
+
+async def test_a_batch_carries_transactions_each_answered_on_its_own() -> None:
+    backend = MemoryBackend()
+    service = KVService(backend)
+    a, b = key_in(backend, 0, "a"), key_in(backend, 0, "b")
+    elsewhere = key_in(backend, 2)
+    absent = pb.Compare(key=a, target=pb.Compare.VERSION, result=pb.Compare.EQUAL, number=0)
+    nested = pb.RequestOp(txn=pb.TxnRequest(success=[put_op(a)]))
+    request = pb.BatchRequest(ops=[
+        txn_op(1, [absent], [put_op(a, value=b"1"), put_op(b, value=b"2"), get_op(a)]),
+        put_op(elsewhere, seq=2),
+        txn_op(3, [absent], [put_op(a, value=b"again")]),  # the compare no longer holds
+        txn_op(4, [], [nested]),
+        txn_op(5, [absent], [put_op(elsewhere)]),
+    ])
+    results = (await service.Batch(request, None)).results
+
+    first = results[0].txn
+    assert first.error.code == pb.OK and first.succeeded and first.header.revision == 1
+    assert [op.WhichOneof("op") for op in first.responses] == ["put", "put", "get"]
+    assert first.responses[2].get.found and first.responses[2].get.kv.value == b"1"
+    assert results[1].put.header.revision == 1 and results[1].put.header.partition == 2
+    assert not results[2].txn.succeeded and results[2].txn.header.revision == 2
+    assert results[3].txn.error.code == pb.INVALID_ARGUMENT
+    assert "cannot contain a transaction" in results[3].txn.error.message
+    assert results[4].txn.error.code == pb.CROSS_PARTITION
+    # The Txn RPC is the same path.
+    retried = await service.Txn(request.ops[0].txn, None)
+    assert retried == first  # seq 1 again: the remembered answer
+
+
+async def test_an_applier_refusal_arrives_in_the_response_with_the_epoch() -> None:
+    backend = MemoryBackend()
+    service = KVService(backend)
+    key = key_in(backend, 1)
+    await service.Put(pb.PutRequest(key=key, value=b"v", fencing_token=5), None)
+    stale = await service.Put(pb.PutRequest(key=key, value=b"w", fencing_token=4), None)
+    assert stale.error.code == pb.STALE_FENCING_TOKEN and stale.error.epoch == 3
+    assert stale.header.partition == 1 and stale.header.revision == 0
+
+
+async def test_scan_answers_one_partition_keys_only_if_asked() -> None:
+    backend = MemoryBackend()
+    service = KVService(backend)
+    keys = sorted(key_in(backend, 2, f"s{n}") for n in range(3))
+    for seq, key in enumerate(keys, start=1):
+        await service.Put(put_op(key, value=b"value", seq=seq).put, None)
+    response = await service.Scan(pb.ScanRequest(partition=2, keys_only=True, limit=2), None)
+    assert [kv.key for kv in response.kvs] == keys[:2] and response.more
+    assert all(kv.value == b"" for kv in response.kvs)
+    assert response.header.revision == 3 and response.header.partition == 2
+    missing = await service.Scan(pb.ScanRequest(partition=9), None)
+    assert missing.error.code == pb.INVALID_ARGUMENT
+
+
+async def test_the_cluster_service_reports_what_the_node_hosts_and_leads() -> None:
+    backend = MemoryBackend()
+    backend.leaders[3] = 2
+    service = ClusterService(backend)
+    status = await service.Status(pb.StatusRequest(), None)
+    assert (status.node_id, status.address, status.epoch) == (1, "10.0.0.1:2379", 3)
+    assert (status.partitions_hosted, status.partitions_led) == (4, 3)
+    layout = await service.Partitions(pb.PartitionsRequest(), None)
+    assert layout.partition_count == 4 and [p.leader for p in layout.partitions] == [1, 1, 1, 2]
+    assert [member.id for member in layout.members] == [1, 2, 3]

@@ -187,3 +187,99 @@ def test_mutex_double_acquire_via_the_command_line(tmp_path: Path) -> None:
     result = run("--model", "mutex", path)
     assert result.exit_code == 1
     assert "  held by process 0  (after 'acquire' of process 0, lines 1-2)" in result.stdout.splitlines()
+
+
+# --- session and staleness guarantees ----------------------------------------------------------------
+
+MS = 1_000_000
+
+SESSION_HISTORY = (
+    event(0, "invoke", "write", 1, key="k1", time=0),
+    event(0, "ok", "write", 1, key="k1", revision=5, time=10 * MS),
+    event(1, "invoke", "write", 2, key="k1", time=20 * MS),
+    event(1, "ok", "write", 2, key="k1", revision=6, time=30 * MS),
+    event(1, "invoke", "read", key="k1", time=40 * MS),
+    event(1, "ok", "read", 2, key="k1", revision=6, time=50 * MS, staleness_ms=0),
+)
+# Process 0 then reads the version before its own write, from a replica 200 ms behind.
+READ_BEFORE_OWN_WRITE = (
+    event(0, "invoke", "read", key="k1", time=300 * MS),
+    event(0, "ok", "read", None, key="k1", revision=0, time=310 * MS, staleness_ms=200),
+)
+
+
+def test_session_guarantees_hold(tmp_path: Path) -> None:
+    result = run("--model", "session", write_history(tmp_path / "h.jsonl", *SESSION_HISTORY))
+    assert result.exit_code == 0
+    assert result.stdout.startswith("checked 1 of 1 keys (3 operations)")
+    assert "with the session checker" in result.stdout
+    assert last_line(result) == "session guarantees hold"
+
+
+def test_session_violation_shows_the_operations_and_their_revisions(tmp_path: Path) -> None:
+    path = write_history(tmp_path / "h.jsonl", *SESSION_HISTORY, *READ_BEFORE_OWN_WRITE)
+    result = run("--model", "session", path)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[1] == "1 anomaly: read-your-writes 1"
+    assert lines[2].startswith("read-your-writes: process 0 read revision 0 after its own write 1")
+    assert lines[4].split() == ["process", "operation", "outcome", "invoke", "complete", "revision"]
+    assert lines[5].split() == ["0", "write", "1", "ok", "1", "2", "5"]
+    assert lines[6].split()[:7] == ["0", "read", "→", "null", "ok", "7", "8"]
+    assert lines[6].endswith("<- breaks the guarantee")
+    assert lines[-1] == "session guarantees VIOLATED (key k1: read-your-writes)"
+
+
+def test_staleness_reports_the_worst_excess_and_draws_it(tmp_path: Path) -> None:
+    html_path = tmp_path / "stale.html"
+    path = write_history(tmp_path / "h.jsonl", *SESSION_HISTORY, *READ_BEFORE_OWN_WRITE)
+    result = run("--model", "staleness", path, "--html", html_path)
+    assert result.exit_code == 1
+    # Absent until the write completed at 10 ms; the read (300 ms, bound 200 ms) may look back to 100 ms.
+    assert last_line(result) == "staleness bound EXCEEDED by 90.0 ms (key k1: stale-read)"
+    html = html_path.read_text(encoding="utf-8")
+    assert html.count('class="culprit"') == 1 and "breaks the guarantee" in html and "stale-read" in html
+
+
+def test_staleness_within_the_bound(tmp_path: Path) -> None:
+    result = run("--model", "staleness", write_history(tmp_path / "h.jsonl", *SESSION_HISTORY))
+    assert result.exit_code == 0
+    assert last_line(result) == "every bounded read within its bound"
+
+
+@pytest.mark.parametrize(
+    ("model", "verdict"),
+    [
+        ("session", "unknown: cannot check: the write of process 0 (lines 1-2) has no revision"),
+        ("staleness", "unknown: cannot check: no read carries a staleness bound"),
+    ],
+)
+def test_history_without_revisions_or_bounds_is_unknown(tmp_path: Path, model: str, verdict: str) -> None:
+    result = run("--model", model, write_history(tmp_path / "h.jsonl", *STALE_READ))
+    assert result.exit_code == 2
+    assert last_line(result).startswith(verdict)
+
+
+def test_initial_value_does_not_apply_to_revision_checkers(tmp_path: Path) -> None:
+    result = run("--model", "session", write_history(tmp_path / "h.jsonl", *SESSION_HISTORY), "--initial", "0")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "Error: --initial does not apply to --model session (it checks revisions)"
+
+
+def test_quick_checks_print_no_progress(tmp_path: Path) -> None:
+    result = run("--model", "session", write_history(tmp_path / "h.jsonl", *SESSION_HISTORY))
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_long_checks_show_loading_and_checking_progress_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kvctl.check.SHOW_PROGRESS_AFTER_S", 0.0)  # every check counts as long
+    result = run("--model", "session", write_history(tmp_path / "h.jsonl", *SESSION_HISTORY))
+    assert result.exit_code == 0
+    assert last_line(result) == "session guarantees hold"  # the verdict is still stdout's last line
+    progress = [line[9:] for line in result.stderr.splitlines()]  # without the HH:MM:SS stamps
+    assert progress[0] == "loading h.jsonl (0.0 MB)"
+    assert progress[1].startswith("loading h.jsonl: 0.0/0.0 MB") and progress[1].endswith("· 6 events")
+    assert progress[2] == "checking (session)"
+    assert progress[3].startswith("checking (session): 1/1 keys") and progress[3].endswith("· 3 ops")

@@ -8,6 +8,7 @@ from kvstore.raft import (
     NONE,
     ConfChange,
     ConfChangeType,
+    ConfState,
     Message,
     MessageType,
     NotLeaderError,
@@ -645,6 +646,39 @@ def test_a_second_conf_change_is_refused_while_one_is_pending() -> None:
     env.nodes[1].raw.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, 5))
     env.stabilize()
     assert env.nodes[1].raw.status().conf_state.learners == {4, 5}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (ConfChange(ConfChangeType.ADD_VOTER, 4), ConfState(frozenset({1, 2, 4}), frozenset({3}))),
+        (ConfChange(ConfChangeType.ADD_VOTER, 3), ConfState(frozenset({1, 2, 3}))),  # a learner promoted
+        (ConfChange(ConfChangeType.ADD_LEARNER, 2), ConfState(frozenset({1}), frozenset({2, 3}))),
+        (ConfChange(ConfChangeType.REMOVE, 3), ConfState(frozenset({1, 2}))),
+        (ConfChange(ConfChangeType.REMOVE, 1), ConfState(frozenset({2}), frozenset({3}))),
+    ],
+)
+def test_a_conf_change_moves_one_node_between_voters_and_learners(change: ConfChange, expected: ConfState) -> None:
+    assert ConfState(frozenset({1, 2}), frozenset({3})).apply(change) == expected
+
+
+def test_the_cheap_accessors_agree_with_status() -> None:
+    env = make_env(3)
+    elect(env, 1)
+    env.nodes[1].raw.propose([b"a"])
+    env.stabilize()
+    for node_id in (1, 2):
+        raw = env.nodes[node_id].raw
+        status = raw.status()
+        assert (raw.leader, raw.role, raw.term, raw.committed, raw.conf_state()) == (
+            status.leader, status.role, status.term, status.commit, status.conf_state,
+        )
+        assert not raw.transferring_leadership
+    env.isolated.add(3)
+    env.nodes[1].raw.propose([b"b"])  # 3 falls behind, so a transfer to it has to wait
+    env.stabilize()
+    env.nodes[1].raw.transfer_leader(3)
+    assert env.nodes[1].raw.transferring_leadership
 
 
 def test_a_new_leader_cannot_change_membership_before_its_noop_is_applied() -> None:

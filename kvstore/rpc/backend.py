@@ -1,0 +1,246 @@
+"""What the RPC layer needs from a node: the `Backend` protocol, and `MemoryBackend`, an
+in-memory implementation (the real applier without Raft) that the services' tests run against.
+
+The servicers know a node only through `Backend`; `kvstore.node.server.Node` implements it.
+Which read path a consistency level takes, leadership and waiting for a revision are the
+node's business: the servicers validate, call `propose` or `read`, and fill in the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import peer_pb2
+from kvstore.errors import KvError, NotLeaderError, WrongNodeError
+from kvstore.raft import Entry, Message
+from kvstore.ring import ClusterMap
+from kvstore.statemachine import PartitionStateMachine, WriteResponse
+from kvstore.storage import MemoryEngine
+
+
+class Reader(Protocol):
+    """A replica's state machine, handed out once a read may be served from it."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+    def get(self, key: bytes) -> pb.KeyValue | None: ...
+
+    def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[list[pb.KeyValue], bool]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a node accepts from clients."""
+
+    max_key_bytes: int
+    max_value_bytes: int
+    request_timeout_s: float  # when the request does not say (RequestHeader.timeout_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    """One hosted partition as this node sees it."""
+
+    partition: int
+    replicas: tuple[int, ...]
+    leader: int  # 0: unknown
+    term: int
+    commit: int
+    applied: int
+
+
+class PeerCaller(Protocol):
+    """What the peer check reads of a Peer RPC's gRPC context (`grpc.aio.ServicerContext`)."""
+
+    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
+
+    def peer(self) -> str: ...
+
+
+class Backend(Protocol):
+    """The node, as the KV, Cluster and Peer services use it.
+
+    `propose` and `read` raise a `KvError` at once when the node cannot take the request
+    (NOT_LEADER, WRONG_NODE); otherwise their future resolves to the answer or fails with one.
+    A caller that gives up cancels the future, and the node skips it if it can.
+    """
+
+    @property
+    def node_id(self) -> int: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def cluster_map(self) -> ClusterMap: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    def address_of(self, node_id: int) -> str:
+        """The address of a member ("" when unknown)."""
+        ...
+
+    def propose(self, partition: int, command: bytes) -> asyncio.Future[WriteResponse]:
+        """Replicate `command` (a serialized `LogCommand`) through the partition's Raft group;
+        the future resolves to the applier's response once this node applied it."""
+        ...
+
+    def read(self, partition: int, consistency: int, min_revision: int) -> asyncio.Future[Reader]:
+        """The future resolves to the partition's replica once a read at `consistency` (a
+        `ReadConsistency`) may be served from it; `min_revision` is a SESSION read's floor."""
+        ...
+
+    def status(self) -> list[PartitionStatus]: ...
+
+    def db_size_bytes(self) -> int: ...
+
+    def deliver(self, items: list[tuple[int, Message]]) -> None:
+        """Raft messages (group, message) received from a peer."""
+        ...
+
+    def peer_refusal(self, caller: PeerCaller) -> str | None:
+        """Why `caller` may not use the Peer service (with TLS: it presented no peer certificate
+        from the peer CA), or None to admit it."""
+        ...
+
+    def answer_hello(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerHello:
+        """This node's hello in reply to a peer's, with the reason it refuses the peer if it does
+        (another cluster, not a member, a known id with another data dir)."""
+        ...
+
+
+_FOLLOWER_READS = (pb.STALE, pb.SESSION)
+
+
+@dataclass(eq=False)
+class MemoryBackend:
+    """A `Backend` in memory: one node hosting every partition, which applies each proposal at
+    once with the real applier over a `MemoryEngine` (no Raft, no log).
+
+    Test knobs: `leaders[partition]` names another node as the partition's leader (proposals and
+    leader reads there are refused with NOT_LEADER and that hint); with `hold_proposals`,
+    proposals wait until `apply_held()` or `fail_held()`; `refuse_peers` is the reason every
+    Peer caller is refused (None: every caller is admitted, as by a plaintext node).
+    """
+
+    node_id: int = 1
+    members: Mapping[int, str] = field(
+        default_factory=lambda: {1: "10.0.0.1:2379", 2: "10.0.0.2:2379", 3: "10.0.0.3:2379"}
+    )
+    partitions: int = 4
+    limits: Limits = Limits(max_key_bytes=64, max_value_bytes=64, request_timeout_s=5.0)
+    cluster_id: str = "kvstore"
+    hold_proposals: bool = False
+    refuse_peers: str | None = None
+    leaders: dict[int, int] = field(default_factory=dict)
+    delivered: list[tuple[int, Message]] = field(default_factory=list)
+    held: list[tuple[int, bytes, asyncio.Future[WriteResponse]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.cluster_map = ClusterMap(
+            epoch=3,
+            members={str(node_id): address for node_id, address in self.members.items()},
+            partitions=self.partitions,
+            replication_factor=len(self.members),
+        )
+        self._engine = MemoryEngine()
+        self._machines = {p: PartitionStateMachine(self._engine, p) for p in range(self.partitions)}
+        self._session_reads: list[tuple[int, int, asyncio.Future[Reader]]] = []
+
+    @property
+    def address(self) -> str:
+        return self.members[self.node_id]
+
+    def address_of(self, node_id: int) -> str:
+        return self.members.get(node_id, "")
+
+    def _machine(self, partition: int) -> PartitionStateMachine:
+        machine = self._machines.get(partition)
+        if machine is None:
+            raise WrongNodeError(f"node {self.node_id} holds no replica of partition {partition}")
+        return machine
+
+    def _require_leader(self, partition: int) -> None:
+        leader = self.leaders.get(partition, self.node_id)
+        if leader != self.node_id:
+            raise NotLeaderError(f"node {self.node_id} does not lead partition {partition}", leader_hint=leader)
+
+    def propose(self, partition: int, command: bytes) -> asyncio.Future[WriteResponse]:
+        self._machine(partition)
+        self._require_leader(partition)
+        future: asyncio.Future[WriteResponse] = asyncio.get_running_loop().create_future()
+        self.held.append((partition, command, future))
+        if not self.hold_proposals:
+            self.apply_held()
+        return future
+
+    def apply_held(self) -> None:
+        """Apply every held proposal whose caller still waits, in order, and answer it."""
+        held, self.held = self.held, []
+        for partition, command, future in held:
+            if future.done():
+                continue
+            machine = self._machines[partition]
+            batch = self._engine.new_batch()
+            ((_, response),) = machine.apply(batch, [Entry(machine.applied_index + 1, 1, command)])
+            self._engine.write(batch, sync=False)
+            if response is not None:
+                future.set_result(response)
+        waiting = []
+        for partition, revision, read in self._session_reads:
+            if self._machines[partition].applied_index >= revision:
+                if not read.done():
+                    read.set_result(self._machines[partition])
+            else:
+                waiting.append((partition, revision, read))
+        self._session_reads = waiting
+
+    def fail_held(self, error: KvError) -> None:
+        """Fail every held proposal with `error`, as a node that lost its leadership does."""
+        held, self.held = self.held, []
+        for _, _, future in held:
+            if not future.done():
+                future.set_exception(error)
+
+    def read(self, partition: int, consistency: int, min_revision: int) -> asyncio.Future[Reader]:
+        machine = self._machine(partition)
+        if consistency not in _FOLLOWER_READS:
+            self._require_leader(partition)
+        future: asyncio.Future[Reader] = asyncio.get_running_loop().create_future()
+        if consistency == pb.SESSION and machine.applied_index < min_revision:
+            self._session_reads.append((partition, min_revision, future))
+        else:
+            future.set_result(machine)
+        return future
+
+    def status(self) -> list[PartitionStatus]:
+        return [
+            PartitionStatus(
+                partition,
+                tuple(int(node) for node in self.cluster_map.replicas(partition)),
+                self.leaders.get(partition, self.node_id),
+                1,
+                machine.applied_index,
+                machine.applied_index,
+            )
+            for partition, machine in sorted(self._machines.items())
+        ]
+
+    def db_size_bytes(self) -> int:
+        return self._engine.approximate_size()
+
+    def deliver(self, items: list[tuple[int, Message]]) -> None:
+        self.delivered.extend(items)
+
+    def peer_refusal(self, caller: PeerCaller) -> str | None:
+        return self.refuse_peers
+
+    def answer_hello(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerHello:
+        refusal = peer_pb2.ACCEPTED if hello.cluster_id == self.cluster_id else peer_pb2.OTHER_CLUSTER
+        return peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id, refusal=refusal)
