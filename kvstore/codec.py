@@ -25,6 +25,8 @@ partition snapshot data    ``[format, applied_index, data, fences, dedup]``, eac
 dedup client state         struct ``>QQQ``: highest applied seq, floor, revision of the last
                            request applied
 dedup result               struct ``>Q`` revision, then the serialized `LogResponse`
+Tombstone                  ``[term, vote, last_index, last_term]``: what a deleted replica
+                           keeps (`kvstore.raft.Tombstone`)
 =========================  ===================================================================
 
 Pure: msgpack, struct and the record types only. Decoding checks every field's type and shape
@@ -51,6 +53,7 @@ from kvstore.raft.types import (
     MessageType,
     Snapshot,
     SnapshotMeta,
+    Tombstone,
 )
 
 PARTITION_SNAPSHOT_FORMAT = 3
@@ -118,6 +121,17 @@ class Encoder:
 
     def partition_snapshot(self, applied_index: int, sections: Sequence[KeyValuePairs]) -> bytes:
         return self._pack((PARTITION_SNAPSHOT_FORMAT, applied_index, *sections))
+
+
+def encode_tombstone(tombstone: Tombstone) -> bytes:
+    return msgpack.packb((tombstone.term, tombstone.vote, tombstone.last_index, tombstone.last_term))
+
+
+def decode_tombstone(raw: bytes) -> Tombstone:
+    fields = _fields("tombstone", _unpack("tombstone", raw), 4)
+    if not all(_is_uint(field) for field in fields):
+        raise _bad("tombstone", fields)
+    return Tombstone(*fields)
 
 
 def encode_client_state(highest: int, floor: int, revision: int) -> bytes:

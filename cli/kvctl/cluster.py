@@ -10,6 +10,7 @@ in `DATA_DIR/tls` (made by `kvstore.certs` when missing).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NoReturn
@@ -30,9 +31,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kvctl.connection import KvctlError
 from kvctl.exitcodes import ExitCode
+from kvctl.member import DEFAULT_WAIT_S, follow
 from kvstore.certs import CertificateError, ClusterCertificates, files_in, init_certificates
-from kvstore.node.local import leaders, node_command, node_status, tls_arguments
+from kvstore.client import Client, KvError, MemberState
+from kvstore.errors import ERRORS
+from kvstore.node.local import join_command, leaders, node_command, node_status, tls_arguments
 from kvstore.tls import TlsConfig, TlsError, client_credentials
 
 STATE_FILE = "cluster.json"
@@ -362,6 +367,99 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
 def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host, int(port)
+
+
+def _running(root: Path) -> LocalCluster:
+    """The cluster started from `root`, which must be running (some node alive)."""
+    recorded = _load_state(root)
+    if recorded is None:
+        _fail(f"no cluster was started from {root}", ExitCode.NOT_FOUND)
+    if not any(_alive(node.pid) for node in recorded.nodes):
+        _fail(f"the cluster in {root} is not running; start it with `kvctl cluster up --data-dir {root}`",
+              ExitCode.UNAVAILABLE)
+    return recorded
+
+
+def _change_membership(recorded: LocalCluster, change: Callable[[Client], Awaitable[None]]) -> None:
+    endpoints = [node.address for node in recorded.nodes if _alive(node.pid)]
+
+    async def run() -> None:
+        async with Client(endpoints, timeout=10.0, tls=recorded.tls) as client:
+            await change(client)
+
+    try:
+        asyncio.run(run())
+    except KvError as error:
+        _fail(error.message, ERRORS[error.code].exit_code)
+    except KvctlError as error:
+        _fail(error.message, ExitCode(error.exit_code))
+
+
+@cluster.command(name="add-node")
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--wait", "wait_s", default=DEFAULT_WAIT_S, show_default=True, type=click.FloatRange(0),
+              help="Seconds to follow the partitions moving to it (0: return once it runs).")
+def add_node(data_dir: str, wait_s: float) -> None:
+    """Add a node to a running local cluster: the cluster adds a member at the next free port,
+    the node starts (joining it), and partitions move to it, shown as they go.
+
+    \b
+    Examples:
+      kvctl cluster add-node
+      kvctl cluster add-node --data-dir /tmp/kv --wait 0
+    """
+    root = Path(data_dir).resolve()
+    recorded = _running(root)
+    if recorded.tls is not None:
+        _fail("add-node does not make certificates yet: add a node to a TLS cluster with `kvctl cert` and "
+              "`kvctl member add`", ExitCode.USAGE)
+    host, last_port = _host_port(max(recorded.nodes, key=lambda n: _host_port(n.address)[1]).address)
+    port = next(p for p in range(last_port + 1, 65536) if _port_free(host, p))
+    address = f"{host}:{port}"
+    seeds = [node.address for node in recorded.nodes if _alive(node.pid)]
+
+    async def change(client: Client) -> None:
+        added = await client.member_add(address)
+        node_dir, log_file = root / f"node-{added.id}", root / f"node-{added.id}.log"
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(join_command(address, seeds, node_dir), stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        node = LocalNode(added.id, address, str(node_dir), str(log_file), process.pid)
+        replace(recorded, nodes=(*recorded.nodes, node)).save(root)
+        click.echo(f"node {added.id} joins at {address} (pid {process.pid})", err=True)
+        await follow(client, added.id, MemberState.ACTIVE, wait_s)
+
+    _change_membership(recorded, change)
+
+
+@cluster.command(name="remove-node")
+@click.argument("node_id", type=int)
+@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--wait", "wait_s", default=DEFAULT_WAIT_S, show_default=True, type=click.FloatRange(1),
+              help="Seconds to wait for its partitions to move away before giving up (it keeps running).")
+def remove_node(node_id: int, data_dir: str, wait_s: float) -> None:
+    """Remove a node from a running local cluster: its partitions move to the others, shown as
+    they go, then its process stops and its data dir is left for you to delete.
+
+    \b
+    Examples:
+      kvctl cluster remove-node 4
+    """
+    root = Path(data_dir).resolve()
+    recorded = _running(root)
+    node = next((n for n in recorded.nodes if n.id == node_id), None)
+    if node is None:
+        _fail(f"node {node_id} is not in the cluster of {root} "
+              f"(nodes {', '.join(str(n.id) for n in recorded.nodes)})", ExitCode.NOT_FOUND)
+
+    async def change(client: Client) -> None:
+        await client.member_remove(node_id)
+        await follow(client, node_id, MemberState.REMOVED, wait_s, shrinking=True)
+
+    _change_membership(recorded, change)
+    _stop([node], Console())
+    replace(recorded, nodes=tuple(n for n in recorded.nodes if n.id != node_id)).save(root)
+    click.echo(f"node {node_id} removed and stopped; its data is in {node.data_dir}", err=True)
 
 
 @cluster.command()

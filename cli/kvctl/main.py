@@ -11,7 +11,8 @@ from kvctl.cluster import cluster
 from kvctl.connection import global_options
 from kvctl.jepsen import jepsen
 from kvctl.kv import delete, get, put, scan
-from kvctl.topology import members, partitions, status
+from kvctl.member import member
+from kvctl.topology import partitions, status
 from kvctl.txn import txn
 
 
@@ -36,7 +37,7 @@ cli.add_command(bench)
 cli.add_command(check)
 cli.add_command(cert)
 cli.add_command(jepsen)
-for data_command in (get, put, delete, scan, txn, status, members, partitions):
+for data_command in (get, put, delete, scan, txn, status, partitions, member):
     cli.add_command(data_command)
 
 

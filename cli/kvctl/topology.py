@@ -1,4 +1,4 @@
-"""`kvctl status|members|partitions`: what the cluster is made of and who leads what."""
+"""`kvctl status|partitions`: what the cluster is made of, who leads what, and what is moving."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from kvctl.connection import DataCommand, KvctlError, connection_options, run_with_client, settings
 from kvctl.exitcodes import ExitCode
 from kvctl.printer import Printer
-from kvstore.client import Client, ClusterLayout, KvError, Member, NodeStatus
+from kvstore.client import Client, ClusterLayout, KvError, NodeStatus
 
 _EXIT_CODES = "Exit codes: 0 ok, 2 bad usage, 3 unavailable or timed out (status: some node did not answer)."
 
@@ -49,22 +49,6 @@ def status(ctx: click.Context, nodes: tuple[str, ...]) -> None:
 
 
 @click.command(
-    "members",
-    cls=DataCommand,
-    epilog=f"\b\nExamples:\n  kvctl members\n  kvctl members -o simple\n\n\b\n{_EXIT_CODES}",
-)
-@connection_options
-@click.pass_context
-def members(ctx: click.Context) -> None:
-    """List the cluster's nodes: id, name, address."""
-
-    async def action(client: Client) -> list[Member]:
-        return await client.members()
-
-    Printer(settings(ctx).output).members(run_with_client(ctx, action))
-
-
-@click.command(
     "partitions",
     cls=DataCommand,
     epilog=f"\b\nExamples:\n  kvctl partitions\n  kvctl partitions -o json | jq '.partitions[0]'\n\n\b\n{_EXIT_CODES}",
@@ -72,7 +56,7 @@ def members(ctx: click.Context) -> None:
 @connection_options
 @click.pass_context
 def partitions(ctx: click.Context) -> None:
-    """Show the cluster map: each partition's replicas and current leader."""
+    """Show the cluster map: each partition's replicas, current leader, and any move under way."""
 
     async def action(client: Client) -> ClusterLayout:
         return await client.partitions()

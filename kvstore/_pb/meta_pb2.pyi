@@ -1,22 +1,11 @@
+from kvstore._pb import kvstore_pb2 as _kvstore_pb2
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    JOINING: _ClassVar[MemberState]
-    ACTIVE: _ClassVar[MemberState]
-    LEAVING: _ClassVar[MemberState]
-    REMOVED: _ClassVar[MemberState]
-JOINING: MemberState
-ACTIVE: MemberState
-LEAVING: MemberState
-REMOVED: MemberState
 
 class MetaMember(_message.Message):
     __slots__ = ("id", "address", "state", "lost", "tokens")
@@ -27,10 +16,10 @@ class MetaMember(_message.Message):
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     id: int
     address: str
-    state: MemberState
+    state: _kvstore_pb2.MemberState
     lost: bool
     tokens: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[_Union[MemberState, str]] = ..., lost: _Optional[bool] = ..., tokens: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[_Union[_kvstore_pb2.MemberState, str]] = ..., lost: _Optional[bool] = ..., tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class MetaPartition(_message.Message):
     __slots__ = ("replicas", "learners", "moving", "move_from", "move_to", "move_done")
@@ -107,3 +96,15 @@ class MetaCommand(_message.Message):
     replace_member: ReplaceMember
     move_step_done: MoveStepDone
     def __init__(self, add_member: _Optional[_Union[AddMember, _Mapping]] = ..., remove_member: _Optional[_Union[RemoveMember, _Mapping]] = ..., replace_member: _Optional[_Union[ReplaceMember, _Mapping]] = ..., move_step_done: _Optional[_Union[MoveStepDone, _Mapping]] = ...) -> None: ...
+
+class MetaResult(_message.Message):
+    __slots__ = ("node_id", "refusal", "message", "epoch")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    refusal: int
+    message: str
+    epoch: int
+    def __init__(self, node_id: _Optional[int] = ..., refusal: _Optional[int] = ..., message: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...

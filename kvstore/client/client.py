@@ -154,6 +154,7 @@ class Client:
         self._mutation_slots = asyncio.Semaphore(MAX_OUTSTANDING_MUTATIONS)
         self._refresh_lock = asyncio.Lock()
         self._layout_generation = 0
+        self._epoch_refresh: asyncio.Future[None] | None = None
         # Highest revision seen per partition: the floor for SESSION reads (read-your-writes).
         self._seen_revisions: dict[int, int] = {}
 
@@ -163,6 +164,9 @@ class Client:
 
     async def close(self) -> None:
         self._closed = True
+        if self._epoch_refresh is not None:
+            self._epoch_refresh.cancel()
+            await asyncio.gather(self._epoch_refresh, return_exceptions=True)
         batchers, self._batchers = self._batchers, {}
         await asyncio.gather(*(batcher.close() for batcher in batchers.values()))
         channels, self._channels = self._channels, {}
@@ -367,6 +371,33 @@ class Client:
         """The cluster map, freshly fetched (the client's cache is refreshed with it too)."""
         router = await self._refresh_layout(self._layout_generation)
         return router.layout
+
+    async def member_add(self, address: str) -> Member:
+        """Add a member that will listen on `address` (HOST:PORT); the cluster gives it an id.
+        Start it with `kvstore-node --join` and that address; partitions then move to it."""
+        return await self._member_change(lambda stub, timeout: stub.MemberAdd(
+            pb.MemberAddRequest(address=address), timeout=timeout))
+
+    async def member_remove(self, node_id: int) -> Member:
+        """Remove member `node_id`: its partitions move to the others, then it is removed."""
+        return await self._member_change(lambda stub, timeout: stub.MemberRemove(
+            pb.MemberRemoveRequest(node_id=node_id), timeout=timeout))
+
+    async def member_replace(self, node_id: int, address: str = "") -> Member:
+        """Replace member `node_id`, dead or with a damaged disk: its partitions are rebuilt on a
+        new member at `address` (usually the same), or on the others when `address` is empty.
+        Returns the new member (or the replaced one, without an address)."""
+        return await self._member_change(lambda stub, timeout: stub.MemberReplace(
+            pb.MemberReplaceRequest(node_id=node_id, address=address), timeout=timeout))
+
+    async def _member_change(
+        self, call: Callable[[pb_grpc.ClusterStub, float], Awaitable[pb.MemberChangeResponse]]
+    ) -> Member:
+        response = await self._cluster_call(call)
+        if response.error.code:
+            raise exception_for(response.error.code, response.error.message)
+        self._note_epoch(response.header.epoch)
+        return wire.member_from_pb(response.member)
 
     # ---- routing and retries ----------------------------------------------------------------
 
@@ -580,6 +611,23 @@ class Client:
         header = response.header
         if header.revision > self._seen_revisions.get(header.partition, 0):
             self._seen_revisions[header.partition] = header.revision
+        self._note_epoch(header.epoch)
+
+    def _note_epoch(self, epoch: int) -> None:
+        """A node answered with a newer cluster map's epoch than the one routing here: fetch it
+        in the background (the answer in hand stands; later calls route with the new map)."""
+        router = self._router
+        if router is None or epoch <= router.epoch or self._epoch_refresh is not None:
+            return
+        deadline = self._deadline()
+
+        async def refresh() -> None:
+            try:
+                await self._refresh_layout_quietly(deadline)
+            finally:
+                self._epoch_refresh = None
+
+        self._epoch_refresh = asyncio.ensure_future(refresh())
 
     # ---- cluster map ------------------------------------------------------------------------
 

@@ -23,10 +23,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    node_id: int
+    node_id: int  # 0 with `join`: the cluster gives the id
     listen: str
     data_dir: Path
-    peers: dict[int, str] = field(default_factory=dict)  # every member, this node included
+    peers: dict[int, str] = field(default_factory=dict)  # every initial member, this node included
+    join: tuple[str, ...] = ()  # seeds (HOST:PORT) of a running cluster to join instead of `peers`
     partitions: int = 64
     replication_factor: int = 3
     vnodes: int = 64
@@ -51,9 +52,15 @@ class NodeConfig:
     max_concurrent_streams: int = 256  # per connection: calls beyond it wait for a free stream
 
     def validate(self) -> None:
-        if self.node_id <= 0:
+        if self.join:
+            if self.peers:
+                raise ConfigError("--join and --peers do not go together: --peers makes a new cluster, "
+                                  "--join enters a running one")
+            if self.node_id < 0:
+                raise ConfigError("--id must be a positive integer")
+        elif self.node_id <= 0:
             raise ConfigError("--id must be a positive integer")
-        if self.node_id not in self.peers:
+        elif self.node_id not in self.peers:
             raise ConfigError(f"node {self.node_id} is not in --peers ({format_peers(self.peers)})")
         if self.partitions <= 0 or self.partitions & (self.partitions - 1):
             raise ConfigError(f"--partitions must be a power of two, got {self.partitions}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -27,6 +27,13 @@ def node_command(node_id: int, peers: Mapping[int, str], data_dir: Path, partiti
         sys.executable, "-m", "kvstore.node", "--id", str(node_id), "--listen", peers[node_id],
         "--peers", format_peers(dict(peers)), "--data-dir", str(data_dir), "--partitions", str(partitions), *extra,
     ]  # fmt: skip
+
+
+def join_command(address: str, seeds: Sequence[str], data_dir: Path, *extra: str) -> list[str]:
+    """The argv that runs a node joining the cluster of `seeds` at `address` (added as a member
+    with that address first); restarted later, the same command finds its data dir."""
+    return [sys.executable, "-m", "kvstore.node", "--join", ",".join(seeds), "--listen", address,
+            "--data-dir", str(data_dir), *extra]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:

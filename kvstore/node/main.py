@@ -25,6 +25,7 @@ from typing import Any
 import click
 import uvloop
 
+from kvstore.errors import KvError, UnavailableError
 from kvstore.node.config import PATH_SETTINGS, ConfigError, NodeConfig, load_toml, parse_peers
 from kvstore.node.identity import IdentityError
 from kvstore.node.server import AddressInUseError, Node
@@ -70,7 +71,9 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
             settings[key] = value
     if isinstance(settings.get("peers"), str):
         settings["peers"] = parse_peers(settings["peers"])
-    for required in ("node_id", "listen", "data_dir"):
+    if isinstance(settings.get("join"), str):
+        settings["join"] = tuple(seed.strip() for seed in settings["join"].split(",") if seed.strip())
+    for required in ("node_id", "listen", "data_dir") if not settings.get("join") else ("listen", "data_dir"):
         if required not in settings:
             flag = {"node_id": "--id"}.get(required, "--" + required.replace("_", "-"))
             env = "KVSTORE_NODE_" + ("ID" if required == "node_id" else required.upper())
@@ -78,7 +81,10 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
     for name in PATH_SETTINGS:
         if settings.get(name) is not None:
             settings[name] = Path(settings[name])
-    settings.setdefault("peers", {int(settings["node_id"]): settings["listen"]})
+    if settings.get("join"):
+        settings.setdefault("node_id", 0)
+    else:
+        settings.setdefault("peers", {int(settings["node_id"]): settings["listen"]})
     config = NodeConfig(**settings)
     config.validate()
     return config
@@ -101,7 +107,11 @@ async def serve(config: NodeConfig) -> None:
                                  "max_content_width": 100})
 @click.option("--id", "node_id", type=int, envvar="KVSTORE_NODE_ID", help="This node's id (a positive integer, unique in the cluster).")
 @click.option("--listen", help="HOST:PORT to serve clients and peers on.")
-@click.option("--peers", help="Every member, this node included: ID=HOST:PORT,ID=HOST:PORT,...")
+@click.option("--peers", help="Every member of a new cluster, this node included: ID=HOST:PORT,ID=HOST:PORT,...")
+@click.option("--join",
+              help="Join a running cluster instead: HOST:PORT of one or more of its nodes, comma-separated. "
+                   "Add the node first (`kvctl member add --address` this node's --listen); --id is then "
+                   "the cluster's choice.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Directory for this node's LevelDB.")
 @click.option("--partitions", type=int, help="Partitions in the key space (power of two; default 64).")
 @click.option("--replication-factor", type=int, help="Replicas per partition (default 3).")
@@ -143,6 +153,11 @@ def cli(log_format: str, **options: Any) -> None:
     `kvctl cluster up --nodes 3`. With TLS, add --cert data/certs/node-1.crt --key
     data/certs/node-1.key --ca data/certs/ca.crt (`kvctl cert init data/certs` makes them);
     `kill -HUP` the node after replacing them, and it serves the new ones.
+
+    \b
+    A 4th node for that cluster:
+      kvctl member add --address 127.0.0.1:2382      # says the new member's id
+      kvstore-node --join 127.0.0.1:2379 --listen 127.0.0.1:2382 --data-dir data/4
     """
     try:
         config = build_config(options)
@@ -157,6 +172,12 @@ def cli(log_format: str, **options: Any) -> None:
         uvloop.run(serve(config))
     except (DataDirLockedError, AddressInUseError, IdentityError, TlsError) as e:
         click.echo(f"kvstore-node: {e}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except UnavailableError as e:
+        click.echo(f"kvstore-node: cannot join the cluster: {e}", err=True)
+        sys.exit(EXIT_RUNTIME)
+    except KvError as e:
+        click.echo(f"kvstore-node: cannot join the cluster: {e}", err=True)
         sys.exit(EXIT_CONFIG)
     except CorruptionError as e:
         click.echo(f"kvstore-node: {e}; this node's copy cannot be trusted: move {config.data_dir} aside "

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -234,27 +234,40 @@ class _PeerSender:
 class PeerTransport:
     """Owns one sender task per peer and the snapshot uploads; `start()`, `send()`, `close()`."""
 
-    def __init__(self, node_id: int, peers: dict[int, str], channels: PeerChannels,
+    def __init__(self, node_id: int, peers: Mapping[int, str], channels: PeerChannels,
                  on_unreachable: Callable[[int], None],
                  on_snapshot_sent: Callable[[int, int, bool], None]) -> None:
         self._node_id = node_id
-        self._peers = peers
+        self._peers = dict(peers)
+        self._admission: PeerAdmission | None = None
         self._encoder = Encoder()
         self._channels = channels
         self._on_unreachable = on_unreachable
         self._on_snapshot_sent = on_snapshot_sent
         self._senders: dict[int, _PeerSender] = {}
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
+        self._stopping: set[asyncio.Task[None]] = set()  # senders of peers that left, ending
 
     def start(self, admission: PeerAdmission) -> None:
         """Connect to every peer; each stream starts with a handshake judged by `admission`."""
-        self._senders = {
-            peer_id: _PeerSender(peer_id, address, admission, self._channels, self._on_unreachable)
-            for peer_id, address in self._peers.items()
-            if peer_id != self._node_id
-        }
-        for sender in self._senders.values():
-            sender.task = asyncio.create_task(sender.run(), name=f"peer-sender-{sender.peer_id}")
+        self._admission = admission
+        self.set_peers(self._peers)
+
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """Follow the membership: connect to each new peer, let go of those that left."""
+        assert self._admission is not None, "start() first"
+        self._peers = dict(peers)
+        for peer_id in sorted(set(self._senders) - set(peers)):
+            sender = self._senders.pop(peer_id)
+            if sender.task is not None:
+                sender.task.cancel()
+                self._stopping.add(sender.task)
+                sender.task.add_done_callback(self._stopping.discard)
+        for peer_id, address in sorted(peers.items()):
+            if peer_id != self._node_id and peer_id not in self._senders:
+                sender = self._senders[peer_id] = _PeerSender(peer_id, address, self._admission, self._channels,
+                                                              self._on_unreachable)
+                sender.task = asyncio.create_task(sender.run(), name=f"peer-sender-{peer_id}")
 
     def send(self, items: Iterable[tuple[int, Message]]) -> None:
         """Queue (group, message) pairs, each for the peer it is addressed to."""
@@ -280,9 +293,13 @@ class PeerTransport:
         """Upload one snapshot message in chunks; tell Raft whether it arrived."""
         assert message.snapshot is not None
         meta = message.snapshot.meta
+        address = self._peers.get(message.to)
+        if address is None:  # a member this node does not know yet (or any more)
+            self._on_snapshot_sent(group, message.to, False)
+            return
         chunks = snapshot_chunks(self._encoder, group, self._node_id, message, SNAPSHOT_CHUNK_BYTES)
         ok = False
-        async with self._channels.peer_channel(self._peers[message.to], GRPC_OPTIONS) as channel:
+        async with self._channels.peer_channel(address, GRPC_OPTIONS) as channel:
             try:
                 ack = await peer_pb2_grpc.PeerStub(channel).SendSnapshot(chunks, timeout=SNAPSHOT_TIMEOUT_S)
                 ok = ack.ok
@@ -304,7 +321,8 @@ class PeerTransport:
         return sender is not None and sender.connected
 
     async def close(self) -> None:
-        tasks = [s.task for s in self._senders.values() if s.task is not None] + list(self._snapshot_tasks)
+        tasks = [s.task for s in self._senders.values() if s.task is not None]
+        tasks += [*self._snapshot_tasks, *self._stopping]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

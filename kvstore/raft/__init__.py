@@ -31,6 +31,7 @@ from kvstore.raft.types import (
     Snapshot,
     SnapshotMeta,
     SoftState,
+    Tombstone,
 )
 
 __all__ = [
@@ -61,5 +62,6 @@ __all__ = [
     "SnapshotTemporarilyUnavailableError",
     "SoftState",
     "Status",
+    "Tombstone",
     "UnavailableError",
 ]

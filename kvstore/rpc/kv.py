@@ -85,7 +85,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         partition = request.partition
         response = pb.ScanResponse()
         try:
-            if partition >= self._backend.cluster_map.partitions:
+            if partition >= self._backend.cluster_state.partition_count:
                 raise InvalidArgumentError(f"partition {partition} does not exist")
             timeout_s = self._timeout(request.header)
             reader = await _wait(self._backend.read(partition, request.consistency, 0), timeout_s,
@@ -161,7 +161,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             return result
         response = started.future.result()
         if response.error.code:
-            response.error.epoch = self._backend.cluster_map.epoch
+            response.error.epoch = self._backend.epoch
         self._fill_header(response.header, started.partition, response.header.revision, pb.LINEARIZABLE)
         return _wrap(response)
 
@@ -182,14 +182,14 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         if not keys:
             raise InvalidArgumentError("the transaction has no compares and no operations")
         limit = self._backend.limits.max_key_bytes
-        cluster_map = self._backend.cluster_map
+        cluster_state = self._backend.cluster_state
         partitions = set()
         for key in keys:
             if not key:
                 raise InvalidArgumentError("the key is empty")
             if len(key) > limit:
                 raise InvalidArgumentError(f"the key is {len(key)} bytes; the limit is {limit}")
-            partitions.add(cluster_map.partition_for_key(key))
+            partitions.add(cluster_state.partition_for_key(key))
         if len(partitions) > 1:
             raise CrossPartitionError(
                 f"the transaction touches partitions {sorted(partitions)}; a transaction must stay in one "
@@ -217,11 +217,11 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         header.revision = revision
         header.served = served
         header.node_id = self._backend.node_id
-        header.epoch = self._backend.cluster_map.epoch
+        header.epoch = self._backend.epoch
 
     def _error(self, error: BaseException) -> pb.Error:
         backend = self._backend
-        return to_error(error, backend.cluster_map.epoch, backend.address_of)
+        return to_error(error, backend.epoch, backend.address_of)
 
 
 def _write_request(op: pb.RequestOp) -> WriteRequest:

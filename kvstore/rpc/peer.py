@@ -9,8 +9,9 @@ from typing import Any
 
 import grpc
 
-from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore._pb import meta_pb2, peer_pb2, peer_pb2_grpc
 from kvstore.codec import CodecError, decode_peer_frame
+from kvstore.errors import KvError
 from kvstore.rpc.backend import Backend
 
 log = logging.getLogger("kvstore.peer")
@@ -56,6 +57,15 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             # A peer's stream lasts as long as both nodes run: when this node stops, the server
             # (or the loop's shutdown) cancels it. That is the normal end, not an error.
             log.debug("stream from peer %d ended by shutdown", peer)
+
+    async def ProposeMeta(self, request: meta_pb2.MetaCommand, context: Any) -> meta_pb2.MetaResult:
+        """A meta command another node passes to this one as the meta group's leader."""
+        await self._admit(context)
+        try:
+            result = await self._backend.propose_meta(request, forward=False)
+        except KvError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, error.message)
+        return result.to_pb()
 
     async def SendSnapshot(
         self, request_iterator: AsyncIterator[peer_pb2.SnapshotChunk], context: Any

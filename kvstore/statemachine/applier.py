@@ -650,6 +650,15 @@ class PartitionStateMachine:
         self._use_batch(batch)
         self._set_applied(batch, start)
 
+    def destroy(self, batch: WriteBatch) -> None:
+        """Stage deleting everything of this partition on this node: data, fences, dedup table
+        and apply state (the replica left the group; drop this object once the batch is written)."""
+        self._use_batch(batch)
+        for prefix in self._owned_prefixes():
+            for key in sorted(self._keys_with(prefix)):
+                self._stage(batch, key, None)
+        self._stage(batch, self._apply_state_key, None)
+
     def _keys_with(self, prefix: bytes) -> set[bytes]:
         """Keys starting with `prefix` on the engine or staged (deleted ones included)."""
         keys = {key for key, _ in self._engine.iterate(prefix, prefix_end(prefix))}

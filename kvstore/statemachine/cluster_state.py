@@ -33,16 +33,18 @@ from enum import IntEnum
 
 from google.protobuf.message import DecodeError
 
+from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import meta_pb2
 from kvstore.codec import CodecError
 from kvstore.ring import MoveProgress, PartitionMove, StepKind, place, resolve_tokens, vnode_tokens
+from kvstore.ring.hashing import key_partition
 
 
 class MemberState(IntEnum):
-    JOINING = meta_pb2.JOINING
-    ACTIVE = meta_pb2.ACTIVE
-    LEAVING = meta_pb2.LEAVING
-    REMOVED = meta_pb2.REMOVED
+    JOINING = pb.JOINING
+    ACTIVE = pb.ACTIVE
+    LEAVING = pb.LEAVING
+    REMOVED = pb.REMOVED
 
 
 class Refusal(IntEnum):
@@ -56,6 +58,15 @@ class CommandResult:
     node_id: int = 0  # the member added (AddMember, ReplaceMember with an address)
     refusal: Refusal | None = None  # None: applied
     message: str = ""
+    epoch: int = 0  # of the state after the command
+
+    def to_pb(self) -> meta_pb2.MetaResult:
+        return meta_pb2.MetaResult(node_id=self.node_id, refusal=0 if self.refusal is None else self.refusal.value,
+                                   message=self.message, epoch=self.epoch)
+
+    @classmethod
+    def from_pb(cls, result: meta_pb2.MetaResult) -> CommandResult:
+        return cls(result.node_id, Refusal(result.refusal) if result.refusal else None, result.message, result.epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,14 @@ class ClusterState:
     def member(self, node_id: int) -> Member | None:
         return next((member for member in self.members if member.id == node_id), None)
 
+    def partition_for_key(self, key: bytes) -> int:
+        """The partition holding `key` (hash tags honoured)."""
+        return key_partition(key, self.partition_count.bit_length() - 1)
+
+    def addresses(self) -> dict[int, str]:
+        """Node id -> address of every member that may still run (not removed, not lost)."""
+        return {m.id: m.address for m in self.members if m.state is not MemberState.REMOVED and not m.lost}
+
     def target_placement(self) -> tuple[tuple[int, ...], ...]:
         """Each partition's replicas as the ring places them on the JOINING and ACTIVE members."""
         placed = [member for member in self.members if member.placed]
@@ -137,14 +156,16 @@ def apply_command(state: ClusterState, command: meta_pb2.MetaCommand) -> tuple[C
     """The state after `command`, and its result. A refused command leaves the state as it was."""
     kind = command.WhichOneof("command")
     if kind == "add_member":
-        return _add(state, command.add_member.address)
-    if kind == "remove_member":
-        return _remove(state, command.remove_member.node_id)
-    if kind == "replace_member":
-        return _replace(state, command.replace_member.node_id, command.replace_member.address)
-    if kind == "move_step_done":
-        return _step_done(state, command.move_step_done.partition, command.move_step_done.step)
-    return state, CommandResult(refusal=Refusal.INVALID, message=f"not a meta command: {kind!r}")
+        after, result = _add(state, command.add_member.address)
+    elif kind == "remove_member":
+        after, result = _remove(state, command.remove_member.node_id)
+    elif kind == "replace_member":
+        after, result = _replace(state, command.replace_member.node_id, command.replace_member.address)
+    elif kind == "move_step_done":
+        after, result = _step_done(state, command.move_step_done.partition, command.move_step_done.step)
+    else:
+        after, result = state, CommandResult(refusal=Refusal.INVALID, message=f"not a meta command: {kind!r}")
+    return after, replace(result, epoch=after.epoch)
 
 
 def _refused(state: ClusterState, refusal: Refusal, message: str) -> tuple[ClusterState, CommandResult]:

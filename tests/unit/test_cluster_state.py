@@ -83,7 +83,7 @@ def test_bootstrap_places_every_partition_on_the_ring_at_epoch_1() -> None:
 def test_an_added_member_joins_through_moves_of_exactly_the_partitions_it_takes() -> None:
     before = initial()
     state, result = applied(before, add("10.0.0.4:2379"))
-    assert result == CommandResult(node_id=4)
+    assert result == CommandResult(node_id=4, epoch=2)
     assert state.member(4) is not None and state.member(4).state is MemberState.JOINING  # type: ignore[union-attr]
     planned = {m.move.partition: m.move for m in state.moves()}
     expected = {m.partition: m for m in rebalance_plan(ring_map(before), ring_map(state))}
@@ -112,11 +112,11 @@ def test_a_member_in_a_partition_moves_as_learner_then_voter_and_leads_when_pref
 
 def test_a_removed_member_is_drained_then_removed_and_its_id_never_comes_back() -> None:
     state, result = applied(initial({**MEMBERS, 4: "10.0.0.4:2379"}), remove(2))
-    assert result == CommandResult(node_id=2)
+    assert result == CommandResult(node_id=2, epoch=state.epoch)
     assert state.member(2).state is MemberState.LEAVING  # type: ignore[union-attr]
     assert {m.move.partition for m in state.moves()} == {p for p, r in enumerate(replicas(initial({**MEMBERS, 4: "10.0.0.4:2379"}))) if 2 in r}
     again, again_result = apply_command(state, remove(2))
-    assert (again, again_result) == (state, CommandResult(node_id=2))  # already draining: no change
+    assert (again, again_result) == (state, result)  # already draining: no change
     done = finish_moves(state, random.Random(2))
     assert done.member(2).state is MemberState.REMOVED  # type: ignore[union-attr]
     assert all(2 not in r for r in replicas(done))
@@ -141,7 +141,7 @@ def test_a_replacement_takes_over_exactly_the_lost_members_partitions() -> None:
 
 def test_a_replacement_without_a_fresh_node_rebuilds_on_the_others() -> None:
     state, result = applied(initial({**MEMBERS, 4: "10.0.0.4:2379"}), replace_member(1))
-    assert result == CommandResult()
+    assert result == CommandResult(epoch=state.epoch)
     done = finish_moves(state, random.Random(4))
     assert all(1 not in r and len(r) == 3 for r in replicas(done))
     assert done.member(1).lost and done.member(1).state is MemberState.REMOVED  # type: ignore[union-attr]
