@@ -644,6 +644,8 @@ class Client:
                 raise UnavailableError(
                     f"the cluster map has no partitions or no members (epoch {layout.epoch})"
                 )
+            if self._router is not None and layout.epoch < self._router.epoch:
+                return self._router  # a node that lags behind the map already known
             self._router = Router(layout)
             self._layout_generation += 1
             return self._router
@@ -666,7 +668,10 @@ class Client:
     ) -> CallResultT:
         """A Cluster RPC to the first of `endpoints` (default: known members, then seeds) that answers."""
         if endpoints is None:
+            # Members in a random order: a node that lags (one just removed stops applying the
+            # map) must not be the one asked every time.
             known = self._router.addresses() if self._router is not None else []
+            self._rng.shuffle(known)
             endpoints = list(dict.fromkeys([*known, *self._seeds]))
         loop = asyncio.get_running_loop()
         deadline = self._deadline()

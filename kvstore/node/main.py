@@ -90,10 +90,11 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
     return config
 
 
-async def serve(config: NodeConfig) -> None:
+async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
     node = Node(config)
     # The composition root: the node is the backend the RPC layer's services delegate to.
     await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to])
+    log_format.node_id = node.node_id  # with --join, known once the node has joined
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.close)
@@ -165,11 +166,12 @@ def cli(log_format: str, **options: Any) -> None:
         click.echo(f"kvstore-node: {e}", err=True)
         sys.exit(EXIT_CONFIG)
     handler = logging.StreamHandler()
-    handler.setFormatter(_LogFormatter(config.node_id, log_format == "json"))
+    formatter = _LogFormatter(config.node_id, log_format == "json")
+    handler.setFormatter(formatter)
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler], force=True)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, formatter))
     except (DataDirLockedError, AddressInUseError, IdentityError, TlsError) as e:
         click.echo(f"kvstore-node: {e}", err=True)
         sys.exit(EXIT_CONFIG)

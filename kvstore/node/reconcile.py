@@ -233,12 +233,14 @@ def _meta_actions(me: int, state: ClusterState, meta: ReplicaView) -> list[Actio
     if meta.conf_pending:
         return []
     # Voters among the members alive as far as the state knows: active ones first, then joining,
-    # then leaving ones (a cluster of joining or leaving members still needs a quorum), the
-    # current voters first within each kind so that the group does not churn.
+    # the current voters first within each kind so that the group does not churn. Leaving ones
+    # only when fewer than three others remain: a leaving member is soon stopped, and should by
+    # then be a learner, whose loss costs the group nothing.
     rank = {MemberState.ACTIVE: 0, MemberState.JOINING: 1, MemberState.LEAVING: 2}
     usable = sorted((m for m in state.members if m.state is not MemberState.REMOVED and not m.lost),
                     key=lambda m: (rank[m.state], m.id not in meta.voters, m.id))
-    want_voters = {m.id for m in usable[:MAX_META_VOTERS]}
+    staying = [m for m in usable if m.state is not MemberState.LEAVING]
+    want_voters = {m.id for m in (staying if len(staying) >= 3 else usable)[:MAX_META_VOTERS]}
     want_learners = {m.id for m in usable} - want_voters
     members = meta.voters | meta.learners
     missing = sorted((want_voters | want_learners) - members)

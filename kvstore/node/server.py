@@ -84,7 +84,7 @@ from kvstore.raft import (
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.rpc.backend import Limits, PartitionStatus, PeerCaller, Reader
 from kvstore.statemachine import PartitionStateMachine, WriteResponse
-from kvstore.statemachine.cluster_state import ClusterState, CommandResult
+from kvstore.statemachine.cluster_state import ClusterState, CommandResult, MemberState
 from kvstore.statemachine.meta import MetaStateMachine
 from kvstore.storage import Engine, LevelDBEngine, StorageError, WriteBatch
 from kvstore.storage.keys import TOMBSTONE_TAG, parse_group_key, prefix_end, tombstone_key
@@ -128,6 +128,7 @@ class Node:
         self.transport: PeerTransport  # set by start(), once the node id and members are known
         self.admission: PeerAdmission  # set by start(), once the data dir's identity is known
         self._known_members: dict[int, str] = dict(config.peers)  # until the cluster state is known
+        self._members: frozenset[int] = frozenset()  # ids of `_member_addresses()`, for every peer frame
         self._raft_config: Config
         self._rng = random.Random(time.time_ns())
         self._ticks_since_reconcile = 0
@@ -211,8 +212,7 @@ class Node:
             cluster_id = derive_cluster_id(config.initial_cluster_token, config.peers)
         identity = open_identity(engine, config.data_dir, node_id, partitions, lambda: cluster_id)
         self.node_id = identity.node_id
-        self.admission = PeerAdmission(identity, engine, lambda: self._member_addresses().keys(),
-                                       lambda message: self._fail(IdentityError(message)))
+        self.admission = PeerAdmission(identity, engine, lambda: self._member_addresses().keys(), self._refused)
         # Followers learn commits from the next append or heartbeat: half the messages per write.
         self._raft_config = Config(self.node_id, election_tick=config.election_ticks,
                                    heartbeat_tick=config.heartbeat_ticks, skip_bcast_commit=True)
@@ -227,6 +227,7 @@ class Node:
         self.meta = Replica.open(engine, META_GROUP, MetaStateMachine(engine, META_GROUP, initial),
                                  self._raft_config, self._rng, start)
         self._groups[META_GROUP] = self.meta
+        self._members = frozenset(self._member_addresses())
         for group in sorted(stored - {META_GROUP}):
             self._open_partition(group)
         if initial is not None:
@@ -264,6 +265,10 @@ class Node:
     def _member_addresses(self) -> dict[int, str]:
         state = self.meta.sm.state
         return state.addresses() if state is not None else self._known_members
+
+    def is_member(self, node_id: int) -> bool:
+        return node_id in self._members
+
 
     def _peer_addresses(self) -> dict[int, str]:
         return {node_id: address for node_id, address in self._member_addresses().items() if node_id != self.node_id}
@@ -313,9 +318,10 @@ class Node:
         self._read_requests.append((self.meta, next(self._request_ids), True, future))
 
     def _fresh_state_read(self, future: asyncio.Future[Any]) -> None:
+        failed = future.cancelled() or future.exception() is not None
         if self._fresh_read is not None and self._fresh_read[1] is future:
             self._fresh_read = None
-            if not future.cancelled() and future.exception() is None:
+            if not failed:
                 self._reconcile_due = True
                 self._wake.set()
 
@@ -372,11 +378,32 @@ class Node:
         self.engine.write(batch, sync=True)
         log.info("deleted the replica of partition %d: it moved to other nodes", partition)
 
-    def _on_state_applied(self) -> None:
+    def _refused(self, message: str) -> None:
+        """A majority of the members refuse this node. After it was removed, that is how it
+        learns it (the meta group lets it go at the same time): it stops, its work done."""
+        state = self.meta.sm.state
+        me = state.member(self.node_id) if state is not None else None
+        if me is not None and me.state in (MemberState.LEAVING, MemberState.REMOVED):
+            log.info("node %d has left the cluster (its peers no longer count it as a member): stopping",
+                     self.node_id)
+            self.close()
+        else:
+            self._fail(IdentityError(message))
+
+    def _on_state_applied(self, before: ClusterState | None, state: ClusterState) -> None:
         """The meta group applied a new epoch: connect to new members, forget removed ones, and
         reconcile soon (after a fresh read: this copy may still lag)."""
+        self._members = frozenset(self._member_addresses())
         self.transport.set_peers(self._peer_addresses())
         self._ask_fresh_state()
+        if self.meta.raw.role is not Role.LEADER:
+            return  # the meta leader tells the moves; every node applies them
+        for partition, current in enumerate(state.partitions):
+            previous = before.partitions[partition].move if before is not None else None
+            if current.move is not None and previous is None:
+                log.info("partition %d moves from %s to %s", partition, current.move.source, current.move.target)
+            elif current.move is None and previous is not None:
+                log.info("partition %d moved to %s", partition, current.replicas)
 
     def reload_certificates(self) -> None:
         """SIGHUP: new handshakes use the certificate files as they are now (if all are good)."""
@@ -659,7 +686,7 @@ class Node:
         # 3. apply
         apply_batch = engine.new_batch()
         completions: list[tuple[asyncio.Future[Any], Any]] = []
-        epoch = self.meta.sm.state.epoch if self.meta.sm.state is not None else 0
+        before = self.meta.sm.state
         for replica, rd in readies:
             if rd.snapshot is not None:
                 replica.sm.restore(apply_batch, rd.snapshot)
@@ -673,8 +700,8 @@ class Node:
             if not future.done():
                 future.set_result(response)
         state = self.meta.sm.state
-        if state is not None and state.epoch != epoch:
-            self._on_state_applied()
+        if state is not None and state is not before:
+            self._on_state_applied(before, state)
         # 4. reads, role changes, advance
         for replica, rd in readies:
             if rd.soft_state is not None and rd.soft_state.role is not Role.LEADER:

@@ -125,6 +125,10 @@ class Backend(Protocol):
         (another cluster, not a member, a known id with another data dir)."""
         ...
 
+    def is_member(self, node_id: int) -> bool:
+        """Whether `node_id` is a member this node talks to (not removed, not replaced)."""
+        ...
+
     def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
         """Propose a membership change to the meta group; the future resolves to its result once
         applied. A node that does not lead the meta group passes it to the leader (unless not
@@ -173,6 +177,9 @@ class MemoryBackend:
     @property
     def epoch(self) -> int:
         return self.cluster_state.epoch
+
+    def is_member(self, node_id: int) -> bool:
+        return node_id in self.cluster_state.addresses()
 
     def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
         """Applies the command to the cluster state at once."""

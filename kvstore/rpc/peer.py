@@ -49,6 +49,10 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                     peer = hello.node_id
                     continue
                 if frame.raft_batch and peer:
+                    if not self._backend.is_member(peer):
+                        # Removed since: its sender reconnects, is refused, and so learns it left.
+                        await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                            f"node {peer} is no longer a member")
                     self._backend.deliver(decode_peer_frame(frame.raft_batch))
         except CodecError as error:
             # The peer reconnects with a new stream; what this frame carried, Raft sends again.

@@ -23,20 +23,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kvstore._pb import meta_pb2
+from kvstore.node.membership import replica_view
 from kvstore.node.reconcile import (
     META_GROUP,
     CreateReplica,
     DeleteReplica,
     ProposeConfChange,
-    ReplicaView,
     ReportStep,
-    Tombstone,
     TransferLeader,
     initial_meta_conf,
     reconcile,
 )
 from kvstore.raft import (
-    NONE,
     ConfChange,
     Config,
     ConfState,
@@ -51,6 +49,7 @@ from kvstore.raft import (
     Role,
     Snapshot,
     SnapshotMeta,
+    Tombstone,
 )
 from kvstore.statemachine.cluster_state import (
     ClusterState,
@@ -302,13 +301,6 @@ class ClusterSimulation:
 
     # -- following the cluster state --------------------------------------------------------
 
-    def _view(self, node: SimNode, group: int) -> ReplicaView:
-        raft = node.replicas[group].raw.raft
-        leading = raft.role is Role.LEADER
-        return ReplicaView(group, raft.lead, frozenset(raft.voters), frozenset(raft.learners), raft.log.committed,
-                           {n: pr.match for n, pr in raft.prs.items()} if leading else {},
-                           raft.pending_conf_index > raft.log.applied, raft.lead_transferee != NONE)
-
     def _ask_fresh_state(self, node: SimNode) -> None:
         """A linearizable read of the meta group: reconcile runs once it is served."""
         request = self.next_op_id
@@ -323,8 +315,8 @@ class ClusterSimulation:
         state = node.meta
         if state is None:
             return
-        views = {g: self._view(node, g) for g in node.replicas if g != META_GROUP}
-        meta = self._view(node, META_GROUP)
+        views = {g: replica_view(g, r.raw) for g, r in node.replicas.items() if g != META_GROUP}
+        meta = replica_view(META_GROUP, node.replicas[META_GROUP].raw)
         for action in reconcile(node.id, state, views, meta, MOVES_AT_ONCE):
             self._event(f"{node.id} does {action}")
             if isinstance(action, CreateReplica):
@@ -440,9 +432,20 @@ class ClusterSimulation:
         elif action.startswith("replace") and len(placed) > REPLICATION_FACTOR and all(
             state.member(node_id).state is MemberState.REMOVED for node_id in self.replaced  # type: ignore[union-attr]
         ):
-            # Only a dead node is replaced: a replaced node never runs again. One at a time: two
-            # lost replicas of one partition are a lost majority, which no protocol can repair.
-            victim = self.rng.choice(placed)
+            # Only a dead node is replaced: a replaced node never runs again. One at a time, and
+            # never the one whose loss leaves a partition without a majority of its replicas
+            # (it may have only two while the cluster shrinks): no protocol can repair that.
+            lost = {m.id for m in state.members if m.lost}
+            groups = [p.replicas for p in state.partitions] + [p.move.target for p in state.partitions if p.move]
+            meta = [n.replicas[META_GROUP].raw.raft for n in self.nodes.values()
+                    if n.alive and META_GROUP in n.replicas]
+            if meta:
+                groups.append(tuple(max(meta, key=lambda raft: raft.term).voters))
+            lost |= {node_id for node_id, node in self.nodes.items() if node.gone}
+            safe = [m for m in placed if all(len(set(g) - lost - {m.id}) > len(g) // 2 for g in groups)]
+            if not safe:
+                return
+            victim = self.rng.choice(safe)
             node = self.nodes[victim.id]
             if node.alive:
                 self._crash(node)
