@@ -38,7 +38,7 @@ class MetaPartition(_message.Message):
     def __init__(self, replicas: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., moving: _Optional[bool] = ..., move_from: _Optional[_Iterable[int]] = ..., move_to: _Optional[_Iterable[int]] = ..., move_done: _Optional[int] = ...) -> None: ...
 
 class MetaState(_message.Message):
-    __slots__ = ("cluster_id", "partition_count", "replication_factor", "vnodes", "epoch", "next_node_id", "members", "partitions")
+    __slots__ = ("cluster_id", "partition_count", "replication_factor", "vnodes", "epoch", "next_node_id", "members", "partitions", "meta_voters")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     PARTITION_COUNT_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class MetaState(_message.Message):
     NEXT_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    META_VOTERS_FIELD_NUMBER: _ClassVar[int]
     cluster_id: str
     partition_count: int
     replication_factor: int
@@ -55,7 +56,8 @@ class MetaState(_message.Message):
     next_node_id: int
     members: _containers.RepeatedCompositeFieldContainer[MetaMember]
     partitions: _containers.RepeatedCompositeFieldContainer[MetaPartition]
-    def __init__(self, cluster_id: _Optional[str] = ..., partition_count: _Optional[int] = ..., replication_factor: _Optional[int] = ..., vnodes: _Optional[int] = ..., epoch: _Optional[int] = ..., next_node_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MetaMember, _Mapping]]] = ..., partitions: _Optional[_Iterable[_Union[MetaPartition, _Mapping]]] = ...) -> None: ...
+    meta_voters: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, cluster_id: _Optional[str] = ..., partition_count: _Optional[int] = ..., replication_factor: _Optional[int] = ..., vnodes: _Optional[int] = ..., epoch: _Optional[int] = ..., next_node_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MetaMember, _Mapping]]] = ..., partitions: _Optional[_Iterable[_Union[MetaPartition, _Mapping]]] = ..., meta_voters: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AddMember(_message.Message):
     __slots__ = ("address",)

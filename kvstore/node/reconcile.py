@@ -32,12 +32,11 @@ from dataclasses import dataclass, field
 
 from kvstore.raft import ConfChange, ConfChangeType, ConfState
 from kvstore.ring import MoveProgress, StepKind, schedule
-from kvstore.statemachine.cluster_state import ClusterState, MemberState
+from kvstore.statemachine.cluster_state import MAX_META_VOTERS, ClusterState, MemberState
 
 META_GROUP = 0xFFFF_FFFF
 """The meta group's Raft group id: above every partition (at most 2**16 of them)."""
 
-MAX_META_VOTERS = 5
 CATCH_UP_SLACK = 64
 """A learner is caught up once its log is within this many entries of the leader's commit
 index: under steady writes it never matches exactly, and the rest arrives in the next append."""
@@ -90,8 +89,7 @@ Action = CreateReplica | DeleteReplica | ProposeConfChange | TransferLeader | Re
 
 def initial_meta_conf(state: ClusterState) -> ConfState:
     """The meta group's configuration when the cluster is bootstrapped."""
-    ids = [m.id for m in state.members]
-    return ConfState(frozenset(ids[:MAX_META_VOTERS]), frozenset(ids[MAX_META_VOTERS:]))
+    return ConfState(state.meta_voters, frozenset(m.id for m in state.members) - state.meta_voters)
 
 
 def reconcile(me: int, state: ClusterState, replicas: Mapping[int, ReplicaView], meta: ReplicaView | None,
@@ -118,8 +116,9 @@ def reconcile(me: int, state: ClusterState, replicas: Mapping[int, ReplicaView],
 def _hosting(me: int, state: ClusterState, replicas: Mapping[int, ReplicaView]) -> list[Action]:
     """Replicas to create (a move targets this node, or the state counts it in) and to delete:
     at its DELETE_DATA step (reported even when the replica is gone already, as after a crash
-    between the two), or a leftover that nothing refers to once the replica itself no longer
-    counts this node as a member."""
+    between the two), or a leftover that nothing in the state refers to — a replica removed
+    from its group often never learns it (the leader stops writing to it), so only the state,
+    read fresh, can tell."""
     actions: list[Action] = []
     for partition, current in enumerate(state.partitions):
         move = current.move
@@ -132,7 +131,7 @@ def _hosting(me: int, state: ClusterState, replicas: Mapping[int, ReplicaView]) 
                 actions.append(ReportStep(partition, progress.done))
         elif me in current.replicas or me in current.learners or (move is not None and me in move.target):
             actions += [] if view is not None else [CreateReplica(partition)]
-        elif view is not None and me not in view.voters | view.learners:
+        elif view is not None:
             actions.append(DeleteReplica(partition))
     return actions
 
@@ -234,13 +233,13 @@ def _meta_actions(me: int, state: ClusterState, meta: ReplicaView) -> list[Actio
         return []
     # Voters among the members alive as far as the state knows: active ones first, then joining,
     # the current voters first within each kind so that the group does not churn. Leaving ones
-    # only when fewer than three others remain: a leaving member is soon stopped, and should by
-    # then be a learner, whose loss costs the group nothing.
+    # only when no other remains: a leaving member is soon stopped, and should by then be a
+    # learner, whose loss costs the group nothing.
     rank = {MemberState.ACTIVE: 0, MemberState.JOINING: 1, MemberState.LEAVING: 2}
     usable = sorted((m for m in state.members if m.state is not MemberState.REMOVED and not m.lost),
                     key=lambda m: (rank[m.state], m.id not in meta.voters, m.id))
     staying = [m for m in usable if m.state is not MemberState.LEAVING]
-    want_voters = {m.id for m in (staying if len(staying) >= 3 else usable)[:MAX_META_VOTERS]}
+    want_voters = {m.id for m in (staying or usable)[:MAX_META_VOTERS]}
     want_learners = {m.id for m in usable} - want_voters
     members = meta.voters | meta.learners
     missing = sorted((want_voters | want_learners) - members)

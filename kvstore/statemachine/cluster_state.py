@@ -18,6 +18,11 @@ What the commands do:
 * ``MoveStepDone(partition, step)``: one step of a partition's move is done (see
   `kvstore.ring.moves`); reports of any other step than the next are stale and change nothing.
 
+The state also keeps the meta group's own voters (`meta_voters`, from the CONF_CHANGE entries
+of the meta group's log, `with_meta_voters`): a LEAVING member becomes REMOVED only once it no
+longer votes there either, so that REMOVED means "safe to stop" — stopping a member that still
+votes in the meta group would cost that group a voter it may need for its quorum.
+
 After each change the target placement (`kvstore.ring.place` over the JOINING and ACTIVE
 members) is compared with each partition that is not moving: a partition whose replica set
 differs gets a move. A move under way is never redirected; when it ends, the partition is
@@ -38,6 +43,9 @@ from kvstore._pb import meta_pb2
 from kvstore.codec import CodecError
 from kvstore.ring import MoveProgress, PartitionMove, StepKind, place, resolve_tokens, vnode_tokens
 from kvstore.ring.hashing import key_partition
+
+MAX_META_VOTERS = 5
+"""The meta group's largest number of voters; every other member is a learner of it."""
 
 
 class MemberState(IntEnum):
@@ -113,15 +121,17 @@ class ClusterState:
     next_node_id: int
     members: tuple[Member, ...]  # by id, removed ones included
     partitions: tuple[PartitionState, ...]
+    meta_voters: frozenset[int] = frozenset()  # the meta group's voters, as its log last changed them
 
     @classmethod
     def bootstrap(cls, cluster_id: str, members: Mapping[int, str], partition_count: int,
                   replication_factor: int, vnodes: int) -> ClusterState:
         """The state every initial node computes alike: the members ACTIVE at epoch 1, each
         partition on its placement."""
+        ids = sorted(members)
         state = cls(cluster_id, partition_count, replication_factor, vnodes, 1, max(members) + 1,
-                    tuple(Member(node_id, address, MemberState.ACTIVE) for node_id, address in sorted(members.items())),
-                    ())
+                    tuple(Member(node_id, members[node_id], MemberState.ACTIVE) for node_id in ids), (),
+                    frozenset(ids[:MAX_META_VOTERS]))
         return replace(state, partitions=tuple(PartitionState(replicas) for replicas in state.target_placement()))
 
     def member(self, node_id: int) -> Member | None:
@@ -150,6 +160,15 @@ class ClusterState:
 
 def _ring_ids(node_ids: Iterable[int]) -> tuple[str, ...]:
     return tuple(str(node_id) for node_id in node_ids)
+
+
+def with_meta_voters(state: ClusterState, voters: frozenset[int]) -> ClusterState:
+    """The state once the meta group's voters are `voters` (a CONF_CHANGE entry of its log was
+    applied): a new epoch when that settles a member (a leaving one may now be REMOVED)."""
+    if voters == state.meta_voters:
+        return state
+    settled = _settle(replace(state, meta_voters=voters))
+    return replace(settled, epoch=state.epoch + 1) if settled.members != state.members else settled
 
 
 def apply_command(state: ClusterState, command: meta_pb2.MetaCommand) -> tuple[ClusterState, CommandResult]:
@@ -287,9 +306,10 @@ def _plan(state: ClusterState) -> ClusterState:
 
 
 def _settle(state: ClusterState) -> ClusterState:
-    """JOINING members no move is adding become ACTIVE; LEAVING members nothing refers to, REMOVED."""
+    """JOINING members no move is adding become ACTIVE; LEAVING members nothing refers to (nor
+    votes in the meta group), REMOVED."""
     adding: set[int] = set()
-    referred: set[int] = set()
+    referred: set[int] = set(state.meta_voters)
     for partition in state.partitions:
         referred.update(partition.replicas, partition.learners)
         if partition.move is not None:
@@ -312,7 +332,7 @@ def encode_state(state: ClusterState) -> bytes:
     record = meta_pb2.MetaState(
         cluster_id=state.cluster_id, partition_count=state.partition_count,
         replication_factor=state.replication_factor, vnodes=state.vnodes, epoch=state.epoch,
-        next_node_id=state.next_node_id,
+        next_node_id=state.next_node_id, meta_voters=sorted(state.meta_voters),
         members=[meta_pb2.MetaMember(id=m.id, address=m.address, state=m.state.value, lost=m.lost, tokens=m.tokens)
                  for m in state.members],
     )
@@ -350,4 +370,5 @@ def decode_state(data: bytes) -> ClusterState:
         tuple(PartitionState(tuple(p.replicas), tuple(p.learners),
                              Move(tuple(p.move_from), tuple(p.move_to), p.move_done) if p.moving else None)
               for p in record.partitions),
+        frozenset(record.meta_voters),
     )

@@ -22,6 +22,7 @@ from kvstore.statemachine.cluster_state import (
     apply_command,
     decode_state,
     encode_state,
+    with_meta_voters,
 )
 from kvstore.storage.engine import Engine, WriteBatch
 from kvstore.storage.errors import CorruptionError
@@ -74,6 +75,8 @@ class MetaStateMachine:
             result = None
             if entry.type is EntryType.CONF_CHANGE:
                 conf_state = conf_state.apply(ConfChange.decode(entry.data))
+                if state is not None:
+                    state = with_meta_voters(state, conf_state.voters)
             elif entry.data:
                 if state is None:
                     raise CodecError(f"meta group: entry {entry.index} is a command, but no cluster state is known")

@@ -57,6 +57,7 @@ from kvstore.statemachine.cluster_state import (
     apply_command,
     decode_state,
     encode_state,
+    with_meta_voters,
 )
 from tests.sim.kv import AppliedOp, ClientOp, KVStateMachine, check_history, encode_op, model_state
 
@@ -82,10 +83,14 @@ class MetaMachine:
         self.state = state
         self.applied_index = 0
 
-    def apply(self, entry: Entry) -> ConfChange | None:
+    def apply(self, entry: Entry, voters: frozenset[int]) -> ConfChange | None:
+        """`voters`: the meta group's, as of this entry (a CONF_CHANGE changes them)."""
         self.applied_index = entry.index
         if entry.type is EntryType.CONF_CHANGE:
-            return ConfChange.decode(entry.data)
+            change = ConfChange.decode(entry.data)
+            if self.state is not None:
+                self.state = with_meta_voters(self.state, ConfState(voters).apply(change).voters)
+            return change
         if entry.data and self.state is not None:
             self.state, _ = apply_command(self.state, meta_pb2.MetaCommand.FromString(entry.data))
         return None
@@ -264,7 +269,8 @@ class ClusterSimulation:
             replica.machine.restore(rd.snapshot.data, rd.snapshot.meta.index)
         for entry in rd.committed_entries:
             self._record_committed(node, group, entry)
-            outcome = replica.machine.apply(entry)
+            outcome = (replica.machine.apply(entry, frozenset(raw.raft.voters)) if isinstance(replica.machine, MetaMachine)
+                       else replica.machine.apply(entry))
             if isinstance(outcome, ConfChange):
                 raw.apply_conf_change(outcome)
                 self._event(f"{node.id} g{group} applied {outcome.type.name} {outcome.node_id}")

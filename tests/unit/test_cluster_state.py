@@ -19,6 +19,7 @@ from kvstore.statemachine.cluster_state import (
     apply_command,
     decode_state,
     encode_state,
+    with_meta_voters,
 )
 
 PARTITIONS = 16
@@ -60,11 +61,13 @@ def applied(state: ClusterState, command: meta_pb2.MetaCommand) -> tuple[Cluster
 
 
 def finish_moves(state: ClusterState, rng: random.Random, limit: int = 3) -> ClusterState:
-    """Record every step of every move, at most `limit` moves at once, in a random interleaving."""
+    """Record every step of every move, at most `limit` moves at once, in a random interleaving;
+    then the meta group's voters become the members that stay (as its leader would make them)."""
     while True:
         runnable = schedule(state.moves(), limit)
         if not runnable:
-            return state
+            staying = [m.id for m in state.members if m.placed and not m.lost]
+            return with_meta_voters(state, frozenset(staying[:5]))
         chosen = rng.choice(runnable)
         state, _ = applied(state, step_done(chosen.move.partition, chosen.done))
 
@@ -261,3 +264,14 @@ def test_any_command_sequence_keeps_the_invariants_and_settles_on_the_placement(
     assert replicas(settled) == tuple(tuple(int(n) for n in r) for r in ring_map(settled).placement)
     assert all(m.state in (MemberState.ACTIVE, MemberState.REMOVED) for m in settled.members)
     assert all(not p.learners for p in settled.partitions)
+
+
+def test_a_leaving_member_is_removed_only_once_it_no_longer_votes_in_the_meta_group() -> None:
+    state, _ = applied(initial({**MEMBERS, 4: "10.0.0.4:2379"}), remove(2))
+    while state.moves():
+        progress = state.moves()[0]
+        state, _ = applied(state, step_done(progress.move.partition, progress.done))
+    assert state.member(2).state is MemberState.LEAVING  # type: ignore[union-attr]
+    demoted = with_meta_voters(state, frozenset({1, 3, 4}))
+    assert demoted.member(2).state is MemberState.REMOVED and demoted.epoch == state.epoch + 1  # type: ignore[union-attr]
+    assert with_meta_voters(demoted, frozenset({1, 3, 4})) is demoted

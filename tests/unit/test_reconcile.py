@@ -24,7 +24,7 @@ from kvstore.node.reconcile import (
     reconcile,
 )
 from kvstore.raft import ConfChange, ConfChangeType
-from kvstore.statemachine.cluster_state import ClusterState, MemberState, apply_command
+from kvstore.statemachine.cluster_state import ClusterState, MemberState, apply_command, with_meta_voters
 
 PARTITIONS = 8
 MEMBERS = {n: f"10.0.0.{n}:2379" for n in (1, 2, 3)}
@@ -217,6 +217,8 @@ class World:
             self.hosted[node].discard(action.group)
         elif isinstance(action, ProposeConfChange):
             (self.meta if action.group < 0 else self.groups[action.group]).change(action.change)
+            if action.group < 0:  # the meta group's log tells its state machine its voters
+                self.state = with_meta_voters(self.state, frozenset(self.meta.voters))
             self.elect()
         elif isinstance(action, TransferLeader):
             model = self.meta if action.group < 0 else self.groups[action.group]
