@@ -37,7 +37,7 @@ from kvctl.member import DEFAULT_WAIT_S, follow
 from kvstore.certs import CertificateError, ClusterCertificates, files_in, init_certificates
 from kvstore.client import Client, KvError, MemberState
 from kvstore.errors import ERRORS
-from kvstore.node.local import join_command, leaders, node_command, node_status, tls_arguments
+from kvstore.node.local import cluster_layout, join_command, leaders, node_command, node_status, tls_arguments
 from kvstore.tls import TlsConfig, TlsError, client_credentials
 
 STATE_FILE = "cluster.json"
@@ -206,6 +206,12 @@ def status_table(nodes: Sequence[LocalNode], credentials: grpc.ChannelCredential
         table.add_row(str(node.id), node.address, str(node.pid), "[green]up[/]", str(status.partitions_hosted),
                       str(status.partitions_led), str(commit_lag), str(apply_lag),
                       f"{status.db_size_bytes / 1e6:.1f}")
+    layouts = [cluster_layout(node.address, 0.5, credentials) for node in nodes if statuses[node.id] is not None]
+    newest = max((layout for layout in layouts if layout is not None), key=lambda layout: layout.epoch, default=None)
+    if newest is not None:
+        moving = [p.id for p in newest.partitions if p.moving_to]
+        table.caption = (f"epoch {newest.epoch}, " + (f"{len(moving)} partitions moving ({', '.join(map(str, moving))})"
+                                                      if moving else "no move in flight"))
     return table
 
 
@@ -338,7 +344,8 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
                   f"partitions, {'TLS' if client_tls else 'plaintext'}, data in {root}")
     for node in failed:
         console.print(f"  [yellow]node {node.id} is down[/]; the others serve without it. If its data dir is "
-                      "damaged, replace the node (docs/membership.md)")
+                      f"damaged, replace it: `kvctl member replace {node.id} --address {node.address}` and start a "
+                      "node with `kvstore-node --join` there (docs/membership.md)")
     console.print(f"  export KVSTORE_ENDPOINTS={endpoints}")
     if client_tls is not None:
         console.print(f"  export KVSTORE_CACERT={client_tls.ca} KVSTORE_CERT={client_tls.cert} "

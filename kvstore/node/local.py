@@ -66,6 +66,17 @@ def node_status(address: str, timeout: float = 1.0,
             return None
 
 
+def cluster_layout(address: str, timeout: float = 1.0,
+                   credentials: grpc.ChannelCredentials | None = None) -> pb.PartitionsResponse | None:
+    """The cluster map as the node sees it (with the moves under way), or None when it does not
+    answer within `timeout`."""
+    with sync_channel(address, credentials) as channel:
+        try:
+            return kvstore_pb2_grpc.ClusterStub(channel).Partitions(pb.PartitionsRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return None
+
+
 def leaders(statuses: Iterable[pb.StatusResponse | None]) -> dict[int, int]:
     """Partition -> the node that leads it, as that node itself reports."""
     return {

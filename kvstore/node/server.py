@@ -623,8 +623,11 @@ class Node:
         for partition, replica in self.replicas.items():
             raw = replica.raw
             views.append(GroupView(partition, raw.leader, raw.conf_state().voters, raw.transferring_leadership))
+        state = self.meta.sm.state
+        leaving = {m.id for m in state.members if m.state is not MemberState.ACTIVE} if state is not None else set()
         for partition, to in plan_leader_transfers(self.node_id, views, MAX_TRANSFERS_PER_ROUND):
-            if self.transport.connected(to):
+            # Not to a member on its way out (its partitions are moving away) or in (still catching up).
+            if self.transport.connected(to) and to not in leaving:
                 log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
                 self.replicas[partition].raw.transfer_leader(to)
 

@@ -84,3 +84,25 @@ def test_a_corrupt_node_is_reported_and_the_healthy_ones_keep_serving(data_dir: 
         assert client.get("kept").value == b"across restarts"
         client.put("written", "with two of three")
     assert "stopped 2 node(s)" in kvctl("cluster", "down", "--data-dir", str(data_dir)).stdout
+
+
+def test_add_node_and_remove_node_change_a_running_local_cluster(tmp_path: Path) -> None:
+    root = tmp_path / "growing"
+    up = kvctl("cluster", "up", "--nodes", "3", "--partitions", "4", "--data-dir", str(root),
+               "--base-port", str(consecutive_free_ports(4)), "--detach")
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        added = kvctl("cluster", "add-node", "--data-dir", str(root), "--wait", "120")
+        assert added.returncode == 0, added.stderr
+        assert "node 4 joins at" in added.stderr and "of 4 partitions (the ideal is" in added.stdout
+        removed = kvctl("cluster", "remove-node", "1", "--data-dir", str(root), "--wait", "120")
+        assert removed.returncode == 0, removed.stderr
+        assert "node 1 removed and stopped" in removed.stderr
+        status = kvctl("cluster", "status", "--data-dir", str(root))
+        assert "no move in flight" in " ".join(status.stdout.split())
+        address = next(line.split()[1] for line in status.stdout.splitlines() if line.split()[:1] == ["2"])
+        members = kvctl("--endpoints", address, "member", "list", "-o", "simple")
+        assert [line.split("\t")[::3] for line in members.stdout.splitlines()] == [
+            ["1", "removed"], ["2", "active"], ["3", "active"], ["4", "active"]]
+    finally:
+        assert kvctl("cluster", "down", "--data-dir", str(root)).returncode == 0
