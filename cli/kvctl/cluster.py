@@ -1,7 +1,8 @@
 """`kvctl cluster up|down|status`: a local cluster of node processes on this machine.
 
-Node i (1-based) serves on `base-port + i - 1` and keeps its data in `DATA_DIR/node-i`; the
-launcher records the cluster (its token, partition count, replication factor, each node's
+Node i (1-based) serves on `base-port + i - 1`, serves its metrics and the status page on
+`metrics-base-port + i - 1`, and keeps its data in `DATA_DIR/node-i`; the launcher records the
+cluster (its token, partition count, replication factor, each node's
 address and process, and with `--tls` the client certificate kvctl connects with) in
 `DATA_DIR/cluster.json`, so that `down` knows what to stop and a later `up` with the same data
 dir brings the same cluster back, with the same addresses. With `--tls` the certificates live
@@ -37,6 +38,7 @@ from kvctl.member import DEFAULT_WAIT_S, follow
 from kvstore.certs import CertificateError, ClusterCertificates, files_in, init_certificates
 from kvstore.client import Client, KvError, MemberState
 from kvstore.errors import ERRORS
+from kvstore.node.cluster_view import build_cluster_view, reported_replicas
 from kvstore.node.local import cluster_layout, join_command, leaders, node_command, node_status, tls_arguments
 from kvstore.tls import TlsConfig, TlsError, client_credentials
 
@@ -56,6 +58,7 @@ class LocalNode:
     data_dir: str
     log_file: str
     pid: int
+    metrics_address: str = ""
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
@@ -177,8 +180,8 @@ def _wait_ready(nodes: Sequence[LocalNode], partitions: int, console: Console,
 
 def status_table(nodes: Sequence[LocalNode], credentials: grpc.ChannelCredentials | None,
                  title: str = "kvstore local cluster") -> Table:
-    """Nodes, partitions led, and lag: how far each replica's commit index trails its partition
-    leader's (commit lag) and how far its applied index trails its own commit (apply lag)."""
+    """Nodes, partitions led, and lag (summed over each node's replicas; see
+    `kvstore.node.cluster_view`), and the moves in flight."""
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     widest_address = max((len(n.address) for n in nodes), default=0)
     for column in ("node", "address", "pid", "state", "hosted", "led", "commit lag", "apply lag", "db MB"):
@@ -186,27 +189,20 @@ def status_table(nodes: Sequence[LocalNode], credentials: grpc.ChannelCredential
         # Addresses are never cut; headers may take two lines on a narrow terminal.
         table.add_column(column, justify="left" if left else "right",
                          min_width=widest_address if column == "address" else None)
-    statuses = {node.id: node_status(node.address, timeout=0.5, credentials=credentials) for node in nodes}
-    leader_of = leaders(statuses.values())
-    leader_commit = {
-        p.id: p.commit_index
-        for s in statuses.values()
-        if s is not None
-        for p in s.partitions
-        if leader_of.get(p.id) == s.node_id
-    }
+    answers = {node.id: node_status(node.address, timeout=0.5, credentials=credentials) or "no answer"
+               for node in nodes}
+    view = build_cluster_view({node.id: node.address for node in nodes}, reported_replicas(answers), answers)
+    seen_by_id = {seen.id: seen for seen in view.nodes}
     for node in nodes:
-        status = statuses[node.id]
-        if status is None:
+        seen = seen_by_id[node.id]
+        if not seen.up:
             state = "[red]down[/]" if not _alive(node.pid) else "[yellow]not answering[/]"
             table.add_row(str(node.id), node.address, str(node.pid), state, "", "", "", "", "")
             continue
-        commit_lag = sum(max(0, leader_commit.get(p.id, p.commit_index) - p.commit_index) for p in status.partitions)
-        apply_lag = sum(p.commit_index - p.applied_index for p in status.partitions)
-        table.add_row(str(node.id), node.address, str(node.pid), "[green]up[/]", str(status.partitions_hosted),
-                      str(status.partitions_led), str(commit_lag), str(apply_lag),
-                      f"{status.db_size_bytes / 1e6:.1f}")
-    layouts = [cluster_layout(node.address, 0.5, credentials) for node in nodes if statuses[node.id] is not None]
+        table.add_row(str(node.id), node.address, str(node.pid), "[green]up[/]", str(seen.partitions_hosted),
+                      str(seen.partitions_led), str(seen.commit_lag), str(seen.apply_lag),
+                      f"{seen.db_size_bytes / 1e6:.1f}")
+    layouts = [cluster_layout(node.address, 0.5, credentials) for node in nodes if seen_by_id[node.id].up]
     newest = max((layout for layout in layouts if layout is not None), key=lambda layout: layout.epoch, default=None)
     if newest is not None:
         moving = [p.id for p in newest.partitions if p.moving_to]
@@ -233,25 +229,25 @@ def cluster() -> None:
     """Run a local multi-node cluster on this machine."""
 
 
-def _start_node(root: Path, node_id: int, peers: dict[int, str], state: LocalCluster,
+def _start_node(root: Path, node_id: int, peers: dict[int, str], metrics_address: str, state: LocalCluster,
                 certificates: ClusterCertificates | None) -> LocalNode:
     node_dir = root / f"node-{node_id}"
     log_file = root / f"node-{node_id}.log"
     command = node_command(node_id, peers, node_dir, state.partitions,
                            "--replication-factor", str(state.replication_factor),
-                           "--initial-cluster-token", state.token)
+                           "--initial-cluster-token", state.token, "--metrics-address", metrics_address)
     if certificates is not None:
         own = certificates.nodes[node_id]
         command += tls_arguments(own.cert, own.key, certificates.ca.cert)
     with log_file.open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
-    return LocalNode(node_id, peers[node_id], str(node_dir), str(log_file), process.pid)
+    return LocalNode(node_id, peers[node_id], str(node_dir), str(log_file), process.pid, metrics_address)
 
 
 def _check_unchanged(ctx: click.Context, root: Path, recorded: LocalCluster) -> None:
     """Refuse flags that would change an existing cluster: a restart brings back what was built."""
-    given = {name for name in ("nodes", "partitions", "replication_factor", "base_port", "host")
+    given = {name for name in ("nodes", "partitions", "replication_factor", "base_port", "metrics_base_port", "host")
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     params = ctx.params
     if "nodes" in given and params["nodes"] != len(recorded.nodes):
@@ -264,10 +260,10 @@ def _check_unchanged(ctx: click.Context, root: Path, recorded: LocalCluster) -> 
     if "replication_factor" in given and params["replication_factor"] != recorded.replication_factor:
         _fail(f"the cluster in {root} has replication factor {recorded.replication_factor}, not "
               f"{params['replication_factor']}", ExitCode.USAGE)
-    if given & {"base_port", "host"}:
+    if given & {"base_port", "metrics_base_port", "host"}:
         addresses = ", ".join(node.address for node in recorded.nodes)
-        _fail(f"the cluster in {root} keeps its addresses ({addresses}); leave out --base-port and --host",
-              ExitCode.USAGE)
+        _fail(f"the cluster in {root} keeps its addresses ({addresses}); leave out --base-port, "
+              "--metrics-base-port and --host", ExitCode.USAGE)
     if params["tls"] != (recorded.tls is not None):
         _fail(f"the cluster in {root} was built {'with' if recorded.tls else 'without'} --tls; start it the "
               "same way", ExitCode.USAGE)
@@ -284,6 +280,8 @@ def _check_unchanged(ctx: click.Context, root: Path, recorded: LocalCluster) -> 
               help="Where the nodes keep their data (and the launcher its state).")
 @click.option("--base-port", default=2379, show_default=True, type=click.IntRange(1024, 65000),
               help="Node i of a new cluster serves on base-port + i - 1.")
+@click.option("--metrics-base-port", default=9379, show_default=True, type=click.IntRange(1024, 65000),
+              help="Node i of a new cluster serves /metrics and the status page on metrics-base-port + i - 1.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address a new cluster listens on.")
 @click.option("--detach", is_flag=True, help="Start the nodes and return; stop them with `kvctl cluster down`.")
 @click.option("--demo", is_flag=True, help="Run a short demo against the cluster once it is up.")
@@ -292,18 +290,19 @@ def _check_unchanged(ctx: click.Context, root: Path, recorded: LocalCluster) -> 
                    "made when missing, as `kvctl cert init` does).")
 @click.pass_context
 def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int, data_dir: str, base_port: int,
-       host: str, detach: bool, demo: bool, tls: bool) -> None:
+       metrics_base_port: int, host: str, detach: bool, demo: bool, tls: bool) -> None:
     """Start a local cluster and show its live status until Ctrl-C.
 
     \b
     Examples:
       kvctl cluster up --nodes 3                 # foreground, live status table
       kvctl cluster up --nodes 5 --detach        # background; stop with `kvctl cluster down`
-      kvctl cluster up --data-dir /tmp/kv --base-port 3379
+      kvctl cluster up --data-dir /tmp/kv --base-port 3379 --metrics-base-port 10379
       kvctl cluster up --tls --detach            # TLS; prints the KVSTORE_CACERT/CERT/KEY to export
     Restarting with the same --data-dir brings the same cluster back: same nodes, addresses and
     data (its size changes only through `kvctl cluster add-node` / `remove-node`). A node that
-    fails to start is reported and the others keep running.
+    fails to start is reported and the others keep running. Each node's status page (the live
+    cluster map) is at http://HOST:METRICS-PORT/.
     """
     console = Console()
     if partitions <= 0 or partitions & (partitions - 1):
@@ -317,12 +316,14 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
     if recorded is not None:
         _check_unchanged(ctx, root, recorded)
         peers = {node.id: node.address for node in recorded.nodes}
+        metrics = {node.id: node.metrics_address for node in recorded.nodes}
     else:
         peers = {i + 1: f"{host}:{base_port + i}" for i in range(nodes)}
-    busy = [address for address in peers.values() if not _port_free(*_host_port(address))]
+        metrics = {i + 1: f"{host}:{metrics_base_port + i}" for i in range(nodes)}
+    busy = [address for address in [*peers.values(), *metrics.values()] if not _port_free(*_host_port(address))]
     if busy:
         _fail(f"{', '.join(busy)} {'are' if len(busy) > 1 else 'is'} in use"
-              + ("; choose another --base-port" if recorded is None else ""), ExitCode.USAGE)
+              + ("; choose another --base-port or --metrics-base-port" if recorded is None else ""), ExitCode.USAGE)
     root.mkdir(parents=True, exist_ok=True)
     certificates = _certificates(root, max(peers), host, console) if tls else None
     client_tls = None if certificates is None else TlsConfig(certificates.ca.cert, certificates.client.cert,
@@ -330,7 +331,8 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
     # A token of its own makes this cluster's id differ from every other cluster's, even one
     # built on the same addresses: their nodes then never talk to each other.
     state = recorded or LocalCluster(secrets.token_hex(8), partitions, replication_factor, (), client_tls)
-    state = replace(state, nodes=tuple(_start_node(root, node_id, peers, state, certificates) for node_id in peers))
+    state = replace(state, nodes=tuple(_start_node(root, node_id, peers, metrics[node_id], state, certificates)
+                                       for node_id in peers))
     state.save(root)
     credentials = state.credentials()
     try:
@@ -347,6 +349,7 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
                       f"damaged, replace it: `kvctl member replace {node.id} --address {node.address}` and start a "
                       "node with `kvstore-node --join` there (docs/membership.md)")
     console.print(f"  export KVSTORE_ENDPOINTS={endpoints}")
+    console.print(f"  status page: http://{started[0].metrics_address}/  (any node's metrics port serves it)")
     if client_tls is not None:
         console.print(f"  export KVSTORE_CACERT={client_tls.ca} KVSTORE_CERT={client_tls.cert} "
                       f"KVSTORE_KEY={client_tls.key}", soft_wrap=True)
@@ -423,15 +426,18 @@ def add_node(data_dir: str, wait_s: float) -> None:
     host, last_port = _host_port(max(recorded.nodes, key=lambda n: _host_port(n.address)[1]).address)
     port = next(p for p in range(last_port + 1, 65536) if _port_free(host, p))
     address = f"{host}:{port}"
+    _, last_metrics_port = _host_port(max(recorded.nodes, key=lambda n: _host_port(n.metrics_address)[1]).metrics_address)
+    metrics_address = f"{host}:{next(p for p in range(last_metrics_port + 1, 65536) if _port_free(host, p))}"
     seeds = [node.address for node in recorded.nodes if _alive(node.pid)]
 
     async def change(client: Client) -> None:
         added = await client.member_add(address)
         node_dir, log_file = root / f"node-{added.id}", root / f"node-{added.id}.log"
         with log_file.open("ab") as log:
-            process = subprocess.Popen(join_command(address, seeds, node_dir), stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        node = LocalNode(added.id, address, str(node_dir), str(log_file), process.pid)
+            process = subprocess.Popen(join_command(address, seeds, node_dir, "--metrics-address", metrics_address),
+                                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        node = LocalNode(added.id, address, str(node_dir), str(log_file), process.pid, metrics_address)
         replace(recorded, nodes=(*recorded.nodes, node)).save(root)
         click.echo(f"node {added.id} joins at {address} (pid {process.pid})", err=True)
         await follow(client, added.id, MemberState.ACTIVE, wait_s)

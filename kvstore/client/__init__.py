@@ -26,6 +26,7 @@ from kvstore.client.types import (
     WriteConcern,
 )
 from kvstore.errors import (
+    BatchError,
     CrossPartitionError,
     ErrorCode,
     InvalidArgumentError,
@@ -43,6 +44,7 @@ from kvstore.tls import TlsConfig
 __all__ = [
     "DEFAULT_MAX_KEY_BYTES",
     "DEFAULT_MAX_VALUE_BYTES",
+    "BatchError",
     "Client",
     "ClusterLayout",
     "Compare",

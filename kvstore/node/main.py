@@ -8,16 +8,26 @@ finish (briefly), Raft stops, LevelDB is closed. SIGHUP re-reads the TLS certifi
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Mapping
 
-# Before grpc is imported: its C core would print its own copy of errors this program reports
-# in one line (a port in use, for one).
-os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+def _wants_debug(argv: list[str], environ: Mapping[str, str]) -> bool:
+    """Whether the flag or the environment asks for debug logging (a --config file cannot be
+    read this early)."""
+    flag = next((value for name, value in zip(argv, argv[1:], strict=False) if name == "--log-level"), None)
+    flag = next((a.split("=", 1)[1] for a in argv if a.startswith("--log-level=")), flag)
+    return (flag or environ.get("KVSTORE_NODE_LOG_LEVEL")) == "debug"
+
+
+# Before grpc is imported, which is when its C core reads its log level: its chatter (and its own
+# copy of errors this program reports in one line, a port in use for one) only with debug logging.
+os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if _wants_debug(sys.argv, os.environ) else "NONE")
 
 import asyncio
 import json
 import logging
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +35,14 @@ from typing import Any
 import click
 import uvloop
 
+from kvstore._pb import kvstore_pb2, peer_pb2
 from kvstore.errors import KvError, UnavailableError
+from kvstore.node.cluster_view import ClusterStatusSource
 from kvstore.node.config import PATH_SETTINGS, ConfigError, NodeConfig, load_toml, parse_peers
+from kvstore.node.health import NodeHealth, add_reflection
+from kvstore.node.http import OpsServer
 from kvstore.node.identity import IdentityError
+from kvstore.node.metrics import RequestMetricsInterceptor, metrics_registry
 from kvstore.node.server import AddressInUseError, Node
 from kvstore.rpc import ClusterService, KVService, PeerService
 from kvstore.storage import CorruptionError, DataDirLockedError, StorageError
@@ -35,6 +50,10 @@ from kvstore.tls import TlsError
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
+
+# What clients use, reported by the health service; reflection lists these and the Peer service.
+PUBLIC_SERVICES = tuple(kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster"))
+SERVED_SERVICES = (*PUBLIC_SERVICES, peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name)
 
 
 class _LogFormatter(logging.Formatter):
@@ -83,23 +102,48 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
             settings[name] = Path(settings[name])
     if settings.get("join"):
         settings.setdefault("node_id", 0)
-    else:
-        settings.setdefault("peers", {int(settings["node_id"]): settings["listen"]})
+    elif settings.get("single_node") and not settings.get("peers"):
+        settings["peers"] = {int(settings["node_id"]): settings["listen"]}
     config = NodeConfig(**settings)
     config.validate()
     return config
 
 
 async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
+    """Run the node until SIGTERM or SIGINT (or a fatal error closes it, which it then raises);
+    SIGHUP re-reads its certificates."""
     node = Node(config)
-    # The composition root: the node is the backend the RPC layer's services delegate to.
-    await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to])
-    log_format.node_id = node.node_id  # with --join, known once the node has joined
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, node.close)
-    loop.add_signal_handler(signal.SIGHUP, node.reload_certificates)
-    await node.wait_closed()
+    health = NodeHealth(PUBLIC_SERVICES)
+    await health.set_serving(False)
+    ops = None
+    if config.metrics_address:
+        # The page asks the members for their status as the node dials its peers (its certificate, if any).
+        cluster = ClusterStatusSource(lambda: node.cluster_state, lambda address: node.security.peer_channel(address, ()))
+        ops = OpsServer(config.metrics_address, node.node_id, metrics_registry(node, node.metrics), health, cluster)
+        await ops.start()
+    try:
+        # The composition root: the node is the backend the RPC layer's services delegate to.
+        services = [KVService(node), ClusterService(node), PeerService(node)]
+        await node.start([*(s.add_to for s in services), health.add_to,
+                          lambda server: add_reflection(server, SERVED_SERVICES)],
+                         [RequestMetricsInterceptor(node.metrics)])
+        log_format.node_id = node.node_id  # with --join, known once the node has joined
+        await health.set_serving(True)  # the log is replayed and the Ready loop runs
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, node.reload_certificates)
+        stopping, closed = asyncio.create_task(stop.wait()), asyncio.create_task(node.wait_closed())
+        await asyncio.wait((stopping, closed), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        # NOT_SERVING first, so health watchers and probes see it before the port closes.
+        await health.shut_down()
+        node.close()
+        await closed
+    finally:
+        if ops is not None:
+            await ops.close()
     if node.fatal is not None:
         raise node.fatal
 
@@ -108,11 +152,15 @@ async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
                                  "max_content_width": 100})
 @click.option("--id", "node_id", type=int, envvar="KVSTORE_NODE_ID", help="This node's id (a positive integer, unique in the cluster).")
 @click.option("--listen", help="HOST:PORT to serve clients and peers on.")
-@click.option("--peers", help="Every member of a new cluster, this node included: ID=HOST:PORT,ID=HOST:PORT,...")
+@click.option("--peers", help="Every member of a new cluster, this node included: ID=HOST:PORT,ID=HOST:PORT,... "
+              "This node's entry is the address its peers dial: --listen's, or --listen is 0.0.0.0 or [::] on "
+              "its port. Read once, when the data dir is created.")
 @click.option("--join",
               help="Join a running cluster instead: HOST:PORT of one or more of its nodes, comma-separated. "
                    "Add the node first (`kvctl member add --address` this node's --listen); --id is then "
                    "the cluster's choice.")
+@click.option("--single-node", is_flag=True, default=None,
+              help="Run a cluster of this node alone (instead of --peers).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Directory for this node's LevelDB.")
 @click.option("--partitions", type=int, help="Partitions in the key space (power of two; default 64).")
 @click.option("--replication-factor", type=int, help="Replicas per partition (default 3).")
@@ -143,6 +191,8 @@ async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with any of these settings.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--metrics-address", metavar="HOST:PORT",
+              help="Serve Prometheus /metrics, /healthz, /readyz and the status page (/) over HTTP here. Default off.")
 def cli(log_format: str, **options: Any) -> None:
     """Run one kvstore node.
 
@@ -153,10 +203,12 @@ def cli(log_format: str, **options: Any) -> None:
     (and the same with --id 2 / --id 3 and their own --listen and --data-dir), or simply
     `kvctl cluster up --nodes 3`. With TLS, add --cert data/certs/node-1.crt --key
     data/certs/node-1.key --ca data/certs/ca.crt (`kvctl cert init data/certs` makes them);
-    `kill -HUP` the node after replacing them, and it serves the new ones.
+    `kill -HUP` the node after replacing them, and it serves the new ones. A cluster of one
+    node, for trying things out:
+      kvstore-node --id 1 --listen 127.0.0.1:2379 --data-dir data/1 --single-node
 
     \b
-    A 4th node for that cluster:
+    A 4th node for the 3-node cluster:
       kvctl member add --address 127.0.0.1:2382      # says the new member's id
       kvstore-node --join 127.0.0.1:2379 --listen 127.0.0.1:2382 --data-dir data/4
     """
@@ -169,6 +221,9 @@ def cli(log_format: str, **options: Any) -> None:
     formatter = _LogFormatter(config.node_id, log_format == "json")
     handler.setFormatter(formatter)
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler], force=True)
+    if config.log_level != "debug":
+        # gRPC's Python layer logs routine events as warnings (a stream aborted by a stopping server).
+        logging.getLogger("grpc").setLevel(logging.ERROR)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         uvloop.run(serve(config, formatter))
@@ -188,6 +243,11 @@ def cli(log_format: str, **options: Any) -> None:
     except StorageError as e:
         click.echo(f"kvstore-node: storage error: {e}", err=True)
         sys.exit(EXIT_RUNTIME)
+
+
+# --help names each option's environment variable (the deploy files set them).
+for _option in cli.params:
+    _option.show_envvar = True  # type: ignore[attr-defined]
 
 
 def main() -> None:

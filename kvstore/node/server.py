@@ -55,6 +55,7 @@ from kvstore.node.identity import (
     load_identity,
     open_identity,
 )
+from kvstore.node.metrics import NodeMetrics, timed
 from kvstore.node.reconcile import (
     META_GROUP,
     Action,
@@ -70,6 +71,7 @@ from kvstore.node.replica import Replica, Waiter, not_leader
 from kvstore.node.security import NodeSecurity
 from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
+    NONE,
     ConfChange,
     Config,
     ConfState,
@@ -79,6 +81,7 @@ from kvstore.raft import (
     Ready,
     Role,
     SnapshotMeta,
+    SoftState,
     Tombstone,
 )
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
@@ -124,6 +127,7 @@ class Node:
         self._groups: dict[int, Replica[Any, Any]] = {}
         self.meta: MetaReplica  # set by start()
         self._tombstones: dict[int, Tombstone] = {}
+        self.metrics = NodeMetrics()
         self.security = NodeSecurity(config)
         self.transport: PeerTransport  # set by start(), once the node id and members are known
         self.admission: PeerAdmission  # set by start(), once the data dir's identity is known
@@ -152,14 +156,17 @@ class Node:
         self._carry_over: list[Replica[Any, Any]] = []
         self._snapshot_reports: list[tuple[int, int, bool]] = []
         self._request_ids = itertools.count(1)
+        self._known_leaders: dict[int, tuple[int, int]] = {}  # partition -> (leader, term) last logged
         self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-fsync")
         self.started_at = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self, servicers: Sequence[Callable[[grpc.aio.Server], None]] = ()) -> None:
+    async def start(self, servicers: Sequence[Callable[[grpc.aio.Server], None]] = (),
+                    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         """Open storage (joining the cluster first with --join and a new data dir), start
-        serving `servicers` (each adds an RPC layer service to the server), then drive Raft."""
+        serving `servicers` (each adds an RPC layer service to the server) through
+        `interceptors`, then drive Raft."""
         config = self.config
         self.engine = engine = LevelDBEngine(str(config.data_dir / "db"))
         try:
@@ -168,10 +175,11 @@ class Node:
             engine.close()
             raise
         self.transport = PeerTransport(self.node_id, self._peer_addresses(), self.security, self._on_unreachable,
-                                       self._on_snapshot_sent)
+                                       self._on_snapshot_sent, self.metrics)
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
         self.server = grpc.aio.server(
-            options=[*KEEPALIVE_OPTIONS, *self.security.server_options(), ("grpc.so_reuseport", 0)]
+            interceptors=interceptors,
+            options=[*KEEPALIVE_OPTIONS, *self.security.server_options(), ("grpc.so_reuseport", 0)],
         )
         for add_servicer in servicers:
             add_servicer(self.server)
@@ -523,6 +531,9 @@ class Node:
     def address_of(self, node_id: int) -> str:
         return self._member_addresses().get(node_id, "")
 
+    def peer_connections(self) -> dict[int, bool]:
+        return {peer_id: self.transport.connected(peer_id) for peer_id in self._peer_addresses()}
+
     # -- the loop ---------------------------------------------------------------------------
 
     async def _ticker(self) -> None:
@@ -535,14 +546,17 @@ class Node:
             self._wake.set()
 
     async def _ready_loop(self) -> None:
+        cycle_seconds = self.metrics.ready_cycle_seconds
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
+                started = time.perf_counter()
                 touched = self._take_inputs()
                 readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]
                 if readies:
                     await self._handle_readies(readies)
+                cycle_seconds.observe(time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
             except StorageError as e:
@@ -643,6 +657,7 @@ class Node:
             try:
                 last = raw.propose([data for data, _ in items])
             except (RaftNotLeaderError, ProposalDroppedError) as e:
+                self.metrics.proposals_failed += len(items)
                 error = (
                     not_leader(partition, e.leader_hint)
                     if isinstance(e, RaftNotLeaderError)
@@ -651,6 +666,7 @@ class Node:
                 for _, future in items:
                     future.set_exception(error)
                 continue
+            self.metrics.proposals += len(items)
             term = raw.term
             first = last - len(items) + 1
             for offset, (_, future) in enumerate(items):
@@ -660,15 +676,18 @@ class Node:
     async def _handle_readies(self, readies: list[tuple[Replica[Any, Any], Ready]]) -> None:
         engine = self.engine
         assert engine is not None
+        metrics = self.metrics
         # 1. persist every group's Ready in one batch
         batch = engine.new_batch()
         must_sync = False
+        entries = 0
         for replica, rd in readies:
             log_storage = replica.log
             if rd.snapshot is not None:
                 log_storage.apply_snapshot(batch, rd.snapshot)
             if rd.entries:
                 log_storage.append(batch, rd.entries)
+                entries += len(rd.entries)
             if rd.hard_state is not None:
                 log_storage.set_hard_state(batch, rd.hard_state)
             must_sync = must_sync or rd.must_sync
@@ -681,9 +700,13 @@ class Node:
                 # reading requests and peer frames; they all join the next cycle: group commit.
                 # Shielded: a cancelled loop must not leave a write half-way when storage closes.
                 write = functools.partial(engine.write, batch, sync=True)
-                await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._disk, write))
+                loop = asyncio.get_running_loop()
+                metrics.fsync_seconds.observe(await asyncio.shield(loop.run_in_executor(self._disk, timed, write)))
             else:
                 engine.write(batch, sync=False)
+        metrics.ready_groups.observe(len(readies))
+        if entries:
+            metrics.ready_entries.observe(entries)
         # 2. send
         self.transport.send((replica.partition, message) for replica, rd in readies for message in rd.messages)
         # 3. apply
@@ -693,10 +716,12 @@ class Node:
         for replica, rd in readies:
             if rd.snapshot is not None:
                 replica.sm.restore(apply_batch, rd.snapshot)
+                metrics.snapshots_installed += 1
                 log.info("group %d installed a snapshot at index %d from the leader",
                          replica.partition, rd.snapshot.meta.index)
             if rd.committed_entries:
                 self._apply(replica, rd, apply_batch, completions)
+                metrics.entries_applied += len(rd.committed_entries)
         if len(apply_batch):
             engine.write(apply_batch, sync=False)
         for future, response in completions:
@@ -707,14 +732,34 @@ class Node:
             self._on_state_applied(before, state)
         # 4. reads, role changes, advance
         for replica, rd in readies:
-            if rd.soft_state is not None and rd.soft_state.role is not Role.LEADER:
-                replica.fail_waiters(not_leader(replica.partition, rd.soft_state.leader))
+            if rd.soft_state is not None:
+                self._note_leader(replica, rd.soft_state)
+                if rd.soft_state.role is not Role.LEADER:
+                    replica.fail_waiters(not_leader(replica.partition, rd.soft_state.leader))
             if rd.read_states:
                 replica.ready_reads.extend((rs.index, rs.request_id) for rs in rd.read_states)
             replica.serve_reads()
             replica.raw.advance(rd)
             if replica.sm.applied_index - replica.log.first_index() > self.config.snapshot_entries:
                 replica.compact_pending = True
+
+    def _note_leader(self, replica: Replica[Any, Any], soft_state: SoftState) -> None:
+        """One log line (and one count) per leader a group gets, a leader being a node in a
+        term; losing a leader is not logged: the election that follows is."""
+        partition, leader = replica.partition, soft_state.leader
+        if leader == NONE:
+            return
+        term = replica.raw.term
+        if self._known_leaders.get(partition) == (leader, term):
+            return
+        self._known_leaders[partition] = (leader, term)
+        self.metrics.leader_changes += 1
+        what = "the meta group" if partition == META_GROUP else f"partition {partition}"
+        if leader == self.node_id:
+            self.metrics.elections_won += 1
+            log.info("%s: won the election in term %d; this node leads it", what, term)
+        else:
+            log.info("%s: node %d leads it in term %d", what, leader, term)
 
     def _apply(self, replica: Replica[Any, Any], rd: Ready, batch: WriteBatch,
                completions: list[tuple[asyncio.Future[Any], Any]]) -> None:

@@ -14,6 +14,7 @@ import pytest
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.codec import decode_peer_frame
 from kvstore.node.identity import LAYOUT_VERSION, Identity, PeerAdmission
+from kvstore.node.metrics import NodeMetrics
 from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
 from kvstore.raft import Message, MessageType
 from kvstore.storage import MemoryEngine
@@ -93,7 +94,8 @@ def admission(fatal: Callable[[str], None] = lambda _: None) -> PeerAdmission:
 @pytest.fixture
 async def transport(peer: tuple[RecordingPeer, str]) -> AsyncIterator[tuple[PeerTransport, FakeChannels, list[int]]]:
     channels, unreachable = FakeChannels(), []
-    sender = PeerTransport(1, {1: "127.0.0.1:1", 2: peer[1]}, channels, unreachable.append, lambda *_: None)
+    sender = PeerTransport(1, {1: "127.0.0.1:1", 2: peer[1]}, channels, unreachable.append, lambda *_: None,
+                           NodeMetrics())
     sender.start(admission())
     try:
         yield sender, channels, unreachable
@@ -146,7 +148,8 @@ async def test_when_the_peer_refuses_the_new_certificates_the_old_stream_stays_i
 async def test_a_peer_that_refuses_the_hello_is_not_connected(peer: tuple[RecordingPeer, str]) -> None:
     servicer = peer[0]
     servicer.refusal = peer_pb2.REUSED_NODE_ID
-    sender = PeerTransport(1, {1: "127.0.0.1:1", 2: peer[1]}, FakeChannels(), lambda _: None, lambda *_: None)
+    sender = PeerTransport(1, {1: "127.0.0.1:1", 2: peer[1]}, FakeChannels(), lambda _: None, lambda *_: None,
+                           NodeMetrics())
     sender.start(admission())
     try:
         await eventually(lambda: servicer.streams >= 2, "the sender to try again")
