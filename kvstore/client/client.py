@@ -439,7 +439,7 @@ class Client:
     async def _member_change(
         self, call: Callable[[pb_grpc.ClusterStub, float], Awaitable[pb.MemberChangeResponse]]
     ) -> Member:
-        response = await self._cluster_call(call)
+        response = await self._cluster_call(call, self._deadline())
         if response.error.code:
             raise exception_for(response.error.code, response.error.message)
         self._note_epoch(response.header.epoch)

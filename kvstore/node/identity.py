@@ -154,13 +154,17 @@ _WHAT_TO_DO = {
 class PeerAdmission:
     """Which peers may talk to this node, judged from their hellos, and whether this node is the
     odd one out. Both ends of a stream judge: the receiver refuses in its reply, the sender checks
-    the reply. Every refusal, either way, counts toward `fatal`."""
+    the reply. Every refusal, either way, counts toward `fatal`: refusals by a majority of the
+    members — and of `also_counted`, the peers this node was started with, so that a node whose
+    own state names other members (another cluster's data dir) still learns it is the odd one
+    out — are fatal."""
 
     def __init__(self, identity: Identity, engine: Engine, members: Callable[[], Collection[int]],
-                 on_fatal: Callable[[str], None]) -> None:
+                 on_fatal: Callable[[str], None], also_counted: Collection[int] = ()) -> None:
         self.identity = identity
         self._engine = engine
         self._members = members
+        self._also_counted = frozenset(also_counted)
         self._on_fatal = on_fatal
         self._incarnations = remembered_incarnations(engine)
         self._refusals: dict[int, peer_pb2.PeerRefusal.ValueType] = {}
@@ -208,7 +212,7 @@ class PeerAdmission:
         if peer_id not in self._refusals:
             log.warning("refusing to talk with node %d: %s", peer_id, peer_pb2.PeerRefusal.Name(refusal))
         self._refusals[peer_id] = refusal
-        members = set(self._members()) | {self.identity.node_id}
+        members = set(self._members()) | self._also_counted | {self.identity.node_id}
         against = sorted(p for p in self._refusals if p in members)
         if self.fatal is None and len(against) > len(members) // 2:
             names = ", ".join(str(p) for p in against)

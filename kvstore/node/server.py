@@ -106,6 +106,11 @@ COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot,
 # lagging follower catches up from the log instead of needing a whole snapshot
 
 
+def group_name(group: int) -> str:
+    """How logs name a Raft group: "partition 3", or "the meta group"."""
+    return "the meta group" if group == META_GROUP else f"partition {group}"
+
+
 class AddressInUseError(RuntimeError):
     pass
 
@@ -220,7 +225,8 @@ class Node:
             cluster_id = derive_cluster_id(config.initial_cluster_token, config.peers)
         identity = open_identity(engine, config.data_dir, node_id, partitions, lambda: cluster_id)
         self.node_id = identity.node_id
-        self.admission = PeerAdmission(identity, engine, lambda: self._member_addresses().keys(), self._refused)
+        self.admission = PeerAdmission(identity, engine, lambda: self._member_addresses().keys(), self._refused,
+                                       also_counted=config.peers.keys())
         # Followers learn commits from the next append or heartbeat: half the messages per write.
         self._raft_config = Config(self.node_id, election_tick=config.election_ticks,
                                    heartbeat_tick=config.heartbeat_ticks, skip_bcast_commit=True)
@@ -359,13 +365,13 @@ class Node:
         replica = self._groups[action.group]
         try:
             if isinstance(action, ProposeConfChange):
-                log.info("group %d: proposing %s of node %d", action.group, action.change.type.name,
+                log.info("%s: proposing %s of node %d", group_name(action.group), action.change.type.name,
                          action.change.node_id)
                 replica.raw.propose_conf_change(action.change)
             elif isinstance(action, TransferLeader):
                 replica.raw.transfer_leader(action.to)
         except (RaftNotLeaderError, ProposalDroppedError, ValueError) as e:
-            log.debug("group %d: %s not taken: %s", action.group, action, e)
+            log.debug("%s: %s not taken: %s", group_name(action.group), action, e)
         return [replica]
 
     def _delete_partition(self, partition: int) -> None:
@@ -717,8 +723,8 @@ class Node:
             if rd.snapshot is not None:
                 replica.sm.restore(apply_batch, rd.snapshot)
                 metrics.snapshots_installed += 1
-                log.info("group %d installed a snapshot at index %d from the leader",
-                         replica.partition, rd.snapshot.meta.index)
+                log.info("%s installed a snapshot at index %d from the leader",
+                         group_name(replica.partition), rd.snapshot.meta.index)
             if rd.committed_entries:
                 self._apply(replica, rd, apply_batch, completions)
                 metrics.entries_applied += len(rd.committed_entries)
@@ -754,7 +760,7 @@ class Node:
             return
         self._known_leaders[partition] = (leader, term)
         self.metrics.leader_changes += 1
-        what = "the meta group" if partition == META_GROUP else f"partition {partition}"
+        what = group_name(partition)
         if leader == self.node_id:
             self.metrics.elections_won += 1
             log.info("%s: won the election in term %d; this node leads it", what, term)

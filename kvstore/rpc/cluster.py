@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+
 import kvstore
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc, meta_pb2
-from kvstore.errors import InvalidArgumentError, KvError, NotFoundError
+from kvstore.errors import InvalidArgumentError, KvError, NotFoundError, UnavailableError
 from kvstore.rpc.backend import Backend, PartitionStatus
 from kvstore.rpc.errors import to_error
 from kvstore.statemachine.cluster_state import ClusterState, CommandResult, Member, MemberState, Refusal
@@ -36,12 +38,21 @@ class ClusterService(kvstore_pb2_grpc.ClusterServicer):
             db_size_bytes=backend.db_size_bytes(),
         )
 
+    async def _state(self, context: Any) -> ClusterState:
+        """The cluster state, or the call ends UNAVAILABLE (a joining node does not know it yet:
+        the client asks another node)."""
+        try:
+            return self._backend.cluster_state
+        except UnavailableError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, error.message)
+            raise  # abort raises; this line is for the type checker
+
     async def Members(self, request: pb.MembersRequest, context: Any) -> pb.MembersResponse:
-        state = self._backend.cluster_state
+        state = await self._state(context)
         return pb.MembersResponse(epoch=state.epoch, members=[_member(m) for m in state.members])
 
     async def Partitions(self, request: pb.PartitionsRequest, context: Any) -> pb.PartitionsResponse:
-        state = self._backend.cluster_state
+        state = await self._state(context)
         hosted = {s.partition: s for s in self._backend.status()}
         partitions = []
         for p, current in enumerate(state.partitions):

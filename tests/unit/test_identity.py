@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pytest
@@ -95,10 +96,12 @@ def test_a_partial_identity_is_damage() -> None:
 class Judge:
     """Node 1's admission of its peers, with the fatal verdicts it reported."""
 
-    def __init__(self, engine: MemoryEngine | None = None) -> None:
+    def __init__(self, engine: MemoryEngine | None = None, members: Callable[[], Collection[int]] = MEMBERS.keys,
+                 also_counted: Collection[int] = ()) -> None:
         self.engine = engine or MemoryEngine()
         self.fatal: list[str] = []
-        self.admission = PeerAdmission(open_new(self.engine), self.engine, MEMBERS.keys, self.fatal.append)
+        self.admission = PeerAdmission(open_new(self.engine), self.engine, members, self.fatal.append,
+                                       also_counted=also_counted)
 
     def hello(self, node_id: int, incarnation: str = "aaaa", cluster_id: str | None = None,
               refusal: peer_pb2.PeerRefusal.ValueType = peer_pb2.ACCEPTED) -> peer_pb2.PeerHello:
@@ -137,6 +140,16 @@ def test_a_node_refused_by_a_majority_of_the_members_is_the_odd_one_out() -> Non
     (verdict,) = judge.fatal
     assert "2 of its 2 peers (2, 3)" in verdict and "never reused" in verdict
     assert judge.admission.fatal == verdict
+
+
+def test_the_peers_a_node_was_started_with_count_when_its_own_state_names_only_itself() -> None:
+    # Another cluster's data dir: its state knows node 1 alone, but it was started among 1, 2, 3.
+    judge = Judge(members=lambda: (1,), also_counted=MEMBERS.keys())
+    assert judge.admission.judge(judge.hello(2, cluster_id="0123456789abcdef")) == peer_pb2.OTHER_CLUSTER
+    assert judge.fatal == []
+    assert judge.admission.judge(judge.hello(3, cluster_id="0123456789abcdef")) == peer_pb2.OTHER_CLUSTER
+    (verdict,) = judge.fatal
+    assert "(2, 3)" in verdict and "another cluster" in verdict
 
 
 def test_a_refusal_is_forgotten_once_the_peer_is_accepted() -> None:

@@ -9,9 +9,11 @@ import asyncio
 import itertools
 from typing import Any
 
+import grpc
 import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore.errors import UnavailableError
 from kvstore.node.replica import not_leader
 from kvstore.rpc import ClusterService, KVService, MemoryBackend
 
@@ -171,6 +173,32 @@ async def test_the_cluster_service_reports_what_the_node_hosts_and_leads() -> No
     layout = await service.Partitions(pb.PartitionsRequest(), None)
     assert layout.partition_count == 4 and [p.leader for p in layout.partitions] == [1, 1, 1, 2]
     assert [member.id for member in layout.members] == [1, 2, 3]
+
+
+class _Joining:
+    """A backend of a node still joining: it does not know the cluster state."""
+
+    @property
+    def cluster_state(self) -> Any:
+        raise UnavailableError("node 4 is joining and does not know the cluster state yet")
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise _Aborted(code, details)
+
+
+@pytest.mark.parametrize("method", ["Members", "Partitions"])
+async def test_a_joining_node_answers_the_map_unavailable_so_the_client_asks_another(method: str) -> None:
+    service = ClusterService(_Joining())  # type: ignore[arg-type]
+    request = pb.MembersRequest() if method == "Members" else pb.PartitionsRequest()
+    with pytest.raises(_Aborted) as aborted:
+        await getattr(service, method)(request, _Context())
+    assert aborted.value.args == (grpc.StatusCode.UNAVAILABLE, "node 4 is joining and does not know the cluster state yet")
 
 
 async def test_a_cancelled_call_cancels_what_it_waits_for() -> None:
