@@ -44,6 +44,7 @@ from typing import Any
 
 import msgpack
 
+from kvstore.raft.tombstone import Tombstone
 from kvstore.raft.types import (
     ConfState,
     Entry,
@@ -53,7 +54,6 @@ from kvstore.raft.types import (
     MessageType,
     Snapshot,
     SnapshotMeta,
-    Tombstone,
 )
 
 PARTITION_SNAPSHOT_FORMAT = 3

@@ -112,7 +112,10 @@ def server_credentials(initial: grpc.ServerCertificateConfiguration,
                        fetch: Callable[[], grpc.ServerCertificateConfiguration | None]) -> grpc.ServerCredentials:
     """TLS that requires and verifies a certificate from every caller. gRPC calls `fetch` before
     each new handshake: a configuration it returns replaces the current one, None keeps it."""
-    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=True)
+    # The grpc stubs type `fetch` as never returning None, which gRPC documents and accepts.
+    return grpc.dynamic_ssl_server_credentials(
+        initial, fetch, require_client_authentication=True  # type: ignore[arg-type]
+    )
 
 
 def client_credentials(config: TlsConfig | None) -> grpc.ChannelCredentials | None:
@@ -203,10 +206,11 @@ async def diagnose(address: str, config: TlsConfig | None, timeout: float) -> st
         return None
     except (OSError, TimeoutError, ValueError):
         return None
+    if config is None:
+        writer.close()
+        return (f"{address} requires TLS, but this client connects without it: give it the cluster's CA "
+                "certificate and a client certificate (kvctl: --cacert, --cert, --key)")
     try:
-        if config is None:
-            return (f"{address} requires TLS, but this client connects without it: give it the cluster's CA "
-                    "certificate and a client certificate (kvctl: --cacert, --cert, --key)")
         # With TLS 1.3 the node judges the client's certificate after the handshake: it answers
         # the HTTP/2 preface if it accepted the certificate, and hangs up if not.
         writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")

@@ -547,7 +547,7 @@ class Client:
                 start=page_start,
                 end=end,
                 limit=limit - len(found) if limit else 0,
-                consistency=int(consistency),
+                consistency=consistency.value,
                 keys_only=keys_only,
                 partition=partition,
             )
@@ -602,13 +602,13 @@ class Client:
             address = router.address_of(node_id) or ""
             try:
                 response = await send(address, min(remaining, self._attempt_timeout))
-            except TransportError as error:
-                attempts.unreachable(node_id, address, str(error))
+            except TransportError as exc:
+                attempts.unreachable(node_id, address, str(exc))
                 failed_nodes.add(node_id)
                 router.forget_leader(partition, node_id)
                 continue
-            except grpc.aio.AioRpcError as error:
-                failure = transport_failure(error)
+            except grpc.aio.AioRpcError as exc:
+                failure = transport_failure(exc)
                 if isinstance(failure, KvError):
                     raise failure from None
                 attempts.unreachable(node_id, address, str(failure))

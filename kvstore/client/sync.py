@@ -79,7 +79,7 @@ class SyncClient:
             tls=tls,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._shutdown: weakref.finalize[..., None] | None = None
+        self._shutdown: weakref.finalize[..., SyncClient] | None = None
 
     @property
     def client_id(self) -> str:

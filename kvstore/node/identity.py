@@ -167,15 +167,15 @@ class PeerAdmission:
         self._also_counted = frozenset(also_counted)
         self._on_fatal = on_fatal
         self._incarnations = remembered_incarnations(engine)
-        self._refusals: dict[int, peer_pb2.PeerRefusal.ValueType] = {}
+        self._refusals: dict[int, peer_pb2.PeerRefusal] = {}
         self.fatal: str | None = None
 
-    def hello(self, refusal: peer_pb2.PeerRefusal.ValueType = peer_pb2.ACCEPTED) -> peer_pb2.PeerHello:
+    def hello(self, refusal: peer_pb2.PeerRefusal = peer_pb2.ACCEPTED) -> peer_pb2.PeerHello:
         identity = self.identity
         return peer_pb2.PeerHello(node_id=identity.node_id, cluster_id=identity.cluster_id,
                                   incarnation=identity.incarnation, refusal=refusal)
 
-    def judge(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerRefusal.ValueType:
+    def judge(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerRefusal:
         """Whether the peer that sent `hello` may talk to this node (ACCEPTED) or why not. The
         first incarnation seen of a peer is remembered, durably, before it is accepted."""
         peer_id = hello.node_id
@@ -205,7 +205,7 @@ class PeerAdmission:
             return False
         return self.judge(reply) == peer_pb2.ACCEPTED
 
-    def _note(self, peer_id: int, refusal: peer_pb2.PeerRefusal.ValueType) -> None:
+    def _note(self, peer_id: int, refusal: peer_pb2.PeerRefusal) -> None:
         if refusal == peer_pb2.ACCEPTED:
             self._refusals.pop(peer_id, None)
             return

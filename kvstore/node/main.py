@@ -123,8 +123,8 @@ async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
         await ops.start()
     try:
         # The composition root: the node is the backend the RPC layer's services delegate to.
-        services = [KVService(node), ClusterService(node), PeerService(node)]
-        await node.start([*(s.add_to for s in services), health.add_to,
+        services = [KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to]
+        await node.start([*services, health.add_to,
                           lambda server: add_reflection(server, SERVED_SERVICES)],
                          [RequestMetricsInterceptor(node.metrics)])
         log_format.node_id = node.node_id  # with --join, known once the node has joined

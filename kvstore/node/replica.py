@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -28,7 +28,7 @@ class GroupMachine(Protocol[R_co]):
     @property
     def applied(self) -> SnapshotMeta: ...
 
-    def apply(self, batch: WriteBatch, entries: Iterable[Entry]) -> list[tuple[Entry, R_co | None]]: ...
+    def apply(self, batch: WriteBatch, entries: Iterable[Entry]) -> Sequence[tuple[Entry, R_co | None]]: ...
 
     def restore(self, batch: WriteBatch, snapshot: Snapshot) -> None: ...
 

@@ -23,7 +23,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, cast
 
 import plyvel
 
@@ -356,7 +356,7 @@ class LevelDBReadView:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            return self._snapshot.get(key)
+            return cast(bytes | None, self._snapshot.get(key))
         except RuntimeError:
             raise EngineClosedError("read view is closed") from None
         except plyvel.Error as exc:
@@ -427,7 +427,7 @@ class LevelDBEngine:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            return self._db.get(key)
+            return cast(bytes | None, self._db.get(key))
         except RuntimeError:
             raise self._closed_error() from None
         except plyvel.Error as exc:

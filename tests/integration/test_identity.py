@@ -92,4 +92,5 @@ def test_another_clusters_data_dir_is_refused_and_never_serves_its_keys(
         assert client.get("foreign-key") is None
         client.put("own-key", "own-value")
     with SyncClient([cluster.address(3)], timeout=20.0) as client:
-        assert client.get("own-key").value == b"own-value"
+        stored = client.get("own-key")
+        assert stored is not None and stored.value == b"own-value"

@@ -81,7 +81,8 @@ def test_a_corrupt_node_is_reported_and_the_healthy_ones_keep_serving(data_dir: 
     assert "cluster up: 2 of 3 nodes" in output
     endpoints = [line.split("=", 1)[1] for line in output.split() if line.startswith("KVSTORE_ENDPOINTS=")]
     with SyncClient(endpoints[0].split(","), timeout=20.0) as client:
-        assert client.get("kept").value == b"across restarts"
+        stored = client.get("kept")
+        assert stored is not None and stored.value == b"across restarts"
         client.put("written", "with two of three")
     assert "stopped 2 node(s)" in kvctl("cluster", "down", "--data-dir", str(data_dir)).stdout
 

@@ -104,7 +104,7 @@ class Judge:
                                        also_counted=also_counted)
 
     def hello(self, node_id: int, incarnation: str = "aaaa", cluster_id: str | None = None,
-              refusal: peer_pb2.PeerRefusal.ValueType = peer_pb2.ACCEPTED) -> peer_pb2.PeerHello:
+              refusal: peer_pb2.PeerRefusal = peer_pb2.ACCEPTED) -> peer_pb2.PeerHello:
         cluster = self.admission.identity.cluster_id if cluster_id is None else cluster_id
         return peer_pb2.PeerHello(node_id=node_id, cluster_id=cluster, incarnation=incarnation, refusal=refusal)
 

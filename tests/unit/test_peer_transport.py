@@ -28,7 +28,7 @@ class RecordingPeer(peer_pb2_grpc.PeerServicer):
 
     def __init__(self) -> None:
         self.admitting = True
-        self.refusal: peer_pb2.PeerRefusal.ValueType = peer_pb2.ACCEPTED
+        self.refusal: peer_pb2.PeerRefusal = peer_pb2.ACCEPTED
         self.streams = 0
         self.received: list[tuple[int, int]] = []  # (stream number, message commit index)
 
@@ -93,7 +93,7 @@ def admission(fatal: Callable[[str], None] = lambda _: None) -> PeerAdmission:
 
 @pytest.fixture
 async def transport(peer: tuple[RecordingPeer, str]) -> AsyncIterator[tuple[PeerTransport, FakeChannels, list[int]]]:
-    channels, unreachable = FakeChannels(), []
+    channels, unreachable = FakeChannels(), list[int]()
     sender = PeerTransport(1, {1: "127.0.0.1:1", 2: peer[1]}, channels, unreachable.append, lambda *_: None,
                            NodeMetrics())
     sender.start(admission())
