@@ -20,11 +20,16 @@ peer frame                 ``[[group, Message], ...]``: the Raft messages of man
                            `Encoder.peer_frames`; and a snapshot's chunks joined)
 apply state                a SnapshotMeta: the applied index, its term and the applied
                            ConfState, which is exactly the snapshot the state machine can give
-partition snapshot data    ``[format, applied_index, data, fences, dedup]``, each of the last
-                           three a list of ``[key suffix, value]`` pairs of the partition
-dedup client state         struct ``>QQQ``: highest applied seq, floor, revision of the last
-                           request applied
-dedup result               struct ``>Q`` revision, then the serialized `LogResponse`
+partition snapshot data    ``[format, applied_index, data, fences, dedup, leases, lease keys]``,
+                           each of the last five a list of ``[key suffix, value]`` pairs of the
+                           partition
+client dedup record        ``[highest, floor, revision, [[seq, revision, response], ...]]``: a
+                           client's highest applied seq, the lowest seq still told apart, the
+                           revision of its last applied request, and its remembered results
+                           by seq (each applied at `revision`; `response` a serialized
+                           `LogResponse`)
+lease                      struct ``>QQQ``: TTL in seconds, checkpointed remaining TTL in
+                           milliseconds (0: none), revision of its grant
 Tombstone                  ``[term, vote, last_index, last_term]``: what a deleted replica
                            keeps (`kvstore.raft.Tombstone`)
 =========================  ===================================================================
@@ -56,17 +61,20 @@ from kvstore.raft.types import (
     SnapshotMeta,
 )
 
-PARTITION_SNAPSHOT_FORMAT = 3
-"""Format 3: the dedup results are serialized `LogResponse`s (format 2 held msgpack results)."""
+PARTITION_SNAPSHOT_FORMAT = 5
+"""Format 5: one dedup record per client (format 4 had a state record and one record per
+result; format 3 had no leases; format 2 held msgpack dedup results)."""
+_PARTITION_SNAPSHOT_SECTIONS = 5
 
-_CLIENT_STATE = struct.Struct(">QQQ")
-_REVISION = struct.Struct(">Q")
+_LEASE = struct.Struct(">QQQ")
 
 # Decoding looks the enum members up: calling an IntEnum costs more than the rest of an entry.
 _ENTRY_TYPES = MappingProxyType({int(kind): kind for kind in EntryType})
 _MESSAGE_TYPES = MappingProxyType({int(kind): kind for kind in MessageType})
 
 KeyValuePairs = list[tuple[bytes, bytes]]
+ClientDedupResult = tuple[int, int, bytes]
+"""A remembered result: (seq, revision it was applied at, serialized `LogResponse`)."""
 
 _EMPTY_PEER_FRAME = msgpack.packb([])
 
@@ -122,6 +130,9 @@ class Encoder:
     def partition_snapshot(self, applied_index: int, sections: Sequence[KeyValuePairs]) -> bytes:
         return self._pack((PARTITION_SNAPSHOT_FORMAT, applied_index, *sections))
 
+    def client_dedup(self, highest: int, floor: int, revision: int, results: Sequence[ClientDedupResult]) -> bytes:
+        return self._pack((highest, floor, revision, results))
+
 
 def encode_tombstone(tombstone: Tombstone) -> bytes:
     return msgpack.packb((tombstone.term, tombstone.vote, tombstone.last_index, tombstone.last_term))
@@ -134,29 +145,32 @@ def decode_tombstone(raw: bytes) -> Tombstone:
     return Tombstone(*fields)
 
 
-def encode_client_state(highest: int, floor: int, revision: int) -> bytes:
-    return _CLIENT_STATE.pack(highest, floor, revision)
+def encode_lease(ttl: int, remaining_ms: int, revision: int) -> bytes:
+    return _LEASE.pack(ttl, remaining_ms, revision)
 
 
-def decode_client_state(raw: bytes) -> tuple[int, int, int]:
-    """(highest applied seq, floor, revision of the last request applied)."""
+def decode_lease(raw: bytes) -> tuple[int, int, int]:
+    """(TTL in seconds, checkpointed remaining TTL in milliseconds, revision of the grant)."""
     try:
-        highest, floor, revision = _CLIENT_STATE.unpack(raw)
+        ttl, remaining_ms, revision = _LEASE.unpack(raw)
     except struct.error:
-        raise CodecError(f"not a dedup client state: {raw!r:.80}") from None
-    return highest, floor, revision
+        raise CodecError(f"not a lease record: {raw!r:.80}") from None
+    return ttl, remaining_ms, revision
 
 
-def encode_dedup_result(revision: int, response: bytes) -> bytes:
-    return _REVISION.pack(revision) + response
-
-
-def decode_dedup_result(raw: bytes) -> tuple[int, bytes]:
-    """(revision the request was applied at, its serialized `LogResponse`)."""
-    if len(raw) < _REVISION.size:
-        raise CodecError(f"not a dedup result: {raw!r:.80}")
-    revision: int = _REVISION.unpack_from(raw)[0]
-    return revision, raw[_REVISION.size :]
+def decode_client_dedup(raw: bytes) -> tuple[int, int, int, list[ClientDedupResult]]:
+    """(highest applied seq, floor, revision of the last request applied, results by seq)."""
+    fields = _fields("client dedup record", _unpack("client dedup record", raw), 4)
+    highest, floor, revision, stored = fields
+    if not (_is_uint(highest) and _is_uint(floor) and _is_uint(revision)) or type(stored) is not tuple:
+        raise _bad("client dedup record", fields)
+    results: list[ClientDedupResult] = []
+    for result in stored:
+        seq, applied_at, response = _fields("client dedup result", result, 3)
+        if not (_is_uint(seq) and _is_uint(applied_at)) or type(response) is not bytes:
+            raise _bad("client dedup result", result)
+        results.append((seq, applied_at, response))
+    return highest, floor, revision, results
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -310,9 +324,9 @@ def decode_peer_frame(raw: bytes) -> list[tuple[int, Message]]:
 
 
 def decode_partition_snapshot(raw: bytes) -> tuple[int, tuple[KeyValuePairs, ...]]:
-    """(applied index, (data, fences, dedup)) of partition snapshot data."""
+    """(applied index, (data, fences, dedup, leases, lease keys)) of partition snapshot data."""
     fields = _unpack("partition snapshot", raw)
-    snapshot_format, applied_index, *sections = _fields("partition snapshot", fields, 5)
+    snapshot_format, applied_index, *sections = _fields("partition snapshot", fields, 2 + _PARTITION_SNAPSHOT_SECTIONS)
     if snapshot_format != PARTITION_SNAPSHOT_FORMAT or not _is_uint(applied_index):
         raise CodecError(f"not partition snapshot data of format {PARTITION_SNAPSHOT_FORMAT}: {fields!r:.80}")
     checked: list[KeyValuePairs] = []

@@ -82,16 +82,18 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., leader_hint: _Optional[int] = ..., leader_address: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class RequestHeader(_message.Message):
-    __slots__ = ("client_id", "request_seq", "epoch", "timeout_ms")
+    __slots__ = ("client_id", "request_seq", "epoch", "timeout_ms", "lowest_pending_seq")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    LOWEST_PENDING_SEQ_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     request_seq: int
     epoch: int
     timeout_ms: int
-    def __init__(self, client_id: _Optional[str] = ..., request_seq: _Optional[int] = ..., epoch: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    lowest_pending_seq: int
+    def __init__(self, client_id: _Optional[str] = ..., request_seq: _Optional[int] = ..., epoch: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., lowest_pending_seq: _Optional[int] = ...) -> None: ...
 
 class ResponseHeader(_message.Message):
     __slots__ = ("partition", "revision", "served", "node_id", "epoch", "staleness_ms")
@@ -336,14 +338,16 @@ class BatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[ResponseOp, _Mapping]]] = ...) -> None: ...
 
 class LeaseGrantRequest(_message.Message):
-    __slots__ = ("header", "ttl_seconds", "partition")
+    __slots__ = ("header", "ttl_seconds", "partition", "id")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     ttl_seconds: int
     partition: int
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., partition: _Optional[int] = ...) -> None: ...
+    id: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., partition: _Optional[int] = ..., id: _Optional[int] = ...) -> None: ...
 
 class LeaseGrantResponse(_message.Message):
     __slots__ = ("header", "error", "id", "ttl_seconds")
@@ -416,6 +420,34 @@ class LeaseTimeToLiveResponse(_message.Message):
     granted_ttl_seconds: int
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., id: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., granted_ttl_seconds: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class LeaseLeasesRequest(_message.Message):
+    __slots__ = ("header", "partition")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    partition: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., partition: _Optional[int] = ...) -> None: ...
+
+class LeaseStatus(_message.Message):
+    __slots__ = ("id", "ttl_seconds", "granted_ttl_seconds")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    ttl_seconds: int
+    granted_ttl_seconds: int
+    def __init__(self, id: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., granted_ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class LeaseLeasesResponse(_message.Message):
+    __slots__ = ("header", "error", "leases")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    error: Error
+    leases: _containers.RepeatedCompositeFieldContainer[LeaseStatus]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., leases: _Optional[_Iterable[_Union[LeaseStatus, _Mapping]]] = ...) -> None: ...
 
 class LockRequest(_message.Message):
     __slots__ = ("header", "name", "lease")

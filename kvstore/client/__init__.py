@@ -7,13 +7,16 @@ Must not import `kvstore.node`: the client only speaks the public gRPC API.
 
 from kvstore.client import ops
 from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
+from kvstore.client.leases import KeptLease, Lock, LockContext, Session
 from kvstore.client.ops import Compare, DeleteOp, GetOp, Op, PutOp
-from kvstore.client.sync import SyncClient
+from kvstore.client.sync import SyncClient, SyncLock, SyncLockContext, SyncSession
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
     GetResult,
     KeyValue,
+    Lease,
+    LeaseStatus,
     Member,
     MemberState,
     NodeStatus,
@@ -32,6 +35,8 @@ from kvstore.errors import (
     InvalidArgumentError,
     KvError,
     KvTimeoutError,
+    LeaseNotFoundError,
+    LockNotHeldError,
     NotFoundError,
     NotLeaderError,
     StaleFencingTokenError,
@@ -55,9 +60,16 @@ __all__ = [
     "GetOp",
     "GetResult",
     "InvalidArgumentError",
+    "KeptLease",
     "KeyValue",
     "KvError",
     "KvTimeoutError",
+    "Lease",
+    "LeaseNotFoundError",
+    "LeaseStatus",
+    "Lock",
+    "LockContext",
+    "LockNotHeldError",
     "Member",
     "MemberState",
     "NodeStatus",
@@ -71,7 +83,11 @@ __all__ = [
     "ReadConsistency",
     "ResponseHeader",
     "StaleFencingTokenError",
+    "Session",
     "SyncClient",
+    "SyncLock",
+    "SyncLockContext",
+    "SyncSession",
     "TlsConfig",
     "TransportSecurityError",
     "TxnResult",

@@ -135,3 +135,22 @@ class NodeStatus:
     partitions_led: int
     partitions: tuple[PartitionInfo, ...]
     db_size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease granted: its id (which encodes its partition) and TTL in seconds."""
+
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseStatus:
+    """A lease as the leader of its partition sees it: at least `ttl` seconds before it can
+    expire, of the `granted_ttl` it was granted; `keys` attached when asked for."""
+
+    id: int
+    ttl: int
+    granted_ttl: int
+    keys: tuple[bytes, ...] = ()

@@ -44,7 +44,7 @@ from kvstore.node.http import OpsServer
 from kvstore.node.identity import IdentityError
 from kvstore.node.metrics import RequestMetricsInterceptor, metrics_registry
 from kvstore.node.server import AddressInUseError, Node
-from kvstore.rpc import ClusterService, KVService, PeerService
+from kvstore.rpc import ClusterService, KVService, LeaseService, LockService, PeerService
 from kvstore.storage import CorruptionError, DataDirLockedError, StorageError
 from kvstore.tls import TlsError
 
@@ -52,7 +52,9 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
 
 # What clients use, reported by the health service; reflection lists these and the Peer service.
-PUBLIC_SERVICES = tuple(kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster"))
+PUBLIC_SERVICES = tuple(
+    kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Lease", "Lock")
+)
 SERVED_SERVICES = (*PUBLIC_SERVICES, peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name)
 
 
@@ -123,7 +125,13 @@ async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
         await ops.start()
     try:
         # The composition root: the node is the backend the RPC layer's services delegate to.
-        services = [KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to]
+        services = [
+            KVService(node).add_to,
+            ClusterService(node).add_to,
+            PeerService(node).add_to,
+            LeaseService(node).add_to,
+            LockService(node).add_to,
+        ]
         await node.start([*services, health.add_to,
                           lambda server: add_reflection(server, SERVED_SERVICES)],
                          [RequestMetricsInterceptor(node.metrics)])

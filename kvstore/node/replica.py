@@ -1,5 +1,6 @@
 """One replica of one Raft group on this node (a partition, or the meta group): its Raft node,
-durable log and state machine."""
+durable log and state machine; a partition's also has its lessor (the lease deadlines it keeps
+while it leads the partition)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import dataclasses
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from kvstore.errors import KvError, NotLeaderError
+from kvstore.errors import KvError, LeaseNotFoundError, NotLeaderError
+from kvstore.node.lessor import Lessor
 from kvstore.raft import Config, Entry, HardState, Message, RawNode, Role, Snapshot, SnapshotMeta, Tombstone
+from kvstore.statemachine import PartitionStateMachine, WriteResponse
 from kvstore.storage import DurableLogStorage, Engine, WriteBatch
 
 R = TypeVar("R")
@@ -51,6 +54,25 @@ class Waiter(Generic[R]):
     future: asyncio.Future[R]
 
 
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """A keepalive waiting in the lessor: its future resolves to the lease's TTL."""
+
+    lease: int
+    future: asyncio.Future[int]
+
+    def answer(self, ttl: int) -> None:
+        if not self.future.done():
+            self.future.set_result(ttl)
+
+    def refuse(self) -> None:
+        self.fail(LeaseNotFoundError(f"lease {self.lease} does not exist (expired or revoked)"))
+
+    def fail(self, error: KvError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
 @dataclass(slots=True)
 class Replica(Generic[M, R]):
     partition: int  # the group id: a partition's, or the meta group's
@@ -59,34 +81,12 @@ class Replica(Generic[M, R]):
     raw: RawNode
     tombstone: Tombstone | None = None  # of an earlier replica of this group on this node
     proposals: dict[int, Waiter[R]] = field(default_factory=dict)  # log index -> waiter
-    reads: dict[int, asyncio.Future[M]] = field(default_factory=dict)  # request id -> waiter
+    # Reads waiting for a ReadIndex round or a revision; each future resolves to `sm` (which
+    # the RPC layer reads through its own protocol, `kvstore.rpc.Reader`).
+    reads: dict[int, asyncio.Future[Any]] = field(default_factory=dict)  # request id -> waiter
     ready_reads: list[tuple[int, int]] = field(default_factory=list)  # (read index, request id)
-    session_waiters: list[tuple[int, asyncio.Future[M]]] = field(default_factory=list)
+    session_waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
     compact_pending: bool = False
-
-    @classmethod
-    def open(cls, engine: Engine, group: int, sm: M, config: Config, rng: random.Random,
-             start: SnapshotMeta | None = None, tombstone: Tombstone | None = None) -> Replica[M, R]:
-        """The replica of `group` on `engine`. A new one begins from `start` when given — every
-        initial replica of a new cluster begins from the same empty snapshot at index 1, so no
-        bootstrap election or configuration entry is needed (term 1 belongs to the bootstrap,
-        so the first leader is elected in term 2) — or else empty, to be caught up by the
-        leader's snapshot, with the term and vote of its `tombstone`."""
-        # A follower that needs entries the log no longer has gets the state machine as it is
-        # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
-        # holds exactly the applied state when Raft asks).
-        log = DurableLogStorage.open(engine, group, sm.snapshot)
-        if log.last_index() == 0 and (start is not None or tombstone is not None):
-            batch = engine.new_batch()
-            if start is not None:
-                log.apply_snapshot(batch, Snapshot(start))
-                log.set_hard_state(batch, HardState(term=1, commit=1))
-                sm.bootstrap(batch, start)
-            elif tombstone is not None and log.hard_state.term == 0:
-                log.set_hard_state(batch, HardState(tombstone.term, tombstone.vote, 0))
-            engine.write(batch, sync=True)
-        applied = max(sm.applied_index, log.first_index() - 1)
-        return cls(group, log, sm, RawNode(dataclasses.replace(config, applied=applied), log, rng), tombstone)
 
     def step(self, message: Message) -> bool:
         """Step a message from a peer; False when it is dropped: a vote this replica's tombstone
@@ -139,3 +139,64 @@ class Replica(Generic[M, R]):
                 elif not future.done():
                     waiting.append((revision, future))
             self.session_waiters = waiting
+
+
+def open_group(engine: Engine, group: int, sm: GroupMachine[object], config: Config, rng: random.Random,
+               start: SnapshotMeta | None, tombstone: Tombstone | None, log_cache_bytes: int
+               ) -> tuple[DurableLogStorage, RawNode]:
+    """The log and Raft node of `group` as `engine` holds them; the log keeps at most
+    `log_cache_bytes` of its tail in memory. A new replica begins from `start` when given —
+    every initial replica of a new cluster begins from the same empty snapshot at index 1, so no
+    bootstrap election or configuration entry is needed (term 1 belongs to the bootstrap, so the
+    first leader is elected in term 2) — or else empty, to be caught up by the leader's
+    snapshot, with the term and vote of its `tombstone`."""
+    # A follower that needs entries the log no longer has gets the state machine as it is
+    # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
+    # holds exactly the applied state when Raft asks).
+    log = DurableLogStorage.open(engine, group, sm.snapshot, max_cached_bytes=log_cache_bytes)
+    if log.last_index() == 0 and (start is not None or tombstone is not None):
+        batch = engine.new_batch()
+        if start is not None:
+            log.apply_snapshot(batch, Snapshot(start))
+            log.set_hard_state(batch, HardState(term=1, commit=1))
+            sm.bootstrap(batch, start)
+        elif tombstone is not None and log.hard_state.term == 0:
+            log.set_hard_state(batch, HardState(tombstone.term, tombstone.vote, 0))
+        engine.write(batch, sync=True)
+    applied = max(sm.applied_index, log.first_index() - 1)
+    return log, RawNode(dataclasses.replace(config, applied=applied), log, rng)
+
+
+@dataclass(slots=True)
+class PartitionReplica(Replica[PartitionStateMachine, WriteResponse]):
+    """A partition's replica, with its lessor."""
+
+    lessor: Lessor[KeepAlive] = field(kw_only=True)
+    # The lessor's bookkeeping: the term it was promoted in (0: not promoted); whether an entry
+    # of this leader's own term was applied (every earlier one is then applied: time to promote);
+    # whether it was fed something since its last poll; when it next has something to do.
+    lessor_term: int = 0
+    promote_pending: bool = False
+    lessor_dirty: bool = False
+    lessor_due: float = 0.0
+
+    @classmethod
+    def open(cls, engine: Engine, partition: int, config: Config, rng: random.Random, lessor: Lessor[KeepAlive],
+             log_cache_bytes: int, start: SnapshotMeta | None = None,
+             tombstone: Tombstone | None = None) -> PartitionReplica:
+        """The replica of `partition` on `engine` (see `open_group`)."""
+        sm = PartitionStateMachine(engine, partition)
+        log, raw = open_group(engine, partition, sm, config, rng, start, tombstone, log_cache_bytes)
+        return cls(partition, log, sm, raw, tombstone, lessor=lessor)
+
+    def promote_lessor(self) -> None:
+        """Start keeping lease deadlines: every entry of earlier terms is applied."""
+        self.lessor.promote(self.sm.leases.leases())
+        self.lessor_term = self.raw.term
+        self.lessor_dirty = True
+
+    def demote_lessor(self, error: KvError) -> None:
+        """Stop keeping lease deadlines; unanswered keepalives fail with `error`."""
+        for keep_alive in self.lessor.demote():
+            keep_alive.fail(error)
+        self.lessor_term = 0

@@ -13,7 +13,8 @@ loop then:
 3. sends their messages (persist BEFORE send);
 4. applies committed entries of all groups in one more batch — apply state travels in the
    same batch as the data it covers — then answers the waiting requests with the applier's
-   responses;
+   responses, publishes the applied key changes to the change-notification hub (`hub.py`:
+   lock waiters, watches) and feeds the lease changes to the partition's lessor;
 5. advances every group.
 
 Membership: the meta group (`META_GROUP`) holds the cluster state (members, each partition's
@@ -22,6 +23,13 @@ learner. Every few ticks the node reads the meta group linearizably and, once it
 far, reconciles itself with the state (`kvstore.node.reconcile`): it creates and deletes
 replicas, proposes the conf changes of the moves it leads, hands leadership over, and reports
 the steps it took to the meta group — all inside the loop, like every other Raft input.
+
+The lessor of each partition this node leads (`lessor.py`, docs/locks.md) keeps lease
+deadlines on the node's monotonic clock. It is promoted once an entry of the leader's own term
+is applied (every earlier entry is then applied) and demoted when leadership is lost; the loop
+polls it when it was fed something or its next deadline passed (checked every tick), proposes
+its checkpoints and expiries, and starts a ReadIndex round for each batch of keepalives to
+confirm leadership before they are acknowledged.
 
 Lifecycle follows grpclib: `await start()`, `close()`, `await wait_closed()`; every task is
 owned by the node and cancelled on close.
@@ -43,11 +51,20 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import meta_pb2, peer_pb2
+from kvstore._pb.internal_pb2 import LeaseCheckpoints, LeaseExpiries, LogCommand
 from kvstore.codec import decode_tombstone, encode_tombstone
-from kvstore.errors import InvalidArgumentError, NotLeaderError, UnavailableError, WrongNodeError
+from kvstore.errors import (
+    InvalidArgumentError,
+    LeaseNotFoundError,
+    LockNotHeldError,
+    NotLeaderError,
+    UnavailableError,
+    WrongNodeError,
+)
 from kvstore.node import membership
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
+from kvstore.node.hub import ChangeHub
 from kvstore.node.identity import (
     IdentityError,
     PeerAdmission,
@@ -55,6 +72,7 @@ from kvstore.node.identity import (
     load_identity,
     open_identity,
 )
+from kvstore.node.lessor import Lessor, LessorConfig, LessorWork, MonotonicClock
 from kvstore.node.metrics import NodeMetrics, timed
 from kvstore.node.reconcile import (
     META_GROUP,
@@ -67,7 +85,7 @@ from kvstore.node.reconcile import (
     initial_meta_conf,
     reconcile,
 )
-from kvstore.node.replica import Replica, Waiter, not_leader
+from kvstore.node.replica import KeepAlive, PartitionReplica, Replica, Waiter, not_leader, open_group
 from kvstore.node.security import NodeSecurity
 from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
@@ -86,7 +104,7 @@ from kvstore.raft import (
 )
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.rpc.backend import Limits, PartitionStatus, PeerCaller, Reader
-from kvstore.statemachine import PartitionStateMachine, WriteResponse
+from kvstore.statemachine import LeaseCheckpointed, LeaseGranted, LeaseRemoved, WriteResponse, lease_partition
 from kvstore.statemachine.cluster_state import ClusterState, CommandResult, MemberState
 from kvstore.statemachine.meta import MetaStateMachine
 from kvstore.storage import Engine, LevelDBEngine, StorageError, WriteBatch
@@ -104,6 +122,8 @@ MAX_TRANSFERS_PER_ROUND = 2
 MAX_TICKS_PER_CYCLE = 5  # after a stall, catch up a few ticks, not an election's worth
 COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot, so a slightly
 # lagging follower catches up from the log instead of needing a whole snapshot
+LOG_CACHE_BYTES = 8 << 20  # the log tails all hosted groups keep in memory, together (split
+# evenly): enough for what leaders are replicating; a follower further behind is read from LevelDB
 
 
 def group_name(group: int) -> str:
@@ -115,7 +135,6 @@ class AddressInUseError(RuntimeError):
     pass
 
 
-PartitionReplica = Replica[PartitionStateMachine, WriteResponse]
 MetaReplica = Replica[MetaStateMachine, CommandResult]
 
 
@@ -164,6 +183,9 @@ class Node:
         self._known_leaders: dict[int, tuple[int, int]] = {}  # partition -> (leader, term) last logged
         self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-fsync")
         self.started_at = time.monotonic()
+        self.clock = MonotonicClock()
+        self.lessor_config = LessorConfig()
+        self.hub = ChangeHub()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -238,8 +260,10 @@ class Node:
             initial = ClusterState.bootstrap(identity.cluster_id, config.peers, config.partitions,
                                              config.replication_factor, config.vnodes)
         start = None if initial is None else SnapshotMeta(1, 1, initial_meta_conf(initial))
-        self.meta = Replica.open(engine, META_GROUP, MetaStateMachine(engine, META_GROUP, initial),
-                                 self._raft_config, self._rng, start)
+        meta_sm = MetaStateMachine(engine, META_GROUP, initial)
+        meta_log, meta_raw = open_group(engine, META_GROUP, meta_sm, self._raft_config, self._rng, start, None,
+                                        self._log_cache_share(meta_sm.state))
+        self.meta = Replica(META_GROUP, meta_log, meta_sm, meta_raw)
         self._groups[META_GROUP] = self.meta
         self._members = frozenset(self._member_addresses())
         for group in sorted(stored - {META_GROUP}):
@@ -251,11 +275,22 @@ class Node:
 
     def _open_partition(self, partition: int, start: SnapshotMeta | None = None) -> PartitionReplica:
         assert self.engine is not None
-        replica: PartitionReplica = Replica.open(
-            self.engine, partition, PartitionStateMachine(self.engine, partition), self._raft_config, self._rng,
-            start, self._tombstones.get(partition))
+        replica = PartitionReplica.open(
+            self.engine, partition, self._raft_config, self._rng, Lessor(self.clock, self.lessor_config),
+            self._log_cache_share(self.meta.sm.state), start, self._tombstones.get(partition))
         self.replicas[partition] = self._groups[partition] = replica
         return replica
+
+    def _log_cache_share(self, state: ClusterState | None) -> int:
+        """A group's part of LOG_CACHE_BYTES: split evenly among the groups `state` places on
+        this node, the meta group included (among those open, while the state is not known)."""
+        if state is None:
+            hosted = len(self._groups) + 1
+        else:
+            hosted = 1 + sum(1 for current in state.partitions
+                             if self.node_id in current.replicas or self.node_id in current.learners
+                             or (current.move is not None and self.node_id in current.move.target))
+        return LOG_CACHE_BYTES // max(1, hosted)
 
     # -- membership -------------------------------------------------------------------------
 
@@ -380,7 +415,10 @@ class Node:
         replica = self.replicas.pop(partition)
         del self._groups[partition]
         self._carry_over = [r for r in self._carry_over if r is not replica]
-        replica.fail_waiters(WrongNodeError(f"node {self.node_id} no longer holds partition {partition}"))
+        gone = WrongNodeError(f"node {self.node_id} no longer holds partition {partition}")
+        replica.fail_waiters(gone)
+        replica.demote_lessor(gone)
+        self.hub.drop_partition(partition, gone.message)
         hard_state, last = replica.log.hard_state, replica.log.last_index()
         deleted = Tombstone(hard_state.term, hard_state.vote, last, replica.log.term(last))
         previous = self._tombstones.get(partition)
@@ -441,6 +479,9 @@ class Node:
         error = UnavailableError("the node is shutting down")
         for replica in self._groups.values():
             replica.fail_waiters(error)
+        for replica in self.replicas.values():
+            replica.demote_lessor(error)
+        self.hub.close()
         for task in self._background:
             task.cancel()
         self._disk.shutdown(wait=True)  # a write still on the disk thread finishes first
@@ -481,7 +522,7 @@ class Node:
         self._snapshot_reports.append((group, peer_id, ok))
         self._wake.set()
 
-    def replica(self, partition: int) -> Replica:
+    def replica(self, partition: int) -> PartitionReplica:
         replica = self.replicas.get(partition)
         if replica is None:
             raise WrongNodeError(f"node {self.node_id} holds no replica of partition {partition}")
@@ -521,6 +562,59 @@ class Node:
             self._read_requests.append((replica, next(self._request_ids), consistency == pb.LEASE, future))
             self._wake.set()
         return future
+
+    # Leases and locks (docs/locks.md).
+
+    def keep_alive(self, lease: int) -> asyncio.Future[int]:
+        """Renew `lease` in its partition's lessor (this node must lead the partition); the
+        future resolves to its TTL once no leader can expire it before that long from now."""
+        partition = lease_partition(lease)
+        replica = self.replica(partition)
+        replica.require_leader()
+        if not replica.lessor.primary:
+            raise UnavailableError(
+                f"node {self.node_id} was just elected leader of partition {partition} and does not keep "
+                "lease deadlines yet; retry"
+            )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if not replica.lessor.keep_alive(lease, KeepAlive(lease, future)):
+            raise LeaseNotFoundError(f"lease {lease} does not exist (expired or revoked)")
+        replica.lessor_dirty = True
+        self._wake.set()
+        return future
+
+    def lease_remaining(self, partition: int, lease: int) -> float | None:
+        """Seconds before `lease` can expire at the earliest, as this node's lessor sees it;
+        None when it keeps no deadline for it (it does not lead the partition, or not yet)."""
+        return self.replica(partition).lessor.remaining(lease)
+
+    async def hold_lock(self, partition: int, name: bytes, key: bytes) -> None:
+        """Return once `key` heads the queue of the lock `name` in `partition` (its holder).
+
+        Waits on the hub for the deletion of the key just ahead (its predecessor) or of `key`
+        itself, then looks again: each deletion wakes the one waiter behind it. Raises
+        `LockNotHeldError` when `key` is gone (unlocked, or its lease expired)."""
+        replica = self.replica(partition)
+        while True:
+            queue = [queued for _, queued in replica.sm.lock_queue(name)]
+            if key not in queue:
+                raise LockNotHeldError(f"lock key {key!r:.80} is gone: its lease expired or it was unlocked")
+            position = queue.index(key)
+            if position == 0:
+                return
+            predecessor = queue[position - 1]
+            # Ask before looking again, so that a deletion in between is not missed.
+            waits = [self.hub.deleted(partition, predecessor), self.hub.deleted(partition, key)]
+            try:
+                queue = [queued for _, queued in replica.sm.lock_queue(name)]
+                if key in queue and predecessor in queue and queue.index(key) == queue.index(predecessor) + 1:
+                    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    for future in done:
+                        if future.exception() is not None:
+                            raise UnavailableError(f"stopped waiting for lock key {key!r:.80}: {future.exception()}")
+            finally:
+                for future in waits:
+                    future.cancel()
 
     def status(self) -> list[PartitionStatus]:
         result = []
@@ -636,7 +730,77 @@ class Node:
                     continue
                 replica.reads[request_id] = future
                 touched[replica.partition] = replica
+        now = self.clock.now()
+        for replica in self.replicas.values():
+            raw = replica.raw
+            if replica.lessor.primary and (raw.role is not Role.LEADER or raw.term != replica.lessor_term):
+                replica.demote_lessor(not_leader(replica.partition, raw.leader))
+            if replica.lessor.primary and (replica.lessor_dirty or now >= replica.lessor_due):
+                if self._drive_lessor(replica):
+                    touched[replica.partition] = replica
         return list(touched.values())
+
+    def _drive_lessor(self, replica: PartitionReplica) -> bool:
+        """Do what the replica's lessor asks now; whether Raft was given anything."""
+        lessor = replica.lessor
+        replica.lessor_dirty = False
+        work = lessor.poll()
+        for keep_alive, ttl in work.acknowledged:
+            keep_alive.answer(ttl)
+        for keep_alive in work.refused:
+            keep_alive.refuse()
+        gave = False
+        if work.checkpoints:
+            command = LogCommand(lease_checkpoints=LeaseCheckpoints())
+            for checkpoint in work.checkpoints:
+                command.lease_checkpoints.checkpoints.add(
+                    id=checkpoint.lease, revision=checkpoint.revision, remaining_ms=checkpoint.remaining_ms
+                )
+            if self._propose_own(replica, command):
+                gave = True
+            else:
+                lessor.checkpoints_dropped(work.checkpoints)
+        if work.expiries:
+            command = LogCommand(lease_expiries=LeaseExpiries())
+            for expiry in work.expiries:
+                command.lease_expiries.expiries.add(id=expiry.lease, revision=expiry.revision)
+            gave = self._propose_own(replica, command) or gave  # if dropped, retried after expire_retry
+        if work.confirm is not None:
+            gave = self._confirm_leadership(replica, work) or gave
+        due = lessor.next_deadline()
+        replica.lessor_due = due if due is not None else float("inf")
+        return gave
+
+    def _propose_own(self, replica: PartitionReplica, command: LogCommand) -> bool:
+        """Propose a command of this node's own (nobody waits for its answer)."""
+        try:
+            replica.raw.propose([command.SerializeToString()])
+        except (RaftNotLeaderError, ProposalDroppedError):
+            return False
+        return True
+
+    def _confirm_leadership(self, replica: PartitionReplica, work: LessorWork[KeepAlive]) -> bool:
+        """Start the ReadIndex round that confirms the keepalives of `work.confirm`."""
+        round_number = work.confirm
+        assert round_number is not None
+        request_id = next(self._request_ids)
+        try:
+            replica.raw.read_index(request_id, False)
+        except RaftNotLeaderError:
+            replica.lessor.confirmation_failed(round_number)
+            return False
+        future: asyncio.Future[Reader] = asyncio.get_running_loop().create_future()
+        replica.reads[request_id] = future
+        future.add_done_callback(functools.partial(self._leadership_confirmed, replica, round_number))
+        return True
+
+    def _leadership_confirmed(self, replica: PartitionReplica, round_number: int, future: asyncio.Future[Reader]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            replica.lessor.confirmation_failed(round_number)
+        else:
+            replica.lessor.confirmed(round_number)
+        replica.lessor_dirty = True
+        self._wake.set()
 
     def _balance_leaders(self) -> None:
         views = []
@@ -733,6 +897,11 @@ class Node:
         for future, response in completions:
             if not future.done():
                 future.set_result(response)
+        for replica, rd in readies:
+            if isinstance(replica, PartitionReplica):
+                if rd.snapshot is not None:
+                    self.hub.replaced(replica.partition, rd.snapshot.meta.index)
+                self._after_apply(replica)
         state = self.meta.sm.state
         if state is not None and state is not before:
             self._on_state_applied(before, state)
@@ -741,7 +910,10 @@ class Node:
             if rd.soft_state is not None:
                 self._note_leader(replica, rd.soft_state)
                 if rd.soft_state.role is not Role.LEADER:
-                    replica.fail_waiters(not_leader(replica.partition, rd.soft_state.leader))
+                    error = not_leader(replica.partition, rd.soft_state.leader)
+                    replica.fail_waiters(error)
+                    if isinstance(replica, PartitionReplica) and replica.lessor.primary:
+                        replica.demote_lessor(error)
             if rd.read_states:
                 replica.ready_reads.extend((rs.index, rs.request_id) for rs in rd.read_states)
             replica.serve_reads()
@@ -770,6 +942,15 @@ class Node:
     def _apply(self, replica: Replica[Any, Any], rd: Ready, batch: WriteBatch,
                completions: list[tuple[asyncio.Future[Any], Any]]) -> None:
         outcomes = replica.sm.apply(batch, rd.committed_entries)
+        raw = replica.raw
+        if (
+            outcomes
+            and isinstance(replica, PartitionReplica)
+            and not replica.lessor.primary
+            and raw.role is Role.LEADER
+            and outcomes[-1][0].term == raw.term
+        ):
+            replica.promote_pending = True  # an entry of its own term: every earlier one is applied
         proposals = replica.proposals
         for entry, response in outcomes:
             if entry.type is EntryType.CONF_CHANGE:
@@ -782,6 +963,29 @@ class Node:
             else:
                 # A newer leader's entry took the index of ours: ours was never applied.
                 waiter.future.set_exception(not_leader(replica.partition, replica.leader))
+
+    def _after_apply(self, replica: PartitionReplica) -> None:
+        """The apply batch is written: publish the key changes, feed the lessor, promote it."""
+        changes, events = replica.sm.take_events()
+        if changes:
+            self.hub.publish(changes)
+        lessor = replica.lessor
+        if lessor.primary and events:
+            for event in events:
+                if isinstance(event, LeaseGranted):
+                    lessor.granted(event.lease)
+                elif isinstance(event, LeaseRemoved):
+                    for keep_alive in lessor.removed(event.lease):
+                        keep_alive.refuse()
+                elif isinstance(event, LeaseCheckpointed):
+                    lessor.checkpointed(event.lease, event.remaining_ms)
+            replica.lessor_dirty = True
+        if replica.promote_pending:
+            replica.promote_pending = False
+            if replica.raw.role is Role.LEADER and not lessor.primary:
+                replica.promote_lessor()
+        if replica.lessor_dirty:
+            self._wake.set()
 
     def _stage_compaction(self, replica: Replica[Any, Any], batch: WriteBatch) -> None:
         """Record a snapshot point at the applied index and drop the log behind it. This batch

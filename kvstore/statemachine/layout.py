@@ -1,24 +1,25 @@
 """Keys the applier stores besides those of `kvstore.storage.keys`, with the encodings of its
 stored values.
 
-Two more tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
+More tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
 
 =====  =================================  ===============================================
 tag    rest of the key                    value
 =====  =================================  ===============================================
-``C``  partition ``p`` (u32), client id   client-dedup record (`kvstore.codec`): with
-       (UTF-8), ``seq`` (u64)             ``seq`` 0 the client's state (highest applied seq,
-                                          floor: every seq at or below it that is not
-                                          remembered is refused, revision of its last
-                                          applied request); with ``seq`` > 0 one remembered
-                                          request: its revision and its `LogResponse`
+``C``  partition ``p`` (u32), client id   the client's dedup record (`kvstore.codec`): its
+       (UTF-8)                            highest applied seq, the lowest seq still told
+                                          apart, the revision of its last applied request
+                                          and its remembered results, each with its
+                                          revision and `LogResponse`
+``E``  partition ``p`` (u32), lease id    a lease (`kvstore.codec`): TTL in seconds,
+       (u64)                              checkpointed remaining TTL in milliseconds (0:
+                                          none), revision of its grant
 ``F``  partition ``p`` (u32), user key    fence: the highest fencing token (u64) the key
                                           has accepted; kept when the key is deleted
+``K``  partition ``p`` (u32), lease id    empty: the user key is attached to the lease
+       (u64), user key                    (the index lease -> keys that expiry reads; the
+                                          key's own record holds its lease too)
 =====  =================================  ===============================================
-
-A client-dedup key ends with a fixed-width seq, so it splits unambiguously into client id and
-seq whatever bytes the client id holds (`split_client_suffix`); request seqs start at 1, which
-leaves seq 0 free for the client's state.
 
 The applier also owns ``A p`` (apply state: applied index, its term and the applied
 configuration, encoded as a snapshot's metadata by `kvstore.codec`) and ``D p key`` (user data:
@@ -33,13 +34,13 @@ import struct
 from kvstore._pb import kvstore_pb2 as pb
 
 CLIENT_TAG = b"C"
+LEASE_TAG = b"E"
 FENCE_TAG = b"F"
+LEASE_KEY_TAG = b"K"
 
 _U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
 STORED_KV_HEADER = struct.Struct(">QQQQ")  # create revision, mod revision, version, lease
-CLIENT_STATE_SEQ = 0
-"""The seq under which a client's state is stored; no request has it (seq 0 turns dedup off)."""
 
 
 def client_prefix(partition: int) -> bytes:
@@ -47,18 +48,20 @@ def client_prefix(partition: int) -> bytes:
     return CLIENT_TAG + _U32.pack(partition)
 
 
-def split_client_suffix(suffix: bytes) -> tuple[str, int]:
-    """(client id, seq) of a client-dedup key with `client_prefix` removed; ValueError when the
-    suffix cannot be one (too short, or a client id that is not UTF-8)."""
-    if len(suffix) < U64.size:
-        raise ValueError(f"client-dedup key suffix {suffix!r:.80} is shorter than a seq")
-    seq: int = U64.unpack_from(suffix, len(suffix) - U64.size)[0]
-    return suffix[: -U64.size].decode(), seq
-
-
 def fence_prefix(partition: int) -> bytes:
     """Prefix of every fence key of `partition`."""
     return FENCE_TAG + _U32.pack(partition)
+
+
+def lease_prefix(partition: int) -> bytes:
+    """Prefix of every lease record of `partition`; a record's key adds the lease id (u64)."""
+    return LEASE_TAG + _U32.pack(partition)
+
+
+def lease_keys_prefix(partition: int, lease: int | None = None) -> bytes:
+    """Prefix of the index records of `partition` (of one lease's keys, given `lease`)."""
+    prefix = LEASE_KEY_TAG + _U32.pack(partition)
+    return prefix if lease is None else prefix + U64.pack(lease)
 
 
 def encode_stored_kv(value: bytes, create_revision: int, mod_revision: int, version: int, lease: int) -> bytes:

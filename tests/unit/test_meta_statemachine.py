@@ -9,7 +9,8 @@ import pytest
 
 from kvstore._pb import meta_pb2
 from kvstore.codec import CodecError, decode_tombstone, encode_tombstone
-from kvstore.node.replica import Replica
+from kvstore.node.lessor import Lessor, LessorConfig, ManualClock
+from kvstore.node.replica import KeepAlive, PartitionReplica
 from kvstore.raft import (
     ConfChange,
     ConfChangeType,
@@ -22,7 +23,6 @@ from kvstore.raft import (
     SnapshotMeta,
     Tombstone,
 )
-from kvstore.statemachine import PartitionStateMachine
 from kvstore.statemachine.cluster_state import ClusterState, MemberState
 from kvstore.statemachine.meta import MetaStateMachine
 from kvstore.storage import MemoryEngine
@@ -99,11 +99,18 @@ def test_a_tombstone_refuses_votes_for_logs_behind_the_deleted_one() -> None:
     assert tombstone.merged(Tombstone(8, 1, 0, 0)) == Tombstone(8, 1, 40, 4)
 
 
+CACHE_BYTES = 1 << 20
+
+
+def lessor() -> Lessor[KeepAlive]:
+    return Lessor(ManualClock(), LessorConfig())
+
+
 def test_a_deleted_replica_leaves_nothing_behind_and_a_re_created_one_keeps_term_and_vote() -> None:
     engine = MemoryEngine()
     config = Config(3, election_tick=10, heartbeat_tick=1)
-    replica: Replica[PartitionStateMachine, object] = Replica.open(
-        engine, 5, PartitionStateMachine(engine, 5), config, random.Random(1), SnapshotMeta(1, 1, ConfState(frozenset({1, 2, 3}))))
+    replica = PartitionReplica.open(engine, 5, config, random.Random(1), lessor(), CACHE_BYTES,
+                                    SnapshotMeta(1, 1, ConfState(frozenset({1, 2, 3}))))
     assert stored_groups(engine) == [5]
     batch = engine.new_batch()
     replica.log.destroy(batch)
@@ -111,8 +118,7 @@ def test_a_deleted_replica_leaves_nothing_behind_and_a_re_created_one_keeps_term
     engine.write(batch, sync=True)
     assert list(engine.iterate(b"", None)) == [] and stored_groups(engine) == []
     tombstone = Tombstone(term=4, vote=2, last_index=30, last_term=4)
-    again: Replica[PartitionStateMachine, object] = Replica.open(
-        engine, 5, PartitionStateMachine(engine, 5), config, random.Random(1), tombstone=tombstone)
+    again = PartitionReplica.open(engine, 5, config, random.Random(1), lessor(), CACHE_BYTES, tombstone=tombstone)
     assert (again.log.hard_state.term, again.log.hard_state.vote, again.log.last_index()) == (4, 2, 0)
     assert DurableLogStorage.open(engine, 5, again.sm.snapshot).hard_state.term == 4
     assert not again.step(Message(MessageType.VOTE, 3, 1, term=5, log_term=4, index=10))
