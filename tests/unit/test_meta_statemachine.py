@@ -7,7 +7,9 @@ import random
 
 import pytest
 
+from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import meta_pb2
+from kvstore._pb.internal_pb2 import LogCommand
 from kvstore.codec import CodecError, decode_tombstone, encode_tombstone
 from kvstore.node.lessor import Lessor, LessorConfig, ManualClock
 from kvstore.node.replica import KeepAlive, PartitionReplica
@@ -112,6 +114,14 @@ def test_a_deleted_replica_leaves_nothing_behind_and_a_re_created_one_keeps_term
     replica = PartitionReplica.open(engine, 5, config, random.Random(1), lessor(), CACHE_BYTES,
                                     SnapshotMeta(1, 1, ConfState(frozenset({1, 2, 3}))))
     assert stored_groups(engine) == [5]
+    header = pb.RequestHeader(client_id="c", request_seq=1)
+    lease = pb.LeaseGrantRequest(header=pb.RequestHeader(client_id="c", request_seq=2), ttl_seconds=30)
+    commands = [LogCommand(put=pb.PutRequest(header=header, key=b"k", value=b"v")), LogCommand(lease_grant=lease)]
+    batch = engine.new_batch()
+    applied = replica.sm.apply(batch, [Entry(2 + i, 1, c.SerializeToString()) for i, c in enumerate(commands)])
+    engine.write(batch, sync=True)
+    assert all(response is not None and not response.error.code for _, response in applied)
+    assert replica.sm.get(b"k") is not None and len(replica.sm.leases.leases()) == 1
     batch = engine.new_batch()
     replica.log.destroy(batch)
     replica.sm.destroy(batch)
