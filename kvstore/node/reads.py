@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.errors import UnavailableError
 from kvstore.raft import ReadState
-from kvstore.rpc.backend import Reader, ServedRead
+from kvstore.rpc.backend import ServedRead
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +167,21 @@ class LeaseTrust:
         return now >= self._distrust_until and now - self._fed_at <= self._tick_s
 
 
+class AppliedState(Protocol):
+    """What reads need of a replica's state machine: how far it applied."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+
+S = TypeVar("S", bound=AppliedState)
+
+
 @dataclass(slots=True)
-class _Waiting:
+class _Waiting(Generic[S]):
     """A read that may be answered once the replica applied `floor` (and, STALE, has a bound)."""
 
-    future: asyncio.Future[ServedRead]
+    future: asyncio.Future[ServedRead[S]]
     served: pb.ReadConsistency  # the level the answer reports
     floor: int
     deadline: float  # refused after this (local monotonic seconds)
@@ -188,19 +199,19 @@ class ReadTiming:
 
 
 @dataclass(slots=True)
-class ReplicaReads:
+class ReplicaReads(Generic[S]):
     """The reads waiting on one replica, and its freshness. Used by the node's Ready loop (and
     by `Node.read`, on the same event loop); `lease_index` is the leader's committed index while
     its lease holds (None otherwise): a state that applied it is current, staleness 0."""
 
     node_id: int
     partition: int
-    reader: Reader
+    reader: S
     timing: ReadTiming
     freshness: Freshness = field(init=False)
     # ReadIndex reads sent to Raft: request id -> (future, min_revision, lease asked)
-    indexed: dict[int, tuple[asyncio.Future[ServedRead], int, bool]] = field(default_factory=dict)
-    waiting: list[_Waiting] = field(default_factory=list)
+    indexed: dict[int, tuple[asyncio.Future[ServedRead[S]], int, bool]] = field(default_factory=dict)
+    waiting: list[_Waiting[S]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         timing = self.timing
@@ -209,10 +220,10 @@ class ReplicaReads:
     # -- new reads --------------------------------------------------------------------------
 
     def follower_read(self, consistency: pb.ReadConsistency, min_revision: int, max_staleness_ms: int, now: float,
-                      lease_index: int | None) -> asyncio.Future[ServedRead]:  # fmt: skip
+                      lease_index: int | None) -> asyncio.Future[ServedRead[S]]:  # fmt: skip
         """A SESSION or STALE read: answered now if this replica may, else parked until it may
         or until `wait_s` has passed."""
-        future: asyncio.Future[ServedRead] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ServedRead[S]] = asyncio.get_running_loop().create_future()
         if consistency == pb.STALE:
             self.freshness.touch(now)
         waiting = _Waiting(future, consistency, min_revision, now + self.timing.wait_s, max_staleness_ms)
@@ -220,7 +231,7 @@ class ReplicaReads:
             self.waiting.append(waiting)
         return future
 
-    def indexed_read(self, request_id: int, future: asyncio.Future[ServedRead], min_revision: int,
+    def indexed_read(self, request_id: int, future: asyncio.Future[ServedRead[S]], min_revision: int,
                      lease: bool) -> None:  # fmt: skip
         """A LINEARIZABLE or LEASE read handed to Raft as `request_id`."""
         self.indexed[request_id] = (future, min_revision, lease)
@@ -268,7 +279,7 @@ class ReplicaReads:
                 future.set_exception(error)
         self.indexed.clear()
 
-    def _try(self, read: _Waiting, now: float, lease_index: int | None) -> bool:
+    def _try(self, read: _Waiting[S], now: float, lease_index: int | None) -> bool:
         applied = self.reader.applied_index
         if applied < read.floor:
             return False
@@ -284,7 +295,7 @@ class ReplicaReads:
         read.future.set_result(ServedRead(self.reader, read.served, staleness_ms))
         return True
 
-    def _refusal(self, read: _Waiting, now: float) -> UnavailableError:
+    def _refusal(self, read: _Waiting[S], now: float) -> UnavailableError:
         where = f"node {self.node_id}, partition {self.partition}"
         applied = self.reader.applied_index
         if applied < read.floor:

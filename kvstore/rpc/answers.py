@@ -36,19 +36,18 @@ def fill_header(
     header.revision = revision
     header.served = served
     header.node_id = backend.node_id
-    header.epoch = backend.cluster_map.epoch
+    header.epoch = backend.epoch
     header.staleness_ms = staleness_ms
 
 
 def error_of(backend: Backend, error: BaseException) -> pb.Error:
-    return to_error(error, backend.cluster_map.epoch, backend.address_of)
+    return to_error(error, backend.epoch, backend.address_of)
 
 
 def check_partition(backend: Backend, partition: int) -> None:
-    if partition >= backend.cluster_map.partitions:
-        raise InvalidArgumentError(
-            f"partition {partition} does not exist (the cluster has {backend.cluster_map.partitions})"
-        )
+    count = backend.cluster_state.partition_count
+    if partition >= count:
+        raise InvalidArgumentError(f"partition {partition} does not exist (the cluster has {count})")
 
 
 async def wait(awaitable: Awaitable[T], timeout_s: float | None, what: str) -> T:
@@ -74,7 +73,7 @@ async def propose(backend: Backend, partition: int, request: WriteRequest) -> Wr
     response = await wait(proposal, timeout_of(backend, request.header), what)
     assert not isinstance(response, LeaderDurable)  # a MAJORITY write is answered once applied
     if response.error.code:
-        response.error.epoch = backend.cluster_map.epoch
+        response.error.epoch = backend.epoch
     fill_header(backend, response.header, partition, response.header.revision, pb.LINEARIZABLE)
     return response
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import meta_pb2, peer_pb2
 from kvstore._pb.internal_pb2 import LeaseExpiries, LogCommand
 from kvstore.errors import KvError, LeaseNotFoundError, LockNotHeldError, NotLeaderError, WrongNodeError
 from kvstore.raft import Entry, Message
-from kvstore.ring import ClusterMap
 from kvstore.statemachine import Lease, PartitionStateMachine, WriteResponse, lease_partition
+from kvstore.statemachine.cluster_state import ClusterState, CommandResult, apply_command
 from kvstore.storage import MemoryEngine
 
 
@@ -51,13 +52,17 @@ class Reader(Protocol):
     def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[list[pb.KeyValue], bool]: ...
 
 
+S_co = TypeVar("S_co", covariant=True)
+
+
 @dataclass(frozen=True, slots=True)
-class ServedRead:
-    """A replica's answer to a read: the state to read from, the level that actually served it
+class ServedRead(Generic[S_co]):
+    """A replica's answer to a read: the state to read from (a partition's `Reader`; the meta
+    group's state machine for the node's own reads of it), the level that actually served it
     (`ReadConsistency`: a LEASE read that fell back to a ReadIndex round says LINEARIZABLE) and,
     for STALE reads, the bound on how stale that state may be (`kvstore.node.reads.Freshness`)."""
 
-    reader: Reader
+    reader: S_co
     served: pb.ReadConsistency
     staleness_ms: int = 0
 
@@ -120,7 +125,15 @@ class Backend(Protocol):
     def cluster_id(self) -> str: ...
 
     @property
-    def cluster_map(self) -> ClusterMap: ...
+    def cluster_state(self) -> ClusterState:
+        """The cluster state as this node applied it (members, each partition's replicas, the
+        moves under way, the epoch); `UnavailableError` while a joining node has none yet."""
+        ...
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of `cluster_state` (0 while there is none)."""
+        ...
 
     @property
     def limits(self) -> Limits: ...
@@ -137,7 +150,7 @@ class Backend(Protocol):
         ...
 
     def read(self, partition: int, consistency: pb.ReadConsistency, min_revision: int,
-             max_staleness_ms: int) -> asyncio.Future[ServedRead]:  # fmt: skip
+             max_staleness_ms: int) -> asyncio.Future[ServedRead[Reader]]:  # fmt: skip
         """The future resolves to the partition's replica once a read at `consistency` (a
         `ReadConsistency`) may be served from it, and it applied `min_revision`; a STALE read
         also needs a staleness bound of at most `max_staleness_ms` (0: any bound)."""
@@ -172,6 +185,21 @@ class Backend(Protocol):
         from the peer CA), or None to admit it."""
         ...
 
+    def answer_hello(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerHello:
+        """This node's hello in reply to a peer's, with the reason it refuses the peer if it does
+        (another cluster, not a member, a known id with another data dir)."""
+        ...
+
+    def is_member(self, node_id: int) -> bool:
+        """Whether `node_id` is a member this node talks to (not removed, not replaced)."""
+        ...
+
+    def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
+        """Propose a membership change to the meta group; the future resolves to its result once
+        applied. A node that does not lead the meta group passes it to the leader (unless not
+        `forward`: then it raises `NotLeaderError`)."""
+        ...
+
 
 _FOLLOWER_READS = (pb.STALE, pb.SESSION)
 
@@ -204,20 +232,30 @@ class MemoryBackend:
     held: list[tuple[int, bytes, int, asyncio.Future[WriteOutcome]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.cluster_map = ClusterMap(
-            epoch=3,
-            members={str(node_id): address for node_id, address in self.members.items()},
-            partitions=self.partitions,
-            replication_factor=len(self.members),
-        )
+        self.cluster_state = ClusterState.bootstrap(self.cluster_id, self.members, self.partitions,
+                                                    len(self.members), 16)
         self._engine = MemoryEngine()
         self._machines = {p: PartitionStateMachine(self._engine, p) for p in range(self.partitions)}
-        self._session_reads: list[tuple[int, int, pb.ReadConsistency, asyncio.Future[ServedRead]]] = []
+        self._session_reads: list[tuple[int, int, pb.ReadConsistency, asyncio.Future[ServedRead[Reader]]]] = []
         self._applied = asyncio.Event()
 
     @property
     def address(self) -> str:
         return self.members[self.node_id]
+
+    @property
+    def epoch(self) -> int:
+        return self.cluster_state.epoch
+
+    def is_member(self, node_id: int) -> bool:
+        return node_id in self.cluster_state.addresses()
+
+    def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
+        """Applies the command to the cluster state at once."""
+        self.cluster_state, result = apply_command(self.cluster_state, command)
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        future.set_result(result)
+        return future
 
     def address_of(self, node_id: int) -> str:
         return self.members.get(node_id, "")
@@ -315,13 +353,13 @@ class MemoryBackend:
                 future.set_exception(error)
 
     def read(self, partition: int, consistency: pb.ReadConsistency, min_revision: int,
-             max_staleness_ms: int) -> asyncio.Future[ServedRead]:  # fmt: skip
+             max_staleness_ms: int) -> asyncio.Future[ServedRead[Reader]]:  # fmt: skip
         """Served here at once (staleness 0: this node is the whole cluster), once the
         partition applied `min_revision`."""
         machine = self._machine(partition)
         if consistency not in _FOLLOWER_READS:
             self._require_leader(partition)
-        future: asyncio.Future[ServedRead] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ServedRead[Reader]] = asyncio.get_running_loop().create_future()
         if machine.applied_index < min_revision:
             self._session_reads.append((partition, min_revision, consistency, future))
         else:
@@ -332,7 +370,7 @@ class MemoryBackend:
         return [
             PartitionStatus(
                 partition,
-                tuple(int(node) for node in self.cluster_map.replicas(partition)),
+                self.cluster_state.partitions[partition].replicas,
                 self.leaders.get(partition, self.node_id),
                 1,
                 machine.applied_index,
@@ -349,3 +387,7 @@ class MemoryBackend:
 
     def peer_refusal(self, caller: PeerCaller) -> str | None:
         return self.refuse_peers
+
+    def answer_hello(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerHello:
+        refusal = peer_pb2.ACCEPTED if hello.cluster_id == self.cluster_id else peer_pb2.OTHER_CLUSTER
+        return peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id, refusal=refusal)

@@ -21,7 +21,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
 from kvstore.errors import CrossPartitionError, InvalidArgumentError, KvTimeoutError, UnavailableError
 from kvstore.rpc.answers import check_partition, error_of, fill_header, timeout_of, wait
-from kvstore.rpc.backend import Backend, LeaderDurable, ServedRead, WriteOutcome
+from kvstore.rpc.backend import Backend, LeaderDurable, Reader, ServedRead, WriteOutcome
 from kvstore.statemachine import KvRequest, WriteResponse, check_command, txn_keys
 from kvstore.storage.keys import prefix_end
 
@@ -34,7 +34,7 @@ class _Read:
 
     request: pb.GetRequest
     partition: int
-    future: asyncio.Future[ServedRead]
+    future: asyncio.Future[ServedRead[Reader]]
     timeout_s: float
     what: str
 
@@ -184,7 +184,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             return result
         response = outcome
         if response.error.code:
-            response.error.epoch = self._backend.cluster_map.epoch
+            response.error.epoch = self._backend.epoch
         fill_header(self._backend, response.header, started.partition, response.header.revision, pb.LINEARIZABLE)
         return _wrap(response)
 
@@ -202,14 +202,14 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         if not keys:
             raise InvalidArgumentError("the transaction has no compares and no operations")
         limit = self._backend.limits.max_key_bytes
-        cluster_map = self._backend.cluster_map
+        cluster_state = self._backend.cluster_state
         partitions = set()
         for key in keys:
             if not key:
                 raise InvalidArgumentError("the key is empty")
             if len(key) > limit:
                 raise InvalidArgumentError(f"the key is {len(key)} bytes; the limit is {limit}")
-            partitions.add(cluster_map.partition_for_key(key))
+            partitions.add(cluster_state.partition_for_key(key))
         if len(partitions) > 1:
             raise CrossPartitionError(
                 f"the transaction touches partitions {sorted(partitions)}; a transaction must stay in one "
