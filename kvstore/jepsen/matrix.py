@@ -73,9 +73,13 @@ def expected(setting: str, nemesis: NemesisKind) -> dict[str, Validity]:
     * lease reads: valid, except when a clock runs slower than the lease's drift margin allows
       (the clock nemesis), where the stale leader's lease reads are not linearizable;
     * session reads: not linearizable (a lagging replica answers), but every session holds;
-    * stale reads: not linearizable, but every read within the staleness bound it reported;
-    * leader writes: acknowledged writes lost under a leader kill or a partition, which no single
-      checker is sure to see (`loss_expected`);
+    * stale reads: not linearizable, but every read within the staleness bound it reported --
+      except under the clock nemesis: the bound, like the lease, assumes clock rates within the
+      drift margin, and a cut-off follower whose clock runs at x0.2 reports a bound five times
+      too small;
+    * leader writes: acknowledged writes lost under a partition, which no single checker is sure
+      to see (`loss_expected`); under a leader kill a loss is possible but not judged: only a
+      write acknowledged in the milliseconds between the leader's fsync and a follower's is lost;
     * every setting whose writes wait for a quorum: no acknowledged write lost.
     """
     if setting == "leader":
@@ -90,7 +94,7 @@ def expected(setting: str, nemesis: NemesisKind) -> dict[str, Validity]:
     if setting == "session":
         return {LINEARIZABLE: _I, SESSION: _V, **kept}
     if setting == "stale":
-        return {LINEARIZABLE: _I, STALENESS: _V, **kept}
+        return {LINEARIZABLE: _I, STALENESS: _I if nemesis is NemesisKind.CLOCK else _V, **kept}
     raise ValueError(f"unknown setting {setting!r} (expected one of {', '.join(SETTING_NAMES)})")
 
 
@@ -101,9 +105,8 @@ session); none of them sees every loss, since a later write can overwrite a lost
 
 
 def loss_expected(setting: str, nemesis: NemesisKind) -> bool:
-    """Whether the cell must show an acknowledged write lost: leader writes under a leader kill
-    or a partition."""
-    return setting == "leader" and nemesis in (NemesisKind.KILL, NemesisKind.PARTITION)
+    """Whether the cell must show an acknowledged write lost: leader writes under a partition."""
+    return setting == "leader" and nemesis is NemesisKind.PARTITION
 
 
 def setting_named(name: str) -> Setting:
@@ -222,13 +225,18 @@ class CellProgress:
 
 
 def run_config(config: MatrixConfig, setting: Setting, nemesis: NemesisKind, index: int) -> RunConfig:
+    # A LEADER write is lost only if it reaches a cut-off leader before that leader steps down,
+    # and a client stops sending there at its first read or cas (they wait for a quorum): with
+    # three writers, a fault often passed without one. A cell that must show a loss runs every
+    # client as a writer, and twice as many.
+    losing = loss_expected(setting.name, nemesis)
     return RunConfig(
         workload="register",
         nemeses=(nemesis,),
         time_s=config.time_s,
         out_dir=config.out_dir / f"{setting.name}-{nemesis.value}",
-        concurrency=config.concurrency,
-        readers=config.readers,
+        concurrency=2 * config.concurrency if losing else config.concurrency,
+        readers=0 if losing else config.readers,
         read_consistency=setting.reads,
         write_concern=setting.writes,
         max_staleness_ms=config.max_staleness_ms if setting.reads is ReadConsistency.STALE else 0,
