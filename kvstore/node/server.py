@@ -868,7 +868,8 @@ class Node:
         # there could not finish.
         leaving = {m.id for m in state.members if m.state is not MemberState.ACTIVE} if state is not None else set()
         quiet_since = time.monotonic() - self.config.tick_ms * self.config.election_ticks / 1000
-        unreachable = frozenset(peer for peer in self._member_addresses() if peer != self.node_id and (
+        voters = frozenset(voter for view in views for voter in view.voters) - {self.node_id}
+        unreachable = frozenset(peer for peer in voters if (
             peer in leaving or not self.transport.connected(peer) or self._heard_from.get(peer, -1.0) < quiet_since))  # fmt: skip
         for partition, to in plan_leader_transfers(self.node_id, views, MAX_TRANSFERS_PER_ROUND, unreachable):
             log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
