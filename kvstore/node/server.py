@@ -138,17 +138,8 @@ class Node:
         """Open storage, start serving `servicers` (each adds an RPC layer service to the
         server) through `interceptors`, then drive Raft."""
         config = self.config
-        self.engine = LevelDBEngine(str(config.data_dir / "db"))
-        # Followers learn commits from the next append or heartbeat: half the messages per write.
-        raft_config = Config(config.node_id, election_tick=config.election_ticks, heartbeat_tick=config.heartbeat_ticks,
-                             skip_bcast_commit=True)
-        rng = random.Random(config.node_id * 7919 + int(time.time_ns() % 1_000_003))
-        hosted = self.cluster_map.partitions_of(str(self.node_id))
-        for partition in hosted:
-            voters = frozenset(int(n) for n in self.cluster_map.replicas(partition))
-            lessor: Lessor[KeepAlive] = Lessor(self.clock, self.lessor_config)
-            self.replicas[partition] = Replica.open(self.engine, partition, voters, raft_config, rng, lessor,
-                                                    LOG_CACHE_BYTES // max(1, len(hosted)))
+        engine = LevelDBEngine(str(config.data_dir / "db"))
+        self.open(engine)
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
         self.server = grpc.aio.server(
             interceptors=interceptors,
@@ -161,7 +152,7 @@ class Node:
         except RuntimeError:
             port = 0
         if port == 0:
-            self.engine.close()
+            engine.close()
             raise AddressInUseError(f"cannot listen on {config.listen}: the address is in use or not available")
         await self.server.start()
         self.transport.start()
@@ -171,6 +162,22 @@ class Node:
         ]
         log.info("node %d serving %s (%s) with %d replicas", self.node_id, config.listen,
                  "TLS" if self.security.enabled else "plaintext", len(self.replicas))
+
+    def open(self, engine: Engine) -> None:
+        """Open the replica of every hosted partition over `engine`. `start` does it with the
+        data directory's LevelDB; `benchmarks/put_path.py` drives an opened node with `cycle`."""
+        config = self.config
+        self.engine = engine
+        # Followers learn commits from the next append or heartbeat: half the messages per write.
+        raft_config = Config(config.node_id, election_tick=config.election_ticks, heartbeat_tick=config.heartbeat_ticks,
+                             skip_bcast_commit=True)
+        rng = random.Random(config.node_id * 7919 + int(time.time_ns() % 1_000_003))
+        hosted = self.cluster_map.partitions_of(str(self.node_id))
+        for partition in hosted:
+            voters = frozenset(int(n) for n in self.cluster_map.replicas(partition))
+            lessor: Lessor[KeepAlive] = Lessor(self.clock, self.lessor_config)
+            self.replicas[partition] = Replica.open(engine, partition, voters, raft_config, rng, lessor,
+                                                    LOG_CACHE_BYTES // max(1, len(hosted)))
 
     def reload_certificates(self) -> None:
         """SIGHUP: new handshakes use the certificate files as they are now (if all are good)."""
@@ -353,10 +360,8 @@ class Node:
             self._wake.clear()
             try:
                 started = time.perf_counter()
-                touched = self._take_inputs()
-                readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]
-                if readies:
-                    await self._handle_readies(readies)
+                if await self.cycle():
+                    self._wake.set()
                 cycle_seconds.observe(time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
@@ -365,10 +370,18 @@ class Node:
                 log.exception("fatal error in the Ready loop; stopping the node")
                 self.close()
                 return
-            # Applying may leave work behind (conf changes, more committed entries than one batch).
-            if any(r.raw.has_ready() for r, _ in readies):
-                self._carry_over = [r for r, _ in readies]
-                self._wake.set()
+
+    async def cycle(self) -> bool:
+        """One turn of the Ready loop (the module docstring's steps); whether work is left."""
+        touched = self._take_inputs()
+        readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]
+        if readies:
+            await self._handle_readies(readies)
+        # Applying may leave work behind (conf changes, more committed entries than one batch).
+        if any(r.raw.has_ready() for r, _ in readies):
+            self._carry_over = [r for r, _ in readies]
+            return True
+        return False
 
     def _take_inputs(self) -> list[Replica]:
         """Feed queued inputs to Raft; returns the replicas that may now have a Ready."""
