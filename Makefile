@@ -6,10 +6,10 @@ STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 200
 STEPS  ?= 3000
 PYTEST_ARGS ?=
-# The unit tests of the compiled codec and applier, run again as pure Python by make test (the
-# garbage a decoder must refuse with CodecError reaches typed compiled code differently).
+# The unit tests of the compiled codec, applier and records, run again as pure Python by make test
+# (the garbage a decoder must refuse with CodecError reaches typed compiled code differently).
 PURE_UNIT_TESTS := tests/unit/test_codec.py tests/unit/test_applier.py tests/unit/test_commands.py \
-	tests/unit/test_leases.py tests/unit/test_compiled.py
+	tests/unit/test_leases.py tests/unit/test_raft_types.py tests/unit/test_compiled.py
 
 # The modules setup.py compiles with mypyc: editing one makes the next install compile again.
 COMPILED := $(shell grep -o '"kvstore/[a-z_/]*\.py"' setup.py | tr -d '"')
