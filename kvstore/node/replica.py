@@ -15,6 +15,10 @@ from kvstore.rpc.backend import Reader
 from kvstore.statemachine import PartitionStateMachine, WriteResponse
 from kvstore.storage import DurableLogStorage, Engine
 
+BOOTSTRAP_INDEX = 1
+"""Every replica of a new partition starts from an empty snapshot at this index (holding no
+change)."""
+
 
 def not_leader(partition: int, leader: int) -> NotLeaderError:
     known = f"; the leader is node {leader}" if leader else "; no leader is known yet"
@@ -78,7 +82,7 @@ class Replica:
             # First start: every replica begins from the same empty snapshot at index 1, so no
             # bootstrap election or configuration entry is needed.
             # Term 1 belongs to the bootstrap, so the first leader is elected in term 2.
-            start = SnapshotMeta(1, 1, ConfState(voters))
+            start = SnapshotMeta(BOOTSTRAP_INDEX, 1, ConfState(voters))
             batch = engine.new_batch()
             log.apply_snapshot(batch, Snapshot(start))
             log.set_hard_state(batch, HardState(term=1, commit=1))

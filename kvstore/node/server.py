@@ -49,12 +49,12 @@ from kvstore.errors import (
     UnavailableError,
     WrongNodeError,
 )
+from kvstore.hub import ChangeHub, Cursor
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
-from kvstore.node.hub import ChangeHub
 from kvstore.node.lessor import Lessor, LessorConfig, LessorWork, MonotonicClock
 from kvstore.node.metrics import NodeMetrics, timed
-from kvstore.node.replica import KeepAlive, Replica, Waiter, not_leader
+from kvstore.node.replica import BOOTSTRAP_INDEX, KeepAlive, Replica, Waiter, not_leader
 from kvstore.node.security import NodeSecurity
 from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
@@ -144,7 +144,11 @@ class Node:
         for partition in self.cluster_map.partitions_of(str(self.node_id)):
             voters = frozenset(int(n) for n in self.cluster_map.replicas(partition))
             lessor: Lessor[KeepAlive] = Lessor(self.clock, self.lessor_config)
-            self.replicas[partition] = Replica.open(self.engine, partition, voters, raft_config, rng, lessor)
+            replica = self.replicas[partition] = Replica.open(self.engine, partition, voters, raft_config, rng, lessor)
+            # The watch history holds what is applied from now on (docs/watch.md); a partition
+            # that never applied anything but its bootstrap has all of its history.
+            applied = replica.sm.applied_index
+            self.hub.open(partition, applied, 0 if applied <= BOOTSTRAP_INDEX else None)
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
         self.server = grpc.aio.server(
             interceptors=interceptors,
@@ -312,6 +316,12 @@ class Node:
             finally:
                 for future in waits:
                     future.cancel()
+
+    def watch(self, partition: int, start: bytes, end: bytes | None, start_revision: int) -> Cursor:
+        """A cursor over the changes this replica of `partition` applies to keys in ``[start,
+        end)``, from `start_revision` on (0: from the next one), read from its watch history."""
+        self.replica(partition)
+        return self.hub.watch(partition, start, end, start_revision)
 
     def status(self) -> list[PartitionStatus]:
         result = []
@@ -643,8 +653,7 @@ class Node:
     def _after_apply(self, replica: Replica) -> None:
         """The apply batch is written: publish the key changes, feed the lessor, promote it."""
         changes, events = replica.sm.take_events()
-        if changes:
-            self.hub.publish(changes)
+        self.hub.publish(replica.partition, replica.sm.applied_index, changes)
         lessor = replica.lessor
         if lessor.primary and events:
             for event in events:
