@@ -71,16 +71,18 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., leader_hint: _Optional[int] = ..., leader_address: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class RequestHeader(_message.Message):
-    __slots__ = ("client_id", "request_seq", "epoch", "timeout_ms")
+    __slots__ = ("client_id", "request_seq", "epoch", "timeout_ms", "lowest_pending_seq")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    LOWEST_PENDING_SEQ_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     request_seq: int
     epoch: int
     timeout_ms: int
-    def __init__(self, client_id: _Optional[str] = ..., request_seq: _Optional[int] = ..., epoch: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    lowest_pending_seq: int
+    def __init__(self, client_id: _Optional[str] = ..., request_seq: _Optional[int] = ..., epoch: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., lowest_pending_seq: _Optional[int] = ...) -> None: ...
 
 class ResponseHeader(_message.Message):
     __slots__ = ("partition", "revision", "served", "node_id", "epoch", "staleness_ms")
@@ -287,18 +289,20 @@ class ResponseOp(_message.Message):
     def __init__(self, get: _Optional[_Union[GetResponse, _Mapping]] = ..., put: _Optional[_Union[PutResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., txn: _Optional[_Union[TxnResponse, _Mapping]] = ...) -> None: ...
 
 class TxnRequest(_message.Message):
-    __slots__ = ("header", "compare", "success", "failure", "concern")
+    __slots__ = ("header", "compare", "success", "failure", "concern", "fencing_token")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     COMPARE_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     CONCERN_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     compare: _containers.RepeatedCompositeFieldContainer[Compare]
     success: _containers.RepeatedCompositeFieldContainer[RequestOp]
     failure: _containers.RepeatedCompositeFieldContainer[RequestOp]
     concern: WriteConcern
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., compare: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., success: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., failure: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., concern: _Optional[_Union[WriteConcern, str]] = ...) -> None: ...
+    fencing_token: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., compare: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., success: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., failure: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., concern: _Optional[_Union[WriteConcern, str]] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class TxnResponse(_message.Message):
     __slots__ = ("header", "error", "succeeded", "responses")

@@ -72,12 +72,14 @@ class Replica:
 
     @classmethod
     def open(cls, engine: Engine, partition: int, voters: frozenset[int], config: Config,
-             rng: random.Random, lessor: Lessor[KeepAlive]) -> Replica:
+             rng: random.Random, lessor: Lessor[KeepAlive], log_cache_bytes: int) -> Replica:
+        """The replica as `engine` holds it; its log keeps at most `log_cache_bytes` of its
+        tail in memory."""
         sm = PartitionStateMachine(engine, partition)
         # A follower that needs entries the log no longer has gets the state machine as it is
         # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
         # holds exactly the applied state when Raft asks).
-        log = DurableLogStorage.open(engine, partition, sm.snapshot)
+        log = DurableLogStorage.open(engine, partition, sm.snapshot, max_cached_bytes=log_cache_bytes)
         if log.last_index() == 0:
             # First start: every replica begins from the same empty snapshot at index 1, so no
             # bootstrap election or configuration entry is needed.

@@ -81,6 +81,8 @@ MAX_TRANSFERS_PER_ROUND = 2
 MAX_TICKS_PER_CYCLE = 5  # after a stall, catch up a few ticks, not an election's worth
 COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot, so a slightly
 # lagging follower catches up from the log instead of needing a whole snapshot
+LOG_CACHE_BYTES = 8 << 20  # the log tails all hosted groups keep in memory, together (split
+# evenly): enough for what leaders are replicating; a follower further behind is read from LevelDB
 
 
 class AddressInUseError(RuntimeError):
@@ -141,10 +143,12 @@ class Node:
         raft_config = Config(config.node_id, election_tick=config.election_ticks, heartbeat_tick=config.heartbeat_ticks,
                              skip_bcast_commit=True)
         rng = random.Random(config.node_id * 7919 + int(time.time_ns() % 1_000_003))
-        for partition in self.cluster_map.partitions_of(str(self.node_id)):
+        hosted = self.cluster_map.partitions_of(str(self.node_id))
+        for partition in hosted:
             voters = frozenset(int(n) for n in self.cluster_map.replicas(partition))
             lessor: Lessor[KeepAlive] = Lessor(self.clock, self.lessor_config)
-            replica = self.replicas[partition] = Replica.open(self.engine, partition, voters, raft_config, rng, lessor)
+            replica = self.replicas[partition] = Replica.open(
+                self.engine, partition, voters, raft_config, rng, lessor, LOG_CACHE_BYTES // max(1, len(hosted)))
             # The watch history holds what is applied from now on (docs/watch.md); a partition
             # that never applied anything but its bootstrap has all of its history.
             applied = replica.sm.applied_index
