@@ -118,9 +118,10 @@ class LockNotHeldError(KvError):
 class WatchCompactedError(KvError):
     """A watch asked for changes of a partition that no replica's history holds any more
     (docs/watch.md): `partition`, the `revision` it asked to start from, and `compact_revision`,
-    the oldest revision the history still holds. Re-list the keys, then watch from the revision
-    the listing reflects; or start from `compact_revision`, knowing the changes before it were
-    missed. Never retried: a watch does not skip changes silently."""
+    the revision from which the replicas' histories hold every change. Start a new watch from
+    now, then list the keys again (docs/watch.md, "Re-listing"); or watch from
+    `compact_revision`, knowing the changes before it were missed. Never retried: a watch does
+    not skip changes silently."""
 
     default_code = ErrorCode.COMPACTED
 

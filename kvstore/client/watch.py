@@ -415,14 +415,16 @@ def _with_positions(batch: _Batch) -> list[tuple[WatchEvent, int]]:
 
 
 def _compacted_everywhere(partition: int, refusals: list[WatchCompactedError]) -> WatchCompactedError:
-    """The error of a position no replica of `partition` holds any more."""
+    """The error of a position no replica of `partition` holds any more. Its compact_revision is
+    the latest of the replicas' oldest revisions: every replica that caught up holds the changes
+    from there on (a lagging follower's history reaches back further only until it catches up)."""
     revision = refusals[0].revision
-    oldest = min(refusal.compact_revision for refusal in refusals)
+    held_from = max(refusal.compact_revision for refusal in refusals)
     return WatchCompactedError(
-        f"partition {partition}: no replica holds the changes from revision {revision} on any more (the "
-        f"oldest revision held is {oldest}); list the keys again and watch from the revision the listing "
-        f"reflects, or from revision {oldest}, knowing the changes before it were missed",
+        f"partition {partition}: no replica holds the changes from revision {revision} on any more (they "
+        f"hold them from revision {held_from} on): start a new watch from now, then list the keys again "
+        f"(docs/watch.md, 'Re-listing'); or watch from revision {held_from}, knowing the changes before it were missed",
         partition=partition,
         revision=revision,
-        compact_revision=oldest,
+        compact_revision=held_from,
     )
