@@ -82,43 +82,43 @@ class _History:
         self.first = complete_after + 1
         self.last = applied
         self.changes: list[Change] = []
-        self.head = 0  # changes[head:] are held; the rest are trimmed and dropped in bulk
         self.bytes = 0
         self.cursors: set[Cursor] = set()
 
     def __len__(self) -> int:
-        return len(self.changes) - self.head
+        return len(self.changes)
 
     def append(self, applied: int, changes: Iterable[Change], max_changes: int, max_bytes: int) -> None:
+        held = self.changes
         for change in changes:
-            self.changes.append(change)
+            held.append(change)
             self.bytes += change_cost(change)
         self.last = max(self.last, applied)
-        held = self.changes
-        newest = held[-1].revision if len(self) else 0
-        while len(self) and (len(self) > max_changes or self.bytes > max_bytes):
-            revision = held[self.head].revision
+        if not held:
+            return
+        newest = held[-1].revision
+        trimmed = 0
+        while len(held) - trimmed > max_changes or self.bytes > max_bytes:
+            revision = held[trimmed].revision
             if revision == newest:
                 break
-            while self.head < len(held) and held[self.head].revision == revision:
-                self.bytes -= change_cost(held[self.head])
-                self.head += 1
+            while held[trimmed].revision == revision:
+                self.bytes -= change_cost(held[trimmed])
+                trimmed += 1
             self.first = revision + 1
-        if self.head > len(held) // 2:
-            del held[: self.head]
-            self.head = 0
+        # Dropped at once (a pointer move of at most max_changes slots): what is trimmed is freed.
+        del held[:trimmed]
 
     def restart(self, after: int) -> None:
         """Forget every change: the history starts after revision `after`."""
         self.changes.clear()
-        self.head = 0
         self.bytes = 0
         self.first = after + 1
         self.last = max(self.last, after)
 
     def start_index(self, revision: int) -> int:
         """The index of the first held change at or after `revision`."""
-        return bisect_left(self.changes, revision, lo=self.head, key=_revision_of)
+        return bisect_left(self.changes, revision, key=_revision_of)
 
 
 class Cursor:

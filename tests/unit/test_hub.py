@@ -223,6 +223,24 @@ def test_a_change_costs_no_more_memory_than_the_history_counts() -> None:
     assert used >= counted - 2000 * CHANGE_OVERHEAD_BYTES // 2, "the overhead is far above what it costs"
 
 
+def test_a_full_history_frees_what_it_trims() -> None:
+    """Past its bound, the history's memory stays at what it counts: trimmed changes are freed
+    (the history is what a node holds for watches, per partition: docs/architecture.md)."""
+    hub = opened(max_changes=500, max_bytes=1 << 30)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for revision in range(1, 5001):
+            stored = encode_stored_kv(b"v" * 20, revision, revision, 1, 0)
+            hub.publish(1, revision, [Change(1, ChangeKind.PUT, b"user/%08d" % revision, revision, stored, None)])
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    changes, counted = hub.history_size(1)
+    assert changes == 500
+    assert used <= counted, (used, counted)
+
+
 # -- snapshots, dropped partitions, closing ---------------------------------------------------
 
 
