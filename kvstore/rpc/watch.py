@@ -35,10 +35,12 @@ log = logging.getLogger("kvstore.rpc")
 PROGRESS_INTERVAL_S = 1.0
 """A quiet watch with progress_notify gets a progress response this often, when its revision moved."""
 
-MAX_RESPONSE_BYTES = 1 << 20
-"""About the most a response holds (`kvstore.hub.change_cost`), well below a client's 4 MiB limit."""
+MAX_RESPONSE_BYTES = 256 << 10
+"""About the most a response holds (`kvstore.hub.change_cost`): a partition's whole history
+(`kvstore.hub.DEFAULT_HISTORY_BYTES`), well below a client's 4 MiB limit."""
 
-_QUEUED_RESPONSES = 16  # per stream: what waits for the client to read it
+QUEUED_RESPONSES = 16
+"""Per stream, the responses waiting for the client to read them: at most about 4 MiB."""
 
 
 @dataclass(eq=False, slots=True)
@@ -100,7 +102,7 @@ class _WatchStream:
     """The watches of one Watch call, and the responses waiting to be sent."""
 
     def __init__(self, backend: Backend, progress_interval_s: float, max_response_bytes: int) -> None:
-        self.responses: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue(maxsize=_QUEUED_RESPONSES)
+        self.responses: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue(maxsize=QUEUED_RESPONSES)
         self._backend = backend
         self._progress_interval_s = progress_interval_s
         self._max_response_bytes = max_response_bytes
