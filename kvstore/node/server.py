@@ -147,11 +147,11 @@ class Node:
         for partition in hosted:
             voters = frozenset(int(n) for n in self.cluster_map.replicas(partition))
             lessor: Lessor[KeepAlive] = Lessor(self.clock, self.lessor_config)
-            replica = self.replicas[partition] = Replica.open(
-                self.engine, partition, voters, raft_config, rng, lessor, LOG_CACHE_BYTES // max(1, len(hosted)))
+            self.replicas[partition] = Replica.open(self.engine, partition, voters, raft_config, rng, lessor,
+                                                    LOG_CACHE_BYTES // max(1, len(hosted)))
             # The watch history holds what is applied from now on (docs/watch.md); a partition
             # that never applied anything but its bootstrap has all of its history.
-            applied = replica.sm.applied_index
+            applied = self.replicas[partition].sm.applied_index
             self.hub.open(partition, applied, 0 if applied <= BOOTSTRAP_INDEX else None)
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
         self.server = grpc.aio.server(
