@@ -13,10 +13,8 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import pytest
@@ -27,23 +25,20 @@ from kvstore.client import Client, EventType, KvError, SyncClient, Watch, WatchC
 from kvstore.hub import DEFAULT_HISTORY_BYTES
 from kvstore.ring import partition_for_key
 from tests.integration.harness import LocalCluster, wait_for
+from tests.integration.test_leases_locks import KVCTL, kvctl
 
 pytestmark = pytest.mark.slow
 
 PARTITIONS = 8
-KVCTL = str(Path(sys.executable).with_name("kvctl"))
 WAIT_S = 60.0
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = LocalCluster(tmp_path_factory.mktemp("watch"), size=3, partitions=PARTITIONS)
-    local.start_all()
-    try:
+    with local.running():
+        local.start_all()
         yield local
-    finally:
-        local.stop_all()
-        assert not local.any_fatal(), local.any_fatal()
 
 
 @pytest.fixture
@@ -260,11 +255,6 @@ def test_every_watch_request_kind_is_served(cluster: LocalCluster) -> None:
             assert answer.created == (flag == "created") and answer.canceled == (flag == "canceled")
     # A progress response says how far the watch has seen: at least where it was created.
     assert min(answer.header.revision for answer in progress) >= max(answer.header.revision for answer in created)
-
-
-def kvctl(cluster: LocalCluster, *arguments: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "KVSTORE_ENDPOINTS": ",".join(cluster.endpoints)}
-    return subprocess.run([KVCTL, *arguments], env=environment, capture_output=True, text=True, timeout=WAIT_S)
 
 
 def test_kvctl_watch_prints_json_lines_and_stops_after_count(cluster: LocalCluster) -> None:
