@@ -37,7 +37,7 @@ import grpc
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.client.backoff import Backoff
-from kvstore.client.batching import TransportError, transport_failure
+from kvstore.client.batching import TransportError, failure_reason, transport_failure
 from kvstore.client.routing import Router
 from kvstore.client.types import WatchEvent
 from kvstore.client.wire import event_from_pb
@@ -125,7 +125,8 @@ class _NodeStream:
                 await self._call.write(pb.WatchRequest(create=request))
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
             self._inboxes.pop(request.watch_id, None)
-            raise TransportError(f"the watch stream to {self.address} broke: {error}") from None
+            reason = failure_reason(error) if isinstance(error, grpc.aio.AioRpcError) else "it ended"
+            raise TransportError(f"the watch stream to {self.address} broke: {reason}") from None
         return inbox
 
     async def _read(self) -> None:
@@ -245,9 +246,12 @@ class Watch:
             async with asyncio.timeout(max(0.0, deadline - loop.time())):
                 await self._established.wait()
         except TimeoutError:
-            waiting = sorted(set(partitions) - self._created)
+            by_problem: dict[str, list[str]] = {}  # one line, however many partitions share a problem
+            for partition in sorted(set(partitions) - self._created):
+                by_problem.setdefault(self._problems.get(partition, "no answer yet"), []).append(str(partition))
             problems = "; ".join(
-                f"partition {partition}: {self._problems.get(partition, 'no answer yet')}" for partition in waiting
+                f"partition{'s' if len(waiting) > 1 else ''} {', '.join(waiting)}: {problem}"
+                for problem, waiting in by_problem.items()
             )
             raise KvTimeoutError(f"the watch could not be started within {self._timeout:g}s ({problems})") from None
         if self._failure is not None:

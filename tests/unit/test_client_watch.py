@@ -7,6 +7,7 @@ with WatchCompactedError, carrying the revision the replicas hold from, when bot
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.client import EventType, Watch, WatchCompactedError, WatchEvent
+from kvstore.client import EventType, KvTimeoutError, Watch, WatchCompactedError, WatchEvent
 from kvstore.client.routing import Router
 from kvstore.client.types import ClusterLayout, Member, PartitionInfo
 from kvstore.hub import ChangeHub
@@ -70,7 +71,9 @@ class Nodes:
         (revision,) = revisions
         return revision
 
-    def watch(self, key: bytes, *, prefix: bool = False, start_revision: int | None = None) -> Watch:
+    def watch(
+        self, key: bytes, *, prefix: bool = False, start_revision: int | None = None, timeout: float = WAIT_S
+    ) -> Watch:
         layout = ClusterLayout(
             epoch=1,
             partition_count=PARTITIONS,
@@ -92,7 +95,7 @@ class Nodes:
             return pb_grpc.WatchStub(channel)
 
         return Watch(key, prefix, start_revision, False, router=route, refresh=refresh, stub=stub,
-                     timeout=WAIT_S, on_close=lambda watch: None)
+                     timeout=timeout, on_close=lambda watch: None)
 
 
 def nodes(**services: Callable[[MemoryBackend], WatchService]) -> Nodes:
@@ -192,3 +195,16 @@ async def test_a_start_revision_no_replica_holds_ends_the_watch_with_the_revisio
     # Node 1 holds the last revision only, node 2 the last two: both hold from revisions[3] on.
     assert (error.revision, error.compact_revision) == (revisions[0], revisions[3])
     assert f"revision {revisions[3]}" in error.message
+
+
+async def test_a_watch_no_replica_can_serve_times_out_saying_why_in_one_line(two_nodes: Nodes) -> None:
+    await two_nodes.stop(1)
+    await two_nodes.stop(2)
+    watch = two_nodes.watch(b"k/", prefix=True, timeout=0.5)
+    with pytest.raises(KvTimeoutError) as timed_out:
+        await watch.start()
+    message = timed_out.value.message
+    assert message.startswith("the watch could not be started within 0.5s (partition") and "\n" not in message
+    named = [int(number) for group in re.findall(r"partitions? ([\d, ]+):", message) for number in group.split(", ")]
+    assert sorted(named) == list(range(PARTITIONS)), message  # each once, with what its last attempt met
+    assert "connection refused" in message
