@@ -13,7 +13,8 @@ from kvctl.jepsen import jepsen
 from kvctl.kv import delete, get, put, scan
 from kvctl.lease import lease
 from kvctl.lock import lock
-from kvctl.topology import members, partitions, status
+from kvctl.member import member
+from kvctl.topology import partitions, status
 from kvctl.txn import txn
 from kvctl.watch import watch
 
@@ -44,7 +45,7 @@ cli.add_command(cert)
 cli.add_command(jepsen)
 cli.add_command(lease)
 cli.add_command(lock)
-for data_command in (get, put, delete, scan, txn, watch, status, members, partitions):
+for data_command in (get, put, delete, scan, txn, watch, status, partitions, member):
     cli.add_command(data_command)
 
 

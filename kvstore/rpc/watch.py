@@ -157,7 +157,7 @@ class _WatchStream:
             return key, prefix_end(key)
         if not key:
             raise InvalidArgumentError("the key is empty (to watch every key, ask for the empty prefix)")
-        home = backend.cluster_map.partition_for_key(key)
+        home = backend.cluster_state.partition_for_key(key)
         if home != create.partition:
             raise InvalidArgumentError(f"key {key!r:.80} is in partition {home}, not in partition {create.partition}")
         return key, key + b"\x00"
