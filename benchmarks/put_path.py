@@ -45,11 +45,13 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore.bench.report import machine_line
 from kvstore.codec import Encoder, decode_peer_frame
 from kvstore.node.config import NodeConfig
+from kvstore.node.identity import PeerAdmission
+from kvstore.node.replica import BOOTSTRAP_INDEX
 from kvstore.node.server import Node
 from kvstore.node.transport import MAX_FRAME_BYTES, PeerTransport
 from kvstore.raft import Message, MessageType, Role
 from kvstore.rpc.kv import KVService
-from kvstore.storage import Engine, LevelDBEngine, MemoryEngine
+from kvstore.storage import LevelDBEngine, MemoryEngine
 
 NODES = (1, 2, 3)
 VALUE = bytes(range(100))
@@ -60,12 +62,11 @@ class LoopbackTransport(PeerTransport):
     """Delivers a node's messages to the other nodes of this process as decoded peer frames."""
 
     def __init__(self, node: Node, nodes: dict[int, Node]) -> None:
-        super().__init__(node.node_id, {}, node.cluster_id, node.security, lambda _: None,
-                         lambda *_: None, node.metrics)
+        super().__init__(node.node_id, {}, node.security, lambda _: None, lambda *_: None, node.metrics)
         self._nodes = nodes
         self._frames = Encoder()
 
-    def start(self) -> None:
+    def start(self, admission: PeerAdmission) -> None:
         pass
 
     def send(self, items: Iterable[tuple[int, Message]]) -> None:
@@ -87,15 +88,16 @@ def leader_of(partition: int) -> int:
     return NODES[partition % len(NODES)]
 
 
-def open_nodes(directory: Path, partitions: int, engine: str) -> dict[int, Node]:
+async def open_nodes(directory: Path, partitions: int, engine: str) -> dict[int, Node]:
     peers = {node_id: f"127.0.0.1:{node_id}" for node_id in NODES}  # never listened on
     nodes: dict[int, Node] = {}
     for node_id in NODES:
         config = NodeConfig(node_id, peers[node_id], directory / str(node_id), peers, partitions=partitions)
         node = Node(config)
+        node.engine = opened = MemoryEngine() if engine == "memory" else LevelDBEngine(str(config.data_dir / "db"))
+        # What `Node.start` does before it listens: the identity, the meta group, the partitions.
+        await node._open_groups(opened)
         node.transport = LoopbackTransport(node, nodes)
-        opened: Engine = MemoryEngine() if engine == "memory" else LevelDBEngine(str(config.data_dir / "db"))
-        node.open(opened)
         nodes[node_id] = node
     return nodes
 
@@ -121,7 +123,8 @@ async def elect(nodes: dict[int, Node], partitions: int) -> None:
     def placed() -> bool:
         # Every replica knows its leader, and each leader applied its term's first entry.
         return all(
-            replica.leader == leader_of(partition) and (replica.raw.role is not Role.LEADER or replica.sm.applied_index > 1)
+            replica.leader == leader_of(partition)
+            and (replica.raw.role is not Role.LEADER or replica.sm.applied_index > BOOTSTRAP_INDEX)
             for node in nodes.values()
             for partition, replica in node.replicas.items()
         )
@@ -131,7 +134,7 @@ async def elect(nodes: dict[int, Node], partitions: int) -> None:
 
 def build_rounds(nodes: dict[int, Node], rounds: int, clients: int, batch: int) -> list[list[tuple[int, bytes]]]:
     """Each round's serialized `BatchRequest`s, with the node each goes to."""
-    cluster_map = nodes[NODES[0]].cluster_map
+    cluster_state = nodes[NODES[0]].cluster_state
     seqs = [0] * clients
     keys = iter(range(1 << 62))
     built = []
@@ -143,7 +146,7 @@ def build_rounds(nodes: dict[int, Node], rounds: int, clients: int, batch: int) 
                 request = pb.BatchRequest()
                 while len(request.ops) < batch:
                     key = f"key/{next(keys):012d}".encode()
-                    if leader_of(cluster_map.partition_for_key(key)) != node_id:
+                    if leader_of(cluster_state.partition_for_key(key)) != node_id:
                         continue
                     seqs[client] += 1
                     header = pb.RequestHeader(client_id=f"client-{client}", request_seq=seqs[client], epoch=1,
@@ -170,7 +173,7 @@ async def serve(service: KVService, raw: bytes) -> bytes:
 async def run(args: argparse.Namespace) -> tuple[int, float]:
     """(puts served in the measured rounds, CPU seconds they took)."""
     with tempfile.TemporaryDirectory(prefix="put-path-") as tmp:
-        nodes = open_nodes(Path(tmp), args.partitions, args.engine)
+        nodes = await open_nodes(Path(tmp), args.partitions, args.engine)
         services = {node_id: KVService(node) for node_id, node in nodes.items()}
         built = build_rounds(nodes, args.warmup + args.build, args.clients, args.batch)
         await elect(nodes, args.partitions)

@@ -13,8 +13,10 @@ from kvctl.jepsen import jepsen
 from kvctl.kv import delete, get, put, scan
 from kvctl.lease import lease
 from kvctl.lock import lock
-from kvctl.topology import members, partitions, status
+from kvctl.member import member
+from kvctl.topology import partitions, status
 from kvctl.txn import txn
+from kvctl.watch import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,6 +33,7 @@ def cli() -> None:
       kvctl get greeting -o simple      print its value alone
       kvctl lease grant 10 --for-key job  a lease of 10 s, in job's partition
       kvctl lock orders -- ./job.sh     run a command while holding a lock
+      kvctl watch jobs/ --prefix        print the changes under jobs/ as they happen
       kvctl check --model register h.jsonl   check a history for linearizability
     """
 
@@ -42,7 +45,7 @@ cli.add_command(cert)
 cli.add_command(jepsen)
 cli.add_command(lease)
 cli.add_command(lock)
-for data_command in (get, put, delete, scan, txn, status, members, partitions):
+for data_command in (get, put, delete, scan, txn, watch, status, partitions, member):
     cli.add_command(data_command)
 
 

@@ -28,10 +28,12 @@ from kvstore.client import (
     NodeStatus,
     Op,
     OpResult,
+    PartitionInfo,
     PutOp,
     PutResult,
     ResponseHeader,
     TxnResult,
+    WatchEvent,
 )
 from kvstore.names import lease_partition
 
@@ -276,15 +278,13 @@ class Printer:
             self._json({"members": [_member_json(member) for member in members]})
         elif self.output is OutputFormat.SIMPLE:
             for member in members:
-                self._line(f"{member.id}\t{member.name}\t{member.address}")
+                self._line(f"{member.id}\t{member.name}\t{member.address}\t{_member_state(member)}")
         else:
             table = Table()
-            for column in ("ID", "NAME", "ADDRESS", "LEARNER"):
+            for column in ("ID", "NAME", "ADDRESS", "STATE"):
                 table.add_column(column)
             for member in members:
-                table.add_row(
-                    str(member.id), Text(member.name), Text(member.address), "yes" if member.learner else ""
-                )
+                table.add_row(str(member.id), Text(member.name), Text(member.address), _member_state(member))
             self._table(table)
 
     def partitions(self, layout: ClusterLayout) -> None:
@@ -299,9 +299,13 @@ class Printer:
                             "id": info.id,
                             "leader": info.leader,
                             "replicas": list(info.replicas),
+                            "learners": list(info.learners),
                             "term": info.term,
                             "commit_index": info.commit_index,
                             "applied_index": info.applied_index,
+                            "moving_to": list(info.moving_to),
+                            "move_step": info.move_step,
+                            "move_steps": info.move_steps,
                         }
                         for info in layout.partitions
                     ],
@@ -310,18 +314,20 @@ class Printer:
             )
         elif self.output is OutputFormat.SIMPLE:
             for info in layout.partitions:
-                self._line(f"{info.id}\t{info.leader}\t{','.join(map(str, info.replicas))}")
+                self._line(f"{info.id}\t{info.leader}\t{','.join(map(str, info.replicas))}\t{_move(info)}")
         else:
             addresses = {member.id: member.address for member in layout.members}
+            moving = sum(1 for info in layout.partitions if info.moving_to)
             table = Table(
                 caption=f"epoch {layout.epoch}, {layout.partition_count} partitions, "
-                f"replication factor {layout.replication_factor}"
+                f"replication factor {layout.replication_factor}, {moving} moving"
             )
-            for column in ("PARTITION", "LEADER", "REPLICAS", "TERM"):
+            for column in ("PARTITION", "LEADER", "REPLICAS", "TERM", "MOVE"):
                 table.add_column(column)
             for info in layout.partitions:
                 leader = f"{info.leader} ({addresses.get(info.leader, '?')})" if info.leader else "unknown"
-                table.add_row(str(info.id), Text(leader), ",".join(map(str, info.replicas)), str(info.term))
+                replicas = ",".join(map(str, info.replicas)) + "".join(f" +{n}" for n in info.learners)
+                table.add_row(str(info.id), Text(leader), replicas, str(info.term), _move(info))
             self._table(table)
 
     # ---- leases and locks ----------------------------------------------------------------------
@@ -394,6 +400,50 @@ class Printer:
             self._line(f"holding lock {_text(lock.name)!r}: key {_text(lock.key)}, fencing token {lock.token}")
         sys.stdout.flush()
 
+    def watch_event(self, event: WatchEvent, prev_kv: bool) -> None:
+        """One line per event, printed at once (a watch's reader follows it live)."""
+        kind = event.type.name
+        if self.output is OutputFormat.JSON:
+            document = {
+                "type": kind.lower(),
+                **_bytes_field("key", event.key),
+                **_bytes_field("value", event.value),
+                "revision": event.revision,
+                "partition": event.partition,
+                "create_revision": event.create_revision,
+                "version": event.version,
+                "lease": event.lease,
+            }
+            if prev_kv:
+                document["prev_kv"] = event.prev_kv and kv_json(event.prev_kv)
+            self._json(document)
+        elif self.output is OutputFormat.SIMPLE:
+            self._raw(kind.encode(), event.key, event.value)
+        else:
+            line = f"{kind} {_one_line(event.key)}"
+            if event.value or kind == "PUT":
+                line += f" = {_one_line(event.value)}"
+            if prev_kv:
+                line += f" (was {_one_line(event.prev_kv.value) if event.prev_kv else 'absent'})"
+            self._line(f"{line}  [partition {event.partition}, revision {event.revision}]")
+
+
+def _one_line(data: bytes) -> str:
+    """Stored bytes as text on one line: line breaks and other control characters escaped."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in _text(data))
+
+
+def _member_state(member: Member) -> str:
+    return member.state.name.lower() + (" (lost)" if member.lost else "")
+
+
+def _move(info: PartitionInfo) -> str:
+    """A move under way: where to, and how far (learners show as +N in the replicas)."""
+    if not info.moving_to:
+        return ""
+    return f"to {','.join(map(str, info.moving_to))}, step {info.move_step}/{info.move_steps}"
+
 
 def _member_json(member: Member) -> dict[str, Any]:
-    return {"id": member.id, "name": member.name, "address": member.address, "learner": member.learner}
+    return {"id": member.id, "name": member.name, "address": member.address,
+            "state": member.state.name.lower(), "lost": member.lost}

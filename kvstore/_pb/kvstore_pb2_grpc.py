@@ -671,6 +671,78 @@ class Lock:
             _registered_method=True)
 
 
+class WatchStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Watch = channel.stream_stream(
+                '/kvstore.v1.Watch/Watch',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.WatchRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.WatchResponse.FromString,
+                _registered_method=True)
+
+
+class WatchServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Watch(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WatchServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Watch': grpc.stream_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.WatchRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.WatchResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kvstore.v1.Watch', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kvstore.v1.Watch', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Watch:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Watch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kvstore.v1.Watch/Watch',
+            kvstore_dot___pb_dot_kvstore__pb2.WatchRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class ClusterStub:
     """Missing associated documentation comment in .proto file."""
 
@@ -695,6 +767,26 @@ class ClusterStub:
                 request_serializer=kvstore_dot___pb_dot_kvstore__pb2.PartitionsRequest.SerializeToString,
                 response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.PartitionsResponse.FromString,
                 _registered_method=True)
+        self.MemberAdd = channel.unary_unary(
+                '/kvstore.v1.Cluster/MemberAdd',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberAddRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.MemberRemove = channel.unary_unary(
+                '/kvstore.v1.Cluster/MemberRemove',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberRemoveRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.MemberReplace = channel.unary_unary(
+                '/kvstore.v1.Cluster/MemberReplace',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberReplaceRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.Join = channel.unary_unary(
+                '/kvstore.v1.Cluster/Join',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.JoinRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.JoinResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -718,6 +810,30 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MemberAdd(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberRemove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberReplace(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Join(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -735,6 +851,26 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.Partitions,
                     request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.PartitionsRequest.FromString,
                     response_serializer=kvstore_dot___pb_dot_kvstore__pb2.PartitionsResponse.SerializeToString,
+            ),
+            'MemberAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberAdd,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberAddRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'MemberRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberRemove,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberRemoveRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'MemberReplace': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberReplace,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberReplaceRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'Join': grpc.unary_unary_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.JoinRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.JoinResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -818,6 +954,114 @@ class Cluster:
             '/kvstore.v1.Cluster/Partitions',
             kvstore_dot___pb_dot_kvstore__pb2.PartitionsRequest.SerializeToString,
             kvstore_dot___pb_dot_kvstore__pb2.PartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/MemberAdd',
+            kvstore_dot___pb_dot_kvstore__pb2.MemberAddRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/MemberRemove',
+            kvstore_dot___pb_dot_kvstore__pb2.MemberRemoveRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberReplace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/MemberReplace',
+            kvstore_dot___pb_dot_kvstore__pb2.MemberReplaceRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/Join',
+            kvstore_dot___pb_dot_kvstore__pb2.JoinRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.JoinResponse.FromString,
             options,
             channel_credentials,
             insecure,

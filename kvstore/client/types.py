@@ -81,22 +81,37 @@ class TxnResult:
     responses: tuple[OpResult, ...]
 
 
+class MemberState(IntEnum):
+    """Where a member is in its life (docs/membership.md)."""
+
+    JOINING = pb.JOINING  # added; partitions are moving to it
+    ACTIVE = pb.ACTIVE
+    LEAVING = pb.LEAVING  # being removed or replaced; its partitions are moving away
+    REMOVED = pb.REMOVED  # gone for good; its id is never given out again
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     id: int
     name: str
     address: str
     learner: bool
+    state: MemberState = MemberState.ACTIVE
+    lost: bool = False  # replaced: its data is gone or untrusted
 
 
 @dataclass(frozen=True, slots=True)
 class PartitionInfo:
     id: int
-    replicas: tuple[int, ...]
+    replicas: tuple[int, ...]  # voters, preferred leader first
     leader: int  # 0 = unknown
     term: int
     commit_index: int
     applied_index: int
+    learners: tuple[int, ...] = ()
+    moving_to: tuple[int, ...] = ()  # the replicas a move under way ends with (empty: not moving)
+    move_step: int = 0  # steps of that move done, of `move_steps`
+    move_steps: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +154,27 @@ class LeaseStatus:
     ttl: int
     granted_ttl: int
     keys: tuple[bytes, ...] = ()
+
+
+class EventType(IntEnum):
+    """What a watch event is: a key written or deleted."""
+
+    PUT = pb.WatchEvent.PUT
+    DELETE = pb.WatchEvent.DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change a watch saw (docs/watch.md): `key` put (with its new `value`, `create_revision`,
+    `version` and `lease`) or deleted (those four empty) at `revision` of `partition`;
+    `prev_kv`, when asked for, is the key as it was before (None if it did not exist)."""
+
+    type: EventType
+    key: bytes
+    value: bytes
+    revision: int
+    partition: int
+    create_revision: int
+    version: int
+    lease: int
+    prev_kv: KeyValue | None = None

@@ -10,9 +10,11 @@ from kvstore.client.ops import Compare, GetOp, Op, PutOp
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
+    EventType,
     GetResult,
     KeyValue,
     Member,
+    MemberState,
     NodeStatus,
     OpResult,
     PartitionInfo,
@@ -20,6 +22,7 @@ from kvstore.client.types import (
     ReadConsistency,
     ResponseHeader,
     TxnResult,
+    WatchEvent,
     WriteConcern,
 )
 from kvstore.errors import ErrorCode, KvError
@@ -33,6 +36,15 @@ _CONSISTENCIES: Mapping[int, ReadConsistency] = MappingProxyType({level.value: l
 
 def kv_from_pb(kv: pb.KeyValue) -> KeyValue:
     return KeyValue(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
+def event_from_pb(event: pb.WatchEvent, partition: int) -> WatchEvent:
+    kv = event.kv
+    prev_kv = kv_from_pb(event.prev_kv) if event.HasField("prev_kv") else None
+    return WatchEvent(
+        EventType(event.type), kv.key, kv.value, kv.mod_revision, partition, kv.create_revision, kv.version, kv.lease,
+        prev_kv,
+    )
 
 
 def header_from_pb(header: pb.ResponseHeader) -> ResponseHeader:
@@ -130,7 +142,7 @@ def compare_to_pb(compare: Compare) -> pb.Compare:
 
 
 def member_from_pb(member: pb.Member) -> Member:
-    return Member(member.id, member.name, member.address, member.learner)
+    return Member(member.id, member.name, member.address, member.learner, MemberState(member.state), member.lost)
 
 
 def partition_from_pb(info: pb.PartitionInfo) -> PartitionInfo:
@@ -141,6 +153,10 @@ def partition_from_pb(info: pb.PartitionInfo) -> PartitionInfo:
         term=info.term,
         commit_index=info.commit_index,
         applied_index=info.applied_index,
+        learners=tuple(info.learners),
+        moving_to=tuple(info.moving_to),
+        move_step=info.move_step,
+        move_steps=info.move_steps,
     )
 
 

@@ -2,9 +2,9 @@
 in-memory implementation (the real applier without Raft) that the services' tests run against.
 
 The servicers know a node only through `Backend`; `kvstore.node.server.Node` implements it.
-Which read path a consistency level takes, leadership, waiting for a revision, lease deadlines
-and waiting for a lock are the node's business: the servicers validate, call `propose`, `read`,
-`keep_alive` or `hold_lock`, and fill in the answer.
+Which read path a consistency level takes, leadership, waiting for a revision, lease deadlines,
+waiting for a lock and the watch history are the node's business: the servicers validate, call
+`propose`, `read`, `keep_alive`, `hold_lock` or `watch`, and fill in the answer.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import meta_pb2, peer_pb2
 from kvstore._pb.internal_pb2 import LeaseExpiries, LogCommand
 from kvstore.errors import KvError, LeaseNotFoundError, LockNotHeldError, NotLeaderError, WrongNodeError
+from kvstore.hub import ChangeHub, Cursor
 from kvstore.raft import Entry, Message
-from kvstore.ring import ClusterMap
 from kvstore.statemachine import Lease, PartitionStateMachine, WriteResponse, lease_partition
+from kvstore.statemachine.cluster_state import ClusterState, CommandResult, apply_command
 from kvstore.storage import MemoryEngine
 
 
@@ -98,7 +100,15 @@ class Backend(Protocol):
     def cluster_id(self) -> str: ...
 
     @property
-    def cluster_map(self) -> ClusterMap: ...
+    def cluster_state(self) -> ClusterState:
+        """The cluster state as this node applied it (members, each partition's replicas, the
+        moves under way, the epoch); `UnavailableError` while a joining node has none yet."""
+        ...
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of `cluster_state` (0 while there is none)."""
+        ...
 
     @property
     def limits(self) -> Limits: ...
@@ -133,6 +143,13 @@ class Backend(Protocol):
         revision); LOCK_NOT_HELD when the key is gone (unlocked, or its lease expired)."""
         ...
 
+    def watch(self, partition: int, start: bytes, end: bytes | None, start_revision: int) -> Cursor:
+        """A cursor over the changes this replica of `partition` applies to the keys in
+        ``[start, end)`` (`end` None: to the partition's end), from `start_revision` on (0: from
+        the next revision applied), read from its watch history (docs/watch.md); COMPACTED when
+        the history no longer reaches back that far, WRONG_NODE when the node holds no replica."""
+        ...
+
     def status(self) -> list[PartitionStatus]: ...
 
     def db_size_bytes(self) -> int: ...
@@ -144,6 +161,21 @@ class Backend(Protocol):
     def peer_refusal(self, caller: PeerCaller) -> str | None:
         """Why `caller` may not use the Peer service (with TLS: it presented no peer certificate
         from the peer CA), or None to admit it."""
+        ...
+
+    def answer_hello(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerHello:
+        """This node's hello in reply to a peer's, with the reason it refuses the peer if it does
+        (another cluster, not a member, a known id with another data dir)."""
+        ...
+
+    def is_member(self, node_id: int) -> bool:
+        """Whether `node_id` is a member this node talks to (not removed, not replaced)."""
+        ...
+
+    def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
+        """Propose a membership change to the meta group; the future resolves to its result once
+        applied. A node that does not lead the meta group passes it to the leader (unless not
+        `forward`: then it raises `NotLeaderError`)."""
         ...
 
 
@@ -161,7 +193,8 @@ class MemoryBackend:
     Peer caller is refused (None: every caller is admitted, as by a plaintext node). Leases keep
     no time here: a keepalive of an existing lease is answered at once, and `expire(lease)`
     applies the expiry a node's lessor would propose. Lock waiters look again after every apply
-    (the node's hub wakes only the next waiter).
+    (the node's hub wakes only the next waiter). Applied changes go to a change hub, as on a
+    node, which serves `watch`.
     """
 
     node_id: int = 1
@@ -178,20 +211,33 @@ class MemoryBackend:
     held: list[tuple[int, bytes, asyncio.Future[WriteResponse]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.cluster_map = ClusterMap(
-            epoch=3,
-            members={str(node_id): address for node_id, address in self.members.items()},
-            partitions=self.partitions,
-            replication_factor=len(self.members),
-        )
+        self.cluster_state = ClusterState.bootstrap(self.cluster_id, self.members, self.partitions,
+                                                    len(self.members), 16)
         self._engine = MemoryEngine()
         self._machines = {p: PartitionStateMachine(self._engine, p) for p in range(self.partitions)}
         self._session_reads: list[tuple[int, int, asyncio.Future[Reader]]] = []
         self._applied = asyncio.Event()
+        self.hub = ChangeHub()
+        for partition in self._machines:
+            self.hub.open(partition, 0)
 
     @property
     def address(self) -> str:
         return self.members[self.node_id]
+
+    @property
+    def epoch(self) -> int:
+        return self.cluster_state.epoch
+
+    def is_member(self, node_id: int) -> bool:
+        return node_id in self.cluster_state.addresses()
+
+    def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
+        """Applies the command to the cluster state at once."""
+        self.cluster_state, result = apply_command(self.cluster_state, command)
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        future.set_result(result)
+        return future
 
     def address_of(self, node_id: int) -> str:
         return self.members.get(node_id, "")
@@ -239,7 +285,7 @@ class MemoryBackend:
         batch = self._engine.new_batch()
         ((_, response),) = machine.apply(batch, [Entry(machine.applied_index + 1, 1, command)])
         self._engine.write(batch, sync=False)
-        machine.take_events()
+        self.hub.publish(partition, machine.applied_index, machine.take_events()[0])
         self._applied.set()
         self._applied = asyncio.Event()
         return response
@@ -276,6 +322,10 @@ class MemoryBackend:
                 return
             await self._applied.wait()
 
+    def watch(self, partition: int, start: bytes, end: bytes | None, start_revision: int) -> Cursor:
+        self._machine(partition)
+        return self.hub.watch(partition, start, end, start_revision)
+
     def fail_held(self, error: KvError) -> None:
         """Fail every held proposal with `error`, as a node that lost its leadership does."""
         held, self.held = self.held, []
@@ -298,7 +348,7 @@ class MemoryBackend:
         return [
             PartitionStatus(
                 partition,
-                tuple(int(node) for node in self.cluster_map.replicas(partition)),
+                self.cluster_state.partitions[partition].replicas,
                 self.leaders.get(partition, self.node_id),
                 1,
                 machine.applied_index,
@@ -315,3 +365,7 @@ class MemoryBackend:
 
     def peer_refusal(self, caller: PeerCaller) -> str | None:
         return self.refuse_peers
+
+    def answer_hello(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerHello:
+        refusal = peer_pb2.ACCEPTED if hello.cluster_id == self.cluster_id else peer_pb2.OTHER_CLUSTER
+        return peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id, refusal=refusal)
