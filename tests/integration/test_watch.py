@@ -317,3 +317,34 @@ def test_kvctl_watch_follows_live_writes_and_exits_0_on_ctrl_c(cluster: LocalClu
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait()
+
+
+def test_kvctl_watch_ends_quietly_when_its_reader_goes_away(cluster: LocalCluster) -> None:
+    """`kvctl watch ... | head -1`: once the reader is gone, the next event ends kvctl, exit 0."""
+    environment = {**os.environ, "KVSTORE_ENDPOINTS": ",".join(cluster.endpoints)}
+    watcher = subprocess.Popen(
+        [KVCTL, "watch", "{pipe}/k", "-o", "simple"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert watcher.stdout is not None and watcher.stderr is not None
+        with SyncClient(cluster.endpoints, timeout=20.0) as client:
+            os.set_blocking(watcher.stdout.fileno(), False)
+
+            def printed() -> bool:
+                client.put("{pipe}/k", "v")
+                return bool(watcher.stdout.read())  # type: ignore[union-attr]
+
+            wait_for(printed, "kvctl watch to print a change", timeout=WAIT_S)
+            watcher.stdout.close()  # the reader goes away
+
+            def ended() -> bool:
+                client.put("{pipe}/k", "v")
+                return watcher.poll() is not None
+
+            wait_for(ended, "kvctl watch to end once its output is gone", timeout=WAIT_S)
+        assert watcher.returncode == 0
+        assert watcher.stderr.read() == b""
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
