@@ -290,18 +290,22 @@ def test_kvctl_watch_reports_a_compacted_start_revision(cluster: LocalCluster) -
     assert done.stderr.count("\n") == 1 and "list the keys again" in done.stderr, done.stderr
 
 
-def test_kvctl_watch_follows_live_writes_and_exits_0_on_ctrl_c(cluster: LocalCluster) -> None:
+def kvctl_watching(cluster: LocalCluster, key: str) -> subprocess.Popen[bytes]:
+    """`kvctl watch KEY -o simple` running, its output and errors piped (stdout non-blocking)."""
     environment = {**os.environ, "KVSTORE_ENDPOINTS": ",".join(cluster.endpoints)}
-    watcher = subprocess.Popen(
-        [KVCTL, "watch", "{live}/k", "-o", "simple"], env=environment,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    watcher = subprocess.Popen([KVCTL, "watch", key, "-o", "simple"], env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert watcher.stdout is not None
+    os.set_blocking(watcher.stdout.fileno(), False)
+    return watcher
+
+
+def test_kvctl_watch_follows_live_writes_and_exits_0_on_ctrl_c(cluster: LocalCluster) -> None:
+    watcher = kvctl_watching(cluster, "{live}/k")
     try:
         with SyncClient(cluster.endpoints, timeout=20.0) as client:
             # The watch starts "now" once established; write until it shows a change (bounded).
             lines: list[bytes] = []
-            assert watcher.stdout is not None
-            os.set_blocking(watcher.stdout.fileno(), False)
 
             def printed() -> bool:
                 client.put("{live}/k", "hello")
@@ -321,14 +325,10 @@ def test_kvctl_watch_follows_live_writes_and_exits_0_on_ctrl_c(cluster: LocalClu
 
 def test_kvctl_watch_ends_quietly_when_its_reader_goes_away(cluster: LocalCluster) -> None:
     """`kvctl watch ... | head -1`: once the reader is gone, the next event ends kvctl, exit 0."""
-    environment = {**os.environ, "KVSTORE_ENDPOINTS": ",".join(cluster.endpoints)}
-    watcher = subprocess.Popen(
-        [KVCTL, "watch", "{pipe}/k", "-o", "simple"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    watcher = kvctl_watching(cluster, "{pipe}/k")
     try:
         assert watcher.stdout is not None and watcher.stderr is not None
         with SyncClient(cluster.endpoints, timeout=20.0) as client:
-            os.set_blocking(watcher.stdout.fileno(), False)
 
             def printed() -> bool:
                 client.put("{pipe}/k", "v")
