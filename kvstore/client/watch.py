@@ -131,6 +131,7 @@ class _NodeStream:
 
     async def _read(self) -> None:
         reason = f"the watch stream to {self.address} ended"
+        failure: Exception | None = None
         try:
             while True:
                 response = await self._call.read()
@@ -143,11 +144,12 @@ class _NodeStream:
                     del self._inboxes[response.watch_id]
                 await inbox.put(response)
         except grpc.aio.AioRpcError as error:
-            reason = f"the watch stream to {self.address} broke: {transport_failure(error)}"
+            failure = transport_failure(error)  # a final error (refused for good) ends the watches
+            reason = f"the watch stream to {self.address} broke: {failure}"
         finally:
             self.broken = reason
             for inbox in self._inboxes.values():
-                inbox.close(TransportError(reason))
+                inbox.close(failure if isinstance(failure, KvError) else TransportError(reason))
             self._inboxes.clear()
 
     async def close(self) -> None:
