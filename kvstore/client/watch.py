@@ -171,8 +171,8 @@ class _Batch:
 class Watch:
     """The changes of a key, or of the keys under a prefix, as they are applied (see the module
     doc and `Client.watch`). Iterate it (`async for event in watch`); `close()` it, or use
-    `async with`, which also waits until the watch is established: every write acknowledged
-    after that is seen.
+    `async with`, which also waits until the watch is established: every write sent after
+    that is seen.
 
     `position` says how far the events handed out go: per partition, the next revision to
     deliver. Give it as `start_revision` to a new watch to go on where this one stopped.
@@ -223,7 +223,7 @@ class Watch:
 
     async def start(self) -> None:
         """Create the watch on every partition it covers, within the client's timeout; once
-        this returns, every write acknowledged afterwards is seen. (Iterating starts it too.)"""
+        this returns, every write sent afterwards is seen. (Iterating starts it too.)"""
         if self._started:
             return
         self._started = True
