@@ -61,7 +61,7 @@ from kvstore.errors import (
     UnavailableError,
     WrongNodeError,
 )
-from kvstore.hub import ChangeHub, Cursor
+from kvstore.hub import ChangeHub, Cursor, HubTotals
 from kvstore.node import membership
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
@@ -650,6 +650,9 @@ class Node:
 
     def address_of(self, node_id: int) -> str:
         return self._member_addresses().get(node_id, "")
+
+    def watch_totals(self) -> HubTotals:
+        return self.hub.totals()
 
     def peer_connections(self) -> dict[int, bool]:
         return {peer_id: self.transport.connected(peer_id) for peer_id in self._peer_addresses()}
