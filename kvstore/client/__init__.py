@@ -9,10 +9,11 @@ from kvstore.client import ops
 from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
 from kvstore.client.leases import Acknowledgement, KeptLease, Lock, LockContext, Session
 from kvstore.client.ops import Compare, DeleteOp, GetOp, Op, PutOp
-from kvstore.client.sync import SyncClient, SyncLock, SyncLockContext, SyncSession
+from kvstore.client.sync import SyncClient, SyncLock, SyncLockContext, SyncSession, SyncWatch
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
+    EventType,
     GetResult,
     KeyValue,
     Lease,
@@ -27,8 +28,10 @@ from kvstore.client.types import (
     ResponseHeader,
     ScanResult,
     TxnResult,
+    WatchEvent,
     WriteConcern,
 )
+from kvstore.client.watch import Watch
 from kvstore.errors import (
     BatchError,
     CrossPartitionError,
@@ -43,6 +46,7 @@ from kvstore.errors import (
     StaleFencingTokenError,
     TransportSecurityError,
     UnavailableError,
+    WatchCompactedError,
     WrongNodeError,
 )
 from kvstore.tls import TlsConfig
@@ -59,6 +63,7 @@ __all__ = [
     "DeleteOp",
     "DeleteResult",
     "ErrorCode",
+    "EventType",
     "GetOp",
     "GetResult",
     "InvalidArgumentError",
@@ -91,10 +96,14 @@ __all__ = [
     "SyncLock",
     "SyncLockContext",
     "SyncSession",
+    "SyncWatch",
     "TlsConfig",
     "TransportSecurityError",
     "TxnResult",
     "UnavailableError",
+    "Watch",
+    "WatchCompactedError",
+    "WatchEvent",
     "WriteConcern",
     "WrongNodeError",
     "ops",

@@ -2,7 +2,7 @@
 
 * `Change`: a user key was put or deleted (a delete may come from the key's lease expiring or
   being revoked). The node publishes them, once the batch holding them is written, to its
-  change-notification hub (`kvstore.node.hub`): lock waiters and watches.
+  change-notification hub (`kvstore.hub`): lock waiters and watches.
 * `LeaseGranted`, `LeaseRemoved`, `LeaseCheckpointed`: the lease table changed; the node tells
   the partition's lessor (`kvstore.node.lessor`) when it leads the partition.
 
@@ -37,6 +37,17 @@ class Change:
     revision: int
     stored: bytes | None
     prev_stored: bytes | None
+
+    def __init__(
+        self, partition: int, kind: ChangeKind, key: bytes, revision: int, stored: bytes | None, prev_stored: bytes | None
+    ) -> None:
+        # Written out so that mypyc compiles it (one Change per applied write; see kvstore.raft.types).
+        object.__setattr__(self, "partition", partition)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "revision", revision)
+        object.__setattr__(self, "stored", stored)
+        object.__setattr__(self, "prev_stored", prev_stored)
 
     def kv(self) -> pb.KeyValue | None:
         """The key after the change (None after a delete)."""
