@@ -1,62 +1,89 @@
-"""One replica of one partition on this node: its Raft node, durable log and state machine."""
+"""One replica of one Raft group on this node (a partition's, or the control group's): its Raft
+node, durable log and state machine."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 from kvstore.errors import KvError, NotLeaderError
-from kvstore.raft import Config, ConfState, HardState, RawNode, Role, Snapshot, SnapshotMeta
-from kvstore.rpc.backend import Reader
-from kvstore.statemachine import PartitionStateMachine, WriteResponse
-from kvstore.storage import DurableLogStorage, Engine
+from kvstore.raft import Config, ConfState, Entry, HardState, RawNode, Role, Snapshot, SnapshotMeta
+from kvstore.statemachine.control_group import CONTROL_GROUP
+from kvstore.storage import DurableLogStorage, Engine, WriteBatch
+
+
+def group_name(group: int) -> str:
+    return "the control group" if group == CONTROL_GROUP else f"partition {group}"
 
 
 def not_leader(partition: int, leader: int) -> NotLeaderError:
     known = f"; the leader is node {leader}" if leader else "; no leader is known yet"
-    return NotLeaderError(f"this node does not lead partition {partition}{known}", leader_hint=leader)
+    return NotLeaderError(f"this node does not lead {group_name(partition)}{known}", leader_hint=leader)
+
+
+class GroupStateMachine(Protocol):
+    """What a replica needs of its group's state machine (`PartitionStateMachine`,
+    `ControlStateMachine`): the rules of `PartitionStateMachine`'s docstring bind both."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+    @property
+    def applied(self) -> SnapshotMeta: ...
+
+    def apply(self, batch: WriteBatch, entries: Iterable[Entry]) -> Any: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+    def restore(self, batch: WriteBatch, snapshot: Snapshot) -> None: ...
+
+    def bootstrap(self, batch: WriteBatch, start: SnapshotMeta) -> None: ...
+
+
+SM = TypeVar("SM", bound=GroupStateMachine)
 
 
 @dataclass(slots=True)
 class Waiter:
     term: int
-    future: asyncio.Future[WriteResponse]
+    future: asyncio.Future[Any]  # resolves to the state machine's response (a protobuf message)
 
 
 @dataclass(slots=True)
-class Replica:
-    partition: int
+class Replica(Generic[SM]):
+    partition: int  # the group id: a partition's, or CONTROL_GROUP
     log: DurableLogStorage
-    sm: PartitionStateMachine
+    sm: SM
     raw: RawNode
     proposals: dict[int, Waiter] = field(default_factory=dict)  # log index -> waiter
-    reads: dict[int, asyncio.Future[Reader]] = field(default_factory=dict)  # request id -> waiter
+    reads: dict[int, asyncio.Future[SM]] = field(default_factory=dict)  # request id -> waiter
     ready_reads: list[tuple[int, int]] = field(default_factory=list)  # (read index, request id)
-    session_waiters: list[tuple[int, asyncio.Future[Reader]]] = field(default_factory=list)
+    session_waiters: list[tuple[int, asyncio.Future[SM]]] = field(default_factory=list)
     compact_pending: bool = False
 
     @classmethod
-    def open(cls, engine: Engine, partition: int, voters: frozenset[int], config: Config,
-             rng: random.Random) -> Replica:
-        sm = PartitionStateMachine(engine, partition)
+    def open(cls, engine: Engine, group: int, sm: SM, conf_state: ConfState, config: Config,
+             rng: random.Random) -> Replica[SM]:
         # A follower that needs entries the log no longer has gets the state machine as it is
         # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
         # holds exactly the applied state when Raft asks).
-        log = DurableLogStorage.open(engine, partition, sm.snapshot)
+        log = DurableLogStorage.open(engine, group, sm.snapshot)
         if log.last_index() == 0:
             # First start: every replica begins from the same empty snapshot at index 1, so no
             # bootstrap election or configuration entry is needed.
             # Term 1 belongs to the bootstrap, so the first leader is elected in term 2.
-            start = SnapshotMeta(1, 1, ConfState(voters))
+            start = SnapshotMeta(1, 1, conf_state)
             batch = engine.new_batch()
             log.apply_snapshot(batch, Snapshot(start))
             log.set_hard_state(batch, HardState(term=1, commit=1))
             sm.bootstrap(batch, start)
             engine.write(batch, sync=True)
         applied = max(sm.applied_index, log.first_index() - 1)
-        return cls(partition, log, sm, RawNode(dataclasses.replace(config, applied=applied), log, rng))
+        return cls(group, log, sm, RawNode(dataclasses.replace(config, applied=applied), log, rng))
 
     @property
     def leader(self) -> int:

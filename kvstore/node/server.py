@@ -29,6 +29,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 
@@ -41,6 +42,7 @@ from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
 from kvstore.raft import (
     ConfChange,
     Config,
+    ConfState,
     EntryType,
     Message,
     ProposalDroppedError,
@@ -50,7 +52,9 @@ from kvstore.raft import (
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.ring import ClusterMap
 from kvstore.rpc.backend import Limits, PartitionStatus, Reader
-from kvstore.statemachine import WriteResponse
+from kvstore.statemachine import PartitionStateMachine, WriteResponse
+from kvstore.statemachine.control import ControlState
+from kvstore.statemachine.control_group import CONTROL_GROUP, ControlStateMachine
 from kvstore.storage import Engine, LevelDBEngine, WriteBatch
 
 log = logging.getLogger("kvstore.node")
@@ -58,6 +62,7 @@ log = logging.getLogger("kvstore.node")
 BALANCE_EVERY_TICKS = 10
 MAX_TRANSFERS_PER_ROUND = 2
 MAX_TICKS_PER_CYCLE = 5  # after a stall, catch up a few ticks, not an election's worth
+MAX_CONTROL_VOTERS = 5  # the control group's voters: the lowest ids; every other node learns
 COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot, so a slightly
 # lagging follower catches up from the log instead of needing a whole snapshot
 
@@ -82,7 +87,9 @@ class Node:
             vnodes=config.vnodes,
         )
         self.engine: Engine | None = None
-        self.replicas: dict[int, Replica] = {}
+        self.replicas: dict[int, Replica[PartitionStateMachine]] = {}
+        self.control: Replica[ControlStateMachine] | None = None
+        self._groups: dict[int, Replica[Any]] = {}  # every group the Ready loop drives: partitions, control
         self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self._on_unreachable,
                                        self._on_snapshot_sent)
         self.server: grpc.aio.Server | None = None
@@ -93,10 +100,10 @@ class Node:
         self._pending_ticks = 0
         self._ticks_since_balance = 0
         self._inbound: list[tuple[int, Message]] = []
-        self._proposals: list[tuple[Replica, bytes, asyncio.Future[WriteResponse]]] = []
-        self._read_requests: list[tuple[Replica, int, bool, asyncio.Future[Reader]]] = []
+        self._proposals: list[tuple[Replica[Any], bytes, asyncio.Future[Any]]] = []
+        self._read_requests: list[tuple[Replica[Any], int, bool, asyncio.Future[Any]]] = []
         self._unreachable: set[int] = set()
-        self._carry_over: list[Replica] = []
+        self._carry_over: list[Replica[Any]] = []
         self._snapshot_reports: list[tuple[int, int, bool]] = []
         self._request_ids = itertools.count(1)
         self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-fsync")
@@ -114,8 +121,14 @@ class Node:
                              skip_bcast_commit=True)
         rng = random.Random(config.node_id * 7919 + int(time.time_ns() % 1_000_003))
         for partition in self.cluster_map.partitions_of(str(self.node_id)):
-            voters = frozenset(int(n) for n in self.cluster_map.replicas(partition))
-            self.replicas[partition] = Replica.open(self.engine, partition, voters, raft_config, rng)
+            voters = ConfState(frozenset(int(n) for n in self.cluster_map.replicas(partition)))
+            self.replicas[partition] = Replica.open(self.engine, partition, PartitionStateMachine(self.engine, partition),
+                                                    voters, raft_config, rng)
+        members = sorted(config.peers)
+        control_conf = ConfState(frozenset(members[:MAX_CONTROL_VOTERS]), frozenset(members[MAX_CONTROL_VOTERS:]))
+        self.control = Replica.open(self.engine, CONTROL_GROUP, ControlStateMachine(self.engine), control_conf,
+                                    raft_config, rng)
+        self._groups = {**self.replicas, CONTROL_GROUP: self.control}
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
         self.server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
         for add_servicer in servicers:
@@ -150,7 +163,7 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.transport.close()
         error = UnavailableError("the node is shutting down")
-        for replica in self.replicas.values():
+        for replica in self._groups.values():
             replica.fail_waiters(error)
         self._disk.shutdown(wait=True)  # a write still on the disk thread finishes first
         if self.engine is not None:
@@ -189,9 +202,15 @@ class Node:
         """Queue `command` (a serialized `LogCommand`) for the partition's Raft group; the
         future resolves to the applier's response once the entry is committed and applied on
         this node."""
-        replica = self.replica(partition)
+        return self._propose(self.replica(partition), command)
+
+    def propose_control(self, command: bytes) -> asyncio.Future[pb.AuthChangeResponse]:
+        """Queue `command` (a serialized `ControlCommand`) for the control group, as `propose`."""
+        return self._propose(self._control(), command)
+
+    def _propose(self, replica: Replica[Any], command: bytes) -> asyncio.Future[Any]:
         replica.require_leader()
-        future: asyncio.Future[WriteResponse] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._proposals.append((replica, command, future))
         self._wake.set()
         return future
@@ -201,8 +220,29 @@ class Node:
         may be served from this replica: STALE at once; SESSION once it applied `min_revision`
         (read-your-writes); LINEARIZABLE on the leader after a ReadIndex round, LEASE on the
         leader from its lease when it holds (else as LINEARIZABLE)."""
-        replica = self.replica(partition)
-        future: asyncio.Future[Reader] = asyncio.get_running_loop().create_future()
+        return self._read(self.replica(partition), consistency, min_revision)
+
+    def read_control(self, consistency: int, min_revision: int) -> asyncio.Future[ControlStateMachine]:
+        """The control group's state machine, once a read at `consistency` may be served from
+        this replica (as `read`)."""
+        return self._read(self._control(), consistency, min_revision)
+
+    @property
+    def control_state(self) -> ControlState:
+        """The control state as this node has applied it."""
+        return self._control().sm.state
+
+    @property
+    def control_applied(self) -> int:
+        return self._control().sm.applied_index
+
+    def _control(self) -> Replica[ControlStateMachine]:
+        if self.control is None:
+            raise UnavailableError(f"node {self.node_id} has not started")
+        return self.control
+
+    def _read(self, replica: Replica[Any], consistency: int, min_revision: int) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if consistency == pb.STALE or (consistency == pb.SESSION and replica.sm.applied_index >= min_revision):
             future.set_result(replica.sm)
         elif consistency == pb.SESSION:
@@ -260,13 +300,13 @@ class Node:
                 self._carry_over = [r for r, _ in readies]
                 self._wake.set()
 
-    def _take_inputs(self) -> list[Replica]:
+    def _take_inputs(self) -> list[Replica[Any]]:
         """Feed queued inputs to Raft; returns the replicas that may now have a Ready."""
-        touched: dict[int, Replica] = {r.partition: r for r in self._carry_over}
+        touched: dict[int, Replica[Any]] = {r.partition: r for r in self._carry_over}
         self._carry_over = []
         ticks = min(self._pending_ticks, MAX_TICKS_PER_CYCLE)
         self._pending_ticks = 0
-        replicas = self.replicas
+        replicas = self._groups
         if ticks:
             touched = dict(replicas)
             for replica in replicas.values():
@@ -322,14 +362,14 @@ class Node:
                 log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
                 self.replicas[partition].raw.transfer_leader(to)
 
-    def _propose_queued(self) -> list[Replica]:
-        by_replica: dict[int, list[tuple[bytes, asyncio.Future[WriteResponse]]]] = {}
+    def _propose_queued(self) -> list[Replica[Any]]:
+        by_replica: dict[int, list[tuple[bytes, asyncio.Future[Any]]]] = {}
         for replica, data, future in self._proposals:
             if not future.done():
                 by_replica.setdefault(replica.partition, []).append((data, future))
         self._proposals = []
         for partition, items in by_replica.items():
-            replica = self.replicas[partition]
+            replica = self._groups[partition]
             raw = replica.raw
             try:
                 last = raw.propose([data for data, _ in items])
@@ -346,9 +386,9 @@ class Node:
             first = last - len(items) + 1
             for offset, (_, future) in enumerate(items):
                 replica.proposals[first + offset] = Waiter(term, future)
-        return [self.replicas[partition] for partition in by_replica]
+        return [self._groups[partition] for partition in by_replica]
 
-    async def _handle_readies(self, readies: list[tuple[Replica, Ready]]) -> None:
+    async def _handle_readies(self, readies: list[tuple[Replica[Any], Ready]]) -> None:
         engine = self.engine
         assert engine is not None
         # 1. persist every group's Ready in one batch
@@ -379,7 +419,7 @@ class Node:
         self.transport.send((replica.partition, message) for replica, rd in readies for message in rd.messages)
         # 3. apply
         apply_batch = engine.new_batch()
-        completions: list[tuple[asyncio.Future[WriteResponse], WriteResponse]] = []
+        completions: list[tuple[asyncio.Future[Any], Any]] = []
         for replica, rd in readies:
             if rd.snapshot is not None:
                 replica.sm.restore(apply_batch, rd.snapshot)
@@ -403,8 +443,8 @@ class Node:
             if replica.sm.applied_index - replica.log.first_index() > self.config.snapshot_entries:
                 replica.compact_pending = True
 
-    def _apply(self, replica: Replica, rd: Ready, batch: WriteBatch,
-               completions: list[tuple[asyncio.Future[WriteResponse], WriteResponse]]) -> None:
+    def _apply(self, replica: Replica[Any], rd: Ready, batch: WriteBatch,
+               completions: list[tuple[asyncio.Future[Any], Any]]) -> None:
         outcomes = replica.sm.apply(batch, rd.committed_entries)
         proposals = replica.proposals
         for entry, response in outcomes:
@@ -419,7 +459,7 @@ class Node:
                 # A newer leader's entry took the index of ours: ours was never applied.
                 waiter.future.set_exception(not_leader(replica.partition, replica.leader))
 
-    def _stage_compaction(self, replica: Replica, batch: WriteBatch) -> None:
+    def _stage_compaction(self, replica: Replica[Any], batch: WriteBatch) -> None:
         """Record a snapshot point at the applied index and drop the log behind it. This batch
         is synced and comes after the apply batch that made `applied` durable-in-order, so a
         restart never finds its log compacted beyond its applied state."""

@@ -1,7 +1,7 @@
 """Keys the applier stores besides those of `kvstore.storage.keys`, with the encodings of its
 stored values.
 
-Two more tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
+Three more tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
 
 =====  =================================  ===============================================
 tag    rest of the key                    value
@@ -14,6 +14,9 @@ tag    rest of the key                    value
                                           request: its revision and its `LogResponse`
 ``F``  partition ``p`` (u32), user key    fence: the highest fencing token (u64) the key
                                           has accepted; kept when the key is deleted
+``G``  group ``g`` (u32)                  the whole state of a group whose state machine
+                                          holds it in memory (the control group's
+                                          `ControlState` record)
 =====  =================================  ===============================================
 
 A client-dedup key ends with a fixed-width seq, so it splits unambiguously into client id and
@@ -34,6 +37,7 @@ from kvstore._pb import kvstore_pb2 as pb
 
 CLIENT_TAG = b"C"
 FENCE_TAG = b"F"
+GROUP_STATE_TAG = b"G"
 
 _U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
@@ -59,6 +63,10 @@ def split_client_suffix(suffix: bytes) -> tuple[str, int]:
 def fence_prefix(partition: int) -> bytes:
     """Prefix of every fence key of `partition`."""
     return FENCE_TAG + _U32.pack(partition)
+
+
+def group_state_key(group: int) -> bytes:
+    return GROUP_STATE_TAG + _U32.pack(group)
 
 
 def encode_stored_kv(value: bytes, create_revision: int, mod_revision: int, version: int, lease: int) -> bytes:
