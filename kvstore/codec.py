@@ -16,7 +16,8 @@ Snapshot                   ``[SnapshotMeta, data]`` (only inside a Message)
 Message                    ``[type, to, src, term, log_term, index, [Entry, ...], commit,
                            reject, reject_hint, Snapshot | nil, context, transfer]``
 peer frame                 ``[[group, Message], ...]``: the Raft messages of many groups for
-                           one peer (`PeerFrame.raft_batch`, and a snapshot's chunks joined)
+                           one peer (`PeerFrame.raft_batch`, cut to a size limit by
+                           `Encoder.peer_frames`; and a snapshot's chunks joined)
 apply state                a SnapshotMeta: the applied index, its term and the applied
                            ConfState, which is exactly the snapshot the state machine can give
 partition snapshot data    ``[format, applied_index, data, fences, dedup]``, each of the last
@@ -34,7 +35,8 @@ records it reads back.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -63,6 +65,8 @@ _MESSAGE_TYPES = MappingProxyType({int(kind): kind for kind in MessageType})
 
 KeyValuePairs = list[tuple[bytes, bytes]]
 
+_EMPTY_PEER_FRAME = msgpack.packb([])
+
 
 class CodecError(ValueError):
     """Bytes that are not an encoding of the record asked for."""
@@ -72,10 +76,12 @@ class Encoder:
     """Encodes records, reusing one msgpack packer (`msgpack.packb` builds a packer and its buffer
     per call, which costs more than the packing). Not thread-safe: one per user."""
 
-    __slots__ = ("_pack",)
+    __slots__ = ("_pack", "_pack_array_header")
 
     def __init__(self) -> None:
-        self._pack = msgpack.Packer().pack
+        packer = msgpack.Packer()
+        self._pack = packer.pack
+        self._pack_array_header = packer.pack_array_header
 
     def entry(self, entry: Entry) -> bytes:
         return self._pack(_entry_fields(entry))
@@ -88,7 +94,27 @@ class Encoder:
         return self._pack(_meta_fields(meta))
 
     def peer_frame(self, items: Iterable[tuple[int, Message]]) -> bytes:
-        return self._pack([(group, _message_fields(message)) for group, message in items])
+        """All of `items` in one frame."""
+        return next(self.peer_frames(items, max_frame_bytes=sys.maxsize), _EMPTY_PEER_FRAME)
+
+    def peer_frames(self, items: Iterable[tuple[int, Message]], max_frame_bytes: int) -> Iterator[bytes]:
+        """`items` in order as peer frames, each at most `max_frame_bytes` long unless one message
+        alone is longer (it then travels alone); none when there are no items.
+
+        Each pair is packed on its own, so a frame's size is known exactly before it is cut: a
+        peer refuses any gRPC message over its request limit (--max-request-bytes).
+        """
+        parts: list[bytes] = []
+        size = 0
+        for group, message in items:
+            part = self._pack((group, _message_fields(message)))
+            if parts and size + len(part) > max_frame_bytes:
+                yield self._pack_array_header(len(parts)) + b"".join(parts)
+                parts, size = [], 0
+            parts.append(part)
+            size += len(part)
+        if parts:
+            yield self._pack_array_header(len(parts)) + b"".join(parts)
 
     def partition_snapshot(self, applied_index: int, sections: Sequence[KeyValuePairs]) -> bytes:
         return self._pack((PARTITION_SNAPSHOT_FORMAT, applied_index, *sections))

@@ -7,6 +7,8 @@ turns that back into the same exception, and kvctl turns the exception into its 
 
 `ERRORS` has one `ErrorKind` row per code and is the only place that says what a code means to
 each layer; `exception_for`, `code_for_status` and `ERRORS[code].exit_code` are lookups in it.
+`TransportSecurityError` is raised by the client alone (no node sends it): it carries its
+parent's code, INVALID_ARGUMENT, whose row gives its exit code.
 """
 
 from __future__ import annotations
@@ -88,6 +90,14 @@ class CrossPartitionError(InvalidArgumentError):
     """A transaction's keys live in more than one partition; co-locate them with a {hash tag}."""
 
     default_code = ErrorCode.CROSS_PARTITION
+
+
+class TransportSecurityError(InvalidArgumentError):
+    """The client's TLS settings do not fit the node: plaintext against a TLS node (or the other
+    way round), a certificate the node refuses, a node certificate the client's CA does not
+    vouch for, or an unusable TLS file. Raised by the client itself (TLS fails before any
+    request reaches a node); retrying cannot help, so it is an INVALID_ARGUMENT (kvctl exit
+    code 2). The message says which."""
 
 
 class StaleFencingTokenError(KvError):

@@ -72,13 +72,16 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
               help="memory: keys loaded before RSS is read.")
 @click.option("--op-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds before one operation counts as an error.")
+@click.option("--tls", is_flag=True,
+              help="The kvstore cluster the benchmark starts serves TLS (certificates made for it), so the cost "
+                   "of TLS is the difference from a run without; not with --endpoints.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Seeds the key choices of every process.")
 @click.option("--output", "-o", "output", default="bench-results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help=f"Directory for {JSON_FILE}, {THROUGHPUT_PNG}, {TIMELINE_PNG} and {LATENCY_PNG}.")
 def bench(workloads: str, targets: str, duration: float, warmup: float, concurrency: int, processes: int,
           keys: int, value_size: int, distribution: str, read_consistency: str, endpoints: str, partitions: int,
-          kills: int, memory_keys: int, op_timeout: float, seed: int, output: Path) -> None:
+          kills: int, memory_keys: int, op_timeout: float, tls: bool, seed: int, output: Path) -> None:
     """Benchmark kvstore side by side with etcd: same load generator, processes and concurrency.
 
     \b
@@ -90,9 +93,13 @@ def bench(workloads: str, targets: str, duration: float, warmup: float, concurre
       kvctl bench -w put,get,a,b --duration 30 --concurrency 128 --processes 3
       kvctl bench -w f --distribution zipfian --target kvstore
       kvctl bench -w failover,memory --memory-keys 200000
+      kvctl bench -w put,get --target kvstore --tls      # compare with the same run without --tls
     """
     if partitions <= 0 or partitions & (partitions - 1):
         raise click.BadParameter(f"must be a power of two, got {partitions}", param_hint="--partitions")
+    if tls and endpoints:
+        raise click.BadParameter("applies to the cluster the benchmark starts, not to one given with --endpoints",
+                                 param_hint="--tls")
     if processes > concurrency:
         raise click.BadParameter(f"{processes} processes need at least as many outstanding operations",
                                  param_hint="--processes")
@@ -103,7 +110,7 @@ def bench(workloads: str, targets: str, duration: float, warmup: float, concurre
         duration_s=duration, warmup_s=warmup, concurrency=concurrency, processes=processes, keys=keys,
         value_size=value_size, distribution=Distribution(distribution),
         consistency=ReadConsistency[read_consistency.upper()], partitions=partitions, kills=kills,
-        memory_keys=memory_keys, op_timeout_s=op_timeout, seed=seed, output=output,
+        memory_keys=memory_keys, op_timeout_s=op_timeout, seed=seed, output=output, tls=tls,
     )
     console = Console()
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)

@@ -2,7 +2,9 @@
 
 Node i (1-based) serves on `base-port + i - 1` and keeps its data in `DATA_DIR/node-i`; the
 launcher records what it started in `DATA_DIR/cluster.json`, so `down` (or a later `up` with
-the same data dir, which brings the same data back) knows the cluster.
+the same data dir, which brings the same data back) knows the cluster. With `--tls` the
+certificates live in `DATA_DIR/tls` (made by `kvstore.certs` when missing), and the state
+file names the client certificate kvctl connects with.
 """
 
 from __future__ import annotations
@@ -16,17 +18,22 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import click
+import grpc
 from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from kvctl.exitcodes import ExitCode
-from kvstore.node.local import leaders, node_command, node_status
+from kvstore.certs import CertificateError, ClusterCertificates, files_in, init_certificates
+from kvstore.node.local import leaders, node_command, node_status, tls_arguments
+from kvstore.tls import TlsConfig, TlsError, client_credentials
 
 STATE_FILE = "cluster.json"
+TLS_DIR = "tls"
 DEFAULT_DATA_DIR = "kvstore-data"
 READY_TIMEOUT_S = 60.0
 
@@ -40,7 +47,7 @@ class LocalNode:
     pid: int
 
 
-def _fail(message: str, code: ExitCode) -> None:
+def _fail(message: str, code: ExitCode) -> NoReturn:
     click.echo(f"kvctl: {message}", err=True)
     sys.exit(code)
 
@@ -71,18 +78,54 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _load_state(data_dir: Path) -> list[LocalNode]:
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    nodes: list[LocalNode]
+    tls: TlsConfig | None  # the client certificate to connect with, when the cluster serves TLS
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        try:
+            return client_credentials(self.tls)
+        except TlsError as e:
+            _fail(f"the cluster's client certificate is unusable: {e}", ExitCode.USAGE)
+
+    def save(self, data_dir: Path) -> None:
+        tls = None if self.tls is None else {"ca": str(self.tls.ca), "cert": str(self.tls.cert),
+                                             "key": str(self.tls.key)}
+        document = {"nodes": [asdict(n) for n in self.nodes], "tls": tls}
+        (data_dir / STATE_FILE).write_text(json.dumps(document, indent=2))
+
+
+def _load_state(data_dir: Path) -> ClusterState:
     path = data_dir / STATE_FILE
     if not path.exists():
-        return []
+        return ClusterState([], None)
     try:
-        return [LocalNode(**item) for item in json.loads(path.read_text())["nodes"]]
+        document = json.loads(path.read_text())
+        tls = document.get("tls")
+        return ClusterState([LocalNode(**item) for item in document["nodes"]],
+                            None if tls is None else TlsConfig(Path(tls["ca"]), Path(tls["cert"]), Path(tls["key"])))
     except (ValueError, KeyError, TypeError):
         _fail(f"{path} is not a cluster state file; remove it or use another --data-dir", ExitCode.USAGE)
-    return []
 
 
-def _wait_ready(nodes: list[LocalNode], partitions: int, console: Console) -> None:
+def _certificates(root: Path, nodes: int, host: str, console: Console) -> ClusterCertificates:
+    """The cluster's certificates in `root/tls`, made (a new CA too) unless all are there."""
+    directory = root / TLS_DIR
+    layout = files_in(directory, nodes)
+    files = [layout.ca, layout.client, *layout.nodes.values()]
+    if all(f.cert.exists() and f.key.exists() for f in files):
+        return layout
+    try:
+        made = init_certificates(directory, nodes, hosts=[host], force=True)
+    except CertificateError as e:
+        _fail(str(e), ExitCode.USAGE)
+    console.print(f"created a development CA and certificates in {directory}")
+    return made
+
+
+def _wait_ready(nodes: list[LocalNode], partitions: int, console: Console,
+                credentials: grpc.ChannelCredentials | None) -> None:
     """Wait until every node answers and every partition has a leader, showing progress."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     with console.status("starting nodes...") as status:
@@ -91,7 +134,7 @@ def _wait_ready(nodes: list[LocalNode], partitions: int, console: Console) -> No
                 if not _alive(node.pid):
                     log_tail = Path(node.log_file).read_text(errors="replace").strip().splitlines()[-3:]
                     _fail(f"node {node.id} exited during start-up:\n  " + "\n  ".join(log_tail), ExitCode.UNAVAILABLE)
-            statuses = [node_status(n.address) for n in nodes]
+            statuses = [node_status(n.address, credentials=credentials) for n in nodes]
             led = leaders(statuses)
             answering = sum(s is not None for s in statuses)
             status.update(f"{answering}/{len(nodes)} nodes answering, {len(led)}/{partitions} partitions have a leader")
@@ -102,7 +145,8 @@ def _wait_ready(nodes: list[LocalNode], partitions: int, console: Console) -> No
           ExitCode.UNAVAILABLE)
 
 
-def status_table(nodes: list[LocalNode], title: str = "kvstore local cluster") -> Table:
+def status_table(nodes: list[LocalNode], credentials: grpc.ChannelCredentials | None,
+                 title: str = "kvstore local cluster") -> Table:
     """Nodes, partitions led, and lag: how far each replica's commit index trails its partition
     leader's (commit lag) and how far its applied index trails its own commit (apply lag)."""
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
@@ -112,7 +156,7 @@ def status_table(nodes: list[LocalNode], title: str = "kvstore local cluster") -
         # Addresses are never cut; headers may take two lines on a narrow terminal.
         table.add_column(column, justify="left" if left else "right",
                          min_width=widest_address if column == "address" else None)
-    statuses = {node.id: node_status(node.address, timeout=0.5) for node in nodes}
+    statuses = {node.id: node_status(node.address, timeout=0.5, credentials=credentials) for node in nodes}
     leader_of = leaders(statuses.values())
     leader_commit = {
         p.id: p.commit_index
@@ -165,8 +209,11 @@ def cluster() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--detach", is_flag=True, help="Start the nodes and return; stop them with `kvctl cluster down`.")
 @click.option("--demo", is_flag=True, help="Run a short demo against the cluster once it is up.")
+@click.option("--tls", is_flag=True,
+              help="Serve TLS, clients and peers alike, with certificates in DATA_DIR/tls (a development CA, "
+                   "made when missing, as `kvctl cert init` does).")
 def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base_port: int, host: str,
-       detach: bool, demo: bool) -> None:
+       detach: bool, demo: bool, tls: bool) -> None:
     """Start a local cluster and show its live status until Ctrl-C.
 
     \b
@@ -174,13 +221,14 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
       kvctl cluster up --nodes 3                 # foreground, live status table
       kvctl cluster up --nodes 5 --detach        # background; stop with `kvctl cluster down`
       kvctl cluster up --data-dir /tmp/kv --base-port 3379
+      kvctl cluster up --tls --detach            # TLS; prints the KVSTORE_CACERT/CERT/KEY to export
     Restarting with the same --data-dir brings the same data back.
     """
     console = Console()
     if partitions <= 0 or partitions & (partitions - 1):
         _fail(f"--partitions must be a power of two, got {partitions}", ExitCode.USAGE)
     root = Path(data_dir).resolve()
-    running = [n for n in _load_state(root) if _alive(n.pid)]
+    running = [n for n in _load_state(root).nodes if _alive(n.pid)]
     if running:
         _fail(f"a cluster is already running from {root} (pids {', '.join(str(n.pid) for n in running)}); "
               f"stop it with `kvctl cluster down --data-dir {data_dir}`", ExitCode.USAGE)
@@ -190,38 +238,50 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
         _fail(f"port{'s' if len(busy) > 1 else ''} {', '.join(map(str, busy))} on {host} "
               f"{'are' if len(busy) > 1 else 'is'} in use; choose another --base-port", ExitCode.USAGE)
     root.mkdir(parents=True, exist_ok=True)
+    certificates = _certificates(root, nodes, host, console) if tls else None
+    client_tls = None if certificates is None else TlsConfig(certificates.ca.cert, certificates.client.cert,
+                                                             certificates.client.key)
     peers = {i + 1: f"{host}:{port}" for i, port in enumerate(ports)}
     started: list[LocalNode] = []
     for node_id, address in peers.items():
         node_dir = root / f"node-{node_id}"
         log_file = root / f"node-{node_id}.log"
         command = node_command(node_id, peers, node_dir, partitions, "--replication-factor", str(replication_factor))
+        if certificates is not None:
+            own = certificates.nodes[node_id]
+            command += tls_arguments(own.cert, own.key, certificates.ca.cert)
         with log_file.open("ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True)
         started.append(LocalNode(node_id, address, str(node_dir), str(log_file), process.pid))
-    (root / STATE_FILE).write_text(json.dumps({"nodes": [asdict(n) for n in started]}, indent=2))
+    state = ClusterState(started, client_tls)
+    state.save(root)
+    credentials = state.credentials()
     try:
-        _wait_ready(started, partitions, console)
+        _wait_ready(started, partitions, console, credentials)
     except SystemExit:
         _stop(started, console)
         raise
     endpoints = ",".join(n.address for n in started)
-    console.print(f"[green]cluster up[/]: {nodes} nodes, {partitions} partitions, data in {root}")
+    console.print(f"[green]cluster up[/]: {nodes} nodes, {partitions} partitions, "
+                  f"{'TLS' if client_tls else 'plaintext'}, data in {root}")
     console.print(f"  export KVSTORE_ENDPOINTS={endpoints}")
+    if client_tls is not None:
+        console.print(f"  export KVSTORE_CACERT={client_tls.ca} KVSTORE_CERT={client_tls.cert} "
+                      f"KVSTORE_KEY={client_tls.key}", soft_wrap=True)
     if demo:
         from kvctl.demo import run_demo
 
-        run_demo(endpoints, console)
+        run_demo(endpoints, client_tls, console)
     if detach:
         console.print(f"  stop it with: kvctl cluster down --data-dir {data_dir}")
         return
     try:
         live_title = "kvstore local cluster (Ctrl-C stops it)"
-        with Live(status_table(started, live_title), console=console, refresh_per_second=1) as live:
+        with Live(status_table(started, credentials, live_title), console=console, refresh_per_second=1) as live:
             while any(_alive(n.pid) for n in started):
                 time.sleep(1)
-                live.update(status_table(started, live_title))
+                live.update(status_table(started, credentials, live_title))
         _fail("every node has exited; see the logs in " + str(root), ExitCode.UNAVAILABLE)
     except KeyboardInterrupt:
         console.print("stopping the cluster...")
@@ -236,7 +296,7 @@ def down(data_dir: str) -> None:
     """Stop a cluster started with `kvctl cluster up --detach`."""
     console = Console()
     root = Path(data_dir).resolve()
-    nodes = _load_state(root)
+    nodes = _load_state(root).nodes
     if not nodes:
         _fail(f"no cluster was started from {root}", ExitCode.NOT_FOUND)
     alive = [n for n in nodes if _alive(n.pid)]
@@ -248,7 +308,7 @@ def down(data_dir: str) -> None:
 @click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True, type=click.Path(file_okay=False))
 def cluster_status(data_dir: str) -> None:
     """Show the status table of a local cluster once."""
-    nodes = _load_state(Path(data_dir).resolve())
-    if not nodes:
+    state = _load_state(Path(data_dir).resolve())
+    if not state.nodes:
         _fail(f"no cluster was started from {Path(data_dir).resolve()}", ExitCode.NOT_FOUND)
-    Console().print(status_table(nodes))
+    Console().print(status_table(state.nodes, state.credentials()))

@@ -8,15 +8,18 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from kvctl.exitcodes import ExitCode
-from kvstore.client import Client, KvError
+from kvstore.client import Client, KvError, TlsConfig
 from kvstore.errors import ERRORS
 
 ENDPOINTS_ENV = "KVSTORE_ENDPOINTS"
+# The TLS files: flag -> environment variable.
+TLS_ENV = {"--cacert": "KVSTORE_CACERT", "--cert": "KVSTORE_CERT", "--key": "KVSTORE_KEY"}
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -38,6 +41,7 @@ class ConnectionSettings:
     endpoints: tuple[str, ...]
     output: OutputFormat
     timeout: float
+    tls: TlsConfig | None
 
 
 class KvctlError(click.ClickException):
@@ -58,6 +62,14 @@ _OUTPUT_HELP = (
     "Output format: table (for people), json (one stable JSON document; bytes that are not "
     "UTF-8 appear base64-encoded under '<field>_base64'), simple (bare values, for scripts)."
 )
+
+
+_TLS_HELP = {
+    "--cacert": "Connect with TLS, trusting node certificates signed by this CA certificate (PEM); "
+              "needs --cert and --key",
+    "--cert": "Client certificate (PEM), signed by the cluster's CA",
+    "--key": "Private key of --cert (PEM)",
+}
 
 
 def _options(with_defaults: bool) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
@@ -92,6 +104,18 @@ def _options(with_defaults: bool) -> list[Callable[[Callable[..., Any]], Callabl
             callback=_remember,
             help="Give up on a request after this long.",
         ),
+        *(
+            click.option(
+                flag,
+                "tls_" + flag.removeprefix("--"),  # not `key`: commands have a KEY argument
+                envvar=TLS_ENV[flag] if with_defaults else None,
+                type=click.Path(dir_okay=False),
+                expose_value=False,
+                callback=_remember,
+                help=f"{text} (env {TLS_ENV[flag]}).",
+            )
+            for flag, text in _TLS_HELP.items()
+        ),
     ]
 
 
@@ -119,7 +143,19 @@ def settings(ctx: click.Context) -> ConnectionSettings:
         endpoints=endpoints,
         output=OutputFormat(given.get("output", OutputFormat.TABLE.value)),
         timeout=float(given.get("timeout", DEFAULT_TIMEOUT_S)),
+        tls=_tls(given),
     )
+
+
+def _tls(given: dict[str, Any]) -> TlsConfig | None:
+    files = {flag: given.get("tls_" + flag.removeprefix("--")) or os.environ.get(env) for flag, env in TLS_ENV.items()}
+    if not any(files.values()):
+        return None
+    missing = [flag for flag, path in files.items() if not path]
+    if missing:
+        raise KvctlError(f"--cacert, --cert and --key go together: missing {', '.join(missing)} "
+                         f"(or {', '.join(TLS_ENV[flag] for flag in missing)})", ExitCode.USAGE)
+    return TlsConfig(ca=Path(files["--cacert"]), cert=Path(files["--cert"]), key=Path(files["--key"]))
 
 
 def run_with_client(ctx: click.Context, action: Callable[[Client], Awaitable[ResultT]]) -> ResultT:
@@ -129,7 +165,7 @@ def run_with_client(ctx: click.Context, action: Callable[[Client], Awaitable[Res
     async def run() -> ResultT:
         # Not `async with`: the client connects on first use, so bad input is reported as bad
         # usage before any attempt to reach the cluster.
-        client = Client(connection.endpoints, timeout=connection.timeout)
+        client = Client(connection.endpoints, timeout=connection.timeout, tls=connection.tls)
         try:
             return await action(client)
         finally:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from kvstore.client import SyncClient
+from kvstore.client import SyncClient, TlsConfig
 
 
-def run_demo(endpoints: str, console: Console) -> None:
+def run_demo(endpoints: str, tls: TlsConfig | None, console: Console) -> None:
     console.rule("demo")
-    with SyncClient(endpoints.split(","), timeout=10.0) as client:
+    with SyncClient(endpoints.split(","), timeout=10.0, tls=tls) as client:
         layout = client.partitions()
         users = {"alice": "engineer", "bob": "designer", "carol": "researcher", "dave": "operator"}
         for name, role in users.items():

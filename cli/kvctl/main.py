@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kvctl.bench import bench
+from kvctl.cert import cert
 from kvctl.check import check
 from kvctl.cluster import cluster
 from kvctl.connection import global_options
@@ -23,6 +24,7 @@ def cli() -> None:
     \b
     Examples:
       kvctl cluster up --nodes 3        start a local 3-node cluster
+      kvctl cluster up --tls            the same, serving TLS (certificates made for it)
       kvctl put greeting hello          write a key
       kvctl get greeting -o simple      print its value alone
       kvctl check --model register h.jsonl   check a history for linearizability
@@ -32,6 +34,7 @@ def cli() -> None:
 cli.add_command(cluster)
 cli.add_command(bench)
 cli.add_command(check)
+cli.add_command(cert)
 cli.add_command(jepsen)
 for data_command in (get, put, delete, scan, txn, status, members, partitions):
     cli.add_command(data_command)

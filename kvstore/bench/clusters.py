@@ -20,8 +20,10 @@ from kvstore._pb import etcd_kv_pb2 as etcd_pb
 from kvstore._pb import etcd_kv_pb2_grpc as etcd_grpc
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.bench.drivers import TargetKind, TargetSpec
-from kvstore.node.local import free_ports, leaders, node_command, node_status, wait_until
+from kvstore.certs import init_certificates
+from kvstore.node.local import free_ports, leaders, node_command, node_status, tls_arguments, wait_until
 from kvstore.ring import partition_for_key
+from kvstore.tls import TlsConfig, client_credentials
 
 READY_TIMEOUT_S = 90.0
 
@@ -165,18 +167,27 @@ class _ClusterBase:
 
 
 class KvstoreCluster(_ClusterBase):
-    """kvstore nodes started as `python -m kvstore.node`, 3 replicas per partition."""
+    """kvstore nodes started as `python -m kvstore.node`, 3 replicas per partition; with `tls`,
+    serving TLS with certificates made for them in the temp dir."""
 
-    def __init__(self, size: int = 3, partitions: int = 64) -> None:
+    def __init__(self, size: int = 3, partitions: int = 64, tls: bool = False) -> None:
         super().__init__("kvstore-bench-", size)
         self._partitions = partitions
         ports = free_ports(size)
         self._addresses = {m: f"127.0.0.1:{ports[m - 1]}" for m in self.members}
+        self._tls: TlsConfig | None = None
+        self._credentials: grpc.ChannelCredentials | None = None
         try:
+            certificates = init_certificates(self._root / "tls", size) if tls else None
+            if certificates is not None:
+                self._tls = TlsConfig(certificates.ca.cert, certificates.client.cert, certificates.client.key)
+                self._credentials = client_credentials(self._tls)
             for member in self.members:
+                tls_flags = [] if certificates is None else tls_arguments(
+                    certificates.nodes[member].cert, certificates.nodes[member].key, certificates.ca.cert)
                 self._supervisor.start(member, node_command(
                     member, self._addresses, self._root / f"node-{member}", partitions,
-                    "--replication-factor", str(min(3, size)),
+                    "--replication-factor", str(min(3, size)), *tls_flags,
                 ))  # fmt: skip
             self._wait_ready()
         except BaseException:
@@ -185,12 +196,13 @@ class KvstoreCluster(_ClusterBase):
 
     @property
     def target(self) -> TargetSpec:
-        return TargetSpec(TargetKind.KVSTORE, tuple(self._addresses.values()))
+        return TargetSpec(TargetKind.KVSTORE, tuple(self._addresses.values()), self._tls)
 
     def _statuses(self) -> dict[int, pb.StatusResponse]:
         statuses = {}
         for member, address in self._addresses.items():
-            if self._supervisor.alive(member) and (status := node_status(address)) is not None:
+            status = node_status(address, credentials=self._credentials) if self._supervisor.alive(member) else None
+            if status is not None:
                 statuses[member] = status
         return statuses
 
@@ -304,9 +316,10 @@ class EtcdCluster(_ClusterBase):
         self._wait_ready()
 
 
-def start_cluster(kind: TargetKind, partitions: int, etcd_binary: str | None) -> LocalCluster:
+def start_cluster(kind: TargetKind, partitions: int, etcd_binary: str | None, tls: bool = False) -> LocalCluster:
+    """A cluster of `kind`; `tls` applies to kvstore only (etcd runs as it always does)."""
     if kind is TargetKind.KVSTORE:
-        return KvstoreCluster(partitions=partitions)
+        return KvstoreCluster(partitions=partitions, tls=tls)
     if etcd_binary is None:
         raise BenchError("no etcd binary on PATH (Debian: apt-get install etcd-server, or `make bench`)")
     return EtcdCluster(etcd_binary)

@@ -17,7 +17,7 @@ import grpc
 
 from kvstore._pb import etcd_kv_pb2 as etcd_pb
 from kvstore._pb import etcd_kv_pb2_grpc as etcd_grpc
-from kvstore.client import Client, ReadConsistency, ops
+from kvstore.client import Client, ReadConsistency, TlsConfig, ops
 
 
 class TargetKind(StrEnum):
@@ -31,6 +31,7 @@ class TargetSpec:
 
     kind: TargetKind
     endpoints: tuple[str, ...]
+    tls: TlsConfig | None = None  # kvstore serving TLS: the client's files
 
 
 class Driver(Protocol):
@@ -126,7 +127,7 @@ def etcd_serializable(consistency: ReadConsistency) -> bool:
 
 async def open_driver(target: TargetSpec, consistency: ReadConsistency, timeout: float) -> Driver:
     if target.kind is TargetKind.KVSTORE:
-        client = Client(list(target.endpoints), timeout=timeout)
+        client = Client(list(target.endpoints), timeout=timeout, tls=target.tls)
         await client.connect()
         return KvstoreDriver(client, consistency)
     return EtcdDriver(target.endpoints, etcd_serializable(consistency), timeout)

@@ -61,6 +61,7 @@ class BenchConfig:
     op_timeout_s: float
     seed: int
     output: Path
+    tls: bool = False  # the kvstore cluster the benchmark starts serves TLS
 
 
 def _counting(progress: Progress) -> ProgressCallback:
@@ -88,7 +89,7 @@ def _target_cluster(config: BenchConfig, kind: TargetKind, etcd_binary: str | No
         yield TargetSpec(kind, config.endpoints), None
         return
     progress.phase(f"{kind}: starting a 3-member cluster")
-    cluster = start_cluster(kind, config.partitions, etcd_binary)
+    cluster = start_cluster(kind, config.partitions, etcd_binary, config.tls)
     try:
         yield cluster.target, cluster
     finally:
@@ -189,7 +190,7 @@ def _run_failover(config: BenchConfig, kind: TargetKind, cluster: LocalCluster, 
 def _run_memory(config: BenchConfig, kind: TargetKind, etcd_binary: str | None, machine: Machine,
                 progress: Progress) -> MemoryRecord:
     progress.phase(f"{kind}: starting a fresh 3-member cluster for the memory measurement")
-    cluster = start_cluster(kind, config.partitions, etcd_binary)
+    cluster = start_cluster(kind, config.partitions, etcd_binary, config.tls)
     try:
         load_avg = load_average()
         progress.phase(f"{kind}: memory, loading", total=config.memory_keys, unit="keys")

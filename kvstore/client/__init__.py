@@ -33,9 +33,11 @@ from kvstore.errors import (
     NotFoundError,
     NotLeaderError,
     StaleFencingTokenError,
+    TransportSecurityError,
     UnavailableError,
     WrongNodeError,
 )
+from kvstore.tls import TlsConfig
 
 __all__ = [
     "DEFAULT_MAX_KEY_BYTES",
@@ -66,6 +68,8 @@ __all__ = [
     "ResponseHeader",
     "StaleFencingTokenError",
     "SyncClient",
+    "TlsConfig",
+    "TransportSecurityError",
     "TxnResult",
     "UnavailableError",
     "WriteConcern",

@@ -8,6 +8,7 @@ therefore goes out at once, and under load batches grow by themselves.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from dataclasses import dataclass
 
@@ -15,11 +16,19 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.errors import ERRORS, ErrorCode, KvError, UnavailableError, code_for_status
+from kvstore.errors import ERRORS, ErrorCode, InvalidArgumentError, KvError, UnavailableError, code_for_status
 
 
 class TransportError(Exception):
     """A node could not be reached or did not answer in time; the operation may be retried elsewhere."""
+
+
+# An operation joins a batch only while the batch stays within this many bytes (one larger
+# operation travels alone): every node accepts requests of 1 MiB and more (--max-request-bytes).
+MAX_BATCH_BYTES = 1 << 20
+
+# gRPC's own words when a node refuses a message over its --max-request-bytes.
+_TOO_LARGE = re.compile(r"SERVER: Received message larger than max \((\d+) vs\. (\d+)\)")
 
 
 def transport_failure(error: grpc.aio.AioRpcError) -> Exception:
@@ -27,6 +36,12 @@ def transport_failure(error: grpc.aio.AioRpcError) -> Exception:
     `TransportError` when another attempt may succeed, else the code's final `KvError`."""
     details = (error.details() or "").splitlines()[0] if error.details() else ""
     status = error.code()
+    too_large = _TOO_LARGE.search(details) if status is grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    if too_large:
+        return InvalidArgumentError(
+            f"the request is {too_large[1]} bytes; the node accepts at most {too_large[2]} (its "
+            "--max-request-bytes, plus room for framing): send fewer or smaller operations at once"
+        )
     code = code_for_status(status)
     kind = ERRORS[code]
     if kind.retryable:
@@ -37,6 +52,7 @@ def transport_failure(error: grpc.aio.AioRpcError) -> Exception:
 @dataclass(frozen=True, slots=True)
 class _QueuedOp:
     request: pb.RequestOp
+    size: int  # of the encoded request
     deadline: float  # loop time
     reply: asyncio.Future[pb.ResponseOp]
     expiry: asyncio.TimerHandle  # fails `reply` at `deadline`
@@ -97,16 +113,23 @@ class NodeBatcher:
         reply: asyncio.Future[pb.ResponseOp] = loop.create_future()
         deadline = loop.time() + timeout
         expiry = loop.call_at(deadline, _expire, reply, timeout)
-        self._queue.append(_QueuedOp(request, deadline, reply, expiry))
+        self._queue.append(_QueuedOp(request, request.ByteSize(), deadline, reply, expiry))
         self._wakeup.set()
         return reply
 
     def _take_batch(self) -> list[_QueuedOp]:
         batch: list[_QueuedOp] = []
-        while self._queue and len(batch) < self._max_batch:
-            queued = self._queue.popleft()
-            if not queued.reply.done():  # its caller gave up (deadline or cancellation): skip it
-                batch.append(queued)
+        size = 0
+        queue = self._queue
+        while queue and len(batch) < self._max_batch:
+            queued = queue[0]
+            if queued.reply.done():  # its caller gave up (deadline or cancellation): skip it
+                queue.popleft()
+                continue
+            if batch and size + queued.size > MAX_BATCH_BYTES:
+                break
+            batch.append(queue.popleft())
+            size += queued.size
         return batch
 
     async def _flush_forever(self) -> None:

@@ -40,11 +40,13 @@ from kvstore.errors import (
     KvError,
     KvTimeoutError,
     NotLeaderError,
+    TransportSecurityError,
     UnavailableError,
     error_code,
     exception_for,
 )
 from kvstore.ring import routing_key
+from kvstore.tls import TlsConfig, TlsError, aio_channel, client_credentials, diagnose
 
 DEFAULT_MAX_KEY_BYTES = 4 * 1024
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
@@ -107,6 +109,9 @@ class Client:
         async with Client(["127.0.0.1:2379"]) as client:
             await client.put("greeting", "hello")
             kv = await client.get("greeting")
+
+    Against a cluster serving TLS, pass `tls=TlsConfig(ca=..., cert=..., key=...)`: the
+    cluster's CA certificate, and a client certificate it signed with its key.
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class Client:
         max_batch: int = 256,
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        tls: TlsConfig | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a sequence of 'host:port' strings, not one string")
@@ -128,6 +134,11 @@ class Client:
             raise InvalidArgumentError(f"timeout must be > 0 seconds, got {timeout}")
         if max_batch < 1:
             raise InvalidArgumentError(f"max_batch must be >= 1, got {max_batch}")
+        try:
+            self._credentials = client_credentials(tls)
+        except TlsError as error:
+            raise TransportSecurityError(str(error)) from None
+        self._tls = tls
         self.timeout = timeout
         self.client_id = client_id or uuid.uuid4().hex
         self.max_key_bytes = max_key_bytes
@@ -614,6 +625,7 @@ class Client:
         backoff = _Backoff(self._rng)
         last_problem = "no endpoint was tried"
         while True:
+            security_problems = []
             for endpoint in endpoints:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -627,6 +639,15 @@ class Client:
                     if isinstance(failure, KvError):
                         raise exception_for(failure.code, f"{endpoint}: {failure.message}") from None
                     last_problem = f"{endpoint} {failure}"
+                    # gRPC reports a TLS mismatch as UNAVAILABLE, mostly "Socket closed": on first
+                    # contact, find out whether that is it (a mismatch is for good, an outage is not).
+                    if self._router is None and error.code() is grpc.StatusCode.UNAVAILABLE:
+                        problem = await diagnose(endpoint, self._tls, min(deadline - loop.time(), _MIN_ATTEMPT_S))
+                        if problem is not None:
+                            security_problems.append(problem)
+                            last_problem = problem
+            if security_problems and len(security_problems) == len(endpoints):
+                raise TransportSecurityError(security_problems[0])
             await backoff.pause(deadline)
 
     # ---- connections ------------------------------------------------------------------------
@@ -634,7 +655,7 @@ class Client:
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+            channel = self._channels[address] = aio_channel(address, self._credentials)
         return channel
 
     def _kv_stub(self, address: str) -> pb_grpc.KVStub:

@@ -24,6 +24,7 @@ from kvstore.client.types import (
     WriteConcern,
 )
 from kvstore.errors import UnavailableError
+from kvstore.tls import TlsConfig
 
 ResultT = TypeVar("ResultT")
 
@@ -45,6 +46,7 @@ class SyncClient:
         max_batch: int = 256,
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        tls: TlsConfig | None = None,
     ) -> None:
         self._client = Client(
             endpoints,
@@ -53,6 +55,7 @@ class SyncClient:
             max_batch=max_batch,
             max_key_bytes=max_key_bytes,
             max_value_bytes=max_value_bytes,
+            tls=tls,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -10,6 +10,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from kvstore.tls import TlsConfig
+
+# Settings naming files, converted to Path when they come from flags, environment or TOML.
+PATH_SETTINGS = ("data_dir", "cert", "key", "ca", "peer_cert", "peer_key", "peer_ca")
+MIN_REQUEST_BYTES = 1 << 20  # peers send Raft messages and snapshot chunks of up to 1 MiB
+
 
 class ConfigError(ValueError):
     """Bad configuration; the message is one line for the user."""
@@ -33,6 +39,16 @@ class NodeConfig:
     snapshot_entries: int = 10_000  # compact a group's log once this many entries are applied
     cluster_id: str = "kvstore"
     log_level: str = "info"
+    # Transport security (docs/security.md): the port serves TLS with cert/key and requires a
+    # certificate signed by ca (or peer_ca) from every caller; peer_* default to these.
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+    peer_cert: Path | None = None
+    peer_key: Path | None = None
+    peer_ca: Path | None = None
+    max_request_bytes: int = 8 << 20  # largest request accepted from a client (or frame from a peer)
+    max_concurrent_streams: int = 256  # per connection: calls beyond it wait for a free stream
 
     def validate(self) -> None:
         if self.node_id <= 0:
@@ -45,9 +61,38 @@ class NodeConfig:
             raise ConfigError("--replication-factor must be at least 1")
         if self.tick_ms <= 0 or self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("need tick_ms > 0 and election_ticks > heartbeat_ticks")
-        for key in ("max_key_bytes", "max_value_bytes", "snapshot_entries"):
+        for key in ("max_key_bytes", "max_value_bytes", "snapshot_entries", "max_concurrent_streams"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive")
+        smallest = max(MIN_REQUEST_BYTES, self.max_key_bytes + self.max_value_bytes + 1)
+        if self.max_request_bytes < smallest:
+            raise ConfigError(f"--max-request-bytes must be at least {smallest} (1 MiB, and more than "
+                              f"--max-key-bytes plus --max-value-bytes), got {self.max_request_bytes}")
+        self._check_file_set("", ("cert", "key", "ca"))
+        self._check_file_set("peer-", ("peer_cert", "peer_key", "peer_ca"))
+        if self.peer_cert is not None and self.cert is None:
+            raise ConfigError("--peer-cert, --peer-key and --peer-ca need --cert, --key and --ca too: "
+                              "the port serves TLS with --cert to clients and peers alike")
+
+    def _check_file_set(self, prefix: str, names: tuple[str, ...]) -> None:
+        given = [name for name in names if getattr(self, name) is not None]
+        if given and len(given) < len(names):
+            missing = ", ".join("--" + n.replace("_", "-") for n in names if n not in given)
+            listed = ", ".join("--" + n.replace("_", "-") for n in names)
+            raise ConfigError(f"{listed} go together: missing {missing}")
+
+    def tls(self) -> TlsConfig | None:
+        """The files the node serves TLS with, or None for plaintext."""
+        if self.cert is None or self.key is None or self.ca is None:
+            return None
+        return TlsConfig(ca=self.ca, cert=self.cert, key=self.key)
+
+    def peer_tls(self) -> TlsConfig | None:
+        """The files for peer traffic: the node's client certificate towards its peers and the
+        CA their certificates must come from; the client-facing files unless --peer-* are given."""
+        if self.peer_cert is None or self.peer_key is None or self.peer_ca is None:
+            return self.tls()
+        return TlsConfig(ca=self.peer_ca, cert=self.peer_cert, key=self.peer_key)
 
 
 def parse_peers(text: str) -> dict[int, str]:

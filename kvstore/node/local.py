@@ -18,6 +18,7 @@ import grpc
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
 from kvstore.node.config import format_peers
+from kvstore.tls import sync_channel
 
 
 def node_command(node_id: int, peers: Mapping[int, str], data_dir: Path, partitions: int, *extra: str) -> list[str]:
@@ -40,9 +41,18 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-def node_status(address: str, timeout: float = 1.0) -> pb.StatusResponse | None:
-    """The node's own status, or None when it does not answer within `timeout`."""
-    with grpc.insecure_channel(address) as channel:
+def tls_arguments(cert: Path, key: Path, ca: Path) -> list[str]:
+    """The flags that make a node serve TLS with `cert` and trust `ca`, for clients and peers alike."""
+    return ["--cert", str(cert), "--key", str(key), "--ca", str(ca)]
+
+
+def node_status(address: str, timeout: float = 1.0,
+                credentials: grpc.ChannelCredentials | None = None) -> pb.StatusResponse | None:
+    """The node's own status, or None when it does not answer within `timeout`.
+
+    A node serving TLS answers only with `credentials` (`kvstore.tls.client_credentials`).
+    """
+    with sync_channel(address, credentials) as channel:
         try:
             return kvstore_pb2_grpc.ClusterStub(channel).Status(pb.StatusRequest(), timeout=timeout)
         except grpc.RpcError:

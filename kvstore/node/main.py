@@ -2,7 +2,7 @@
 
 Settings come from flags, then KVSTORE_NODE_* environment variables, then a TOML file
 (`--config`), then defaults. SIGTERM or SIGINT stops the node cleanly: in-flight requests
-finish (briefly), Raft stops, LevelDB is closed.
+finish (briefly), Raft stops, LevelDB is closed. SIGHUP re-reads the TLS certificate files.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from typing import Any
 import click
 import uvloop
 
-from kvstore.node.config import ConfigError, NodeConfig, load_toml, parse_peers
+from kvstore.node.config import PATH_SETTINGS, ConfigError, NodeConfig, load_toml, parse_peers
 from kvstore.node.server import AddressInUseError, Node
 from kvstore.rpc import ClusterService, KVService, PeerService
 from kvstore.storage import DataDirLockedError, StorageError
+from kvstore.tls import TlsError
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
@@ -73,7 +74,9 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
             flag = {"node_id": "--id"}.get(required, "--" + required.replace("_", "-"))
             env = "KVSTORE_NODE_" + ("ID" if required == "node_id" else required.upper())
             raise ConfigError(f"missing {flag} (or {env}, or {required} in --config)")
-    settings["data_dir"] = Path(settings["data_dir"])
+    for name in PATH_SETTINGS:
+        if settings.get(name) is not None:
+            settings[name] = Path(settings[name])
     settings.setdefault("peers", {int(settings["node_id"]): settings["listen"]})
     config = NodeConfig(**settings)
     config.validate()
@@ -87,6 +90,7 @@ async def serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.close)
+    loop.add_signal_handler(signal.SIGHUP, node.reload_certificates)
     await node.wait_closed()
 
 
@@ -105,6 +109,20 @@ async def serve(config: NodeConfig) -> None:
 @click.option("--max-value-bytes", type=int, help="Largest value accepted (default 1 MiB).")
 @click.option("--snapshot-entries", type=int, help="Compact a partition's log after this many entries.")
 @click.option("--cluster-id", help="Nodes only talk to peers with the same cluster id.")
+@click.option("--cert", type=click.Path(dir_okay=False), help="Serve TLS with this certificate (PEM); needs --key and --ca.")
+@click.option("--key", type=click.Path(dir_okay=False), help="The private key of --cert (PEM, unencrypted).")
+@click.option("--ca", type=click.Path(dir_okay=False),
+              help="CA certificate(s) (PEM): callers must present a certificate signed by one, and peers check "
+                   "this node's --cert against them.")
+@click.option("--peer-cert", type=click.Path(dir_okay=False),
+              help="Certificate this node presents to its peers (default --cert); needs --peer-key and --peer-ca.")
+@click.option("--peer-key", type=click.Path(dir_okay=False), help="The private key of --peer-cert (default --key).")
+@click.option("--peer-ca", type=click.Path(dir_okay=False),
+              help="CA certificate(s) that must have issued a peer's certificate (default --ca).")
+@click.option("--max-request-bytes", type=int,
+              help="Largest request (gRPC message) accepted, from clients and peers (default 8 MiB).")
+@click.option("--max-concurrent-streams", type=int,
+              help="Calls in progress per client connection; more wait their turn (default 256).")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with any of these settings.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -116,7 +134,9 @@ def cli(log_format: str, **options: Any) -> None:
       kvstore-node --id 1 --listen 127.0.0.1:2379 --data-dir data/1 \\
           --peers 1=127.0.0.1:2379,2=127.0.0.1:2380,3=127.0.0.1:2381
     (and the same with --id 2 / --id 3 and their own --listen and --data-dir), or simply
-    `kvctl cluster up --nodes 3`.
+    `kvctl cluster up --nodes 3`. With TLS, add --cert data/certs/node-1.crt --key
+    data/certs/node-1.key --ca data/certs/ca.crt (`kvctl cert init data/certs` makes them);
+    `kill -HUP` the node after replacing them, and it serves the new ones.
     """
     try:
         config = build_config(options)
@@ -129,7 +149,7 @@ def cli(log_format: str, **options: Any) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         uvloop.run(serve(config))
-    except (DataDirLockedError, AddressInUseError) as e:
+    except (DataDirLockedError, AddressInUseError, TlsError) as e:
         click.echo(f"kvstore-node: {e}", err=True)
         sys.exit(EXIT_CONFIG)
     except StorageError as e:

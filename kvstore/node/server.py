@@ -34,11 +34,12 @@ from typing import Any
 import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.errors import UnavailableError, WrongNodeError
+from kvstore.errors import InvalidArgumentError, UnavailableError, WrongNodeError
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
 from kvstore.node.replica import Replica, Waiter, not_leader
-from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
+from kvstore.node.security import NodeSecurity
+from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
     ConfChange,
     Config,
@@ -51,7 +52,7 @@ from kvstore.raft import (
 )
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.ring import ClusterMap
-from kvstore.rpc.backend import Limits, PartitionStatus, Reader
+from kvstore.rpc.backend import Limits, PartitionStatus, PeerCaller, Reader
 from kvstore.statemachine import PartitionStateMachine, WriteResponse
 from kvstore.statemachine.control import ControlState
 from kvstore.statemachine.control_group import CONTROL_GROUP, ControlStateMachine
@@ -90,8 +91,9 @@ class Node:
         self.replicas: dict[int, Replica[PartitionStateMachine]] = {}
         self.control: Replica[ControlStateMachine] | None = None
         self._groups: dict[int, Replica[Any]] = {}  # every group the Ready loop drives: partitions, control
-        self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self._on_unreachable,
-                                       self._on_snapshot_sent)
+        self.security = NodeSecurity(config)
+        self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self.security,
+                                       self._on_unreachable, self._on_snapshot_sent)
         self.server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -130,11 +132,13 @@ class Node:
                                     raft_config, rng)
         self._groups = {**self.replicas, CONTROL_GROUP: self.control}
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
-        self.server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(
+            options=[*KEEPALIVE_OPTIONS, *self.security.server_options(), ("grpc.so_reuseport", 0)]
+        )
         for add_servicer in servicers:
             add_servicer(self.server)
         try:
-            port = self.server.add_insecure_port(config.listen)
+            port = self.security.add_port(self.server, config.listen)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -146,7 +150,13 @@ class Node:
             asyncio.create_task(self._ticker(), name="ticker"),
             asyncio.create_task(self._ready_loop(), name="ready-loop"),
         ]
-        log.info("node %d serving %s with %d replicas", self.node_id, config.listen, len(self.replicas))
+        log.info("node %d serving %s (%s) with %d replicas", self.node_id, config.listen,
+                 "TLS" if self.security.enabled else "plaintext", len(self.replicas))
+
+    def reload_certificates(self) -> None:
+        """SIGHUP: new handshakes use the certificate files as they are now (if all are good)."""
+        if self.security.reload():
+            self.transport.certificates_changed()
 
     def close(self) -> None:
         if self._closing:
@@ -181,6 +191,9 @@ class Node:
         self._inbound.extend(items)
         self._wake.set()
 
+    def peer_refusal(self, caller: PeerCaller) -> str | None:
+        return self.security.peer_refusal(caller)
+
     def _on_unreachable(self, peer_id: int) -> None:
         self._unreachable.add(peer_id)
         self._wake.set()
@@ -209,6 +222,10 @@ class Node:
         return self._propose(self._control(), command)
 
     def _propose(self, replica: Replica[Any], command: bytes) -> asyncio.Future[Any]:
+        if len(command) > self.config.max_request_bytes:
+            # Peers refuse frames much past this size: such an entry could never be replicated.
+            raise InvalidArgumentError(f"the request is {len(command)} bytes once encoded; the limit is "
+                                       f"{self.config.max_request_bytes}")
         replica.require_leader()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._proposals.append((replica, command, future))

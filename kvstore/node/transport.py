@@ -1,10 +1,16 @@
 """Peer transport: one long-lived gRPC stream to each peer, carrying batches of Raft messages.
 
 `send()` never blocks and never awaits: it appends to the peer's queue and wakes the peer's
-sender task, which writes everything queued as one frame. While a peer is unreachable its
-messages are dropped (Raft retransmits) and the node is told: a leader stops pipelining to
-it, and followers whose leader it was elect a new one right after the lease instead of at a
-random later point. The sender reconnects with exponential backoff.
+sender task, which writes everything queued as frames of at most `MAX_FRAME_BYTES`. While a
+peer is unreachable its messages are dropped (Raft retransmits) and the node is told: a leader
+stops pipelining to it, and followers whose leader it was elect a new one right after the
+lease instead of at a random later point. The sender reconnects with exponential backoff.
+
+A stream counts as connected once the peer has admitted it (sent its response headers after
+checking the hello and, with TLS, this node's certificate). When the node's certificates are
+rotated the sender opens a new stream with them beside the old one, which carries on, and
+moves over once the peer has admitted the new one, so nothing is dropped or held up; if the
+peer refuses the new certificate the old stream stays in use.
 
 Snapshots do not ride in the batches: each goes in its own `SendSnapshot` call, cut into
 chunks, and its outcome is reported back so Raft can resume replicating to that follower.
@@ -15,28 +21,61 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.codec import Encoder
 from kvstore.raft import Message
+from kvstore.tls import ChannelOptions
 
 log = logging.getLogger("kvstore.transport")
 
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", 256 << 20),
-    ("grpc.max_receive_message_length", 256 << 20),
+KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", 256 << 20),
+    ("grpc.max_receive_message_length", 256 << 20),
+    *KEEPALIVE_OPTIONS,
+]
 MAX_QUEUED_MESSAGES = 100_000
+# Frames stay within the smallest request limit a node accepts (config.MIN_REQUEST_BYTES); a
+# larger message, which carries one entry, travels alone and fits the peer's own limit.
+MAX_FRAME_BYTES = 1 << 20
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 SNAPSHOT_TIMEOUT_S = 300.0
 BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 1.0
+DIAGNOSIS_TIMEOUT_S = 2.0
+RENEW_GRACE_S = 0.2
+_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+
+
+class PeerChannels(Protocol):
+    """Where peer channels come from (`NodeSecurity`): plaintext, or TLS with the node's
+    current certificates; `generation` moves on each time those change."""
+
+    @property
+    def generation(self) -> int: ...
+
+    def peer_channel(self, address: str, options: ChannelOptions) -> grpc.aio.Channel: ...
+
+    async def diagnose_peer(self, address: str, timeout: float) -> str | None:
+        """Why a connection to the peer failed at the TLS layer, if it did."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    channel: grpc.aio.Channel
+    call: grpc.aio.StreamStreamCall
+    generation: int  # of the certificates it was opened with
 
 
 def snapshot_chunks(encoder: Encoder, group: int, from_node: int, message: Message,
@@ -55,18 +94,20 @@ def snapshot_chunks(encoder: Encoder, group: int, from_node: int, message: Messa
 
 
 class _PeerSender:
-    def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str,
+    def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str, channels: PeerChannels,
                  on_unreachable: Callable[[int], None]) -> None:
         self.encoder = Encoder()
         self.node_id = node_id
         self.peer_id = peer_id
         self.address = address
         self.cluster_id = cluster_id
+        self.channels = channels
         self.on_unreachable = on_unreachable
         self.queue: list[tuple[int, Message]] = []
         self.wake = asyncio.Event()
         self.connected = False
         self.task: asyncio.Task[None] | None = None
+        self._failure = ""  # the last failure to connect logged: a peer that stays away is logged once
 
     def enqueue(self, items: list[tuple[int, Message]]) -> None:
         """Queue messages for the next frame; dropped while disconnected or when the queue is full."""
@@ -78,55 +119,129 @@ class _PeerSender:
     async def run(self) -> None:
         backoff = BACKOFF_INITIAL_S
         while True:
-            channel = grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS)
             try:
-                call = peer_pb2_grpc.PeerStub(channel).Stream()
-                hello = peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id)
-                await call.write(peer_pb2.PeerFrame(hello=hello))
-                self.connected = True
-                log.info("connected to peer %d at %s", self.peer_id, self.address)
-                backoff = BACKOFF_INITIAL_S
-                await self._pump(call)
+                await self._stream()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # any stream failure: drop, tell Raft, reconnect
-                if self.connected:
-                    log.warning("lost peer %d at %s: %s", self.peer_id, self.address, _short(e))
-                self.connected = False
+                was_connected, self.connected = self.connected, False
                 self.queue.clear()
                 self.on_unreachable(self.peer_id)
+                if was_connected:
+                    backoff = BACKOFF_INITIAL_S
+                await self._report_failure(e, was_connected)
             finally:
                 self.connected = False
-                await channel.close(grace=None)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    async def _pump(self, call: grpc.aio.StreamStreamCall) -> None:
-        # A follower may have nothing to send to a leader that died (it only answers), so the
-        # stream's end wakes the pump too: followers learn of the loss at once and elect early.
-        call.add_done_callback(lambda _: self.wake.set())
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
+    async def _open(self, generation: int) -> _Link:
+        """A stream the peer has admitted, with the certificates of `generation` (the current)."""
+        channel = self.channels.peer_channel(self.address, GRPC_OPTIONS)
+        try:
+            call = peer_pb2_grpc.PeerStub(channel).Stream()
+            hello = peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id)
+            await call.write(peer_pb2.PeerFrame(hello=hello))
+            await call.initial_metadata()  # sent by the peer once it has admitted this node
             if call.done():
-                raise ConnectionError("peer closed the stream")
-            items, self.queue = self.queue, []
-            if items:
-                await call.write(peer_pb2.PeerFrame(raft_batch=self.encoder.peer_frame(items)))
+                raise await _ended(call)
+        except BaseException:
+            await channel.close(grace=None)
+            raise
+        call.add_done_callback(lambda _: self.wake.set())
+        return _Link(channel, call, generation)
+
+    async def _stream(self) -> None:
+        """Open a stream and write every queued message to it, until it fails.
+
+        After the node's certificates change, a second stream is opened with the new ones while
+        this one carries on; once the peer has admitted it, writing moves over (make before
+        break). A follower may have nothing to send to a leader that died (it only answers), so
+        the stream's end wakes the loop too: followers learn of the loss at once and elect early.
+        """
+        link = await self._open(self.channels.generation)
+        renewal: asyncio.Task[_Link] | None = None
+        renewal_generation = link.generation
+        self.connected = True
+        self._failure = ""
+        log.info("connected to peer %d at %s", self.peer_id, self.address)
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                if renewal is not None and renewal.done():
+                    link = await self._move_over(link, renewal, renewal_generation)
+                    renewal = None
+                if link.call.done():
+                    raise await _ended(link.call)
+                items, self.queue = self.queue, []
+                for frame in self.encoder.peer_frames(items, MAX_FRAME_BYTES):
+                    await link.call.write(peer_pb2.PeerFrame(raft_batch=frame))
+                if renewal is None and link.generation != self.channels.generation:
+                    renewal_generation = self.channels.generation
+                    renewal = asyncio.create_task(self._open(renewal_generation), name=f"peer-renewal-{self.peer_id}")
+                    renewal.add_done_callback(lambda _: self.wake.set())
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+                opened = await asyncio.gather(renewal, return_exceptions=True)
+                if isinstance(opened[0], _Link):
+                    await opened[0].channel.close(grace=None)
+            await link.channel.close(grace=None)
+
+    async def _move_over(self, link: _Link, renewal: asyncio.Task[_Link], generation: int) -> _Link:
+        """The stream to write to, now that `renewal` (with the certificates of `generation`)
+        has finished: the new one if the peer admitted it, and the old one is closed; else the
+        old one, kept until the certificates change again."""
+        error = renewal.exception()
+        if error is not None:
+            log.warning("peer %d at %s refuses this node's new certificates, the connection made with the old "
+                        "ones stays in use: %s", self.peer_id, self.address, _short(error))
+            return _Link(link.channel, link.call, generation)
+        renewed = renewal.result()
+        try:
+            await link.call.done_writing()
+            # What was written reaches the peer first; the wait is bounded well below an
+            # election timeout, so the peer never misses a heartbeat's worth of messages.
+            await link.channel.close(grace=RENEW_GRACE_S)
+        except BaseException:
+            await renewed.channel.close(grace=None)
+            raise
+        log.info("reconnected to peer %d at %s with the new certificates", self.peer_id, self.address)
+        return renewed
+
+    async def _report_failure(self, error: Exception, was_connected: bool) -> None:
+        reason = _short(error)
+        if was_connected:
+            log.warning("lost peer %d at %s: %s", self.peer_id, self.address, reason)
+            return
+        if reason == self._failure:
+            return
+        self._failure = reason
+        status = error.code() if isinstance(error, grpc.aio.AioRpcError | StreamEndedError) else None
+        refused = status is not None and status not in _UNREACHABLE
+        if status is grpc.StatusCode.UNAVAILABLE:  # gRPC's word for a failed TLS handshake, among others
+            diagnosis = await self.channels.diagnose_peer(self.address, DIAGNOSIS_TIMEOUT_S)
+            if diagnosis is not None:
+                reason, refused = diagnosis, True
+        # A peer that is down is routine (it is starting, or restarting); one that refuses is not.
+        log.log(logging.WARNING if refused else logging.INFO, "cannot connect to peer %d at %s: %s",
+                self.peer_id, self.address, reason)
 
 
 class PeerTransport:
     """Owns one sender task per peer and the snapshot uploads; `start()`, `send()`, `close()`."""
 
-    def __init__(self, node_id: int, peers: dict[int, str], cluster_id: str,
+    def __init__(self, node_id: int, peers: dict[int, str], cluster_id: str, channels: PeerChannels,
                  on_unreachable: Callable[[int], None],
                  on_snapshot_sent: Callable[[int, int, bool], None]) -> None:
         self._node_id = node_id
         self._peers = peers
         self._encoder = Encoder()
+        self._channels = channels
         self._on_snapshot_sent = on_snapshot_sent
         self._senders = {
-            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, on_unreachable)
+            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, channels, on_unreachable)
             for peer_id, address in peers.items()
             if peer_id != node_id
         }
@@ -162,7 +277,7 @@ class PeerTransport:
         meta = message.snapshot.meta
         chunks = snapshot_chunks(self._encoder, group, self._node_id, message, SNAPSHOT_CHUNK_BYTES)
         ok = False
-        async with grpc.aio.insecure_channel(self._peers[message.to], options=GRPC_OPTIONS) as channel:
+        async with self._channels.peer_channel(self._peers[message.to], GRPC_OPTIONS) as channel:
             try:
                 ack = await peer_pb2_grpc.PeerStub(channel).SendSnapshot(chunks, timeout=SNAPSHOT_TIMEOUT_S)
                 ok = ack.ok
@@ -174,6 +289,11 @@ class PeerTransport:
                  "ok" if ok else "failed")
         self._on_snapshot_sent(group, message.to, ok)
 
+    def certificates_changed(self) -> None:
+        """The node's certificates were reloaded: every stream is renewed with them."""
+        for sender in self._senders.values():
+            sender.wake.set()
+
     def connected(self, peer_id: int) -> bool:
         sender = self._senders.get(peer_id)
         return sender is not None and sender.connected
@@ -183,6 +303,21 @@ class PeerTransport:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class StreamEndedError(ConnectionError):
+    """The peer ended the stream, e.g. refusing this node: its status says why."""
+
+    def __init__(self, status: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"the peer ended the stream: {status.name}: {details}")
+        self.status = status
+
+    def code(self) -> grpc.StatusCode:
+        return self.status
+
+
+async def _ended(call: grpc.aio.StreamStreamCall) -> StreamEndedError:
+    return StreamEndedError(await call.code(), await call.details() or "")
 
 
 def _short(error: BaseException) -> str:

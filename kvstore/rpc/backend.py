@@ -9,7 +9,7 @@ node's business: the servicers validate, call `propose` or `read`, and fill in t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,6 +51,14 @@ class PartitionStatus:
     term: int
     commit: int
     applied: int
+
+
+class PeerCaller(Protocol):
+    """What the peer check reads of a Peer RPC's gRPC context (`grpc.aio.ServicerContext`)."""
+
+    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
+
+    def peer(self) -> str: ...
 
 
 class Backend(Protocol):
@@ -98,6 +106,11 @@ class Backend(Protocol):
         """Raft messages (group, message) received from a peer."""
         ...
 
+    def peer_refusal(self, caller: PeerCaller) -> str | None:
+        """Why `caller` may not use the Peer service (with TLS: it presented no peer certificate
+        from the peer CA), or None to admit it."""
+        ...
+
 
 _FOLLOWER_READS = (pb.STALE, pb.SESSION)
 
@@ -109,7 +122,8 @@ class MemoryBackend:
 
     Test knobs: `leaders[partition]` names another node as the partition's leader (proposals and
     leader reads there are refused with NOT_LEADER and that hint); with `hold_proposals`,
-    proposals wait until `apply_held()` or `fail_held()`.
+    proposals wait until `apply_held()` or `fail_held()`; `refuse_peers` is the reason every
+    Peer caller is refused (None: every caller is admitted, as by a plaintext node).
     """
 
     node_id: int = 1
@@ -120,6 +134,7 @@ class MemoryBackend:
     limits: Limits = Limits(max_key_bytes=64, max_value_bytes=64, request_timeout_s=5.0)
     cluster_id: str = "kvstore"
     hold_proposals: bool = False
+    refuse_peers: str | None = None
     leaders: dict[int, int] = field(default_factory=dict)
     delivered: list[tuple[int, Message]] = field(default_factory=list)
     held: list[tuple[int, bytes, asyncio.Future[WriteResponse]]] = field(default_factory=list)
@@ -219,3 +234,6 @@ class MemoryBackend:
 
     def deliver(self, items: list[tuple[int, Message]]) -> None:
         self.delivered.extend(items)
+
+    def peer_refusal(self, caller: PeerCaller) -> str | None:
+        return self.refuse_peers

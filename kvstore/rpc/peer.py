@@ -7,6 +7,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.codec import CodecError, decode_peer_frame
 from kvstore.rpc.backend import Backend
@@ -21,15 +23,27 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     def add_to(self, server: Any) -> None:
         peer_pb2_grpc.add_PeerServicer_to_server(self, server)
 
+    async def _admit(self, context: Any) -> None:
+        """With TLS, only a caller with a peer certificate may go on (docs/security.md)."""
+        refusal = self._backend.peer_refusal(context)
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"node {self._backend.node_id} refuses this caller as a peer: {refusal}")
+
     async def Stream(self, request_iterator: AsyncIterator[peer_pb2.PeerFrame], context: Any) -> None:
+        await self._admit(context)
         peer = 0
         try:
             async for frame in request_iterator:
                 if frame.HasField("hello"):
-                    if frame.hello.cluster_id != self._backend.cluster_id:
+                    ours = self._backend.cluster_id
+                    if frame.hello.cluster_id != ours:
                         log.warning("refusing peer %d of cluster %r", frame.hello.node_id, frame.hello.cluster_id)
-                        return
+                        await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                            f"node {self._backend.node_id} belongs to cluster {ours!r}, "
+                                            f"not {frame.hello.cluster_id!r}")
                     peer = frame.hello.node_id
+                    await context.send_initial_metadata(())  # admitted: the sender counts as connected
                     continue
                 if frame.raft_batch and peer:
                     self._backend.deliver(decode_peer_frame(frame.raft_batch))
@@ -45,6 +59,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         self, request_iterator: AsyncIterator[peer_pb2.SnapshotChunk], context: Any
     ) -> peer_pb2.SnapshotAck:
         """Reassemble a snapshot sent in chunks and hand it to Raft as one message."""
+        await self._admit(context)
         parts: list[bytes] = []
         received = 0
         async for chunk in request_iterator:

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore.certs import ClusterCertificates
 from kvstore.node.balance import GroupView, plan_leader_transfers
-from kvstore.node.local import free_ports, leaders, node_command, node_status, wait_until
+from kvstore.node.local import free_ports, leaders, node_command, node_status, tls_arguments, wait_until
+from kvstore.tls import TlsConfig, client_credentials
 
 WAIT_S = 60.0
 
@@ -28,11 +33,21 @@ class LocalCluster:
     size: int = 3
     partitions: int = 8
     extra_args: list[str] = field(default_factory=list)
+    certificates: ClusterCertificates | None = None  # serve TLS: each node with its own certificate
+    node_args: dict[int, list[str]] = field(default_factory=dict)  # more flags for one node
     ports: list[int] = field(default_factory=list)
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    credentials: grpc.ChannelCredentials | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.ports = free_ports(self.size)
+        self.credentials = client_credentials(self.client_tls)
+
+    @property
+    def client_tls(self) -> TlsConfig | None:
+        """The root client certificate's files, when the cluster serves TLS."""
+        certs = self.certificates
+        return None if certs is None else TlsConfig(certs.ca.cert, certs.client.cert, certs.client.key)
 
     @property
     def node_ids(self) -> list[int]:
@@ -47,7 +62,10 @@ class LocalCluster:
 
     def start(self, node_id: int) -> None:
         peers = {n: self.address(n) for n in self.node_ids}
-        command = node_command(node_id, peers, self.root / f"node-{node_id}", self.partitions, *self.extra_args)
+        tls_flags = [] if self.certificates is None else tls_arguments(
+            self.certificates.nodes[node_id].cert, self.certificates.nodes[node_id].key, self.certificates.ca.cert)
+        command = node_command(node_id, peers, self.root / f"node-{node_id}", self.partitions, *self.extra_args,
+                               *tls_flags, *self.node_args.get(node_id, []))
         with (self.root / f"node-{node_id}.log").open("ab") as log:
             self.processes[node_id] = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -57,6 +75,16 @@ class LocalCluster:
         for node_id in self.node_ids:
             self.start(node_id)
         self.wait_leaders_balanced()
+
+    @contextmanager
+    def running(self) -> Iterator[LocalCluster]:
+        """Every node is stopped on the way out (also when starting them failed), and then no
+        node may have hit a fatal error."""
+        try:
+            yield self
+        finally:
+            self.stop_all()
+            assert not self.any_fatal(), self.any_fatal()
 
     def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(node_id)
@@ -76,7 +104,7 @@ class LocalCluster:
         self.processes.clear()
 
     def status(self, node_id: int) -> pb.StatusResponse | None:
-        return node_status(self.address(node_id), timeout=2)
+        return node_status(self.address(node_id), timeout=2, credentials=self.credentials)
 
     def leaders(self) -> dict[int, int]:
         """Partition -> the node that currently leads it (as that node itself reports)."""

@@ -22,12 +22,9 @@ pytestmark = pytest.mark.slow
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     # Small logs compact quickly, so restarts exercise catching up by snapshot.
     local = LocalCluster(tmp_path, size=3, partitions=8, extra_args=["--snapshot-entries", "40"])
-    local.start_all()
-    try:
+    with local.running():
+        local.start_all()
         yield local
-    finally:
-        local.stop_all()
-        assert not local.any_fatal(), local.any_fatal()
 
 
 def client_for(endpoints: list[str]) -> SyncClient:

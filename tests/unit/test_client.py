@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import cast
 
+import grpc
 import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
@@ -22,7 +23,7 @@ from kvstore.client import (
     UnavailableError,
     ops,
 )
-from kvstore.client.batching import NodeBatcher, TransportError
+from kvstore.client.batching import MAX_BATCH_BYTES, NodeBatcher, TransportError, transport_failure
 from tests.fakes.fake_cluster import FakeCluster
 
 
@@ -447,3 +448,40 @@ def test_writes_in_flight_stay_inside_the_servers_dedup_window() -> None:
     from kvstore.statemachine.applier import DEFAULT_DEDUP_WINDOW
 
     assert MAX_OUTSTANDING_MUTATIONS < DEFAULT_DEDUP_WINDOW
+
+
+class _AnsweringNode:
+    """A KV stub that answers every Batch at once and records it."""
+
+    def __init__(self) -> None:
+        self.batches: list[pb.BatchRequest] = []
+
+    async def Batch(self, request: pb.BatchRequest, timeout: float) -> pb.BatchResponse:
+        self.batches.append(request)
+        return pb.BatchResponse(results=[pb.ResponseOp(put=pb.PutResponse()) for _ in request.ops])
+
+
+async def test_a_batch_stops_growing_before_it_passes_max_batch_bytes() -> None:
+    node = _AnsweringNode()
+    batcher = NodeBatcher("127.0.0.1:1", cast(pb_grpc.KVStub, node), max_batch=256)
+    batcher.start()
+    value = bytes(MAX_BATCH_BYTES * 2 // 5)
+    try:
+        await asyncio.gather(*(batcher.submit(pb.RequestOp(put=pb.PutRequest(key=b"k%d" % i, value=value)), 5.0)
+                               for i in range(5)))
+    finally:
+        await batcher.close()
+
+    assert [len(batch.ops) for batch in node.batches] == [2, 2, 1]
+    assert all(batch.ByteSize() <= MAX_BATCH_BYTES + 64 for batch in node.batches)
+
+
+def test_a_request_the_node_refuses_as_too_large_is_a_final_error_that_says_so() -> None:
+    refused = grpc.aio.AioRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                   details="SERVER: Received message larger than max (9437300 vs. 8454144)")
+
+    failure = transport_failure(refused)
+
+    assert isinstance(failure, InvalidArgumentError)
+    assert "9437300 bytes" in failure.message and "at most 8454144" in failure.message
+    assert "--max-request-bytes" in failure.message

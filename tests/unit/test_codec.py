@@ -71,6 +71,22 @@ def test_peer_frames_round_trip_every_message_field(items: list[tuple[int, Messa
     assert decode_peer_frame(Encoder().peer_frame(items)) == items
 
 
+def test_peer_frames_stay_within_their_size_unless_one_message_alone_is_larger() -> None:
+    def append(index: int, size: int) -> Message:
+        return Message(MessageType.APPEND, 2, 1, 5, 5, index, (Entry(index + 1, 5, bytes(size)),), commit=index)
+
+    items = [(i % 4, append(i, 300)) for i in range(40)] + [(1, append(99, 5000))] + [(2, append(100, 10))]
+
+    frames = list(Encoder().peer_frames(items, max_frame_bytes=2000))
+
+    assert [item for frame in frames for item in decode_peer_frame(frame)] == items  # all of them, in order
+    assert all(len(frame) <= 2000 for frame in frames if len(decode_peer_frame(frame)) > 1)
+    assert [len(decode_peer_frame(frame)) for frame in frames if len(frame) > 2000] == [1]  # the 5000-byte one, alone
+    assert len(frames) < len(items) / 2  # frames are filled, not one message each
+    assert list(Encoder().peer_frames([], max_frame_bytes=2000)) == []
+    assert decode_peer_frame(Encoder().peer_frame([])) == []
+
+
 def test_an_entry_is_one_record_on_disk_and_on_the_wire() -> None:
     entry = Entry(11, 5, b"x", EntryType.CONF_CHANGE)
     encoder = Encoder()

@@ -13,6 +13,7 @@ from kvstore.errors import (
     ExitCode,
     KvError,
     NotLeaderError,
+    TransportSecurityError,
     code_for_status,
     error_code,
     exception_for,
@@ -75,3 +76,11 @@ def test_what_users_rely_on(code: ErrorCode, exit_code: ExitCode, retryable: boo
 
 def test_not_leader_carries_its_hint() -> None:
     assert NotLeaderError("elsewhere", leader_hint=3).leader_hint == 3
+
+
+def test_a_tls_mismatch_is_refused_for_good_with_exit_code_2() -> None:
+    """The client raises it on its own; its row is INVALID_ARGUMENT's: not retried, kvctl exits 2."""
+    error = TransportSecurityError("node requires TLS")
+    kind = ERRORS[error.code]
+    assert error.code is ErrorCode.INVALID_ARGUMENT
+    assert (kind.exit_code, kind.retryable) == (ExitCode.USAGE, False)

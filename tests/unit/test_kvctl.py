@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -241,3 +242,23 @@ def test_every_command_help_shows_examples(command: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"])
 
     assert result.exit_code == 0 and "Examples:" in result.stdout and "kvctl " + command in result.stdout
+
+
+async def test_tls_options_come_as_a_set_from_flags_and_environment(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KVSTORE_KEY", "client.key")
+
+    result = await kvctl(cluster, "get", "k", "--cacert", "ca.crt")
+
+    assert result.exit_code == 2
+    assert one_line(result.stderr) == "Error: --cacert, --cert and --key go together: missing --cert (or KVSTORE_CERT)"
+
+
+async def test_an_unreadable_tls_file_exits_2_naming_it(cluster: FakeCluster, tmp_path: Path) -> None:
+    missing = tmp_path / "ca.crt"
+
+    result = await kvctl(cluster, "get", "k", "--cacert", str(missing), "--cert", "c.crt", "--key", "c.key")
+
+    assert result.exit_code == 2
+    assert one_line(result.stderr) == f"Error: CA certificate {missing}: No such file or directory"

@@ -5,14 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from kvstore.node.config import ConfigError, parse_peers
-from kvstore.node.main import build_config
+from kvstore.node.main import build_config, cli
+from kvstore.tls import TlsConfig
 
 NO_FLAGS = {
     "config": None, "node_id": None, "listen": None, "peers": None, "data_dir": None, "partitions": None,
     "replication_factor": None, "vnodes": None, "tick_ms": None, "election_ticks": None, "max_key_bytes": None,
-    "max_value_bytes": None, "snapshot_entries": None, "cluster_id": None, "log_level": None,
+    "max_value_bytes": None, "snapshot_entries": None, "cluster_id": None, "log_level": None, "cert": None,
+    "key": None, "ca": None, "peer_cert": None, "peer_key": None, "peer_ca": None, "max_request_bytes": None,
+    "max_concurrent_streams": None,
 }
 
 
@@ -61,3 +65,59 @@ def test_peers_parse_and_reject_garbage() -> None:
     assert parse_peers("1=a:1, 2=b:2") == {1: "a:1", 2: "b:2"}
     with pytest.raises(ConfigError, match="expected ID=HOST:PORT"):
         parse_peers("1=nohostport")
+
+
+def tls_flags(**given: object) -> dict[str, object]:
+    return flags(node_id=1, listen="127.0.0.1:1", data_dir="d", **given)
+
+
+def test_tls_files_come_as_sets_and_peer_files_default_to_the_client_facing_ones() -> None:
+    config = build_config(tls_flags(cert="n.crt", key="n.key", ca="ca.crt"))
+
+    assert config.tls() == TlsConfig(ca=Path("ca.crt"), cert=Path("n.crt"), key=Path("n.key"))
+    assert config.peer_tls() == config.tls()
+    separate = build_config(tls_flags(cert="n.crt", key="n.key", ca="ca.crt", peer_cert="p.crt", peer_key="p.key",
+                                      peer_ca="pca.crt"))
+    assert separate.peer_tls() == TlsConfig(ca=Path("pca.crt"), cert=Path("p.crt"), key=Path("p.key"))
+    assert build_config(tls_flags()).tls() is None
+
+
+def test_tls_files_come_from_the_toml_file_too(tmp_path: Path) -> None:
+    toml = tmp_path / "node.toml"
+    toml.write_text('node_id = 1\nlisten = "127.0.0.1:1"\ndata_dir = "d"\ncert = "n.crt"\nkey = "n.key"\nca = "ca.crt"\n')
+
+    assert build_config(flags(config=str(toml))).tls() == TlsConfig(Path("ca.crt"), Path("n.crt"), Path("n.key"))
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"cert": "n.crt"}, "--cert, --key, --ca go together: missing --key, --ca"),
+        ({"cert": "n.crt", "key": "n.key", "ca": "ca.crt", "peer_ca": "p.crt"},
+         "--peer-cert, --peer-key, --peer-ca go together: missing --peer-cert, --peer-key"),
+        ({"peer_cert": "p.crt", "peer_key": "p.key", "peer_ca": "p.crt"}, "need --cert, --key and --ca too"),
+        ({"max_request_bytes": 1000}, "--max-request-bytes must be at least 1052673"),
+        ({"max_concurrent_streams": 0}, "max_concurrent_streams must be positive"),
+    ],
+)
+def test_incomplete_tls_settings_and_bad_limits_are_refused_in_one_line(given: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        build_config(tls_flags(**given))
+    assert "\n" not in str(raised.value)
+
+
+def test_a_node_given_part_of_a_set_through_the_environment_refuses_to_start(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--id", "1", "--listen", "127.0.0.1:1", "--data-dir", str(tmp_path)],
+                                env={"KVSTORE_NODE_PEER_CERT": "p.crt"})
+
+    assert result.exit_code == 2
+    assert result.output == "kvstore-node: --peer-cert, --peer-key, --peer-ca go together: missing --peer-key, --peer-ca\n"
+
+
+def test_a_node_whose_certificate_file_is_missing_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.crt"
+    result = CliRunner().invoke(cli, ["--id", "1", "--listen", "127.0.0.1:1", "--data-dir", str(tmp_path / "d"),
+                                      "--cert", str(missing), "--key", str(missing), "--ca", str(missing)])
+
+    assert result.exit_code == 2
+    assert result.output == f"kvstore-node: CA certificate {missing}: No such file or directory\n"

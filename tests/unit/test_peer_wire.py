@@ -1,15 +1,39 @@
-"""Snapshots sent between nodes in chunks, reassembled by the Peer service (the peer frame's
-codec itself is tested in test_codec.py)."""
+"""The Peer service: who it admits, its streams, and snapshots sent in chunks and reassembled
+(the peer frame's codec itself is tested in test_codec.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+
+import grpc
+import pytest
 
 from kvstore._pb import peer_pb2
 from kvstore.codec import Encoder
 from kvstore.node.transport import snapshot_chunks
 from kvstore.raft import ConfState, Message, MessageType, Snapshot, SnapshotMeta
 from kvstore.rpc import MemoryBackend, PeerService
+
+
+class FakeContext:
+    """A Peer RPC's context: records what the service tells the caller; `abort` raises as gRPC's does."""
+
+    def __init__(self) -> None:
+        self.admitted = False
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:5555"
+
+    async def send_initial_metadata(self, metadata: object) -> None:
+        self.admitted = True
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise grpc.aio.AbortError(details)
 
 
 async def stream(chunks: Iterable[peer_pb2.SnapshotChunk]) -> AsyncIterator[peer_pb2.SnapshotChunk]:
@@ -27,7 +51,7 @@ async def test_a_large_snapshot_arrives_whole_through_chunks() -> None:
     chunks = list(snapshot_chunks(Encoder(), 9, 1, message, chunk_bytes=1 << 20))
     assert len(chunks) == 3 and chunks[-1].last and not any(c.last for c in chunks[:-1])
     node = MemoryBackend()
-    ack = await PeerService(node).SendSnapshot(stream(chunks), None)
+    ack = await PeerService(node).SendSnapshot(stream(chunks), FakeContext())
     assert ack.ok
     assert node.delivered == [(9, message)]
 
@@ -35,7 +59,7 @@ async def test_a_large_snapshot_arrives_whole_through_chunks() -> None:
 async def test_a_snapshot_with_a_missing_chunk_is_refused() -> None:
     chunks = list(snapshot_chunks(Encoder(), 9, 1, snapshot_message(2_500_000), chunk_bytes=1 << 20))
     node = MemoryBackend()
-    ack = await PeerService(node).SendSnapshot(stream([chunks[0], chunks[2]]), None)
+    ack = await PeerService(node).SendSnapshot(stream([chunks[0], chunks[2]]), FakeContext())
     assert not ack.ok and "offset" in ack.error
     assert node.delivered == []
 
@@ -44,7 +68,7 @@ async def test_a_snapshot_that_does_not_decode_is_refused() -> None:
     chunks = list(snapshot_chunks(Encoder(), 9, 1, snapshot_message(1024), chunk_bytes=1 << 20))
     chunks[0].data = chunks[0].data[:-1]  # a byte short
     node = MemoryBackend()
-    ack = await PeerService(node).SendSnapshot(stream(chunks), None)
+    ack = await PeerService(node).SendSnapshot(stream(chunks), FakeContext())
     assert not ack.ok and "peer frame" in ack.error
     assert node.delivered == []
 
@@ -59,8 +83,32 @@ async def test_a_stream_delivers_frames_of_a_peer_of_the_same_cluster_only() -> 
     frame = peer_pb2.PeerFrame(raft_batch=Encoder().peer_frame([(4, message)]))
     node = MemoryBackend()
     hello = peer_pb2.PeerFrame(hello=peer_pb2.PeerHello(node_id=1, cluster_id="kvstore"))
-    await PeerService(node).Stream(frames(hello, frame, peer_pb2.PeerFrame(raft_batch=b"\xc1"), frame), None)
+    context = FakeContext()
+    await PeerService(node).Stream(frames(hello, frame, peer_pb2.PeerFrame(raft_batch=b"\xc1"), frame), context)
     assert node.delivered == [(4, message)]  # the frame that does not decode ended the stream
+    assert context.admitted  # the sender counts as connected once it has the response headers
     stranger = peer_pb2.PeerFrame(hello=peer_pb2.PeerHello(node_id=5, cluster_id="other"))
-    await PeerService(node).Stream(frames(stranger, frame), None)
+    context = FakeContext()
+    with pytest.raises(grpc.aio.AbortError):
+        await PeerService(node).Stream(frames(stranger, frame), context)
     assert node.delivered == [(4, message)]
+    assert not context.admitted
+    assert context.aborted == (grpc.StatusCode.FAILED_PRECONDITION, "node 1 belongs to cluster 'kvstore', not 'other'")
+
+
+async def test_a_caller_the_node_refuses_as_a_peer_is_turned_away_before_anything_is_delivered() -> None:
+    message = Message(MessageType.HEARTBEAT, 2, 1, term=3, commit=7)
+    hello = peer_pb2.PeerFrame(hello=peer_pb2.PeerHello(node_id=1, cluster_id="kvstore"))
+    frame = peer_pb2.PeerFrame(raft_batch=Encoder().peer_frame([(4, message)]))
+    node = MemoryBackend(refuse_peers="the certificate of CN=root is not a peer certificate")
+    context = FakeContext()
+    with pytest.raises(grpc.aio.AbortError):
+        await PeerService(node).Stream(frames(hello, frame), context)
+    assert context.aborted == (grpc.StatusCode.PERMISSION_DENIED, "node 1 refuses this caller as a peer: "
+                               "the certificate of CN=root is not a peer certificate")
+    context = FakeContext()
+    chunks = list(snapshot_chunks(Encoder(), 9, 1, snapshot_message(1024), chunk_bytes=1 << 20))
+    with pytest.raises(grpc.aio.AbortError):
+        await PeerService(node).SendSnapshot(stream(chunks), context)
+    assert context.aborted is not None and context.aborted[0] is grpc.StatusCode.PERMISSION_DENIED
+    assert node.delivered == [] and not context.admitted
