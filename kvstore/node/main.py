@@ -27,7 +27,9 @@ import uvloop
 
 from kvstore.node.config import PATH_SETTINGS, ConfigError, NodeConfig, load_toml, parse_peers
 from kvstore.node.server import AddressInUseError, Node
-from kvstore.rpc import ClusterService, KVService, PeerService
+from kvstore.ratelimit import RateLimiter
+from kvstore.rpc import AuthService, ClusterService, Guard, KVService, PeerService
+from kvstore.statemachine.control import RateLimit
 from kvstore.storage import DataDirLockedError, StorageError
 from kvstore.tls import TlsError
 
@@ -85,8 +87,11 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
 
 async def serve(config: NodeConfig) -> None:
     node = Node(config)
-    # The composition root: the node is the backend the RPC layer's services delegate to.
-    await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to])
+    # The composition root: the node is the backend the RPC layer's services delegate to, and
+    # the guard checks every call to any of them first.
+    guard = Guard(node, RateLimiter(RateLimit(config.rate_limit_requests, config.rate_limit_bytes)))
+    await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to,
+                      AuthService(node, guard, config.auth_token_ttl_s).add_to], [guard])
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.close)
@@ -123,6 +128,16 @@ async def serve(config: NodeConfig) -> None:
               help="Largest request (gRPC message) accepted, from clients and peers (default 8 MiB).")
 @click.option("--max-concurrent-streams", type=int,
               help="Calls in progress per client connection; more wait their turn (default 256).")
+@click.option("--auth-token-ttl", "auth_token_ttl_s", type=float,
+              help="Seconds a sign-in token is good for (default 300); clients sign in again after it.")
+@click.option("--rate-limit-requests", type=float,
+              help="Operations per second each client may send this node, unless its user or roles set "
+                   "their own (default 0: no limit).")
+@click.option("--rate-limit-bytes", type=float,
+              help="Request bytes per second each client may send this node, likewise (default 0: no limit).")
+@click.option("--quota-backend-bytes", type=int,
+              help="Space quota: once any member's storage passes it, the cluster refuses writes that add "
+                   "data until deletes free space (default 0: no quota).")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with any of these settings.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)

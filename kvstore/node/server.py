@@ -113,9 +113,10 @@ class Node:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self, servicers: Sequence[Callable[[grpc.aio.Server], None]] = ()) -> None:
+    async def start(self, servicers: Sequence[Callable[[grpc.aio.Server], None]] = (),
+                    interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         """Open storage, start serving `servicers` (each adds an RPC layer service to the
-        server), then drive Raft."""
+        server) behind `interceptors` (the guard), then drive Raft."""
         config = self.config
         self.engine = LevelDBEngine(str(config.data_dir / "db"))
         # Followers learn commits from the next append or heartbeat: half the messages per write.
@@ -133,7 +134,7 @@ class Node:
         self._groups = {**self.replicas, CONTROL_GROUP: self.control}
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
         self.server = grpc.aio.server(
-            options=[*KEEPALIVE_OPTIONS, *self.security.server_options(), ("grpc.so_reuseport", 0)]
+            interceptors=interceptors, options=[*KEEPALIVE_OPTIONS, *self.security.server_options(), ("grpc.so_reuseport", 0)]
         )
         for add_servicer in servicers:
             add_servicer(self.server)

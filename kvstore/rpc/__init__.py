@@ -1,10 +1,21 @@
 """Thin gRPC servicers: validate, delegate to the node through `Backend`, map errors through
-one table. Imports no module of `kvstore.node` (the node imports this package, not the reverse)."""
+one table; and the guard, which checks every call against one policy table before a servicer
+runs. Imports no module of `kvstore.node` (the node imports this package, not the reverse)."""
 
-from kvstore.rpc.backend import Backend, Limits, MemoryBackend, PartitionStatus, PeerCaller, Reader
+from kvstore.rpc.auth import AuthService
+from kvstore.rpc.backend import (
+           Backend,
+           ControlReader,
+           Limits,
+           MemoryBackend,
+           PartitionStatus,
+           PeerCaller,
+           Reader,
+)
 from kvstore.rpc.cluster import ClusterService
+from kvstore.rpc.guard import Guard
 from kvstore.rpc.kv import KVService
 from kvstore.rpc.peer import PeerService
 
-__all__ = ["Backend", "ClusterService", "KVService", "Limits", "MemoryBackend", "PartitionStatus", "PeerCaller",
-           "PeerService", "Reader"]
+__all__ = ["AuthService", "Backend", "ClusterService", "ControlReader", "Guard", "KVService", "Limits",
+           "MemoryBackend", "PartitionStatus", "PeerCaller", "PeerService", "Reader"]

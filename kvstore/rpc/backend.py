@@ -18,6 +18,8 @@ from kvstore.errors import KvError, NotLeaderError, WrongNodeError
 from kvstore.raft import Entry, Message
 from kvstore.ring import ClusterMap
 from kvstore.statemachine import PartitionStateMachine, WriteResponse
+from kvstore.statemachine.control import ControlState
+from kvstore.statemachine.control_group import CONTROL_GROUP, ControlStateMachine
 from kvstore.storage import MemoryEngine
 
 
@@ -61,8 +63,18 @@ class PeerCaller(Protocol):
     def peer(self) -> str: ...
 
 
+class ControlReader(Protocol):
+    """The control group's replica, handed out once a read may be served from it."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+    @property
+    def state(self) -> ControlState: ...
+
+
 class Backend(Protocol):
-    """The node, as the KV, Cluster and Peer services use it.
+    """The node, as the services and the guard use it.
 
     `propose` and `read` raise a `KvError` at once when the node cannot take the request
     (NOT_LEADER, WRONG_NODE); otherwise their future resolves to the answer or fails with one.
@@ -98,6 +110,26 @@ class Backend(Protocol):
         `ReadConsistency`) may be served from it; `min_revision` is a SESSION read's floor."""
         ...
 
+    @property
+    def control_state(self) -> ControlState:
+        """The control state (users, roles, auth on/off, alarms) as this node has applied it."""
+        ...
+
+    @property
+    def control_applied(self) -> int:
+        """The index of the control group's last entry applied here."""
+        ...
+
+    def propose_control(self, command: bytes) -> asyncio.Future[pb.AuthChangeResponse]:
+        """Replicate `command` (a serialized `ControlCommand`) through the control group, as
+        `propose`; the response's header.revision is the entry's index."""
+        ...
+
+    def read_control(self, consistency: int, min_revision: int) -> asyncio.Future[ControlReader]:
+        """The control group's replica once a read at `consistency` may be served from it, as
+        `read`."""
+        ...
+
     def status(self) -> list[PartitionStatus]: ...
 
     def db_size_bytes(self) -> int: ...
@@ -121,7 +153,8 @@ class MemoryBackend:
     once with the real applier over a `MemoryEngine` (no Raft, no log).
 
     Test knobs: `leaders[partition]` names another node as the partition's leader (proposals and
-    leader reads there are refused with NOT_LEADER and that hint); with `hold_proposals`,
+    leader reads there are refused with NOT_LEADER and that hint; `leaders[CONTROL_GROUP]` the
+    same for the control group, which is applied at once too); with `hold_proposals`,
     proposals wait until `apply_held()` or `fail_held()`; `refuse_peers` is the reason every
     Peer caller is refused (None: every caller is admitted, as by a plaintext node).
     """
@@ -149,6 +182,7 @@ class MemoryBackend:
         self._engine = MemoryEngine()
         self._machines = {p: PartitionStateMachine(self._engine, p) for p in range(self.partitions)}
         self._session_reads: list[tuple[int, int, asyncio.Future[Reader]]] = []
+        self.control = ControlStateMachine(self._engine)
 
     @property
     def address(self) -> str:
@@ -214,6 +248,30 @@ class MemoryBackend:
             self._session_reads.append((partition, min_revision, future))
         else:
             future.set_result(machine)
+        return future
+
+    @property
+    def control_state(self) -> ControlState:
+        return self.control.state
+
+    @property
+    def control_applied(self) -> int:
+        return self.control.applied_index
+
+    def propose_control(self, command: bytes) -> asyncio.Future[pb.AuthChangeResponse]:
+        self._require_leader(CONTROL_GROUP)
+        batch = self._engine.new_batch()
+        ((_, response),) = self.control.apply(batch, [Entry(self.control.applied_index + 1, 1, command)])
+        self._engine.write(batch, sync=False)
+        future: asyncio.Future[pb.AuthChangeResponse] = asyncio.get_running_loop().create_future()
+        future.set_result(response)
+        return future
+
+    def read_control(self, consistency: int, min_revision: int) -> asyncio.Future[ControlReader]:
+        if consistency not in _FOLLOWER_READS:
+            self._require_leader(CONTROL_GROUP)
+        future: asyncio.Future[ControlReader] = asyncio.get_running_loop().create_future()
+        future.set_result(self.control)  # everything proposed here is applied at once
         return future
 
     def status(self) -> list[PartitionStatus]:

@@ -1,4 +1,5 @@
-"""The Peer service: the receiving end of other nodes' Raft message streams."""
+"""The Peer service: the receiving end of other nodes' Raft message streams. Only peers reach
+it: the guard admits a caller to it (with TLS, one with a peer certificate; `kvstore.rpc.policy`)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     def add_to(self, server: Any) -> None:
         peer_pb2_grpc.add_PeerServicer_to_server(self, server)
 
-    async def _admit(self, context: Any) -> None:
-        """With TLS, only a caller with a peer certificate may go on (docs/security.md)."""
-        refusal = self._backend.peer_refusal(context)
-        if refusal is not None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"node {self._backend.node_id} refuses this caller as a peer: {refusal}")
-
     async def Stream(self, request_iterator: AsyncIterator[peer_pb2.PeerFrame], context: Any) -> None:
-        await self._admit(context)
         peer = 0
         try:
             async for frame in request_iterator:
@@ -59,7 +52,6 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         self, request_iterator: AsyncIterator[peer_pb2.SnapshotChunk], context: Any
     ) -> peer_pb2.SnapshotAck:
         """Reassemble a snapshot sent in chunks and hand it to Raft as one message."""
-        await self._admit(context)
         parts: list[bytes] = []
         received = 0
         async for chunk in request_iterator:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from kvstore._pb import control_pb2
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.errors import ErrorCode
+from kvstore.raft.types import ConfState, Entry, SnapshotMeta
 from kvstore.statemachine.control import (
     ROOT,
     Access,
@@ -23,6 +24,8 @@ from kvstore.statemachine.control import (
     permissions,
     rate_limit_of,
 )
+from kvstore.statemachine.control_group import ControlStateMachine
+from kvstore.storage import MemoryEngine
 
 SECRET = b"s" * 32
 C = control_pb2.ControlCommand
@@ -189,3 +192,46 @@ def test_a_key_space_covers_a_range_exactly_when_every_key_of_it_has_a_granted_p
         return
     expected = all(any(key.startswith(prefix) for prefix in prefixes) for key in in_range)
     assert KeySpace(prefixes).covers(start, end or None) == expected
+
+
+# -- the control group's state machine over storage ------------------------------------------
+
+
+def entry(index: int, command: C) -> Entry:
+    return Entry(index, 2, command.SerializeToString())
+
+
+def apply_all(machine: ControlStateMachine, engine: MemoryEngine, *entries: Entry) -> list[pb.AuthChangeResponse | None]:
+    batch = engine.new_batch()
+    outcomes = machine.apply(batch, entries)
+    engine.write(batch, sync=False)
+    return [response for _, response in outcomes]
+
+
+def test_the_group_answers_each_command_with_its_revision_and_survives_a_restart() -> None:
+    engine = MemoryEngine()
+    machine = ControlStateMachine(engine)
+    bootstrap = engine.new_batch()
+    machine.bootstrap(bootstrap, SnapshotMeta(1, 1, ConfState(frozenset({1, 2, 3}))))
+    engine.write(bootstrap, sync=True)
+    responses = apply_all(machine, engine, entry(2, add_user("alice")), Entry(3, 2, b""), entry(4, add_user("alice")))
+    assert responses[0] is not None and responses[0].header.revision == 2 and not responses[0].error.code
+    assert responses[1] is None  # an empty entry (a new leader's)
+    assert responses[2] is not None and responses[2].error.code == ErrorCode.INVALID_ARGUMENT
+    assert machine.applied_index == 4 and machine.state.revision == 2
+    restarted = ControlStateMachine(engine)
+    assert restarted.state == machine.state and restarted.applied == machine.applied
+    assert apply_all(restarted, engine, entry(4, add_user("bob"))) == [], "applied entries are skipped"
+
+
+def test_a_snapshot_carries_the_state_to_another_replica() -> None:
+    leader_engine, follower_engine = MemoryEngine(), MemoryEngine()
+    leader = ControlStateMachine(leader_engine)
+    apply_all(leader, leader_engine, entry(1, add_user(ROOT)), entry(2, ENABLE))
+    snapshot = leader.snapshot()
+    assert snapshot.meta.index == 2
+    follower = ControlStateMachine(follower_engine)
+    batch = follower_engine.new_batch()
+    follower.restore(batch, snapshot)
+    follower_engine.write(batch, sync=True)
+    assert follower.state == leader.state and ControlStateMachine(follower_engine).state == leader.state
