@@ -499,7 +499,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("node_id", "address", "version", "epoch", "partitions_hosted", "partitions_led", "partitions", "db_size_bytes", "quota_backend_bytes", "alarms")
+    __slots__ = ("node_id", "address", "version", "epoch", "partitions_hosted", "partitions_led", "partitions", "db_size_bytes", "quota_backend_bytes", "alarms", "stored_bytes")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -510,6 +510,7 @@ class StatusResponse(_message.Message):
     DB_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     QUOTA_BACKEND_BYTES_FIELD_NUMBER: _ClassVar[int]
     ALARMS_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     address: str
     version: str
@@ -520,7 +521,8 @@ class StatusResponse(_message.Message):
     db_size_bytes: int
     quota_backend_bytes: int
     alarms: _containers.RepeatedCompositeFieldContainer[Alarm]
-    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., epoch: _Optional[int] = ..., partitions_hosted: _Optional[int] = ..., partitions_led: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ..., db_size_bytes: _Optional[int] = ..., quota_backend_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[_Union[Alarm, _Mapping]]] = ...) -> None: ...
+    stored_bytes: int
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., epoch: _Optional[int] = ..., partitions_hosted: _Optional[int] = ..., partitions_led: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ..., db_size_bytes: _Optional[int] = ..., quota_backend_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[_Union[Alarm, _Mapping]]] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
 
 class Alarm(_message.Message):
     __slots__ = ("node_id", "type")

@@ -1,3 +1,4 @@
+from kvstore._pb import kvstore_pb2 as _kvstore_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
@@ -52,3 +53,9 @@ class SnapshotAck(_message.Message):
     ok: bool
     error: str
     def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ProposeControlRequest(_message.Message):
+    __slots__ = ("command",)
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    command: bytes
+    def __init__(self, command: _Optional[bytes] = ...) -> None: ...

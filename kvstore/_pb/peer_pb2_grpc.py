@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from kvstore._pb import kvstore_pb2 as kvstore_dot___pb_dot_kvstore__pb2
 from kvstore._pb import peer_pb2 as kvstore_dot___pb_dot_peer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -44,6 +45,11 @@ class PeerStub:
                 request_serializer=kvstore_dot___pb_dot_peer__pb2.SnapshotChunk.SerializeToString,
                 response_deserializer=kvstore_dot___pb_dot_peer__pb2.SnapshotAck.FromString,
                 _registered_method=True)
+        self.ProposeControl = channel.unary_unary(
+                '/kvstore.v1.Peer/ProposeControl',
+                request_serializer=kvstore_dot___pb_dot_peer__pb2.ProposeControlRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -61,6 +67,12 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProposeControl(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +85,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.SendSnapshot,
                     request_deserializer=kvstore_dot___pb_dot_peer__pb2.SnapshotChunk.FromString,
                     response_serializer=kvstore_dot___pb_dot_peer__pb2.SnapshotAck.SerializeToString,
+            ),
+            'ProposeControl': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeControl,
+                    request_deserializer=kvstore_dot___pb_dot_peer__pb2.ProposeControlRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +146,33 @@ class Peer:
             '/kvstore.v1.Peer/SendSnapshot',
             kvstore_dot___pb_dot_peer__pb2.SnapshotChunk.SerializeToString,
             kvstore_dot___pb_dot_peer__pb2.SnapshotAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeControl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Peer/ProposeControl',
+            kvstore_dot___pb_dot_peer__pb2.ProposeControlRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,9 @@ from typing import Any
 import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.errors import InvalidArgumentError, UnavailableError, WrongNodeError
+from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore._pb.control_pb2 import ControlCommand
+from kvstore.errors import InvalidArgumentError, KvError, UnavailableError, WrongNodeError
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
 from kvstore.node.replica import Replica, Waiter, not_leader
@@ -54,7 +56,7 @@ from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.ring import ClusterMap
 from kvstore.rpc.backend import Limits, PartitionStatus, PeerCaller, Reader
 from kvstore.statemachine import PartitionStateMachine, WriteResponse
-from kvstore.statemachine.control import ControlState
+from kvstore.statemachine.control import Alarm, AlarmType, ControlState
 from kvstore.statemachine.control_group import CONTROL_GROUP, ControlStateMachine
 from kvstore.storage import Engine, LevelDBEngine, WriteBatch
 
@@ -63,6 +65,7 @@ log = logging.getLogger("kvstore.node")
 BALANCE_EVERY_TICKS = 10
 MAX_TRANSFERS_PER_ROUND = 2
 MAX_TICKS_PER_CYCLE = 5  # after a stall, catch up a few ticks, not an election's worth
+QUOTA_CHECK_S = 1.0
 MAX_CONTROL_VOTERS = 5  # the control group's voters: the lowest ids; every other node learns
 COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot, so a slightly
 # lagging follower catches up from the log instead of needing a whole snapshot
@@ -79,7 +82,8 @@ class Node:
         self.node_id = config.node_id
         self.address = config.listen
         self.cluster_id = config.cluster_id
-        self.limits = Limits(config.max_key_bytes, config.max_value_bytes, config.request_timeout_s)
+        self.limits = Limits(config.max_key_bytes, config.max_value_bytes, config.request_timeout_s,
+                             config.quota_backend_bytes)
         self.cluster_map = ClusterMap(
             epoch=1,
             members={str(node_id): address for node_id, address in config.peers.items()},
@@ -134,7 +138,8 @@ class Node:
         self._groups = {**self.replicas, CONTROL_GROUP: self.control}
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
         self.server = grpc.aio.server(
-            interceptors=interceptors, options=[*KEEPALIVE_OPTIONS, *self.security.server_options(), ("grpc.so_reuseport", 0)]
+            interceptors=interceptors,
+            options=[*KEEPALIVE_OPTIONS, *self.security.server_options(), ("grpc.so_reuseport", 0)],
         )
         for add_servicer in servicers:
             add_servicer(self.server)
@@ -151,6 +156,8 @@ class Node:
             asyncio.create_task(self._ticker(), name="ticker"),
             asyncio.create_task(self._ready_loop(), name="ready-loop"),
         ]
+        if config.quota_backend_bytes:
+            self._tasks.append(asyncio.create_task(self._watch_quota(), name="quota"))
         log.info("node %d serving %s (%s) with %d replicas", self.node_id, config.listen,
                  "TLS" if self.security.enabled else "plaintext", len(self.replicas))
 
@@ -282,6 +289,61 @@ class Node:
 
     def db_size_bytes(self) -> int:
         return self.engine.approximate_size() if self.engine is not None else 0
+
+    def stored_bytes(self) -> int:
+        return sum(replica.sm.stored_bytes for replica in self.replicas.values())
+
+    # -- the space quota --------------------------------------------------------------------
+
+    async def _watch_quota(self) -> None:
+        """Raise this member's NOSPACE alarm once its replicas' keys and values pass the quota,
+        and clear it once deletes bring them back under: through the control group, so every
+        node refuses writes that add data (the guard) while any member's alarm is raised.
+        Checked every `QUOTA_CHECK_S`; a change that fails (no leader yet) is tried again at
+        the next check."""
+        quota = self.config.quota_backend_bytes
+        mine = Alarm(self.node_id, AlarmType.NOSPACE)
+        while True:
+            await asyncio.sleep(QUOTA_CHECK_S)
+            stored = self.stored_bytes()
+            over, raised = stored > quota, mine in self.control_state.alarms
+            if over == raised:
+                continue
+            change = "raise_alarm" if over else "clear_alarm"
+            command = ControlCommand(**{change: pb.Alarm(node_id=self.node_id, type=pb.NOSPACE)})
+            try:
+                response = await self._propose_control_at_leader(command.SerializeToString())
+            except (KvError, grpc.aio.AioRpcError, TimeoutError) as error:
+                log.info("could not %s the NOSPACE alarm yet: %s", "raise" if over else "clear", error)
+                continue
+            if response.error.code:
+                log.info("could not %s the NOSPACE alarm yet: %s", "raise" if over else "clear",
+                         response.error.message)
+            elif over:
+                log.warning("NOSPACE alarm raised: this node stores %d bytes of keys and values, over the quota of "
+                            "%d; the cluster refuses writes that add data until deletes free space", stored, quota)
+            else:
+                log.warning("NOSPACE alarm cleared: this node stores %d bytes, under the quota of %d", stored, quota)
+
+    async def _propose_control_at_leader(self, command: bytes) -> pb.AuthChangeResponse:
+        """Propose `command` to the control group here if this node leads it, else ask its leader
+        to (`Peer.ProposeControl`)."""
+        control = self._control()
+        timeout = self.config.request_timeout_s
+        if control.raw.role is Role.LEADER:
+            async with asyncio.timeout(timeout):
+                response: pb.AuthChangeResponse = await self.propose_control(command)
+                return response
+        leader = control.leader
+        if not leader or leader not in self.config.peers:
+            raise UnavailableError("the control group has no leader yet")
+        channel = self.security.peer_channel(self.config.peers[leader], KEEPALIVE_OPTIONS)
+        try:
+            forwarded: pb.AuthChangeResponse = await peer_pb2_grpc.PeerStub(channel).ProposeControl(
+                peer_pb2.ProposeControlRequest(command=command), timeout=timeout)
+            return forwarded
+        finally:
+            await channel.close()
 
     def address_of(self, node_id: int) -> str:
         return self.config.peers.get(node_id, "")

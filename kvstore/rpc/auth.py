@@ -167,9 +167,6 @@ class AuthService(kvstore_pb2_grpc.AuthServicer):
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _read(self) -> ControlReader:
-        return await self._within(self._backend.read_control(pb.LINEARIZABLE, 0), "read of the control group")
-
     async def _change(self, command: Callable[[], C]) -> pb.AuthChangeResponse:
         async def made() -> C:
             return command()
@@ -177,32 +174,52 @@ class AuthService(kvstore_pb2_grpc.AuthServicer):
 
     async def _change_async(self, command: Callable[[], Awaitable[C]]) -> pb.AuthChangeResponse:
         try:
-            future = self._backend.propose_control((await command()).SerializeToString())
-            response = await self._within(future, "change of the control group")
+            data = (await command()).SerializeToString()
         except Exception as error:
             response = pb.AuthChangeResponse(error=self._error(error))
-        else:
-            if response.error.code:
-                response.error.epoch = self._backend.cluster_map.epoch
-        self._fill_header(response.header, response.header.revision)
-        return response
+            _fill_header(self._backend, response.header, 0)
+            return response
+        return await propose_control(self._backend, data)
 
-    async def _within(self, future: asyncio.Future[T], what: str) -> T:
-        timeout = self._backend.limits.request_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            future.cancel()
-            raise KvTimeoutError(f"the {what} did not complete within {timeout:g}s") from None
+    async def _read(self) -> ControlReader:
+        return await _within(self._backend, self._backend.read_control(pb.LINEARIZABLE, 0), "read of the control group")
 
     def _fill_header(self, header: pb.ResponseHeader, revision: int) -> None:
-        header.revision = revision
-        header.node_id = self._backend.node_id
-        header.epoch = self._backend.cluster_map.epoch
+        _fill_header(self._backend, header, revision)
 
     def _error(self, error: BaseException) -> pb.Error:
         return to_error(error, self._backend.cluster_map.epoch, self._backend.address_of)
+
+
+async def propose_control(backend: Backend, command: bytes) -> pb.AuthChangeResponse:
+    """Propose `command` (a serialized `ControlCommand`) to the control group through `backend`
+    and answer with its response once applied, or with why it failed (NOT_LEADER names the
+    leader; a timeout leaves its outcome open)."""
+    try:
+        response = await _within(backend, backend.propose_control(command), "change of the control group")
+    except Exception as error:
+        response = pb.AuthChangeResponse(error=to_error(error, backend.cluster_map.epoch, backend.address_of))
+    else:
+        if response.error.code:
+            response.error.epoch = backend.cluster_map.epoch
+    _fill_header(backend, response.header, response.header.revision)
+    return response
+
+
+async def _within(backend: Backend, future: asyncio.Future[T], what: str) -> T:
+    timeout = backend.limits.request_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            return await future
+    except TimeoutError:
+        future.cancel()
+        raise KvTimeoutError(f"the {what} did not complete within {timeout:g}s") from None
+
+
+def _fill_header(backend: Backend, header: pb.ResponseHeader, revision: int) -> None:
+    header.revision = revision
+    header.node_id = backend.node_id
+    header.epoch = backend.cluster_map.epoch
 
 
 def _check_name(name: str, what: str) -> None:

@@ -41,6 +41,7 @@ class Limits:
     max_key_bytes: int
     max_value_bytes: int
     request_timeout_s: float  # when the request does not say (RequestHeader.timeout_ms)
+    quota_backend_bytes: int = 0  # the space quota this node watches its storage against (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,11 @@ class Backend(Protocol):
     def status(self) -> list[PartitionStatus]: ...
 
     def db_size_bytes(self) -> int: ...
+
+    def stored_bytes(self) -> int:
+        """The bytes of the keys and values of every replica this node holds (what the space quota
+        counts)."""
+        ...
 
     def deliver(self, items: list[tuple[int, Message]]) -> None:
         """Raft messages (group, message) received from a peer."""
@@ -289,6 +295,9 @@ class MemoryBackend:
 
     def db_size_bytes(self) -> int:
         return self._engine.approximate_size()
+
+    def stored_bytes(self) -> int:
+        return sum(machine.stored_bytes for machine in self._machines.values())
 
     def deliver(self, items: list[tuple[int, Message]]) -> None:
         self.delivered.extend(items)

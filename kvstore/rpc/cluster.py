@@ -34,6 +34,10 @@ class ClusterService(kvstore_pb2_grpc.ClusterServicer):
             partitions_led=sum(1 for s in statuses if s.leader == backend.node_id),
             partitions=[_partition_info(s) for s in statuses],
             db_size_bytes=backend.db_size_bytes(),
+            quota_backend_bytes=backend.limits.quota_backend_bytes,
+            alarms=[pb.Alarm(node_id=alarm.node_id, type=alarm.type.value)
+                    for alarm in sorted(backend.control_state.alarms, key=lambda alarm: (alarm.node_id, alarm.type))],
+            stored_bytes=backend.stored_bytes(),
         )
 
     async def Members(self, request: pb.MembersRequest, context: Any) -> pb.MembersResponse:

@@ -10,8 +10,10 @@ from typing import Any
 
 import grpc
 
+from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.codec import CodecError, decode_peer_frame
+from kvstore.rpc.auth import propose_control
 from kvstore.rpc.backend import Backend
 
 log = logging.getLogger("kvstore.peer")
@@ -67,3 +69,6 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                 self._backend.deliver(items)
                 return peer_pb2.SnapshotAck(ok=True)
         return peer_pb2.SnapshotAck(ok=False, error="the stream ended before the last chunk")
+
+    async def ProposeControl(self, request: peer_pb2.ProposeControlRequest, context: Any) -> pb.AuthChangeResponse:
+        return await propose_control(self._backend, request.command)

@@ -182,6 +182,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
         "RoleSetRateLimit", "RoleList")},
     _PEER + "Stream": Who.PEER,
     _PEER + "SendSnapshot": Who.PEER,
+    _PEER + "ProposeControl": Who.PEER,
     "/grpc.health.v1.Health/Check": Who.PUBLIC,
     "/grpc.health.v1.Health/Watch": Who.PUBLIC,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Who.PUBLIC,

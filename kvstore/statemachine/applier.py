@@ -4,7 +4,8 @@ Everything here is deterministic (no clock, no randomness, no I/O beyond the eng
 fed the same entries stage the same data, so they end byte-identical.
 
 Per partition ``p`` the applier owns these keys (see `kvstore.statemachine.layout`):
-``A p`` apply state, ``D p key`` user data, ``F p key`` fences, ``C p client seq`` dedup table.
+``A p`` apply state, ``D p key`` user data, ``F p key`` fences, ``C p client seq`` dedup table,
+``B p`` the bytes its user data takes (what the space quota counts), staged with the apply state.
 
 Client dedup keeps, per client, a window of the results of its most recent seqs rather than only
 the last one: one client pipelines many requests, which may commit out of seq order, and
@@ -46,6 +47,7 @@ from kvstore.statemachine.layout import (
     fence_prefix,
     fill_kv,
     split_client_suffix,
+    stored_bytes_key,
 )
 from kvstore.storage.engine import Engine, WriteBatch
 from kvstore.storage.errors import CorruptionError
@@ -155,6 +157,12 @@ class _ClientWindow:
             self.lowest = sorted(self.seqs)
 
 
+def _data_bytes(pairs: Iterable[tuple[bytes, bytes]], key_prefix_length: int) -> int:
+    """The bytes of user data (key, stored value) pairs whose keys carry `key_prefix_length`
+    bytes of prefix."""
+    return sum(len(key) - key_prefix_length + len(value) for key, value in pairs)
+
+
 _Dedup = tuple[OrderedDict[str, _ClientWindow], OrderedDict[int, tuple[_ClientWindow, int]]]
 
 
@@ -233,6 +241,7 @@ class PartitionStateMachine:
         self._fence_prefix = fence_prefix(partition_id)
         self._client_prefix = client_prefix(partition_id)
         self._apply_state_key = apply_state_key(partition_id)
+        self._stored_bytes_key = stored_bytes_key(partition_id)
         self._encoder = Encoder()
         # Writes staged into `_staged_batch` and not yet on the engine: key -> value, None
         # for a delete.
@@ -261,6 +270,12 @@ class PartitionStateMachine:
         self._applied_index = applied.index
         self._applied_term = applied.term
         self._conf_state = applied.conf_state
+        raw_stored_bytes = engine.get(self._stored_bytes_key)
+        # Absent: a partition that never applied anything, or a data dir from before the count.
+        self._stored_bytes: int = (
+            _data_bytes(engine.iterate(self._data_prefix, prefix_end(self._data_prefix)), len(self._data_prefix))
+            if raw_stored_bytes is None else U64.unpack(raw_stored_bytes)[0]
+        )
 
     @property
     def applied_index(self) -> int:
@@ -271,6 +286,13 @@ class PartitionStateMachine:
     def applied(self) -> SnapshotMeta:
         """The applied index, its term and the configuration (voters, learners) as of it."""
         return SnapshotMeta(self._applied_index, self._applied_term, self._conf_state)
+
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes of this partition's keys and stored values, as applied (staged): what the
+        space quota counts. Deleting a key takes its bytes off at once, whatever LevelDB keeps
+        on disk until a compaction reaches it."""
+        return self._stored_bytes
 
     # -- applying ---------------------------------------------------------------------------
 
@@ -368,7 +390,9 @@ class PartitionStateMachine:
         else:
             create_revision, _, old_version, _ = STORED_KV_HEADER.unpack_from(old)
             version = old_version + 1
-        self._stage(batch, key, encode_stored_kv(op.value, create_revision, revision, version, op.lease))
+        stored = encode_stored_kv(op.value, create_revision, revision, version, op.lease)
+        self._stored_bytes += len(stored) - (len(old) if old is not None else -len(op.key))
+        self._stage(batch, key, stored)
         if op.fencing_token:
             self._accept_fence(batch, op.key, op.fencing_token)
         if op.prev_kv and old is not None:
@@ -382,6 +406,7 @@ class PartitionStateMachine:
             self._accept_fence(batch, op.key, op.fencing_token)
         if old is None:
             return
+        self._stored_bytes -= len(op.key) + len(old)
         self._stage(batch, key, None)
         response.deleted = True
         if op.prev_kv:
@@ -575,6 +600,7 @@ class PartitionStateMachine:
     def _set_applied(self, batch: WriteBatch, applied: SnapshotMeta) -> None:
         self._applied_index, self._applied_term, self._conf_state = applied.index, applied.term, applied.conf_state
         self._stage(batch, self._apply_state_key, self._encoder.snapshot_meta(applied))
+        self._stage(batch, self._stored_bytes_key, U64.pack(self._stored_bytes))
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -632,6 +658,7 @@ class PartitionStateMachine:
         if meta.index < self._applied_index:
             raise ValueError(f"snapshot at {meta.index} is older than the applied index {self._applied_index}")
         self._use_batch(batch)
+        self._stored_bytes = _data_bytes(sections[0], 0)
         for prefix, pairs in zip(self._owned_prefixes(), sections, strict=True):
             replacement = {prefix + suffix: value for suffix, value in pairs}
             for old_key in sorted(self._keys_with(prefix) - replacement.keys()):

@@ -1,11 +1,14 @@
 """Keys the applier stores besides those of `kvstore.storage.keys`, with the encodings of its
 stored values.
 
-Three more tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
+Four more tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
 
 =====  =================================  ===============================================
 tag    rest of the key                    value
 =====  =================================  ===============================================
+``B``  partition ``p`` (u32)              the bytes of the partition's user keys and
+                                          stored values (u64), what the space quota
+                                          counts; staged with the apply state
 ``C``  partition ``p`` (u32), client id   client-dedup record (`kvstore.codec`): with
        (UTF-8), ``seq`` (u64)             ``seq`` 0 the client's state (highest applied seq,
                                           floor: every seq at or below it that is not
@@ -35,6 +38,7 @@ import struct
 
 from kvstore._pb import kvstore_pb2 as pb
 
+STORED_BYTES_TAG = b"B"
 CLIENT_TAG = b"C"
 FENCE_TAG = b"F"
 GROUP_STATE_TAG = b"G"
@@ -63,6 +67,10 @@ def split_client_suffix(suffix: bytes) -> tuple[str, int]:
 def fence_prefix(partition: int) -> bytes:
     """Prefix of every fence key of `partition`."""
     return FENCE_TAG + _U32.pack(partition)
+
+
+def stored_bytes_key(partition: int) -> bytes:
+    return STORED_BYTES_TAG + _U32.pack(partition)
 
 
 def group_state_key(group: int) -> bytes:
