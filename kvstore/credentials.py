@@ -23,6 +23,10 @@ import jwt
 _HASHER = argon2.PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 _ALGORITHM = "HS256"
 
+TOKEN_METADATA = "authorization"
+TOKEN_SCHEME = "Bearer "
+"""A call carries its token as the gRPC metadata `authorization: Bearer TOKEN`."""
+
 
 class TokenError(ValueError):
     """A token that does not authenticate anyone; the message says why, in one line."""

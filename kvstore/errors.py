@@ -130,6 +130,10 @@ class UnavailableError(KvError):
     default_code = ErrorCode.UNAVAILABLE
 
 
+RETRY_AFTER_METADATA = "retry-after-ms"
+"""The trailing metadata of a RESOURCE_EXHAUSTED status: milliseconds to wait before retrying."""
+
+
 class ResourceExhaustedError(UnavailableError):
     """The caller is over its rate limit at this node; `retry_after_s` is when its bucket has
     room again."""

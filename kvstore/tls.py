@@ -120,12 +120,13 @@ def client_credentials(config: TlsConfig | None) -> grpc.ChannelCredentials | No
     return None if config is None else channel_credentials(load(config))
 
 
-def aio_channel(address: str, credentials: grpc.ChannelCredentials | None,
-                options: ChannelOptions = ()) -> grpc.aio.Channel:
-    """An asyncio channel to `address`: TLS with `credentials`, plaintext when None."""
+def aio_channel(address: str, credentials: grpc.ChannelCredentials | None, options: ChannelOptions = (),
+                interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
+    """An asyncio channel to `address`: TLS with `credentials`, plaintext when None; every call
+    goes through `interceptors` (the client's sign-in)."""
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, credentials, options=options)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 def sync_channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:

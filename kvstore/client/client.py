@@ -9,13 +9,15 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.client import wire
+from kvstore.client.auth import AuthAdmin, SignIn, TokenInterceptor
 from kvstore.client.batching import NodeBatcher, TransportError, transport_failure
 from kvstore.client.ops import Compare, Data, DeleteOp, GetOp, Op, PutOp, to_bytes
 from kvstore.client.routing import Router
@@ -40,6 +42,7 @@ from kvstore.errors import (
     KvError,
     KvTimeoutError,
     NotLeaderError,
+    ResourceExhaustedError,
     TransportSecurityError,
     UnavailableError,
     error_code,
@@ -81,9 +84,11 @@ class _Backoff:
         self._rng = rng
         self._next = _FIRST_BACKOFF_S
 
-    async def pause(self, deadline: float) -> None:
+    async def pause(self, deadline: float, at_least: float = 0.0) -> None:
+        """Sleep the next pause, or `at_least` (a node's retry-after) plus jitter when longer."""
         loop = asyncio.get_running_loop()
-        delay = self._next * (0.5 + self._rng.random() / 2)
+        jitter = 0.5 + self._rng.random() / 2
+        delay = max(self._next * jitter, at_least * (1 + jitter / 5))
         self._next = min(self._next * 2, _MAX_BACKOFF_S)
         await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
 
@@ -112,6 +117,12 @@ class Client:
 
     Against a cluster serving TLS, pass `tls=TlsConfig(ca=..., cert=..., key=...)`: the
     cluster's CA certificate, and a client certificate it signed with its key.
+
+    Against a cluster with auth enabled, pass `user=` and `password=`: the client signs in on
+    its first call and again whenever its token runs out (`kvstore.client.auth`). With `tls`
+    and no password, the user is the client certificate's common name. `client.auth` manages
+    users and roles (as root). A call over the user's rate limit is retried after the pause the
+    node asks for, and with growing pauses while it keeps refusing, within `timeout`.
     """
 
     def __init__(
@@ -124,6 +135,8 @@ class Client:
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         tls: TlsConfig | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a sequence of 'host:port' strings, not one string")
@@ -139,6 +152,12 @@ class Client:
         except TlsError as error:
             raise TransportSecurityError(str(error)) from None
         self._tls = tls
+        if password is not None and not user:
+            raise InvalidArgumentError("a password needs a user name")
+        self._interceptors = (
+            [TokenInterceptor(SignIn(user, password, self._authenticate))] if user and password is not None else []
+        )
+        self.auth = AuthAdmin(self._auth_call)
         self.timeout = timeout
         self.client_id = client_id or uuid.uuid4().hex
         self.max_key_bytes = max_key_bytes
@@ -517,19 +536,19 @@ class Client:
                 continue
             address = router.address_of(node_id) or ""
             try:
-                response = await send(address, min(remaining, self._attempt_timeout))
+                try:
+                    response = await send(address, min(remaining, self._attempt_timeout))
+                except grpc.aio.AioRpcError as error:
+                    raise transport_failure(error) from None
             except TransportError as error:
                 last_problem, last_code = f"node {node_id} ({address}) {error}", ErrorCode.UNAVAILABLE
                 failed_nodes.add(node_id)
                 router.forget_leader(partition, node_id)
                 continue
-            except grpc.aio.AioRpcError as error:
-                failure = transport_failure(error)
-                if isinstance(failure, KvError):
-                    raise failure from None
-                last_problem, last_code = f"node {node_id} ({address}) {failure}", ErrorCode.UNAVAILABLE
-                failed_nodes.add(node_id)
-                router.forget_leader(partition, node_id)
+            except ResourceExhaustedError as error:
+                # Over this client's rate at that node: wait as long as it asks, then ask it again.
+                last_problem, last_code = f"node {node_id} ({address}): {error.message}", error.code
+                await backoff.pause(deadline, at_least=error.retry_after_s)
                 continue
             error = response.error
             code = error_code(error.code)
@@ -568,6 +587,9 @@ class Client:
                 raise exception_for(error.code, detail)
 
     def _deadline_error(self, partition: int, last_code: ErrorCode, last_problem: str) -> KvError:
+        if last_code is ErrorCode.RESOURCE_EXHAUSTED:
+            return ResourceExhaustedError(
+                f"partition {partition} was not served within {self.timeout:g}s: {last_problem}")
         if last_code in (ErrorCode.NOT_LEADER, ErrorCode.WRONG_NODE):
             return NotLeaderError(
                 f"no leader for partition {partition} after {self.timeout:g}s; last error: {last_problem}"
@@ -636,6 +658,10 @@ class Client:
                     return await call(pb_grpc.ClusterStub(self._channel(endpoint)), min(remaining, self._attempt_timeout))
                 except grpc.aio.AioRpcError as error:
                     failure = transport_failure(error)
+                    if isinstance(failure, ResourceExhaustedError):
+                        last_problem = f"{endpoint}: {failure.message}"
+                        await backoff.pause(deadline, at_least=failure.retry_after_s)
+                        continue
                     if isinstance(failure, KvError):
                         raise exception_for(failure.code, f"{endpoint}: {failure.message}") from None
                     last_problem = f"{endpoint} {failure}"
@@ -650,12 +676,64 @@ class Client:
                 raise TransportSecurityError(security_problems[0])
             await backoff.pause(deadline)
 
+    async def _authenticate(self, user: str, password: str) -> tuple[str, float] | None:
+        """Sign in: the token and its expiry (seconds since the epoch), None when auth is off."""
+        try:
+            response = await self._auth_call("Authenticate", pb.AuthenticateRequest(name=user, password=password))
+        except InvalidArgumentError:
+            return None  # auth is not enabled: calls need no token
+        return response.token, response.expires_at_unix_ms / 1000
+
+    async def _auth_call(self, method: str, request: Message) -> Any:
+        """An Auth RPC, at the control group's leader: asked of any member first, then of the
+        leader a NOT_LEADER answer names. Raises the typed error of a refusal."""
+        known = self._router.addresses() if self._router is not None else []
+        endpoints = list(dict.fromkeys([*known, *self._seeds]))
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline()
+        backoff = _Backoff(self._rng)
+        last_problem = "no endpoint was tried"
+        queue = list(endpoints)
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise KvTimeoutError(f"{method} was not served within {self.timeout:g}s; last error: {last_problem}")
+            if not queue:
+                await backoff.pause(deadline)
+                queue = list(endpoints)
+                continue
+            endpoint = queue.pop(0)
+            stub = pb_grpc.AuthStub(self._channel(endpoint))
+            try:
+                response = await getattr(stub, method)(request, timeout=min(remaining, self._attempt_timeout))
+            except grpc.aio.AioRpcError as error:
+                failure = transport_failure(error)
+                if isinstance(failure, ResourceExhaustedError):
+                    queue.insert(0, endpoint)
+                    await backoff.pause(deadline, at_least=failure.retry_after_s)
+                elif isinstance(failure, KvError):
+                    raise failure from None
+                last_problem = f"{endpoint} {failure}"
+                continue
+            code = error_code(response.error.code)
+            if code is ErrorCode.OK:
+                return response
+            last_problem = f"{endpoint}: {response.error.message}"
+            if code is ErrorCode.NOT_LEADER:
+                leader = response.error.leader_address
+                if leader and leader != endpoint:
+                    queue.insert(0, leader)
+                else:
+                    await backoff.pause(deadline)  # an election is on
+            elif not ERRORS[code].retryable:
+                raise exception_for(response.error.code, response.error.message)
+
     # ---- connections ------------------------------------------------------------------------
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = aio_channel(address, self._credentials)
+            channel = self._channels[address] = aio_channel(address, self._credentials, interceptors=self._interceptors)
         return channel
 
     def _kv_stub(self, address: str) -> pb_grpc.KVStub:

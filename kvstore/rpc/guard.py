@@ -36,9 +36,10 @@ import grpc
 from google.protobuf.message import Message
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.credentials import TokenError, read_token
+from kvstore.credentials import TOKEN_METADATA, TOKEN_SCHEME, TokenError, read_token
 from kvstore.errors import (
     ERRORS,
+    RETRY_AFTER_METADATA,
     KvError,
     KvTimeoutError,
     NoSpaceError,
@@ -51,11 +52,6 @@ from kvstore.rpc.backend import Backend
 from kvstore.rpc.errors import to_error
 from kvstore.rpc.policy import RULES, EachOperation, Need, Rule, Who, operation_needs
 from kvstore.statemachine.control import AlarmType, ControlState, Permissions, permissions, rate_limit_of
-
-TOKEN_METADATA = "authorization"
-TOKEN_SCHEME = "Bearer "
-RETRY_AFTER_METADATA = "retry-after-ms"
-
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,7 @@ that expire or are voided; rate limits with their retry-after; the space quota; 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -14,73 +12,10 @@ import pytest
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore._pb import peer_pb2, peer_pb2_grpc
-from kvstore.ratelimit import RateLimiter
-from kvstore.rpc import AuthService, ClusterService, Guard, KVService, MemoryBackend, PeerService
-from kvstore.rpc.guard import RETRY_AFTER_METADATA
+from kvstore.errors import RETRY_AFTER_METADATA
 from kvstore.rpc.policy import RULES, EachOperation, OnKey, OnOperation, OnRange, Who
 from kvstore.statemachine.control import RateLimit
-
-TTL_S = 60.0
-
-
-@dataclass
-class Clocks:
-    wall: float = 1_000_000.0
-    monotonic: float = 50.0
-
-
-@dataclass
-class Served:
-    backend: MemoryBackend
-    channel: grpc.aio.Channel
-    clocks: Clocks
-
-    @property
-    def kv(self) -> pb_grpc.KVStub:
-        return pb_grpc.KVStub(self.channel)
-
-    @property
-    def auth(self) -> pb_grpc.AuthStub:
-        return pb_grpc.AuthStub(self.channel)
-
-
-class LockStandIn(pb_grpc.LockServicer):
-    """Answers every Lock call: what matters here is whether the guard lets it through."""
-
-    async def Lock(self, request: pb.LockRequest, context: grpc.aio.ServicerContext) -> pb.LockResponse:
-        return pb.LockResponse(key=request.name + b"/1", fencing_token=1)
-
-    async def Unlock(self, request: pb.UnlockRequest, context: grpc.aio.ServicerContext) -> pb.UnlockResponse:
-        return pb.UnlockResponse()
-
-
-def echo_handler() -> grpc.GenericRpcHandler:
-    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return request
-    return grpc.method_handlers_generic_handler("kvstore.v1.Unruled", {"Echo": grpc.unary_unary_rpc_method_handler(
-        echo, request_deserializer=bytes, response_serializer=bytes)})
-
-
-@contextlib.asynccontextmanager
-async def serving(default: RateLimit | None = None, **backend_options: object) -> AsyncIterator[Served]:
-    backend = MemoryBackend(**backend_options)  # type: ignore[arg-type]
-    clocks = Clocks()
-    guard = Guard(backend, RateLimiter(default or RateLimit()), wall_clock=lambda: clocks.wall,
-                  monotonic_clock=lambda: clocks.monotonic)
-    server = grpc.aio.server(interceptors=[guard])
-    for service in (KVService(backend), ClusterService(backend), PeerService(backend),
-                    AuthService(backend, guard, TTL_S, wall_clock=lambda: clocks.wall)):
-        service.add_to(server)
-    pb_grpc.add_LockServicer_to_server(LockStandIn(), server)
-    server.add_generic_rpc_handlers([echo_handler()])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Served(backend, channel, clocks)
-    finally:
-        await channel.close()
-        await server.stop(None)
+from tests.fakes.guarded import TTL_S, secure, serving
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -91,34 +26,6 @@ async def status_of(call: object) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call  # type: ignore[misc]
     return raised.value.code(), raised.value.details() or ""
-
-
-def perm(prefix: bytes, access: int) -> pb.KeyPermission:
-    return pb.KeyPermission(prefix=prefix, permission=access)
-
-
-async def secure(served: Served) -> dict[str, str]:
-    """root and alice (readwrite on app/, read on shared/), auth enabled; their tokens."""
-    auth = served.auth
-    changes = [
-        lambda: auth.UserAdd(pb.UserAddRequest(name="root", password="rootpw")),
-        lambda: auth.UserAdd(pb.UserAddRequest(name="alice", password="alicepw")),
-        lambda: auth.RoleAdd(pb.RoleAddRequest(name="app")),
-        lambda: auth.RoleGrantPermission(pb.RoleGrantPermissionRequest(role="app", permission=perm(b"app/", pb.READWRITE))),
-        lambda: auth.RoleGrantPermission(pb.RoleGrantPermissionRequest(role="app", permission=perm(b"shared/", pb.READ))),
-        lambda: auth.UserGrantRole(pb.UserGrantRoleRequest(user="alice", role="app")),
-        lambda: auth.AuthEnable(pb.AuthEnableRequest()),
-    ]
-    for change in changes:  # one at a time: a call starts when it is made
-        response = await change()
-        assert response.error.code == pb.OK, response.error.message
-    tokens = {}
-    for name, password in (("root", "rootpw"), ("alice", "alicepw")):
-        signed_in = await auth.Authenticate(pb.AuthenticateRequest(name=name, password=password))
-        assert signed_in.error.code == pb.OK, signed_in.error.message
-        assert signed_in.expires_at_unix_ms == int((served.clocks.wall + TTL_S) * 1000)
-        tokens[name] = signed_in.token
-    return tokens
 
 
 def put(key: bytes, value: bytes = b"v") -> pb.PutRequest:
