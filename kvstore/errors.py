@@ -7,13 +7,14 @@ turns that back into the same exception, and kvctl turns the exception into its 
 
 `ERRORS` has one `ErrorKind` row per code and is the only place that says what a code means to
 each layer; `exception_for`, `code_for_status` and `ERRORS[code].exit_code` are lookups in it.
-`TransportSecurityError` is raised by the client alone (no node sends it): it carries its
-parent's code, INVALID_ARGUMENT, whose row gives its exit code.
+`TransportSecurityError` and `BatchError` are raised by the client alone (no node sends them):
+the first carries its parent's code, INVALID_ARGUMENT, the second the code of the first operation
+that failed; that code's row gives the exit code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from types import MappingProxyType
@@ -166,6 +167,28 @@ class WrongNodeError(UnavailableError):
     """This node holds no replica of the partition (the client's cluster map is out of date)."""
 
     default_code = ErrorCode.WRONG_NODE
+
+
+class BatchError(KvError):
+    """Some operations of a `Client.batch` failed; each failed or succeeded on its own.
+
+    `outcomes` has one entry per operation, in the order given: the operation's result, or the
+    `KvError` it failed with. `code` (and so the exit code and whether a retry may help) is that
+    of the first failure.
+    """
+
+    def __init__(self, outcomes: Sequence[object]) -> None:
+        failures = [(index, outcome) for index, outcome in enumerate(outcomes) if isinstance(outcome, KvError)]
+        if not failures:
+            raise ValueError("a BatchError needs at least one failed operation")
+        index, first = failures[0]
+        succeeded = len(outcomes) - len(failures)
+        super().__init__(
+            f"{len(failures)} of {len(outcomes)} operations failed ({succeeded} succeeded); "
+            f"the first, ops[{index}]: {first.message}",
+            code=first.code,
+        )
+        self.outcomes = tuple(outcomes)
 
 
 # -- the table -----------------------------------------------------------------------------

@@ -147,6 +147,33 @@ def settings(ctx: click.Context) -> ConnectionSettings:
     )
 
 
+HEX_HELP = (
+    "KEY and VALUE (and any other key, prefix or value given) are hex digits standing for bytes, "
+    "e.g. 6b6579 for 'key': the way to pass bytes that are not UTF-8."
+)
+
+
+def hex_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--hex` on a command whose arguments are keys and values."""
+    return click.option("--hex", "hex_encoded", is_flag=True, help=HEX_HELP)(command)
+
+
+def argument_bytes(text: str, what: str, hex_encoded: bool) -> bytes:
+    """A key or value from the command line as the bytes it stands for: its UTF-8 encoding, or,
+    with --hex, the bytes its hex digits spell. Anything else is bad usage (exit 2)."""
+    if hex_encoded:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise KvctlError(f"{what} {text!r} is not hex digits (--hex), e.g. 6b6579 for 'key'", ExitCode.USAGE) from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Python hands arguments that are not UTF-8 over with their bytes escaped; fsencode undoes it.
+        raw = os.fsencode(text)
+        raise KvctlError(
+            f"{what} {raw!r} is not UTF-8; pass its bytes as hex digits with --hex: {raw.hex()}", ExitCode.USAGE
+        ) from None
 def _tls(given: dict[str, Any]) -> TlsConfig | None:
     files = {flag: given.get("tls_" + flag.removeprefix("--")) or os.environ.get(env) for flag, env in TLS_ENV.items()}
     if not any(files.values()):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from kvstore.client import SyncClient, TlsConfig
+from kvstore.client import GetResult, SyncClient, TlsConfig, ops
 
 
 def run_demo(endpoints: str, tls: TlsConfig | None, console: Console) -> None:
@@ -28,7 +28,24 @@ def run_demo(endpoints: str, tls: TlsConfig | None, console: Console) -> None:
         console.print(table)
         client.put("{cart:alice}:items", "3")
         client.put("{cart:alice}:total", "42")
-        console.print("keys with the hash tag {cart:alice} live in one partition, so a transaction can span them")
+        console.print("keys tagged {cart:alice} share a partition: one transaction can change both")
+        # Add an item for 15 to the cart: both keys change, or neither (compare-and-swap on the count).
+        console.print('  txn: if items = "3" then put items 4, put total 57; else get items')
+        add_item = (
+            [ops.value("{cart:alice}:items") == "3"],
+            [ops.put("{cart:alice}:items", "4"), ops.put("{cart:alice}:total", "57")],
+            [ops.get("{cart:alice}:items")],
+        )
+        for attempt in ("first run", "again"):
+            result = client.txn(*add_item)
+            if result.succeeded:
+                outcome = "SUCCESS, both written"
+            else:
+                (current,) = result.responses
+                seen = current.kv.value.decode() if isinstance(current, GetResult) and current.kv else None
+                outcome = f"FAILURE, items is {seen!r}: nothing written"
+            console.print(f"    {attempt + ':':10} {outcome} (partition {result.header.partition}, "
+                          f"revision {result.header.revision})")
         console.print(f"cluster: {len(layout.members)} members, {layout.partition_count} partitions, "
                       f"replication factor {layout.replication_factor}")
     console.rule()

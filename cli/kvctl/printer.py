@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -17,11 +18,14 @@ from kvctl.connection import OutputFormat
 from kvstore.client import (
     ClusterLayout,
     DeleteResult,
+    GetOp,
     GetResult,
     KeyValue,
     Member,
     NodeStatus,
+    Op,
     OpResult,
+    PutOp,
     PutResult,
     ResponseHeader,
     TxnResult,
@@ -74,6 +78,21 @@ def op_result_json(result: OpResult) -> dict[str, Any]:
         "prev_kv": result.prev_kv and kv_json(result.prev_kv),
         **header,
     }
+
+
+def _op_text(op: Op) -> str:
+    if isinstance(op, PutOp):
+        return f"put {_text(op.key)} {_text(op.value)}"
+    return f"{'get' if isinstance(op, GetOp) else 'del'} {_text(op.key)}"
+
+
+def _returned(result: OpResult) -> str:
+    """What one operation of a transaction returned, in a few words."""
+    if isinstance(result, GetResult):
+        return repr(_text(result.kv.value)) if result.kv is not None else "not found"
+    if isinstance(result, PutResult):
+        return "OK"
+    return "deleted" if result.deleted else "nothing to delete"
 
 
 def _served(header: ResponseHeader) -> str:
@@ -166,26 +185,38 @@ class Printer:
         else:
             self._table(self._kv_table(kvs, keys_only, caption=f"{len(kvs)} key(s)"))
 
-    def txn(self, result: TxnResult) -> None:
+    def txn(self, result: TxnResult, ran: Sequence[Op]) -> None:
+        """The outcome, then each operation that `ran` (the branch taken) with what it returned."""
+        branch = "then" if result.succeeded else "else"
         if self.output is OutputFormat.JSON:
             self._json(
                 {
                     "succeeded": result.succeeded,
-                    "responses": [op_result_json(response) for response in result.responses],
+                    "ran": branch,
+                    "responses": [
+                        {**_bytes_field("key", op.key), **op_result_json(response)}
+                        for op, response in zip(ran, result.responses, strict=True)
+                    ],
                     "header": header_json(result.header),
                 }
             )
             return
-        outcome = "SUCCESS" if result.succeeded else "FAILURE"
-        self._line(outcome if self.output is OutputFormat.SIMPLE else f"{outcome} ({_served(result.header)})")
-        for response in result.responses:
-            if isinstance(response, GetResult):
-                if response.kv is not None:
-                    self.get(response)
-            elif isinstance(response, PutResult):
-                self.put(response)
-            else:
-                self.delete(response)
+        if self.output is OutputFormat.SIMPLE:
+            self._line("SUCCESS" if result.succeeded else "FAILURE")
+            for response in result.responses:
+                if isinstance(response, GetResult):
+                    if response.kv is not None:
+                        self.get(response)
+                elif isinstance(response, PutResult):
+                    self.put(response)
+                else:
+                    self.delete(response)
+            return
+        outcome = "SUCCESS: every compare held" if result.succeeded else "FAILURE: a compare did not hold"
+        ran_what = f"ran the --{branch} operations" if ran else f"nothing ran (no --{branch} operations)"
+        self._line(f"{outcome}; {ran_what} ({_served(result.header)})")
+        for op, response in zip(ran, result.responses, strict=True):
+            self._line(f"  {_op_text(op)} -> {_returned(response)}")
 
     def statuses(self, statuses: Sequence[NodeStatus | tuple[str, str]]) -> None:
         """One row per node; a (address, error) pair for a node that did not answer."""
@@ -216,16 +247,18 @@ class Printer:
                         f"{status.partitions_hosted}\t{status.partitions_led}"
                     )
             return
-        table = Table()
-        for column in ("NODE", "ADDRESS", "VERSION", "EPOCH", "HOSTED", "LED", "DB SIZE"):
-            table.add_column(column)
+        # Compact, and only STATE wraps: a down node's reason fits an 80-column terminal.
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for column in ("NODE", "ADDRESS", "STATE", "VERSION", "EPOCH", "HOSTED", "LED", "DB SIZE"):
+            table.add_column(column, no_wrap=column != "STATE")
         for status in statuses:
             if isinstance(status, tuple):
-                table.add_row("?", Text(status[0]), Text(f"unreachable: {status[1]}"), "", "", "", "")
+                table.add_row("?", Text(status[0]), Text(f"unreachable: {status[1]}"), "", "", "", "", "")
             else:
                 table.add_row(
                     str(status.node_id),
                     Text(status.address),
+                    "up",
                     Text(status.version),
                     str(status.epoch),
                     str(status.partitions_hosted),

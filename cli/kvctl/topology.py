@@ -9,8 +9,10 @@ import click
 from kvctl.connection import DataCommand, KvctlError, connection_options, run_with_client, settings
 from kvctl.exitcodes import ExitCode
 from kvctl.printer import Printer
-from kvstore.client import Client, ClusterLayout, KvError, Member, NodeStatus
+from kvstore.client import Client, ClusterLayout, InvalidArgumentError, KvError, Member, NodeStatus
 
+# The members answered just before the deadline: each node still gets this long to answer.
+_LAST_MOMENT_S = 0.01
 _EXIT_CODES = "Exit codes: 0 ok, 2 bad usage, 3 unavailable or timed out (status: some node did not answer)."
 
 
@@ -31,15 +33,22 @@ Examples:
 def status(ctx: click.Context, nodes: tuple[str, ...]) -> None:
     """Show each node's id, version, epoch and how many partitions it hosts and leads."""
 
-    async def one(client: Client, address: str) -> NodeStatus | tuple[str, str]:
+    async def one(client: Client, address: str, timeout: float) -> NodeStatus | tuple[str, str]:
         try:
-            return await client.status(address)
+            return await client.status(address, timeout=timeout)
+        except InvalidArgumentError:
+            raise  # a malformed address: bad usage, not a node that is down
         except KvError as error:
-            return (address, error.message)
+            # One short reason per node; the address has a column of its own.
+            return (address, error.message.removeprefix(f"{address}: "))
 
     async def action(client: Client) -> list[NodeStatus | tuple[str, str]]:
+        # One deadline for the whole command: asking for the members uses part of --timeout.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + client.timeout
         addresses = list(nodes) or [member.address for member in await client.members()]
-        return list(await asyncio.gather(*(one(client, address) for address in addresses)))
+        left = max(deadline - loop.time(), _LAST_MOMENT_S)
+        return list(await asyncio.gather(*(one(client, address, left) for address in addresses)))
 
     statuses = run_with_client(ctx, action)
     Printer(settings(ctx).output).statuses(statuses)

@@ -7,7 +7,15 @@ import shlex
 
 import click
 
-from kvctl.connection import DataCommand, KvctlError, connection_options, run_with_client, settings
+from kvctl.connection import (
+    DataCommand,
+    KvctlError,
+    argument_bytes,
+    connection_options,
+    hex_option,
+    run_with_client,
+    settings,
+)
 from kvctl.exitcodes import ExitCode
 from kvctl.printer import Printer
 from kvstore.client import Client, Compare, Op, TxnResult, ops
@@ -32,8 +40,9 @@ def _unquote(word: str) -> str:
     return shlex.split(word)[0] if word[0] in "\"'" else word
 
 
-def parse_compare(text: str) -> Compare:
-    """``TARGET(KEY) OP OPERAND`` → a `Compare`; `KvctlError` (exit 2) with the reason otherwise."""
+def parse_compare(text: str, hex_encoded: bool = False) -> Compare:
+    """``TARGET(KEY) OP OPERAND`` → a `Compare`; `KvctlError` (exit 2) with the reason otherwise.
+    With `hex_encoded`, the key and a value() operand are hex digits."""
     match = _COMPARE.match(text)
     if match is None:
         raise KvctlError(
@@ -47,15 +56,17 @@ def parse_compare(text: str) -> Compare:
             ExitCode.USAGE,
         )
     operand_text = _unquote(match["operand"])
-    operand: str | int = operand_text
-    if match["target"] != "value":
+    operand: bytes | int
+    if match["target"] == "value":
+        operand = argument_bytes(operand_text, f"--compare {text!r}: value", hex_encoded)
+    else:
         if not operand_text.isdigit():
             raise KvctlError(
                 f"--compare {text!r}: {match['target']}() compares with a whole number, got {operand_text!r}",
                 ExitCode.USAGE,
             )
         operand = int(operand_text)
-    left = target(_unquote(match["key"]))
+    left = target(argument_bytes(_unquote(match["key"]), f"--compare {text!r}: key", hex_encoded))
     operator = match["operator"]
     if operator in ("=", "=="):
         return left == operand
@@ -64,19 +75,24 @@ def parse_compare(text: str) -> Compare:
     return left > operand if operator == ">" else left < operand
 
 
-def parse_op(text: str, option: str) -> Op:
-    """``put KEY VALUE``, ``get KEY`` or ``del KEY`` → an operation."""
+def parse_op(text: str, option: str, hex_encoded: bool = False) -> Op:
+    """``put KEY VALUE``, ``get KEY`` or ``del KEY`` → an operation (keys and values in hex with
+    `hex_encoded`)."""
     try:
         words = shlex.split(text)
     except ValueError as error:
         raise KvctlError(f"{option} {text!r}: {error}", ExitCode.USAGE) from None
+
+    def data(word: str, what: str) -> bytes:
+        return argument_bytes(word, f"{option} {text!r}: {what}", hex_encoded)
+
     match words:
         case ["put", key, value]:
-            return ops.put(key, value)
+            return ops.put(data(key, "key"), data(value, "value"))
         case ["get", key]:
-            return ops.get(key)
+            return ops.get(data(key, "key"))
         case ["del" | "delete", key]:
-            return ops.delete(key)
+            return ops.delete(data(key, "key"))
     raise KvctlError(
         f"{option} {text!r}: expected 'put KEY VALUE', 'get KEY' or 'del KEY' (quote words with spaces)",
         ExitCode.USAGE,
@@ -108,9 +124,13 @@ Examples:
   # compare-and-swap, printing the current value when it fails
   kvctl txn --compare 'value("{acct}:a") = "10"' \\
             --then 'put {acct}:a 0' --then 'put {acct}:b 10' --else 'get {acct}:a'
+\b
+  # keys and values as hex (--hex), for bytes that are not UTF-8
+  kvctl txn --hex --compare 'version(00ff) = 0' --then 'put 00ff c0ffee'
 
 \b
-Prints SUCCESS or FAILURE, then the results of the operations that ran.
+Prints SUCCESS (every compare held: the --then operations ran) or FAILURE (the --else
+operations ran), then each operation that ran with what it returned.
 Exit codes: 0 ran (either branch), 2 bad usage or request refused, 3 unavailable or timed out.""",
 )
 @click.option(
@@ -124,19 +144,25 @@ Exit codes: 0 ran (either branch), 2 bad usage or request refused, 3 unavailable
     "--then", "success", multiple=True, metavar="'OP ...'", help="Run when every compare holds (repeatable)."
 )
 @click.option("--else", "failure", multiple=True, metavar="'OP ...'", help="Run otherwise (repeatable).")
+@hex_option
 @connection_options
 @click.pass_context
 def txn(
-    ctx: click.Context, compares: tuple[str, ...], success: tuple[str, ...], failure: tuple[str, ...]
+    ctx: click.Context,
+    compares: tuple[str, ...],
+    success: tuple[str, ...],
+    failure: tuple[str, ...],
+    hex_encoded: bool,
 ) -> None:
     """Atomically: if every --compare holds, run the --then operations, else the --else ones."""
     if not (compares or success or failure):
         raise KvctlError("a transaction needs at least one --compare, --then or --else", ExitCode.USAGE)
-    guards = [parse_compare(text) for text in compares]
-    then_ops = [parse_op(text, "--then") for text in success]
-    else_ops = [parse_op(text, "--else") for text in failure]
+    guards = [parse_compare(text, hex_encoded) for text in compares]
+    then_ops = [parse_op(text, "--then", hex_encoded) for text in success]
+    else_ops = [parse_op(text, "--else", hex_encoded) for text in failure]
 
     async def action(client: Client) -> TxnResult:
         return await client.txn(guards, then_ops, else_ops)
 
-    Printer(settings(ctx).output).txn(run_with_client(ctx, action))
+    result = run_with_client(ctx, action)
+    Printer(settings(ctx).output).txn(result, then_ops if result.succeeded else else_ops)

@@ -10,13 +10,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hdrh.histogram import HdrHistogram
-from matplotlib.figure import Figure
 from rich.table import Table
 
 from kvstore.bench.drivers import TargetKind
 from kvstore.bench.workloads import WORKLOADS, WriteKind
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 JSON_FILE = "results.json"
 THROUGHPUT_PNG = "throughput.png"
@@ -256,8 +259,16 @@ def write_plots(report: BenchReport, output: Path) -> list[Path]:
 RecordIndex = dict[tuple[str, str], WorkloadRecord]
 
 
+def _figure(width: float, height: float) -> Figure:
+    # Imported here, not at the top: importing matplotlib takes about a second, and every kvctl
+    # command imports this module (kvctl's --timeout would pay for it on every `kvctl get`).
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
 def _throughput_bars(workloads: list[str], targets: list[str], by_key: RecordIndex, path: Path) -> Path:
-    figure = Figure(figsize=(max(6.0, 1.6 * len(workloads) * len(targets)), 4.5), layout="constrained")
+    figure = _figure(max(6.0, 1.6 * len(workloads) * len(targets)), 4.5)
     axes = figure.subplots()
     width = 0.8 / len(targets)
     for t, target in enumerate(targets):
@@ -274,7 +285,7 @@ def _throughput_bars(workloads: list[str], targets: list[str], by_key: RecordInd
 
 
 def _timelines(workloads: list[str], targets: list[str], by_key: RecordIndex, path: Path) -> Path:
-    figure = Figure(figsize=(7.0, 2.4 * len(workloads)), layout="constrained")
+    figure = _figure(7.0, 2.4 * len(workloads))
     for axes, workload in zip(figure.subplots(len(workloads), 1, squeeze=False)[:, 0], workloads, strict=True):
         for target in targets:
             record = by_key.get((workload, target))
@@ -289,7 +300,7 @@ def _timelines(workloads: list[str], targets: list[str], by_key: RecordIndex, pa
 
 
 def _latency_cdfs(workloads: list[str], targets: list[str], by_key: RecordIndex, path: Path) -> Path:
-    figure = Figure(figsize=(7.0, 3.0 * len(workloads)), layout="constrained")
+    figure = _figure(7.0, 3.0 * len(workloads))
     for axes, workload in zip(figure.subplots(len(workloads), 1, squeeze=False)[:, 0], workloads, strict=True):
         for target in targets:
             record = by_key.get((workload, target))

@@ -25,6 +25,7 @@ from kvstore.client.types import (
     WriteConcern,
 )
 from kvstore.errors import (
+    BatchError,
     CrossPartitionError,
     ErrorCode,
     InvalidArgumentError,
@@ -42,6 +43,7 @@ from kvstore.tls import TlsConfig
 __all__ = [
     "DEFAULT_MAX_KEY_BYTES",
     "DEFAULT_MAX_VALUE_BYTES",
+    "BatchError",
     "Client",
     "ClusterLayout",
     "Compare",

@@ -39,12 +39,38 @@ MAX_BATCH_BYTES = 1 << 20
 # gRPC's own words when a node refuses a message over its --max-request-bytes.
 _TOO_LARGE = re.compile(r"SERVER: Received message larger than max \((\d+) vs\. (\d+)\)")
 
+# gRPC's words for why a connection failed (in a failed RPC's details), and ours, shorter.
+_CONNECTION_PROBLEMS = (
+    ("Connection refused", "connection refused"),
+    ("errors resolving", "unknown host"),
+    ("No route to host", "no route to host"),
+    ("Connection reset", "connection reset"),
+    ("Socket closed", "connection closed"),
+    ("Connection timed out", "connection timed out"),
+)
+_MAX_REASON_CHARS = 100
+
+
+def failure_reason(error: grpc.aio.AioRpcError) -> str:
+    """A few words on why the RPC failed ("connection refused"), never gRPC's multi-part dump."""
+    status = error.code()
+    if status is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "no answer in time"
+    details = error.details() or ""
+    for words, reason in _CONNECTION_PROBLEMS:
+        if words in details:
+            return reason
+    first_line = details.splitlines()[0] if details else ""
+    if len(first_line) > _MAX_REASON_CHARS:
+        first_line = first_line[: _MAX_REASON_CHARS - 3] + "..."
+    return f"{status.name.lower()}: {first_line}" if first_line else status.name.lower()
+
 
 def transport_failure(error: grpc.aio.AioRpcError) -> Exception:
     """The exception a failed RPC becomes (its status read through `kvstore.errors.ERRORS`): a
     `TransportError` when another attempt may succeed, else the code's final `KvError`."""
-    details = (error.details() or "").splitlines()[0] if error.details() else ""
     status = error.code()
+    details = error.details() or ""
     too_large = _TOO_LARGE.search(details) if status is grpc.StatusCode.RESOURCE_EXHAUSTED else None
     if too_large:
         return InvalidArgumentError(
@@ -56,10 +82,10 @@ def transport_failure(error: grpc.aio.AioRpcError) -> Exception:
         return ResourceExhaustedError(details or "over the rate limit", retry_after_s=_retry_after_s(error))
     kind = ERRORS[code]
     if kind.retryable:
-        return TransportError(f"{status.name.lower()}: {details}" if details else status.name.lower())
+        return TransportError(failure_reason(error))
     if code in _REFUSALS and details:
         return kind.exception(details, code=code)  # the guard's one-line reason, as it is
-    return kind.exception(f"the node failed the request: {status.name} {details}".strip(), code=code)
+    return kind.exception(f"the node failed the request: {failure_reason(error)}", code=code)
 
 
 # What the node's guard refuses a call with: the status details are the reason, for the user.

@@ -16,7 +16,9 @@ from google.protobuf.message import Message
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.address import parse_address
 from kvstore.client import wire
+from kvstore.client.attempts import Attempts
 from kvstore.client.auth import AuthAdmin, SignIn, TokenInterceptor
 from kvstore.client.batching import NodeBatcher, TransportError, transport_failure
 from kvstore.client.ops import Compare, Data, DeleteOp, GetOp, Op, PutOp, to_bytes
@@ -36,12 +38,12 @@ from kvstore.client.types import (
 )
 from kvstore.errors import (
     ERRORS,
+    BatchError,
     CrossPartitionError,
     ErrorCode,
     InvalidArgumentError,
     KvError,
     KvTimeoutError,
-    NotLeaderError,
     ResourceExhaustedError,
     TransportSecurityError,
     UnavailableError,
@@ -104,12 +106,21 @@ def _tagged_prefix(prefix: bytes) -> bool:
     return routing_key(prefix) != prefix
 
 
+def _check_endpoint(endpoint: str) -> None:
+    """A malformed endpoint is bad usage, refused at once rather than retried until the timeout."""
+    try:
+        parse_address(endpoint)
+    except ValueError as error:
+        raise InvalidArgumentError(f"endpoint {error}") from None
+
+
 class Client:
     """An asyncio client of a kvstore cluster.
 
     Connect through any seed endpoint; the client learns the cluster map from it and routes
-    every request to its partition's leader. Each call finishes within `timeout` seconds or
-    raises `KvTimeoutError`/`NotLeaderError`.
+    every request to its partition's leader. Each call finishes within `timeout` seconds (one
+    deadline for the whole call: connecting, every attempt, every pause between them) or raises
+    `KvTimeoutError`/`NotLeaderError`, whose message says what each replica answered.
 
         async with Client(["127.0.0.1:2379"]) as client:
             await client.put("greeting", "hello")
@@ -143,6 +154,8 @@ class Client:
         self._seeds = [endpoint.strip() for endpoint in endpoints if endpoint.strip()]
         if not self._seeds:
             raise InvalidArgumentError("at least one endpoint ('host:port') is needed")
+        for endpoint in self._seeds:
+            _check_endpoint(endpoint)
         if timeout <= 0:
             raise InvalidArgumentError(f"timeout must be > 0 seconds, got {timeout}")
         if max_batch < 1:
@@ -178,9 +191,11 @@ class Client:
 
     async def connect(self) -> None:
         """Fetch the cluster map through the seed endpoints; `UnavailableError` if none answers."""
-        await self._refresh_layout(self._layout_generation)
+        await self._refresh_layout(self._layout_generation, self._deadline())
 
     async def close(self) -> None:
+        """Stop the per-node batchers and close every connection. Calls still waiting fail with
+        `UnavailableError`; later calls are refused. Closing twice is harmless."""
         self._closed = True
         batchers, self._batchers = self._batchers, {}
         await asyncio.gather(*(batcher.close() for batcher in batchers.values()))
@@ -210,7 +225,7 @@ class Client:
     ) -> GetResult:
         """Like `get`, with the response header (partition, revision, consistency served)."""
         result = await self._run_op(
-            GetOp(to_bytes(key, "key"), ReadConsistency(consistency)), WriteConcern.MAJORITY
+            GetOp(to_bytes(key, "key"), ReadConsistency(consistency)), WriteConcern.MAJORITY, self._deadline()
         )
         assert isinstance(result, GetResult)
         return result
@@ -225,8 +240,16 @@ class Client:
         fencing_token: int = 0,
         concern: WriteConcern = WriteConcern.MAJORITY,
     ) -> PutResult:
+        """Set `key` to `value`; the result's header carries the revision of the write.
+
+        `prev_kv`: also return the entry it replaced. `lease`: the key is deleted when that lease
+        expires. `fencing_token`: refused (`StaleFencingTokenError`) when the key already
+        accepted a larger token. `concern`: when to acknowledge (default: once a majority of
+        replicas have it). A retry after a lost answer is applied once (the request id is kept).
+        On `KvTimeoutError`/`NotLeaderError` the write may or may not have been applied.
+        """
         op = PutOp(to_bytes(key, "key"), to_bytes(value, "value"), lease, prev_kv, fencing_token)
-        result = await self._run_op(op, WriteConcern(concern))
+        result = await self._run_op(op, WriteConcern(concern), self._deadline())
         assert isinstance(result, PutResult)
         return result
 
@@ -238,8 +261,12 @@ class Client:
         fencing_token: int = 0,
         concern: WriteConcern = WriteConcern.MAJORITY,
     ) -> DeleteResult:
+        """Delete `key`; deleting a missing key is not an error (`deleted` is False).
+
+        `prev_kv`, `fencing_token` and `concern` as for `put`, and so is the outcome of a timeout.
+        """
         result = await self._run_op(
-            DeleteOp(to_bytes(key, "key"), prev_kv, fencing_token), WriteConcern(concern)
+            DeleteOp(to_bytes(key, "key"), prev_kv, fencing_token), WriteConcern(concern), self._deadline()
         )
         assert isinstance(result, DeleteResult)
         return result
@@ -247,19 +274,28 @@ class Client:
     async def batch(
         self, ops: Sequence[Op], *, concern: WriteConcern = WriteConcern.MAJORITY
     ) -> list[OpResult]:
-        """Run independent operations (any partitions); results in the order of `ops`.
+        """Run independent operations (any partitions, not atomic); results in the order of `ops`.
 
-        Each operation succeeds or fails on its own; all of them are finished before the first
-        failure, if any, is raised.
+        Each operation succeeds or fails on its own. When any fails, every operation has still
+        run to its end and `BatchError` is raised: its `outcomes` holds, in the order of `ops`,
+        each operation's result or the `KvError` it failed with, so the writes that were applied
+        are known. An invalid operation (empty key, value over the limit) refuses the whole
+        batch with `InvalidArgumentError` before anything is sent.
         """
         for op in ops:
             self._validate_op(op)
-        outcomes = await asyncio.gather(*(self._run_op(op, concern) for op in ops), return_exceptions=True)
+        deadline = self._deadline()
+        outcomes = await asyncio.gather(
+            *(self._run_op(op, concern, deadline) for op in ops), return_exceptions=True
+        )
         results: list[OpResult] = []
         for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            results.append(outcome)
+            if isinstance(outcome, BaseException) and not isinstance(outcome, KvError):
+                raise outcome  # not an operation's failure: a bug, or the call was cancelled
+            if not isinstance(outcome, BaseException):
+                results.append(outcome)
+        if len(results) < len(outcomes):
+            raise BatchError(outcomes)
         return results
 
     async def scan(
@@ -281,7 +317,8 @@ class Client:
             raise InvalidArgumentError("scan takes either a prefix or a start/end range, not both")
         if limit < 0:
             raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
-        router = await self._connected_router()
+        deadline = self._deadline()
+        router = await self._connected_router(deadline)
         if prefix is not None:
             prefix_bytes = to_bytes(prefix, "prefix")
             range_start, range_end = prefix_bytes, _prefix_end(prefix_bytes)
@@ -294,7 +331,6 @@ class Client:
             range_start = b"" if start is None else to_bytes(start, "start")
             range_end = b"" if end is None else to_bytes(end, "end")
             partitions = range(router.partition_count)
-        deadline = self._deadline()
         per_partition = await asyncio.gather(
             *(
                 self._scan_partition(
@@ -325,7 +361,8 @@ class Client:
         All keys must live in one partition (co-locate them with a ``{hash tag}``); otherwise
         `CrossPartitionError` is raised before anything is sent.
         """
-        router = await self._connected_router()
+        deadline = self._deadline()
+        router = await self._connected_router(deadline)
         keys = [compare.key for compare in compares] + [op.key for op in (*success, *failure)]
         if not keys:
             raise InvalidArgumentError("a transaction needs at least one compare or operation")
@@ -335,7 +372,7 @@ class Client:
             self._validate_key(key)
         partition = self._single_partition(router, keys)
         async with self._mutation_slots:
-            return await self._send_txn(router, partition, compares, success, failure, concern)
+            return await self._send_txn(router, partition, compares, success, failure, concern, deadline)
 
     async def _send_txn(
         self,
@@ -345,6 +382,7 @@ class Client:
         success: Sequence[Op],
         failure: Sequence[Op],
         concern: WriteConcern,
+        deadline: float,
     ) -> TxnResult:
         min_revision = self._seen_revisions.get(partition, 0)
         request = pb.RequestOp(
@@ -358,46 +396,57 @@ class Client:
         )
         txn = request.txn
         self._fill_request_header(txn.header, router, mutation=True)
-        deadline = self._deadline()
 
         async def send(address: str, timeout: float) -> pb.TxnResponse:
             txn.header.timeout_ms = int(timeout * 1000)
             return wire.txn_response(await self._batcher(address).submit(request, timeout))
 
-        return wire.txn_from_pb(await self._call_partition(partition, deadline, send))
+        return wire.txn_from_pb(await self._call_partition(partition, deadline, send, write=True))
 
     # ---- cluster information ----------------------------------------------------------------
 
-    async def status(self, endpoint: str | None = None) -> NodeStatus:
-        """The status of the node at `endpoint` (default: the first seed endpoint that answers)."""
+    async def status(self, endpoint: str | None = None, *, timeout: float | None = None) -> NodeStatus:
+        """The status of the node at `endpoint`, asked once: a node that refuses the connection
+        or does not answer within `timeout` (default: the client's) raises `UnavailableError`
+        naming the reason at once. Without `endpoint`: the first known member or seed that
+        answers, retried until the timeout."""
+        if timeout is not None and timeout <= 0:
+            raise InvalidArgumentError(f"timeout must be > 0 seconds, got {timeout}")
+        if endpoint:
+            _check_endpoint(endpoint)
         response = await self._cluster_call(
-            lambda stub, timeout: stub.Status(pb.StatusRequest(), timeout=timeout),
+            lambda stub, attempt_timeout: stub.Status(pb.StatusRequest(), timeout=attempt_timeout),
+            self._deadline(timeout),
             [endpoint] if endpoint else None,
+            once=bool(endpoint),
         )
         return wire.status_from_pb(response)
 
     async def members(self) -> list[Member]:
+        """The cluster's members, by id, from the first known member or seed that answers."""
         response = await self._cluster_call(
-            lambda stub, timeout: stub.Members(pb.MembersRequest(), timeout=timeout)
+            lambda stub, timeout: stub.Members(pb.MembersRequest(), timeout=timeout), self._deadline()
         )
         return sorted(map(wire.member_from_pb, response.members), key=lambda member: member.id)
 
     async def partitions(self) -> ClusterLayout:
         """The cluster map, freshly fetched (the client's cache is refreshed with it too)."""
-        router = await self._refresh_layout(self._layout_generation)
+        router = await self._refresh_layout(self._layout_generation, self._deadline())
         return router.layout
 
     # ---- routing and retries ----------------------------------------------------------------
 
-    def _deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.timeout
+    def _deadline(self, timeout: float | None = None) -> float:
+        """The loop time by which a call starting now must end: taken once per public call and
+        handed down to everything it does (connecting included), never taken afresh."""
+        return asyncio.get_running_loop().time() + (self.timeout if timeout is None else timeout)
 
-    async def _connected_router(self) -> Router:
+    async def _connected_router(self, deadline: float) -> Router:
         """The routing table, connecting on first use; calls after `close()` are refused."""
         if self._router is None:
             if self._closed:
                 raise UnavailableError("the client is not connected: it was closed")
-            return await self._refresh_layout(self._layout_generation)
+            return await self._refresh_layout(self._layout_generation, deadline)
         return self._router
 
     def _fill_request_header(self, header: pb.RequestHeader, router: Router, *, mutation: bool) -> None:
@@ -442,29 +491,31 @@ class Client:
             f"({spread}); give them a common {{hash tag}}, e.g. '{{user42}}:a' and '{{user42}}:b'"
         )
 
-    async def _run_op(self, op: Op, concern: WriteConcern) -> OpResult:
+    async def _run_op(self, op: Op, concern: WriteConcern, deadline: float) -> OpResult:
         """One key operation, batched with its neighbours on the way to the partition leader."""
         self._validate_op(op)
         if isinstance(op, GetOp):
-            return await self._send_op(op, concern)
+            return await self._send_op(op, concern, deadline)
         async with self._mutation_slots:  # held from assigning the request id until the answer
-            return await self._send_op(op, concern)
+            return await self._send_op(op, concern, deadline)
 
-    async def _send_op(self, op: Op, concern: WriteConcern) -> OpResult:
-        router = await self._connected_router()
+    async def _send_op(self, op: Op, concern: WriteConcern, deadline: float) -> OpResult:
+        router = await self._connected_router(deadline)
         partition = router.partition_for(op.key)
         request = wire.op_to_pb(op, concern, self._seen_revisions.get(partition, 0))
         inner = getattr(request, request.WhichOneof("op"))
-        self._fill_request_header(inner.header, router, mutation=not isinstance(op, GetOp))
-        deadline = self._deadline()
+        write = not isinstance(op, GetOp)
+        self._fill_request_header(inner.header, router, mutation=write)
 
         async def send(address: str, timeout: float) -> wire.OpResponse:
             inner.header.timeout_ms = int(timeout * 1000)
             return wire.inner_response(await self._batcher(address).submit(request, timeout))
 
         # A node may report a missing key as found=false or as NOT_FOUND: both mean None.
-        answers = (ErrorCode.OK, ErrorCode.NOT_FOUND) if isinstance(op, GetOp) else (ErrorCode.OK,)
-        return wire.result_from_response(await self._call_partition(partition, deadline, send, answers))
+        answers = (ErrorCode.OK,) if write else (ErrorCode.OK, ErrorCode.NOT_FOUND)
+        return wire.result_from_response(
+            await self._call_partition(partition, deadline, send, answers, write=write)
+        )
 
     async def _scan_partition(
         self,
@@ -477,7 +528,7 @@ class Client:
         deadline: float,
     ) -> list[KeyValue]:
         """One partition's keys in range, following `more` page by page up to `limit`."""
-        router = await self._connected_router()
+        router = await self._connected_router(deadline)
         found: list[KeyValue] = []
         page_start = start
         while True:
@@ -510,23 +561,26 @@ class Client:
         deadline: float,
         send: Callable[[str, float], Awaitable[ResponseT]],
         answers: Sequence[ErrorCode] = (ErrorCode.OK,),
+        *,
+        write: bool = False,
     ) -> ResponseT:
         """Send to the partition's leader until a node answers, following hints, within `deadline`.
 
         Returns the first response whose error code is in `answers`; raises the typed error of
-        any other final code, or a timeout error naming the last problem met.
+        any other final code, or, at the deadline, an error saying what each replica answered
+        (and for a `write`, whether it may have been applied).
         """
         loop = asyncio.get_running_loop()
         backoff = _Backoff(self._rng)
         failed_nodes: set[int] = set()  # nodes that could not serve this call; skipped until all have failed
-        last_problem = "no node was tried"
-        last_code = ErrorCode.TIMEOUT
+        attempts = Attempts()
         hint_hops = 0
         while True:
+            router = await self._connected_router(deadline)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise self._deadline_error(partition, last_code, last_problem)
-            router = await self._connected_router()
+                replicas = router.replicas_of(partition)
+                raise attempts.deadline_error(partition, replicas, self.timeout, write=write)
             node_id = router.choose(partition, failed_nodes)
             if node_id is None:
                 # Every replica failed once: take a fresh map, pause, then try them all again.
@@ -541,13 +595,13 @@ class Client:
                 except grpc.aio.AioRpcError as error:
                     raise transport_failure(error) from None
             except TransportError as error:
-                last_problem, last_code = f"node {node_id} ({address}) {error}", ErrorCode.UNAVAILABLE
+                attempts.unreachable(node_id, address, str(error))
                 failed_nodes.add(node_id)
                 router.forget_leader(partition, node_id)
                 continue
             except ResourceExhaustedError as error:
                 # Over this client's rate at that node: wait as long as it asks, then ask it again.
-                last_problem, last_code = f"node {node_id} ({address}): {error.message}", error.code
+                attempts.answered(node_id, address, error.code, error.message)
                 await backoff.pause(deadline, at_least=error.retry_after_s)
                 continue
             error = response.error
@@ -557,7 +611,7 @@ class Client:
                 return response
             detail = error.message or code.name.lower().replace("_", " ")
             if code is ErrorCode.NOT_LEADER:
-                last_problem, last_code = f"node {node_id} ({address}): {detail}", code
+                attempts.answered(node_id, address, code, detail)
                 router.forget_leader(partition, node_id)
                 hint = error.leader_hint
                 if hint and hint != node_id and (error.leader_address or router.address_of(hint)):
@@ -571,32 +625,17 @@ class Client:
                 await self._refresh_layout_quietly(deadline)
                 await backoff.pause(deadline)
             elif code is ErrorCode.WRONG_NODE:
-                last_problem, last_code = (
-                    f"node {node_id} ({address}) does not host partition {partition}",
-                    code,
-                )
+                attempts.answered(node_id, address, code, f"does not host partition {partition}")
                 failed_nodes.add(node_id)
                 router.forget_leader(partition, node_id)
                 await self._refresh_layout_quietly(deadline)
             elif ERRORS[code].retryable:  # another node, or this one a little later, may serve it
-                last_problem, last_code = f"node {node_id} ({address}): {detail}", code
+                attempts.answered(node_id, address, code, detail)
                 failed_nodes.add(node_id)
                 router.forget_leader(partition, node_id)
                 await backoff.pause(deadline)
             else:
                 raise exception_for(error.code, detail)
-
-    def _deadline_error(self, partition: int, last_code: ErrorCode, last_problem: str) -> KvError:
-        if last_code is ErrorCode.RESOURCE_EXHAUSTED:
-            return ResourceExhaustedError(
-                f"partition {partition} was not served within {self.timeout:g}s: {last_problem}")
-        if last_code in (ErrorCode.NOT_LEADER, ErrorCode.WRONG_NODE):
-            return NotLeaderError(
-                f"no leader for partition {partition} after {self.timeout:g}s; last error: {last_problem}"
-            )
-        return KvTimeoutError(
-            f"partition {partition} was not served within {self.timeout:g}s; last error: {last_problem}"
-        )
 
     def _note_revision(self, response: _Response) -> None:
         header = response.header
@@ -605,13 +644,13 @@ class Client:
 
     # ---- cluster map ------------------------------------------------------------------------
 
-    async def _refresh_layout(self, seen_generation: int) -> Router:
-        """Fetch the cluster map, unless another task refreshed it since `seen_generation`."""
+    async def _refresh_layout(self, seen_generation: int, deadline: float) -> Router:
+        """Fetch the cluster map by `deadline`, unless another task refreshed it since `seen_generation`."""
         async with self._refresh_lock:
             if self._router is not None and self._layout_generation != seen_generation:
                 return self._router
             response = await self._cluster_call(
-                lambda stub, timeout: stub.Partitions(pb.PartitionsRequest(), timeout=timeout)
+                lambda stub, timeout: stub.Partitions(pb.PartitionsRequest(), timeout=timeout), deadline
             )
             layout = wire.layout_from_pb(response)
             if layout.partition_count < 1 or not layout.members:
@@ -629,51 +668,61 @@ class Client:
         if remaining <= 0:
             return
         try:
-            await asyncio.wait_for(self._refresh_layout(generation), remaining)
+            # wait_for as well: waiting for the refresh lock, held by another call, counts too.
+            await asyncio.wait_for(self._refresh_layout(generation, deadline), remaining)
         except (KvError, TimeoutError):
             return
 
     async def _cluster_call(
         self,
         call: Callable[[pb_grpc.ClusterStub, float], Awaitable[CallResultT]],
+        deadline: float,
         endpoints: Sequence[str] | None = None,
+        *,
+        once: bool = False,
     ) -> CallResultT:
-        """A Cluster RPC to the first of `endpoints` (default: known members, then seeds) that answers."""
+        """A Cluster RPC to the first of `endpoints` (default: the known members, then the seeds)
+        that answers, retried until `deadline`; with `once`, one attempt on each, given all the
+        time left.
+        """
         if endpoints is None:
             known = self._router.addresses() if self._router is not None else []
             endpoints = list(dict.fromkeys([*known, *self._seeds]))
         loop = asyncio.get_running_loop()
-        deadline = self._deadline()
         backoff = _Backoff(self._rng)
-        last_problem = "no endpoint was tried"
+        problems: dict[str, str] = {}  # endpoint -> why its last attempt failed
         while True:
             security_problems = []
             for endpoint in endpoints:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise UnavailableError(
-                        f"could not reach {', '.join(endpoints)} within {self.timeout:g}s; last error: {last_problem}"
-                    )
+                    break
                 try:
-                    return await call(pb_grpc.ClusterStub(self._channel(endpoint)), min(remaining, self._attempt_timeout))
+                    stub = pb_grpc.ClusterStub(self._channel(endpoint))
+                    return await call(stub, remaining if once else min(remaining, self._attempt_timeout))
                 except grpc.aio.AioRpcError as error:
                     failure = transport_failure(error)
                     if isinstance(failure, ResourceExhaustedError):
-                        last_problem = f"{endpoint}: {failure.message}"
+                        problems[endpoint] = failure.message
                         await backoff.pause(deadline, at_least=failure.retry_after_s)
                         continue
                     if isinstance(failure, KvError):
                         raise exception_for(failure.code, f"{endpoint}: {failure.message}") from None
-                    last_problem = f"{endpoint} {failure}"
+                    problems[endpoint] = str(failure)
                     # gRPC reports a TLS mismatch as UNAVAILABLE, mostly "Socket closed": on first
                     # contact, find out whether that is it (a mismatch is for good, an outage is not).
                     if self._router is None and error.code() is grpc.StatusCode.UNAVAILABLE:
                         problem = await diagnose(endpoint, self._tls, min(deadline - loop.time(), _MIN_ATTEMPT_S))
                         if problem is not None:
                             security_problems.append(problem)
-                            last_problem = problem
+                            problems[endpoint] = problem
             if security_problems and len(security_problems) == len(endpoints):
                 raise TransportSecurityError(security_problems[0])
+            if once or deadline - loop.time() <= 0:
+                tried = "; ".join(f"{endpoint}: {problem}" for endpoint, problem in problems.items())
+                if once and len(problems) == 1:
+                    raise UnavailableError(tried)
+                raise UnavailableError(f"could not reach {', '.join(endpoints)} ({tried or 'no time left to try'})")
             await backoff.pause(deadline)
 
     async def _authenticate(self, user: str, password: str) -> tuple[str, float] | None:

@@ -17,6 +17,7 @@ from enum import IntEnum
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client.types import ReadConsistency
+from kvstore.errors import InvalidArgumentError
 
 Data = str | bytes
 
@@ -25,7 +26,12 @@ def to_bytes(data: Data, what: str) -> bytes:
     if isinstance(data, bytes):
         return data
     if isinstance(data, str):
-        return data.encode("utf-8")
+        try:
+            return data.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates: typically bytes that were not UTF-8, decoded with surrogateescape
+            # (as Python does for command-line arguments); the caller should pass the bytes.
+            raise InvalidArgumentError(f"{what} {data!r} is not valid Unicode text; pass it as bytes") from None
     raise TypeError(f"{what} must be str or bytes, got {type(data).__name__}")
 
 

@@ -30,6 +30,9 @@ class Router:
         """The partition holding `key` (hash tags honoured)."""
         return key_partition(key, self._partition_bits)
 
+    def replicas_of(self, partition: int) -> tuple[int, ...]:
+        return self._replicas.get(partition, ())
+
     def address_of(self, node_id: int) -> str | None:
         return self._addresses.get(node_id)
 

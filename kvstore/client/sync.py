@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -35,12 +36,32 @@ from kvstore.tls import TlsConfig
 ResultT = TypeVar("ResultT")
 
 
+def _shut_down(client: Client, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Close `client` on its loop, then stop the loop and its thread.
+
+    A module function holding no reference to the `SyncClient`, so that it can be its finalizer:
+    it runs on `close()`, or when the `SyncClient` is garbage-collected, or at interpreter exit for
+    one never closed. Without it the loop's tasks (a batcher per node) would be destroyed pending
+    at exit, and Python would say so on stderr ("Task was destroyed but it is pending!").
+    """
+    try:
+        asyncio.run_coroutine_threadsafe(client.close(), loop).result()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
 class SyncClient:
     """The same API as `Client`, blocking; safe to call from many threads at once.
 
     with SyncClient(["127.0.0.1:2379"]) as client:
         client.put("greeting", "hello")
         print(client.get("greeting"))
+
+    Each method is its `Client` namesake run to completion on the client's own event loop, in a
+    background thread; the arguments, results and exceptions are the same. Close the client
+    (`with`, or `close()`) when done; one left open is closed at interpreter exit.
     """
 
     def __init__(
@@ -69,20 +90,23 @@ class SyncClient:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._shutdown: weakref.finalize[..., None] | None = None
         self.auth = SyncAuthAdmin(self._client.auth, self._run)
 
     @property
     def client_id(self) -> str:
+        """The id the nodes know this client by (its writes are deduplicated under it)."""
         return self._client.client_id
 
     def connect(self) -> None:
         """Start the background loop and connect; on failure the loop is stopped again."""
-        if self._thread is not None:
+        if self._loop is not None:
             return
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="kvstore-sync-client", daemon=True)
         thread.start()
-        self._loop, self._thread = loop, thread
+        self._loop = loop
+        self._shutdown = weakref.finalize(self, _shut_down, self._client, loop, thread)
         try:
             self._run(self._client.connect())
         except BaseException:
@@ -90,16 +114,10 @@ class SyncClient:
             raise
 
     def close(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._client.close(), loop).result()
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
-            self._loop, self._thread = None, None
+        """Close the client and stop its background thread; later calls are refused."""
+        if self._shutdown is not None:
+            self._loop = None
+            self._shutdown()  # runs once: a finalizer that has run is dead
 
     def __enter__(self) -> SyncClient:
         self.connect()
@@ -119,11 +137,13 @@ class SyncClient:
     def get(
         self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
     ) -> KeyValue | None:
+        """The key's current entry, or None when it does not exist (`Client.get`)."""
         return self._run(self._client.get(key, consistency=consistency))
 
     def get_result(
         self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
     ) -> GetResult:
+        """Like `get`, with the response header (`Client.get_result`)."""
         return self._run(self._client.get_result(key, consistency=consistency))
 
     def put(
@@ -136,6 +156,7 @@ class SyncClient:
         fencing_token: int = 0,
         concern: WriteConcern = WriteConcern.MAJORITY,
     ) -> PutResult:
+        """Set `key` to `value` (`Client.put`: prev_kv, lease, fencing token, write concern)."""
         return self._run(
             self._client.put(
                 key, value, prev_kv=prev_kv, lease=lease, fencing_token=fencing_token, concern=concern
@@ -150,11 +171,14 @@ class SyncClient:
         fencing_token: int = 0,
         concern: WriteConcern = WriteConcern.MAJORITY,
     ) -> DeleteResult:
+        """Delete `key`; a missing key is not an error (`Client.delete`)."""
         return self._run(
             self._client.delete(key, prev_kv=prev_kv, fencing_token=fencing_token, concern=concern)
         )
 
     def batch(self, ops: Sequence[Op], *, concern: WriteConcern = WriteConcern.MAJORITY) -> list[OpResult]:
+        """Independent operations, results in order; `BatchError` carries every outcome when
+        any failed (`Client.batch`)."""
         return self._run(self._client.batch(ops, concern=concern))
 
     def scan(
@@ -167,6 +191,7 @@ class SyncClient:
         keys_only: bool = False,
         consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
     ) -> list[KeyValue]:
+        """Keys in ``[start, end)`` or under `prefix`, across partitions, in key order (`Client.scan`)."""
         return self._run(
             self._client.scan(
                 prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=consistency
@@ -181,15 +206,19 @@ class SyncClient:
         *,
         concern: WriteConcern = WriteConcern.MAJORITY,
     ) -> TxnResult:
+        """If every compare holds run `success`, else `failure`, atomically (`Client.txn`)."""
         return self._run(self._client.txn(compares, success, failure, concern=concern))
 
-    def status(self, endpoint: str | None = None) -> NodeStatus:
-        return self._run(self._client.status(endpoint))
+    def status(self, endpoint: str | None = None, *, timeout: float | None = None) -> NodeStatus:
+        """One node's status, asked once (`Client.status`)."""
+        return self._run(self._client.status(endpoint, timeout=timeout))
 
     def members(self) -> list[Member]:
+        """The cluster's members, by id (`Client.members`)."""
         return self._run(self._client.members())
 
     def partitions(self) -> ClusterLayout:
+        """The cluster map, freshly fetched (`Client.partitions`)."""
         return self._run(self._client.partitions())
 
 

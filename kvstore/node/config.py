@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from kvstore.address import WILDCARD_HOSTS, parse_address
 from kvstore.tls import TlsConfig
 
 # Settings naming files, converted to Path when they come from flags, environment or TOML.
@@ -27,6 +28,7 @@ class NodeConfig:
     listen: str
     data_dir: Path
     peers: dict[int, str] = field(default_factory=dict)  # every member, this node included
+    single_node: bool = False  # no --peers: a cluster of this node alone, said explicitly
     partitions: int = 64
     replication_factor: int = 3
     vnodes: int = 64
@@ -58,8 +60,15 @@ class NodeConfig:
     def validate(self) -> None:
         if self.node_id <= 0:
             raise ConfigError("--id must be a positive integer")
+        if not self.peers:
+            raise ConfigError("no --peers: list every member with --peers ID=HOST:PORT,... (this node "
+                              "included), or pass --single-node to run a cluster of this node alone")
+        if self.single_node and len(self.peers) > 1:
+            raise ConfigError(f"--single-node, but --peers names {len(self.peers)} members "
+                              f"({format_peers(self.peers)})")
         if self.node_id not in self.peers:
             raise ConfigError(f"node {self.node_id} is not in --peers ({format_peers(self.peers)})")
+        self._check_addresses()
         if self.partitions <= 0 or self.partitions & (self.partitions - 1):
             raise ConfigError(f"--partitions must be a power of two, got {self.partitions}")
         if self.replication_factor < 1:
@@ -104,13 +113,34 @@ class NodeConfig:
             return self.tls()
         return TlsConfig(ca=self.peer_ca, cert=self.peer_cert, key=self.peer_key)
 
+    def _check_addresses(self) -> None:
+        """Every address parses, and peers dial the address this node serves: its own --peers
+        entry is its --listen, or --listen binds every interface (0.0.0.0 or ::) on that port."""
+        try:
+            listen_host, listen_port = parse_address(self.listen)
+        except ValueError as e:
+            raise ConfigError(f"--listen {e}") from None
+        for node_id, address in sorted(self.peers.items()):
+            try:
+                parse_address(address)
+            except ValueError as e:
+                raise ConfigError(f"--peers entry {node_id}={address}: {e}") from None
+        advertised = self.peers[self.node_id]
+        host, port = parse_address(advertised)
+        if port != listen_port or (listen_host != host and listen_host not in WILDCARD_HOSTS):
+            raise ConfigError(
+                f"--listen {self.listen} is not node {self.node_id}'s address in --peers ({advertised}): "
+                f"its peers would dial an address it does not serve; make them the same, or listen on "
+                f"0.0.0.0:{port} to serve every interface"
+            )
+
 
 def parse_peers(text: str) -> dict[int, str]:
     """`1=127.0.0.1:2379,2=127.0.0.1:2380` -> {1: "127.0.0.1:2379", 2: ...}."""
     peers: dict[int, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         node_id, sep, address = item.partition("=")
-        if not sep or not node_id.strip().isdigit() or ":" not in address:
+        if not sep or not node_id.strip().isdigit():
             raise ConfigError(f"bad peer {item!r}: expected ID=HOST:PORT")
         peers[int(node_id)] = address.strip()
     return peers

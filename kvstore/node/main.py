@@ -79,7 +79,8 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
     for name in PATH_SETTINGS:
         if settings.get(name) is not None:
             settings[name] = Path(settings[name])
-    settings.setdefault("peers", {int(settings["node_id"]): settings["listen"]})
+    if settings.get("single_node") and not settings.get("peers"):
+        settings["peers"] = {int(settings["node_id"]): settings["listen"]}
     config = NodeConfig(**settings)
     config.validate()
     return config
@@ -103,7 +104,10 @@ async def serve(config: NodeConfig) -> None:
                                  "max_content_width": 100})
 @click.option("--id", "node_id", type=int, envvar="KVSTORE_NODE_ID", help="This node's id (a positive integer, unique in the cluster).")
 @click.option("--listen", help="HOST:PORT to serve clients and peers on.")
-@click.option("--peers", help="Every member, this node included: ID=HOST:PORT,ID=HOST:PORT,...")
+@click.option("--peers", help="Every member, this node included: ID=HOST:PORT,ID=HOST:PORT,... This node's "
+              "entry is the address its peers dial: --listen's, or --listen is 0.0.0.0 or [::] on its port.")
+@click.option("--single-node", is_flag=True, default=None,
+              help="Run a cluster of this node alone (instead of --peers).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Directory for this node's LevelDB.")
 @click.option("--partitions", type=int, help="Partitions in the key space (power of two; default 64).")
 @click.option("--replication-factor", type=int, help="Replicas per partition (default 3).")
@@ -151,7 +155,9 @@ def cli(log_format: str, **options: Any) -> None:
     (and the same with --id 2 / --id 3 and their own --listen and --data-dir), or simply
     `kvctl cluster up --nodes 3`. With TLS, add --cert data/certs/node-1.crt --key
     data/certs/node-1.key --ca data/certs/ca.crt (`kvctl cert init data/certs` makes them);
-    `kill -HUP` the node after replacing them, and it serves the new ones.
+    `kill -HUP` the node after replacing them, and it serves the new ones. A cluster of one
+    node, for trying things out:
+      kvstore-node --id 1 --listen 127.0.0.1:2379 --data-dir data/1 --single-node
     """
     try:
         config = build_config(options)

@@ -13,6 +13,7 @@ retry with the same (client_id, request_seq) gets the first answer back instead 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -58,6 +59,7 @@ class _SharedState:
         self.leader_hints_hidden = False
         self.responses_to_drop = 0
         self.scan_page_size = 0
+        self.map_delay_s = 0.0
         self.rpc_counts: Counter[str] = Counter()
         self.writes_applied: Counter[bytes] = Counter()
 
@@ -381,6 +383,7 @@ class _ClusterServicer(pb_grpc.ClusterServicer):
     ) -> pb.PartitionsResponse:
         state = self._node.state
         state.rpc_counts["Partitions"] += 1
+        await asyncio.sleep(state.map_delay_s)
         return pb.PartitionsResponse(
             epoch=state.epoch,
             partition_count=state.partition_count,
@@ -496,6 +499,10 @@ class FakeCluster:
     def limit_scan_pages(self, page_size: int) -> None:
         """Scans return at most `page_size` keys per RPC, with `more` set, as a real node may."""
         self._state.scan_page_size = page_size
+
+    def delay_map_answers(self, seconds: float) -> None:
+        """Every node takes `seconds` to answer a request for the cluster map (a slow network)."""
+        self._state.map_delay_s = seconds
 
     async def stop_node(self, node_id: int) -> None:
         """Stop the node's server: its port refuses connections from now on."""

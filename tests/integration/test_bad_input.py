@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
+from kvctl.main import cli
 
-from tests.integration.harness import LocalCluster, free_ports
+from tests.integration.harness import LocalCluster, free_ports, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -20,6 +23,18 @@ def single_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
     cluster.start_all()
     yield cluster
     cluster.stop_all()
+
+
+@pytest.fixture(scope="module")
+def no_quorum(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A 3-node cluster of which only node 1 runs: no partition can have a leader."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("no-quorum"), size=3, partitions=4)
+    cluster.start(1)
+    try:
+        wait_for(lambda: cluster.status(1) is not None, "node 1 to answer")
+        yield cluster
+    finally:
+        cluster.stop_all()
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -34,15 +49,33 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, f
 
 
 def test_a_port_in_use_is_refused(single_node: LocalCluster, tmp_path: Path) -> None:
-    result = run("-m", "kvstore.node", "--id", "1", "--listen", single_node.address(1), "--data-dir", str(tmp_path))
+    result = run("-m", "kvstore.node", "--id", "1", "--listen", single_node.address(1), "--data-dir", str(tmp_path),
+                 "--single-node")
     assert_one_line_error(result, 2, "is in use")
 
 
 def test_a_data_dir_held_by_another_node_is_refused(single_node: LocalCluster) -> None:
     (port,) = free_ports(1)
     result = run("-m", "kvstore.node", "--id", "1", "--listen", f"127.0.0.1:{port}",
-                 "--data-dir", str(single_node.root / "node-1"))
+                 "--data-dir", str(single_node.root / "node-1"), "--single-node")
     assert_one_line_error(result, 2, "is in use by another process")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        ([], "no --peers: list every member with --peers"),
+        (["--peers", "1=127.0.0.1:{other},2=127.0.0.1:{port}"], "is not node 1's address in --peers"),
+        (["--single-node", "--peers", "1=127.0.0.1:{port},2=127.0.0.1:{other}"], "--single-node, but --peers"),
+    ],
+    ids=["no peers and no --single-node", "--listen not its --peers entry", "--single-node with peers"],
+)
+def test_a_node_whose_membership_is_not_explicit_is_refused(tmp_path: Path, flags: list[str], fragment: str) -> None:
+    port, other = free_ports(2)
+    given = [flag.format(port=port, other=other) for flag in flags]
+    result = run("-m", "kvstore.node", "--id", "1", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path),
+                 *given)
+    assert_one_line_error(result, 2, fragment)
 
 
 @pytest.mark.parametrize(("key", "fragment"), [("", "must not be empty"), ("k" * 5000, "4096-byte limit")])
@@ -64,3 +97,57 @@ def test_a_missing_key_exits_1_and_a_present_one_prints_alone(single_node: Local
     present = run("-m", "kvctl.main", "--endpoints", endpoint, "get", "greeting", "-o", "simple")
     assert (present.returncode, present.stdout) == (0, "hello\n")
     assert run("-m", "kvctl.main", "--endpoints", endpoint, "get", "absent").returncode == 1
+
+
+@pytest.mark.parametrize("endpoint", ["nonsense", "host:notaport", ":80", "host:99999"])
+def test_a_malformed_endpoint_is_bad_usage_at_once(endpoint: str) -> None:
+    result = run("-m", "kvctl.main", "--endpoints", endpoint, "--timeout", "60", "get", "k")
+    assert_one_line_error(result, 2, f"endpoint '{endpoint}'")
+
+
+def test_a_key_that_is_not_utf8_is_bad_usage_naming_hex() -> None:
+    (port,) = free_ports(1)
+    result = subprocess.run([sys.executable, "-m", "kvctl.main", "--endpoints", f"127.0.0.1:{port}", "get", b"k\xff"],
+                            capture_output=True, text=True, timeout=60)
+    assert_one_line_error(result, 2, "b'k\\xff' is not UTF-8; pass its bytes as hex digits with --hex: 6bff")
+
+
+def run_within(timeout: float, *args: str) -> Result:
+    """kvctl with `--timeout timeout`, in this process, checked to end within it plus 1.5 s: an
+    upper bound only (the deadline's correctness, not a speed figure). In this process so that
+    the bound does not measure Python starting up on a loaded machine."""
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["--timeout", f"{timeout:g}", *args])
+    assert time.monotonic() - started < timeout + 1.5, result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def assert_one_line(result: Result, code: int, fragment: str) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == code and len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def test_a_write_without_a_quorum_says_who_answered_and_that_its_outcome_is_unknown(no_quorum: LocalCluster) -> None:
+    result = run_within(2, "--endpoints", ",".join(no_quorum.endpoints), "put", "k", "v")
+
+    assert_one_line(result, 3, "within 2s: 1 of its 3 replicas answered (node 1: ")
+    dead = f"nodes 2, 3 could not be reached ({no_quorum.address(2)}: connection refused; {no_quorum.address(3)}"
+    assert dead in result.stderr and "a leader needs 2 of the 3" in result.stderr
+    assert result.stderr.rstrip().endswith("the write's outcome is unknown: it may or may not have been applied")
+
+
+def test_a_read_without_a_quorum_times_out_within_its_timeout(no_quorum: LocalCluster) -> None:
+    result = run_within(2, "--endpoints", no_quorum.address(1), "get", "k")
+
+    assert_one_line(result, 3, "1 of its 3 replicas answered (node 1: ")
+    assert "outcome" not in result.stderr
+
+
+def test_status_with_nodes_down_gives_one_short_reason_each(no_quorum: LocalCluster) -> None:
+    result = run_within(2, "--endpoints", no_quorum.address(1), "status", "-o", "simple")
+
+    assert_one_line(result, 3, f"no status from {no_quorum.address(2)}, {no_quorum.address(3)}")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{no_quorum.address(1)}\t1\t")
+    assert lines[1:] == [f"{no_quorum.address(n)}\terror\tconnection refused" for n in (2, 3)]

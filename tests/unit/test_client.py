@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
 import socket
+import sys
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -13,17 +16,29 @@ import pytest
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.client import (
+    BatchError,
     Client,
     CrossPartitionError,
+    ErrorCode,
+    GetResult,
     InvalidArgumentError,
     KvTimeoutError,
+    NotLeaderError,
+    PutResult,
     ReadConsistency,
     StaleFencingTokenError,
     SyncClient,
     UnavailableError,
     ops,
 )
-from kvstore.client.batching import MAX_BATCH_BYTES, NodeBatcher, TransportError, transport_failure
+from kvstore.client.attempts import Attempts
+from kvstore.client.batching import (
+    MAX_BATCH_BYTES,
+    NodeBatcher,
+    TransportError,
+    failure_reason,
+    transport_failure,
+)
 from tests.fakes.fake_cluster import FakeCluster
 
 
@@ -205,16 +220,40 @@ async def test_only_the_redirected_op_of_a_batch_is_rerouted(cluster: FakeCluste
     assert cluster.times_written(moved_key) == cluster.times_written(steady_key) == 1
 
 
-async def test_batch_ops_fail_on_their_own(cluster: FakeCluster, client: Client) -> None:
+async def test_batch_ops_fail_on_their_own_and_the_error_carries_every_outcome(
+    cluster: FakeCluster, client: Client
+) -> None:
     await client.put("fenced", "v", fencing_token=10)
 
-    with pytest.raises(StaleFencingTokenError):
+    with pytest.raises(BatchError) as raised:
         await client.batch(
-            [ops.put("a", "1"), ops.put("fenced", "old writer", fencing_token=3), ops.put("b", "2")]
+            [ops.put("a", "1"), ops.put("fenced", "old writer", fencing_token=3), ops.get("a")]
         )
 
-    assert cluster.value_of(b"a") == b"1" and cluster.value_of(b"b") == b"2"
-    assert cluster.value_of(b"fenced") == b"v"
+    first, fenced, read = raised.value.outcomes
+    assert isinstance(first, PutResult) and first.header.revision > 0
+    assert isinstance(fenced, StaleFencingTokenError)
+    assert isinstance(read, GetResult) and read.kv is not None and read.kv.value == b"1"
+    # The batch's code is its first failure's: the error table gives kvctl's exit code from it.
+    assert raised.value.code is ErrorCode.STALE_FENCING_TOKEN
+    assert "1 of 3 operations failed (2 succeeded); the first, ops[1]: fencing token 3" in raised.value.message
+    assert cluster.value_of(b"a") == b"1" and cluster.value_of(b"fenced") == b"v"
+
+
+async def test_sync_client_batch_raises_the_same_batch_error(cluster: FakeCluster) -> None:
+    def batch_with_a_stale_token() -> BatchError:
+        with SyncClient(cluster.endpoints) as client:
+            client.put("fenced", "v", fencing_token=10)
+            try:
+                client.batch([ops.put("fenced", "old", fencing_token=1), ops.put("b", "2")])
+            except BatchError as error:
+                return error
+        raise AssertionError("the batch did not fail")
+
+    error = await asyncio.to_thread(batch_with_a_stale_token)
+
+    assert [type(outcome) for outcome in error.outcomes] == [StaleFencingTokenError, PutResult]
+    assert cluster.value_of(b"b") == b"2"
 
 
 async def test_batch_returns_results_in_order(client: Client) -> None:
@@ -450,6 +489,151 @@ def test_writes_in_flight_stay_inside_the_servers_dedup_window() -> None:
     assert MAX_OUTSTANDING_MUTATIONS < DEFAULT_DEDUP_WINDOW
 
 
+# ---- rough edges a new user hits: bad input, deadlines, what a failure says ---------------------
+
+
+@pytest.mark.parametrize("endpoint", ["nonsense", "host:notaport", ":80", "host:99999", "host:0", "[::1]"])
+def test_a_malformed_endpoint_is_refused_at_once(endpoint: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=f"endpoint '{re.escape(endpoint)}'"):
+        Client(["127.0.0.1:2379", endpoint])
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:2379", "kv-1.example:2379", "[::1]:2379", "localhost:1"])
+def test_well_formed_endpoints_are_accepted(endpoint: str) -> None:
+    Client([endpoint])
+
+
+async def test_a_str_key_that_is_not_unicode_text_is_invalid(client: Client) -> None:
+    undecodable = b"k\xff".decode("utf-8", "surrogateescape")  # as Python hands over a non-UTF-8 argv
+
+    with pytest.raises(InvalidArgumentError, match="is not valid Unicode text; pass it as bytes"):
+        await client.put(undecodable, "v")
+
+
+async def test_connecting_counts_against_the_calls_deadline(cluster: FakeCluster) -> None:
+    """The cluster map takes half the timeout to arrive; the call must still end at its one
+    deadline, not after a fresh timeout for the operation (it used to take 0.9 + 2 s here)."""
+    cluster.delay_map_answers(0.9)
+    for node in (1, 2, 3):
+        cluster.make_unavailable(node)
+    client = Client(cluster.endpoints, timeout=2.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(KvTimeoutError):
+            await client.put("k", "v")
+    finally:
+        await client.close()
+
+    # An upper bound only, half of what a fresh deadline would add: a property of the deadline.
+    assert loop.time() - started < 2.0 + 0.45
+
+
+async def test_a_call_that_times_out_says_what_each_replica_answered(cluster: FakeCluster) -> None:
+    partition = cluster.partition_of(b"k")
+    leader, follower, other = cluster.leader_of(partition), *(
+        node for node in cluster.replicas_of(partition) if node != cluster.leader_of(partition)
+    )
+    async with Client([cluster.address_of(follower)], timeout=1.0) as client:
+        await cluster.stop_node(leader)
+        await cluster.stop_node(other)
+
+        with pytest.raises(UnavailableError) as raised:
+            await client.put("k", "v")
+
+    message = raised.value.message
+    assert f"partition {partition}" in message and "within 1s" in message
+    assert f"1 of its 3 replicas answered (node {follower}: node {follower} does not lead" in message
+    assert "could not be reached (" in message and f"{cluster.address_of(leader)}: connection refused" in message
+    assert "a leader needs 2 of the 3" in message
+    assert message.endswith("the write's outcome is unknown: it may or may not have been applied")
+
+
+def test_a_write_never_sent_was_not_applied_and_reads_say_nothing_of_outcomes() -> None:
+    never_sent = Attempts().deadline_error(3, (1, 2, 3), 5.0, write=True)
+    read = Attempts()
+    read.answered(2, "h:2", ErrorCode.NOT_LEADER, "no leader is known yet")
+    read_error = read.deadline_error(3, (1, 2, 3), 5.0, write=False)
+
+    assert isinstance(never_sent, KvTimeoutError)
+    assert never_sent.message == (
+        "partition 3 was not served within 5s: 0 of its 3 replicas answered, nodes 1, 2, 3 not tried, "
+        "a leader needs 2 of the 3; the write was not applied"
+    )
+    assert isinstance(read_error, NotLeaderError)
+    assert read_error.message == (
+        "no leader for partition 3 within 5s: 1 of its 3 replicas answered (node 2: no leader is known "
+        "yet), nodes 1, 3 not tried, a leader needs 2 of the 3"
+    )
+
+
+async def test_status_of_one_node_is_asked_once_and_says_why_it_failed(cluster: FakeCluster) -> None:
+    dead = unused_address()
+    async with Client(cluster.endpoints, timeout=30.0) as client:
+        # Generous: retrying until the client's 30 s timeout would blow it.
+        with pytest.raises(UnavailableError) as raised:
+            await asyncio.wait_for(client.status(dead), 10)
+        answered = await client.status(cluster.address_of(1), timeout=0.5)
+
+    assert raised.value.message == f"{dead}: connection refused"
+    assert answered.node_id == 1
+
+
+def _rpc_error(status: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(status, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
+@pytest.mark.parametrize(
+    ("status", "details", "reason"),
+    [
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+            "Failed to connect to remote host: Connection refused",
+            "connection refused",
+        ),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "errors resolving kv-9:2379: [field:hostname lookup error:address lookup failed for kv-9:2379: "
+            "Domain name not found]",
+            "unknown host",
+        ),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", "no answer in time"),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:1: Socket closed",
+            "connection closed",
+        ),
+        (grpc.StatusCode.INTERNAL, "x" * 300 + "\nsecond line", "internal: " + "x" * 97 + "..."),
+    ],
+)
+def test_rpc_failures_read_as_a_few_words(status: grpc.StatusCode, details: str, reason: str) -> None:
+    assert failure_reason(_rpc_error(status, details)) == reason
+
+
+def test_every_public_client_method_says_what_it_does() -> None:
+    for cls in (Client, SyncClient):
+        undocumented = [
+            name
+            for name, member in inspect.getmembers(cls)
+            if not name.startswith("_") and callable(member) and not (member.__doc__ or "").strip()
+        ]
+        assert not undocumented, f"{cls.__name__}: {undocumented}"
+
+
+async def test_a_sync_client_left_open_prints_nothing_at_exit(cluster: FakeCluster) -> None:
+    program = (
+        "import sys; from kvstore.client import SyncClient\n"
+        "client = SyncClient(sys.argv[1:]); client.connect(); client.put('k', 'v')\n"
+    )
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", program, *cluster.endpoints,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(child.communicate(), 60)
+
+    assert child.returncode == 0 and stdout == b"" and stderr == b"", stderr.decode()
+    assert cluster.value_of(b"k") == b"v"
 class _AnsweringNode:
     """A KV stub that answers every Batch at once and records it."""
 

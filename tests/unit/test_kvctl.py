@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import re
+import shlex
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from kvctl.demo import run_demo
 from kvctl.main import cli
 from kvctl.txn import parse_compare, parse_op
+from rich.console import Console
 
 from kvstore.client import ops
 from kvstore.client.ops import CompareResult, CompareTarget
@@ -262,3 +267,129 @@ async def test_an_unreadable_tls_file_exits_2_naming_it(cluster: FakeCluster, tm
 
     assert result.exit_code == 2
     assert one_line(result.stderr) == f"Error: CA certificate {missing}: No such file or directory"
+# ---- bytes on the command line, malformed endpoints, what status and txn say -------------------
+
+NOT_UTF8 = b"k\xff".decode("utf-8", "surrogateescape")  # how Python hands over a non-UTF-8 argument
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["get", NOT_UTF8],
+        ["put", "k", NOT_UTF8],
+        ["del", NOT_UTF8],
+        ["scan", "--prefix", NOT_UTF8],
+        ["txn", "--compare", f"version({NOT_UTF8}) = 0"],
+        ["txn", "--then", f"put k {NOT_UTF8}"],
+    ],
+    ids=["get", "put value", "del", "scan prefix", "txn compare", "txn op"],
+)
+async def test_an_argument_that_is_not_utf8_is_bad_usage_naming_hex(arguments: list[str]) -> None:
+    result = await kvctl(None, *arguments)
+
+    assert result.exit_code == 2
+    assert "b'k\\xff' is not UTF-8; pass its bytes as hex digits with --hex: 6bff" in one_line(result.stderr)
+
+
+async def test_hex_keys_and_values_round_trip(cluster: FakeCluster) -> None:
+    put = await kvctl(cluster, "put", "--hex", "00ff", "c0ffee")
+    got = await kvctl(cluster, "get", "--hex", "00ff", "-o", "json")
+    scanned = await kvctl(cluster, "scan", "--hex", "--prefix", "00", "-o", "json")
+    swapped = await kvctl(
+        cluster, "txn", "--hex", "--compare", "value(00ff) = c0ffee", "--then", "put 00ff 01", "-o", "json"
+    )
+    deleted = await kvctl(cluster, "del", "--hex", "00ff", "-o", "simple")
+
+    assert put.exit_code == 0 and got.exit_code == 0
+    assert json.loads(got.stdout)["kv"]["value_base64"] == "wP/u"  # base64 of c0ffee
+    assert [row["key_base64"] for row in json.loads(scanned.stdout)["kvs"]] == ["AP8="]
+    assert json.loads(swapped.stdout)["succeeded"] is True
+    assert deleted.stdout == "1\n" and cluster.value_of(b"\x00\xff") is None
+
+
+async def test_a_key_that_is_not_hex_with_hex_is_bad_usage() -> None:
+    result = await kvctl(None, "get", "--hex", "xyz")
+
+    assert result.exit_code == 2 and "key 'xyz' is not hex digits (--hex)" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize("endpoint", ["nonsense", "host:notaport", ":80", "host:99999"])
+def test_a_malformed_endpoint_exits_2_at_once(endpoint: str) -> None:
+    result = CliRunner().invoke(cli, ["--endpoints", endpoint, "--timeout", "60", "get", "k"])
+
+    assert result.exit_code == 2 and f"endpoint '{endpoint}'" in one_line(result.stderr)
+
+
+async def test_a_malformed_status_address_exits_2(cluster: FakeCluster) -> None:
+    result = await kvctl(cluster, "status", "nonsense")
+
+    assert result.exit_code == 2 and "endpoint 'nonsense' is not HOST:PORT" in one_line(result.stderr)
+
+
+async def test_status_gives_one_short_reason_per_node_that_is_down(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")  # the table's width (on 80 columns the reason wraps once)
+    await cluster.stop_node(3)
+
+    result = await kvctl(cluster, "status")
+
+    assert result.exit_code == 3
+    rows = [line for line in result.stdout.splitlines() if cluster.address_of(3) in line]
+    assert len(rows) == 1 and "unreachable: connection refused" in rows[0]
+    assert "failed to connect" not in result.stdout  # no gRPC dump
+    assert len(result.stdout.strip().splitlines()) == 2 + 3  # header, rule, one line per node
+
+
+async def test_txn_says_which_branch_ran_and_what_each_operation_returned(cluster: FakeCluster) -> None:
+    created = await kvctl(
+        cluster, "txn", "--compare", "version({cart}:n) = 0", "--then", "put {cart}:n 1", "--then", "get {cart}:n"
+    )
+    refused = await kvctl(
+        cluster, "txn", "--compare", "version({cart}:n) = 0", "--then", "put {cart}:n 1", "--else", "get {cart}:n",
+        "--else", "del {cart}:x",
+    )  # fmt: skip
+    nothing = await kvctl(cluster, "txn", "--compare", "version({cart}:n) = 0", "--then", "put {cart}:n 1")
+
+    assert created.exit_code == 0 and created.stdout.splitlines()[0].startswith(
+        "SUCCESS: every compare held; ran the --then operations (partition "
+    )
+    assert created.stdout.splitlines()[1:] == ["  put {cart}:n 1 -> OK", "  get {cart}:n -> '1'"]
+    assert refused.stdout.splitlines()[0].startswith("FAILURE: a compare did not hold; ran the --else operations")
+    assert refused.stdout.splitlines()[1:] == ["  get {cart}:n -> '1'", "  del {cart}:x -> nothing to delete"]
+    assert nothing.stdout.startswith("FAILURE: a compare did not hold; nothing ran (no --else operations)")
+
+
+def readme_transactions() -> list[tuple[list[str], list[str]]]:
+    """The README's transaction example: each kvctl command with the output shown under it."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("A transaction compares and writes")[1].split("```sh\n")[1].split("```")[0]
+    examples: list[tuple[list[str], list[str]]] = []
+    for line in block.replace("\\\n", " ").splitlines():
+        if line.startswith("kvctl "):
+            examples.append((shlex.split(line)[1:], []))
+        elif line.startswith("#   "):
+            examples[-1][1].append(line.removeprefix("#   "))
+    return examples
+
+
+async def test_the_readme_transactions_print_what_it_shows_on_a_fresh_cluster(cluster: FakeCluster) -> None:
+    examples = readme_transactions()
+    assert len(examples) == 2
+
+    for arguments, shown in examples:
+        result = await kvctl(cluster, *arguments)
+        printed = re.sub(r"partition \d+, revision \d+", "partition P, revision R", result.stdout)
+        assert (result.exit_code, printed.splitlines()) == (0, shown)
+    assert cluster.value_of(b"{cart:7}:total") == b"30"
+
+
+async def test_the_demo_runs_a_transaction_across_hash_tagged_keys(cluster: FakeCluster) -> None:
+    console = Console(file=io.StringIO(), width=100, record=True)
+
+    await asyncio.to_thread(run_demo, ",".join(cluster.endpoints), None, console)
+
+    shown = console.export_text()
+    assert "first run: SUCCESS, both written" in shown
+    assert "again:     FAILURE, items is '4': nothing written" in shown
+    assert (cluster.value_of(b"{cart:alice}:items"), cluster.value_of(b"{cart:alice}:total")) == (b"4", b"57")

@@ -12,7 +12,8 @@ from kvstore.node.main import build_config, cli
 from kvstore.tls import TlsConfig
 
 NO_FLAGS = {
-    "config": None, "node_id": None, "listen": None, "peers": None, "data_dir": None, "partitions": None,
+    "config": None, "node_id": None, "listen": None, "peers": None, "single_node": None, "data_dir": None,
+    "partitions": None,
     "replication_factor": None, "vnodes": None, "tick_ms": None, "election_ticks": None, "max_key_bytes": None,
     "max_value_bytes": None, "snapshot_entries": None, "cluster_id": None, "log_level": None, "cert": None,
     "key": None, "ca": None, "peer_cert": None, "peer_key": None, "peer_ca": None, "max_request_bytes": None,
@@ -35,17 +36,37 @@ def test_flags_override_the_toml_file_which_overrides_defaults(tmp_path: Path) -
     assert config.replication_factor == 3  # the default
 
 
-def test_a_single_node_needs_no_peers() -> None:
-    config = build_config(flags(node_id=1, listen="127.0.0.1:2379", data_dir="d"))
+def test_a_single_node_cluster_is_asked_for_explicitly() -> None:
+    config = build_config(flags(node_id=1, listen="127.0.0.1:2379", data_dir="d", single_node=True))
     assert config.peers == {1: "127.0.0.1:2379"}
+
+
+def test_listening_on_every_interface_is_served_at_the_peers_address() -> None:
+    config = build_config(flags(node_id=2, listen="0.0.0.0:2380", data_dir="d",
+                                peers="1=kv-1.example:2379,2=kv-2.example:2380"))
+    assert config.listen == "0.0.0.0:2380" and config.peers[2] == "kv-2.example:2380"
 
 
 @pytest.mark.parametrize(
     ("given", "message"),
     [
         ({"listen": "127.0.0.1:1", "data_dir": "d"}, "missing --id"),
-        ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d", "partitions": 6}, "power of two"),
+        ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d"}, "no --peers: .* or pass --single-node"),
+        ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d", "single_node": True,
+          "peers": "1=127.0.0.1:1,2=127.0.0.1:2"}, "--single-node, but --peers names 2 members"),
+        ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d", "single_node": True, "partitions": 6},
+         "power of two"),
         ({"node_id": 3, "listen": "127.0.0.1:1", "data_dir": "d", "peers": "1=127.0.0.1:1"}, "not in --peers"),
+        ({"node_id": 1, "listen": "127.0.0.1:2379", "data_dir": "d", "peers": "1=127.0.0.1:2380,2=127.0.0.1:2381"},
+         r"--listen 127.0.0.1:2379 is not node 1's address in --peers \(127.0.0.1:2380\)"),
+        ({"node_id": 1, "listen": "10.0.0.1:2379", "data_dir": "d", "peers": "1=10.0.0.2:2379"},
+         "is not node 1's address in --peers"),
+        ({"node_id": 1, "listen": "0.0.0.0:2379", "data_dir": "d", "peers": "1=10.0.0.2:2380"},
+         "listen on 0.0.0.0:2380 to serve every interface"),
+        ({"node_id": 1, "listen": "localhost", "data_dir": "d", "single_node": True}, "--listen 'localhost' is not HOST:PORT"),
+        ({"node_id": 1, "listen": "127.0.0.1:2379", "data_dir": "d", "peers": "1=127.0.0.1:2379,2=nohostport"},
+         "--peers entry 2=nohostport: 'nohostport' is not HOST:PORT"),
+        ({"node_id": 1, "listen": "h:99999", "data_dir": "d", "single_node": True}, "port 99999 is not between"),
     ],
 )
 def test_bad_settings_are_reported_in_one_line(given: dict[str, object], message: str) -> None:
@@ -64,11 +85,11 @@ def test_unknown_toml_settings_are_refused(tmp_path: Path) -> None:
 def test_peers_parse_and_reject_garbage() -> None:
     assert parse_peers("1=a:1, 2=b:2") == {1: "a:1", 2: "b:2"}
     with pytest.raises(ConfigError, match="expected ID=HOST:PORT"):
-        parse_peers("1=nohostport")
+        parse_peers("one=a:1")
 
 
 def tls_flags(**given: object) -> dict[str, object]:
-    return flags(node_id=1, listen="127.0.0.1:1", data_dir="d", **given)
+    return flags(node_id=1, listen="127.0.0.1:1", data_dir="d", single_node=True, **given)
 
 
 def test_tls_files_come_as_sets_and_peer_files_default_to_the_client_facing_ones() -> None:
@@ -84,7 +105,8 @@ def test_tls_files_come_as_sets_and_peer_files_default_to_the_client_facing_ones
 
 def test_tls_files_come_from_the_toml_file_too(tmp_path: Path) -> None:
     toml = tmp_path / "node.toml"
-    toml.write_text('node_id = 1\nlisten = "127.0.0.1:1"\ndata_dir = "d"\ncert = "n.crt"\nkey = "n.key"\nca = "ca.crt"\n')
+    toml.write_text('node_id = 1\nlisten = "127.0.0.1:1"\ndata_dir = "d"\nsingle_node = true\ncert = "n.crt"\nkey = "n.key"\n'
+                    'ca = "ca.crt"\n')
 
     assert build_config(flags(config=str(toml))).tls() == TlsConfig(Path("ca.crt"), Path("n.crt"), Path("n.key"))
 
@@ -107,7 +129,7 @@ def test_incomplete_tls_settings_and_bad_limits_are_refused_in_one_line(given: d
 
 
 def test_a_node_given_part_of_a_set_through_the_environment_refuses_to_start(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["--id", "1", "--listen", "127.0.0.1:1", "--data-dir", str(tmp_path)],
+    result = CliRunner().invoke(cli, ["--id", "1", "--listen", "127.0.0.1:1", "--data-dir", str(tmp_path), "--single-node"],
                                 env={"KVSTORE_NODE_PEER_CERT": "p.crt"})
 
     assert result.exit_code == 2
@@ -116,7 +138,7 @@ def test_a_node_given_part_of_a_set_through_the_environment_refuses_to_start(tmp
 
 def test_a_node_whose_certificate_file_is_missing_refuses_to_start_in_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "missing.crt"
-    result = CliRunner().invoke(cli, ["--id", "1", "--listen", "127.0.0.1:1", "--data-dir", str(tmp_path / "d"),
+    result = CliRunner().invoke(cli, ["--id", "1", "--listen", "127.0.0.1:1", "--data-dir", str(tmp_path / "d"), "--single-node",
                                       "--cert", str(missing), "--key", str(missing), "--ca", str(missing)])
 
     assert result.exit_code == 2
