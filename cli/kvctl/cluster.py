@@ -9,8 +9,10 @@ file names the client certificate kvctl connects with.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,10 +31,13 @@ from rich.table import Table
 
 from kvctl.exitcodes import ExitCode
 from kvstore.certs import CertificateError, ClusterCertificates, files_in, init_certificates
+from kvstore.client import Client, KvError
+from kvstore.errors import ERRORS
 from kvstore.node.local import leaders, node_command, node_status, tls_arguments
 from kvstore.tls import TlsConfig, TlsError, client_credentials
 
 STATE_FILE = "cluster.json"
+ROOT_PASSWORD_ENV = "KVSTORE_ROOT_PASSWORD"
 TLS_DIR = "tls"
 DEFAULT_DATA_DIR = "kvstore-data"
 READY_TIMEOUT_S = 60.0
@@ -212,8 +217,12 @@ def cluster() -> None:
 @click.option("--tls", is_flag=True,
               help="Serve TLS, clients and peers alike, with certificates in DATA_DIR/tls (a development CA, "
                    "made when missing, as `kvctl cert init` does).")
+@click.option("--auth", is_flag=True,
+              help=f"Enable authentication (needs --tls): creates the user root, with the password in "
+                   f"${ROOT_PASSWORD_ENV} or a new one, printed. The launcher acts as root through the client "
+                   "certificate, whose common name is root.")
 def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base_port: int, host: str,
-       detach: bool, demo: bool, tls: bool) -> None:
+       detach: bool, demo: bool, tls: bool, auth: bool) -> None:
     """Start a local cluster and show its live status until Ctrl-C.
 
     \b
@@ -222,9 +231,12 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
       kvctl cluster up --nodes 5 --detach        # background; stop with `kvctl cluster down`
       kvctl cluster up --data-dir /tmp/kv --base-port 3379
       kvctl cluster up --tls --detach            # TLS; prints the KVSTORE_CACERT/CERT/KEY to export
+      kvctl cluster up --tls --auth --detach     # and users: prints root's password (KVSTORE_USER)
     Restarting with the same --data-dir brings the same data back.
     """
     console = Console()
+    if auth and not tls:
+        _fail("--auth needs --tls: passwords and tokens must not cross the network in the clear", ExitCode.USAGE)
     if partitions <= 0 or partitions & (partitions - 1):
         _fail(f"--partitions must be a power of two, got {partitions}", ExitCode.USAGE)
     root = Path(data_dir).resolve()
@@ -269,6 +281,9 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
     if client_tls is not None:
         console.print(f"  export KVSTORE_CACERT={client_tls.ca} KVSTORE_CERT={client_tls.cert} "
                       f"KVSTORE_KEY={client_tls.key}", soft_wrap=True)
+    if auth:
+        assert client_tls is not None
+        _enable_auth(endpoints, client_tls, console)
     if demo:
         from kvctl.demo import run_demo
 
@@ -288,6 +303,33 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
     finally:
         _stop(started, console)
     console.print("cluster stopped")
+
+
+def _enable_auth(endpoints: str, client_tls: TlsConfig, console: Console) -> None:
+    """Create the user root and enable auth, acting as root through the client certificate (CN
+    root); a cluster that has auth on already (restarted from its data dir) is left as it is."""
+    password = os.environ.get(ROOT_PASSWORD_ENV) or secrets.token_urlsafe(12)
+
+    async def enable() -> bool:
+        async with Client(endpoints.split(","), tls=client_tls) as client:
+            if (await client.auth.status()).enabled:
+                return False
+            if "root" not in {user.name for user in await client.auth.user_list()}:
+                await client.auth.user_add("root", password)
+            await client.auth.enable()
+            return True
+
+    try:
+        enabled = asyncio.run(enable())
+    except KvError as error:
+        _fail(f"could not enable auth: {error.message}", ERRORS[error.code].exit_code)
+    if not enabled:
+        console.print("  auth is enabled (as before): sign in as root with the password it was given")
+        return
+    given = ROOT_PASSWORD_ENV in os.environ
+    console.print("  auth enabled: every call needs a user; root's password is "
+                  + (f"${ROOT_PASSWORD_ENV}'s" if given else "printed below, once"))
+    console.print(f"  export KVSTORE_USER=root:{'$' + ROOT_PASSWORD_ENV if given else password}", soft_wrap=True)
 
 
 @cluster.command()
