@@ -57,6 +57,9 @@ def jepsen() -> None:
 @click.option("--keys", type=click.IntRange(min=1), default=4, show_default=True, help="Register keys.")
 @click.option("--partitions", type=click.IntRange(min=1), default=4, show_default=True,
               help="Partitions of the key space (a power of two).")  # fmt: skip
+@click.option("--secure", is_flag=True,
+              help="TLS for clients and peers, auth enabled, clients signed in as a user with readwrite on "
+                   "the workload's keys only.")
 def run_command(
     workload: str,
     nemeses: tuple[NemesisKind, ...],
@@ -68,6 +71,7 @@ def run_command(
     nodes: str,
     keys: int,
     partitions: int,
+    secure: bool,
 ) -> None:
     """Start a cluster in network namespaces, run WORKLOAD while the nemeses strike, check it.
 
@@ -77,6 +81,7 @@ def run_command(
     \b
     Example:
       kvctl jepsen run --workload register --nemesis kill,partition --time 60
+      kvctl jepsen run --workload register --secure    # the same with TLS and auth on
     """
     if partitions & (partitions - 1):
         raise click.BadParameter(f"must be a power of two, got {partitions}", param_hint="--partitions")
@@ -92,10 +97,12 @@ def run_command(
         nodes=int(nodes),
         keys=keys,
         partitions=partitions,
+        secure=secure,
     )
     console = Console()
     console.print(
-        f"kvctl jepsen: {workload} under {','.join(nemeses) or 'no faults'} for {time_s:g}s, "
+        f"kvctl jepsen: {workload} under {','.join(nemeses) or 'no faults'} for {time_s:g}s"
+        f"{', TLS and auth on' if secure else ''}, "
         f"seed {chosen_seed}, writing {config.out_dir}"
     )
     try:

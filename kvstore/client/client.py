@@ -62,6 +62,8 @@ _MAX_BACKOFF_S = 0.5
 # One attempt on one node gets at most max(_MIN_ATTEMPT_S, timeout / 4): a paused or cut-off
 # leader must not use up the whole deadline before the call tries the node elected after it.
 _MIN_ATTEMPT_S = 1.0
+# Auth RPCs that change nothing: the others are not sent again once their outcome is unknown.
+_AUTH_READS = frozenset({"Authenticate", "AuthStatus", "UserList", "RoleList"})
 # The server remembers the last 1024 request ids per client for dedup; with at most this many
 # writes in flight, every retried id is still inside that window.
 MAX_OUTSTANDING_MUTATIONS = 512
@@ -735,7 +737,12 @@ class Client:
 
     async def _auth_call(self, method: str, request: Message) -> Any:
         """An Auth RPC, at the control group's leader: asked of any member first, then of the
-        leader a NOT_LEADER answer names. Raises the typed error of a refusal."""
+        leader a NOT_LEADER answer names. Raises the typed error of a refusal.
+
+        A change is not deduplicated by the nodes, so it gets all the time left for each attempt
+        and is not sent again once an attempt's outcome is unknown (no answer in time).
+        """
+        change = method not in _AUTH_READS
         known = self._router.addresses() if self._router is not None else []
         endpoints = list(dict.fromkeys([*known, *self._seeds]))
         loop = asyncio.get_running_loop()
@@ -754,8 +761,12 @@ class Client:
             endpoint = queue.pop(0)
             stub = pb_grpc.AuthStub(self._channel(endpoint))
             try:
-                response = await getattr(stub, method)(request, timeout=min(remaining, self._attempt_timeout))
+                response = await getattr(stub, method)(request, timeout=remaining if change else
+                                                       min(remaining, self._attempt_timeout))
             except grpc.aio.AioRpcError as error:
+                if change and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise KvTimeoutError(f"{method} got no answer from {endpoint} within {self.timeout:g}s; "
+                                         "the change may or may not have been made") from None
                 failure = transport_failure(error)
                 if isinstance(failure, ResourceExhaustedError):
                     queue.insert(0, endpoint)

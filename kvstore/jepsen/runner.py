@@ -40,7 +40,14 @@ from kvstore.jepsen.nemesis import (
 )
 from kvstore.jepsen.netns import Network, NetworkError, missing_prerequisites
 from kvstore.jepsen.report import write_report
-from kvstore.jepsen.workloads import CheckOutcome, Completion, Invocation, Workload, build_workload
+from kvstore.jepsen.workloads import (
+    KEY_PREFIX,
+    CheckOutcome,
+    Completion,
+    Invocation,
+    Workload,
+    build_workload,
+)
 from kvstore.progress import SILENT, Progress
 
 _FINAL_READ_ATTEMPTS = 5
@@ -74,6 +81,7 @@ class RunConfig:
     intervals: Intervals = Intervals()
     check_timeout_s: float = 120.0
     ready_timeout_s: float = 60.0
+    secure: bool = False  # TLS everywhere, auth on, clients signed in with rights on the workload's keys only
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +177,11 @@ async def namespaced_cluster(
         await asyncio.shield(asyncio.to_thread(network.destroy))
 
 
-async def connect_client(endpoints: Sequence[str], timeout_s: float, deadline: float) -> Client | None:
-    """A connected client, retrying until ``deadline`` (monotonic seconds); None if none connected."""
+async def connect_client(cluster: Cluster, endpoints: list[str], timeout_s: float, deadline: float) -> Client | None:
+    """A connected client of the workload, retrying until ``deadline`` (monotonic seconds); None if
+    none connected."""
     while time.monotonic() < deadline:
-        client = Client(endpoints, timeout=timeout_s)
+        client = cluster.client(endpoints, timeout_s)
         try:
             await client.connect()
             return client
@@ -209,7 +218,7 @@ class _Load:
         try:
             while time.monotonic() < deadline:
                 if client is None:
-                    client = await connect_client(endpoints, self._config.op_timeout_s, deadline)
+                    client = await connect_client(self._cluster, endpoints, self._config.op_timeout_s, deadline)
                     if client is None:
                         return
                 invocation = self._workload.next_invocation(rng)
@@ -227,7 +236,7 @@ async def _final_reads(
     config: RunConfig, workload: Workload, cluster: Cluster, recorder: HistoryRecorder, process_ids: Iterator[int]
 ) -> None:
     deadline = time.monotonic() + _FINAL_READ_ATTEMPTS * config.op_timeout_s
-    client = await connect_client(cluster.endpoints, config.op_timeout_s, deadline)
+    client = await connect_client(cluster, cluster.endpoints, config.op_timeout_s, deadline)
     if client is None:
         return
     try:
@@ -245,7 +254,7 @@ async def _setup_workload(workload: Workload, cluster: Cluster, timeout_s: float
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        client = await connect_client(cluster.endpoints, timeout_s, deadline)
+        client = await connect_client(cluster, cluster.endpoints, timeout_s, deadline)
         if client is None:
             break
         try:
@@ -262,7 +271,8 @@ async def _execute(
     config: RunConfig, recorder: HistoryRecorder, nemesis_log: NemesisLog, workload: Workload, progress: Progress
 ) -> str | None:
     """The cluster's whole life; returns an error that made the run incomplete, if any."""
-    spec = ClusterSpec(node_ids=tuple(range(1, config.nodes + 1)), partitions=config.partitions)
+    spec = ClusterSpec(node_ids=tuple(range(1, config.nodes + 1)), partitions=config.partitions,
+                       secure=config.secure, key_prefix=KEY_PREFIX + "/")
     process_ids = itertools.count()
     error: str | None = None
     progress.phase("setup")
