@@ -193,12 +193,12 @@ def test_past_the_quota_writes_are_refused_deletes_accepted_and_the_cluster_reco
         for key in keys:
             root.put(key, value)
 
-        def alarms() -> list[bool]:
-            return [bool(root.status(address).alarms) for address in cluster.endpoints]
+        def alarms() -> list[set[int]]:
+            return [{alarm.node_id for alarm in root.status(address).alarms} for address in cluster.endpoints]
 
-        # Every node applies the alarm, at the same revision of the control group; the write
-        # below goes to whichever node leads its partition.
-        wait_for(lambda: all(alarms()), "a NOSPACE alarm on every node once they store more than the quota")
+        # Every node holds every key (3 replicas on 3 nodes), so each raises its own alarm — two
+        # of them through the control group's leader — and every node applies all three.
+        wait_for(lambda: alarms() == [{1, 2, 3}] * 3, "each node's NOSPACE alarm, applied on every node")
         with pytest.raises(NoSpaceError, match="over its space quota"):
             root.put("quota/more", value)
         code, output = kvctl(cluster, "status")
