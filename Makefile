@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 	@test -f kvstore/_pb/kvstore_pb2.py || $(MAKE) proto
 
-# iptables, iproute2 and libfaketime are what the Jepsen-style tests drive; installed only when missing.
+# iptables, iproute2 and libfaketime (the Jepsen-style tests) and chromium (the status page test); installed only when missing.
 system-deps:
 	@bash deploy/install-system-deps.sh
 

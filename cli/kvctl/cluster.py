@@ -1,7 +1,8 @@
 """`kvctl cluster up|down|status`: a local cluster of node processes on this machine.
 
-Node i (1-based) serves on `base-port + i - 1` and keeps its data in `DATA_DIR/node-i`; the
-launcher records what it started in `DATA_DIR/cluster.json`, so `down` (or a later `up` with
+Node i (1-based) serves on `base-port + i - 1`, serves its metrics and the status page on
+`metrics-base-port + i - 1`, and keeps its data in `DATA_DIR/node-i`; the launcher records
+what it started in `DATA_DIR/cluster.json`, so `down` (or a later `up` with
 the same data dir, which brings the same data back) knows the cluster. With `--tls` the
 certificates live in `DATA_DIR/tls` (made by `kvstore.certs` when missing), and the state
 file names the client certificate kvctl connects with.
@@ -33,6 +34,7 @@ from kvctl.exitcodes import ExitCode
 from kvstore.certs import CertificateError, ClusterCertificates, files_in, init_certificates
 from kvstore.client import Client, KvError
 from kvstore.errors import ERRORS
+from kvstore.node.cluster_view import build_cluster_view, reported_replicas
 from kvstore.node.local import leaders, node_command, node_status, tls_arguments
 from kvstore.tls import TlsConfig, TlsError, client_credentials
 
@@ -50,6 +52,7 @@ class LocalNode:
     data_dir: str
     log_file: str
     pid: int
+    metrics_address: str = ""
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
@@ -152,8 +155,8 @@ def _wait_ready(nodes: list[LocalNode], partitions: int, console: Console,
 
 def status_table(nodes: list[LocalNode], credentials: grpc.ChannelCredentials | None,
                  title: str = "kvstore local cluster") -> Table:
-    """Nodes, partitions led, and lag: how far each replica's commit index trails its partition
-    leader's (commit lag) and how far its applied index trails its own commit (apply lag)."""
+    """Nodes, partitions led, and lag (summed over each node's replicas; see
+    `kvstore.node.cluster_view`)."""
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     widest_address = max((len(n.address) for n in nodes), default=0)
     for column in ("node", "address", "pid", "state", "hosted", "led", "commit lag", "apply lag", "db MB"):
@@ -161,26 +164,19 @@ def status_table(nodes: list[LocalNode], credentials: grpc.ChannelCredentials | 
         # Addresses are never cut; headers may take two lines on a narrow terminal.
         table.add_column(column, justify="left" if left else "right",
                          min_width=widest_address if column == "address" else None)
-    statuses = {node.id: node_status(node.address, timeout=0.5, credentials=credentials) for node in nodes}
-    leader_of = leaders(statuses.values())
-    leader_commit = {
-        p.id: p.commit_index
-        for s in statuses.values()
-        if s is not None
-        for p in s.partitions
-        if leader_of.get(p.id) == s.node_id
-    }
+    answers = {node.id: node_status(node.address, timeout=0.5, credentials=credentials) or "no answer"
+               for node in nodes}
+    view = build_cluster_view({node.id: node.address for node in nodes}, reported_replicas(answers), answers)
+    seen_by_id = {seen.id: seen for seen in view.nodes}
     for node in nodes:
-        status = statuses[node.id]
-        if status is None:
+        seen = seen_by_id[node.id]
+        if not seen.up:
             state = "[red]down[/]" if not _alive(node.pid) else "[yellow]not answering[/]"
             table.add_row(str(node.id), node.address, str(node.pid), state, "", "", "", "", "")
             continue
-        commit_lag = sum(max(0, leader_commit.get(p.id, p.commit_index) - p.commit_index) for p in status.partitions)
-        apply_lag = sum(p.commit_index - p.applied_index for p in status.partitions)
-        table.add_row(str(node.id), node.address, str(node.pid), "[green]up[/]", str(status.partitions_hosted),
-                      str(status.partitions_led), str(commit_lag), str(apply_lag),
-                      f"{status.db_size_bytes / 1e6:.1f}")
+        table.add_row(str(node.id), node.address, str(node.pid), "[green]up[/]", str(seen.partitions_hosted),
+                      str(seen.partitions_led), str(seen.commit_lag), str(seen.apply_lag),
+                      f"{seen.db_size_bytes / 1e6:.1f}")
     return table
 
 
@@ -211,6 +207,8 @@ def cluster() -> None:
               help="Where the nodes keep their data (and the launcher its state).")
 @click.option("--base-port", default=2379, show_default=True, type=click.IntRange(1024, 65000),
               help="Node i serves on base-port + i - 1.")
+@click.option("--metrics-base-port", default=9379, show_default=True, type=click.IntRange(1024, 65000),
+              help="Node i serves /metrics and the status page on metrics-base-port + i - 1.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--detach", is_flag=True, help="Start the nodes and return; stop them with `kvctl cluster down`.")
 @click.option("--demo", is_flag=True, help="Run a short demo against the cluster once it is up.")
@@ -221,18 +219,19 @@ def cluster() -> None:
               help=f"Enable authentication (needs --tls): creates the user root, with the password in "
                    f"${ROOT_PASSWORD_ENV} or a new one, printed. The launcher acts as root through the client "
                    "certificate, whose common name is root.")
-def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base_port: int, host: str,
-       detach: bool, demo: bool, tls: bool, auth: bool) -> None:
+def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base_port: int, metrics_base_port: int,
+       host: str, detach: bool, demo: bool, tls: bool, auth: bool) -> None:
     """Start a local cluster and show its live status until Ctrl-C.
 
     \b
     Examples:
       kvctl cluster up --nodes 3                 # foreground, live status table
       kvctl cluster up --nodes 5 --detach        # background; stop with `kvctl cluster down`
-      kvctl cluster up --data-dir /tmp/kv --base-port 3379
+      kvctl cluster up --data-dir /tmp/kv --base-port 3379 --metrics-base-port 10379
       kvctl cluster up --tls --detach            # TLS; prints the KVSTORE_CACERT/CERT/KEY to export
       kvctl cluster up --tls --auth --detach     # and users: prints root's password (KVSTORE_USER)
-    Restarting with the same --data-dir brings the same data back.
+    Restarting with the same --data-dir brings the same data back. Each node's status page
+    (the live cluster map) is at http://HOST:METRICS-PORT/.
     """
     console = Console()
     if auth and not tls:
@@ -245,27 +244,31 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
         _fail(f"a cluster is already running from {root} (pids {', '.join(str(n.pid) for n in running)}); "
               f"stop it with `kvctl cluster down --data-dir {data_dir}`", ExitCode.USAGE)
     ports = [base_port + i for i in range(nodes)]
-    busy = [p for p in ports if not _port_free(host, p)]
+    metrics_ports = [metrics_base_port + i for i in range(nodes)]
+    busy = [p for p in ports + metrics_ports if not _port_free(host, p)]
     if busy:
         _fail(f"port{'s' if len(busy) > 1 else ''} {', '.join(map(str, busy))} on {host} "
-              f"{'are' if len(busy) > 1 else 'is'} in use; choose another --base-port", ExitCode.USAGE)
+              f"{'are' if len(busy) > 1 else 'is'} in use; choose another --base-port or --metrics-base-port",
+              ExitCode.USAGE)
     root.mkdir(parents=True, exist_ok=True)
     certificates = _certificates(root, nodes, host, console) if tls else None
     client_tls = None if certificates is None else TlsConfig(certificates.ca.cert, certificates.client.cert,
                                                              certificates.client.key)
     peers = {i + 1: f"{host}:{port}" for i, port in enumerate(ports)}
     started: list[LocalNode] = []
-    for node_id, address in peers.items():
+    for (node_id, address), metrics_port in zip(peers.items(), metrics_ports, strict=True):
         node_dir = root / f"node-{node_id}"
         log_file = root / f"node-{node_id}.log"
-        command = node_command(node_id, peers, node_dir, partitions, "--replication-factor", str(replication_factor))
+        metrics_address = f"{host}:{metrics_port}"
+        command = node_command(node_id, peers, node_dir, partitions, "--replication-factor", str(replication_factor),
+                               "--metrics-address", metrics_address)
         if certificates is not None:
             own = certificates.nodes[node_id]
             command += tls_arguments(own.cert, own.key, certificates.ca.cert)
         with log_file.open("ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True)
-        started.append(LocalNode(node_id, address, str(node_dir), str(log_file), process.pid))
+        started.append(LocalNode(node_id, address, str(node_dir), str(log_file), process.pid, metrics_address))
     state = ClusterState(started, client_tls)
     state.save(root)
     credentials = state.credentials()
@@ -278,6 +281,7 @@ def up(nodes: int, partitions: int, replication_factor: int, data_dir: str, base
     console.print(f"[green]cluster up[/]: {nodes} nodes, {partitions} partitions, "
                   f"{'TLS' if client_tls else 'plaintext'}, data in {root}")
     console.print(f"  export KVSTORE_ENDPOINTS={endpoints}")
+    console.print(f"  status page: http://{started[0].metrics_address}/  (any node's metrics port serves it)")
     if client_tls is not None:
         console.print(f"  export KVSTORE_CACERT={client_tls.ca} KVSTORE_CERT={client_tls.cert} "
                       f"KVSTORE_KEY={client_tls.key}", soft_wrap=True)

@@ -51,6 +51,7 @@ class NodeConfig:
     peer_ca: Path | None = None
     max_request_bytes: int = 8 << 20  # largest request accepted from a client (or frame from a peer)
     max_concurrent_streams: int = 256  # per connection: calls beyond it wait for a free stream
+    metrics_address: str = ""  # HOST:PORT for /metrics, the probes and the status page; "" = off
     # Authentication, rate limits, space quota (docs/security.md).
     auth_token_ttl_s: float = 300.0  # how long a token from Auth.Authenticate is good for
     rate_limit_requests: float = 0.0  # operations per second per client, unless its user or roles set one; 0: none
@@ -92,6 +93,11 @@ class NodeConfig:
         if self.peer_cert is not None and self.cert is None:
             raise ConfigError("--peer-cert, --peer-key and --peer-ca need --cert, --key and --ca too: "
                               "the port serves TLS with --cert to clients and peers alike")
+        if self.metrics_address:
+            try:
+                parse_address(self.metrics_address)
+            except ValueError as e:
+                raise ConfigError(f"--metrics-address {e}") from None
 
     def _check_file_set(self, prefix: str, names: tuple[str, ...]) -> None:
         given = [name for name in names if getattr(self, name) is not None]

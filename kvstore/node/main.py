@@ -8,16 +8,26 @@ finish (briefly), Raft stops, LevelDB is closed. SIGHUP re-reads the TLS certifi
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Mapping
 
-# Before grpc is imported: its C core would print its own copy of errors this program reports
-# in one line (a port in use, for one).
-os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+def _wants_debug(argv: list[str], environ: Mapping[str, str]) -> bool:
+    """Whether the flag or the environment asks for debug logging (a --config file cannot be
+    read this early)."""
+    flag = next((value for name, value in zip(argv, argv[1:], strict=False) if name == "--log-level"), None)
+    flag = next((a.split("=", 1)[1] for a in argv if a.startswith("--log-level=")), flag)
+    return (flag or environ.get("KVSTORE_NODE_LOG_LEVEL")) == "debug"
+
+
+# Before grpc is imported, which is when its C core reads its log level: its chatter (and its own
+# copy of errors this program reports in one line, a port in use for one) only with debug logging.
+os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if _wants_debug(sys.argv, os.environ) else "NONE")
 
 import asyncio
 import json
 import logging
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +35,12 @@ from typing import Any
 import click
 import uvloop
 
+from kvstore._pb import kvstore_pb2, peer_pb2
+from kvstore.node.cluster_view import ClusterStatusSource
 from kvstore.node.config import PATH_SETTINGS, ConfigError, NodeConfig, load_toml, parse_peers
+from kvstore.node.health import NodeHealth, add_reflection
+from kvstore.node.http import OpsServer
+from kvstore.node.metrics import RequestMetricsInterceptor, metrics_registry
 from kvstore.node.server import AddressInUseError, Node
 from kvstore.ratelimit import RateLimiter
 from kvstore.rpc import AuthService, ClusterService, Guard, KVService, PeerService
@@ -35,6 +50,10 @@ from kvstore.tls import TlsError
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
+
+# What clients use, reported by the health service; reflection lists these and the Peer service.
+PUBLIC_SERVICES = tuple(kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Auth"))
+SERVED_SERVICES = (*PUBLIC_SERVICES, peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name)
 
 
 class _LogFormatter(logging.Formatter):
@@ -87,17 +106,41 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
 
 
 async def serve(config: NodeConfig) -> None:
+    """Run the node until SIGTERM or SIGINT (or a fatal error closes it); SIGHUP re-reads its
+    certificates."""
     node = Node(config)
-    # The composition root: the node is the backend the RPC layer's services delegate to, and
-    # the guard checks every call to any of them first.
-    guard = Guard(node, RateLimiter(RateLimit(config.rate_limit_requests, config.rate_limit_bytes)))
-    await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to,
-                      AuthService(node, guard, config.auth_token_ttl_s).add_to], [guard])
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, node.close)
-    loop.add_signal_handler(signal.SIGHUP, node.reload_certificates)
-    await node.wait_closed()
+    health = NodeHealth(PUBLIC_SERVICES)
+    await health.set_serving(False)
+    ops = None
+    if config.metrics_address:
+        # The page asks the members for their status as the node dials its peers (its certificate, if any).
+        cluster = ClusterStatusSource(lambda: node.cluster_map, lambda address: node.security.peer_channel(address, ()))
+        ops = OpsServer(config.metrics_address, node.node_id, metrics_registry(node, node.metrics), health, cluster)
+        await ops.start()
+    try:
+        # The composition root: the node is the backend the RPC layer's services delegate to, and
+        # the guard checks every call to any of them first.
+        guard = Guard(node, RateLimiter(RateLimit(config.rate_limit_requests, config.rate_limit_bytes)))
+        services = [KVService(node), ClusterService(node), PeerService(node), AuthService(node, guard, config.auth_token_ttl_s)]
+        await node.start([*(s.add_to for s in services), health.add_to,
+                          lambda server: add_reflection(server, SERVED_SERVICES)],
+                         [RequestMetricsInterceptor(node.metrics), guard])
+        await health.set_serving(True)  # the log is replayed and the Ready loop runs
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, node.reload_certificates)
+        stopping, closed = asyncio.create_task(stop.wait()), asyncio.create_task(node.wait_closed())
+        await asyncio.wait((stopping, closed), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        # NOT_SERVING first, so health watchers and probes see it before the port closes.
+        await health.shut_down()
+        node.close()
+        await closed
+    finally:
+        if ops is not None:
+            await ops.close()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "KVSTORE_NODE",
@@ -145,6 +188,8 @@ async def serve(config: NodeConfig) -> None:
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with any of these settings.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--metrics-address", metavar="HOST:PORT",
+              help="Serve Prometheus /metrics, /healthz, /readyz and the status page (/) over HTTP here. Default off.")
 def cli(log_format: str, **options: Any) -> None:
     """Run one kvstore node.
 
@@ -167,6 +212,9 @@ def cli(log_format: str, **options: Any) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(_LogFormatter(config.node_id, log_format == "json"))
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler], force=True)
+    if config.log_level != "debug":
+        # gRPC's Python layer logs routine events as warnings (a stream aborted by a stopping server).
+        logging.getLogger("grpc").setLevel(logging.ERROR)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         uvloop.run(serve(config))
@@ -176,6 +224,11 @@ def cli(log_format: str, **options: Any) -> None:
     except StorageError as e:
         click.echo(f"kvstore-node: storage error: {e}", err=True)
         sys.exit(EXIT_RUNTIME)
+
+
+# --help names each option's environment variable (the deploy files set them).
+for _option in cli.params:
+    _option.show_envvar = True  # type: ignore[attr-defined]
 
 
 def main() -> None:

@@ -39,10 +39,12 @@ from kvstore._pb.control_pb2 import ControlCommand
 from kvstore.errors import InvalidArgumentError, KvError, UnavailableError, WrongNodeError
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
-from kvstore.node.replica import Replica, Waiter, not_leader
+from kvstore.node.metrics import NodeMetrics, timed
+from kvstore.node.replica import Replica, Waiter, group_name, not_leader
 from kvstore.node.security import NodeSecurity
 from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
+    NONE,
     ConfChange,
     Config,
     ConfState,
@@ -51,6 +53,7 @@ from kvstore.raft import (
     ProposalDroppedError,
     Ready,
     Role,
+    SoftState,
 )
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.ring import ClusterMap
@@ -95,9 +98,10 @@ class Node:
         self.replicas: dict[int, Replica[PartitionStateMachine]] = {}
         self.control: Replica[ControlStateMachine] | None = None
         self._groups: dict[int, Replica[Any]] = {}  # every group the Ready loop drives: partitions, control
+        self.metrics = NodeMetrics()
         self.security = NodeSecurity(config)
         self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self.security,
-                                       self._on_unreachable, self._on_snapshot_sent)
+                                       self._on_unreachable, self._on_snapshot_sent, self.metrics)
         self.server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -112,6 +116,7 @@ class Node:
         self._carry_over: list[Replica[Any]] = []
         self._snapshot_reports: list[tuple[int, int, bool]] = []
         self._request_ids = itertools.count(1)
+        self._known_leaders: dict[int, tuple[int, int]] = {}  # partition -> (leader, term) last logged
         self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-fsync")
         self.started_at = time.monotonic()
 
@@ -210,7 +215,7 @@ class Node:
         self._snapshot_reports.append((group, peer_id, ok))
         self._wake.set()
 
-    def replica(self, partition: int) -> Replica:
+    def replica(self, partition: int) -> Replica[PartitionStateMachine]:
         replica = self.replicas.get(partition)
         if replica is None:
             raise WrongNodeError(f"node {self.node_id} holds no replica of partition {partition}")
@@ -348,6 +353,9 @@ class Node:
     def address_of(self, node_id: int) -> str:
         return self.config.peers.get(node_id, "")
 
+    def peer_connections(self) -> dict[int, bool]:
+        return {peer_id: self.transport.connected(peer_id) for peer_id in self.config.peers if peer_id != self.node_id}
+
     # -- the loop ---------------------------------------------------------------------------
 
     async def _ticker(self) -> None:
@@ -360,14 +368,17 @@ class Node:
             self._wake.set()
 
     async def _ready_loop(self) -> None:
+        cycle_seconds = self.metrics.ready_cycle_seconds
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
+                started = time.perf_counter()
                 touched = self._take_inputs()
                 readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]
                 if readies:
                     await self._handle_readies(readies)
+                cycle_seconds.observe(time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -454,6 +465,7 @@ class Node:
             try:
                 last = raw.propose([data for data, _ in items])
             except (RaftNotLeaderError, ProposalDroppedError) as e:
+                self.metrics.proposals_failed += len(items)
                 error = (
                     not_leader(partition, e.leader_hint)
                     if isinstance(e, RaftNotLeaderError)
@@ -462,6 +474,7 @@ class Node:
                 for _, future in items:
                     future.set_exception(error)
                 continue
+            self.metrics.proposals += len(items)
             term = raw.term
             first = last - len(items) + 1
             for offset, (_, future) in enumerate(items):
@@ -471,15 +484,18 @@ class Node:
     async def _handle_readies(self, readies: list[tuple[Replica[Any], Ready]]) -> None:
         engine = self.engine
         assert engine is not None
+        metrics = self.metrics
         # 1. persist every group's Ready in one batch
         batch = engine.new_batch()
         must_sync = False
+        entries = 0
         for replica, rd in readies:
             log_storage = replica.log
             if rd.snapshot is not None:
                 log_storage.apply_snapshot(batch, rd.snapshot)
             if rd.entries:
                 log_storage.append(batch, rd.entries)
+                entries += len(rd.entries)
             if rd.hard_state is not None:
                 log_storage.set_hard_state(batch, rd.hard_state)
             must_sync = must_sync or rd.must_sync
@@ -492,9 +508,13 @@ class Node:
                 # reading requests and peer frames; they all join the next cycle: group commit.
                 # Shielded: a cancelled loop must not leave a write half-way when storage closes.
                 write = functools.partial(engine.write, batch, sync=True)
-                await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._disk, write))
+                loop = asyncio.get_running_loop()
+                metrics.fsync_seconds.observe(await asyncio.shield(loop.run_in_executor(self._disk, timed, write)))
             else:
                 engine.write(batch, sync=False)
+        metrics.ready_groups.observe(len(readies))
+        if entries:
+            metrics.ready_entries.observe(entries)
         # 2. send
         self.transport.send((replica.partition, message) for replica, rd in readies for message in rd.messages)
         # 3. apply
@@ -503,10 +523,12 @@ class Node:
         for replica, rd in readies:
             if rd.snapshot is not None:
                 replica.sm.restore(apply_batch, rd.snapshot)
+                metrics.snapshots_installed += 1
                 log.info("partition %d installed a snapshot at index %d from the leader",
                          replica.partition, rd.snapshot.meta.index)
             if rd.committed_entries:
                 self._apply(replica, rd, apply_batch, completions)
+                metrics.entries_applied += len(rd.committed_entries)
         if len(apply_batch):
             engine.write(apply_batch, sync=False)
         for future, response in completions:
@@ -514,14 +536,33 @@ class Node:
                 future.set_result(response)
         # 4. reads, role changes, advance
         for replica, rd in readies:
-            if rd.soft_state is not None and rd.soft_state.role is not Role.LEADER:
-                replica.fail_waiters(not_leader(replica.partition, rd.soft_state.leader))
+            if rd.soft_state is not None:
+                self._note_leader(replica, rd.soft_state)
+                if rd.soft_state.role is not Role.LEADER:
+                    replica.fail_waiters(not_leader(replica.partition, rd.soft_state.leader))
             if rd.read_states:
                 replica.ready_reads.extend((rs.index, rs.request_id) for rs in rd.read_states)
             replica.serve_reads()
             replica.raw.advance(rd)
             if replica.sm.applied_index - replica.log.first_index() > self.config.snapshot_entries:
                 replica.compact_pending = True
+
+    def _note_leader(self, replica: Replica[Any], soft_state: SoftState) -> None:
+        """One log line (and one count) per leader a partition gets, a leader being a node in a
+        term; losing a leader is not logged: the election that follows is."""
+        partition, leader = replica.partition, soft_state.leader
+        if leader == NONE:
+            return
+        term = replica.raw.term
+        if self._known_leaders.get(partition) == (leader, term):
+            return
+        self._known_leaders[partition] = (leader, term)
+        self.metrics.leader_changes += 1
+        if leader == self.node_id:
+            self.metrics.elections_won += 1
+            log.info("%s: won the election in term %d; this node leads it", group_name(partition), term)
+        else:
+            log.info("%s: node %d leads it in term %d", group_name(partition), leader, term)
 
     def _apply(self, replica: Replica[Any], rd: Ready, batch: WriteBatch,
                completions: list[tuple[asyncio.Future[Any], Any]]) -> None:

@@ -28,6 +28,7 @@ import grpc
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.codec import Encoder
+from kvstore.node.metrics import NodeMetrics
 from kvstore.raft import Message
 from kvstore.tls import ChannelOptions
 
@@ -95,7 +96,7 @@ def snapshot_chunks(encoder: Encoder, group: int, from_node: int, message: Messa
 
 class _PeerSender:
     def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str, channels: PeerChannels,
-                 on_unreachable: Callable[[int], None]) -> None:
+                 on_unreachable: Callable[[int], None], metrics: NodeMetrics) -> None:
         self.encoder = Encoder()
         self.node_id = node_id
         self.peer_id = peer_id
@@ -103,6 +104,7 @@ class _PeerSender:
         self.cluster_id = cluster_id
         self.channels = channels
         self.on_unreachable = on_unreachable
+        self.metrics = metrics
         self.queue: list[tuple[int, Message]] = []
         self.wake = asyncio.Event()
         self.connected = False
@@ -164,6 +166,9 @@ class _PeerSender:
         renewal_generation = link.generation
         self.connected = True
         self._failure = ""
+        connects, sent_bytes = self.metrics.peer_connects, self.metrics.peer_sent_bytes
+        connects[self.peer_id] = connects.get(self.peer_id, 0) + 1
+        sent_bytes.setdefault(self.peer_id, 0)
         log.info("connected to peer %d at %s", self.peer_id, self.address)
         try:
             while True:
@@ -177,6 +182,7 @@ class _PeerSender:
                 items, self.queue = self.queue, []
                 for frame in self.encoder.peer_frames(items, MAX_FRAME_BYTES):
                     await link.call.write(peer_pb2.PeerFrame(raft_batch=frame))
+                    sent_bytes[self.peer_id] += len(frame)
                 if renewal is None and link.generation != self.channels.generation:
                     renewal_generation = self.channels.generation
                     renewal = asyncio.create_task(self._open(renewal_generation), name=f"peer-renewal-{self.peer_id}")
@@ -234,14 +240,15 @@ class PeerTransport:
 
     def __init__(self, node_id: int, peers: dict[int, str], cluster_id: str, channels: PeerChannels,
                  on_unreachable: Callable[[int], None],
-                 on_snapshot_sent: Callable[[int, int, bool], None]) -> None:
+                 on_snapshot_sent: Callable[[int, int, bool], None], metrics: NodeMetrics) -> None:
         self._node_id = node_id
         self._peers = peers
         self._encoder = Encoder()
         self._channels = channels
         self._on_snapshot_sent = on_snapshot_sent
+        self._metrics = metrics
         self._senders = {
-            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, channels, on_unreachable)
+            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, channels, on_unreachable, metrics)
             for peer_id, address in peers.items()
             if peer_id != node_id
         }
@@ -285,6 +292,10 @@ class PeerTransport:
                     log.warning("peer %d refused snapshot %d of group %d: %s", message.to, meta.index, group, ack.error)
             except grpc.aio.AioRpcError as e:
                 log.warning("snapshot %d of group %d to peer %d failed: %s", meta.index, group, message.to, _short(e))
+        if ok:
+            self._metrics.snapshots_sent += 1
+        else:
+            self._metrics.snapshots_failed += 1
         log.info("sent snapshot %d of group %d to peer %d: %s", meta.index, group, message.to,
                  "ok" if ok else "failed")
         self._on_snapshot_sent(group, message.to, ok)

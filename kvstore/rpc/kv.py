@@ -111,7 +111,14 @@ class KVService(kvstore_pb2_grpc.KVServicer):
     async def _run(self, started: list[_Started]) -> list[pb.ResponseOp]:
         pending = [op for op in started if not isinstance(op, pb.ResponseOp) and not op.future.done()]
         if pending:
-            await asyncio.wait([op.future for op in pending], timeout=max(op.timeout_s for op in pending))
+            try:
+                await asyncio.wait([op.future for op in pending], timeout=max(op.timeout_s for op in pending))
+            except asyncio.CancelledError:
+                # The call was cancelled (its deadline passed, or the client left): nobody will read
+                # these futures, so the node must not fail them later (and skips them).
+                for op in pending:
+                    op.future.cancel()
+                raise
         return [op if isinstance(op, pb.ResponseOp) else self._answer(op) for op in started]
 
     def _start(self, op: pb.RequestOp) -> _Started:

@@ -35,12 +35,13 @@ class LocalCluster:
     extra_args: list[str] = field(default_factory=list)
     certificates: ClusterCertificates | None = None  # serve TLS: each node with its own certificate
     node_args: dict[int, list[str]] = field(default_factory=dict)  # more flags for one node
+    metrics: bool = False  # each node serves --metrics-address on a port of its own
     ports: list[int] = field(default_factory=list)
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     credentials: grpc.ChannelCredentials | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.ports = free_ports(self.size)
+        self.ports = free_ports(self.size * 2 if self.metrics else self.size)
         self.credentials = client_credentials(self.client_tls)
 
     @property
@@ -56,6 +57,11 @@ class LocalCluster:
     def address(self, node_id: int) -> str:
         return f"127.0.0.1:{self.ports[node_id - 1]}"
 
+    def metrics_url(self, node_id: int) -> str:
+        """The base URL of the node's HTTP side (metrics, probes, status page)."""
+        assert self.metrics, "the cluster was started without metrics"
+        return f"http://127.0.0.1:{self.ports[self.size + node_id - 1]}"
+
     @property
     def endpoints(self) -> list[str]:
         return [self.address(n) for n in self.node_ids]
@@ -64,8 +70,9 @@ class LocalCluster:
         peers = {n: self.address(n) for n in self.node_ids}
         tls_flags = [] if self.certificates is None else tls_arguments(
             self.certificates.nodes[node_id].cert, self.certificates.nodes[node_id].key, self.certificates.ca.cert)
+        metrics_flags = ["--metrics-address", self.metrics_url(node_id).removeprefix("http://")] if self.metrics else []
         command = node_command(node_id, peers, self.root / f"node-{node_id}", self.partitions, *self.extra_args,
-                               *tls_flags, *self.node_args.get(node_id, []))
+                               *tls_flags, *metrics_flags, *self.node_args.get(node_id, []))
         with (self.root / f"node-{node_id}.log").open("ab") as log:
             self.processes[node_id] = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

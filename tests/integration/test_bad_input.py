@@ -54,6 +54,13 @@ def test_a_port_in_use_is_refused(single_node: LocalCluster, tmp_path: Path) -> 
     assert_one_line_error(result, 2, "is in use")
 
 
+def test_a_metrics_port_in_use_is_refused(single_node: LocalCluster, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    result = run("-m", "kvstore.node", "--id", "1", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path),
+                 "--single-node", "--metrics-address", single_node.address(1))
+    assert_one_line_error(result, 2, f"cannot serve metrics on {single_node.address(1)}")
+
+
 def test_a_data_dir_held_by_another_node_is_refused(single_node: LocalCluster) -> None:
     (port,) = free_ports(1)
     result = run("-m", "kvstore.node", "--id", "1", "--listen", f"127.0.0.1:{port}",

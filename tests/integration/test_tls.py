@@ -8,10 +8,12 @@ certificate rotation on SIGHUP, and the request and stream limits.
 from __future__ import annotations
 
 import datetime
+import json
 import signal
 import socket
 import ssl
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,7 +50,8 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> ClusterCertificates:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, certs: ClusterCertificates) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path_factory.mktemp("tls-cluster"), size=3, partitions=8, certificates=certs)
+    local = LocalCluster(tmp_path_factory.mktemp("tls-cluster"), size=3, partitions=8, certificates=certs,
+                         metrics=True)
     with local.running():
         local.start_all()
         yield local
@@ -107,6 +110,14 @@ def test_a_tls_client_reads_and_writes(cluster: LocalCluster) -> None:
 
     code, out, err = kvctl("get", "tls/07", "-o", "simple", "--endpoints", cluster.address(2), tls=cluster.client_tls)
     assert (code, out) == (0, "value-7\n"), err
+
+
+def test_the_status_page_gathers_every_node_over_tls(cluster: LocalCluster) -> None:
+    """The node serving the page asks its peers for their status with its own certificate."""
+    with urllib.request.urlopen(cluster.metrics_url(1) + "/api/cluster", timeout=10) as response:
+        view = json.load(response)
+    assert [(node["id"], node["up"], node["reason"]) for node in view["nodes"]] == [(n, True, "") for n in (1, 2, 3)]
+    assert all(partition["leader"] for partition in view["partitions"])
 
 
 def test_a_plaintext_client_is_refused_and_told_tls_is_required(cluster: LocalCluster) -> None:

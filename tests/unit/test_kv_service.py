@@ -9,6 +9,8 @@ import asyncio
 import itertools
 from typing import Any
 
+import pytest
+
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.node.replica import not_leader
 from kvstore.rpc import ClusterService, KVService, MemoryBackend
@@ -169,3 +171,18 @@ async def test_the_cluster_service_reports_what_the_node_hosts_and_leads() -> No
     layout = await service.Partitions(pb.PartitionsRequest(), None)
     assert layout.partition_count == 4 and [p.leader for p in layout.partitions] == [1, 1, 1, 2]
     assert [member.id for member in layout.members] == [1, 2, 3]
+
+
+async def test_a_cancelled_call_cancels_what_it_waits_for() -> None:
+    """A call cancelled by gRPC (deadline, client gone) leaves no future for the node to fail
+    later with nobody to read it: asyncio would log "Future exception was never retrieved"."""
+    backend = MemoryBackend(hold_proposals=True)
+    service = KVService(backend)
+    ops = [put_op(key_in(backend, 1), seq=1), put_op(key_in(backend, 2), seq=2)]
+    call = asyncio.ensure_future(service.Batch(pb.BatchRequest(ops=ops), None))
+    while len(backend.held) < 2:
+        await asyncio.sleep(0)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert all(future.cancelled() for _, _, future in backend.held)

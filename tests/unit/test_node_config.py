@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from kvstore.node.config import ConfigError, parse_peers
-from kvstore.node.main import build_config, cli
+from kvstore.node.main import _wants_debug, build_config, cli
 from kvstore.tls import TlsConfig
 
 NO_FLAGS = {
@@ -17,7 +17,7 @@ NO_FLAGS = {
     "replication_factor": None, "vnodes": None, "tick_ms": None, "election_ticks": None, "max_key_bytes": None,
     "max_value_bytes": None, "snapshot_entries": None, "cluster_id": None, "log_level": None, "cert": None,
     "key": None, "ca": None, "peer_cert": None, "peer_key": None, "peer_ca": None, "max_request_bytes": None,
-    "max_concurrent_streams": None,
+    "max_concurrent_streams": None, "metrics_address": None,
 }
 
 
@@ -67,6 +67,8 @@ def test_listening_on_every_interface_is_served_at_the_peers_address() -> None:
         ({"node_id": 1, "listen": "127.0.0.1:2379", "data_dir": "d", "peers": "1=127.0.0.1:2379,2=nohostport"},
          "--peers entry 2=nohostport: 'nohostport' is not HOST:PORT"),
         ({"node_id": 1, "listen": "h:99999", "data_dir": "d", "single_node": True}, "port 99999 is not between"),
+        ({"node_id": 1, "listen": "127.0.0.1:1", "data_dir": "d", "single_node": True, "metrics_address": "9090"},
+         "--metrics-address '9090' is not HOST:PORT"),
     ],
 )
 def test_bad_settings_are_reported_in_one_line(given: dict[str, object], message: str) -> None:
@@ -86,6 +88,21 @@ def test_peers_parse_and_reject_garbage() -> None:
     assert parse_peers("1=a:1, 2=b:2") == {1: "a:1", 2: "b:2"}
     with pytest.raises(ConfigError, match="expected ID=HOST:PORT"):
         parse_peers("one=a:1")
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "debug"),
+    [
+        (["kvstore-node", "--log-level", "debug"], {}, True),
+        (["kvstore-node", "--log-level=debug"], {}, True),
+        (["kvstore-node"], {"KVSTORE_NODE_LOG_LEVEL": "debug"}, True),
+        (["kvstore-node", "--log-level", "info"], {"KVSTORE_NODE_LOG_LEVEL": "debug"}, False),  # the flag wins
+        (["kvstore-node", "--id", "1"], {}, False),
+    ],
+)
+def test_grpc_chatter_is_let_through_only_with_debug_logging(argv: list[str], environ: dict[str, str],
+                                                             debug: bool) -> None:
+    assert _wants_debug(argv, environ) is debug
 
 
 def tls_flags(**given: object) -> dict[str, object]:

@@ -13,6 +13,7 @@ import pytest
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.codec import decode_peer_frame
+from kvstore.node.metrics import NodeMetrics
 from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
 from kvstore.raft import Message, MessageType
 
@@ -80,7 +81,7 @@ async def peer() -> AsyncIterator[tuple[RecordingPeer, str]]:
 async def transport(peer: tuple[RecordingPeer, str]) -> AsyncIterator[tuple[PeerTransport, FakeChannels, list[int]]]:
     channels, unreachable = FakeChannels(), []
     sender = PeerTransport(1, {1: "127.0.0.1:1", 2: peer[1]}, "kvstore", channels, unreachable.append,
-                           lambda *_: None)
+                           lambda *_: None, NodeMetrics())
     sender.start()
     try:
         yield sender, channels, unreachable
