@@ -214,8 +214,10 @@ class Guard(grpc.aio.ServerInterceptor):
                                  f"the token was issued at within {timeout:g}s") from None
 
     def _take(self, state: ControlState, caller: Caller, ops: int, request: Message | None) -> None:
+        limit = (rate_limit_of(state, caller.user) if caller.user else None) or self._limiter.default
+        if not limit.is_set:
+            return  # the common case: no limit anywhere, and no request to measure
         size = 0 if request is None else request.ByteSize()
-        limit = rate_limit_of(state, caller.user) if caller.user else None
         wait = self._limiter.admit(caller.client, limit, ops, size, self._monotonic_clock())
         if wait:
             raise ResourceExhaustedError(f"{caller.client or 'this client'} is over its rate limit on node "
