@@ -57,7 +57,7 @@ from kvstore.raft import (
 )
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.ring import ClusterMap
-from kvstore.rpc.backend import Limits, PartitionStatus, PeerCaller, Reader
+from kvstore.rpc.backend import ControlReader, Limits, PartitionStatus, PeerCaller, Reader
 from kvstore.statemachine import PartitionStateMachine, WriteResponse
 from kvstore.statemachine.control import Alarm, AlarmType, ControlState
 from kvstore.statemachine.control_group import CONTROL_GROUP, ControlStateMachine
@@ -252,7 +252,7 @@ class Node:
         leader from its lease when it holds (else as LINEARIZABLE)."""
         return self._read(self.replica(partition), consistency, min_revision)
 
-    def read_control(self, consistency: int, min_revision: int) -> asyncio.Future[ControlStateMachine]:
+    def read_control(self, consistency: int, min_revision: int) -> asyncio.Future[ControlReader]:
         """The control group's state machine, once a read at `consistency` may be served from
         this replica (as `read`)."""
         return self._read(self._control(), consistency, min_revision)
@@ -314,8 +314,8 @@ class Node:
             over, raised = stored > quota, mine in self.control_state.alarms
             if over == raised:
                 continue
-            change = "raise_alarm" if over else "clear_alarm"
-            command = ControlCommand(**{change: pb.Alarm(node_id=self.node_id, type=pb.NOSPACE)})
+            alarm = pb.Alarm(node_id=self.node_id, type=pb.NOSPACE)
+            command = ControlCommand(raise_alarm=alarm) if over else ControlCommand(clear_alarm=alarm)
             try:
                 response = await self._propose_control_at_leader(command.SerializeToString())
             except (KvError, grpc.aio.AioRpcError, TimeoutError) as error:

@@ -269,6 +269,7 @@ class MemoryBackend:
         batch = self._engine.new_batch()
         ((_, response),) = self.control.apply(batch, [Entry(self.control.applied_index + 1, 1, command)])
         self._engine.write(batch, sync=False)
+        assert response is not None  # an entry with data answers
         future: asyncio.Future[pb.AuthChangeResponse] = asyncio.get_running_loop().create_future()
         future.set_result(response)
         return future

@@ -164,7 +164,7 @@ class Guard(grpc.aio.ServerInterceptor):
             return Caller("", "")
         state, caller = await self.identify(context, quiet=rule is Who.PUBLIC)
         self._take(state, caller, 1, request)
-        needs = [] if isinstance(rule, Who) or request is None else rule.needs(request)
+        needs = [] if isinstance(rule, Who | EachOperation) or request is None else rule.needs(request)
         if state.auth_enabled:
             if isinstance(rule, Who):
                 self._require(state, caller, rule)
@@ -310,7 +310,7 @@ def _token(context: grpc.aio.ServicerContext) -> str | None:
 def _certificate_user(context: grpc.aio.ServicerContext) -> str:
     """The common name of the caller's verified client certificate ("" without one)."""
     names = context.auth_context().get("x509_common_name")
-    return names[0].decode("utf-8", "replace") if names else ""
+    return next(iter(names)).decode("utf-8", "replace") if names else ""
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: KvError) -> None:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from types import MappingProxyType
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -368,7 +369,7 @@ def _grant_permission(state: ControlState, command: pb.RoleGrantPermissionReques
     if isinstance(role, Refusal):
         return state, role
     permission = command.permission
-    if permission.permission not in Access.__members__.values():
+    if permission.permission not in _ACCESS_VALUES:
         return _invalid(state, f"unknown permission {permission.permission}")
     grants = {grant.prefix: grant for grant in role.grants}
     grants[permission.prefix] = Grant(permission.prefix, Access(permission.permission))
@@ -397,17 +398,20 @@ def _set_role_rate_limit(state: ControlState, command: pb.RoleSetRateLimitReques
 
 
 def _raise_alarm(state: ControlState, command: pb.Alarm, revision: int) -> Outcome:
-    if command.type not in AlarmType.__members__.values() or not command.node_id:
+    if command.type not in _ALARM_VALUES or not command.node_id:
         return _invalid(state, f"not an alarm: node {command.node_id}, type {command.type}")
     return replace(state, alarms=state.alarms | {Alarm(command.node_id, AlarmType(command.type))}), None
 
 
 def _clear_alarm(state: ControlState, command: pb.Alarm, revision: int) -> Outcome:
     return replace(state, alarms=frozenset(a for a in state.alarms
-                                           if (a.node_id, a.type) != (command.node_id, command.type))), None
+                                           if (a.node_id, a.type.value) != (command.node_id, command.type))), None
 
 
-_HANDLERS = MappingProxyType({
+_ACCESS_VALUES = frozenset(access.value for access in Access)
+_ALARM_VALUES = frozenset(alarm.value for alarm in AlarmType)
+
+_HANDLERS: Mapping[str, Callable[[ControlState, Any, int], Outcome]] = MappingProxyType({
     "enable_auth": _enable,
     "disable_auth": _disable,
     "add_user": _add_user,

@@ -241,7 +241,10 @@ async def test_over_the_quota_writes_that_add_data_are_refused_and_deletes_serve
         from kvstore._pb import control_pb2
 
         def alarm(kind: str) -> bytes:
-            return control_pb2.ControlCommand(**{kind: pb.Alarm(node_id=2, type=pb.NOSPACE)}).SerializeToString()
+            raised = pb.Alarm(node_id=2, type=pb.NOSPACE)
+            command = control_pb2.ControlCommand(raise_alarm=raised) if kind == "raise_alarm" else \
+                control_pb2.ControlCommand(clear_alarm=raised)
+            return command.SerializeToString()
 
         assert (await served.kv.Put(put(b"k1"))).error.code == pb.OK
         await served.backend.propose_control(alarm("raise_alarm"))
