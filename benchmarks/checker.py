@@ -43,7 +43,7 @@ class _Client:
 
 
 def _event(client: _Client, event_type: EventType, value: object, now: int) -> Event:
-    return Event(client.process, event_type, client.f, client.key, value, now)  # type: ignore[arg-type]
+    return Event(client.process, event_type, client.f, client.key, value, now)
 
 
 def generate_history(

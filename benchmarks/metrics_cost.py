@@ -22,7 +22,13 @@ import uvloop
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.bench.report import machine_line
-from kvstore.node.metrics import REQUEST_SECONDS, Histogram, NodeMetrics, RequestMetricsInterceptor
+from kvstore.node.metrics import (
+    REQUEST_SECONDS,
+    Histogram,
+    NodeMetrics,
+    RequestMetricsInterceptor,
+    aio_unary_behaviour,
+)
 
 EVENTS = 1_000_000
 
@@ -68,7 +74,7 @@ def interceptor_cost(ops: int, calls: int, repeats: int) -> float:
         return pb.BatchResponse(results=[pb.ResponseOp(put=pb.PutResponse(header=pb.ResponseHeader(revision=i)))
                                          for i in range(len(request.ops))])
 
-    handler = grpc.unary_unary_rpc_method_handler(batch)
+    handler: grpc.RpcMethodHandler = grpc.unary_unary_rpc_method_handler(batch)
 
     class Details:
         method = "/kvstore.v1.KV/Batch"
@@ -82,12 +88,13 @@ def interceptor_cost(ops: int, calls: int, repeats: int) -> float:
 
     async def direct() -> None:
         for _ in range(calls):
-            await handler.unary_unary(request, None)
+            await aio_unary_behaviour(handler)(request, None)
 
     async def intercepted() -> None:
         for _ in range(calls):
             wrapped = await interceptor.intercept_service(continuation, Details())  # type: ignore[arg-type]
-            await wrapped.unary_unary(request, None)
+            assert wrapped is not None
+            await aio_unary_behaviour(wrapped)(request, None)
 
     def best(run: Callable[[], Any]) -> float:
         return min(timeit.repeat(lambda: uvloop.run(run()), number=1, repeat=repeats)) / calls * 1e6

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +112,10 @@ def server_credentials(initial: grpc.ServerCertificateConfiguration,
                        fetch: Callable[[], grpc.ServerCertificateConfiguration | None]) -> grpc.ServerCredentials:
     """TLS that requires and verifies a certificate from every caller. gRPC calls `fetch` before
     each new handshake: a configuration it returns replaces the current one, None keeps it."""
-    return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=True)
+    # The grpc stubs type `fetch` as never returning None, which gRPC documents and accepts.
+    return grpc.dynamic_ssl_server_credentials(
+        initial, fetch, require_client_authentication=True  # type: ignore[arg-type]
+    )
 
 
 def client_credentials(config: TlsConfig | None) -> grpc.ChannelCredentials | None:
@@ -138,7 +141,7 @@ def sync_channel(address: str, credentials: grpc.ChannelCredentials | None) -> g
 
 # -- the peer check --------------------------------------------------------------------------
 
-def peer_refusal(auth_context: Mapping[str, Sequence[bytes]], peer_authorities: Sequence[x509.Certificate]) -> str | None:
+def peer_refusal(auth_context: Mapping[str, Iterable[bytes]], peer_authorities: Sequence[x509.Certificate]) -> str | None:
     """Why the caller of a Peer RPC may not take part in the peer stream, or None if it may.
 
     `auth_context` is the RPC's (`context.auth_context()`): gRPC has verified the caller's
@@ -148,7 +151,7 @@ def peer_refusal(auth_context: Mapping[str, Sequence[bytes]], peer_authorities: 
     pems = auth_context.get("x509_pem_cert")
     if not pems:
         return "the caller presented no certificate"
-    certificate = x509.load_pem_x509_certificate(pems[0])
+    certificate = x509.load_pem_x509_certificate(next(iter(pems)))
     subject = certificate.subject.rfc4514_string()
     if PEER_URI not in _uris(certificate):
         return f"the certificate of {subject} is not a peer certificate (it lacks the URI SAN {PEER_URI})"
@@ -204,10 +207,11 @@ async def diagnose(address: str, config: TlsConfig | None, timeout: float) -> st
         return None
     except (OSError, TimeoutError, ValueError):
         return None
+    if config is None:
+        writer.close()
+        return (f"{address} requires TLS, but this client connects without it: give it the cluster's CA "
+                "certificate and a client certificate (kvctl: --cacert, --cert, --key)")
     try:
-        if config is None:
-            return (f"{address} requires TLS, but this client connects without it: give it the cluster's CA "
-                    "certificate and a client certificate (kvctl: --cacert, --cert, --key)")
         # With TLS 1.3 the node judges the client's certificate after the handshake: it answers
         # the HTTP/2 preface if it accepted the certificate, and hangs up if not.
         writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")

@@ -54,7 +54,8 @@ class KvctlError(click.ClickException):
 
     def __init__(self, message: str, exit_code: ExitCode) -> None:
         super().__init__(message)
-        self.exit_code = int(exit_code)
+        # click declares exit_code a class variable; kvctl picks one per error.
+        self.exit_code = int(exit_code)  # type: ignore[misc]
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -221,7 +222,8 @@ def _tls(given: dict[str, Any]) -> TlsConfig | None:
     if missing:
         raise KvctlError(f"--cacert, --cert and --key go together: missing {', '.join(missing)} "
                          f"(or {', '.join(TLS_ENV[flag] for flag in missing)})", ExitCode.USAGE)
-    return TlsConfig(ca=Path(files["--cacert"]), cert=Path(files["--cert"]), key=Path(files["--key"]))
+    paths = {flag: Path(path) for flag, path in files.items() if path}
+    return TlsConfig(ca=paths["--cacert"], cert=paths["--cert"], key=paths["--key"])
 
 
 def run_with_client(ctx: click.Context, action: Callable[[Client], Awaitable[ResultT]]) -> ResultT:

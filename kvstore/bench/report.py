@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 from hdrh.histogram import HdrHistogram
 from rich.table import Table
 
+import kvstore.raft.raft
 from kvstore.bench.drivers import TargetKind
 from kvstore.bench.workloads import WORKLOADS, WriteKind
+from kvstore.compiled import is_compiled
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,6 +37,7 @@ class Machine:
     cpu_count: int
     python: str
     kernel: str
+    kvstore_build: str  # "compiled" (mypyc) or "pure Python" (KVSTORE_PURE_PYTHON=1)
 
 
 def machine_info() -> Machine:
@@ -43,14 +46,16 @@ def machine_info() -> Machine:
     if cpuinfo.exists():
         cpu_model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                           if line.startswith("model name")), "")
+    build = "compiled" if is_compiled(kvstore.raft.raft) else "pure Python"
     return Machine(platform.platform(), platform.machine(), cpu_model, os.cpu_count() or 0,
-                   sys.version.split()[0], platform.release())
+                   sys.version.split()[0], platform.release(), build)
 
 
 def machine_line() -> str:
     """The one line every benchmark prints first: what the figures were measured on."""
     m = machine_info()
-    return f"machine: {m.cpu_model or m.machine}, {m.cpu_count} CPUs, Python {m.python}, {m.platform}"
+    return (f"machine: {m.cpu_model or m.machine}, {m.cpu_count} CPUs, Python {m.python}, {m.platform}; "
+            f"kvstore {m.kvstore_build}")
 
 
 def load_average() -> float:

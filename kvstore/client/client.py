@@ -538,7 +538,7 @@ class Client:
                 start=page_start,
                 end=end,
                 limit=limit - len(found) if limit else 0,
-                consistency=int(consistency),
+                consistency=consistency.value,
                 keys_only=keys_only,
                 partition=partition,
             )
@@ -594,17 +594,17 @@ class Client:
             try:
                 try:
                     response = await send(address, min(remaining, self._attempt_timeout))
-                except grpc.aio.AioRpcError as error:
-                    raise transport_failure(error) from None
-            except TransportError as error:
-                attempts.unreachable(node_id, address, str(error))
+                except grpc.aio.AioRpcError as exc:
+                    raise transport_failure(exc) from None
+            except TransportError as exc:
+                attempts.unreachable(node_id, address, str(exc))
                 failed_nodes.add(node_id)
                 router.forget_leader(partition, node_id)
                 continue
-            except ResourceExhaustedError as error:
+            except ResourceExhaustedError as exc:
                 # Over this client's rate at that node: wait as long as it asks, then ask it again.
-                attempts.answered(node_id, address, error.code, error.message)
-                await backoff.pause(deadline, at_least=error.retry_after_s)
+                attempts.answered(node_id, address, exc.code, exc.message)
+                await backoff.pause(deadline, at_least=exc.retry_after_s)
                 continue
             error = response.error
             code = error_code(error.code)

@@ -90,7 +90,7 @@ class SyncClient:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._shutdown: weakref.finalize[..., None] | None = None
+        self._shutdown: weakref.finalize[..., SyncClient] | None = None
         self.auth = SyncAuthAdmin(self._client.auth, self._run)
 
     @property

@@ -64,7 +64,7 @@ def op_to_pb(op: Op, concern: WriteConcern, min_revision: int) -> pb.RequestOp:
     if isinstance(op, GetOp):
         get = request.get
         get.key = op.key
-        get.consistency = op.consistency
+        get.consistency = op.consistency.value
         if op.consistency is ReadConsistency.SESSION:
             get.min_revision = min_revision
     elif isinstance(op, PutOp):
@@ -74,13 +74,13 @@ def op_to_pb(op: Op, concern: WriteConcern, min_revision: int) -> pb.RequestOp:
         put.lease = op.lease
         put.prev_kv = op.prev_kv
         put.fencing_token = op.fencing_token
-        put.concern = concern
+        put.concern = concern.value
     else:
         delete = request.delete
         delete.key = op.key
         delete.prev_kv = op.prev_kv
         delete.fencing_token = op.fencing_token
-        delete.concern = concern
+        delete.concern = concern.value
     return request
 
 
@@ -128,8 +128,8 @@ def txn_from_pb(response: pb.TxnResponse) -> TxnResult:
 def compare_to_pb(compare: Compare) -> pb.Compare:
     return pb.Compare(
         key=compare.key,
-        target=int(compare.target),
-        result=int(compare.result),
+        target=compare.target.value,
+        result=compare.result.value,
         value=compare.value,
         number=compare.number,
     )

@@ -149,7 +149,7 @@ def event_from_mapping(fields: dict[str, Any], line: int) -> Event:
         raise HistoryError(line, f"'process' must be an integer, got {process!r}")
     type_name = fields.get("type")
     try:
-        event_type = EventType(type_name)
+        event_type = EventType(str(type_name))
     except ValueError:
         raise HistoryError(line, f"unknown type {type_name!r} (expected one of {_KNOWN_TYPES})") from None
     f = fields.get("f")

@@ -7,10 +7,10 @@ are hashable (the checker memoises on them) and never None, so None can mean "il
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, cast
 
 from kvstore.jepsen.history import EventType, Operation, Value, render_value
 
@@ -100,7 +100,7 @@ class CasRegisterModel:
             return state if _register_state(op.result) == state else None
         if f == "write":
             return _register_state(op.argument)
-        expected, new = op.argument  # type: ignore[misc]  # shape checked by invalid_operation
+        expected, new = cast(tuple[Value, Value], op.argument)  # shape checked by invalid_operation
         return _register_state(new) if _register_state(expected) == state else None
 
     def invalid_operation(self, op: Operation) -> str | None:
@@ -136,7 +136,7 @@ class SetModel:
         if op.f == "add":
             return elements if op.argument in elements else elements | {op.argument}
         read = op.result
-        return state if (frozenset() if read is None else frozenset(read)) == elements else None  # type: ignore[arg-type]
+        return state if (frozenset() if read is None else frozenset(cast(Iterable[Value], read))) == elements else None
 
     def invalid_operation(self, op: Operation) -> str | None:
         problem = _unknown_function(op, ("add", "read"), self.name)

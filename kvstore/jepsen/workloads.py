@@ -12,9 +12,9 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 from kvstore.client import Client, KvError, ReadConsistency, ops
 from kvstore.errors import ERRORS
@@ -231,7 +231,7 @@ class RegisterWorkload:
             if invocation.f == "write":
                 written = await client.put(key, str(invocation.value))
                 return Completion(EventType.OK, invocation.value, revision=written.header.revision)
-            expected, new = invocation.value  # type: ignore[misc]
+            expected, new = cast(tuple[Value, Value], invocation.value)
             result = await client.txn([ops.value(key) == str(expected)], [ops.put(key, str(new))])
         except KvError as error:
             return write_outcome_of(error)
@@ -303,13 +303,14 @@ class SetWorkload:
         final_reads = [op for op in operations if op.f == "read" and op.outcome is EventType.OK]
         if not final_reads:
             return [CheckOutcome("set", Validity.UNKNOWN, "the final read never succeeded")]
-        read = set(final_reads[-1].result or ())  # type: ignore[arg-type]
+        read = set(cast(Iterable[Value], final_reads[-1].result or ()))
         adds = [op for op in operations if op.f == "add"]
         acknowledged = {op.argument for op in adds if op.outcome is EventType.OK}
         attempted = {op.argument for op in adds if op.outcome is not EventType.FAIL}
         indeterminate = {op.argument for op in adds if op.outcome is EventType.INFO}
-        lost = sorted(acknowledged - read)  # type: ignore[type-var]
-        unexpected = sorted(read - attempted)  # type: ignore[type-var]
+        # Elements are ints (`next_invocation`), so they sort.
+        lost = sorted(cast(set[int], acknowledged - read))
+        unexpected = sorted(cast(set[int], read - attempted))
         details: dict[str, Any] = {
             "acknowledged": len(acknowledged),
             "indeterminate": len(indeterminate),

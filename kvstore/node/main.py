@@ -121,8 +121,9 @@ async def serve(config: NodeConfig) -> None:
         # The composition root: the node is the backend the RPC layer's services delegate to, and
         # the guard checks every call to any of them first.
         guard = Guard(node, RateLimiter(RateLimit(config.rate_limit_requests, config.rate_limit_bytes)))
-        services = [KVService(node), ClusterService(node), PeerService(node), AuthService(node, guard, config.auth_token_ttl_s)]
-        await node.start([*(s.add_to for s in services), health.add_to,
+        services = [KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to,
+                    AuthService(node, guard, config.auth_token_ttl_s).add_to]
+        await node.start([*services, health.add_to,
                           lambda server: add_reflection(server, SERVED_SERVICES)],
                          [RequestMetricsInterceptor(node.metrics), guard])
         await health.set_serving(True)  # the log is replayed and the Ready loop runs

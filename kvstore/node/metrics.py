@@ -24,7 +24,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -285,6 +285,15 @@ def _errors(method: str, response: Any) -> Iterable[tuple[str, int]]:
         yield method.lower(), response.error.code
 
 
+AioUnaryBehaviour = Callable[[Any, Any], Awaitable[Any]]
+
+
+def aio_unary_behaviour(handler: grpc.RpcMethodHandler) -> AioUnaryBehaviour:
+    """`handler`'s unary behaviour as the aio server runs it: a coroutine function of (request,
+    context). grpc's stubs type method handlers for the sync server only."""
+    return cast(AioUnaryBehaviour, handler.unary_unary)
+
+
 class RequestMetricsInterceptor(grpc.aio.ServerInterceptor):
     """Times every unary KV RPC and counts its operations' errors in `NodeMetrics`.
 
@@ -297,11 +306,11 @@ class RequestMetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        full_method: str = handler_call_details.method  # type: ignore[attr-defined]
+        full_method = handler_call_details.method
         if handler is None or handler.unary_unary is None or not full_method.startswith(_KV_SERVICE):
             return handler
         cached = self._wrapped.get(full_method)
@@ -311,7 +320,7 @@ class RequestMetricsInterceptor(grpc.aio.ServerInterceptor):
         return cached[1]
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        behaviour = handler.unary_unary
+        behaviour = aio_unary_behaviour(handler)
         metrics = self.metrics
 
         async def timed_behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -21,16 +21,6 @@ class ProgressState(IntEnum):
     SNAPSHOT = 2
 
 
-class States:
-    """The `ProgressState` members as plain class attributes: in Python 3.11 every attribute
-    read on an enum class goes through `EnumType.__getattr__`'s slow hook, and the leader
-    checks a follower's state several times per message."""
-
-    PROBE = ProgressState.PROBE
-    REPLICATE = ProgressState.REPLICATE
-    SNAPSHOT = ProgressState.SNAPSHOT
-
-
 class Inflights:
     """Last indexes of appends sent but not yet acknowledged, oldest first, bounded."""
 
@@ -75,7 +65,7 @@ class Progress:
     def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:
         self.match = 0
         self.next = next_index
-        self.state = States.PROBE
+        self.state = ProgressState.PROBE
         self.pending_snapshot = 0
         self.snapshot_age = 0
         # Set on any message from the follower; CheckQuorum clears it every election timeout.
@@ -94,20 +84,20 @@ class Progress:
         self.inflights.reset()
 
     def become_probe(self) -> None:
-        if self.state is States.SNAPSHOT:
+        if self.state is ProgressState.SNAPSHOT:
             pending = self.pending_snapshot
-            self._reset_state(States.PROBE)
+            self._reset_state(ProgressState.PROBE)
             self.next = max(self.match + 1, pending + 1)
         else:
-            self._reset_state(States.PROBE)
+            self._reset_state(ProgressState.PROBE)
             self.next = self.match + 1
 
     def become_replicate(self) -> None:
-        self._reset_state(States.REPLICATE)
+        self._reset_state(ProgressState.REPLICATE)
         self.next = self.match + 1
 
     def become_snapshot(self, snapshot_index: int) -> None:
-        self._reset_state(States.SNAPSHOT)
+        self._reset_state(ProgressState.SNAPSHOT)
         self.pending_snapshot = snapshot_index
 
     def maybe_update(self, index: int) -> bool:
@@ -124,7 +114,7 @@ class Progress:
     def maybe_decrease_to(self, rejected: int, match_hint: int) -> bool:
         """The follower rejected an append at `rejected`; move `next` back. Returns False when
         the rejection is stale (for an append we no longer care about)."""
-        if self.state is States.REPLICATE:
+        if self.state is ProgressState.REPLICATE:
             if rejected <= self.match:
                 return False
             self.next = self.match + 1
@@ -136,9 +126,9 @@ class Progress:
         return True
 
     def is_paused(self) -> bool:
-        if self.state is States.PROBE:
+        if self.state is ProgressState.PROBE:
             return self.probe_sent
-        if self.state is States.REPLICATE:
+        if self.state is ProgressState.REPLICATE:
             return self.inflights.full()
         return True
 

@@ -26,7 +26,7 @@ from kvstore.raft.errors import (
 )
 from kvstore.raft.log import RaftLog
 from kvstore.raft.log_storage import LogStorage
-from kvstore.raft.progress import Progress, States
+from kvstore.raft.progress import Progress, ProgressState
 from kvstore.raft.types import (
     NONE,
     ConfChange,
@@ -41,38 +41,6 @@ from kvstore.raft.types import (
     Role,
     Snapshot,
 )
-
-
-class MT:
-    """The `MessageType` members as plain class attributes, for the per-message paths.
-
-    In Python 3.11 `EnumType` defines `__getattr__`, which routes every attribute read on an
-    enum class (`MessageType.APPEND`) through a slow generic hook: about ten times the cost of
-    reading a plain class attribute, and `step()` reads several per message.
-    """
-
-    APPEND = MessageType.APPEND
-    APPEND_RESP = MessageType.APPEND_RESP
-    VOTE = MessageType.VOTE
-    VOTE_RESP = MessageType.VOTE_RESP
-    PRE_VOTE = MessageType.PRE_VOTE
-    PRE_VOTE_RESP = MessageType.PRE_VOTE_RESP
-    HEARTBEAT = MessageType.HEARTBEAT
-    HEARTBEAT_RESP = MessageType.HEARTBEAT_RESP
-    SNAPSHOT = MessageType.SNAPSHOT
-    TIMEOUT_NOW = MessageType.TIMEOUT_NOW
-    TRANSFER_LEADER = MessageType.TRANSFER_LEADER
-    READ_INDEX = MessageType.READ_INDEX
-    READ_INDEX_RESP = MessageType.READ_INDEX_RESP
-
-
-class Roles:
-    """The `Role` members as plain class attributes, for the same reason as `MT`."""
-
-    FOLLOWER = Role.FOLLOWER
-    PRE_CANDIDATE = Role.PRE_CANDIDATE
-    CANDIDATE = Role.CANDIDATE
-    LEADER = Role.LEADER
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +111,7 @@ class Raft:
         self.learners: set[int] = set()
         self._apply_conf_state(conf_state)
 
-        self.role = Roles.FOLLOWER
+        self.role = Role.FOLLOWER
         self.lead = NONE
         self.msgs: list[Message] = []
         self.read_states: list[ReadState] = []
@@ -211,29 +179,29 @@ class Raft:
     def become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
         self.lead = lead
-        self.role = Roles.FOLLOWER
+        self.role = Role.FOLLOWER
 
     def become_pre_candidate(self) -> None:
-        if self.role is Roles.LEADER:
+        if self.role is Role.LEADER:
             raise AssertionError("a leader cannot become a pre-candidate")
         # PreVote changes neither term nor vote: a node that cannot win disturbs nobody.
-        self.role = Roles.PRE_CANDIDATE
+        self.role = Role.PRE_CANDIDATE
         self.votes = {}
         self.lead = NONE
 
     def become_candidate(self) -> None:
-        if self.role is Roles.LEADER:
+        if self.role is Role.LEADER:
             raise AssertionError("a leader cannot become a candidate")
         self._reset(self.term + 1)
         self.vote = self.id
-        self.role = Roles.CANDIDATE
+        self.role = Role.CANDIDATE
 
     def become_leader(self) -> None:
-        if self.role is Roles.FOLLOWER:
+        if self.role is Role.FOLLOWER:
             raise AssertionError("a follower cannot become leader without an election")
         self._reset(self.term)
         self.lead = self.id
-        self.role = Roles.LEADER
+        self.role = Role.LEADER
         self.prs[self.id].become_replicate()
         # A no-op of our own term lets us commit what earlier leaders left uncommitted (§5.4.2).
         self._append_entries([b""])
@@ -247,7 +215,7 @@ class Raft:
 
     def tick(self) -> None:
         self.ticks += 1
-        if self.role is Roles.LEADER:
+        if self.role is Role.LEADER:
             self._tick_leader()
         else:
             self.election_elapsed += 1
@@ -264,14 +232,14 @@ class Raft:
                 self.become_follower(self.term, NONE)
                 return
             for pr in self.prs.values():
-                if pr.state is States.SNAPSHOT:
+                if pr.state is ProgressState.SNAPSHOT:
                     pr.snapshot_age += 1
                     if pr.snapshot_age > 1:
                         # The snapshot or its acknowledgement was lost: probe again.
                         pr.become_probe()
             if self.lead_transferee != NONE:
                 self.lead_transferee = NONE
-        if self.role is Roles.LEADER and self.heartbeat_elapsed >= self.heartbeat_timeout:
+        if self.role is Role.LEADER and self.heartbeat_elapsed >= self.heartbeat_timeout:
             self.heartbeat_elapsed = 0
             self._start_read_round()
 
@@ -299,20 +267,24 @@ class Raft:
     def _start_election(self, pre_vote: bool, transfer: bool = False) -> None:
         if pre_vote:
             self.become_pre_candidate()
-            vote_type, term = MT.PRE_VOTE, self.term + 1
+            vote_type, term = MessageType.PRE_VOTE, self.term + 1
         else:
             self.become_candidate()
-            vote_type, term = MT.VOTE, self.term
+            vote_type, term = MessageType.VOTE, self.term
         if self._record_vote(self.id, True) is True:
             self._won_election()
             return
         last_index, last_term = self.log.last_index(), self.log.last_term()
         for node_id in sorted(self.voters):
             if node_id != self.id:
-                self._send(Message(vote_type, node_id, self.id, term, last_term, last_index, transfer=transfer))
+                self._send(
+                    Message(
+                        vote_type, node_id, self.id, term, log_term=last_term, index=last_index, transfer=transfer
+                    )
+                )
 
     def _won_election(self) -> None:
-        if self.role is Roles.PRE_CANDIDATE:
+        if self.role is Role.PRE_CANDIDATE:
             self._start_election(pre_vote=False)
         else:
             self.become_leader()
@@ -332,7 +304,7 @@ class Raft:
 
     def step(self, m: Message) -> None:
         if m.term > self.term:
-            if m.type in (MT.VOTE, MT.PRE_VOTE):
+            if m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
                 in_lease = self.config.check_quorum and (
                     (self.lead != NONE and self.election_elapsed < self.election_timeout)
                     or self.ticks < self._votes_refused_until_tick
@@ -340,25 +312,28 @@ class Raft:
                 if in_lease and not m.transfer:
                     # We heard from a live leader recently: do not help unseat it.
                     return
-            if m.type is MT.PRE_VOTE or (m.type is MT.PRE_VOTE_RESP and not m.reject):
+            if m.type is MessageType.PRE_VOTE or (m.type is MessageType.PRE_VOTE_RESP and not m.reject):
                 pass  # a pre-vote never changes our term
-            elif m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
+            elif m.type in (MessageType.APPEND, MessageType.HEARTBEAT, MessageType.SNAPSHOT):
                 self.become_follower(m.term, m.src)
             else:
                 self.become_follower(m.term, NONE)
         elif m.term < self.term:
-            if (self.config.check_quorum or self.config.pre_vote) and m.type in (MT.HEARTBEAT, MT.APPEND):
+            if (self.config.check_quorum or self.config.pre_vote) and m.type in (
+                MessageType.HEARTBEAT,
+                MessageType.APPEND,
+            ):
                 # A deposed leader: tell it our term so it steps down.
-                self._send(Message(MT.APPEND_RESP, m.src, self.id, self.term))
-            elif m.type is MT.PRE_VOTE:
-                self._send(Message(MT.PRE_VOTE_RESP, m.src, self.id, self.term, reject=True))
+                self._send(Message(MessageType.APPEND_RESP, m.src, self.id, self.term))
+            elif m.type is MessageType.PRE_VOTE:
+                self._send(Message(MessageType.PRE_VOTE_RESP, m.src, self.id, self.term, reject=True))
             return
 
-        if m.type in (MT.VOTE, MT.PRE_VOTE):
+        if m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
             self._handle_vote_request(m)
-        elif self.role is Roles.LEADER:
+        elif self.role is Role.LEADER:
             self._step_leader(m)
-        elif self.role is Roles.FOLLOWER:
+        elif self.role is Role.FOLLOWER:
             self._step_follower(m)
         else:
             self._step_candidate(m)
@@ -367,12 +342,12 @@ class Raft:
         can_vote = (
             self.vote == m.src
             or (self.vote == NONE and self.lead == NONE)
-            or (m.type is MT.PRE_VOTE and m.term > self.term)
+            or (m.type is MessageType.PRE_VOTE and m.term > self.term)
         )
-        resp_type = MT.VOTE_RESP if m.type is MT.VOTE else MT.PRE_VOTE_RESP
+        resp_type = MessageType.VOTE_RESP if m.type is MessageType.VOTE else MessageType.PRE_VOTE_RESP
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             self._send(Message(resp_type, m.src, self.id, m.term))
-            if m.type is MT.VOTE:
+            if m.type is MessageType.VOTE:
                 self.election_elapsed = 0
                 self.vote = m.src
         else:
@@ -380,17 +355,17 @@ class Raft:
 
     def _step_candidate(self, m: Message) -> None:
         t = m.type
-        if t is MT.APPEND:
+        if t is MessageType.APPEND:
             self.become_follower(m.term, m.src)
             self._handle_append(m)
-        elif t is MT.HEARTBEAT:
+        elif t is MessageType.HEARTBEAT:
             self.become_follower(m.term, m.src)
             self._handle_heartbeat(m)
-        elif t is MT.SNAPSHOT:
+        elif t is MessageType.SNAPSHOT:
             self.become_follower(m.term, m.src)
             self._handle_snapshot(m)
-        elif (t is MT.PRE_VOTE_RESP and self.role is Roles.PRE_CANDIDATE) or (
-            t is MT.VOTE_RESP and self.role is Roles.CANDIDATE
+        elif (t is MessageType.PRE_VOTE_RESP and self.role is Role.PRE_CANDIDATE) or (
+            t is MessageType.VOTE_RESP and self.role is Role.CANDIDATE
         ):
             result = self._record_vote(m.src, not m.reject)
             if result is True:
@@ -400,25 +375,25 @@ class Raft:
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
-        if t is MT.APPEND:
+        if t is MessageType.APPEND:
             self.election_elapsed = 0
             self.lead = m.src
             self._handle_append(m)
-        elif t is MT.HEARTBEAT:
+        elif t is MessageType.HEARTBEAT:
             self.election_elapsed = 0
             self.lead = m.src
             self._handle_heartbeat(m)
-        elif t is MT.SNAPSHOT:
+        elif t is MessageType.SNAPSHOT:
             self.election_elapsed = 0
             self.lead = m.src
             self._handle_snapshot(m)
-        elif t is MT.TIMEOUT_NOW:
+        elif t is MessageType.TIMEOUT_NOW:
             # The leader hands over: campaign at once, skipping PreVote and voters' leases.
             self.campaign(transfer=True)
-        elif t is MT.TRANSFER_LEADER:
+        elif t is MessageType.TRANSFER_LEADER:
             if self.lead != NONE:
-                self._send(Message(MT.TRANSFER_LEADER, self.lead, m.src, self.term, index=m.index))
-        elif t is MT.READ_INDEX_RESP:
+                self._send(Message(MessageType.TRANSFER_LEADER, self.lead, m.src, self.term, index=m.index))
+        elif t is MessageType.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
 
     # -- follower handlers ------------------------------------------------------------------
@@ -426,17 +401,17 @@ class Raft:
     def _handle_append(self, m: Message) -> None:
         log = self.log
         if m.index < log.committed:
-            self._send(Message(MT.APPEND_RESP, m.src, self.id, self.term, index=log.committed))
+            self._send(Message(MessageType.APPEND_RESP, m.src, self.id, self.term, index=log.committed))
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new >= 0:
-            self._send(Message(MT.APPEND_RESP, m.src, self.id, self.term, index=last_new))
+            self._send(Message(MessageType.APPEND_RESP, m.src, self.id, self.term, index=last_new))
             return
         hint_index = min(m.index, log.last_index())
         hint_index, hint_term = log.find_conflict_by_term(hint_index, m.log_term)
         self._send(
             Message(
-                MT.APPEND_RESP,
+                MessageType.APPEND_RESP,
                 m.src,
                 self.id,
                 self.term,
@@ -449,7 +424,7 @@ class Raft:
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(m.commit)
-        self._send(Message(MT.HEARTBEAT_RESP, m.src, self.id, self.term, context=m.context))
+        self._send(Message(MessageType.HEARTBEAT_RESP, m.src, self.id, self.term, context=m.context))
 
     def _handle_snapshot(self, m: Message) -> None:
         assert m.snapshot is not None
@@ -457,7 +432,7 @@ class Raft:
             index = self.log.last_index()
         else:
             index = self.log.committed
-        self._send(Message(MT.APPEND_RESP, m.src, self.id, self.term, index=index))
+        self._send(Message(MessageType.APPEND_RESP, m.src, self.id, self.term, index=index))
 
     def _restore(self, snapshot: Snapshot) -> bool:
         meta = snapshot.meta
@@ -476,19 +451,19 @@ class Raft:
 
     def _step_leader(self, m: Message) -> None:
         t = m.type
-        if t is MT.TRANSFER_LEADER:
+        if t is MessageType.TRANSFER_LEADER:
             self.transfer_leader(m.src)
             return
-        if t is MT.READ_INDEX:
+        if t is MessageType.READ_INDEX:
             self._queue_read(_PendingRead(m.src, m.context), lease=False)
             return
         pr = self.prs.get(m.src)
         if pr is None:
             return
         pr.recent_active = True
-        if t is MT.APPEND_RESP:
+        if t is MessageType.APPEND_RESP:
             self._handle_append_resp(m, pr)
-        elif t is MT.HEARTBEAT_RESP:
+        elif t is MessageType.HEARTBEAT_RESP:
             pr.probe_sent = False
             if m.context > pr.acked_round:
                 pr.acked_round = m.context
@@ -502,19 +477,19 @@ class Raft:
             if m.log_term > 0:
                 next_probe, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
             if pr.maybe_decrease_to(m.index, next_probe):
-                if pr.state is States.REPLICATE:
+                if pr.state is ProgressState.REPLICATE:
                     pr.become_probe()
                 self._send_append(m.src)
             return
         was_paused = pr.is_paused()
         if not pr.maybe_update(m.index):
             return
-        if pr.state is States.PROBE:
+        if pr.state is ProgressState.PROBE:
             pr.become_replicate()
-        elif pr.state is States.SNAPSHOT and pr.match >= pr.pending_snapshot:
+        elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
             pr.become_probe()
             pr.become_replicate()
-        elif pr.state is States.REPLICATE:
+        elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_up_to(m.index)
         if self._maybe_commit() and not self.config.skip_bcast_commit:
             self._broadcast_append()
@@ -527,8 +502,7 @@ class Raft:
             self._send_timeout_now(m.src)
 
     def _maybe_commit(self) -> bool:
-        prs = self.prs
-        matches = sorted([prs[v].match for v in self.voters if v in prs], reverse=True)
+        matches = sorted([self.prs[v].match for v in self.voters if v in self.prs], reverse=True)
         quorum = self._quorum()
         if len(matches) < quorum:
             return False
@@ -572,18 +546,18 @@ class Raft:
             return False
         self._send(
             Message(
-                MT.APPEND,
+                MessageType.APPEND,
                 to,
                 self.id,
                 self.term,
-                prev_term,
-                prev_index,
-                tuple(entries),
-                self.log.committed,
+                log_term=prev_term,
+                index=prev_index,
+                entries=tuple(entries),
+                commit=self.log.committed,
             )
         )
         if entries:
-            if pr.state is States.REPLICATE:
+            if pr.state is ProgressState.REPLICATE:
                 last = entries[-1].index
                 pr.next = last + 1
                 pr.inflights.add(last)
@@ -599,7 +573,7 @@ class Raft:
         if snapshot.is_empty:
             raise AssertionError("need a snapshot but storage has none")
         pr.become_snapshot(snapshot.meta.index)
-        self._send(Message(MT.SNAPSHOT, to, self.id, self.term, snapshot=snapshot))
+        self._send(Message(MessageType.SNAPSHOT, to, self.id, self.term, snapshot=snapshot))
         return True
 
     def _broadcast_heartbeat(self, round_id: int) -> None:
@@ -608,7 +582,9 @@ class Raft:
             if node_id != self.id:
                 # Never tell a follower to commit beyond what it is known to have.
                 commit = min(pr.match, committed)
-                self._send(Message(MT.HEARTBEAT, node_id, self.id, self.term, commit=commit, context=round_id))
+                self._send(
+                    Message(MessageType.HEARTBEAT, node_id, self.id, self.term, commit=commit, context=round_id)
+                )
 
     # -- reads: ReadIndex and the leader lease ----------------------------------------------
     #
@@ -620,15 +596,15 @@ class Raft:
 
     def read_index(self, request_id: int, lease: bool = False) -> None:
         """Ask for a linearizable read point; the answer is a `ReadState` in a later Ready."""
-        if self.role is not Roles.LEADER:
+        if self.role is not Role.LEADER:
             if self.lead == NONE:
                 raise NotLeaderError(NONE)
-            self._send(Message(MT.READ_INDEX, self.lead, self.id, self.term, context=request_id))
+            self._send(Message(MessageType.READ_INDEX, self.lead, self.id, self.term, context=request_id))
             return
         self._queue_read(_PendingRead(self.id, request_id), lease)
 
     def lease_valid(self) -> bool:
-        if self.role is not Roles.LEADER or self.lead_transferee != NONE:
+        if self.role is not Role.LEADER or self.lead_transferee != NONE:
             return False
         if len(self.voters) == 1 and self.id in self.voters:
             return True
@@ -665,9 +641,8 @@ class Raft:
             self._advance_read_rounds()
 
     def _advance_read_rounds(self) -> None:
-        prs = self.prs
         acked = sorted(
-            [self._read_round if v == self.id else prs[v].acked_round for v in self.voters if v in prs],
+            [self._read_round if v == self.id else self.prs[v].acked_round for v in self.voters if v in self.prs],
             reverse=True,
         )
         quorum = self._quorum()
@@ -694,12 +669,21 @@ class Raft:
         if read.origin == self.id:
             self.read_states.append(ReadState(index, read.request_id))
         else:
-            self._send(Message(MT.READ_INDEX_RESP, read.origin, self.id, self.term, index=index, context=read.request_id))
+            self._send(
+                Message(
+                    MessageType.READ_INDEX_RESP,
+                    read.origin,
+                    self.id,
+                    self.term,
+                    index=index,
+                    context=read.request_id,
+                )
+            )
 
     # -- proposals, transfer, membership ----------------------------------------------------
 
     def _check_can_propose(self) -> None:
-        if self.role is not Roles.LEADER:
+        if self.role is not Role.LEADER:
             raise NotLeaderError(self.lead)
         if self.lead_transferee != NONE:
             raise ProposalDroppedError(f"leadership is being transferred to node {self.lead_transferee}")
@@ -744,7 +728,7 @@ class Raft:
             last = self.log.last_index()
             self.prs[node_id] = Progress(last + 1, self.config.max_inflight_msgs, node_id in self.learners)
 
-        if self.role is Roles.LEADER:
+        if self.role is Role.LEADER:
             if self.id not in self.voters:
                 # Removed (or demoted) leader: step down; the others elect a new one.
                 self.become_follower(self.term, NONE)
@@ -769,9 +753,9 @@ class Raft:
             self.prs[node_id] = pr
 
     def transfer_leader(self, to: int) -> None:
-        if self.role is not Roles.LEADER:
+        if self.role is not Role.LEADER:
             if self.lead != NONE:
-                self._send(Message(MT.TRANSFER_LEADER, self.lead, to, self.term))
+                self._send(Message(MessageType.TRANSFER_LEADER, self.lead, to, self.term))
             return
         if to == self.id or to not in self.voters:
             return
@@ -789,12 +773,12 @@ class Raft:
         # The transferee's votes ignore followers' leases, and TimeoutNow may arrive late, even
         # after this transfer is abandoned: no lease reads until such an election is surely over.
         self._lease_blocked_until_tick = self.ticks + 2 * self.election_timeout
-        self._send(Message(MT.TIMEOUT_NOW, to, self.id, self.term))
+        self._send(Message(MessageType.TIMEOUT_NOW, to, self.id, self.term))
 
     def report_snapshot(self, to: int, success: bool) -> None:
         """The transport tells whether a snapshot reached `to`."""
         pr = self.prs.get(to)
-        if self.role is not Roles.LEADER or pr is None or pr.state is not States.SNAPSHOT:
+        if self.role is not Role.LEADER or pr is None or pr.state is not ProgressState.SNAPSHOT:
             return
         if not success:
             pr.pending_snapshot = 0
@@ -812,8 +796,8 @@ class Raft:
         so that they do not split the vote. A false alarm costs at most a refused PreVote.
         """
         pr = self.prs.get(to)
-        if self.role is Roles.LEADER:
-            if pr is not None and pr.state is States.REPLICATE:
+        if self.role is Role.LEADER:
+            if pr is not None and pr.state is ProgressState.REPLICATE:
                 pr.become_probe()
             return
         if self.lead != to:

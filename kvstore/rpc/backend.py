@@ -9,7 +9,7 @@ node's business: the servicers validate, call `propose` or `read`, and fill in t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,7 +59,7 @@ class PartitionStatus:
 class PeerCaller(Protocol):
     """What the peer check reads of a Peer RPC's gRPC context (`grpc.aio.ServicerContext`)."""
 
-    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]: ...
 
     def peer(self) -> str: ...
 

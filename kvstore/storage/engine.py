@@ -23,7 +23,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, cast
 
 import plyvel
 
@@ -321,7 +321,7 @@ class LevelDBReadView:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            return self._snapshot.get(key)
+            return cast(bytes | None, self._snapshot.get(key))
         except RuntimeError:
             raise EngineClosedError("read view is closed") from None
 
@@ -329,7 +329,8 @@ class LevelDBReadView:
         self, start: bytes, end: bytes | None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         try:
-            return self._snapshot.iterator(start=start, stop=end, reverse=reverse)
+            pairs = self._snapshot.iterator(start=start, stop=end, reverse=reverse)
+            return cast(Iterator[tuple[bytes, bytes]], pairs)
         except RuntimeError:
             raise EngineClosedError("read view is closed") from None
 
@@ -390,7 +391,7 @@ class LevelDBEngine:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            return self._db.get(key)
+            return cast(bytes | None, self._db.get(key))
         except RuntimeError:
             raise self._closed_error() from None
 
@@ -398,7 +399,8 @@ class LevelDBEngine:
         self, start: bytes, end: bytes | None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         try:
-            return self._db.iterator(start=start, stop=end, reverse=reverse)
+            pairs = self._db.iterator(start=start, stop=end, reverse=reverse)
+            return cast(Iterator[tuple[bytes, bytes]], pairs)
         except RuntimeError:
             raise self._closed_error() from None
 

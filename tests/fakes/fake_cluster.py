@@ -96,7 +96,7 @@ class _Node:
             )
         return None
 
-    def header(self, partition: int, consistency: int = pb.LINEARIZABLE) -> pb.ResponseHeader:
+    def header(self, partition: int, consistency: pb.ReadConsistency = pb.LINEARIZABLE) -> pb.ResponseHeader:
         return pb.ResponseHeader(
             partition=partition,
             revision=self.state.revision,
@@ -110,8 +110,10 @@ class _Node:
 
     def kv(self, key: bytes) -> pb.KeyValue | None:
         entry = self.state.entries.get(key)
-        if entry is None:
-            return None
+        return None if entry is None else self.kv_of(key, entry)
+
+    @staticmethod
+    def kv_of(key: bytes, entry: _Entry) -> pb.KeyValue:
         return pb.KeyValue(
             key=key,
             value=entry.value,
@@ -221,7 +223,7 @@ class _Node:
             and (not request.end or key < request.end)
         )
         page = min(filter(None, (request.limit, state.scan_page_size)), default=len(keys))
-        kvs = [self.kv(key) for key in keys[:page]]
+        kvs = [self.kv_of(key, state.entries[key]) for key in keys[:page]]
         if request.keys_only:
             for kv in kvs:
                 kv.value = b""

@@ -93,7 +93,7 @@ async def serving(default: RateLimit | None = None, *, limiter: RateLimiter | No
         await server.stop(None)
 
 
-def perm(prefix: bytes, access: int) -> pb.KeyPermission:
+def perm(prefix: bytes, access: pb.Permission) -> pb.KeyPermission:
     return pb.KeyPermission(prefix=prefix, permission=access)
 
 

@@ -175,7 +175,8 @@ def test_a_client_over_its_rate_is_told_to_wait_and_the_library_waits(cluster: L
             for _ in range(3):  # past the bucket of 5 however the first call lands
                 stub.Batch(batch, metadata=metadata, timeout=10)
         assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert int(dict(raised.value.trailing_metadata())[RETRY_AFTER_METADATA]) > 0
+        trailers = {item.key: item.value for item in raised.value.trailing_metadata()}
+        assert int(trailers[RETRY_AFTER_METADATA]) > 0
     finally:
         channel.close()
     with user_client(cluster, "carol", "carolpw") as carol:

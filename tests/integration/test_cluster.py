@@ -36,7 +36,8 @@ def test_write_through_one_node_read_through_another_and_scan_spans_partitions(c
         for i in range(40):
             writer.put(f"user/{i:03d}", f"value-{i}")
     with client_for([cluster.address(3)]) as reader:
-        assert reader.get("user/007").value == b"value-7"
+        stored = reader.get("user/007")
+        assert stored is not None and stored.value == b"value-7"
         found = reader.scan(prefix="user/")
         assert [kv.key for kv in found] == [f"user/{i:03d}".encode() for i in range(40)]
         partitions = {partition_for_key(kv.key, cluster.partitions) for kv in found}
@@ -58,7 +59,8 @@ def test_killed_leader_is_replaced_and_catches_up(cluster: LocalCluster, writes:
         for i in range(writes):
             client.put(key, f"after-{i}")
         last = f"after-{writes - 1}".encode()
-        assert client.get(key).value == last
+        stored = client.get(key)
+        assert stored is not None and stored.value == last
         cluster.start(victim)
         new_leader = cluster.leaders()[partition]
         target = cluster.applied_index(new_leader, partition)
@@ -66,7 +68,8 @@ def test_killed_leader_is_replaced_and_catches_up(cluster: LocalCluster, writes:
         installed = f"partition {partition} installed a snapshot" in cluster.log_tail(victim, 200)
         assert installed == through_snapshot
         cluster.kill(new_leader, signal.SIGKILL)  # now the caught-up node must serve with the third one
-        assert client.get(key).value == last
+        stored = client.get(key)
+        assert stored is not None and stored.value == last
 
 
 def test_every_acknowledged_write_survives_kill_9_of_every_node(cluster: LocalCluster) -> None:

@@ -182,7 +182,7 @@ def test_health_turns_not_serving_when_a_node_begins_to_stop_and_serving_after_r
         first = next(watch)
         assert first.status == health_pb2.HealthCheckResponse.SERVING
         cluster.processes[node_id].send_signal(signal.SIGTERM)
-        seen = []
+        seen: list[int] = []
         try:
             seen.extend(answer.status for answer in watch)
         except grpc.RpcError:

@@ -8,6 +8,7 @@ certificate rotation on SIGHUP, and the request and stream limits.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import signal
 import socket
@@ -67,6 +68,10 @@ def kvctl(*arguments: str, tls: TlsConfig | None = None) -> tuple[int, str, str]
     return result.exit_code, result.stdout, result.stderr
 
 
+def logged(cluster: LocalCluster, node: int, text: str) -> bool:
+    return text in cluster.log_tail(node, 400)
+
+
 def served_serial(address: str, tls: TlsConfig) -> int:
     """The serial of the certificate the node presents in a new TLS handshake."""
     host, _, port = address.rpartition(":")
@@ -105,7 +110,8 @@ def test_a_tls_client_reads_and_writes(cluster: LocalCluster) -> None:
     with tls_client(cluster) as client:
         for i in range(20):
             client.put(f"tls/{i:02d}", f"value-{i}")
-        assert client.get("tls/07").value == b"value-7"
+        stored = client.get("tls/07")
+        assert stored is not None and stored.value == b"value-7"
         assert len(client.scan(prefix="tls/")) == 20
 
     code, out, err = kvctl("get", "tls/07", "-o", "simple", "--endpoints", cluster.address(2), tls=cluster.client_tls)
@@ -155,14 +161,14 @@ def open_peer_stream(address: str, files: CertificateFiles, ca: Path, cluster_id
 
 def test_a_client_certificate_cannot_join_the_peer_stream(cluster: LocalCluster, certs: ClusterCertificates) -> None:
     refused = open_peer_stream(cluster.address(1), certs.client, certs.ca.cert, "kvstore")
-    assert refused.code() is grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
-    assert "CN=root" in refused.details() and "not a peer certificate" in refused.details()  # type: ignore[attr-defined]
+    assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "CN=root" in (refused.details() or "") and "not a peer certificate" in (refused.details() or "")
     wait_for(lambda: "not a peer certificate" in cluster.log_tail(1, 400), "node 1 to log the refusal")
 
     # A node's certificate gets past the peer check, as far as the hello's cluster id.
     admitted = open_peer_stream(cluster.address(1), certs.nodes[3], certs.ca.cert, "another-cluster")
-    assert admitted.code() is grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
-    assert "belongs to cluster 'kvstore'" in admitted.details()  # type: ignore[attr-defined]
+    assert admitted.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "belongs to cluster 'kvstore'" in (admitted.details() or "")
 
 
 def test_an_oversized_request_is_refused_with_a_clear_error(cluster: LocalCluster) -> None:
@@ -193,10 +199,11 @@ def test_sighup_rotates_the_served_certificate_and_a_bad_file_changes_nothing(
                  "node 3 to serve its renewed certificate")
         assert new_serial != old_serial
         for peer in (1, 2):  # its peer streams were renewed with the new client certificate
-            wait_for(lambda p=peer: f"reconnected to peer {p} at {cluster.address(p)} with the new certificates"
-                     in cluster.log_tail(node, 400), f"node 3 to renew its stream to node {peer}")
+            renewed = f"reconnected to peer {peer} at {cluster.address(peer)} with the new certificates"
+            wait_for(functools.partial(logged, cluster, node, renewed), f"node 3 to renew its stream to node {peer}")
         client.put("rotation", "after")
-        assert client.get("rotation").value == b"after"
+        stored = client.get("rotation")
+        assert stored is not None and stored.value == b"after"
 
         good = certs.nodes[node].cert.read_bytes()
         certs.nodes[node].cert.write_text("-----BEGIN CERTIFICATE-----\ntruncated\n")
@@ -209,7 +216,8 @@ def test_sighup_rotates_the_served_certificate_and_a_bad_file_changes_nothing(
             certs.nodes[node].cert.write_bytes(good)
     with tls_client(cluster) as fresh:
         fresh.put("rotation", "still served")
-        assert fresh.get("rotation").value == b"still served"
+        stored = fresh.get("rotation")
+        assert stored is not None and stored.value == b"still served"
 
 
 def test_a_node_whose_peer_certificate_another_ca_issued_cannot_join(
@@ -264,7 +272,7 @@ def test_calls_past_the_stream_cap_wait_for_a_free_stream(tmp_path: Path) -> Non
                 stream.initial_metadata()  # the node has admitted it: the connection's one stream is taken
                 with pytest.raises(grpc.RpcError) as raised:
                     status(pb.StatusRequest(), timeout=1)
-                assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+                assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
                 assert kvstore_pb2_grpc.ClusterStub(other).Status(pb.StatusRequest(), timeout=10).node_id == 1
             finally:
                 done.set()

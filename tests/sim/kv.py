@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from kvstore.raft import ConfChange, Entry, EntryType
 
@@ -49,14 +50,14 @@ class KVStateMachine:
         self.applied_index = index
 
 
-def apply_op(kv: dict[str, int], op: dict[str, object]) -> object:
+def apply_op(kv: dict[str, int], op: dict[str, Any]) -> object:
     key = str(op["k"])
     if op["f"] == "put":
-        kv[key] = op["v"]  # type: ignore[assignment]
+        kv[key] = op["v"]
         return None
     if op["f"] == "cas":
         if kv.get(key) == op["e"]:
-            kv[key] = op["v"]  # type: ignore[assignment]
+            kv[key] = op["v"]
             return True
         return False
     raise ValueError(f"unknown op {op['f']}")
@@ -96,15 +97,15 @@ def check_history(ops: list[ClientOp], committed: dict[int, Entry]) -> list[str]
     # Values of each key as of every index, to check reads served at any index.
     history_of_key: dict[str, list[tuple[int, int | None]]] = {}
     for index in sorted(committed):
-        op = _decode_write(committed[index])
-        if op is None:
+        write = _decode_write(committed[index])
+        if write is None:
             continue
-        if op["id"] in index_of:
-            errors.append(f"op {op['id']} applied twice (indexes {index_of[op['id']]} and {index})")
+        if write["id"] in index_of:
+            errors.append(f"op {write['id']} applied twice (indexes {index_of[write['id']]} and {index})")
             continue
-        index_of[op["id"]] = index
-        model_results[op["id"]] = apply_op(kv, op)
-        history_of_key.setdefault(str(op["k"]), []).append((index, kv.get(str(op["k"]))))
+        index_of[write["id"]] = index
+        model_results[write["id"]] = apply_op(kv, write)
+        history_of_key.setdefault(str(write["k"]), []).append((index, kv.get(str(write["k"]))))
 
     def value_at(key: str, index: int) -> int | None:
         value = None
@@ -165,7 +166,8 @@ def model_state(committed: dict[int, Entry], upto: int) -> dict[str, int]:
     return kv
 
 
-def _decode_write(entry: Entry) -> dict[str, object] | None:
+def _decode_write(entry: Entry) -> dict[str, Any] | None:
+    """The JSON object of a write entry (see `encode_op`), None for any other entry."""
     if entry.type is not EntryType.NORMAL or not entry.data:
         return None
     return json.loads(entry.data)

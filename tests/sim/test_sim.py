@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+import kvstore.raft.log
+from kvstore.compiled import is_compiled
 from kvstore.raft.log import RaftLog
 from tests.sim.__main__ import replay_command, run_many
 from tests.sim.simulation import SimConfig, run_seed
@@ -44,6 +46,11 @@ def test_without_faults_a_leader_is_elected_and_every_write_commits(voters: int)
     assert sum(op.outcome == "ok" for op in writes) > 50
 
 
+@pytest.mark.skipif(
+    is_compiled(kvstore.raft.log),
+    reason="patches a method of the Raft log, which compiled callers do not see: "
+    "runs in the pure-Python pass of tests/sim (KVSTORE_PURE_PYTHON=1, part of make test)",
+)
 def test_simulation_catches_a_broken_election_restriction(monkeypatch: pytest.MonkeyPatch) -> None:
     """The invariant checks must bite: grant votes to candidates with stale logs and watch."""
     monkeypatch.setattr(RaftLog, "is_up_to_date", lambda self, last_index, last_term: True)

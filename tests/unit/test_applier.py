@@ -5,6 +5,7 @@ helpers below build them as briefly as the old records did."""
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -68,8 +69,7 @@ def compare(key: bytes, target: int, result: int, value: bytes = b"", number: in
 
 def command(client_id: str, seq: int, request: WriteRequest) -> WriteRequest:
     """`request` sent by client `client_id` as its request number `seq` (0: no dedup)."""
-    sent = type(request)()
-    sent.CopyFrom(request)
+    sent = copy.deepcopy(request)
     sent.header.client_id = client_id
     sent.header.request_seq = seq
     return sent
@@ -103,8 +103,7 @@ def txn_result(
     """The operations' answers carry no header: the transaction's applies to them all."""
     responses = []
     for result in results:
-        inner = type(result)()
-        inner.CopyFrom(result)
+        inner = copy.deepcopy(result)
         inner.ClearField("header")
         responses.append(request_op_response(inner))
     return pb.TxnResponse(header=_header(revision), succeeded=succeeded, responses=responses)
@@ -132,10 +131,9 @@ def comparable(result: Answer) -> Answer:
     """Refusals compared by code only: the model does not word messages."""
     if result is None or not result.error.code:
         return result
-    copy = type(result)()
-    copy.CopyFrom(result)
-    copy.error.message = ""
-    return copy
+    refusal = copy.deepcopy(result)
+    refusal.error.message = ""
+    return refusal
 
 
 PARTITION = 7
@@ -962,7 +960,9 @@ class DictModel:
 
     def execute(self, revision: int, request: WriteRequest) -> WriteResponse:
         if not isinstance(request, pb.TxnRequest):
-            return self._op(revision, request)
+            response = self._op(revision, request)
+            assert not isinstance(response, pb.GetResponse), "a put or a delete answers as one"
+            return response
         saved = (dict(self.data), dict(self.fences))
         succeeded = all(self._holds(c) for c in request.compare)
         results: list[pb.PutResponse | pb.DeleteResponse | pb.GetResponse] = []

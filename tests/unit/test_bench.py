@@ -50,7 +50,7 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
         assert record["p50_ms"] <= record["p99_ms"] <= record["p999_ms"]
         # The benchmark started these clusters itself, so it measures their CPU as well as the clients'.
         assert record["server_cpu_us_per_op"] > 0 and record["client_cpu_us_per_op"] > 0, record
-        assert {"platform", "cpu_count", "python", "kernel"} <= record["machine"].keys()
+        assert {"platform", "cpu_count", "python", "kernel", "kvstore_build"} <= record["machine"].keys()
     for png in (THROUGHPUT_PNG, TIMELINE_PNG, LATENCY_PNG):
         assert (output / png).read_bytes().startswith(PNG_MAGIC), png
     assert "ops/s" in result.output and "p99.9 ms" in result.output and "CPU per operation" in result.output

@@ -356,11 +356,11 @@ def executions(draw: st.DrawFn) -> list[Event]:
             next_process += 1
         elif phase == "invoked":
             if client["f"] == "write":
-                register = client["argument"]  # type: ignore[assignment]
+                register = client["argument"]
             client["result"] = register if client["f"] == "read" else client["argument"]
             client["phase"] = "applied"
         else:
-            events.append(Event(process, OK, str(client["f"]), None, client["result"]))  # type: ignore[arg-type]
+            events.append(Event(process, OK, str(client["f"]), None, client["result"]))
             client["phase"] = "idle"
     return [dataclasses.replace(event, line=line) for line, event in enumerate(events, start=1)]
 

@@ -346,7 +346,8 @@ async def test_txns_travel_in_batches_with_key_operations(cluster: FakeCluster, 
     txns = [client.txn([ops.version(f"{{t}}:x{index}") == 0], [ops.put(f"{{t}}:x{index}", "1")]) for index in range(20)]
     batches_before = cluster.rpc_count("Batch")
 
-    *_, last = await asyncio.gather(*puts, *txns)
+    _, txn_results = await asyncio.gather(asyncio.gather(*puts), asyncio.gather(*txns))
+    last = txn_results[-1]
 
     assert cluster.rpc_count("Txn") == 0 and cluster.rpc_count("batched ops") >= 40
     assert cluster.rpc_count("Batch") - batches_before < 40

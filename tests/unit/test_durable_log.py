@@ -58,7 +58,8 @@ def run(first: int, last: int, term: int, size: int = 8) -> list[Entry]:
 
 
 class LogUnderTest(Protocol):
-    storage: LogStorage
+    @property
+    def storage(self) -> LogStorage: ...
 
     def append(self, entries: list[Entry]) -> None: ...
 
@@ -471,7 +472,7 @@ def apply_random_operation(data: st.DataObject, model: MemoryLog, durable: Durab
         meta = SnapshotMeta(data.draw(st.integers(near_snapshot, last + 4)), data.draw(st.integers(1, 9)))
         subject = lambda log: log.apply_snapshot(Snapshot(meta, snapshot_data(meta)))  # noqa: E731
 
-    outcomes = []
+    outcomes: list[type[Exception] | None] = []
     for log in (model, durable):
         try:
             subject(log)

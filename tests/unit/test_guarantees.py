@@ -28,12 +28,12 @@ MS = 1_000_000  # history times are nanoseconds
 
 def invoke(process: int, f: str, value: object = None, *, key: str = "k", at: int | None = None,
            max_ms: int | None = None) -> Event:  # fmt: skip
-    return Event(process, INVOKE, f, key, value, at, max_staleness_ms=max_ms)  # type: ignore[arg-type]
+    return Event(process, INVOKE, f, key, value, at, max_staleness_ms=max_ms)
 
 
 def done(process: int, f: str, value: object = None, *, key: str = "k", rev: int | None = None,
          at: int | None = None, stale_ms: int | None = None, outcome: EventType = OK) -> Event:  # fmt: skip
-    return Event(process, outcome, f, key, value, at, revision=rev, staleness_ms=stale_ms)  # type: ignore[arg-type]
+    return Event(process, outcome, f, key, value, at, revision=rev, staleness_ms=stale_ms)
 
 
 def operations(*events: Event) -> list[Operation]:

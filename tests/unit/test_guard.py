@@ -96,9 +96,8 @@ async def test_enabling_auth_needs_root_and_then_calls_need_a_user() -> None:
         assert wrong.error.message == nobody.error.message == "wrong user name or password"
         status = await served.auth.AuthStatus(pb.AuthStatusRequest(), metadata=bearer(tokens["alice"]))
         assert status.enabled and status.user == "alice"
-        assert (await served.channel.unary_unary("/kvstore.v1.Cluster/Status", request_serializer=lambda m: m.SerializeToString(),
-                                                 response_deserializer=pb.StatusResponse.FromString)(
-            pb.StatusRequest())).node_id == 1, "cluster metadata stays public"
+        status_of_node = await pb_grpc.ClusterStub(served.channel).Status(pb.StatusRequest())
+        assert status_of_node.node_id == 1, "cluster metadata stays public"
 
 
 async def test_only_root_manages_users_and_roles() -> None:

@@ -19,6 +19,7 @@ from kvstore.node.metrics import (
     Histogram,
     NodeMetrics,
     RequestMetricsInterceptor,
+    aio_unary_behaviour,
     metrics_registry,
 )
 from kvstore.rpc.backend import PartitionStatus
@@ -89,7 +90,8 @@ async def _call(interceptor: RequestMetricsInterceptor, method: str, handler: gr
         return handler
 
     wrapped = await interceptor.intercept_service(continuation, _Details(method))  # type: ignore[arg-type]
-    return await wrapped.unary_unary(request, None)
+    assert wrapped is not None
+    return await aio_unary_behaviour(wrapped)(request, None)
 
 
 async def test_interceptor_times_each_operation_of_a_batch_by_consistency() -> None:

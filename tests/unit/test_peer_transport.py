@@ -79,7 +79,7 @@ async def peer() -> AsyncIterator[tuple[RecordingPeer, str]]:
 
 @pytest.fixture
 async def transport(peer: tuple[RecordingPeer, str]) -> AsyncIterator[tuple[PeerTransport, FakeChannels, list[int]]]:
-    channels, unreachable = FakeChannels(), []
+    channels, unreachable = FakeChannels(), list[int]()
     sender = PeerTransport(1, {1: "127.0.0.1:1", 2: peer[1]}, "kvstore", channels, unreachable.append,
                            lambda *_: None, NodeMetrics())
     sender.start()

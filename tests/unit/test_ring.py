@@ -310,7 +310,7 @@ def test_plan_lists_added_and_removed_replicas_in_replica_order() -> None:
         members={"a": "h", "b": "h"},
         partitions=4,
         replication_factor=2,
-        tokens={"a": [0], "b": [quarter, 2 * quarter, 3 * quarter]},
+        tokens={"a": (0,), "b": (quarter, 2 * quarter, 3 * quarter)},
     )
     new = old.with_member("c", "h", tokens=[quarter // 2])
     moves = rebalance_plan(old, new)
@@ -328,7 +328,7 @@ def test_balance_report_counts_members_without_replicas() -> None:
         members={"a": "h", "b": "h", "idle": "h"},
         partitions=2,
         replication_factor=1,
-        tokens={"a": [0], "b": [half], "idle": [half + 1]},
+        tokens={"a": (0,), "b": (half,), "idle": (half + 1,)},
     )
     report = balance_report(cluster_map)
     assert dict(report.replicas_per_node) == {"a": 1, "b": 1, "idle": 0}

@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -99,8 +100,8 @@ def test_only_a_peer_certificate_from_the_peer_ca_may_join_the_peer_stream(pki: 
 
 # -- the node's TLS state -------------------------------------------------------------------
 
-def node_settings(tmp_path: Path, files: TlsConfig | None, **extra: Path) -> NodeConfig:
-    tls = {} if files is None else {"cert": files.cert, "key": files.key, "ca": files.ca}
+def node_settings(tmp_path: Path, files: TlsConfig | None, **extra: Any) -> NodeConfig:
+    tls: dict[str, Any] = {} if files is None else {"cert": files.cert, "key": files.key, "ca": files.ca}
     return NodeConfig(1, "127.0.0.1:1", tmp_path, **tls, **extra)
 
 

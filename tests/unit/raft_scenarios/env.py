@@ -14,9 +14,11 @@ storage, as after a crash.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from kvstore.raft import (
     NONE,
@@ -210,7 +212,7 @@ class InteractionEnv:
         count: int,
         voters: Iterable[int] | None = None,
         learners: Iterable[int] = (),
-        **config_fields: int | bool,
+        **config_fields: Any,
     ) -> list[int]:
         """Add `count` nodes with the next free ids. With `voters` (or for the very first nodes,
         which form the group) they are bootstrapped with a snapshot at 1/1 holding that
@@ -369,7 +371,7 @@ class InteractionEnv:
             self.write("apply " + describe_entry(entry))
             if entry.type is EntryType.CONF_CHANGE:
                 change = ConfChange.decode(entry.data)
-                conf_state = self._observe(node.id, lambda c=change: node.raw.apply_conf_change(c))
+                conf_state = self._observe(node.id, functools.partial(node.raw.apply_conf_change, change))
                 assert isinstance(conf_state, ConfState)
                 node.applied.conf_history.append((entry.index, conf_state))
                 self.write(f"conf {describe_conf_state(conf_state)}")
@@ -407,7 +409,7 @@ class InteractionEnv:
                     continue
                 self.write(describe_message(message))
                 self.delivered.append(message)
-                self._observe(node_id, lambda m=message, n=node_id: self.nodes[n].raw.step(m))
+                self._observe(node_id, functools.partial(self.nodes[node_id].raw.step, message))
             self._end_section()
         return moved
 
