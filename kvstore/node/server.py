@@ -1,4 +1,5 @@
-"""The node runtime: many Raft groups (one per hosted partition) driven by one Ready loop.
+"""The node runtime: many Raft groups (one per hosted partition, and the control group that holds
+users, roles and alarms, `kvstore.statemachine.control`) driven by one Ready loop.
 
 `Node` is the `kvstore.rpc.Backend` the servicers delegate to. Only the Ready-loop task touches
 Raft. RPC handlers and the transport put work into inboxes and wake the loop; each cycle of the
