@@ -20,11 +20,14 @@ peer frame                 ``[[group, Message], ...]``: the Raft messages of man
                            `Encoder.peer_frames`; and a snapshot's chunks joined)
 apply state                a SnapshotMeta: the applied index, its term and the applied
                            ConfState, which is exactly the snapshot the state machine can give
-partition snapshot data    ``[format, applied_index, data, fences, dedup]``, each of the last
-                           three a list of ``[key suffix, value]`` pairs of the partition
+partition snapshot data    ``[format, applied_index, data, fences, dedup, leases, lease keys]``,
+                           each of the last five a list of ``[key suffix, value]`` pairs of the
+                           partition
 dedup client state         struct ``>QQQ``: highest applied seq, floor, revision of the last
                            request applied
 dedup result               struct ``>Q`` revision, then the serialized `LogResponse`
+lease                      struct ``>QQQ``: TTL in seconds, checkpointed remaining TTL in
+                           milliseconds (0: none), revision of its grant
 =========================  ===================================================================
 
 Pure: msgpack, struct and the record types only. Decoding checks every field's type and shape
@@ -53,10 +56,13 @@ from kvstore.raft.types import (
     SnapshotMeta,
 )
 
-PARTITION_SNAPSHOT_FORMAT = 3
-"""Format 3: the dedup results are serialized `LogResponse`s (format 2 held msgpack results)."""
+PARTITION_SNAPSHOT_FORMAT = 4
+"""Format 4: the lease table and its key index follow the dedup table (format 3 had no leases;
+format 2 held msgpack dedup results)."""
+_PARTITION_SNAPSHOT_SECTIONS = 5
 
 _CLIENT_STATE = struct.Struct(">QQQ")
+_LEASE = struct.Struct(">QQQ")
 _REVISION = struct.Struct(">Q")
 
 # Decoding looks the enum members up: calling an IntEnum costs more than the rest of an entry.
@@ -135,6 +141,19 @@ def decode_client_state(raw: bytes) -> tuple[int, int, int]:
 
 def encode_dedup_result(revision: int, response: bytes) -> bytes:
     return _REVISION.pack(revision) + response
+
+
+def encode_lease(ttl: int, remaining_ms: int, revision: int) -> bytes:
+    return _LEASE.pack(ttl, remaining_ms, revision)
+
+
+def decode_lease(raw: bytes) -> tuple[int, int, int]:
+    """(TTL in seconds, checkpointed remaining TTL in milliseconds, revision of the grant)."""
+    try:
+        ttl, remaining_ms, revision = _LEASE.unpack(raw)
+    except struct.error:
+        raise CodecError(f"not a lease record: {raw!r:.80}") from None
+    return ttl, remaining_ms, revision
 
 
 def decode_dedup_result(raw: bytes) -> tuple[int, bytes]:
@@ -296,9 +315,9 @@ def decode_peer_frame(raw: bytes) -> list[tuple[int, Message]]:
 
 
 def decode_partition_snapshot(raw: bytes) -> tuple[int, tuple[KeyValuePairs, ...]]:
-    """(applied index, (data, fences, dedup)) of partition snapshot data."""
+    """(applied index, (data, fences, dedup, leases, lease keys)) of partition snapshot data."""
     fields = _unpack("partition snapshot", raw)
-    snapshot_format, applied_index, *sections = _fields("partition snapshot", fields, 5)
+    snapshot_format, applied_index, *sections = _fields("partition snapshot", fields, 2 + _PARTITION_SNAPSHOT_SECTIONS)
     if snapshot_format != PARTITION_SNAPSHOT_FORMAT or not _is_uint(applied_index):
         raise CodecError(f"not partition snapshot data of format {PARTITION_SNAPSHOT_FORMAT}: {fields!r:.80}")
     checked: list[KeyValuePairs] = []

@@ -107,6 +107,18 @@ class StaleFencingTokenError(KvError):
     default_code = ErrorCode.STALE_FENCING_TOKEN
 
 
+class LeaseNotFoundError(KvError):
+    """The lease a request names does not exist (it expired, was revoked, or never was)."""
+
+    default_code = ErrorCode.LEASE_NOT_FOUND
+
+
+class LockNotHeldError(KvError):
+    """The lock key is gone: unlocked already, or its lease expired (the lock passed on)."""
+
+    default_code = ErrorCode.LOCK_NOT_HELD
+
+
 class PermissionDeniedError(KvError):
     """The user lacks the permission the request needs; the message names it and the key."""
 
@@ -229,8 +241,8 @@ ERRORS: Mapping[ErrorCode, ErrorKind] = MappingProxyType(
         ErrorCode.CROSS_PARTITION: ErrorKind(CrossPartitionError, None, ExitCode.USAGE, False, False),
         ErrorCode.STALE_FENCING_TOKEN: ErrorKind(StaleFencingTokenError, None, ExitCode.USAGE, False, False),
         ErrorCode.COMPACTED: ErrorKind(KvError, None, ExitCode.USAGE, False, False),
-        ErrorCode.LEASE_NOT_FOUND: ErrorKind(NotFoundError, None, ExitCode.NOT_FOUND, False, False),
-        ErrorCode.LOCK_NOT_HELD: ErrorKind(KvError, None, ExitCode.USAGE, False, False),
+        ErrorCode.LEASE_NOT_FOUND: ErrorKind(LeaseNotFoundError, None, ExitCode.USAGE, False, False),
+        ErrorCode.LOCK_NOT_HELD: ErrorKind(LockNotHeldError, None, ExitCode.USAGE, False, False),
         ErrorCode.INTERNAL: ErrorKind(KvError, _S.INTERNAL, ExitCode.UNAVAILABLE, False, True),
         # Refused before anything was proposed. The whole RPC is refused with the status (a
         # Batch's operations one by one, in their `error`), except RESOURCE_EXHAUSTED, which the

@@ -246,6 +246,11 @@ def run_with_client(ctx: click.Context, action: Callable[[Client], Awaitable[Res
         raise KvctlError(error.message, ERRORS[error.code].exit_code) from None
 
 
+def epilog(examples: str, exit_codes: str) -> str:
+    """A command's help epilog: its examples, then its exit codes, laid out as written."""
+    return f"\b\nExamples:\n{examples}\n\n\b\n{exit_codes}"
+
+
 class DataCommand(click.Command):
     """A kvctl command whose usage errors are one line, like its other errors (exit code 2)."""
 

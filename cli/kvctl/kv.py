@@ -11,6 +11,7 @@ from kvctl.connection import (
     KvctlError,
     argument_bytes,
     connection_options,
+    epilog,
     hex_option,
     run_with_client,
     settings,
@@ -20,22 +21,19 @@ from kvctl.printer import Printer
 from kvstore.client import Client, DeleteResult, GetResult, KeyValue, PutResult, ReadConsistency
 
 _EXIT_CODES = (
-    "\b\nExit codes: 0 ok, 1 key not found (get), 2 bad usage or request refused, 3 unavailable or timed out."
+    "Exit codes: 0 ok, 1 key not found (get), 2 bad usage or request refused, 3 unavailable or timed out."
 )
-
-
-def _epilog(examples: str) -> str:
-    return f"\b\nExamples:\n{examples}\n\n{_EXIT_CODES}"
 
 
 @click.command(
     "get",
     cls=DataCommand,
-    epilog=_epilog(
+    epilog=epilog(
         "  kvctl get greeting\n"
         "  kvctl get greeting -o simple          print the value alone\n"
         "  kvctl get greeting --consistency stale -o json\n"
-        "  kvctl get --hex 00ff                   the key made of the bytes 0x00 0xff"
+        "  kvctl get --hex 00ff                   the key made of the bytes 0x00 0xff",
+        _EXIT_CODES,
     ),
 )
 @click.argument("key")
@@ -66,13 +64,14 @@ def get(ctx: click.Context, key: str, consistency: str, hex_encoded: bool) -> No
 @click.command(
     "put",
     cls=DataCommand,
-    epilog=_epilog(
+    epilog=epilog(
         "  kvctl put greeting hello\n"
         "  kvctl put greeting hello --prev-kv     also print the value it replaced\n"
-        "  kvctl put {user42}:cart apples --lease 7587\n"
+        "  kvctl put {user42}:cart apples --lease 140737488355331\n"
         "  kvctl put config v2 --fencing-token 42  refused if the key saw a larger token\n"
         "  echo hello | kvctl put greeting -      read the value from stdin\n"
-        "  kvctl put --hex 00ff c0ffee            bytes that are not UTF-8, as hex"
+        "  kvctl put --hex 00ff c0ffee            bytes that are not UTF-8, as hex",
+        _EXIT_CODES,
     ),
 )
 @click.argument("key")
@@ -104,7 +103,7 @@ def put(
 @click.command(
     "del",
     cls=DataCommand,
-    epilog=_epilog("  kvctl del greeting\n  kvctl del greeting --prev-kv -o json\n  kvctl del --hex 00ff"),
+    epilog=epilog("  kvctl del greeting\n  kvctl del greeting --prev-kv -o json\n  kvctl del --hex 00ff", _EXIT_CODES),
 )
 @click.argument("key")
 @click.option("--prev-kv", is_flag=True, help="Print the deleted key-value.")
@@ -125,12 +124,13 @@ def delete(ctx: click.Context, key: str, prev_kv: bool, fencing_token: int, hex_
 @click.command(
     "scan",
     cls=DataCommand,
-    epilog=_epilog(
+    epilog=epilog(
         "  kvctl scan --prefix user/                 every key starting with user/\n"
         "  kvctl scan --start a --end m --limit 10   the first 10 keys in [a, m)\n"
         "  kvctl scan --prefix '{user42}:' --keys-only -o simple\n"
         "  kvctl scan                                the whole key space\n"
-        "  kvctl scan --hex --prefix 00              keys starting with the byte 0x00"
+        "  kvctl scan --hex --prefix 00              keys starting with the byte 0x00",
+        _EXIT_CODES,
     ),
 )
 @click.option("--prefix", help="Keys starting with this (not with --start/--end).")

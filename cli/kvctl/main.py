@@ -12,6 +12,8 @@ from kvctl.cluster import cluster
 from kvctl.connection import global_options
 from kvctl.jepsen import jepsen
 from kvctl.kv import delete, get, put, scan
+from kvctl.lease import lease
+from kvctl.lock import lock
 from kvctl.topology import members, partitions, status
 from kvctl.txn import txn
 
@@ -29,6 +31,8 @@ def cli() -> None:
       kvctl cluster up --tls --auth     the same, with users: prints root's password
       kvctl put greeting hello          write a key
       kvctl get greeting -o simple      print its value alone
+      kvctl lease grant 10 --for-key job  a lease of 10 s, in job's partition
+      kvctl lock orders -- ./job.sh     run a command while holding a lock
       kvctl check --model register h.jsonl   check a history for linearizability
     """
 
@@ -38,6 +42,8 @@ cli.add_command(bench)
 cli.add_command(check)
 cli.add_command(cert)
 cli.add_command(jepsen)
+cli.add_command(lease)
+cli.add_command(lock)
 for auth_command in (auth, user, role):
     cli.add_command(auth_command)
 for data_command in (get, put, delete, scan, txn, status, members, partitions):

@@ -21,6 +21,9 @@ from kvstore.client import (
     GetOp,
     GetResult,
     KeyValue,
+    Lease,
+    LeaseStatus,
+    Lock,
     Member,
     NodeStatus,
     Op,
@@ -31,6 +34,7 @@ from kvstore.client import (
     TxnResult,
 )
 from kvstore.client.types import Alarm, AuthStatus, RateLimit, Role, User
+from kvstore.names import lease_partition
 
 
 def _text(data: bytes) -> str:
@@ -384,6 +388,76 @@ class Printer:
                 leader = f"{info.leader} ({addresses.get(info.leader, '?')})" if info.leader else "unknown"
                 table.add_row(str(info.id), Text(leader), ",".join(map(str, info.replicas)), str(info.term))
             self._table(table)
+
+    # ---- leases and locks ----------------------------------------------------------------------
+
+    def lease_granted(self, lease: Lease) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json({"id": lease.id, "ttl": lease.ttl, "partition": lease_partition(lease.id)})
+        elif self.output is OutputFormat.SIMPLE:
+            self._line(str(lease.id))
+        else:
+            self._line(f"lease {lease.id} granted with TTL {lease.ttl}s (partition {lease_partition(lease.id)})")
+
+    def lease_kept_alive(self, lease: int, ttl: int) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json({"id": lease, "ttl": ttl})
+        elif self.output is OutputFormat.SIMPLE:
+            self._line(str(ttl))
+        else:
+            self._line(f"lease {lease} kept alive with TTL {ttl}s")
+
+    def lease_revoked(self, lease: int) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json({"id": lease, "revoked": True})
+        elif self.output is OutputFormat.SIMPLE:
+            self._line("OK")
+        else:
+            self._line(f"lease {lease} revoked")
+
+    def lease_status(self, status: LeaseStatus, with_keys: bool) -> None:
+        if self.output is OutputFormat.JSON:
+            document: dict[str, Any] = {"id": status.id, "ttl": status.ttl, "granted_ttl": status.granted_ttl,
+                                        "partition": lease_partition(status.id)}
+            if with_keys:
+                document["keys"] = [_bytes_field("key", key) for key in status.keys]
+            self._json(document)
+        elif self.output is OutputFormat.SIMPLE:
+            self._line(str(status.ttl))
+            for key in status.keys:
+                self._raw(key)
+        else:
+            self._line(f"lease {status.id}: {status.ttl}s left at least, of {status.granted_ttl}s granted "
+                       f"(partition {lease_partition(status.id)})")
+            if with_keys:
+                self._line(f"attached keys: {', '.join(_text(key) for key in status.keys) or 'none'}")
+
+    def leases(self, statuses: Sequence[LeaseStatus]) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json({"count": len(statuses), "leases": [
+                {"id": s.id, "ttl": s.ttl, "granted_ttl": s.granted_ttl, "partition": lease_partition(s.id)}
+                for s in statuses
+            ]})
+        elif self.output is OutputFormat.SIMPLE:
+            for status in statuses:
+                self._line(str(status.id))
+        else:
+            table = Table(caption=f"{len(statuses)} lease(s)")
+            for column in ("ID", "TTL", "GRANTED_TTL", "PARTITION"):
+                table.add_column(column, justify="right")
+            for status in statuses:
+                table.add_row(str(status.id), str(status.ttl), str(status.granted_ttl), str(lease_partition(status.id)))
+            self._table(table)
+
+    def lock_held(self, lock: Lock) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json({**_bytes_field("name", lock.name), **_bytes_field("key", lock.key), "token": lock.token})
+        elif self.output is OutputFormat.SIMPLE:
+            self._raw(lock.key)
+            self._line(str(lock.token))
+        else:
+            self._line(f"holding lock {_text(lock.name)!r}: key {_text(lock.key)}, fencing token {lock.token}")
+        sys.stdout.flush()
 
 
 def _member_json(member: Member) -> dict[str, Any]:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from kvstore._pb import kvstore_pb2 as kvstore_dot___pb_dot_kvstore__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akvstore/_pb/internal.proto\x12\x13kvstore.internal.v1\x1a\x19kvstore/_pb/kvstore.proto\"\x92\x01\n\nLogCommand\x12%\n\x03put\x18\x02 \x01(\x0b\x32\x16.kvstore.v1.PutRequestH\x00\x12+\n\x06\x64\x65lete\x18\x03 \x01(\x0b\x32\x19.kvstore.v1.DeleteRequestH\x00\x12%\n\x03txn\x18\x04 \x01(\x0b\x32\x16.kvstore.v1.TxnRequestH\x00\x42\t\n\x07\x63ommand\"\x97\x01\n\x0bLogResponse\x12&\n\x03put\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.PutResponseH\x00\x12,\n\x06\x64\x65lete\x18\x03 \x01(\x0b\x32\x1a.kvstore.v1.DeleteResponseH\x00\x12&\n\x03txn\x18\x04 \x01(\x0b\x32\x17.kvstore.v1.TxnResponseH\x00\x42\n\n\x08responseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akvstore/_pb/internal.proto\x12\x13kvstore.internal.v1\x1a\x19kvstore/_pb/kvstore.proto\"\xd8\x03\n\nLogCommand\x12%\n\x03put\x18\x02 \x01(\x0b\x32\x16.kvstore.v1.PutRequestH\x00\x12+\n\x06\x64\x65lete\x18\x03 \x01(\x0b\x32\x19.kvstore.v1.DeleteRequestH\x00\x12%\n\x03txn\x18\x04 \x01(\x0b\x32\x16.kvstore.v1.TxnRequestH\x00\x12\x34\n\x0blease_grant\x18\x10 \x01(\x0b\x32\x1d.kvstore.v1.LeaseGrantRequestH\x00\x12\x36\n\x0clease_revoke\x18\x11 \x01(\x0b\x32\x1e.kvstore.v1.LeaseRevokeRequestH\x00\x12\x42\n\x11lease_checkpoints\x18\x12 \x01(\x0b\x32%.kvstore.internal.v1.LeaseCheckpointsH\x00\x12<\n\x0elease_expiries\x18\x13 \x01(\x0b\x32\".kvstore.internal.v1.LeaseExpiriesH\x00\x12\'\n\x04lock\x18\x14 \x01(\x0b\x32\x17.kvstore.v1.LockRequestH\x00\x12+\n\x06unlock\x18\x15 \x01(\x0b\x32\x19.kvstore.v1.UnlockRequestH\x00\x42\t\n\x07\x63ommand\"E\n\x0fLeaseCheckpoint\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\x14\n\x0cremaining_ms\x18\x03 \x01(\x04\"M\n\x10LeaseCheckpoints\x12\x39\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32$.kvstore.internal.v1.LeaseCheckpoint\"+\n\x0bLeaseExpiry\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08revision\x18\x02 \x01(\x04\"C\n\rLeaseExpiries\x12\x32\n\x08\x65xpiries\x18\x01 \x03(\x0b\x32 .kvstore.internal.v1.LeaseExpiry\"\xdf\x02\n\x0bLogResponse\x12&\n\x03put\x18\x02 \x01(\x0b\x32\x17.kvstore.v1.PutResponseH\x00\x12,\n\x06\x64\x65lete\x18\x03 \x01(\x0b\x32\x1a.kvstore.v1.DeleteResponseH\x00\x12&\n\x03txn\x18\x04 \x01(\x0b\x32\x17.kvstore.v1.TxnResponseH\x00\x12\x35\n\x0blease_grant\x18\x10 \x01(\x0b\x32\x1e.kvstore.v1.LeaseGrantResponseH\x00\x12\x37\n\x0clease_revoke\x18\x11 \x01(\x0b\x32\x1f.kvstore.v1.LeaseRevokeResponseH\x00\x12(\n\x04lock\x18\x14 \x01(\x0b\x32\x18.kvstore.v1.LockResponseH\x00\x12,\n\x06unlock\x18\x15 \x01(\x0b\x32\x1a.kvstore.v1.UnlockResponseH\x00\x42\n\n\x08responseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvstore._pb.internal_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOGCOMMAND']._serialized_start=79
-  _globals['_LOGCOMMAND']._serialized_end=225
-  _globals['_LOGRESPONSE']._serialized_start=228
-  _globals['_LOGRESPONSE']._serialized_end=379
+  _globals['_LOGCOMMAND']._serialized_end=551
+  _globals['_LEASECHECKPOINT']._serialized_start=553
+  _globals['_LEASECHECKPOINT']._serialized_end=622
+  _globals['_LEASECHECKPOINTS']._serialized_start=624
+  _globals['_LEASECHECKPOINTS']._serialized_end=701
+  _globals['_LEASEEXPIRY']._serialized_start=703
+  _globals['_LEASEEXPIRY']._serialized_end=746
+  _globals['_LEASEEXPIRIES']._serialized_start=748
+  _globals['_LEASEEXPIRIES']._serialized_end=815
+  _globals['_LOGRESPONSE']._serialized_start=818
+  _globals['_LOGRESPONSE']._serialized_end=1169
 # @@protoc_insertion_point(module_scope)

@@ -347,14 +347,16 @@ class BatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[ResponseOp, _Mapping]]] = ...) -> None: ...
 
 class LeaseGrantRequest(_message.Message):
-    __slots__ = ("header", "ttl_seconds", "partition")
+    __slots__ = ("header", "ttl_seconds", "partition", "id")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     ttl_seconds: int
     partition: int
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., partition: _Optional[int] = ...) -> None: ...
+    id: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., ttl_seconds: _Optional[int] = ..., partition: _Optional[int] = ..., id: _Optional[int] = ...) -> None: ...
 
 class LeaseGrantResponse(_message.Message):
     __slots__ = ("header", "error", "id", "ttl_seconds")
@@ -427,6 +429,34 @@ class LeaseTimeToLiveResponse(_message.Message):
     granted_ttl_seconds: int
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., id: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., granted_ttl_seconds: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class LeaseLeasesRequest(_message.Message):
+    __slots__ = ("header", "partition")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    partition: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., partition: _Optional[int] = ...) -> None: ...
+
+class LeaseStatus(_message.Message):
+    __slots__ = ("id", "ttl_seconds", "granted_ttl_seconds")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    ttl_seconds: int
+    granted_ttl_seconds: int
+    def __init__(self, id: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., granted_ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class LeaseLeasesResponse(_message.Message):
+    __slots__ = ("header", "error", "leases")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    error: Error
+    leases: _containers.RepeatedCompositeFieldContainer[LeaseStatus]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., leases: _Optional[_Iterable[_Union[LeaseStatus, _Mapping]]] = ...) -> None: ...
 
 class LockRequest(_message.Message):
     __slots__ = ("header", "name", "lease")

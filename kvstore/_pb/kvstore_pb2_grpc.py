@@ -341,6 +341,11 @@ class LeaseStub:
                 request_serializer=kvstore_dot___pb_dot_kvstore__pb2.LeaseTimeToLiveRequest.SerializeToString,
                 response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.LeaseTimeToLiveResponse.FromString,
                 _registered_method=True)
+        self.Leases = channel.unary_unary(
+                '/kvstore.v1.Lease/Leases',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.LeaseLeasesRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.LeaseLeasesResponse.FromString,
+                _registered_method=True)
 
 
 class LeaseServicer:
@@ -370,6 +375,12 @@ class LeaseServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Leases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeaseServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -392,6 +403,11 @@ def add_LeaseServicer_to_server(servicer, server):
                     servicer.TimeToLive,
                     request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.LeaseTimeToLiveRequest.FromString,
                     response_serializer=kvstore_dot___pb_dot_kvstore__pb2.LeaseTimeToLiveResponse.SerializeToString,
+            ),
+            'Leases': grpc.unary_unary_rpc_method_handler(
+                    servicer.Leases,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.LeaseLeasesRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.LeaseLeasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -502,6 +518,33 @@ class Lease:
             '/kvstore.v1.Lease/TimeToLive',
             kvstore_dot___pb_dot_kvstore__pb2.LeaseTimeToLiveRequest.SerializeToString,
             kvstore_dot___pb_dot_kvstore__pb2.LeaseTimeToLiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Leases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Lease/Leases',
+            kvstore_dot___pb_dot_kvstore__pb2.LeaseLeasesRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.LeaseLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,8 +7,9 @@ Must not import `kvstore.node`: the client only speaks the public gRPC API.
 
 from kvstore.client import ops
 from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
+from kvstore.client.leases import KeptLease, Lock, LockContext, Session
 from kvstore.client.ops import Compare, DeleteOp, GetOp, Op, PutOp
-from kvstore.client.sync import SyncClient
+from kvstore.client.sync import SyncClient, SyncLock, SyncLockContext, SyncSession
 from kvstore.client.types import (
     Alarm,
     AuthStatus,
@@ -17,6 +18,8 @@ from kvstore.client.types import (
     GetResult,
     Grant,
     KeyValue,
+    Lease,
+    LeaseStatus,
     Member,
     NodeStatus,
     OpResult,
@@ -38,6 +41,8 @@ from kvstore.errors import (
     InvalidArgumentError,
     KvError,
     KvTimeoutError,
+    LeaseNotFoundError,
+    LockNotHeldError,
     NoSpaceError,
     NotFoundError,
     NotLeaderError,
@@ -68,9 +73,16 @@ __all__ = [
     "GetResult",
     "Grant",
     "InvalidArgumentError",
+    "KeptLease",
     "KeyValue",
     "KvError",
     "KvTimeoutError",
+    "Lease",
+    "LeaseNotFoundError",
+    "LeaseStatus",
+    "Lock",
+    "LockContext",
+    "LockNotHeldError",
     "Member",
     "NoSpaceError",
     "NodeStatus",
@@ -89,7 +101,11 @@ __all__ = [
     "ResponseHeader",
     "Role",
     "StaleFencingTokenError",
+    "Session",
     "SyncClient",
+    "SyncLock",
+    "SyncLockContext",
+    "SyncSession",
     "TlsConfig",
     "TransportSecurityError",
     "TxnResult",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +22,7 @@ from kvstore.client import wire
 from kvstore.client.attempts import Attempts
 from kvstore.client.auth import AuthAdmin, SignIn, TokenInterceptor
 from kvstore.client.batching import NodeBatcher, TransportError, transport_failure
+from kvstore.client.leases import KeepAlives, KeptLease, LockContext, Session
 from kvstore.client.ops import Compare, Data, DeleteOp, GetOp, Op, PutOp, to_bytes
 from kvstore.client.routing import Router
 from kvstore.client.types import (
@@ -28,6 +30,8 @@ from kvstore.client.types import (
     DeleteResult,
     GetResult,
     KeyValue,
+    Lease,
+    LeaseStatus,
     Member,
     NodeStatus,
     OpResult,
@@ -50,6 +54,7 @@ from kvstore.errors import (
     error_code,
     exception_for,
 )
+from kvstore.names import lease_partition, lock_prefix
 from kvstore.ring import routing_key
 from kvstore.tls import TlsConfig, TlsError, aio_channel, client_credentials, diagnose
 
@@ -78,6 +83,9 @@ class _Response(Protocol):
 
 
 ResponseT = TypeVar("ResponseT", bound=_Response)
+_UnaryRequest = (
+    pb.LeaseGrantRequest | pb.LeaseRevokeRequest | pb.LeaseTimeToLiveRequest | pb.LeaseLeasesRequest | pb.UnlockRequest
+)
 CallResultT = TypeVar("CallResultT")
 
 
@@ -190,6 +198,7 @@ class Client:
         self._layout_generation = 0
         # Highest revision seen per partition: the floor for SESSION reads (read-your-writes).
         self._seen_revisions: dict[int, int] = {}
+        self._keep_alives = KeepAlives(self._call_partition, self._lease_stub)
 
     async def connect(self) -> None:
         """Fetch the cluster map through the seed endpoints; `UnavailableError` if none answers."""
@@ -199,6 +208,7 @@ class Client:
         """Stop the per-node batchers and close every connection. Calls still waiting fail with
         `UnavailableError`; later calls are refused. Closing twice is harmless."""
         self._closed = True
+        await self._keep_alives.close()
         batchers, self._batchers = self._batchers, {}
         await asyncio.gather(*(batcher.close() for batcher in batchers.values()))
         channels, self._channels = self._channels, {}
@@ -404,6 +414,167 @@ class Client:
             return wire.txn_response(await self._batcher(address).submit(request, timeout))
 
         return wire.txn_from_pb(await self._call_partition(partition, deadline, send, write=True))
+
+    # ---- leases and locks (docs/locks.md) ---------------------------------------------------
+
+    async def grant(self, ttl: int, *, key: Data | None = None, partition: int | None = None, lease: int = 0) -> Lease:
+        """A new lease of `ttl` seconds in `key`'s partition (keys attached to a lease must share
+        its partition), or in `partition`, or in the partition `lease` (a chosen id) encodes;
+        partition 0 when none is given. It expires unless kept alive (`keep_alive`, `session`)."""
+        deadline = self._deadline()
+        router = await self._connected_router(deadline)
+        if key is not None:
+            partition = router.partition_for(to_bytes(key, "key"))
+        elif lease:
+            partition = lease_partition(lease)
+        granted, granted_ttl, _ = await self._grant(ttl, partition or 0, lease, deadline)
+        return Lease(granted, granted_ttl)
+
+    async def _grant(
+        self, ttl: int, partition: int, lease: int = 0, deadline: float | None = None
+    ) -> tuple[int, int, float]:
+        """(lease id, TTL, loop time the grant was first sent: when its TTL starts at the latest)."""
+        if ttl < 1:
+            raise InvalidArgumentError(f"a lease's TTL must be at least 1 second, got {ttl}")
+        sent_at = asyncio.get_running_loop().time()
+        request = pb.LeaseGrantRequest(ttl_seconds=ttl, partition=partition, id=lease)
+        response = await self._unary_call(
+            partition, request, lambda address: self._lease_stub(address).Grant, deadline or self._deadline(), write=True
+        )
+        return response.id, response.ttl_seconds, sent_at
+
+    async def _unary_call(
+        self,
+        partition: int,
+        request: _UnaryRequest,
+        method: Callable[[str], Callable[..., Awaitable[ResponseT]]],
+        deadline: float,
+        *,
+        write: bool,
+    ) -> ResponseT:
+        """One unary RPC (`method(address)`) to `partition`'s leader by `deadline`, retried as
+        every call is (a write with one request seq for all its attempts, within the dedup
+        window)."""
+        router = await self._connected_router(deadline)
+
+        async def send(address: str, timeout: float) -> ResponseT:
+            request.header.timeout_ms = int(timeout * 1000)
+            return await method(address)(request, timeout=timeout)
+
+        if not write:
+            self._fill_request_header(request.header, router, mutation=False)
+            return await self._call_partition(partition, deadline, send)
+        async with self._mutation_slots:
+            self._fill_request_header(request.header, router, mutation=True)
+            return await self._call_partition(partition, deadline, send, write=True)
+
+    async def revoke(self, lease: int) -> None:
+        """Revoke `lease` and delete every key attached to it (`LeaseNotFoundError` if it is gone)."""
+        request = pb.LeaseRevokeRequest(id=lease)
+        await self._unary_call(
+            lease_partition(lease), request, lambda address: self._lease_stub(address).Revoke, self._deadline(), write=True
+        )
+
+    async def keep_alive_once(self, lease: int) -> int:
+        """Renew `lease` once; its TTL (`LeaseNotFoundError` if it expired or was revoked)."""
+        return await self._keep_alives.once(lease, lease_partition(lease), self.timeout)
+
+    def keep_alive(self, lease: int) -> KeptLease:
+        """Keep `lease` alive in the background (every third of its TTL) until the returned
+        handle's `close()` or the client's. Its `lost` event is set once the client cannot be sure
+        the lease still lives."""
+        return self._keep_alives.keep(KeptLease(lease, 0, lease_partition(lease)))
+
+    async def time_to_live(self, lease: int, *, keys: bool = False) -> LeaseStatus:
+        """`lease` as its partition's leader sees it (with its attached keys if `keys`)."""
+        request = pb.LeaseTimeToLiveRequest(id=lease, keys=keys)
+        response = await self._unary_call(
+            lease_partition(lease),
+            request,
+            lambda address: self._lease_stub(address).TimeToLive,
+            self._deadline(),
+            write=False,
+        )
+        return LeaseStatus(response.id, response.ttl_seconds, response.granted_ttl_seconds, tuple(response.keys))
+
+    async def leases(self) -> list[LeaseStatus]:
+        """Every lease of every partition, by id."""
+        deadline = self._deadline()
+        router = await self._connected_router(deadline)
+
+        async def of(partition: int) -> list[LeaseStatus]:
+            request = pb.LeaseLeasesRequest(partition=partition)
+            response = await self._unary_call(
+                partition, request, lambda address: self._lease_stub(address).Leases, deadline, write=False
+            )
+            return [LeaseStatus(entry.id, entry.ttl_seconds, entry.granted_ttl_seconds) for entry in response.leases]
+
+        found = await asyncio.gather(*(of(partition) for partition in range(router.partition_count)))
+        return sorted((status for statuses in found for status in statuses), key=lambda status: status.id)
+
+    def session(self, ttl: int = 60) -> Session:
+        """A `Session`: one lease of `ttl` seconds per partition it touches, kept alive together
+        and revoked when it closes (`async with client.session(ttl=10) as session:`)."""
+        if ttl < 1:
+            raise InvalidArgumentError(f"a session's TTL must be at least 1 second, got {ttl}")
+        return Session(ttl, self._grant, self.revoke, self._keep_alives, self._session_partition)
+
+    def lock(
+        self, name: Data, *, ttl: int = 60, session: Session | None = None, timeout: float | None = None
+    ) -> LockContext:
+        """`async with client.lock("orders") as lock:` waits (at most `timeout` seconds; None:
+        as long as it takes) until this client holds the lock, then gives `lock.token` (pass it
+        as `fencing_token` with every write the lock protects), `lock.key` and `lock.lost`. The
+        lock is held through `session`'s lease, or a session of its own with `ttl`."""
+        lock_name = to_bytes(name, "lock name")
+        if not lock_name:
+            raise InvalidArgumentError("a lock name must not be empty")
+
+        async def acquire(lock_name: bytes, kept: KeptLease) -> tuple[bytes, int]:
+            return await self._acquire(lock_name, kept.id, timeout)
+
+        return LockContext(
+            lock_name,
+            session,
+            lambda: self.session(ttl),
+            acquire,
+            self.unlock,
+            lambda lock_name: self._partition_of(lock_prefix(lock_name), self._deadline()),
+        )
+
+    async def _acquire(self, name: bytes, lease: int, timeout: float | None) -> tuple[bytes, int]:
+        """Queue for the lock with `lease` and wait until held: (lock key, fencing token)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout is not None else math.inf
+        router = await self._connected_router(deadline)
+        request = pb.LockRequest(name=name, lease=lease)
+        self._fill_request_header(request.header, router, mutation=True)
+        if timeout is not None:
+            request.header.timeout_ms = max(1, int(timeout * 1000))
+
+        async def send(address: str, _: float) -> pb.LockResponse:
+            # The node holds the call until the lock is ours: no per-attempt limit, only the caller's.
+            remaining = None if timeout is None else max(0.001, deadline - loop.time())
+            response: pb.LockResponse = await self._lock_stub(address).Lock(request, timeout=remaining)
+            return response
+
+        response = await self._call_partition(router.partition_for(lock_prefix(name)), deadline, send, write=True)
+        return response.key, response.fencing_token
+
+    async def unlock(self, key: Data) -> None:
+        """Release the lock whose key is `key` (`LockNotHeldError` if it is not held any more)."""
+        lock_key = to_bytes(key, "lock key")
+        deadline = self._deadline()
+        partition = await self._partition_of(lock_key, deadline)
+        await self._unary_call(
+            partition, pb.UnlockRequest(key=lock_key), lambda address: self._lock_stub(address).Unlock, deadline, write=True
+        )
+
+    async def _session_partition(self, key: bytes) -> int:
+        return await self._partition_of(key, self._deadline())
+
+    async def _partition_of(self, key: bytes, deadline: float) -> int:
+        return (await self._connected_router(deadline)).partition_for(key)
 
     # ---- cluster information ----------------------------------------------------------------
 
@@ -798,6 +969,14 @@ class Client:
 
     def _kv_stub(self, address: str) -> pb_grpc.KVStub:
         return pb_grpc.KVStub(self._channel(address))
+
+    def _lease_stub(self, address: str) -> pb_grpc.LeaseStub:
+        return pb_grpc.LeaseStub(self._channel(address))
+
+    def _lock_stub(self, address: str) -> pb_grpc.LockStub:
+        return pb_grpc.LockStub(self._channel(address))
+
+
 
     def _batcher(self, address: str) -> NodeBatcher:
         batcher = self._batchers.get(address)

@@ -6,11 +6,13 @@ import asyncio
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from kvstore.client.auth import AuthAdmin
 from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
+from kvstore.client.leases import LockContext, Session
 from kvstore.client.ops import Compare, Data, Op
 from kvstore.client.types import (
     AuthStatus,
@@ -18,6 +20,8 @@ from kvstore.client.types import (
     DeleteResult,
     GetResult,
     KeyValue,
+    Lease,
+    LeaseStatus,
     Member,
     NodeStatus,
     OpResult,
@@ -129,10 +133,26 @@ class SyncClient:
         self.close()
 
     def _run(self, call: Coroutine[Any, Any, ResultT]) -> ResultT:
+        """Run `call` on the client's loop and wait for it. Interrupted (Ctrl-C), the call is
+        cancelled and given up to the client's timeout to clean up (a queued lock key is removed)."""
         if self._loop is None:
             call.close()
             raise UnavailableError("the client is not connected: call connect() or use 'with'")
-        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
+        finished = threading.Event()
+
+        async def tracked() -> ResultT:
+            try:
+                return await call
+            finally:
+                finished.set()
+
+        future = asyncio.run_coroutine_threadsafe(tracked(), self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            if future.cancel():
+                finished.wait(self._client.timeout)
+            raise
 
     def get(
         self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
@@ -221,6 +241,102 @@ class SyncClient:
         """The cluster map, freshly fetched (`Client.partitions`)."""
         return self._run(self._client.partitions())
 
+    # ---- leases and locks (docs/locks.md) ---------------------------------------------------
+
+    def grant(self, ttl: int, *, key: Data | None = None, partition: int | None = None, lease: int = 0) -> Lease:
+        """A new lease of `ttl` seconds (`Client.grant`)."""
+        return self._run(self._client.grant(ttl, key=key, partition=partition, lease=lease))
+
+    def revoke(self, lease: int) -> None:
+        """Revoke `lease`, deleting its keys (`Client.revoke`)."""
+        self._run(self._client.revoke(lease))
+
+    def keep_alive_once(self, lease: int) -> int:
+        """Renew `lease` once; its TTL (`Client.keep_alive_once`)."""
+        return self._run(self._client.keep_alive_once(lease))
+
+    def time_to_live(self, lease: int, *, keys: bool = False) -> LeaseStatus:
+        """`lease` as its leader sees it (`Client.time_to_live`)."""
+        return self._run(self._client.time_to_live(lease, keys=keys))
+
+    def leases(self) -> list[LeaseStatus]:
+        """Every lease of every partition (`Client.leases`)."""
+        return self._run(self._client.leases())
+
+    def unlock(self, key: Data) -> None:
+        """Release the lock whose key is `key` (`Client.unlock`)."""
+        self._run(self._client.unlock(key))
+
+    def session(self, ttl: int = 60) -> SyncSession:
+        """A `Session` (see `Client.session`): `with client.session(ttl=10) as session:`."""
+        return SyncSession(self, self._client.session(ttl))
+
+    def lock(
+        self, name: Data, *, ttl: int = 60, session: SyncSession | None = None, timeout: float | None = None
+    ) -> SyncLockContext:
+        """`with client.lock("orders") as lock:` (see `Client.lock`); `lock.lost` is a
+        `threading.Event`."""
+        inner = None if session is None else session.session
+        return SyncLockContext(self, self._client.lock(name, ttl=ttl, session=inner, timeout=timeout))
+
+
+class SyncSession:
+    """A `Session` used from threads; `lost` is a `threading.Event`."""
+
+    def __init__(self, client: SyncClient, session: Session) -> None:
+        self._client = client
+        self.session = session
+        self.lost = threading.Event()
+
+    def __enter__(self) -> SyncSession:
+        self._client._run(self._watch())
+        return self
+
+    async def _watch(self) -> None:
+        self.session.on_lost(self.lost.set)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def lease_for(self, key: Data) -> int:
+        """The session's lease in `key`'s partition (granted on first use)."""
+        return self._client._run(self.session.lease_for(key))
+
+    def close(self) -> None:
+        self._client._run(self.session.close())
+
+
+@dataclass(frozen=True, slots=True)
+class SyncLock:
+    """A lock held (see `Lock`), with `lost` a `threading.Event`."""
+
+    name: bytes
+    key: bytes
+    token: int
+    lost: threading.Event
+
+
+class SyncLockContext:
+    def __init__(self, client: SyncClient, context: LockContext) -> None:
+        self._client = client
+        self._context = context
+
+    def __enter__(self) -> SyncLock:
+        lock = self._client._run(self._context.__aenter__())
+        lost = threading.Event()
+        self._client._run(self._watch(lost))
+        return SyncLock(lock.name, lock.key, lock.token, lost)
+
+    async def _watch(self, lost: threading.Event) -> None:
+        self._context.on_lost(lost.set)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._client._run(self._context.__aexit__(exc_type, exc, tb))
+
 
 class SyncAuthAdmin:
     """`AuthAdmin`, blocking (see `Client.auth`)."""
@@ -276,4 +392,3 @@ class SyncAuthAdmin:
 
     def role_list(self) -> list[Role]:
         return cast(list[Role], self._run(self._admin.role_list()))
-

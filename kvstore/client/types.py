@@ -170,3 +170,22 @@ class AuthStatus:
     enabled: bool
     revision: int  # the auth revision the node answering has applied
     user: str  # who the node takes the caller for ("" when anonymous)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease granted: its id (which encodes its partition) and TTL in seconds."""
+
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseStatus:
+    """A lease as the leader of its partition sees it: at least `ttl` seconds before it can
+    expire, of the `granted_ttl` it was granted; `keys` attached when asked for."""
+
+    id: int
+    ttl: int
+    granted_ttl: int
+    keys: tuple[bytes, ...] = ()

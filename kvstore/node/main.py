@@ -43,7 +43,7 @@ from kvstore.node.http import OpsServer
 from kvstore.node.metrics import RequestMetricsInterceptor, metrics_registry
 from kvstore.node.server import AddressInUseError, Node
 from kvstore.ratelimit import RateLimiter
-from kvstore.rpc import AuthService, ClusterService, Guard, KVService, PeerService
+from kvstore.rpc import AuthService, ClusterService, Guard, KVService, LeaseService, LockService, PeerService
 from kvstore.statemachine.control import RateLimit
 from kvstore.storage import DataDirLockedError, StorageError
 from kvstore.tls import TlsError
@@ -52,7 +52,9 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
 
 # What clients use, reported by the health service; reflection lists these and the Peer service.
-PUBLIC_SERVICES = tuple(kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Auth"))
+PUBLIC_SERVICES = tuple(
+    kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Lease", "Lock", "Auth")
+)
 SERVED_SERVICES = (*PUBLIC_SERVICES, peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name)
 
 
@@ -121,8 +123,14 @@ async def serve(config: NodeConfig) -> None:
         # The composition root: the node is the backend the RPC layer's services delegate to, and
         # the guard checks every call to any of them first.
         guard = Guard(node, RateLimiter(RateLimit(config.rate_limit_requests, config.rate_limit_bytes)))
-        services = [KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to,
-                    AuthService(node, guard, config.auth_token_ttl_s).add_to]
+        services = [
+            KVService(node).add_to,
+            ClusterService(node).add_to,
+            PeerService(node).add_to,
+            LeaseService(node).add_to,
+            LockService(node).add_to,
+            AuthService(node, guard, config.auth_token_ttl_s).add_to,
+        ]
         await node.start([*services, health.add_to,
                           lambda server: add_reflection(server, SERVED_SERVICES)],
                          [RequestMetricsInterceptor(node.metrics), guard])

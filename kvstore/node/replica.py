@@ -1,5 +1,6 @@
-"""One replica of one Raft group on this node (a partition's, or the control group's): its Raft
-node, durable log and state machine."""
+"""One replica of one Raft group on this node: its Raft node, durable log and state machine
+(`Replica`: the control group's); a partition's (`PartitionReplica`) also has its lessor (the
+lease deadlines it keeps while it leads the partition)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import dataclasses
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
-from kvstore.errors import KvError, NotLeaderError
+from kvstore.errors import KvError, LeaseNotFoundError, NotLeaderError
+from kvstore.node.lessor import Lessor
 from kvstore.raft import Config, ConfState, Entry, HardState, RawNode, Role, Snapshot, SnapshotMeta
+from kvstore.statemachine import PartitionStateMachine
 from kvstore.statemachine.control_group import CONTROL_GROUP
 from kvstore.storage import DurableLogStorage, Engine, WriteBatch
 
@@ -53,6 +56,25 @@ class Waiter:
     future: asyncio.Future[Any]  # resolves to the state machine's response (a protobuf message)
 
 
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """A keepalive waiting in the lessor: its future resolves to the lease's TTL."""
+
+    lease: int
+    future: asyncio.Future[int]
+
+    def answer(self, ttl: int) -> None:
+        if not self.future.done():
+            self.future.set_result(ttl)
+
+    def refuse(self) -> None:
+        self.fail(LeaseNotFoundError(f"lease {self.lease} does not exist (expired or revoked)"))
+
+    def fail(self, error: KvError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
 @dataclass(slots=True)
 class Replica(Generic[SM]):
     partition: int  # the group id: a partition's, or CONTROL_GROUP
@@ -67,7 +89,9 @@ class Replica(Generic[SM]):
 
     @classmethod
     def open(cls, engine: Engine, group: int, sm: SM, conf_state: ConfState, config: Config,
-             rng: random.Random) -> Replica[SM]:
+             rng: random.Random, **more: Any) -> Self:
+        """The replica of `group` on `engine` (bootstrapped on first start); `more` fills the
+        fields of a subclass."""
         # A follower that needs entries the log no longer has gets the state machine as it is
         # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
         # holds exactly the applied state when Raft asks).
@@ -83,7 +107,7 @@ class Replica(Generic[SM]):
             sm.bootstrap(batch, start)
             engine.write(batch, sync=True)
         applied = max(sm.applied_index, log.first_index() - 1)
-        return cls(group, log, sm, RawNode(dataclasses.replace(config, applied=applied), log, rng))
+        return cls(group, log, sm, RawNode(dataclasses.replace(config, applied=applied), log, rng), **more)
 
     @property
     def leader(self) -> int:
@@ -128,3 +152,27 @@ class Replica(Generic[SM]):
                 elif not future.done():
                     waiting.append((revision, future))
             self.session_waiters = waiting
+
+
+@dataclass(slots=True)
+class PartitionReplica(Replica[PartitionStateMachine]):
+    lessor: Lessor[KeepAlive] = field(kw_only=True)
+    # The lessor's bookkeeping: the term it was promoted in (0: not promoted); whether an entry
+    # of this leader's own term was applied (every earlier one is then applied: time to promote);
+    # whether it was fed something since its last poll; when it next has something to do.
+    lessor_term: int = 0
+    promote_pending: bool = False
+    lessor_dirty: bool = False
+    lessor_due: float = 0.0
+
+    def promote_lessor(self) -> None:
+        """Start keeping lease deadlines: every entry of earlier terms is applied."""
+        self.lessor.promote(self.sm.leases.leases())
+        self.lessor_term = self.raw.term
+        self.lessor_dirty = True
+
+    def demote_lessor(self, error: KvError) -> None:
+        """Stop keeping lease deadlines; unanswered keepalives fail with `error`."""
+        for keep_alive in self.lessor.demote():
+            keep_alive.fail(error)
+        self.lessor_term = 0

@@ -13,8 +13,16 @@ loop then:
 3. sends their messages (persist BEFORE send);
 4. applies committed entries of all groups in one more batch — apply state travels in the
    same batch as the data it covers — then answers the waiting requests with the applier's
-   responses;
+   responses, publishes the applied key changes to the change-notification hub (`hub.py`:
+   lock waiters, watches) and feeds the lease changes to the partition's lessor;
 5. advances every group.
+
+The lessor of each partition this node leads (`lessor.py`, docs/locks.md) keeps lease
+deadlines on the node's monotonic clock. It is promoted once an entry of the leader's own term
+is applied (every earlier entry is then applied) and demoted when leadership is lost; the loop
+polls it when it was fed something or its next deadline passed (checked every tick), proposes
+its checkpoints and expiries, and starts a ReadIndex round for each batch of keepalives to
+confirm leadership before they are acknowledged.
 
 Lifecycle follows grpclib: `await start()`, `close()`, `await wait_closed()`; every task is
 owned by the node and cancelled on close.
@@ -37,11 +45,21 @@ import grpc
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore._pb.control_pb2 import ControlCommand
-from kvstore.errors import InvalidArgumentError, KvError, UnavailableError, WrongNodeError
+from kvstore._pb.internal_pb2 import LeaseCheckpoints, LeaseExpiries, LogCommand
+from kvstore.errors import (
+    InvalidArgumentError,
+    KvError,
+    LeaseNotFoundError,
+    LockNotHeldError,
+    UnavailableError,
+    WrongNodeError,
+)
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
+from kvstore.node.hub import ChangeHub
+from kvstore.node.lessor import Lessor, LessorConfig, LessorWork, MonotonicClock
 from kvstore.node.metrics import NodeMetrics, timed
-from kvstore.node.replica import Replica, Waiter, group_name, not_leader
+from kvstore.node.replica import KeepAlive, PartitionReplica, Replica, Waiter, group_name, not_leader
 from kvstore.node.security import NodeSecurity
 from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
@@ -59,7 +77,14 @@ from kvstore.raft import (
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
 from kvstore.ring import ClusterMap
 from kvstore.rpc.backend import ControlReader, Limits, PartitionStatus, PeerCaller, Reader
-from kvstore.statemachine import PartitionStateMachine, WriteResponse
+from kvstore.statemachine import (
+    LeaseCheckpointed,
+    LeaseGranted,
+    LeaseRemoved,
+    PartitionStateMachine,
+    WriteResponse,
+    lease_partition,
+)
 from kvstore.statemachine.control import Alarm, AlarmType, ControlState
 from kvstore.statemachine.control_group import CONTROL_GROUP, ControlStateMachine
 from kvstore.storage import Engine, LevelDBEngine, WriteBatch
@@ -96,7 +121,7 @@ class Node:
             vnodes=config.vnodes,
         )
         self.engine: Engine | None = None
-        self.replicas: dict[int, Replica[PartitionStateMachine]] = {}
+        self.replicas: dict[int, PartitionReplica] = {}
         self.control: Replica[ControlStateMachine] | None = None
         self._groups: dict[int, Replica[Any]] = {}  # every group the Ready loop drives: partitions, control
         self.metrics = NodeMetrics()
@@ -120,6 +145,9 @@ class Node:
         self._known_leaders: dict[int, tuple[int, int]] = {}  # partition -> (leader, term) last logged
         self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvstore-fsync")
         self.started_at = time.monotonic()
+        self.clock = MonotonicClock()
+        self.lessor_config = LessorConfig()
+        self.hub = ChangeHub()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -135,8 +163,10 @@ class Node:
         rng = random.Random(config.node_id * 7919 + int(time.time_ns() % 1_000_003))
         for partition in self.cluster_map.partitions_of(str(self.node_id)):
             voters = ConfState(frozenset(int(n) for n in self.cluster_map.replicas(partition)))
-            self.replicas[partition] = Replica.open(self.engine, partition, PartitionStateMachine(self.engine, partition),
-                                                    voters, raft_config, rng)
+            lessor: Lessor[KeepAlive] = Lessor(self.clock, self.lessor_config)
+            self.replicas[partition] = PartitionReplica.open(
+                self.engine, partition, PartitionStateMachine(self.engine, partition), voters, raft_config, rng,
+                lessor=lessor)
         members = sorted(config.peers)
         control_conf = ConfState(frozenset(members[:MAX_CONTROL_VOTERS]), frozenset(members[MAX_CONTROL_VOTERS:]))
         self.control = Replica.open(self.engine, CONTROL_GROUP, ControlStateMachine(self.engine), control_conf,
@@ -189,6 +219,9 @@ class Node:
         error = UnavailableError("the node is shutting down")
         for replica in self._groups.values():
             replica.fail_waiters(error)
+        for partition_replica in self.replicas.values():
+            partition_replica.demote_lessor(error)
+        self.hub.close()
         self._disk.shutdown(wait=True)  # a write still on the disk thread finishes first
         if self.engine is not None:
             self.engine.close()
@@ -216,7 +249,7 @@ class Node:
         self._snapshot_reports.append((group, peer_id, ok))
         self._wake.set()
 
-    def replica(self, partition: int) -> Replica[PartitionStateMachine]:
+    def replica(self, partition: int) -> PartitionReplica:
         replica = self.replicas.get(partition)
         if replica is None:
             raise WrongNodeError(f"node {self.node_id} holds no replica of partition {partition}")
@@ -283,6 +316,59 @@ class Node:
             self._read_requests.append((replica, next(self._request_ids), consistency == pb.LEASE, future))
             self._wake.set()
         return future
+
+    # Leases and locks (docs/locks.md).
+
+    def keep_alive(self, lease: int) -> asyncio.Future[int]:
+        """Renew `lease` in its partition's lessor (this node must lead the partition); the
+        future resolves to its TTL once no leader can expire it before that long from now."""
+        partition = lease_partition(lease)
+        replica = self.replica(partition)
+        replica.require_leader()
+        if not replica.lessor.primary:
+            raise UnavailableError(
+                f"node {self.node_id} was just elected leader of partition {partition} and does not keep "
+                "lease deadlines yet; retry"
+            )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if not replica.lessor.keep_alive(lease, KeepAlive(lease, future)):
+            raise LeaseNotFoundError(f"lease {lease} does not exist (expired or revoked)")
+        replica.lessor_dirty = True
+        self._wake.set()
+        return future
+
+    def lease_remaining(self, partition: int, lease: int) -> float | None:
+        """Seconds before `lease` can expire at the earliest, as this node's lessor sees it;
+        None when it keeps no deadline for it (it does not lead the partition, or not yet)."""
+        return self.replica(partition).lessor.remaining(lease)
+
+    async def hold_lock(self, partition: int, name: bytes, key: bytes) -> None:
+        """Return once `key` heads the queue of the lock `name` in `partition` (its holder).
+
+        Waits on the hub for the deletion of the key just ahead (its predecessor) or of `key`
+        itself, then looks again: each deletion wakes the one waiter behind it. Raises
+        `LockNotHeldError` when `key` is gone (unlocked, or its lease expired)."""
+        replica = self.replica(partition)
+        while True:
+            queue = [queued for _, queued in replica.sm.lock_queue(name)]
+            if key not in queue:
+                raise LockNotHeldError(f"lock key {key!r:.80} is gone: its lease expired or it was unlocked")
+            position = queue.index(key)
+            if position == 0:
+                return
+            predecessor = queue[position - 1]
+            # Ask before looking again, so that a deletion in between is not missed.
+            waits = [self.hub.deleted(partition, predecessor), self.hub.deleted(partition, key)]
+            try:
+                queue = [queued for _, queued in replica.sm.lock_queue(name)]
+                if key in queue and predecessor in queue and queue.index(key) == queue.index(predecessor) + 1:
+                    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    for future in done:
+                        if future.exception() is not None:
+                            raise UnavailableError(f"stopped waiting for lock key {key!r:.80}: {future.exception()}")
+            finally:
+                for future in waits:
+                    future.cancel()
 
     def status(self) -> list[PartitionStatus]:
         result = []
@@ -442,7 +528,78 @@ class Node:
                     continue
                 replica.reads[request_id] = future
                 touched[replica.partition] = replica
+        now = self.clock.now()
+        for replica in self.replicas.values():  # the lessors: partitions have leases
+            raw = replica.raw
+            if replica.lessor.primary and (raw.role is not Role.LEADER or raw.term != replica.lessor_term):
+                replica.demote_lessor(not_leader(replica.partition, raw.leader))
+            if replica.lessor.primary and (replica.lessor_dirty or now >= replica.lessor_due):
+                if self._drive_lessor(replica):
+                    touched[replica.partition] = replica
         return list(touched.values())
+
+    def _drive_lessor(self, replica: PartitionReplica) -> bool:
+        """Do what the replica's lessor asks now; whether Raft was given anything."""
+        lessor = replica.lessor
+        replica.lessor_dirty = False
+        work = lessor.poll()
+        for keep_alive, ttl in work.acknowledged:
+            keep_alive.answer(ttl)
+        for keep_alive in work.refused:
+            keep_alive.refuse()
+        gave = False
+        if work.checkpoints:
+            command = LogCommand(lease_checkpoints=LeaseCheckpoints())
+            for checkpoint in work.checkpoints:
+                command.lease_checkpoints.checkpoints.add(
+                    id=checkpoint.lease, revision=checkpoint.revision, remaining_ms=checkpoint.remaining_ms
+                )
+            if self._propose_own(replica, command):
+                gave = True
+            else:
+                lessor.checkpoints_dropped(work.checkpoints)
+        if work.expiries:
+            command = LogCommand(lease_expiries=LeaseExpiries())
+            for expiry in work.expiries:
+                command.lease_expiries.expiries.add(id=expiry.lease, revision=expiry.revision)
+            gave = self._propose_own(replica, command) or gave  # if dropped, retried after expire_retry
+        if work.confirm is not None:
+            gave = self._confirm_leadership(replica, work) or gave
+        due = lessor.next_deadline()
+        replica.lessor_due = due if due is not None else float("inf")
+        return gave
+
+    def _propose_own(self, replica: PartitionReplica, command: LogCommand) -> bool:
+        """Propose a command of this node's own (nobody waits for its answer)."""
+        try:
+            replica.raw.propose([command.SerializeToString()])
+        except (RaftNotLeaderError, ProposalDroppedError):
+            return False
+        return True
+
+    def _confirm_leadership(self, replica: PartitionReplica, work: LessorWork[KeepAlive]) -> bool:
+        """Start the ReadIndex round that confirms the keepalives of `work.confirm`."""
+        round_number = work.confirm
+        assert round_number is not None
+        request_id = next(self._request_ids)
+        try:
+            replica.raw.read_index(request_id, False)
+        except RaftNotLeaderError:
+            replica.lessor.confirmation_failed(round_number)
+            return False
+        future: asyncio.Future[PartitionStateMachine] = asyncio.get_running_loop().create_future()
+        replica.reads[request_id] = future
+        future.add_done_callback(functools.partial(self._leadership_confirmed, replica, round_number))
+        return True
+
+    def _leadership_confirmed(self, replica: PartitionReplica, round_number: int,
+                              future: asyncio.Future[PartitionStateMachine]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            replica.lessor.confirmation_failed(round_number)
+        else:
+            replica.lessor.confirmed(round_number)
+        replica.lessor_dirty = True
+        self._wake.set()
 
     def _balance_leaders(self) -> None:
         views = []
@@ -535,12 +692,20 @@ class Node:
         for future, response in completions:
             if not future.done():
                 future.set_result(response)
+        for replica, rd in readies:
+            if isinstance(replica, PartitionReplica):
+                if rd.snapshot is not None:
+                    self.hub.replaced(replica.partition, rd.snapshot.meta.index)
+                self._after_apply(replica)
         # 4. reads, role changes, advance
         for replica, rd in readies:
             if rd.soft_state is not None:
                 self._note_leader(replica, rd.soft_state)
                 if rd.soft_state.role is not Role.LEADER:
-                    replica.fail_waiters(not_leader(replica.partition, rd.soft_state.leader))
+                    error = not_leader(replica.partition, rd.soft_state.leader)
+                    replica.fail_waiters(error)
+                    if isinstance(replica, PartitionReplica) and replica.lessor.primary:
+                        replica.demote_lessor(error)
             if rd.read_states:
                 replica.ready_reads.extend((rs.index, rs.request_id) for rs in rd.read_states)
             replica.serve_reads()
@@ -568,6 +733,15 @@ class Node:
     def _apply(self, replica: Replica[Any], rd: Ready, batch: WriteBatch,
                completions: list[tuple[asyncio.Future[Any], Any]]) -> None:
         outcomes = replica.sm.apply(batch, rd.committed_entries)
+        raw = replica.raw
+        if (
+            isinstance(replica, PartitionReplica)
+            and outcomes
+            and not replica.lessor.primary
+            and raw.role is Role.LEADER
+            and outcomes[-1][0].term == raw.term
+        ):
+            replica.promote_pending = True  # an entry of its own term: every earlier one is applied
         proposals = replica.proposals
         for entry, response in outcomes:
             if entry.type is EntryType.CONF_CHANGE:
@@ -580,6 +754,29 @@ class Node:
             else:
                 # A newer leader's entry took the index of ours: ours was never applied.
                 waiter.future.set_exception(not_leader(replica.partition, replica.leader))
+
+    def _after_apply(self, replica: PartitionReplica) -> None:
+        """The apply batch is written: publish the key changes, feed the lessor, promote it."""
+        changes, events = replica.sm.take_events()
+        if changes:
+            self.hub.publish(changes)
+        lessor = replica.lessor
+        if lessor.primary and events:
+            for event in events:
+                if isinstance(event, LeaseGranted):
+                    lessor.granted(event.lease)
+                elif isinstance(event, LeaseRemoved):
+                    for keep_alive in lessor.removed(event.lease):
+                        keep_alive.refuse()
+                elif isinstance(event, LeaseCheckpointed):
+                    lessor.checkpointed(event.lease, event.remaining_ms)
+            replica.lessor_dirty = True
+        if replica.promote_pending:
+            replica.promote_pending = False
+            if replica.raw.role is Role.LEADER and not lessor.primary:
+                replica.promote_lessor()
+        if replica.lessor_dirty:
+            self._wake.set()
 
     def _stage_compaction(self, replica: Replica[Any], batch: WriteBatch) -> None:
         """Record a snapshot point at the applied index and drop the log behind it. This batch

@@ -4,18 +4,22 @@ runs. Imports no module of `kvstore.node` (the node imports this package, not th
 
 from kvstore.rpc.auth import AuthService
 from kvstore.rpc.backend import (
-           Backend,
-           ControlReader,
-           Limits,
-           MemoryBackend,
-           PartitionStatus,
-           PeerCaller,
-           Reader,
+    Backend,
+    ControlReader,
+    LeaseReader,
+    Limits,
+    MemoryBackend,
+    PartitionStatus,
+    PeerCaller,
+    Reader,
 )
 from kvstore.rpc.cluster import ClusterService
 from kvstore.rpc.guard import Guard
 from kvstore.rpc.kv import KVService
+from kvstore.rpc.lease import LeaseService
+from kvstore.rpc.lock import LockService
 from kvstore.rpc.peer import PeerService
 
-__all__ = ["AuthService", "Backend", "ClusterService", "ControlReader", "Guard", "KVService", "Limits",
-           "MemoryBackend", "PartitionStatus", "PeerCaller", "PeerService", "Reader"]
+__all__ = ["AuthService", "Backend", "ClusterService", "ControlReader", "Guard", "KVService", "LeaseReader",
+           "LeaseService", "Limits", "LockService", "MemoryBackend", "PartitionStatus", "PeerCaller", "PeerService",
+           "Reader"]

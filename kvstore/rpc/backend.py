@@ -2,8 +2,9 @@
 in-memory implementation (the real applier without Raft) that the services' tests run against.
 
 The servicers know a node only through `Backend`; `kvstore.node.server.Node` implements it.
-Which read path a consistency level takes, leadership and waiting for a revision are the
-node's business: the servicers validate, call `propose` or `read`, and fill in the answer.
+Which read path a consistency level takes, leadership, waiting for a revision, lease deadlines
+and waiting for a lock are the node's business: the servicers validate, call `propose`, `read`,
+`keep_alive` or `hold_lock`, and fill in the answer.
 """
 
 from __future__ import annotations
@@ -14,13 +15,28 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.errors import KvError, NotLeaderError, WrongNodeError
+from kvstore._pb.internal_pb2 import LeaseExpiries, LogCommand
+from kvstore.errors import KvError, LeaseNotFoundError, LockNotHeldError, NotLeaderError, WrongNodeError
 from kvstore.raft import Entry, Message
 from kvstore.ring import ClusterMap
-from kvstore.statemachine import PartitionStateMachine, WriteResponse
+from kvstore.statemachine import Lease, PartitionStateMachine, WriteResponse, lease_partition
 from kvstore.statemachine.control import ControlState
 from kvstore.statemachine.control_group import CONTROL_GROUP, ControlStateMachine
 from kvstore.storage import MemoryEngine
+
+
+class LeaseReader(Protocol):
+    """A partition's lease table as a replica applied it."""
+
+    def get(self, lease: int) -> Lease | None: ...
+
+    def leases(self) -> list[Lease]:
+        """Every lease, by id."""
+        ...
+
+    def keys(self, lease: int) -> list[bytes]:
+        """The keys attached to `lease`, in byte order."""
+        ...
 
 
 class Reader(Protocol):
@@ -28,6 +44,9 @@ class Reader(Protocol):
 
     @property
     def applied_index(self) -> int: ...
+
+    @property
+    def leases(self) -> LeaseReader: ...
 
     def get(self, key: bytes) -> pb.KeyValue | None: ...
 
@@ -131,6 +150,22 @@ class Backend(Protocol):
         `read`."""
         ...
 
+    def keep_alive(self, lease: int) -> asyncio.Future[int]:
+        """Renew `lease` on this node, which must lead its partition; the future resolves to
+        the lease's TTL once no leader can expire it before that long from now (docs/locks.md),
+        or fails with LEASE_NOT_FOUND when it expires or is revoked meanwhile."""
+        ...
+
+    def lease_remaining(self, partition: int, lease: int) -> float | None:
+        """Seconds before `lease` can expire at the earliest, as this node's lessor sees it;
+        None when it keeps no deadline for it (it does not lead the partition, or not yet)."""
+        ...
+
+    async def hold_lock(self, partition: int, name: bytes, key: bytes) -> None:
+        """Return once lock key `key` heads the queue of the lock named `name` (FIFO by create
+        revision); LOCK_NOT_HELD when the key is gone (unlocked, or its lease expired)."""
+        ...
+
     def status(self) -> list[PartitionStatus]: ...
 
     def db_size_bytes(self) -> int: ...
@@ -162,7 +197,10 @@ class MemoryBackend:
     leader reads there are refused with NOT_LEADER and that hint; `leaders[CONTROL_GROUP]` the
     same for the control group, which is applied at once too); with `hold_proposals`,
     proposals wait until `apply_held()` or `fail_held()`; `refuse_peers` is the reason every
-    Peer caller is refused (None: every caller is admitted, as by a plaintext node).
+    Peer caller is refused (None: every caller is admitted, as by a plaintext node). Leases keep
+    no time here: a keepalive of an existing lease is answered at once, and `expire(lease)`
+    applies the expiry a node's lessor would propose. Lock waiters look again after every apply
+    (the node's hub wakes only the next waiter).
     """
 
     node_id: int = 1
@@ -188,6 +226,7 @@ class MemoryBackend:
         self._engine = MemoryEngine()
         self._machines = {p: PartitionStateMachine(self._engine, p) for p in range(self.partitions)}
         self._session_reads: list[tuple[int, int, asyncio.Future[Reader]]] = []
+        self._applied = asyncio.Event()
         self.control = ControlStateMachine(self._engine)
 
     @property
@@ -223,10 +262,7 @@ class MemoryBackend:
         for partition, command, future in held:
             if future.done():
                 continue
-            machine = self._machines[partition]
-            batch = self._engine.new_batch()
-            ((_, response),) = machine.apply(batch, [Entry(machine.applied_index + 1, 1, command)])
-            self._engine.write(batch, sync=False)
+            response = self._apply(partition, command)
             if response is not None:
                 future.set_result(response)
         waiting = []
@@ -237,6 +273,48 @@ class MemoryBackend:
             else:
                 waiting.append((partition, revision, read))
         self._session_reads = waiting
+
+    def _apply(self, partition: int, command: bytes) -> WriteResponse | None:
+        machine = self._machines[partition]
+        batch = self._engine.new_batch()
+        ((_, response),) = machine.apply(batch, [Entry(machine.applied_index + 1, 1, command)])
+        self._engine.write(batch, sync=False)
+        machine.take_events()
+        self._applied.set()
+        self._applied = asyncio.Event()
+        return response
+
+    def expire(self, lease: int) -> None:
+        """Apply the expiry of `lease`, as a node's lessor proposes it when its deadline passed."""
+        found = self._machine(lease_partition(lease)).leases.get(lease)
+        if found is None:
+            raise LeaseNotFoundError(f"lease {lease} does not exist")
+        command = LogCommand(lease_expiries=LeaseExpiries())
+        command.lease_expiries.expiries.add(id=lease, revision=found.revision)
+        self._apply(lease_partition(lease), command.SerializeToString())
+
+    def keep_alive(self, lease: int) -> asyncio.Future[int]:
+        partition = lease_partition(lease)
+        found = self._machine(partition).leases.get(lease)
+        self._require_leader(partition)
+        if found is None:
+            raise LeaseNotFoundError(f"lease {lease} does not exist")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future.set_result(found.ttl)
+        return future
+
+    def lease_remaining(self, partition: int, lease: int) -> float | None:
+        return None
+
+    async def hold_lock(self, partition: int, name: bytes, key: bytes) -> None:
+        machine = self._machine(partition)
+        while True:
+            queue = [queued for _, queued in machine.lock_queue(name)]
+            if key not in queue:
+                raise LockNotHeldError(f"lock key {key!r} is gone")
+            if queue[0] == key:
+                return
+            await self._applied.wait()
 
     def fail_held(self, error: KvError) -> None:
         """Fail every held proposal with `error`, as a node that lost its leadership does."""

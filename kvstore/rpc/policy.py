@@ -12,8 +12,8 @@ Rules say who may call, or which keys a call touches and how:
 * `Who.SIGNED_IN`: any user; `Who.ROOT`: a user with the `root` role;
 * `Who.PEER`: another node (with TLS, a peer certificate: docs/security.md), never a user;
 * `Who.NOBODY`: refused, auth enabled or not: what a method missing from the table gets;
-* `OnKey`, `OnRange`, `OnOperation`: a permission on the keys the request names, read from its
-  fields; `EachOperation`: a `Batch`, whose operations are checked (and refused) one by one.
+* `OnKey`, `OnRange`, `OnLock`, `OnOperation`: a permission on the keys the request names, read
+  from its fields; `EachOperation`: a `Batch`, whose operations are checked (and refused) one by one.
 
 With auth disabled only `Who.PEER` and `Who.NOBODY` are enforced; rate limits and the space quota apply either
 way.
@@ -29,6 +29,7 @@ from types import MappingProxyType
 from google.protobuf.message import Message
 
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore.names import lock_prefix
 from kvstore.statemachine.control import Access
 from kvstore.storage.keys import prefix_end
 
@@ -108,6 +109,21 @@ class OnRange:
 
 
 @dataclass(frozen=True, slots=True)
+class OnLock:
+    """Readwrite on the keys of the lock named in the request's field `field`: a lock named N is
+    held through keys under `kvstore.names.lock_prefix(N)` (`{N}/`, or `N/` when N has a hash
+    tag), and taking it writes one there."""
+
+    field: str
+
+    def needs(self, request: Message) -> list[Need]:
+        name = getattr(request, self.field)
+        if not name:
+            return []  # refused by the service: a lock needs a name
+        return [prefix_need(Access.READWRITE, lock_prefix(name), adds_data=True)]
+
+
+@dataclass(frozen=True, slots=True)
 class OnOperation:
     """The request is a key operation (get, put, delete, transaction) or a `RequestOp` holding
     one: reads need read, writes readwrite; a transaction needs read on the keys it compares and
@@ -127,7 +143,7 @@ class EachOperation:
     results: str
 
 
-Rule = Who | OnKey | OnRange | OnOperation | EachOperation
+Rule = Who | OnKey | OnRange | OnLock | OnOperation | EachOperation
 
 
 def operation_needs(request: Message) -> list[Need]:
@@ -168,8 +184,8 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     _LEASE + "Revoke": Who.SIGNED_IN,
     _LEASE + "KeepAlive": Who.SIGNED_IN,
     _LEASE + "TimeToLive": Who.SIGNED_IN,
-    # A lock named N is held through a key under N: taking it writes there.
-    _LOCK + "Lock": OnKey(Access.READWRITE, "name", prefix=True, adds_data=True),
+    _LEASE + "Leases": Who.SIGNED_IN,
+    _LOCK + "Lock": OnLock("name"),
     _LOCK + "Unlock": OnKey(Access.READWRITE, "key"),
     _CLUSTER + "Status": Who.PUBLIC,
     _CLUSTER + "Members": Who.PUBLIC,

@@ -5,7 +5,18 @@ fed the same entries stage the same data, so they end byte-identical.
 
 Per partition ``p`` the applier owns these keys (see `kvstore.statemachine.layout`):
 ``A p`` apply state, ``D p key`` user data, ``F p key`` fences, ``C p client seq`` dedup table,
-``B p`` the bytes its user data takes (what the space quota counts), staged with the apply state.
+``E p lease`` and ``K p lease key`` the lease table (`kvstore.statemachine.leases`), ``B p`` the
+bytes its user data takes (what the space quota counts), staged with the apply state.
+
+Leases and locks (docs/locks.md): a put naming a lease attaches the key to it (the lease must
+exist, in this partition); a lease's revocation or expiry deletes every key attached to it at
+its entry's revision. A lock is a key in its name's queue (`kvstore.locks`), attached to the
+caller's lease; its create revision is the fencing token. Fencing is per key: a write with a
+token older than one the key accepted is refused; in a transaction every write of the chosen
+branch is checked before any is applied; a write without a token is always accepted.
+
+After each `apply`, `take_events` hands the node what changed: the key changes (for its
+notification hub) and the lease table's changes (for the leader's lessor).
 
 Client dedup keeps, per client, a window of the results of its most recent seqs rather than only
 the last one: one client pipelines many requests, which may commit out of seq order, and
@@ -24,7 +35,7 @@ from heapq import heappop, heappush
 from google.protobuf.message import DecodeError
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore._pb.internal_pb2 import LogCommand, LogResponse
+from kvstore._pb.internal_pb2 import LeaseCheckpoints, LeaseExpiries, LogCommand, LogResponse
 from kvstore.codec import (
     CodecError,
     Encoder,
@@ -36,8 +47,17 @@ from kvstore.codec import (
     encode_dedup_result,
 )
 from kvstore.errors import ErrorCode
+from kvstore.names import lease_partition, lock_key, lock_prefix, split_lock_key
 from kvstore.raft.types import ConfChange, Entry, EntryType, Snapshot, SnapshotMeta
-from kvstore.statemachine.commands import WriteRequest, WriteResponse, check_command
+from kvstore.statemachine.commands import COMMAND_FIELDS, WriteRequest, WriteResponse, check_command
+from kvstore.statemachine.events import (
+    Change,
+    ChangeKind,
+    LeaseCheckpointed,
+    LeaseEvent,
+    LeaseGranted,
+    LeaseRemoved,
+)
 from kvstore.statemachine.layout import (
     CLIENT_STATE_SEQ,
     STORED_KV_HEADER,
@@ -49,6 +69,8 @@ from kvstore.statemachine.layout import (
     split_client_suffix,
     stored_bytes_key,
 )
+from kvstore.statemachine.leases import LeaseTable
+from kvstore.statemachine.staging import StagedWrites, read_sections
 from kvstore.storage.engine import Engine, WriteBatch
 from kvstore.storage.errors import CorruptionError
 from kvstore.storage.keys import apply_state_key, data_prefix, prefix_end
@@ -75,45 +97,36 @@ _EQUAL, _NOT_EQUAL, _GREATER = pb.Compare.EQUAL, pb.Compare.NOT_EQUAL, pb.Compar
 
 def _error_response(request: WriteRequest, code: ErrorCode, message: str) -> WriteResponse:
     """The answer of `request`'s kind that refuses it with `code`."""
-    error = pb.Error(code=code.value, message=message)
-    if isinstance(request, pb.PutRequest):
-        return pb.PutResponse(error=error)
-    if isinstance(request, pb.DeleteRequest):
-        return pb.DeleteResponse(error=error)
-    return pb.TxnResponse(error=error)
+    return COMMAND_FIELDS[type(request)][1](error=pb.Error(code=code.value, message=message))
 
 
-def _log_response(response: WriteResponse) -> LogResponse:
-    if isinstance(response, pb.PutResponse):
-        return LogResponse(put=response)
-    if isinstance(response, pb.DeleteResponse):
-        return LogResponse(delete=response)
-    return LogResponse(txn=response)
+def _log_response(request: WriteRequest, response: WriteResponse) -> LogResponse:
+    stored = LogResponse()
+    getattr(stored, COMMAND_FIELDS[type(request)][0]).CopyFrom(response)
+    return stored
 
 
 def _answer_in(stored: LogResponse, request: WriteRequest) -> WriteResponse | None:
     """The response `stored` holds if it answers a request of `request`'s kind, else None."""
-    if isinstance(request, pb.PutRequest):
-        return stored.put if stored.HasField("put") else None
-    if isinstance(request, pb.DeleteRequest):
-        return stored.delete if stored.HasField("delete") else None
-    return stored.txn if stored.HasField("txn") else None
+    field = COMMAND_FIELDS[type(request)][0]
+    answer: WriteResponse | None = getattr(stored, field) if stored.HasField(field) else None
+    return answer
 
 
-def _command(partition: int, index: int, data: bytes) -> WriteRequest:
-    """The request carried by the entry at `index`; `CodecError` if its data is not one."""
+_LessorCommand = LeaseCheckpoints | LeaseExpiries
+
+
+def _command(partition: int, index: int, data: bytes) -> WriteRequest | _LessorCommand:
+    """The command carried by the entry at `index`; `CodecError` if its data is not one."""
     try:
         command = LogCommand.FromString(data)
     except DecodeError as exc:
         raise CodecError(f"partition {partition}: entry {index} is not a LogCommand: {exc}") from None
     kind = command.WhichOneof("command")
-    if kind == "put":
-        return command.put
-    if kind == "delete":
-        return command.delete
-    if kind == "txn":
-        return command.txn
-    raise CodecError(f"partition {partition}: entry {index} holds no command this node knows")
+    if kind is None:
+        raise CodecError(f"partition {partition}: entry {index} holds no command this node knows")
+    carried: WriteRequest | _LessorCommand = getattr(command, kind)
+    return carried
 
 
 @dataclass(slots=True)
@@ -243,10 +256,12 @@ class PartitionStateMachine:
         self._apply_state_key = apply_state_key(partition_id)
         self._stored_bytes_key = stored_bytes_key(partition_id)
         self._encoder = Encoder()
-        # Writes staged into `_staged_batch` and not yet on the engine: key -> value, None
-        # for a delete.
-        self._staged: dict[bytes, bytes | None] = {}
-        self._staged_batch: WriteBatch | None = None
+        self._store = StagedWrites(engine)
+        self.leases = LeaseTable(partition_id, self._store)
+        """The partition's leases (read it between Ready cycles, when its batch is written)."""
+        # What the applied entries changed, until `take_events`.
+        self._changes: list[Change] = []
+        self._lease_events: list[LeaseEvent] = []
         # Clients whose state changed during the current `apply`, by client id: their state
         # records are staged once, at its end, rather than once per command (the batch is
         # written atomically, so the stored state is the same).
@@ -302,14 +317,15 @@ class PartitionStateMachine:
         atomically with the data it covers.
 
         Returns each applied entry with its command's response (header.revision and error
-        filled; the caller fills the rest of the header); None for an empty (no-op) entry or a
-        CONF_CHANGE one, whose change is applied to the configuration kept in the apply state.
+        filled; the caller fills the rest of the header); None for an empty (no-op) entry, a
+        CONF_CHANGE one (whose change is applied to the configuration kept in the apply state)
+        and the lessor's checkpoints and expiries.
         Entries at or below the applied index are skipped (not returned); a gap raises
         ValueError. An entry whose data is not a command raises `CodecError`: skipping it would
         let replicas diverge, so the node must stop applying (and drop this object and the
         batch).
         """
-        self._use_batch(batch)
+        self._store.use(batch)
         outcomes: list[tuple[Entry, WriteResponse | None]] = []
         applied, term = self._applied_index, self._applied_term
         for entry in entries:
@@ -320,18 +336,32 @@ class PartitionStateMachine:
                 raise ValueError(f"partition {self.partition_id}: entry {index} follows applied index {applied}")
             applied, term = index, entry.term
             if entry.type is EntryType.NORMAL and entry.data:
-                request = _command(self.partition_id, index, entry.data)
-                outcomes.append((entry, self._apply_command(batch, index, request)))
+                command = _command(self.partition_id, index, entry.data)
+                if isinstance(command, LeaseCheckpoints):
+                    self._checkpoint(command)
+                    outcomes.append((entry, None))
+                elif isinstance(command, LeaseExpiries):
+                    self._expire(index, command)
+                    outcomes.append((entry, None))
+                else:
+                    outcomes.append((entry, self._apply_command(index, command)))
             else:
                 if entry.type is EntryType.CONF_CHANGE:
                     self._conf_state = self._conf_state.apply(ConfChange.decode(entry.data))
                 outcomes.append((entry, None))
-        self._stage_client_states(batch)
+        self._stage_client_states()
         if applied != self._applied_index:
-            self._set_applied(batch, SnapshotMeta(applied, term, self._conf_state))
+            self._set_applied(SnapshotMeta(applied, term, self._conf_state))
         return outcomes
 
-    def _apply_command(self, batch: WriteBatch, revision: int, request: WriteRequest) -> WriteResponse:
+    def take_events(self) -> tuple[list[Change], list[LeaseEvent]]:
+        """What the entries applied since the last call changed: the user keys, in revision
+        order, and the lease table. Publish them only once the batch holding them is written."""
+        changes, self._changes = self._changes, []
+        events, self._lease_events = self._lease_events, []
+        return changes, events
+
+    def _apply_command(self, revision: int, request: WriteRequest) -> WriteResponse:
         header = request.header
         client_id, seq = header.client_id, header.request_seq
         # A command without a client id is answered, not remembered (seq 0 turns dedup off).
@@ -357,74 +387,130 @@ class PartitionStateMachine:
                     )
         problem = check_command(request)
         response = (
-            self._execute(batch, revision, request)
+            self._execute(revision, request)
             if problem is None
             else _error_response(request, ErrorCode.INVALID_ARGUMENT, problem)
         )
         if deduplicated:
-            self._remember(batch, client_id, window, seq, revision, response)
+            self._remember(client_id, window, seq, revision, request, response)
         return response
 
-    def _execute(self, batch: WriteBatch, revision: int, request: WriteRequest) -> WriteResponse:
+    def _execute(self, revision: int, request: WriteRequest) -> WriteResponse:
+        if isinstance(request, (pb.PutRequest, pb.DeleteRequest)):
+            refusal = self._refusal(request, {})
+            if refusal is not None:
+                return refusal
+            response: pb.PutResponse | pb.DeleteResponse
+            if isinstance(request, pb.PutRequest):
+                response = pb.PutResponse()
+                self._put(revision, request, response)
+            else:
+                response = pb.DeleteResponse()
+                self._delete(revision, request, response)
+            response.header.revision = revision
+            return response
         if isinstance(request, pb.TxnRequest):
-            return self._txn(batch, revision, request)
-        if request.fencing_token:
-            stale = self._stale_fence(request.key, request.fencing_token, {})
-            if stale is not None:
-                return _error_response(request, ErrorCode.STALE_FENCING_TOKEN, stale)
-        if isinstance(request, pb.PutRequest):
-            put = pb.PutResponse()
-            self._put(batch, revision, request, put)
-            put.header.revision = revision
-            return put
-        delete = pb.DeleteResponse()
-        self._delete(batch, revision, request, delete)
-        delete.header.revision = revision
-        return delete
+            return self._txn(revision, request)
+        if isinstance(request, pb.LeaseGrantRequest):
+            return self._grant(revision, request)
+        if isinstance(request, pb.LeaseRevokeRequest):
+            return self._revoke(revision, request)
+        if isinstance(request, pb.LockRequest):
+            return self._lock(revision, request)
+        return self._unlock(revision, request)
 
-    def _put(self, batch: WriteBatch, revision: int, op: pb.PutRequest, response: pb.PutResponse) -> None:
-        key = self._data_prefix + op.key
-        old = self._read(key)
+    def _refusal(self, write: pb.PutRequest | pb.DeleteRequest, accepted: dict[bytes, int]) -> WriteResponse | None:
+        """The refusal of `write` (or of the transaction it is part of): a stale fencing token
+        (given the tokens `accepted` by earlier writes of the same transaction, which this
+        records its token into), or a lease that does not exist here; None to go ahead."""
+        if write.fencing_token:
+            stale = self._stale_fence(write.key, write.fencing_token, accepted)
+            if stale is not None:
+                return _error_response(write, ErrorCode.STALE_FENCING_TOKEN, stale)
+        if isinstance(write, pb.PutRequest) and write.lease:
+            return self._lease_refusal(write, write.key, write.lease)
+        return None
+
+    def _lease_refusal(self, request: WriteRequest, key: bytes, lease: int) -> WriteResponse | None:
+        """Why `key` cannot be attached to `lease`: CROSS_PARTITION when the lease lives in
+        another partition, LEASE_NOT_FOUND when it does not exist; None when it can."""
+        if lease_partition(lease) != self.partition_id:
+            return _error_response(
+                request,
+                ErrorCode.CROSS_PARTITION,
+                f"key {key!r:.80} is in partition {self.partition_id} but lease {lease} lives in partition "
+                f"{lease_partition(lease)}: a lease's keys share its partition. Put the keys under one "
+                "{hash tag}, or use a client Session, which holds one lease per partition it touches",
+            )
+        if lease not in self.leases:
+            return _error_response(
+                request, ErrorCode.LEASE_NOT_FOUND, f"lease {lease} does not exist (expired, revoked or never granted)"
+            )
+        return None
+
+    def _put(self, revision: int, op: pb.PutRequest, response: pb.PutResponse) -> None:
+        user_key = op.key
+        key = self._data_prefix + user_key
+        old = self._store.read(key)
+        old_lease = 0
         if old is None:
             create_revision, version = revision, 1
         else:
-            create_revision, _, old_version, _ = STORED_KV_HEADER.unpack_from(old)
+            create_revision, _, old_version, old_lease = STORED_KV_HEADER.unpack_from(old)
             version = old_version + 1
         stored = encode_stored_kv(op.value, create_revision, revision, version, op.lease)
-        self._stored_bytes += len(stored) - (len(old) if old is not None else -len(op.key))
-        self._stage(batch, key, stored)
+        self._stored_bytes += len(stored) - (len(old) if old is not None else -len(user_key))
+        self._store.stage(key, stored)
+        if old_lease != op.lease:
+            if old_lease:
+                self.leases.detach(old_lease, user_key)
+            if op.lease:
+                self.leases.attach(op.lease, user_key)
+        self._changes.append(Change(self.partition_id, ChangeKind.PUT, user_key, revision, stored, old))
         if op.fencing_token:
-            self._accept_fence(batch, op.key, op.fencing_token)
+            self._accept_fence(user_key, op.fencing_token)
         if op.prev_kv and old is not None:
             response.had_prev = True
-            fill_kv(response.prev_kv, op.key, old)
+            fill_kv(response.prev_kv, user_key, old)
 
-    def _delete(self, batch: WriteBatch, revision: int, op: pb.DeleteRequest, response: pb.DeleteResponse) -> None:
-        key = self._data_prefix + op.key
-        old = self._read(key)
+    def _delete(self, revision: int, op: pb.DeleteRequest, response: pb.DeleteResponse) -> None:
         if op.fencing_token:
-            self._accept_fence(batch, op.key, op.fencing_token)
+            self._accept_fence(op.key, op.fencing_token)
+        old = self._delete_key(revision, op.key)
         if old is None:
             return
-        self._stored_bytes -= len(op.key) + len(old)
-        self._stage(batch, key, None)
         response.deleted = True
         if op.prev_kv:
             fill_kv(response.prev_kv, op.key, old)
 
-    def _txn(self, batch: WriteBatch, revision: int, txn: pb.TxnRequest) -> WriteResponse:
+    def _delete_key(self, revision: int, user_key: bytes) -> bytes | None:
+        """Stage deleting `user_key` (detached from its lease); its stored record, None if it
+        did not exist."""
+        key = self._data_prefix + user_key
+        old = self._store.read(key)
+        if old is None:
+            return None
+        self._stored_bytes -= len(user_key) + len(old)
+        self._store.stage(key, None)
+        lease: int = STORED_KV_HEADER.unpack_from(old)[3]
+        if lease:
+            self.leases.detach(lease, user_key)
+        self._changes.append(Change(self.partition_id, ChangeKind.DELETE, user_key, revision, None, old))
+        return old
+
+    def _txn(self, revision: int, txn: pb.TxnRequest) -> WriteResponse:
         succeeded = all(self._holds(compare) for compare in txn.compare)
         branch = txn.success if succeeded else txn.failure
-        # Check every fence of the branch before writing anything, so that a stale token
-        # rejects the whole transaction. Ops of the branch see each other's tokens.
+        # Check every fence and lease of the branch before writing anything, so that a stale
+        # token or a missing lease refuses the whole transaction. Writes of the branch see each
+        # other's tokens.
         accepted: dict[bytes, int] = {}
         for op in branch:
             kind = op.WhichOneof("op")
-            write = op.put if kind == "put" else op.delete if kind == "delete" else None
-            if write is not None and write.fencing_token:
-                stale = self._stale_fence(write.key, write.fencing_token, accepted)
-                if stale is not None:
-                    return _error_response(txn, ErrorCode.STALE_FENCING_TOKEN, stale)
+            if kind == "put" or kind == "delete":
+                refusal = self._refusal(op.put if kind == "put" else op.delete, accepted)
+                if refusal is not None:
+                    return _error_response(txn, ErrorCode(refusal.error.code), refusal.error.message)
         # The operations' responses carry no header: the transaction's applies to all of them.
         response = pb.TxnResponse(succeeded=succeeded)
         response.header.revision = revision
@@ -433,21 +519,91 @@ class PartitionStateMachine:
             kind = op.WhichOneof("op")
             if kind == "put":
                 result.put.SetInParent()
-                self._put(batch, revision, op.put, result.put)
+                self._put(revision, op.put, result.put)
             elif kind == "delete":
                 result.delete.SetInParent()
-                self._delete(batch, revision, op.delete, result.delete)
+                self._delete(revision, op.delete, result.delete)
             else:
                 get = result.get
                 get.SetInParent()
-                raw = self._read(self._data_prefix + op.get.key)
+                raw = self._store.read(self._data_prefix + op.get.key)
                 if raw is not None:
                     get.found = True
                     fill_kv(get.kv, op.get.key, raw)
         return response
 
+    # -- leases and locks -------------------------------------------------------------------
+
+    def _grant(self, revision: int, request: pb.LeaseGrantRequest) -> WriteResponse:
+        problem = self.leases.grant_problem(request.ttl_seconds, request.id)
+        if problem is not None:
+            return _error_response(request, ErrorCode.INVALID_ARGUMENT, problem)
+        lease = self.leases.grant(revision, request.ttl_seconds, request.id)
+        self._lease_events.append(LeaseGranted(lease))
+        response = pb.LeaseGrantResponse(id=lease.id, ttl_seconds=lease.ttl)
+        response.header.revision = revision
+        return response
+
+    def _revoke(self, revision: int, request: pb.LeaseRevokeRequest) -> WriteResponse:
+        if not self._remove_lease(revision, request.id, 0, expired=False):
+            return _error_response(
+                request, ErrorCode.LEASE_NOT_FOUND, f"lease {request.id} does not exist (expired, revoked or never granted)"
+            )
+        response = pb.LeaseRevokeResponse()
+        response.header.revision = revision
+        return response
+
+    def _checkpoint(self, command: LeaseCheckpoints) -> None:
+        for checkpoint in command.checkpoints:
+            if self.leases.checkpoint(checkpoint.id, checkpoint.revision, checkpoint.remaining_ms):
+                self._lease_events.append(LeaseCheckpointed(checkpoint.id, checkpoint.remaining_ms))
+
+    def _expire(self, revision: int, command: LeaseExpiries) -> None:
+        for expiry in command.expiries:
+            self._remove_lease(revision, expiry.id, expiry.revision, expired=True)
+
+    def _remove_lease(self, revision: int, lease: int, granted_at: int, *, expired: bool) -> bool:
+        """Stage removing `lease` (if it is the one granted at `granted_at`; 0: any) and deleting
+        every key attached to it, at `revision`; whether it existed."""
+        keys = self.leases.revoke(lease, granted_at)
+        if keys is None:
+            return False
+        for user_key in keys:
+            self._delete_key(revision, user_key)
+        self._lease_events.append(LeaseRemoved(lease, expired))
+        return True
+
+    def _lock(self, revision: int, request: pb.LockRequest) -> WriteResponse:
+        """Join the lock's queue: create the caller's lock key, attached to its lease (or find
+        it, locked before by the same lease). Whether it is held is the node's to tell
+        (`lock_queue`); the token is the key's create revision either way."""
+        user_key = lock_key(request.name, request.lease)
+        refusal = self._lease_refusal(request, user_key, request.lease)
+        if refusal is not None:
+            return refusal
+        old = self._store.read(self._data_prefix + user_key)
+        if old is None:
+            self._put(revision, pb.PutRequest(key=user_key, lease=request.lease), pb.PutResponse())
+            token = revision
+        else:
+            token = STORED_KV_HEADER.unpack_from(old)[0]
+        response = pb.LockResponse(key=user_key, fencing_token=token)
+        response.header.revision = revision
+        return response
+
+    def _unlock(self, revision: int, request: pb.UnlockRequest) -> WriteResponse:
+        if self._delete_key(revision, request.key) is None:
+            return _error_response(
+                request,
+                ErrorCode.LOCK_NOT_HELD,
+                f"lock key {request.key!r:.80} does not exist: unlocked already, or its lease expired",
+            )
+        response = pb.UnlockResponse()
+        response.header.revision = revision
+        return response
+
     def _holds(self, compare: pb.Compare) -> bool:
-        raw = self._read(self._data_prefix + compare.key)
+        raw = self._store.read(self._data_prefix + compare.key)
         target = compare.target
         if target == _VALUE:
             if raw is None:
@@ -473,7 +629,7 @@ class PartitionStateMachine:
     # -- fences -----------------------------------------------------------------------------
 
     def _fence(self, user_key: bytes) -> int:
-        raw = self._read(self._fence_prefix + user_key)
+        raw = self._store.read(self._fence_prefix + user_key)
         if raw is None:
             return 0
         token: int = U64.unpack(raw)[0]
@@ -492,14 +648,14 @@ class PartitionStateMachine:
         accepted[user_key] = token
         return None
 
-    def _accept_fence(self, batch: WriteBatch, user_key: bytes, token: int) -> None:
+    def _accept_fence(self, user_key: bytes, token: int) -> None:
         if token > self._fence(user_key):
-            self._stage(batch, self._fence_prefix + user_key, U64.pack(token))
+            self._store.stage(self._fence_prefix + user_key, U64.pack(token))
 
     # -- client dedup -----------------------------------------------------------------------
 
     def _stored_response(self, window: _ClientWindow, seq: int, request: WriteRequest) -> WriteResponse:
-        record = self._read(window.key_base + U64.pack(seq))
+        record = self._store.read(window.key_base + U64.pack(seq))
         what = f"partition {self.partition_id}: dedup record of {window.client_id!r} seq {seq}"
         if record is None:
             raise CorruptionError(f"{what} is missing")
@@ -518,11 +674,11 @@ class PartitionStateMachine:
 
     def _remember(
         self,
-        batch: WriteBatch,
         client_id: str,
         window: _ClientWindow | None,
         seq: int,
         revision: int,
+        request: WriteRequest,
         response: WriteResponse,
     ) -> None:
         """Record `response` to client `client_id`'s `seq` (not remembered, above the window's
@@ -543,8 +699,9 @@ class PartitionStateMachine:
         window.seqs[seq] = revision
         heappush(window.lowest, seq)
         remembered[revision] = (window, seq)
-        record = encode_dedup_result(revision, _log_response(response).SerializeToString())
-        self._stage(batch, window.key_base + U64.pack(seq), record)
+        record = encode_dedup_result(revision, _log_response(request, response).SerializeToString())
+        stage = self._store.stage
+        stage(window.key_base + U64.pack(seq), record)
 
         # The remembered seqs are distinct and at most `highest`: with more than `window` of
         # them the lowest is at or below highest - window, the edge, which refuses it from now
@@ -552,7 +709,7 @@ class PartitionStateMachine:
         while len(window.seqs) > self._dedup_window:
             lowest, lowest_revision = window.pop_lowest()
             del remembered[lowest_revision]
-            self._stage(batch, window.key_base + U64.pack(lowest), None)
+            stage(window.key_base + U64.pack(lowest), None)
 
         unstaged_states = self._unstaged_states
         unstaged_states[client_id] = window
@@ -560,47 +717,26 @@ class PartitionStateMachine:
             evicted_id, evicted = clients.popitem(last=False)
             for evicted_seq, evicted_revision in sorted(evicted.seqs.items()):
                 del remembered[evicted_revision]
-                self._stage(batch, evicted.key_base + U64.pack(evicted_seq), None)
+                stage(evicted.key_base + U64.pack(evicted_seq), None)
             unstaged_states.pop(evicted_id, None)
-            self._stage(batch, evicted.key_base + _STATE_SEQ_SUFFIX, None)
+            stage(evicted.key_base + _STATE_SEQ_SUFFIX, None)
 
         while len(remembered) > self._max_dedup_results:
             _, (owner, forgotten) = remembered.popitem(last=False)
             owner.forget(forgotten)
-            self._stage(batch, owner.key_base + U64.pack(forgotten), None)
+            stage(owner.key_base + U64.pack(forgotten), None)
             unstaged_states[owner.client_id] = owner
 
-    def _stage_client_states(self, batch: WriteBatch) -> None:
+    def _stage_client_states(self) -> None:
         """Stage the state record of every client whose state changed since the last call."""
         for window in self._unstaged_states.values():
-            self._stage(batch, window.key_base + _STATE_SEQ_SUFFIX, window.state_record())
+            self._store.stage(window.key_base + _STATE_SEQ_SUFFIX, window.state_record())
         self._unstaged_states.clear()
 
-    # -- staging ----------------------------------------------------------------------------
-
-    def _use_batch(self, batch: WriteBatch) -> None:
-        if batch is not self._staged_batch:
-            # A new batch: the previous one has been written, the engine shows its writes.
-            self._staged = {}
-            self._staged_batch = batch
-
-    def _read(self, key: bytes) -> bytes | None:
-        staged = self._staged
-        if key in staged:
-            return staged[key]
-        return self._engine.get(key)
-
-    def _stage(self, batch: WriteBatch, key: bytes, value: bytes | None) -> None:
-        self._staged[key] = value
-        if value is None:
-            batch.delete(key)
-        else:
-            batch.put(key, value)
-
-    def _set_applied(self, batch: WriteBatch, applied: SnapshotMeta) -> None:
+    def _set_applied(self, applied: SnapshotMeta) -> None:
         self._applied_index, self._applied_term, self._conf_state = applied.index, applied.term, applied.conf_state
-        self._stage(batch, self._apply_state_key, self._encoder.snapshot_meta(applied))
-        self._stage(batch, self._stored_bytes_key, U64.pack(self._stored_bytes))
+        self._store.stage(self._apply_state_key, self._encoder.snapshot_meta(applied))
+        self._store.stage(self._stored_bytes_key, U64.pack(self._stored_bytes))
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -623,21 +759,32 @@ class PartitionStateMachine:
             found.append(fill_kv(pb.KeyValue(), key[prefix_length:], raw))
         return found, False
 
+    def lock_queue(self, name: bytes) -> list[tuple[int, bytes]]:
+        """The lock keys of the lock named `name` as last written, as (create revision, key) in
+        queue order: the first holds the lock."""
+        prefix = lock_prefix(name)
+        start = self._data_prefix + prefix
+        queue = []
+        for key, raw in self._engine.iterate(start, prefix_end(start)):
+            user_key = key[len(self._data_prefix) :]
+            split = split_lock_key(user_key)
+            if split is not None and split[0] == prefix:  # not a key of a longer name under it
+                queue.append((STORED_KV_HEADER.unpack_from(raw)[0], user_key))
+        queue.sort()
+        return queue
+
     # -- snapshots --------------------------------------------------------------------------
 
-    def _owned_prefixes(self) -> tuple[bytes, bytes, bytes]:
-        return self._data_prefix, self._fence_prefix, self._client_prefix
+    def _owned_prefixes(self) -> tuple[bytes, ...]:
+        return self._data_prefix, self._fence_prefix, self._client_prefix, *self.leases.prefixes
 
     def snapshot(self) -> Snapshot:
         """Everything of this partition as of one consistent read view of the engine: the apply
-        state as the snapshot's metadata, and user data, fences and dedup table as its data.
-        Call it after the batch covering the wanted index was written."""
+        state as the snapshot's metadata, and user data, fences, dedup table and leases as its
+        data. Call it after the batch covering the wanted index was written."""
         with self._engine.read_view() as view:
             raw_apply_state = view.get(self._apply_state_key)
-            sections = [
-                [(key[len(prefix) :], value) for key, value in view.iterate(prefix, prefix_end(prefix))]
-                for prefix in self._owned_prefixes()
-            ]
+            sections = read_sections(view, self._owned_prefixes())
         try:
             meta = SnapshotMeta() if raw_apply_state is None else decode_snapshot_meta(raw_apply_state)
         except CodecError as exc:
@@ -657,15 +804,15 @@ class PartitionStateMachine:
             raise ValueError(f"snapshot data is at index {applied_index}, not {meta.index}")
         if meta.index < self._applied_index:
             raise ValueError(f"snapshot at {meta.index} is older than the applied index {self._applied_index}")
-        self._use_batch(batch)
+        self._store.use(batch)
+        try:
+            self.leases.replace(sections[3:])  # checks its records before staging anything
+        except ValueError as exc:
+            raise CodecError(f"partition snapshot data has a bad lease table: {exc}") from None
+        for prefix, pairs in zip(self._owned_prefixes()[:3], sections[:3], strict=True):
+            self._store.replace(prefix, pairs)
         self._stored_bytes = _data_bytes(sections[0], 0)
-        for prefix, pairs in zip(self._owned_prefixes(), sections, strict=True):
-            replacement = {prefix + suffix: value for suffix, value in pairs}
-            for old_key in sorted(self._keys_with(prefix) - replacement.keys()):
-                self._stage(batch, old_key, None)
-            for key, value in replacement.items():
-                self._stage(batch, key, value)
-        self._set_applied(batch, meta)
+        self._set_applied(meta)
         self._clients, self._remembered = clients, remembered
 
     def bootstrap(self, batch: WriteBatch, start: SnapshotMeta) -> None:
@@ -674,11 +821,5 @@ class PartitionStateMachine:
         anything was applied."""
         if self._applied_index != 0:
             raise ValueError(f"partition {self.partition_id} already applied up to {self._applied_index}")
-        self._use_batch(batch)
-        self._set_applied(batch, start)
-
-    def _keys_with(self, prefix: bytes) -> set[bytes]:
-        """Keys starting with `prefix` on the engine or staged (deleted ones included)."""
-        keys = {key for key, _ in self._engine.iterate(prefix, prefix_end(prefix))}
-        keys.update(key for key in self._staged if key.startswith(prefix))
-        return keys
+        self._store.use(batch)
+        self._set_applied(start)

@@ -1,7 +1,7 @@
 """Keys the applier stores besides those of `kvstore.storage.keys`, with the encodings of its
 stored values.
 
-Four more tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
+More tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
 
 =====  =================================  ===============================================
 tag    rest of the key                    value
@@ -15,11 +15,17 @@ tag    rest of the key                    value
                                           remembered is refused, revision of its last
                                           applied request); with ``seq`` > 0 one remembered
                                           request: its revision and its `LogResponse`
+``E``  partition ``p`` (u32), lease id    a lease (`kvstore.codec`): TTL in seconds,
+       (u64)                              checkpointed remaining TTL in milliseconds (0:
+                                          none), revision of its grant
 ``F``  partition ``p`` (u32), user key    fence: the highest fencing token (u64) the key
                                           has accepted; kept when the key is deleted
 ``G``  group ``g`` (u32)                  the whole state of a group whose state machine
                                           holds it in memory (the control group's
                                           `ControlState` record)
+``K``  partition ``p`` (u32), lease id    empty: the user key is attached to the lease
+       (u64), user key                    (the index lease -> keys that expiry reads; the
+                                          key's own record holds its lease too)
 =====  =================================  ===============================================
 
 A client-dedup key ends with a fixed-width seq, so it splits unambiguously into client id and
@@ -38,9 +44,11 @@ import struct
 
 from kvstore._pb import kvstore_pb2 as pb
 
-STORED_BYTES_TAG = b"B"
 CLIENT_TAG = b"C"
+LEASE_TAG = b"E"
 FENCE_TAG = b"F"
+LEASE_KEY_TAG = b"K"
+STORED_BYTES_TAG = b"B"
 GROUP_STATE_TAG = b"G"
 
 _U32 = struct.Struct(">I")
@@ -69,12 +77,15 @@ def fence_prefix(partition: int) -> bytes:
     return FENCE_TAG + _U32.pack(partition)
 
 
-def stored_bytes_key(partition: int) -> bytes:
-    return STORED_BYTES_TAG + _U32.pack(partition)
+def lease_prefix(partition: int) -> bytes:
+    """Prefix of every lease record of `partition`; a record's key adds the lease id (u64)."""
+    return LEASE_TAG + _U32.pack(partition)
 
 
-def group_state_key(group: int) -> bytes:
-    return GROUP_STATE_TAG + _U32.pack(group)
+def lease_keys_prefix(partition: int, lease: int | None = None) -> bytes:
+    """Prefix of the index records of `partition` (of one lease's keys, given `lease`)."""
+    prefix = LEASE_KEY_TAG + _U32.pack(partition)
+    return prefix if lease is None else prefix + U64.pack(lease)
 
 
 def encode_stored_kv(value: bytes, create_revision: int, mod_revision: int, version: int, lease: int) -> bytes:
@@ -87,3 +98,11 @@ def fill_kv(kv: pb.KeyValue, user_key: bytes, raw: bytes) -> pb.KeyValue:
     kv.key = user_key
     kv.value = raw[STORED_KV_HEADER.size :]
     return kv
+
+
+def stored_bytes_key(partition: int) -> bytes:
+    return STORED_BYTES_TAG + _U32.pack(partition)
+
+
+def group_state_key(group: int) -> bytes:
+    return GROUP_STATE_TAG + _U32.pack(group)

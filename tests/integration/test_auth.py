@@ -108,6 +108,16 @@ def test_a_user_is_refused_where_its_roles_grant_nothing_and_served_where_they_d
     assert code == 0 and output == "v\n"
 
 
+def test_a_lock_is_taken_where_the_user_may_write_its_keys_and_refused_elsewhere(cluster: LocalCluster) -> None:
+    """A lock named N is held through keys under N/ when N has a hash tag ({N}/ otherwise)."""
+    with user_client(cluster, "alice", "alicepw") as alice:
+        with alice.lock("app/{job}", ttl=10) as lock:
+            assert lock.token > 0 and lock.key.startswith(b"app/{job}/")
+        with pytest.raises(PermissionDeniedError, match="user 'alice' lacks readwrite permission on prefix 'other/{job}/'"):
+            with alice.lock("other/{job}", ttl=10):
+                pass
+
+
 def test_a_change_made_through_one_node_applies_at_the_same_revision_everywhere(cluster: LocalCluster) -> None:
     with root_client(cluster, [cluster.address(3)]) as root:
         revision = root.auth.user_add("bob", "bobpw")

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
-from tests.sim.simulation import SimConfig, run_seed
+from tests.sim.simulation import WORKER_CONTEXT, SimConfig, run_seed
 
 
 def _run(seed_and_steps: tuple[int, int]) -> tuple[int, list[str], dict[str, int], int]:
@@ -31,7 +31,7 @@ def run_many(first: int, count: int, steps: int, jobs: int) -> tuple[Counter[str
     failures: list[tuple[int, list[str]]] = []
     totals: Counter[str] = Counter()
     work = [(seed, steps) for seed in range(first, first + count)]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=WORKER_CONTEXT) as pool:
         for seed, problems, stats, entries in pool.map(_run, work, chunksize=4):
             totals.update(stats)
             totals["committed"] += entries

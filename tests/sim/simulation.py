@@ -16,9 +16,11 @@ against a sequential model at the end, after a liveness phase in which all fault
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Self, TypeVar
 
 from kvstore.raft import (
     NONE,
@@ -62,7 +64,7 @@ class SimConfig:
     liveness_steps: int = 400
 
     @classmethod
-    def for_seed(cls, seed: int, steps: int) -> SimConfig:
+    def for_seed(cls, seed: int, steps: int) -> Self:
         """The standard mix: odd seeds run 5-node groups, even seeds 3-node groups."""
         voters = 5 if seed % 2 else 3
         return cls(seed=seed, steps=steps, initial_voters=voters, max_nodes=voters + 2)
@@ -145,7 +147,7 @@ class Simulation:
 
     def _start(self, node: SimNode) -> None:
         snapshot = node.storage.snapshot()
-        node.sm = KVStateMachine()
+        node.sm = self._new_state_machine()
         node.sm.restore(snapshot.data, snapshot.meta.index)
         # Small messages make entries trickle to followers one by one, as in Figure 8.
         config = Config(node.id, election_tick=10, heartbeat_tick=1, max_inflight_msgs=32,
@@ -155,6 +157,11 @@ class Simulation:
         node.next_snapshot_at = snapshot.meta.index + self.rng.randint(20, 80)
         self.last_commit[node.id] = max(self.last_commit.get(node.id, 0), node.storage.hard_state.commit)
         self._event(f"start {node.id} applied={snapshot.meta.index}")
+
+    def _new_state_machine(self) -> KVStateMachine:
+        """The empty state machine a (re)started node restores its snapshot into; a subclass
+        simulating another state machine returns one with the same methods."""
+        return KVStateMachine()
 
     def _crash(self, node: SimNode) -> None:
         self._event(f"crash {node.id}")
@@ -567,14 +574,7 @@ class Simulation:
 
     def _finish(self) -> list[str]:
         """Liveness: heal everything, restart every member, and require a leader and a commit."""
-        self.blocked.clear()
-        self.drop_rate = self.dup_rate = 0.0
-        for node_id in sorted(self.nodes):
-            node = self.nodes[node_id]
-            node.crash_after_persist = False
-            if not node.alive and node_id in self.restart_at:
-                self.restart_at.pop(node_id, None)
-                self._start(node)
+        self._heal()
         problems: list[str] = []
         marker: ClientOp | None = None
         for _ in range(self.config.liveness_steps):
@@ -604,6 +604,17 @@ class Simulation:
         problems.extend(self._check_final_states())
         return problems
 
+    def _heal(self) -> None:
+        """End every fault: no partition, no loss, every crashed member restarted."""
+        self.blocked.clear()
+        self.drop_rate = self.dup_rate = 0.0
+        for node_id in sorted(self.nodes):
+            node = self.nodes[node_id]
+            node.crash_after_persist = False
+            if not node.alive and node_id in self.restart_at:
+                self.restart_at.pop(node_id, None)
+                self._start(node)
+
     def _check_final_states(self) -> list[str]:
         problems = []
         for node in self.nodes.values():
@@ -619,7 +630,18 @@ class Simulation:
 
 
 def run_seed(config: SimConfig, keep_trace: bool = False) -> tuple[list[str], Simulation]:
-    sim = Simulation(config)
+    return run_simulation(Simulation(config), keep_trace)
+
+
+SimulationT = TypeVar("SimulationT", bound=Simulation)
+
+# Seeds run in fresh worker processes, not forks: a fork of a process that used gRPC (pytest
+# after the integration tests) can spin forever freeing the gRPC objects it inherited.
+WORKER_CONTEXT = multiprocessing.get_context("spawn")
+
+
+def run_simulation(sim: SimulationT, keep_trace: bool = False) -> tuple[list[str], SimulationT]:
+    """Run `sim` to the end; the problems found (an invariant violation ends the run)."""
     if keep_trace:
         sim.trace_lines = []
     try:

@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -17,9 +18,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb.internal_pb2 import LeaseCheckpoints, LeaseExpiries, LogCommand
 from kvstore.codec import CodecError
+from kvstore.names import lease_id, lease_partition, lock_key
 from kvstore.raft.types import ConfChange, ConfChangeType, ConfState, Entry, EntryType, Snapshot, SnapshotMeta
-from kvstore.statemachine import PartitionStateMachine, WriteRequest, WriteResponse
+from kvstore.statemachine import (
+    COMMAND_FIELDS,
+    ChangeKind,
+    Lease,
+    LeaseCheckpointed,
+    LeaseGranted,
+    LeaseRemoved,
+    PartitionStateMachine,
+    WriteRequest,
+    WriteResponse,
+)
 from kvstore.statemachine.layout import stored_bytes_key
 from kvstore.storage import CorruptionError, Engine, LevelDBEngine, MemoryEngine
 from kvstore.storage.keys import data_prefix, hard_state_key, prefix_end
@@ -32,6 +45,7 @@ EQ, NE, GT, LT = pb.Compare.EQUAL, pb.Compare.NOT_EQUAL, pb.Compare.GREATER, pb.
 Op = pb.PutRequest | pb.DeleteRequest | pb.GetRequest | pb.TxnRequest
 TxnOp = pb.PutRequest | pb.DeleteRequest | pb.GetRequest
 Answer = WriteResponse | None
+Item = WriteRequest | LeaseCheckpoints | LeaseExpiries | None  # what an entry carries (None: a no-op)
 
 
 def put(key: bytes, value: bytes, lease: int = 0, prev_kv: bool = False, fencing_token: int = 0) -> pb.PutRequest:
@@ -61,6 +75,36 @@ def txn(compares: Sequence[pb.Compare], success: Sequence[TxnOp], failure: Seque
     return pb.TxnRequest(
         compare=compares, success=[request_op(op) for op in success], failure=[request_op(op) for op in failure]
     )
+
+
+def grant(ttl: int = 10, lease: int = 0) -> pb.LeaseGrantRequest:
+    return pb.LeaseGrantRequest(ttl_seconds=ttl, id=lease)
+
+
+def revoke(lease: int) -> pb.LeaseRevokeRequest:
+    return pb.LeaseRevokeRequest(id=lease)
+
+
+def expire(*leases: tuple[int, int]) -> LeaseExpiries:
+    """The lessor's expiry of each (lease id, revision of its grant)."""
+    expiries = LeaseExpiries()
+    for lease, revision in leases:
+        expiries.expiries.add(id=lease, revision=revision)
+    return expiries
+
+
+def checkpoint(lease: int, revision: int, remaining_ms: int) -> LeaseCheckpoints:
+    checkpoints = LeaseCheckpoints()
+    checkpoints.checkpoints.add(id=lease, revision=revision, remaining_ms=remaining_ms)
+    return checkpoints
+
+
+def lock(name: bytes, lease: int) -> pb.LockRequest:
+    return pb.LockRequest(name=name, lease=lease)
+
+
+def unlock(key: bytes) -> pb.UnlockRequest:
+    return pb.UnlockRequest(key=key)
 
 
 def compare(key: bytes, target: int, result: int, value: bytes = b"", number: int = 0) -> pb.Compare:
@@ -117,14 +161,10 @@ def request_op_response(result: pb.PutResponse | pb.DeleteResponse | pb.GetRespo
     return pb.ResponseOp(get=result)
 
 
-def refused(request: WriteRequest, code: int) -> WriteResponse:
-    """The answer refusing `request` with `code` (message left empty: compare with `comparable`)."""
-    error = pb.Error(code=code)  # type: ignore[arg-type]
-    if isinstance(request, pb.PutRequest):
-        return pb.PutResponse(error=error)
-    if isinstance(request, pb.DeleteRequest):
-        return pb.DeleteResponse(error=error)
-    return pb.TxnResponse(error=error)
+def refused(request: WriteRequest, code: int) -> Any:
+    """The answer refusing `request` with `code` (message left empty: compare with `comparable`):
+    the response of the request's kind."""
+    return COMMAND_FIELDS[type(request)][1](error=pb.Error(code=code))  # type: ignore[arg-type]
 
 
 def comparable(result: Answer) -> Answer:
@@ -165,11 +205,20 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened.engine.close()
 
 
-def entry_for(index: int, item: WriteRequest | None) -> Entry:
-    """The entry the node proposes for `item`: the bytes of the client's RequestOp."""
+def entry_for(index: int, item: Item) -> Entry:
+    """The entry the node proposes for `item`: the bytes of the client's RequestOp for a put,
+    delete or transaction, else the command wrapped in a LogCommand."""
     if item is None:
         return Entry(index, 1)  # a Raft no-op
-    return Entry(index, 1, request_op(item).SerializeToString())
+    if isinstance(item, (pb.PutRequest, pb.DeleteRequest, pb.TxnRequest)):
+        return Entry(index, 1, request_op(item).SerializeToString())
+    if isinstance(item, LeaseCheckpoints):
+        return Entry(index, 1, LogCommand(lease_checkpoints=item).SerializeToString())
+    if isinstance(item, LeaseExpiries):
+        return Entry(index, 1, LogCommand(lease_expiries=item).SerializeToString())
+    command = LogCommand()
+    getattr(command, COMMAND_FIELDS[type(item)][0]).CopyFrom(item)
+    return Entry(index, 1, command.SerializeToString())
 
 
 class Node:
@@ -203,7 +252,7 @@ class Node:
         self.store.restart()
         self.machine = self._machine()
 
-    def apply(self, *items: WriteRequest | None, write: bool = True) -> list[Answer]:
+    def apply(self, *items: Item, write: bool = True) -> list[Answer]:
         first = self.machine.applied_index + 1
         entries = [entry_for(first + offset, item) for offset, item in enumerate(items)]
         batch = self.store.engine.new_batch()
@@ -230,15 +279,16 @@ def test_put_get_delete_track_revisions_and_versions(store: Store) -> None:
     node = Node(store)
     assert node.one(put(b"k", b"v1")) == put_result(1, None)
     assert node.machine.get(b"k") == kv(b"k", b"v1", 1, 1, 1, 0)
-    assert node.one(put(b"k", b"v2", lease=5)) == put_result(2, None)
-    assert node.machine.get(b"k") == kv(b"k", b"v2", 1, 2, 2, 5)
-    assert node.one(delete(b"k")) == delete_result(3, True, None)
+    lease = node.one(grant()).id  # type: ignore[union-attr]
+    assert node.one(put(b"k", b"v2", lease=lease)) == put_result(3, None)
+    assert node.machine.get(b"k") == kv(b"k", b"v2", 1, 3, 2, lease)
+    assert node.one(delete(b"k")) == delete_result(4, True, None)
     assert node.machine.get(b"k") is None
-    assert node.one(delete(b"k")) == delete_result(4, False, None)
+    assert node.one(delete(b"k")) == delete_result(5, False, None)
     # Recreated: a new life, with its own create revision and version.
-    assert node.one(put(b"k", b"v3")) == put_result(5, None)
-    assert node.machine.get(b"k") == kv(b"k", b"v3", 5, 5, 1, 0)
-    assert node.machine.applied_index == 5
+    assert node.one(put(b"k", b"v3")) == put_result(6, None)
+    assert node.machine.get(b"k") == kv(b"k", b"v3", 6, 6, 1, 0)
+    assert node.machine.applied_index == 6
 
 
 def test_prev_kv_is_returned_only_when_asked_and_present(store: Store) -> None:
@@ -283,7 +333,7 @@ def test_entries_already_applied_are_skipped_and_gaps_refused(store: Store) -> N
     [
         b"\x93garbage",
         pb.RequestOp(get=pb.GetRequest(key=b"k")).SerializeToString(),  # a plain read never enters the log
-        b"\x82\x01\x00",  # a field number no command has
+        b"\xf2\x01\x00",  # field 30, which no command has
     ],
 )
 def test_an_entry_that_is_not_a_command_stops_the_applier(store: Store, data: bytes) -> None:
@@ -768,22 +818,170 @@ def test_scan_pages_through_many_keys_in_order(store: Store) -> None:
     assert node.machine.scan(b"zzz") == ([], False)
 
 
+# -- leases and locks ----------------------------------------------------------------------
+
+
+def granted(node: Node, ttl: int = 10, lease: int = 0) -> int:
+    response = node.one(grant(ttl, lease))
+    assert isinstance(response, pb.LeaseGrantResponse) and not response.error.code, response
+    return response.id
+
+
+def test_a_grant_answers_an_id_of_this_partition_and_the_ttl(store: Store) -> None:
+    node = Node(store)
+    assert node.one(grant(30)) == pb.LeaseGrantResponse(header=_header(1), id=lease_id(PARTITION, 1), ttl_seconds=30)
+    chosen = lease_id(PARTITION, 77)
+    assert granted(node, 5, chosen) == chosen
+    assert node.machine.leases.get(chosen) == Lease(chosen, 5, 0, 2)
+    for bad in (grant(0), grant(5, chosen), grant(5, lease_id(OTHER_PARTITION, 3))):
+        assert comparable(node.one(bad)) == refused(bad, pb.INVALID_ARGUMENT)
+    node.restart()
+    assert [lease.id for lease in node.machine.leases.leases()] == [lease_id(PARTITION, 1), chosen]
+
+
+def test_a_retried_grant_is_answered_with_the_same_lease(store: Store) -> None:
+    node = Node(store)
+    first = node.one(command("alice", 1, grant(10)))
+    assert node.one(command("alice", 1, grant(10))) == first
+    assert len(node.machine.leases) == 1
+
+
+def test_a_put_naming_a_missing_lease_or_one_of_another_partition_is_refused(store: Store) -> None:
+    node = Node(store)
+    missing = lease_id(PARTITION, 9)
+    refusal = node.one(put(b"k", b"v", lease=missing))
+    assert refusal.error.code == pb.LEASE_NOT_FOUND and str(missing) in refusal.error.message
+    foreign = lease_id(OTHER_PARTITION, 1)
+    refusal = node.one(put(b"k", b"v", lease=foreign))
+    assert refusal.error.code == pb.CROSS_PARTITION
+    for needed in (f"partition {PARTITION}", f"partition {OTHER_PARTITION}", "{hash tag}", "Session"):
+        assert needed in refusal.error.message
+    assert node.machine.get(b"k") is None
+
+
+def test_a_txn_with_a_put_naming_a_missing_lease_changes_nothing(store: Store) -> None:
+    node = Node(store)
+    lease = granted(node)
+    node.apply(put(b"a", b"1"))
+    answer = node.one(txn((), (put(b"a", b"2"), put(b"b", b"1", lease=lease + 1), put(b"c", b"1", lease=lease)), ()))
+    assert answer.error.code == pb.LEASE_NOT_FOUND
+    assert node.machine.get(b"a").value == b"1" and node.machine.get(b"c") is None  # type: ignore[union-attr]
+    assert node.machine.leases.keys(lease) == []
+
+
+def test_expiry_deletes_every_attached_key_at_its_revision(store: Store) -> None:
+    node = Node(store)
+    lease = granted(node)  # revision 1
+    other = granted(node)  # revision 2
+    node.apply(put(b"a", b"1", lease=lease), put(b"b", b"1", lease=lease), put(b"c", b"1", lease=other), put(b"d", b"1"))
+    node.machine.take_events()
+    assert node.apply(expire((lease, 1))) == [None]
+    assert node.machine.get(b"a") is None and node.machine.get(b"b") is None
+    assert node.machine.get(b"c") is not None and node.machine.get(b"d") is not None
+    assert lease not in node.machine.leases and node.machine.leases.keys(lease) == []
+    changes, events = node.machine.take_events()
+    assert [(c.kind, c.key, c.revision) for c in changes] == [(ChangeKind.DELETE, b"a", 7), (ChangeKind.DELETE, b"b", 7)]
+    assert changes[0].prev_kv() == kv(b"a", b"1", 3, 3, 1, lease) and changes[0].kv() is None
+    assert events == [LeaseRemoved(lease, expired=True)]
+
+
+def test_an_expiry_or_checkpoint_meant_for_an_earlier_lease_of_the_same_id_does_nothing(store: Store) -> None:
+    node = Node(store)
+    lease = lease_id(PARTITION, 5)
+    granted(node, 10, lease)  # revision 1
+    node.apply(revoke(lease))  # revision 2
+    granted(node, 10, lease)  # revision 3: the same id again
+    node.apply(put(b"k", b"v", lease=lease), checkpoint(lease, 1, 500), expire((lease, 1)))
+    assert node.machine.leases.get(lease) == Lease(lease, 10, 0, 3) and node.machine.get(b"k") is not None
+    node.apply(checkpoint(lease, 3, 500))
+    assert node.machine.leases.get(lease) == Lease(lease, 10, 500, 3)
+    assert node.machine.take_events()[1][-1] == LeaseCheckpointed(lease, 500)
+
+
+def test_revoke_deletes_the_keys_and_a_second_revoke_finds_no_lease(store: Store) -> None:
+    node = Node(store)
+    lease = granted(node)
+    node.apply(put(b"a", b"1", lease=lease))
+    assert node.one(revoke(lease)) == pb.LeaseRevokeResponse(header=_header(3))
+    assert node.machine.get(b"a") is None
+    assert node.one(revoke(lease)).error.code == pb.LEASE_NOT_FOUND
+    assert node.one(put(b"a", b"2", lease=lease)).error.code == pb.LEASE_NOT_FOUND
+
+
+def test_a_key_moved_to_another_lease_or_deleted_leaves_its_old_lease(store: Store) -> None:
+    node = Node(store)
+    first, second = granted(node), granted(node)
+    node.apply(put(b"moved", b"1", lease=first), put(b"freed", b"1", lease=first), put(b"gone", b"1", lease=first))
+    node.apply(put(b"moved", b"2", lease=second), put(b"freed", b"2"), delete(b"gone"))
+    assert node.machine.leases.keys(first) == [] and node.machine.leases.keys(second) == [b"moved"]
+    node.apply(revoke(first))
+    assert [kv.key for kv in node.machine.scan(b"")[0]] == [b"freed", b"moved"]
+
+
+def test_a_lock_key_is_created_on_the_lease_and_its_create_revision_is_the_token(store: Store) -> None:
+    node = Node(store)
+    holder, waiter = granted(node), granted(node)  # revisions 1 and 2
+    first = node.one(lock(b"orders", holder))
+    assert first == pb.LockResponse(header=_header(3), key=lock_key(b"orders", holder), fencing_token=3)
+    assert node.machine.get(first.key) == kv(first.key, b"", 3, 3, 1, holder)  # type: ignore[union-attr]
+    second = node.one(lock(b"orders", waiter))
+    assert second.fencing_token == 4  # type: ignore[union-attr]
+    again = node.one(lock(b"orders", holder))  # the same lease asks again: same key, same token
+    assert (again.key, again.fencing_token) == (first.key, 3)  # type: ignore[union-attr]
+    node.apply(lock(b"{orders}/x", waiter))  # another lock, whose keys sort among these
+    assert node.machine.lock_queue(b"orders") == [(3, first.key), (4, second.key)]  # type: ignore[union-attr]
+    assert node.one(unlock(first.key)) == pb.UnlockResponse(header=_header(7))  # type: ignore[union-attr]
+    assert node.one(unlock(first.key)).error.code == pb.LOCK_NOT_HELD  # type: ignore[union-attr]
+    node.apply(expire((waiter, 2)))
+    assert node.machine.lock_queue(b"orders") == []
+    relocked = node.one(lock(b"orders", holder))
+    assert relocked.fencing_token == 10  # type: ignore[union-attr]  # a later holder: a larger token
+
+
+def test_a_lock_needs_an_existing_lease_of_its_partition_and_unlock_a_lock_key(store: Store) -> None:
+    node = Node(store)
+    assert node.one(lock(b"orders", lease_id(PARTITION, 4))).error.code == pb.LEASE_NOT_FOUND
+    assert node.one(lock(b"orders", lease_id(OTHER_PARTITION, 4))).error.code == pb.CROSS_PARTITION
+    assert node.one(unlock(b"orders")).error.code == pb.INVALID_ARGUMENT
+    assert node.machine.scan(b"") == ([], False)
+
+
+def test_applied_changes_are_reported_in_order_with_their_values(store: Store) -> None:
+    node = Node(store)
+    lease = granted(node)
+    node.apply(put(b"a", b"1"), txn((), (put(b"a", b"2", lease=lease), delete(b"b"), put(b"b", b"3")), ()))
+    changes, events = node.machine.take_events()
+    assert [(c.kind, c.key, c.revision) for c in changes] == [
+        (ChangeKind.PUT, b"a", 2),
+        (ChangeKind.PUT, b"a", 3),
+        (ChangeKind.PUT, b"b", 3),
+    ]
+    assert changes[1].kv() == kv(b"a", b"2", 2, 3, 2, lease)
+    assert changes[1].prev_kv() == kv(b"a", b"1", 2, 2, 1, 0)
+    assert events == [LeaseGranted(Lease(lease, 10, 0, 1))]
+    assert node.machine.take_events() == ([], [])
+
+
 # -- snapshots -----------------------------------------------------------------------------
+
+
+SNAPSHOT_LEASE = lease_id(PARTITION, 50)
 
 
 def build_state(node: Node) -> None:
     node.apply(
         put(b"a", b"1"),
-        put(b"b", b"2", lease=9),
+        grant(lease=SNAPSHOT_LEASE),
+        put(b"b", b"2", lease=SNAPSHOT_LEASE),
         command("alice", 3, put(b"c", b"3", fencing_token=4)),
         delete(b"b", fencing_token=2),
-        None,
+        put(b"e", b"5", lease=SNAPSHOT_LEASE),
         command("bob", 1, txn((), (put(b"d", b"4"),), ())),
     )
 
 
 def partition_keys(engine: Engine, partition: int) -> list[tuple[bytes, bytes]]:
-    own = (b"A", b"C", b"D", b"F")
+    own = (b"A", b"C", b"D", b"E", b"F", b"K")
     return [
         (key, value)
         for key, value in everything(engine)
@@ -795,7 +993,7 @@ def test_snapshot_restores_an_equal_partition(store: Store, tmp_path: Path) -> N
     source = Node(store)
     build_state(source)
     snapshot = source.machine.snapshot()
-    assert snapshot.meta == source.machine.applied == SnapshotMeta(6, 1)
+    assert snapshot.meta == source.machine.applied == SnapshotMeta(7, 1)
 
     target_store = Store("memory" if store.kind == "leveldb" else "leveldb", tmp_path / "target")
     try:
@@ -812,16 +1010,19 @@ def test_snapshot_restores_an_equal_partition(store: Store, tmp_path: Path) -> N
         assert partition_keys(target_store.engine, PARTITION) == partition_keys(store.engine, PARTITION)
         assert target_store.engine.get(unrelated[0]) == unrelated[1]
         assert Node(target_store, OTHER_PARTITION).machine.get(b"a") is not None
-        # Dedup and fences came along: the restored replica behaves as the source would.
+        # Dedup, fences and leases came along: the restored replica behaves as the source would.
+        assert target.machine.leases.leases() == source.machine.leases.leases()
         for node in (source, target):
             assert node.apply(
                 command("alice", 3, put(b"c", b"again")),
                 put(b"c", b"stale", fencing_token=3),
                 put(b"b", b"stale", fencing_token=1),
-            )[0] == put_result(3, None)
+                revoke(SNAPSHOT_LEASE),
+            )[0] == put_result(4, None)
+            assert node.machine.get(b"e") is None  # it went with its lease
         assert partition_keys(target_store.engine, PARTITION) == partition_keys(store.engine, PARTITION)
         target.restart()
-        assert target.machine.applied_index == 9
+        assert target.machine.applied_index == 11
     finally:
         target_store.engine.close()
 
@@ -901,17 +1102,19 @@ def test_restore_refuses_mismatched_or_older_snapshots(store: Store) -> None:
 # -- determinism ---------------------------------------------------------------------------
 
 
-def mixed_workload() -> list[WriteRequest | None]:
-    items: list[WriteRequest | None] = []
+def mixed_workload() -> list[Item]:
+    items: list[Item] = []
+    leases = [lease_id(PARTITION, number) for number in (1, 2, 3)]
     for n in range(300):
         key = f"k{n % 37}".encode()
+        lease = leases[n % 3]
         match n % 6:
             case 0:
                 items.append(command(f"client{n % 5}", n // 5 + 1, put(key, bytes([n % 251]) * (n % 17))))
             case 1:
                 items.append(delete(key, prev_kv=True, fencing_token=n % 4))
             case 2:
-                items.append(put(key, b"v", lease=n, fencing_token=n % 7))
+                items.append(put(key, b"v", lease=lease, fencing_token=n % 7))
             case 3:
                 items.append(
                     txn(
@@ -921,7 +1124,9 @@ def mixed_workload() -> list[WriteRequest | None]:
                     )
                 )
             case 4:
-                items.append(None)
+                kinds: list[Item] = [None, grant(5, lease), revoke(lease), expire((lease, 0)), lock(b"job", lease),
+                                     unlock(lock_key(b"job", lease)), checkpoint(lease, 0, n)]
+                items.append(kinds[n % 7])
             case _:
                 items.append(command(f"client{n % 5}", n // 5, put(key, b"dup")))
     return items
@@ -953,12 +1158,39 @@ def test_replicas_fed_the_same_entries_end_byte_identical(tmp_path: Path) -> Non
 
 @dataclass
 class DictModel:
-    """What the applier should do, stated as simply as possible: copy, change, roll back."""
+    """What the applier should do, stated as simply as possible: copy, change, roll back. A
+    lease's keys are found by looking at every key's lease."""
 
     data: dict[bytes, pb.KeyValue] = field(default_factory=dict)
     fences: dict[bytes, int] = field(default_factory=dict)
+    leases: set[int] = field(default_factory=set)
 
-    def execute(self, revision: int, request: WriteRequest) -> WriteResponse:
+    def execute(self, revision: int, request: Item) -> Answer:
+        if isinstance(request, LeaseExpiries):
+            for expiry in request.expiries:
+                self._remove(expiry.id)
+            return None
+        if isinstance(request, pb.LeaseGrantRequest):
+            if request.id in self.leases:
+                return refused(request, pb.INVALID_ARGUMENT)
+            self.leases.add(request.id)
+            return pb.LeaseGrantResponse(header=_header(revision), id=request.id, ttl_seconds=request.ttl_seconds)
+        if isinstance(request, pb.LeaseRevokeRequest):
+            if not self._remove(request.id):
+                return refused(request, pb.LEASE_NOT_FOUND)
+            return pb.LeaseRevokeResponse(header=_header(revision))
+        if isinstance(request, pb.LockRequest):
+            key = lock_key(request.name, request.lease)
+            if request.lease not in self.leases:
+                return refused(request, pb.LEASE_NOT_FOUND)
+            if key not in self.data:
+                self.data[key] = kv(key, b"", revision, revision, 1, request.lease)
+            return pb.LockResponse(header=_header(revision), key=key, fencing_token=self.data[key].create_revision)
+        if isinstance(request, pb.UnlockRequest):
+            if self.data.pop(request.key, None) is None:
+                return refused(request, pb.LOCK_NOT_HELD)
+            return pb.UnlockResponse(header=_header(revision))
+        assert request is not None and not isinstance(request, LeaseCheckpoints)
         if not isinstance(request, pb.TxnRequest):
             response = self._op(revision, request)
             assert not isinstance(response, pb.GetResponse), "a put or a delete answers as one"
@@ -980,9 +1212,14 @@ class DictModel:
         if isinstance(op, pb.GetRequest):
             return get_result(old)
         token = op.fencing_token
+        if token and token < self.fences.get(op.key, 0):
+            return refused(op, pb.STALE_FENCING_TOKEN)
+        if isinstance(op, pb.PutRequest) and op.lease:
+            if lease_partition(op.lease) != PARTITION:
+                return refused(op, pb.CROSS_PARTITION)
+            if op.lease not in self.leases:
+                return refused(op, pb.LEASE_NOT_FOUND)
         if token:
-            if token < self.fences.get(op.key, 0):
-                return refused(op, pb.STALE_FENCING_TOKEN)
             self.fences[op.key] = token
         if isinstance(op, pb.PutRequest):
             if old is None:
@@ -993,6 +1230,14 @@ class DictModel:
         if old is not None:
             del self.data[op.key]
         return delete_result(revision, old is not None, old if op.prev_kv else None)
+
+    def _remove(self, lease: int) -> bool:
+        if lease not in self.leases:
+            return False
+        self.leases.discard(lease)
+        for key in [key for key, found in self.data.items() if found.lease == lease]:
+            del self.data[key]
+        return True
 
     def _holds(self, guard: pb.Compare) -> bool:
         found = self.data.get(guard.key)
@@ -1019,7 +1264,11 @@ class DictModel:
 model_keys = st.sampled_from([b"a", b"b", b"c"])
 model_values = st.sampled_from([b"", b"x", b"y"])
 model_tokens = st.integers(0, 3)
-model_puts = st.builds(put, model_keys, model_values, st.integers(0, 2), st.booleans(), model_tokens)
+MODEL_LEASES = (lease_id(PARTITION, 1), lease_id(PARTITION, 2))
+model_leases = st.sampled_from(MODEL_LEASES)
+# No lease, one of the partition's (granted or not), or one of another partition's.
+model_put_leases = st.sampled_from((0, *MODEL_LEASES, lease_id(OTHER_PARTITION, 1)))
+model_puts = st.builds(put, model_keys, model_values, model_put_leases, st.booleans(), model_tokens)
 model_deletes = st.builds(delete, model_keys, st.booleans(), model_tokens)
 model_compares = st.builds(
     compare,
@@ -1036,14 +1285,21 @@ model_txns = st.builds(
     st.lists(model_txn_ops, max_size=3),
     st.lists(model_txn_ops, max_size=3),
 )
-model_ops: st.SearchStrategy[WriteRequest | None] = st.one_of(model_puts, model_deletes, model_txns, st.none())
+model_lease_ops = st.one_of(
+    st.builds(grant, st.just(10), model_leases),
+    st.builds(revoke, model_leases),
+    st.builds(lambda lease: expire((lease, 0)), model_leases),
+    st.builds(lock, st.sampled_from([b"j", b"{a}q"]), model_leases),
+    st.builds(lambda name, lease: unlock(lock_key(name, lease)), st.sampled_from([b"j", b"{a}q"]), model_leases),
+)
+model_ops: st.SearchStrategy[Item] = st.one_of(model_puts, model_deletes, model_txns, model_lease_ops, st.none())
 # Each step is one apply call (one batch), then optionally a restart.
 model_steps = st.lists(st.tuples(st.lists(model_ops, max_size=6), st.booleans()), max_size=8)
 
 
 @settings(max_examples=200, deadline=None)
 @given(model_steps)
-def test_applier_matches_a_dict_model(steps: Sequence[tuple[list[WriteRequest | None], bool]]) -> None:
+def test_applier_matches_a_dict_model(steps: Sequence[tuple[list[Item], bool]]) -> None:
     store = Store("memory", Path("unused"))
     node = Node(store)
     model = DictModel()
@@ -1056,6 +1312,9 @@ def test_applier_matches_a_dict_model(steps: Sequence[tuple[list[WriteRequest | 
     assert node.machine.scan(b"") == ([model.data[key] for key in sorted(model.data)], False)
     for key in (b"a", b"b", b"c"):
         assert node.machine.get(key) == model.data.get(key)
+    assert {lease.id for lease in node.machine.leases.leases()} == model.leases
+    for lease in model.leases:
+        assert node.machine.leases.keys(lease) == sorted(key for key, found in model.data.items() if found.lease == lease)
 
 
 def data_bytes(engine: Engine, partition: int) -> int:

@@ -18,11 +18,13 @@ from kvstore.codec import (
     decode_dedup_result,
     decode_entry,
     decode_hard_state,
+    decode_lease,
     decode_partition_snapshot,
     decode_peer_frame,
     decode_snapshot_meta,
     encode_client_state,
     encode_dedup_result,
+    encode_lease,
 )
 from kvstore.raft import ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot, SnapshotMeta
 
@@ -94,7 +96,7 @@ def test_an_entry_is_one_record_on_disk_and_on_the_wire() -> None:
     assert msgpack.packb(frame[0][1][6][0]) == encoder.entry(entry) == msgpack.packb([11, 5, 1, b"x"])
 
 
-@given(u64, st.lists(st.lists(st.tuples(st.binary(max_size=8), st.binary(max_size=8)), max_size=3), min_size=3, max_size=3))
+@given(u64, st.lists(st.lists(st.tuples(st.binary(max_size=8), st.binary(max_size=8)), max_size=3), min_size=5, max_size=5))
 def test_partition_snapshots_round_trip(applied: int, sections: list[list[tuple[bytes, bytes]]]) -> None:
     assert decode_partition_snapshot(Encoder().partition_snapshot(applied, sections)) == (applied, tuple(sections))
 
@@ -103,6 +105,11 @@ def test_partition_snapshots_round_trip(applied: int, sections: list[list[tuple[
 def test_dedup_records_round_trip(highest: int, floor: int, revision: int, response: bytes) -> None:
     assert decode_client_state(encode_client_state(highest, floor, revision)) == (highest, floor, revision)
     assert decode_dedup_result(encode_dedup_result(revision, response)) == (revision, response)
+
+
+@given(u64, u64, u64)
+def test_lease_records_round_trip(ttl: int, remaining_ms: int, revision: int) -> None:
+    assert decode_lease(encode_lease(ttl, remaining_ms, revision)) == (ttl, remaining_ms, revision)
 
 
 def test_encodings_are_compact_and_deterministic() -> None:
@@ -120,7 +127,7 @@ GARBAGE = [b"", b"\xc1", b"\x01", b"\x93\x01\x02", b"\x92\xa1x\xa1y", b"\x94\xc0
 @pytest.mark.parametrize(
     "decode",
     [decode_entry, decode_hard_state, decode_snapshot_meta, decode_peer_frame, decode_partition_snapshot,
-     decode_client_state, decode_dedup_result],
+     decode_client_state, decode_dedup_result, decode_lease],
     ids=lambda decode: decode.__name__,
 )
 @pytest.mark.parametrize("raw", GARBAGE)
@@ -154,6 +161,6 @@ def test_a_malformed_peer_frame_is_refused(raw: bytes) -> None:
 
 
 def test_partition_snapshot_data_of_another_format_is_refused() -> None:
-    raw = msgpack.packb([PARTITION_SNAPSHOT_FORMAT - 1, 5, [], [], []])
+    raw = msgpack.packb([PARTITION_SNAPSHOT_FORMAT - 1, 5, [], [], [], [], []])
     with pytest.raises(CodecError, match="format"):
         decode_partition_snapshot(raw)

@@ -13,7 +13,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.errors import RETRY_AFTER_METADATA
-from kvstore.rpc.policy import RULES, EachOperation, OnKey, OnOperation, OnRange, Who
+from kvstore.rpc.policy import RULES, EachOperation, OnKey, OnLock, OnOperation, OnRange, Who
 from kvstore.statemachine.control import RateLimit
 from tests.fakes.guarded import TTL_S, secure, serving
 
@@ -48,7 +48,7 @@ def test_every_method_of_the_protos_has_a_rule_whose_fields_exist() -> None:
         assert name in declared, f"{name} has no rule in kvstore/rpc/policy.py"
         rule = declared.pop(name)
         fields = method.input_type.fields_by_name  # type: ignore[attr-defined]
-        if isinstance(rule, OnKey):
+        if isinstance(rule, OnKey | OnLock):
             assert rule.field in fields
         elif isinstance(rule, OnRange):
             assert {rule.start, rule.end, rule.prefix} <= set(fields)
@@ -129,7 +129,7 @@ async def test_a_user_is_refused_on_a_prefix_it_lacks_and_served_where_granted(c
                 "txn": lambda: served.kv.Txn(pb.TxnRequest(
                     compare=[pb.Compare(key=key, target=pb.Compare.VERSION, number=0)],
                     success=[pb.RequestOp(put=put(key))]), metadata=md),
-                "lock": lambda: lock.Lock(pb.LockRequest(name=prefix + b"job"), metadata=md),
+                "lock": lambda: lock.Lock(pb.LockRequest(name=prefix + b"{job}"), metadata=md),
                 "unlock": lambda: lock.Unlock(pb.UnlockRequest(key=key), metadata=md),
             }[call]()
 
@@ -138,7 +138,7 @@ async def test_a_user_is_refused_on_a_prefix_it_lacks_and_served_where_granted(c
         code, details = await status_of(make(b"other/"))
         assert code is grpc.StatusCode.PERMISSION_DENIED
         access = "read" if call in ("get", "scan") else "readwrite"
-        place = "prefix 'other/'" if call == "scan" else "prefix 'other/job'" if call == "lock" else "key 'other/k'"
+        place = "prefix 'other/'" if call == "scan" else "prefix 'other/{job}/'" if call == "lock" else "key 'other/k'"
         if call == "txn":
             access, place = "read", "key 'other/k'"  # its compare is checked first
         assert details == f"user 'alice' lacks {access} permission on {place}"

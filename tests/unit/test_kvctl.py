@@ -242,9 +242,13 @@ async def test_status_of_an_unreachable_node_exits_3(cluster: FakeCluster) -> No
     assert dead in one_line(result.stderr)
 
 
-@pytest.mark.parametrize("command", ["get", "put", "del", "scan", "txn", "status", "members", "partitions"])
+@pytest.mark.parametrize(
+    "command",
+    ["get", "put", "del", "scan", "txn", "status", "members", "partitions", "lock", "lease", "lease grant",
+     "lease keep-alive", "lease revoke", "lease ttl", "lease list"],
+)
 def test_every_command_help_shows_examples(command: str) -> None:
-    result = CliRunner().invoke(cli, [command, "--help"])
+    result = CliRunner().invoke(cli, [*command.split(), "--help"])
 
     assert result.exit_code == 0 and "Examples:" in result.stdout and "kvctl " + command in result.stdout
 
