@@ -319,6 +319,10 @@ class Node:
 
     # Leases and locks (docs/locks.md).
 
+    def lease_keys(self, lease: int) -> Sequence[bytes]:
+        replica = self.replicas.get(lease_partition(lease))
+        return () if replica is None else replica.sm.leases.keys(lease)
+
     def keep_alive(self, lease: int) -> asyncio.Future[int]:
         """Renew `lease` in its partition's lessor (this node must lead the partition); the
         future resolves to its TTL once no leader can expire it before that long from now."""

@@ -10,7 +10,7 @@ and waiting for a lock are the node's business: the servicers validate, call `pr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -148,6 +148,11 @@ class Backend(Protocol):
     def read_control(self, consistency: int, min_revision: int) -> asyncio.Future[ControlReader]:
         """The control group's replica once a read at `consistency` may be served from it, as
         `read`."""
+        ...
+
+    def lease_keys(self, lease: int) -> Sequence[bytes]:
+        """The keys attached to `lease` as this node's replica of its partition has applied them
+        (none when it holds no replica of that partition)."""
         ...
 
     def keep_alive(self, lease: int) -> asyncio.Future[int]:
@@ -292,6 +297,10 @@ class MemoryBackend:
         command = LogCommand(lease_expiries=LeaseExpiries())
         command.lease_expiries.expiries.add(id=lease, revision=found.revision)
         self._apply(lease_partition(lease), command.SerializeToString())
+
+    def lease_keys(self, lease: int) -> Sequence[bytes]:
+        machine = self._machines.get(lease_partition(lease))
+        return () if machine is None else machine.leases.keys(lease)
 
     def keep_alive(self, lease: int) -> asyncio.Future[int]:
         partition = lease_partition(lease)

@@ -50,7 +50,7 @@ from kvstore.errors import (
 from kvstore.ratelimit import RateLimiter
 from kvstore.rpc.backend import Backend
 from kvstore.rpc.errors import to_error
-from kvstore.rpc.policy import RULES, EachOperation, Need, Rule, Who, operation_needs
+from kvstore.rpc.policy import RULES, EachOperation, Need, OnLeaseKeys, Rule, Who, operation_needs
 from kvstore.statemachine.control import AlarmType, ControlState, Permissions, permissions, rate_limit_of
 
 
@@ -164,7 +164,7 @@ class Guard(grpc.aio.ServerInterceptor):
             return Caller("", "")
         state, caller = await self.identify(context, quiet=rule is Who.PUBLIC)
         self._take(state, caller, 1, request)
-        needs = [] if isinstance(rule, Who | EachOperation) or request is None else rule.needs(request)
+        needs = self._needs(rule, request)
         if state.auth_enabled:
             if isinstance(rule, Who):
                 self._require(state, caller, rule)
@@ -172,6 +172,13 @@ class Guard(grpc.aio.ServerInterceptor):
                 self._permit(state, caller, needs)
         self._check_space(state, needs)
         return caller
+
+    def _needs(self, rule: Rule, request: Message | None) -> list[Need]:
+        if isinstance(rule, Who | EachOperation) or request is None:
+            return []
+        if isinstance(rule, OnLeaseKeys):
+            return rule.needs(request, self._backend.lease_keys)
+        return rule.needs(request)
 
     async def identify(self, context: grpc.aio.ServicerContext, *, quiet: bool = False) -> tuple[ControlState, Caller]:
         """The control state to judge the call by, and who makes it. A token that authenticates

@@ -12,8 +12,8 @@ Rules say who may call, or which keys a call touches and how:
 * `Who.SIGNED_IN`: any user; `Who.ROOT`: a user with the `root` role;
 * `Who.PEER`: another node (with TLS, a peer certificate: docs/security.md), never a user;
 * `Who.NOBODY`: refused, auth enabled or not: what a method missing from the table gets;
-* `OnKey`, `OnRange`, `OnLock`, `OnOperation`: a permission on the keys the request names, read
-  from its fields; `EachOperation`: a `Batch`, whose operations are checked (and refused) one by one.
+* `OnKey`, `OnRange`, `OnLock`, `OnLeaseKeys`, `OnOperation`: a permission on the keys the
+  request names, read from its fields (a lease's: the keys attached to it); `EachOperation`: a `Batch`, whose operations are checked (and refused) one by one.
 
 With auth disabled only `Who.PEER` and `Who.NOBODY` are enforced; rate limits and the space quota apply either
 way.
@@ -21,7 +21,7 @@ way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
@@ -124,6 +124,22 @@ class OnLock:
 
 
 @dataclass(frozen=True, slots=True)
+class OnLeaseKeys:
+    """`access` on every key attached to the lease whose id is in the request's field `field`,
+    as the node taking the call has applied them: revoking a lease deletes its keys, listing them
+    shows them. With `only_if`, only when that boolean field of the request is set."""
+
+    access: Access
+    field: str
+    only_if: str = ""
+
+    def needs(self, request: Message, lease_keys: Callable[[int], Sequence[bytes]]) -> list[Need]:
+        if self.only_if and not getattr(request, self.only_if):
+            return []
+        return [key_need(self.access, key) for key in lease_keys(getattr(request, self.field))]
+
+
+@dataclass(frozen=True, slots=True)
 class OnOperation:
     """The request is a key operation (get, put, delete, transaction) or a `RequestOp` holding
     one: reads need read, writes readwrite; a transaction needs read on the keys it compares and
@@ -143,7 +159,7 @@ class EachOperation:
     results: str
 
 
-Rule = Who | OnKey | OnRange | OnLock | OnOperation | EachOperation
+Rule = Who | OnKey | OnRange | OnLock | OnLeaseKeys | OnOperation | EachOperation
 
 
 def operation_needs(request: Message) -> list[Need]:
@@ -178,12 +194,12 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     _KV + "Scan": OnRange(Access.READ, start="start", end="end", prefix="prefix"),
     _KV + "Batch": EachOperation(items="ops", results="results"),
     # A lease holds no key of its own; what is attached to it is checked by the put that attaches
-    # it. Revoking deletes the attached keys: etcd also requires write permission on each of
-    # them, which kvstore does not check yet (docs/security.md).
+    # it. Revoking it deletes the keys attached (as etcd: readwrite on each), and TimeToLive
+    # with `keys` lists them (read on each).
     _LEASE + "Grant": Who.SIGNED_IN,
-    _LEASE + "Revoke": Who.SIGNED_IN,
+    _LEASE + "Revoke": OnLeaseKeys(Access.READWRITE, "id"),
     _LEASE + "KeepAlive": Who.SIGNED_IN,
-    _LEASE + "TimeToLive": Who.SIGNED_IN,
+    _LEASE + "TimeToLive": OnLeaseKeys(Access.READ, "id", only_if="keys"),
     _LEASE + "Leases": Who.SIGNED_IN,
     _LOCK + "Lock": OnLock("name"),
     _LOCK + "Unlock": OnKey(Access.READWRITE, "key"),

@@ -19,7 +19,15 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.node.local import free_ports
 from kvstore.ratelimit import RateLimiter
-from kvstore.rpc import AuthService, ClusterService, Guard, KVService, MemoryBackend, PeerService
+from kvstore.rpc import (
+    AuthService,
+    ClusterService,
+    Guard,
+    KVService,
+    LeaseService,
+    MemoryBackend,
+    PeerService,
+)
 from kvstore.statemachine.control import RateLimit
 
 TTL_S = 60.0
@@ -78,7 +86,7 @@ async def serving(default: RateLimit | None = None, *, limiter: RateLimiter | No
     guard = Guard(backend, limiter, wall_clock=lambda: clocks.wall,
                   monotonic_clock=time.monotonic if real_monotonic else lambda: clocks.monotonic)
     server = grpc.aio.server(interceptors=[guard])
-    for service in (KVService(backend), ClusterService(backend), PeerService(backend),
+    for service in (KVService(backend), ClusterService(backend), PeerService(backend), LeaseService(backend),
                     AuthService(backend, guard, TTL_S, wall_clock=lambda: clocks.wall)):
         service.add_to(server)
     pb_grpc.add_LockServicer_to_server(LockStandIn(), server)

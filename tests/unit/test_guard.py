@@ -13,7 +13,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.errors import RETRY_AFTER_METADATA
-from kvstore.rpc.policy import RULES, EachOperation, OnKey, OnLock, OnOperation, OnRange, Who
+from kvstore.rpc.policy import RULES, EachOperation, OnKey, OnLeaseKeys, OnLock, OnOperation, OnRange, Who
 from kvstore.statemachine.control import RateLimit
 from tests.fakes.guarded import TTL_S, secure, serving
 
@@ -50,6 +50,8 @@ def test_every_method_of_the_protos_has_a_rule_whose_fields_exist() -> None:
         fields = method.input_type.fields_by_name  # type: ignore[attr-defined]
         if isinstance(rule, OnKey | OnLock):
             assert rule.field in fields
+        elif isinstance(rule, OnLeaseKeys):
+            assert rule.field in fields and (not rule.only_if or rule.only_if in fields)
         elif isinstance(rule, OnRange):
             assert {rule.start, rule.end, rule.prefix} <= set(fields)
         elif isinstance(rule, EachOperation):
@@ -142,6 +144,26 @@ async def test_a_user_is_refused_on_a_prefix_it_lacks_and_served_where_granted(c
         if call == "txn":
             access, place = "read", "key 'other/k'"  # its compare is checked first
         assert details == f"user 'alice' lacks {access} permission on {place}"
+
+
+async def test_revoking_a_lease_needs_readwrite_on_every_key_attached_to_it() -> None:
+    async with serving() as served:
+        tokens = await secure(served)
+        root, alice = bearer(tokens["root"]), bearer(tokens["alice"])
+        lease_stub = pb_grpc.LeaseStub(served.channel)
+        partition = served.backend.cluster_map.partition_for_key(b"other/k")
+        granted = await lease_stub.Grant(pb.LeaseGrantRequest(ttl_seconds=60, partition=partition), metadata=root)
+        assert granted.error.code == pb.OK, granted.error.message
+        attached = await served.kv.Put(pb.PutRequest(key=b"other/k", value=b"v", lease=granted.id), metadata=root)
+        assert attached.error.code == pb.OK, attached.error.message
+        assert (await lease_stub.TimeToLive(pb.LeaseTimeToLiveRequest(id=granted.id), metadata=alice)).error.code == pb.OK
+        code, details = await status_of(lease_stub.TimeToLive(pb.LeaseTimeToLiveRequest(id=granted.id, keys=True),
+                                                              metadata=alice))
+        assert code is grpc.StatusCode.PERMISSION_DENIED and details == "user 'alice' lacks read permission on key 'other/k'"
+        code, details = await status_of(lease_stub.Revoke(pb.LeaseRevokeRequest(id=granted.id), metadata=alice))
+        assert code is grpc.StatusCode.PERMISSION_DENIED and details == "user 'alice' lacks readwrite permission on key 'other/k'"
+        assert (await lease_stub.Revoke(pb.LeaseRevokeRequest(id=granted.id), metadata=root)).error.code == pb.OK
+        assert not (await served.kv.Get(pb.GetRequest(key=b"other/k"), metadata=root)).found
 
 
 async def test_read_permission_does_not_let_a_user_write() -> None:
