@@ -23,9 +23,11 @@ apply state                a SnapshotMeta: the applied index, its term and the a
 partition snapshot data    ``[format, applied_index, data, fences, dedup, leases, lease keys]``,
                            each of the last five a list of ``[key suffix, value]`` pairs of the
                            partition
-dedup client state         struct ``>QQQ``: highest applied seq, floor, revision of the last
-                           request applied
-dedup result               struct ``>Q`` revision, then the serialized `LogResponse`
+client dedup record        ``[highest, floor, revision, [[seq, revision, response], ...]]``: a
+                           client's highest applied seq, the lowest seq still told apart, the
+                           revision of its last applied request, and its remembered results
+                           by seq (each applied at `revision`; `response` a serialized
+                           `LogResponse`)
 lease                      struct ``>QQQ``: TTL in seconds, checkpointed remaining TTL in
                            milliseconds (0: none), revision of its grant
 =========================  ===================================================================
@@ -56,20 +58,20 @@ from kvstore.raft.types import (
     SnapshotMeta,
 )
 
-PARTITION_SNAPSHOT_FORMAT = 4
-"""Format 4: the lease table and its key index follow the dedup table (format 3 had no leases;
-format 2 held msgpack dedup results)."""
+PARTITION_SNAPSHOT_FORMAT = 5
+"""Format 5: one dedup record per client (format 4 had a state record and one record per
+result; format 3 had no leases; format 2 held msgpack dedup results)."""
 _PARTITION_SNAPSHOT_SECTIONS = 5
 
-_CLIENT_STATE = struct.Struct(">QQQ")
 _LEASE = struct.Struct(">QQQ")
-_REVISION = struct.Struct(">Q")
 
 # Decoding looks the enum members up: calling an IntEnum costs more than the rest of an entry.
 _ENTRY_TYPES = MappingProxyType({int(kind): kind for kind in EntryType})
 _MESSAGE_TYPES = MappingProxyType({int(kind): kind for kind in MessageType})
 
 KeyValuePairs = list[tuple[bytes, bytes]]
+ClientDedupResult = tuple[int, int, bytes]
+"""A remembered result: (seq, revision it was applied at, serialized `LogResponse`)."""
 
 _EMPTY_PEER_FRAME = msgpack.packb([])
 
@@ -125,22 +127,8 @@ class Encoder:
     def partition_snapshot(self, applied_index: int, sections: Sequence[KeyValuePairs]) -> bytes:
         return self._pack((PARTITION_SNAPSHOT_FORMAT, applied_index, *sections))
 
-
-def encode_client_state(highest: int, floor: int, revision: int) -> bytes:
-    return _CLIENT_STATE.pack(highest, floor, revision)
-
-
-def decode_client_state(raw: bytes) -> tuple[int, int, int]:
-    """(highest applied seq, floor, revision of the last request applied)."""
-    try:
-        highest, floor, revision = _CLIENT_STATE.unpack(raw)
-    except struct.error:
-        raise CodecError(f"not a dedup client state: {raw!r:.80}") from None
-    return highest, floor, revision
-
-
-def encode_dedup_result(revision: int, response: bytes) -> bytes:
-    return _REVISION.pack(revision) + response
+    def client_dedup(self, highest: int, floor: int, revision: int, results: Sequence[ClientDedupResult]) -> bytes:
+        return self._pack((highest, floor, revision, results))
 
 
 def encode_lease(ttl: int, remaining_ms: int, revision: int) -> bytes:
@@ -156,12 +144,19 @@ def decode_lease(raw: bytes) -> tuple[int, int, int]:
     return ttl, remaining_ms, revision
 
 
-def decode_dedup_result(raw: bytes) -> tuple[int, bytes]:
-    """(revision the request was applied at, its serialized `LogResponse`)."""
-    if len(raw) < _REVISION.size:
-        raise CodecError(f"not a dedup result: {raw!r:.80}")
-    revision: int = _REVISION.unpack_from(raw)[0]
-    return revision, raw[_REVISION.size :]
+def decode_client_dedup(raw: bytes) -> tuple[int, int, int, list[ClientDedupResult]]:
+    """(highest applied seq, floor, revision of the last request applied, results by seq)."""
+    fields = _fields("client dedup record", _unpack("client dedup record", raw), 4)
+    highest, floor, revision, stored = fields
+    if not (_is_uint(highest) and _is_uint(floor) and _is_uint(revision)) or type(stored) is not tuple:
+        raise _bad("client dedup record", fields)
+    results: list[ClientDedupResult] = []
+    for result in stored:
+        seq, applied_at, response = _fields("client dedup result", result, 3)
+        if not (_is_uint(seq) and _is_uint(applied_at)) or type(response) is not bytes:
+            raise _bad("client dedup result", result)
+        results.append((seq, applied_at, response))
+    return highest, floor, revision, results
 
 
 # -- encoding ------------------------------------------------------------------------------

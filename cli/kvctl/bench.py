@@ -15,7 +15,7 @@ from kvctl.progress import ConsoleProgress
 from kvstore.bench.clusters import BenchError
 from kvstore.bench.drivers import TargetKind
 from kvstore.bench.keys import Distribution
-from kvstore.bench.report import JSON_FILE, LATENCY_PNG, THROUGHPUT_PNG, TIMELINE_PNG, tables
+from kvstore.bench.report import JSON_FILE, LATENCY_PNG, SOAK_PNG, THROUGHPUT_PNG, TIMELINE_PNG, tables
 from kvstore.bench.runner import SCENARIOS, BenchConfig, run_bench
 from kvstore.bench.workloads import WORKLOADS
 from kvstore.client import ReadConsistency
@@ -41,7 +41,9 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 @click.option("--workload", "-w", "workloads", default="put,get", show_default=True,
               help=f"Comma-separated. {_WORKLOAD_HELP}; failover: kill -9 a leader under writes, --kills times, "
                    "and time until writes to its partitions succeed again; memory: RSS of each member after "
-                   "loading --memory-keys keys into a fresh cluster.")
+                   "loading --memory-keys keys into a fresh cluster; soak: puts for --warmup + --duration seconds "
+                   "into a fresh cluster, each member's RSS and open files sampled every --sample-interval "
+                   "seconds and plotted.")
 @click.option("--target", "-t", "targets", default="kvstore,etcd", show_default=True,
               help="Comma-separated: kvstore (a 3-node cluster started in a temp dir, or --endpoints) and/or "
                    "etcd (a 3-member cluster of the `etcd` on PATH, default settings, fsync on).")
@@ -64,12 +66,14 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
               help="kvstore read level. etcd: linearizable/lease use its default (linearizable) Range, "
                    "session/stale its serializable Range.")
 @click.option("--endpoints", default="", help="HOST:PORT,... of a running kvstore cluster to use instead of "
-                                              "starting one (failover and memory then skip kvstore).")
+                                              "starting one (failover, memory and soak then skip kvstore).")
 @click.option("--partitions", default=64, show_default=True, type=int,
               help="Partitions of the kvstore cluster the benchmark starts.")
 @click.option("--kills", default=5, show_default=True, type=click.IntRange(min=1), help="failover: leader kills.")
 @click.option("--memory-keys", default=1_000_000, show_default=True, type=click.IntRange(min=1),
               help="memory: keys loaded before RSS is read.")
+@click.option("--sample-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="soak: seconds between two samples of every member's RSS and open files.")
 @click.option("--op-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds before one operation counts as an error.")
 @click.option("--tls", is_flag=True,
@@ -78,10 +82,11 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 @click.option("--seed", default=1, show_default=True, type=int, help="Seeds the key choices of every process.")
 @click.option("--output", "-o", "output", default="bench-results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help=f"Directory for {JSON_FILE}, {THROUGHPUT_PNG}, {TIMELINE_PNG} and {LATENCY_PNG}.")
+              help=f"Directory for {JSON_FILE}, {THROUGHPUT_PNG}, {TIMELINE_PNG}, {LATENCY_PNG} and {SOAK_PNG}.")
 def bench(workloads: str, targets: str, duration: float, warmup: float, concurrency: int, processes: int,
           keys: int, value_size: int, distribution: str, read_consistency: str, endpoints: str, partitions: int,
-          kills: int, memory_keys: int, op_timeout: float, tls: bool, seed: int, output: Path) -> None:
+          kills: int, memory_keys: int, sample_interval: float, op_timeout: float, tls: bool, seed: int,
+          output: Path) -> None:
     """Benchmark kvstore side by side with etcd: same load generator, processes and concurrency.
 
     \b
@@ -93,6 +98,7 @@ def bench(workloads: str, targets: str, duration: float, warmup: float, concurre
       kvctl bench -w put,get,a,b --duration 30 --concurrency 128 --processes 3
       kvctl bench -w f --distribution zipfian --target kvstore
       kvctl bench -w failover,memory --memory-keys 200000
+      kvctl bench -w soak --target kvstore --warmup 60 --duration 600   # is memory flat?
       kvctl bench -w put,get --target kvstore --tls      # compare with the same run without --tls
     """
     if partitions <= 0 or partitions & (partitions - 1):
@@ -111,6 +117,7 @@ def bench(workloads: str, targets: str, duration: float, warmup: float, concurre
         value_size=value_size, distribution=Distribution(distribution),
         consistency=ReadConsistency[read_consistency.upper()], partitions=partitions, kills=kills,
         memory_keys=memory_keys, op_timeout_s=op_timeout, seed=seed, output=output, tls=tls,
+        sample_interval_s=sample_interval,
     )
     console = Console()
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
@@ -124,4 +131,7 @@ def bench(workloads: str, targets: str, duration: float, warmup: float, concurre
         signal.signal(signal.SIGTERM, previous)
     for table in tables(report):
         console.print(table)
-    console.print(f"results: {output / JSON_FILE}; plots: {', '.join(str(output / p) for p in (THROUGHPUT_PNG, TIMELINE_PNG, LATENCY_PNG))}")
+    plots = [THROUGHPUT_PNG, TIMELINE_PNG, LATENCY_PNG] if report.workloads else []
+    plots += [SOAK_PNG] if report.soaks else []
+    written = f"results: {output / JSON_FILE}"
+    console.print(f"{written}; plots: {', '.join(str(output / p) for p in plots)}" if plots else written)

@@ -93,16 +93,18 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., leader_hint: _Optional[int] = ..., leader_address: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class RequestHeader(_message.Message):
-    __slots__ = ("client_id", "request_seq", "epoch", "timeout_ms")
+    __slots__ = ("client_id", "request_seq", "epoch", "timeout_ms", "lowest_pending_seq")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    LOWEST_PENDING_SEQ_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     request_seq: int
     epoch: int
     timeout_ms: int
-    def __init__(self, client_id: _Optional[str] = ..., request_seq: _Optional[int] = ..., epoch: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    lowest_pending_seq: int
+    def __init__(self, client_id: _Optional[str] = ..., request_seq: _Optional[int] = ..., epoch: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., lowest_pending_seq: _Optional[int] = ...) -> None: ...
 
 class ResponseHeader(_message.Message):
     __slots__ = ("partition", "revision", "served", "node_id", "epoch", "staleness_ms")

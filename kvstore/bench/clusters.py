@@ -40,6 +40,11 @@ def rss_bytes(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
+def open_files(pid: int) -> int:
+    """File descriptors a process holds open (sockets and pipes included), from /proc/PID/fd."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def process_cpu_s(pid: int) -> float:
     """CPU seconds (user + system, all threads) a process has used, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()

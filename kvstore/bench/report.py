@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import platform
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,6 +29,8 @@ JSON_FILE = "results.json"
 THROUGHPUT_PNG = "throughput.png"
 TIMELINE_PNG = "throughput-timeline.png"
 LATENCY_PNG = "latency-cdf.png"
+SOAK_PNG = "soak.png"
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +134,52 @@ class MemoryRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SoakRecord:
+    """RSS and open files of every member, sampled while clients write for a long time."""
+
+    workload: str  # "soak"
+    target: str
+    duration_s: float  # measured writes, after warmup_s
+    warmup_s: float
+    interval_s: float
+    concurrency: int
+    processes: int
+    keys: int
+    value_size: int
+    ops: int  # completed in the measured part
+    errors: int
+    first_error: str
+    measure_from_s: float  # the end of the warm-up, in seconds since the first sample
+    at_s: tuple[float, ...]  # when each sample was taken, seconds since the first
+    rss_mb: tuple[tuple[float, ...], ...]  # per member, one value per sample (0: not readable)
+    open_files: tuple[tuple[int, ...], ...]  # per member, one value per sample
+    ops_at: tuple[int, ...]  # operations completed by each sample (warm-up included)
+    load_avg_1m: float
+    machine: Machine
+
+    def _measured(self, member: int) -> list[tuple[float, float]]:
+        return [(at, rss) for at, rss in zip(self.at_s, self.rss_mb[member], strict=True) if at >= self.measure_from_s]
+
+    def rss_after_warmup_mb(self, member: int) -> float:
+        measured = self._measured(member)
+        return measured[0][1] if measured else math.nan
+
+    def growth_mb_per_min(self, member: int) -> float:
+        """Least-squares slope of the member's RSS after the warm-up: 0 when it is flat."""
+        measured = self._measured(member)
+        if len(measured) < 2:
+            return math.nan
+        slope, _ = statistics.linear_regression([at for at, _ in measured], [rss for _, rss in measured])
+        return slope * 60
+
+
+@dataclass(frozen=True, slots=True)
 class BenchReport:
     command: str
     workloads: tuple[WorkloadRecord, ...]
     failovers: tuple[FailoverRecord, ...]
     memories: tuple[MemoryRecord, ...]
+    soaks: tuple[SoakRecord, ...] = ()
 
 
 def _json_safe(value: object) -> object:
@@ -150,7 +195,8 @@ def _json_safe(value: object) -> object:
 
 def write_json(report: BenchReport, output: Path) -> Path:
     path = output / JSON_FILE
-    records = [*map(asdict, report.workloads), *map(asdict, report.failovers), *map(asdict, report.memories)]
+    records = [*map(asdict, report.workloads), *map(asdict, report.failovers), *map(asdict, report.memories),
+               *map(asdict, report.soaks)]
     document = _json_safe({"command": report.command, "records": records})
     path.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
     return path
@@ -234,6 +280,22 @@ def memory_table(records: Sequence[MemoryRecord]) -> Table:
     return table
 
 
+def soak_table(records: Sequence[SoakRecord]) -> Table:
+    first = records[0]
+    table = Table(title=f"soak: puts for {first.warmup_s:g} s of warm-up and {first.duration_s:g} s measured "
+                        f"({first.concurrency} outstanding, {first.keys:,} keys of {first.value_size} B), each "
+                        f"member sampled every {first.interval_s:g} s: RSS in MB after the warm-up, at the end and "
+                        "at most; its growth after the warm-up in MB per minute (least squares); open files")
+    for column in ("target", "member", "warm", "end", "max", "MB/min", "files", "puts/s", "errors"):
+        table.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
+    for r in records:
+        for member, (rss, files) in enumerate(zip(r.rss_mb, r.open_files, strict=True)):
+            table.add_row(r.target, str(member + 1), f"{r.rss_after_warmup_mb(member):.0f}", f"{rss[-1]:.0f}",
+                          f"{max(rss):.0f}", f"{r.growth_mb_per_min(member):+.2f}", f"{min(files)}-{max(files)}",
+                          f"{r.ops / r.duration_s:,.0f}", str(r.errors))
+    return table
+
+
 def tables(report: BenchReport) -> list[Table]:
     result = []
     for workload in dict.fromkeys(r.workload for r in report.workloads):
@@ -244,6 +306,8 @@ def tables(report: BenchReport) -> list[Table]:
         result.append(failover_table(report.failovers))
     if report.memories:
         result.append(memory_table(report.memories))
+    if report.soaks:
+        result.append(soak_table(report.soaks))
     return result
 
 
@@ -251,14 +315,17 @@ def tables(report: BenchReport) -> list[Table]:
 
 
 def write_plots(report: BenchReport, output: Path) -> list[Path]:
-    if not report.workloads:
-        return []
-    workloads = list(dict.fromkeys(r.workload for r in report.workloads))
-    targets = list(dict.fromkeys(r.target for r in report.workloads))
-    by_key = {(r.workload, r.target): r for r in report.workloads}
-    return [_throughput_bars(workloads, targets, by_key, output / THROUGHPUT_PNG),
-            _timelines(workloads, targets, by_key, output / TIMELINE_PNG),
-            _latency_cdfs(workloads, targets, by_key, output / LATENCY_PNG)]
+    written = []
+    if report.workloads:
+        workloads = list(dict.fromkeys(r.workload for r in report.workloads))
+        targets = list(dict.fromkeys(r.target for r in report.workloads))
+        by_key = {(r.workload, r.target): r for r in report.workloads}
+        written += [_throughput_bars(workloads, targets, by_key, output / THROUGHPUT_PNG),
+                    _timelines(workloads, targets, by_key, output / TIMELINE_PNG),
+                    _latency_cdfs(workloads, targets, by_key, output / LATENCY_PNG)]
+    if report.soaks:
+        written.append(_soak_plot(report.soaks, output / SOAK_PNG))
+    return written
 
 
 RecordIndex = dict[tuple[str, str], WorkloadRecord]
@@ -324,5 +391,33 @@ def _latency_cdfs(workloads: list[str], targets: list[str], by_key: RecordIndex,
         axes.set_title(f"{workload}: latency CDF")
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _soak_plot(records: Sequence[SoakRecord], path: Path) -> Path:
+    """RSS, open files and write rate over time, a line per member, the warm-up's end marked."""
+    figure = _figure(8.0, 8.0)
+    rss_axes, files_axes, rate_axes = figure.subplots(3, 1, sharex=True)
+    for r in records:
+        minutes = [at / 60 for at in r.at_s]
+        for member, (rss, files) in enumerate(zip(r.rss_mb, r.open_files, strict=True)):
+            rss_axes.plot(minutes, rss, label=f"{r.target} member {member + 1}")
+            files_axes.plot(minutes, files, label=f"{r.target} member {member + 1}")
+        points = list(zip(r.at_s, r.ops_at, strict=True))
+        rates = [(ops - ops_before) / (at - before) if at > before else 0.0
+                 for (before, ops_before), (at, ops) in itertools.pairwise(points)]
+        rate_axes.plot(minutes[1:], rates, label=r.target)
+        for axes in (rss_axes, files_axes, rate_axes):
+            axes.axvline(r.measure_from_s / 60, color="grey", linestyle=":", linewidth=1)
+    rss_axes.set_ylabel("RSS (MB)")
+    rss_axes.set_title("soak: memory of each member under sustained writes (dotted: end of warm-up)")
+    files_axes.set_ylabel("open files")
+    rate_axes.set_ylabel("puts / s")
+    rate_axes.set_xlabel("minutes since the first sample (the clients start a few seconds later)")
+    for axes in (rss_axes, files_axes, rate_axes):
+        axes.set_ylim(bottom=0)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=7)
     figure.savefig(path, dpi=110)
     return path

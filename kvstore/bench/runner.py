@@ -1,5 +1,6 @@
 """What `kvctl bench` runs: for each target, its throughput workloads on one cluster (after
-loading the keys), then the failover kills on that cluster, then memory on a fresh cluster.
+loading the keys), then the failover kills on that cluster, then memory and soak, each on a
+fresh cluster.
 
 Targets run one after the other, never side by side: an idle cluster still costs CPU (Raft
 ticks), which would be taken from the one being measured.
@@ -21,30 +22,32 @@ from kvstore.bench.drivers import TargetKind, TargetSpec
 from kvstore.bench.keys import Distribution
 from kvstore.bench.loadgen import LoadPhase, ProgressCallback, TimedPhase, run_phase
 from kvstore.bench.report import (
+    MB,
     BenchReport,
     FailoverRecord,
     Machine,
     MemoryRecord,
+    SoakRecord,
     WorkloadRecord,
     load_average,
     machine_info,
     write_json,
     write_plots,
 )
-from kvstore.bench.scenarios import FailoverRound, measure_failover, measure_memory
+from kvstore.bench.scenarios import FailoverRound, measure_failover, measure_memory, measure_soak
 from kvstore.bench.workloads import WORKLOADS
 from kvstore.client import ReadConsistency
 from kvstore.progress import Progress
 
 FAILOVER = "failover"
 MEMORY = "memory"
-SCENARIOS = (FAILOVER, MEMORY)
-MB = 1024 * 1024
+SOAK = "soak"
+SCENARIOS = (FAILOVER, MEMORY, SOAK)
 
 
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
-    workloads: tuple[str, ...]  # names in WORKLOADS, and/or "failover", "memory"
+    workloads: tuple[str, ...]  # names in WORKLOADS, and/or those in SCENARIOS
     targets: tuple[TargetKind, ...]
     endpoints: tuple[str, ...]  # a running kvstore cluster to use instead of starting one
     duration_s: float
@@ -62,6 +65,7 @@ class BenchConfig:
     seed: int
     output: Path
     tls: bool = False  # the kvstore cluster the benchmark starts serves TLS
+    sample_interval_s: float = 5.0  # soak: seconds between two samples of every member
 
 
 def _counting(progress: Progress) -> ProgressCallback:
@@ -109,6 +113,7 @@ def run_bench(config: BenchConfig, progress: Progress) -> BenchReport:
     workloads: list[WorkloadRecord] = []
     failovers: list[FailoverRecord] = []
     memories: list[MemoryRecord] = []
+    soaks: list[SoakRecord] = []
     for kind in config.targets:
         timed = [w for w in config.workloads if w in WORKLOADS]
         if timed or FAILOVER in config.workloads:
@@ -126,12 +131,17 @@ def run_bench(config: BenchConfig, progress: Progress) -> BenchReport:
                                       "skipped")
                     else:
                         failovers.append(_run_failover(config, kind, cluster, machine, progress))
-        if MEMORY in config.workloads:
-            if kind is TargetKind.KVSTORE and config.endpoints:
-                progress.note("kvstore: memory needs a cluster the benchmark starts; skipped")
+        for scenario in (MEMORY, SOAK):
+            if scenario not in config.workloads:
                 continue
-            memories.append(_run_memory(config, kind, etcd_binary, machine, progress))
-    report = BenchReport(shlex.join(["kvctl", *sys.argv[1:]]), tuple(workloads), tuple(failovers), tuple(memories))
+            if kind is TargetKind.KVSTORE and config.endpoints:
+                progress.note(f"kvstore: {scenario} needs a cluster the benchmark starts; skipped")
+            elif scenario == MEMORY:
+                memories.append(_run_memory(config, kind, etcd_binary, machine, progress))
+            else:
+                soaks.append(_run_soak(config, kind, etcd_binary, machine, progress))
+    report = BenchReport(shlex.join(["kvctl", *sys.argv[1:]]), tuple(workloads), tuple(failovers), tuple(memories),
+                         tuple(soaks))
     config.output.mkdir(parents=True, exist_ok=True)
     write_json(report, config.output)
     write_plots(report, config.output)
@@ -203,4 +213,34 @@ def _run_memory(config: BenchConfig, kind: TargetKind, etcd_binary: str | None, 
         rss_before_mb=tuple(b / MB for b in outcome.rss_before), rss_after_mb=tuple(b / MB for b in outcome.rss_after),
         max_rss_mb=max(outcome.rss_after) / MB, disk_mb=outcome.disk_bytes / MB, load_avg_1m=load_avg,
         machine=machine,
+    )
+
+
+def _run_soak(config: BenchConfig, kind: TargetKind, etcd_binary: str | None, machine: Machine,
+              progress: Progress) -> SoakRecord:
+    progress.phase(f"{kind}: starting a fresh 3-member cluster for the soak")
+    cluster = start_cluster(kind, config.partitions, etcd_binary, config.tls)
+    phase = TimedPhase(WORKLOADS["put"], config.distribution, config.keys, config.value_size, config.consistency,
+                       config.warmup_s, config.duration_s, config.op_timeout_s)
+    try:
+        load_avg = load_average()
+        total_s = config.warmup_s + config.duration_s
+        progress.phase(f"{kind}: soak, puts while sampling RSS and open files every {config.sample_interval_s:g} s",
+                       total=total_s, unit="s")
+        outcome = measure_soak(cluster, phase, config.processes, config.concurrency, config.seed,
+                               config.sample_interval_s, _timing(progress))
+        progress.update(total_s, detail=f"{outcome.ops:,} ops")
+    finally:
+        cluster.close()
+    samples = outcome.samples
+    members = range(len(samples[0].rss_bytes))
+    return SoakRecord(
+        workload=SOAK, target=str(kind), duration_s=config.duration_s, warmup_s=config.warmup_s,
+        interval_s=config.sample_interval_s, concurrency=config.concurrency, processes=config.processes,
+        keys=config.keys, value_size=config.value_size, ops=outcome.ops, errors=outcome.errors,
+        first_error=outcome.first_error, measure_from_s=outcome.measure_from_s,
+        at_s=tuple(s.at_s for s in samples),
+        rss_mb=tuple(tuple(s.rss_bytes[m] / MB for s in samples) for m in members),
+        open_files=tuple(tuple(s.open_files[m] for s in samples) for m in members),
+        ops_at=tuple(s.ops for s in samples), load_avg_1m=load_avg, machine=machine,
     )

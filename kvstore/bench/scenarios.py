@@ -1,16 +1,17 @@
-"""The two measurements that are not a throughput run: failover and memory."""
+"""The measurements that are not a throughput run: failover, memory and soak."""
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kvstore.bench.clusters import LocalCluster, dir_bytes, rss_bytes
+from kvstore.bench.clusters import LocalCluster, dir_bytes, open_files, rss_bytes
 from kvstore.bench.drivers import Driver, open_driver
-from kvstore.bench.loadgen import LoadPhase, ProgressCallback, run_phase
+from kvstore.bench.loadgen import LoadPhase, ProgressCallback, TimedPhase, run_phase
 from kvstore.client import ReadConsistency
 
 # Each written key gets a new write this often, whether or not earlier ones have returned
@@ -153,3 +154,86 @@ def measure_memory(cluster: LocalCluster, keys: int, value_size: int, processes:
     time.sleep(MEMORY_SETTLE_S)
     after = tuple(rss_bytes(cluster.pid(m)) for m in cluster.members)
     return MemoryOutcome(keys, load_s, before, after, dir_bytes(cluster.root))
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSample:
+    """Every member of a cluster at one instant of a soak."""
+
+    at_s: float  # seconds since the soak started
+    rss_bytes: tuple[int, ...]  # per member; 0 when the process could not be read (it exited)
+    open_files: tuple[int, ...]  # per member, sockets and pipes included
+    ops: int  # operations the clients had completed
+
+
+@dataclass(frozen=True, slots=True)
+class SoakOutcome:
+    samples: tuple[ProcessSample, ...]
+    measure_from_s: float  # when the clients' warm-up ended, in seconds since the soak started
+    ops: int  # completed in the measured part
+    errors: int
+    first_error: str
+
+
+class _Sampler:
+    """Samples the members' RSS and open files every `interval_s` on a thread of its own, so the
+    samples keep their pace whatever the caller waits for; once more when stopped."""
+
+    def __init__(self, pids: Sequence[int], interval_s: float) -> None:
+        self._pids = tuple(pids)
+        self._interval_s = interval_s
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._samples: list[ProcessSample] = []
+        self.ops = 0  # set by the caller as the clients report progress
+        self._thread = threading.Thread(target=self._run, name="bench-soak-sampler", daemon=True)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def _sample(self) -> None:
+        rss, files = [], []
+        for pid in self._pids:
+            try:
+                rss.append(rss_bytes(pid))
+                files.append(open_files(pid))
+            except (OSError, ValueError):
+                rss.append(0)
+                files.append(0)
+        self._samples.append(ProcessSample(self.elapsed(), tuple(rss), tuple(files), self.ops))
+
+    def _run(self) -> None:
+        self._sample()
+        while not self._stop.wait(self._interval_s):
+            self._sample()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> tuple[ProcessSample, ...]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return tuple(self._samples)
+
+
+def measure_soak(cluster: LocalCluster, phase: TimedPhase, processes: int, concurrency: int, seed: int,
+                 interval_s: float, on_progress: ProgressCallback) -> SoakOutcome:
+    """Run `phase` (sustained writes) against a fresh cluster while sampling every member's RSS
+    and open files every `interval_s` seconds, from before the clients start until they end."""
+    sampler = _Sampler([cluster.pid(m) for m in cluster.members], interval_s)
+    clients_started: list[float] = []
+
+    def progress(ops: int) -> None:
+        if not clients_started:  # the first report comes within a fraction of a second of their start
+            clients_started.append(sampler.elapsed())
+        sampler.ops = ops
+        on_progress(ops)
+
+    sampler.start()
+    try:
+        result = run_phase(cluster.target, phase, processes, concurrency, seed, progress)
+    finally:
+        samples = sampler.stop()
+    measure_from = (clients_started[0] if clients_started else 0.0) + phase.warmup_s
+    return SoakOutcome(samples, measure_from, result.ops, result.errors, result.first_error)

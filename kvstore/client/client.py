@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import math
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -24,6 +25,7 @@ from kvstore.client.auth import AuthAdmin, SignIn, TokenInterceptor
 from kvstore.client.batching import NodeBatcher, TransportError, transport_failure
 from kvstore.client.leases import KeepAlives, KeptLease, LockContext, Session
 from kvstore.client.ops import Compare, Data, DeleteOp, GetOp, Op, PutOp, to_bytes
+from kvstore.client.pending import PendingSeqs
 from kvstore.client.routing import Router
 from kvstore.client.types import (
     ClusterLayout,
@@ -186,7 +188,7 @@ class Client:
         self.max_key_bytes = max_key_bytes
         self.max_value_bytes = max_value_bytes
         self._max_batch = max_batch
-        self._request_seqs = itertools.count(1)
+        self._request_seqs = PendingSeqs()
         self._rng = random.Random()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._batchers: dict[str, NodeBatcher] = {}
@@ -383,8 +385,8 @@ class Client:
         for key in (compare.key for compare in compares):
             self._validate_key(key)
         partition = self._single_partition(router, keys)
-        async with self._mutation_slots:
-            return await self._send_txn(router, partition, compares, success, failure, concern, deadline)
+        async with self._write_seq() as seq:
+            return await self._send_txn(router, partition, compares, success, failure, concern, deadline, seq)
 
     async def _send_txn(
         self,
@@ -395,6 +397,7 @@ class Client:
         failure: Sequence[Op],
         concern: WriteConcern,
         deadline: float,
+        seq: int,
     ) -> TxnResult:
         min_revision = self._seen_revisions.get(partition, 0)
         request = pb.RequestOp(
@@ -407,7 +410,7 @@ class Client:
             )
         )
         txn = request.txn
-        self._fill_request_header(txn.header, router, mutation=True)
+        self._fill_request_header(txn.header, router, seq)
 
         async def send(address: str, timeout: float) -> pb.TxnResponse:
             txn.header.timeout_ms = int(timeout * 1000)
@@ -462,10 +465,10 @@ class Client:
             return await method(address)(request, timeout=timeout)
 
         if not write:
-            self._fill_request_header(request.header, router, mutation=False)
+            self._fill_request_header(request.header, router)
             return await self._call_partition(partition, deadline, send)
-        async with self._mutation_slots:
-            self._fill_request_header(request.header, router, mutation=True)
+        async with self._write_seq() as seq:
+            self._fill_request_header(request.header, router, seq)
             return await self._call_partition(partition, deadline, send, write=True)
 
     async def revoke(self, lease: int) -> None:
@@ -548,9 +551,6 @@ class Client:
         deadline = loop.time() + timeout if timeout is not None else math.inf
         router = await self._connected_router(deadline)
         request = pb.LockRequest(name=name, lease=lease)
-        self._fill_request_header(request.header, router, mutation=True)
-        if timeout is not None:
-            request.header.timeout_ms = max(1, int(timeout * 1000))
 
         async def send(address: str, _: float) -> pb.LockResponse:
             # The node holds the call until the lock is ours: no per-attempt limit, only the caller's.
@@ -558,7 +558,13 @@ class Client:
             response: pb.LockResponse = await self._lock_stub(address).Lock(request, timeout=remaining)
             return response
 
-        response = await self._call_partition(router.partition_for(lock_prefix(name)), deadline, send, write=True)
+        # Pending while it waits, however long, but without a slot among the writes in flight:
+        # meanwhile the nodes keep this client's answers from the request's seq up.
+        async with self._pending_seq() as seq:
+            self._fill_request_header(request.header, router, seq)
+            if timeout is not None:
+                request.header.timeout_ms = max(1, int(timeout * 1000))
+            response = await self._call_partition(router.partition_for(lock_prefix(name)), deadline, send, write=True)
         return response.key, response.fencing_token
 
     async def unlock(self, key: Data) -> None:
@@ -622,12 +628,31 @@ class Client:
             return await self._refresh_layout(self._layout_generation, deadline)
         return self._router
 
-    def _fill_request_header(self, header: pb.RequestHeader, router: Router, *, mutation: bool) -> None:
-        # The seq is taken once per logical call and reused on every retry, so the node's
-        # (client_id, request_seq) dedup applies a retried write once.
+    @contextlib.asynccontextmanager
+    async def _write_seq(self) -> AsyncIterator[int]:
+        """A request seq for one write call (`_pending_seq`), with a slot among the writes in
+        flight, both held until the call ends."""
+        async with self._mutation_slots, self._pending_seq() as seq:
+            yield seq
+
+    @contextlib.asynccontextmanager
+    async def _pending_seq(self) -> AsyncIterator[int]:
+        """A request seq for one write call, pending until the call ends (answered, failed, or
+        out of time). The seq is kept on every retry, so the node's (client_id, request_seq)
+        dedup applies a retried write once; while it is pending, every write tells the nodes
+        so (`lowest_pending_seq`), and they keep its answer."""
+        seq = self._request_seqs.issue()
+        try:
+            yield seq
+        finally:
+            self._request_seqs.end(seq)
+
+    def _fill_request_header(self, header: pb.RequestHeader, router: Router, seq: int = 0) -> None:
+        """The header of a request; of a write when `seq` (from `_write_seq`) is given."""
         header.client_id = self.client_id
-        if mutation:
-            header.request_seq = next(self._request_seqs)
+        if seq:
+            header.request_seq = seq
+            header.lowest_pending_seq = self._request_seqs.lowest
         header.epoch = router.epoch
 
     def _validate_key(self, key: bytes) -> None:
@@ -669,16 +694,16 @@ class Client:
         self._validate_op(op)
         if isinstance(op, GetOp):
             return await self._send_op(op, concern, deadline)
-        async with self._mutation_slots:  # held from assigning the request id until the answer
-            return await self._send_op(op, concern, deadline)
+        async with self._write_seq() as seq:
+            return await self._send_op(op, concern, deadline, seq)
 
-    async def _send_op(self, op: Op, concern: WriteConcern, deadline: float) -> OpResult:
+    async def _send_op(self, op: Op, concern: WriteConcern, deadline: float, seq: int = 0) -> OpResult:
         router = await self._connected_router(deadline)
         partition = router.partition_for(op.key)
         request = wire.op_to_pb(op, concern, self._seen_revisions.get(partition, 0))
         inner = getattr(request, request.WhichOneof("op"))
         write = not isinstance(op, GetOp)
-        self._fill_request_header(inner.header, router, mutation=write)
+        self._fill_request_header(inner.header, router, seq)
 
         async def send(address: str, timeout: float) -> wire.OpResponse:
             inner.header.timeout_ms = int(timeout * 1000)
@@ -713,7 +738,7 @@ class Client:
                 keys_only=keys_only,
                 partition=partition,
             )
-            self._fill_request_header(request.header, router, mutation=False)
+            self._fill_request_header(request.header, router)
 
             async def send(
                 address: str, timeout: float, request: pb.ScanRequest = request

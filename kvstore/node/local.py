@@ -2,23 +2,30 @@
 
 `kvctl cluster`, `kvctl bench`, the Jepsen harness and the integration tests each own their
 node processes in their own way (detached with a state file, supervised, in namespaces, one
-per test), but they start, probe and wait for nodes through these functions.
+per test), but they start, probe and wait for nodes through these functions. Benchmarks that
+look inside the nodes (their engines, their memory) run them in their own process instead
+(`start_in_process`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
-from kvstore.node.config import format_peers
+from kvstore.node.config import NodeConfig, format_peers
 from kvstore.tls import sync_channel
+
+if TYPE_CHECKING:
+    from kvstore.node.server import Node
 
 
 def node_command(node_id: int, peers: Mapping[int, str], data_dir: Path, partitions: int, *extra: str) -> list[str]:
@@ -78,3 +85,32 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float, interva
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+async def start_in_process(root: Path, partitions: int, size: int = 3) -> list[Node]:
+    """A cluster of `size` nodes in this process and event loop (gRPC on loopback, data under
+    `root`), once every partition has a leader; stop them with `stop_in_process`."""
+    # Imported here: kvctl and the test harnesses use this module without running a node.
+    from kvstore.node.server import Node
+    from kvstore.rpc import ClusterService, KVService, PeerService
+
+    ports = free_ports(size)
+    peers = {n: f"127.0.0.1:{ports[n - 1]}" for n in range(1, size + 1)}
+    nodes = []
+    for node_id, address in peers.items():
+        config = NodeConfig(node_id=node_id, listen=address, data_dir=root / f"node-{node_id}", peers=peers,
+                            partitions=partitions, log_level="warning")
+        config.data_dir.mkdir(parents=True)
+        node = Node(config)
+        await node.start([KVService(node).add_to, ClusterService(node).add_to, PeerService(node).add_to])
+        nodes.append(node)
+    while len({s.partition for node in nodes for s in node.status() if s.leader == node.node_id}) < partitions:
+        await asyncio.sleep(0.1)
+    return nodes
+
+
+async def stop_in_process(nodes: Iterable[Node]) -> None:
+    nodes = list(nodes)
+    for node in nodes:
+        node.close()
+    await asyncio.gather(*(node.wait_closed() for node in nodes))

@@ -89,13 +89,13 @@ class Replica(Generic[SM]):
 
     @classmethod
     def open(cls, engine: Engine, group: int, sm: SM, conf_state: ConfState, config: Config,
-             rng: random.Random, **more: Any) -> Self:
-        """The replica of `group` on `engine` (bootstrapped on first start); `more` fills the
-        fields of a subclass."""
+             rng: random.Random, log_cache_bytes: int, **more: Any) -> Self:
+        """The replica of `group` as `engine` holds it (bootstrapped on first start); its log keeps
+        at most `log_cache_bytes` of its tail in memory. `more` fills the fields of a subclass."""
         # A follower that needs entries the log no longer has gets the state machine as it is
         # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
         # holds exactly the applied state when Raft asks).
-        log = DurableLogStorage.open(engine, group, sm.snapshot)
+        log = DurableLogStorage.open(engine, group, sm.snapshot, max_cached_bytes=log_cache_bytes)
         if log.last_index() == 0:
             # First start: every replica begins from the same empty snapshot at index 1, so no
             # bootstrap election or configuration entry is needed.

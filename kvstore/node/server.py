@@ -98,6 +98,9 @@ QUOTA_CHECK_S = 1.0
 MAX_CONTROL_VOTERS = 5  # the control group's voters: the lowest ids; every other node learns
 COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot, so a slightly
 # lagging follower catches up from the log instead of needing a whole snapshot
+LOG_CACHE_BYTES = 8 << 20  # the log tails all hosted groups keep in memory, together (split
+# evenly): enough for what leaders are replicating; a follower further behind is read from LevelDB
+CONTROL_LOG_CACHE_BYTES = 256 << 10  # the control group's log tail: its entries are few and small
 
 
 class AddressInUseError(RuntimeError):
@@ -161,16 +164,17 @@ class Node:
         raft_config = Config(config.node_id, election_tick=config.election_ticks, heartbeat_tick=config.heartbeat_ticks,
                              skip_bcast_commit=True)
         rng = random.Random(config.node_id * 7919 + int(time.time_ns() % 1_000_003))
-        for partition in self.cluster_map.partitions_of(str(self.node_id)):
+        hosted = self.cluster_map.partitions_of(str(self.node_id))
+        for partition in hosted:
             voters = ConfState(frozenset(int(n) for n in self.cluster_map.replicas(partition)))
             lessor: Lessor[KeepAlive] = Lessor(self.clock, self.lessor_config)
             self.replicas[partition] = PartitionReplica.open(
                 self.engine, partition, PartitionStateMachine(self.engine, partition), voters, raft_config, rng,
-                lessor=lessor)
+                LOG_CACHE_BYTES // max(1, len(hosted)), lessor=lessor)
         members = sorted(config.peers)
         control_conf = ConfState(frozenset(members[:MAX_CONTROL_VOTERS]), frozenset(members[MAX_CONTROL_VOTERS:]))
         self.control = Replica.open(self.engine, CONTROL_GROUP, ControlStateMachine(self.engine), control_conf,
-                                    raft_config, rng)
+                                    raft_config, rng, CONTROL_LOG_CACHE_BYTES)
         self._groups = {**self.replicas, CONTROL_GROUP: self.control}
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
         self.server = grpc.aio.server(

@@ -4,9 +4,10 @@ Everything here is deterministic (no clock, no randomness, no I/O beyond the eng
 fed the same entries stage the same data, so they end byte-identical.
 
 Per partition ``p`` the applier owns these keys (see `kvstore.statemachine.layout`):
-``A p`` apply state, ``D p key`` user data, ``F p key`` fences, ``C p client seq`` dedup table,
-``E p lease`` and ``K p lease key`` the lease table (`kvstore.statemachine.leases`), ``B p`` the
-bytes its user data takes (what the space quota counts), staged with the apply state.
+``A p`` apply state, ``D p key`` user data, ``F p key`` fences, ``C p client`` the dedup table
+(`kvstore.statemachine.dedup`: a retried request is applied once and answered the same),
+``E p lease`` and ``K p lease key`` the lease table (`kvstore.statemachine.leases`), ``B p``
+the bytes its user data takes (what the space quota counts), staged with the apply state.
 
 Leases and locks (docs/locks.md): a put naming a lease attaches the key to it (the lease must
 exist, in this partition); a lease's revocation or expiry deletes every key attached to it at
@@ -17,39 +18,22 @@ branch is checked before any is applied; a write without a token is always accep
 
 After each `apply`, `take_events` hands the node what changed: the key changes (for its
 notification hub) and the lease table's changes (for the leader's lessor).
-
-Client dedup keeps, per client, a window of the results of its most recent seqs rather than only
-the last one: one client pipelines many requests, which may commit out of seq order, and
-retries one after later ones were applied. A seq in the window is answered from it; one above
-the window's lower edge that is not in it was never applied and is applied now; one at or
-below the edge cannot be told apart and is refused.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from heapq import heappop, heappush
 
 from google.protobuf.message import DecodeError
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb.internal_pb2 import LeaseCheckpoints, LeaseExpiries, LogCommand, LogResponse
-from kvstore.codec import (
-    CodecError,
-    Encoder,
-    decode_client_state,
-    decode_dedup_result,
-    decode_partition_snapshot,
-    decode_snapshot_meta,
-    encode_client_state,
-    encode_dedup_result,
-)
+from kvstore.codec import CodecError, Encoder, decode_partition_snapshot, decode_snapshot_meta
 from kvstore.errors import ErrorCode
 from kvstore.names import lease_partition, lock_key, lock_prefix, split_lock_key
 from kvstore.raft.types import ConfChange, Entry, EntryType, Snapshot, SnapshotMeta
 from kvstore.statemachine.commands import COMMAND_FIELDS, WriteRequest, WriteResponse, check_command
+from kvstore.statemachine.dedup import DedupTable, Seen
 from kvstore.statemachine.events import (
     Change,
     ChangeKind,
@@ -59,14 +43,12 @@ from kvstore.statemachine.events import (
     LeaseRemoved,
 )
 from kvstore.statemachine.layout import (
-    CLIENT_STATE_SEQ,
     STORED_KV_HEADER,
     U64,
     client_prefix,
     encode_stored_kv,
     fence_prefix,
     fill_kv,
-    split_client_suffix,
     stored_bytes_key,
 )
 from kvstore.statemachine.leases import LeaseTable
@@ -78,8 +60,9 @@ from kvstore.storage.keys import apply_state_key, data_prefix, prefix_end
 DEFAULT_MAX_DEDUP_CLIENTS = 4096
 """How many clients a partition remembers (least recently applied forgotten first).
 
-This and the two bounds below are part of the replicated behaviour: every replica of a partition
-must use the same values, or their dedup tables diverge."""
+This and the two bounds below are the safety nets of client dedup (`kvstore.statemachine.dedup`)
+for clients that do not say which requests they still await. They are part of the replicated
+behaviour: every replica of a partition must use the same values, or their tables diverge."""
 
 DEFAULT_DEDUP_WINDOW = 1024
 """How far below its highest applied seq a client's request may be and still be told apart:
@@ -90,7 +73,6 @@ DEFAULT_MAX_DEDUP_RESULTS = 65536
 first), so that memory and disk stay bounded however many clients fill their windows."""
 
 _KV_HEADER_SIZE = STORED_KV_HEADER.size
-_STATE_SEQ_SUFFIX = U64.pack(CLIENT_STATE_SEQ)
 _VALUE, _VERSION, _MOD = pb.Compare.VALUE, pb.Compare.VERSION, pb.Compare.MOD_REVISION
 _EQUAL, _NOT_EQUAL, _GREATER = pb.Compare.EQUAL, pb.Compare.NOT_EQUAL, pb.Compare.GREATER
 
@@ -129,87 +111,10 @@ def _command(partition: int, index: int, data: bytes) -> WriteRequest | _LessorC
     return carried
 
 
-@dataclass(slots=True)
-class _ClientWindow:
-    """What a partition remembers of one client. Mutable, unlike the records: it changes with
-    every request of the client; it is stored as the client's state record plus one record per
-    remembered seq, and `_load_dedup` rebuilds it from them."""
-
-    client_id: str
-    key_base: bytes  # the client's key prefix: key_base + U64 seq is one of its keys
-    highest: int  # highest seq applied
-    floor: int  # highest seq forgotten by the partition-wide bound (0: none)
-    revision: int  # revision of the last request applied, which orders clients for eviction
-    seqs: dict[int, int]  # remembered seq -> revision it was applied at
-    # Heap of the remembered seqs, to evict the lowest in O(log n). It may still hold seqs the
-    # partition-wide bound forgot (skipped when popped): no seq is remembered twice, as a
-    # forgotten one is at or below `floor` or the window's edge and so is refused from then on.
-    lowest: list[int]
-
-    def edge(self, window: int) -> int:
-        """The highest seq refused unless remembered."""
-        return max(self.floor, self.highest - window)
-
-    def state_record(self) -> bytes:
-        return encode_client_state(self.highest, self.floor, self.revision)
-
-    def pop_lowest(self) -> tuple[int, int]:
-        """(seq, revision) of the lowest remembered seq, forgotten here."""
-        while True:
-            seq = heappop(self.lowest)
-            revision = self.seqs.pop(seq, None)
-            if revision is not None:
-                return seq, revision
-
-    def forget(self, seq: int) -> None:
-        """Forget `seq` out of order (the partition-wide bound): seqs up to it are refused."""
-        del self.seqs[seq]
-        self.floor = max(self.floor, seq)
-        # Bounds the seqs left in the heap after being forgotten here; amortised O(log n).
-        if len(self.lowest) > 2 * len(self.seqs):
-            self.lowest = sorted(self.seqs)
-
-
 def _data_bytes(pairs: Iterable[tuple[bytes, bytes]], key_prefix_length: int) -> int:
     """The bytes of user data (key, stored value) pairs whose keys carry `key_prefix_length`
     bytes of prefix."""
     return sum(len(key) - key_prefix_length + len(value) for key, value in pairs)
-
-
-_Dedup = tuple[OrderedDict[str, _ClientWindow], OrderedDict[int, tuple[_ClientWindow, int]]]
-
-
-def _load_dedup(prefix: bytes, records: Iterable[tuple[bytes, bytes]]) -> _Dedup:
-    """The dedup table stored as `records` (key suffix after `prefix`, value): the clients,
-    least recently applied first, and revision -> (client, seq) of every remembered result,
-    oldest first. Both orders are by revision, as the applier builds them (ties are impossible:
-    one command per revision), so a loaded table decides exactly as the one that was stored.
-    ValueError (or its subclass `CodecError`) when a record does not decode."""
-    states: list[tuple[int, int, int, str]] = []
-    results: list[tuple[int, str, int]] = []
-    for suffix, value in records:
-        client_id, seq = split_client_suffix(suffix)
-        if seq == CLIENT_STATE_SEQ:
-            highest, floor, revision = decode_client_state(value)
-            states.append((revision, highest, floor, client_id))
-        else:
-            results.append((decode_dedup_result(value)[0], client_id, seq))
-    states.sort()
-    clients: OrderedDict[str, _ClientWindow] = OrderedDict(
-        (client_id, _ClientWindow(client_id, prefix + client_id.encode(), highest, floor, revision, {}, []))
-        for revision, highest, floor, client_id in states
-    )
-    results.sort()
-    remembered: OrderedDict[int, tuple[_ClientWindow, int]] = OrderedDict()
-    for revision, client_id, seq in results:
-        window = clients.get(client_id)
-        if window is None:
-            raise ValueError(f"dedup result of client {client_id!r:.80} seq {seq} has no client state")
-        window.seqs[seq] = revision
-        remembered[revision] = (window, seq)
-    for window in clients.values():
-        window.lowest = sorted(window.seqs)  # a sorted list is a heap
-    return clients, remembered
 
 
 class PartitionStateMachine:
@@ -262,21 +167,14 @@ class PartitionStateMachine:
         # What the applied entries changed, until `take_events`.
         self._changes: list[Change] = []
         self._lease_events: list[LeaseEvent] = []
-        # Clients whose state changed during the current `apply`, by client id: their state
-        # records are staged once, at its end, rather than once per command (the batch is
-        # written atomically, so the stored state is the same).
-        self._unstaged_states: dict[str, _ClientWindow] = {}
 
         raw_apply_state = engine.get(self._apply_state_key)
         prefix_length = len(self._client_prefix)
         try:
             applied = SnapshotMeta() if raw_apply_state is None else decode_snapshot_meta(raw_apply_state)
-            self._clients, self._remembered = _load_dedup(
-                self._client_prefix,
-                (
-                    (key[prefix_length:], record)
-                    for key, record in engine.iterate(self._client_prefix, prefix_end(self._client_prefix))
-                ),
+            self._dedup = self._dedup_table(
+                (key[prefix_length:], record)
+                for key, record in engine.iterate(self._client_prefix, prefix_end(self._client_prefix))
             )
         except ValueError as exc:
             raise CorruptionError(f"partition {partition_id}: {exc}") from None
@@ -290,6 +188,16 @@ class PartitionStateMachine:
         self._stored_bytes: int = (
             _data_bytes(engine.iterate(self._data_prefix, prefix_end(self._data_prefix)), len(self._data_prefix))
             if raw_stored_bytes is None else U64.unpack(raw_stored_bytes)[0]
+        )
+
+    def _dedup_table(self, records: Iterable[tuple[bytes, bytes]]) -> DedupTable:
+        """The dedup table stored as `records` (client id, record); ValueError if one is bad."""
+        return DedupTable(
+            self._client_prefix,
+            records,
+            max_clients=self._max_dedup_clients,
+            window=self._dedup_window,
+            max_results=self._max_dedup_results,
         )
 
     @property
@@ -349,7 +257,7 @@ class PartitionStateMachine:
                 if entry.type is EntryType.CONF_CHANGE:
                     self._conf_state = self._conf_state.apply(ConfChange.decode(entry.data))
                 outcomes.append((entry, None))
-        self._stage_client_states()
+        self._dedup.flush(self._store.read, self._store.stage)
         if applied != self._applied_index:
             self._set_applied(SnapshotMeta(applied, term, self._conf_state))
         return outcomes
@@ -363,28 +271,17 @@ class PartitionStateMachine:
 
     def _apply_command(self, revision: int, request: WriteRequest) -> WriteResponse:
         header = request.header
-        client_id, seq = header.client_id, header.request_seq
+        client_id, seq, lowest_pending = header.client_id, header.request_seq, header.lowest_pending_seq
         # A command without a client id is answered, not remembered (seq 0 turns dedup off).
         deduplicated = seq > 0 and bool(client_id)
-        window = None
         if deduplicated:
-            window = self._clients.get(client_id)
-            # A seq above the client's highest applied one is new: the common case, which needs
-            # no look into the window (every remembered seq and the edge are at most `highest`).
-            if window is not None and seq <= window.highest:
-                if seq in window.seqs:
-                    return self._stored_response(window, seq, request)
-                edge = window.edge(self._dedup_window)
-                if seq <= edge:
-                    # Not remembered, yet it may have been applied and forgotten: applying it
-                    # again could apply it twice. The refusal itself is not remembered.
-                    return _error_response(
-                        request,
-                        ErrorCode.INVALID_ARGUMENT,
-                        f"request seq {seq} of client {client_id!r} is too old to tell whether it "
-                        f"was applied; this partition remembers only seqs above {edge} for that "
-                        f"client (highest applied {window.highest}); retry it as a new request",
-                    )
+            seen = self._dedup.seen(client_id, seq, lowest_pending)
+            if seen is Seen.REMEMBERED:
+                return self._stored_response(client_id, seq, request)
+            if seen is Seen.TOO_OLD:
+                # Not remembered, yet it may have been applied and forgotten: applying it again
+                # could apply it twice. The refusal itself is not remembered.
+                return _error_response(request, ErrorCode.INVALID_ARGUMENT, self._dedup.too_old(client_id, seq))
         problem = check_command(request)
         response = (
             self._execute(revision, request)
@@ -392,7 +289,8 @@ class PartitionStateMachine:
             else _error_response(request, ErrorCode.INVALID_ARGUMENT, problem)
         )
         if deduplicated:
-            self._remember(client_id, window, seq, revision, request, response)
+            stored = _log_response(request, response).SerializeToString()
+            self._dedup.remember(client_id, seq, lowest_pending, revision, stored)
         return response
 
     def _execute(self, revision: int, request: WriteRequest) -> WriteResponse:
@@ -654,84 +552,20 @@ class PartitionStateMachine:
 
     # -- client dedup -----------------------------------------------------------------------
 
-    def _stored_response(self, window: _ClientWindow, seq: int, request: WriteRequest) -> WriteResponse:
-        record = self._store.read(window.key_base + U64.pack(seq))
-        what = f"partition {self.partition_id}: dedup record of {window.client_id!r} seq {seq}"
-        if record is None:
-            raise CorruptionError(f"{what} is missing")
+    def _stored_response(self, client_id: str, seq: int, request: WriteRequest) -> WriteResponse:
+        what = f"partition {self.partition_id}: dedup record of {client_id!r} seq {seq}"
         try:
-            stored = LogResponse.FromString(decode_dedup_result(record)[1])
-        except (CodecError, DecodeError) as exc:
+            stored = LogResponse.FromString(self._dedup.response(self._store.read, client_id, seq))
+        except (ValueError, DecodeError) as exc:
             raise CorruptionError(f"{what} does not decode: {exc}") from None
         answer = _answer_in(stored, request)
         if answer is None:
             return _error_response(
                 request,
                 ErrorCode.INVALID_ARGUMENT,
-                f"request seq {seq} of client {window.client_id!r} was first used for another kind of request",
+                f"request seq {seq} of client {client_id!r} was first used for another kind of request",
             )
         return answer
-
-    def _remember(
-        self,
-        client_id: str,
-        window: _ClientWindow | None,
-        seq: int,
-        revision: int,
-        request: WriteRequest,
-        response: WriteResponse,
-    ) -> None:
-        """Record `response` to client `client_id`'s `seq` (not remembered, above the window's
-        edge), applied at `revision`, then enforce the bounds: the client's window (its lowest
-        seq goes), the number of clients (the least recently applied go; an evicted client's
-        retry is applied again) and the results of the partition (the oldest applied go; their
-        seqs become the floor of their client's window)."""
-        clients = self._clients
-        remembered = self._remembered
-        if window is None:
-            window = _ClientWindow(client_id, self._client_prefix + client_id.encode(), seq, 0, revision, {}, [])
-            clients[client_id] = window
-        else:
-            clients.move_to_end(client_id)
-            window.revision = revision
-            if seq > window.highest:
-                window.highest = seq
-        window.seqs[seq] = revision
-        heappush(window.lowest, seq)
-        remembered[revision] = (window, seq)
-        record = encode_dedup_result(revision, _log_response(request, response).SerializeToString())
-        stage = self._store.stage
-        stage(window.key_base + U64.pack(seq), record)
-
-        # The remembered seqs are distinct and at most `highest`: with more than `window` of
-        # them the lowest is at or below highest - window, the edge, which refuses it from now
-        # on without raising the floor. `seq` was above the edge, so it is never the one to go.
-        while len(window.seqs) > self._dedup_window:
-            lowest, lowest_revision = window.pop_lowest()
-            del remembered[lowest_revision]
-            stage(window.key_base + U64.pack(lowest), None)
-
-        unstaged_states = self._unstaged_states
-        unstaged_states[client_id] = window
-        while len(clients) > self._max_dedup_clients:
-            evicted_id, evicted = clients.popitem(last=False)
-            for evicted_seq, evicted_revision in sorted(evicted.seqs.items()):
-                del remembered[evicted_revision]
-                stage(evicted.key_base + U64.pack(evicted_seq), None)
-            unstaged_states.pop(evicted_id, None)
-            stage(evicted.key_base + _STATE_SEQ_SUFFIX, None)
-
-        while len(remembered) > self._max_dedup_results:
-            _, (owner, forgotten) = remembered.popitem(last=False)
-            owner.forget(forgotten)
-            stage(owner.key_base + U64.pack(forgotten), None)
-            unstaged_states[owner.client_id] = owner
-
-    def _stage_client_states(self) -> None:
-        """Stage the state record of every client whose state changed since the last call."""
-        for window in self._unstaged_states.values():
-            self._store.stage(window.key_base + _STATE_SEQ_SUFFIX, window.state_record())
-        self._unstaged_states.clear()
 
     def _set_applied(self, applied: SnapshotMeta) -> None:
         self._applied_index, self._applied_term, self._conf_state = applied.index, applied.term, applied.conf_state
@@ -797,7 +631,7 @@ class PartitionStateMachine:
         meta = snapshot.meta
         applied_index, sections = decode_partition_snapshot(snapshot.data)
         try:
-            clients, remembered = _load_dedup(self._client_prefix, sections[2])
+            dedup = self._dedup_table(sections[2])
         except ValueError as exc:
             raise CodecError(f"partition snapshot data has a bad dedup table: {exc}") from None
         if applied_index != meta.index:
@@ -813,7 +647,7 @@ class PartitionStateMachine:
             self._store.replace(prefix, pairs)
         self._stored_bytes = _data_bytes(sections[0], 0)
         self._set_applied(meta)
-        self._clients, self._remembered = clients, remembered
+        self._dedup = dedup
 
     def bootstrap(self, batch: WriteBatch, start: SnapshotMeta) -> None:
         """Stage the state of a brand-new, empty partition whose history starts after

@@ -9,9 +9,10 @@ response message of the same kind. The leader's lessor proposes `LeaseCheckpoint
 `LeaseExpiries`, which nobody waits for.
 
 `check_command` refuses what the messages' types allow but the store does not: empty keys, a
-seq without a client id, unknown compare targets, a transaction inside a transaction, an empty
-operation, a lease TTL out of range, a lock key that is not one. The RPC layer calls it before
-proposing; the applier calls it again, since the log is what every replica agrees on.
+seq without a client id, a lowest pending seq above the request's own, unknown compare targets,
+a transaction inside a transaction, an empty operation, a lease TTL out of range, a lock key that
+is not one. The RPC layer calls it before proposing; the applier calls it again, since the log is
+what every replica agrees on.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def check_command(request: WriteRequest) -> str | None:
     header = request.header
     if header.request_seq and not header.client_id:
         return "a request with a seq needs a client id"
+    if header.lowest_pending_seq > header.request_seq:
+        return (
+            f"lowest_pending_seq {header.lowest_pending_seq} is above the request's own seq {header.request_seq}: "
+            "a write awaits its own answer"
+        )
     if isinstance(request, (pb.PutRequest, pb.DeleteRequest)):
         return None if request.key else "keys must not be empty"
     if not isinstance(request, pb.TxnRequest):

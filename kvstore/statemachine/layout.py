@@ -9,12 +9,11 @@ tag    rest of the key                    value
 ``B``  partition ``p`` (u32)              the bytes of the partition's user keys and
                                           stored values (u64), what the space quota
                                           counts; staged with the apply state
-``C``  partition ``p`` (u32), client id   client-dedup record (`kvstore.codec`): with
-       (UTF-8), ``seq`` (u64)             ``seq`` 0 the client's state (highest applied seq,
-                                          floor: every seq at or below it that is not
-                                          remembered is refused, revision of its last
-                                          applied request); with ``seq`` > 0 one remembered
-                                          request: its revision and its `LogResponse`
+``C``  partition ``p`` (u32), client id   the client's dedup record (`kvstore.codec`): its
+       (UTF-8)                            highest applied seq, the lowest seq still told
+                                          apart, the revision of its last applied request
+                                          and its remembered results, each with its
+                                          revision and `LogResponse`
 ``E``  partition ``p`` (u32), lease id    a lease (`kvstore.codec`): TTL in seconds,
        (u64)                              checkpointed remaining TTL in milliseconds (0:
                                           none), revision of its grant
@@ -27,10 +26,6 @@ tag    rest of the key                    value
        (u64), user key                    (the index lease -> keys that expiry reads; the
                                           key's own record holds its lease too)
 =====  =================================  ===============================================
-
-A client-dedup key ends with a fixed-width seq, so it splits unambiguously into client id and
-seq whatever bytes the client id holds (`split_client_suffix`); request seqs start at 1, which
-leaves seq 0 free for the client's state.
 
 The applier also owns ``A p`` (apply state: applied index, its term and the applied
 configuration, encoded as a snapshot's metadata by `kvstore.codec`) and ``D p key`` (user data:
@@ -54,22 +49,11 @@ GROUP_STATE_TAG = b"G"
 _U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
 STORED_KV_HEADER = struct.Struct(">QQQQ")  # create revision, mod revision, version, lease
-CLIENT_STATE_SEQ = 0
-"""The seq under which a client's state is stored; no request has it (seq 0 turns dedup off)."""
 
 
 def client_prefix(partition: int) -> bytes:
     """Prefix of every client-dedup key of `partition`."""
     return CLIENT_TAG + _U32.pack(partition)
-
-
-def split_client_suffix(suffix: bytes) -> tuple[str, int]:
-    """(client id, seq) of a client-dedup key with `client_prefix` removed; ValueError when the
-    suffix cannot be one (too short, or a client id that is not UTF-8)."""
-    if len(suffix) < U64.size:
-        raise ValueError(f"client-dedup key suffix {suffix!r:.80} is shorter than a seq")
-    seq: int = U64.unpack_from(suffix, len(suffix) - U64.size)[0]
-    return suffix[: -U64.size].decode(), seq
 
 
 def fence_prefix(partition: int) -> bytes:

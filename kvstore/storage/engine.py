@@ -352,7 +352,10 @@ class LevelDBEngine:
     `DataDirLockedError` instead of sharing (and corrupting) the files.
 
     The block cache keeps hot table blocks in memory; the bloom filter spares a disk read for
-    most gets of absent keys.
+    most gets of absent keys. Their sizes bound most of a node's native memory: the block cache,
+    and up to two write buffers (one filling, one being written to a table). A soak of puts
+    (benchmarks/RESULTS.md) settled at ~165 MB per node with 64 MiB and 16 MiB, ~120 MB with
+    16 MiB and 8 MiB; the OS page cache still holds the table files.
     """
 
     def __init__(
@@ -360,8 +363,8 @@ class LevelDBEngine:
         path: str | os.PathLike[str],
         *,
         create_if_missing: bool = True,
-        block_cache_bytes: int = 64 << 20,
-        write_buffer_bytes: int = 16 << 20,
+        block_cache_bytes: int = 16 << 20,
+        write_buffer_bytes: int = 8 << 20,
         bloom_filter_bits: int = 10,
     ) -> None:
         self.path = os.fspath(path)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from kvstore.codec import CodecError, Encoder, decode_entry, decode_hard_state, decode_snapshot_meta
 from kvstore.raft.errors import CompactedError, SnapshotTemporarilyUnavailableError, UnavailableError
-from kvstore.raft.log_storage import ENTRY_OVERHEAD_BYTES, entries_size, limit_size
+from kvstore.raft.log_storage import ENTRY_OVERHEAD_BYTES, limit_size
 from kvstore.raft.types import (
     EMPTY_HARD_STATE,
     EMPTY_SNAPSHOT,
@@ -55,6 +55,13 @@ cannot (yet)."""
 
 DEFAULT_MAX_CACHED_ENTRIES = 1024
 DEFAULT_MAX_CACHED_BYTES = 4 << 20
+CACHED_ENTRY_OVERHEAD_BYTES = 128
+"""What a cached entry costs in memory beside its data (the `Entry`, its bytes object and index
+int, its slot in the list), so that `max_cached_bytes` bounds the memory the cache takes."""
+
+
+def _cached_bytes(entries: list[Entry] | tuple[Entry, ...]) -> int:
+    return sum(len(entry.data) for entry in entries) + CACHED_ENTRY_OVERHEAD_BYTES * len(entries)
 
 
 class DurableLogStorage:
@@ -62,8 +69,9 @@ class DurableLogStorage:
 
     Terms are kept in memory as runs (first index, term) over the whole log, so `term()` never
     reads the engine; a run starts only where the term changes, so there are few. The recent
-    tail of entries is cached (at most `max_cached_entries` and `max_cached_bytes`) so that a
-    leader replicating what it just appended does not read the engine.
+    tail of entries is cached (at most `max_cached_entries` and `max_cached_bytes`, counted as
+    the memory the entries take) so that a leader replicating what it just appended does not
+    read the engine.
     """
 
     def __init__(
@@ -303,7 +311,7 @@ class DurableLogStorage:
         self._dummy_index = index
         if index >= self._tail_first:
             dropped_tail = index - self._tail_first + 1
-            self._tail_bytes -= entries_size(self._tail[:dropped_tail])
+            self._tail_bytes -= _cached_bytes(self._tail[:dropped_tail])
             del self._tail[:dropped_tail]
             self._tail_first = index + 1
 
@@ -356,10 +364,10 @@ class DurableLogStorage:
             self._tail_first = start
         elif start - self._tail_first < len(tail):
             cut = start - self._tail_first
-            self._tail_bytes -= entries_size(tail[cut:])
+            self._tail_bytes -= _cached_bytes(tail[cut:])
             del tail[cut:]
         tail.extend(entries)
-        self._tail_bytes += entries_size(entries)
+        self._tail_bytes += _cached_bytes(entries)
         self._last_index = entries[-1].index
         if len(tail) > self._max_cached_entries or self._tail_bytes > self._max_cached_bytes:
             self._trim_tail()
@@ -371,7 +379,7 @@ class DurableLogStorage:
         while dropped < len(tail) and (
             len(tail) - dropped > self._max_cached_entries or tail_bytes > self._max_cached_bytes
         ):
-            tail_bytes -= len(tail[dropped].data) + ENTRY_OVERHEAD_BYTES
+            tail_bytes -= len(tail[dropped].data) + CACHED_ENTRY_OVERHEAD_BYTES
             dropped += 1
         if dropped:
             del tail[:dropped]

@@ -56,12 +56,14 @@ class _SharedState:
         self.leaders = {partition: replicas[0] for partition, replicas in self.replicas.items()}
         self.completed_writes: dict[tuple[str, int], pb.ResponseOp | pb.TxnResponse] = {}
         self.unavailable_nodes: set[int] = set()
+        self.unavailable_partitions: set[int] = set()
         self.leader_hints_hidden = False
         self.responses_to_drop = 0
         self.scan_page_size = 0
         self.map_delay_s = 0.0
         self.rpc_counts: Counter[str] = Counter()
         self.writes_applied: Counter[bytes] = Counter()
+        self.write_headers: list[pb.RequestHeader] = []
 
 
 class _Node:
@@ -77,6 +79,8 @@ class _Node:
         state = self.state
         if self.node_id in state.unavailable_nodes:
             return pb.Error(code=pb.UNAVAILABLE, message=f"node {self.node_id} cannot reach a quorum")
+        if partition in state.unavailable_partitions:
+            return pb.Error(code=pb.UNAVAILABLE, message=f"partition {partition} has no quorum")
         if self.node_id not in state.replicas[partition]:
             return pb.Error(
                 code=pb.WRONG_NODE,
@@ -190,6 +194,7 @@ class _Node:
                 if request.HasField("put")
                 else (pb.ResponseOp(delete=pb.DeleteResponse(error=refusal)))
             )
+        self.state.write_headers.append(inner.header)
         request_id = (inner.header.client_id, inner.header.request_seq)
         done = self.state.completed_writes.get(request_id)
         if request_id[1] and isinstance(done, pb.ResponseOp):
@@ -265,6 +270,7 @@ class _Node:
         refusal = self.refusal(partition)
         if refusal is not None:
             return pb.TxnResponse(error=refusal)
+        self.state.write_headers.append(request.header)
         request_id = (request.header.client_id, request.header.request_seq)
         done = self.state.completed_writes.get(request_id)
         if request_id[1] and isinstance(done, pb.TxnResponse):
@@ -454,6 +460,10 @@ class FakeCluster:
         """How many times a put or delete of `key` was applied (a deduplicated retry is not counted)."""
         return self._state.writes_applied[key]
 
+    def write_seqs(self) -> list[tuple[int, int]]:
+        """(request_seq, lowest_pending_seq) of every write a leader was asked to apply, in order."""
+        return [(header.request_seq, header.lowest_pending_seq) for header in self._state.write_headers]
+
     def value_of(self, key: bytes) -> bytes | None:
         entry = self._state.entries.get(key)
         return None if entry is None else entry.value
@@ -493,6 +503,13 @@ class FakeCluster:
             self._state.unavailable_nodes.add(node_id)
         else:
             self._state.unavailable_nodes.discard(node_id)
+
+    def make_partition_unavailable(self, partition: int, unavailable: bool = True) -> None:
+        """Every replica answers the partition's requests with UNAVAILABLE (it lost its quorum)."""
+        if unavailable:
+            self._state.unavailable_partitions.add(partition)
+        else:
+            self._state.unavailable_partitions.discard(partition)
 
     def drop_write_responses(self, count: int = 1) -> None:
         """The next `count` RPCs that apply a write lose their response (after applying it)."""

@@ -22,11 +22,14 @@ from kvstore.bench.loadgen import split
 from kvstore.bench.report import (
     JSON_FILE,
     LATENCY_PNG,
+    SOAK_PNG,
     THROUGHPUT_PNG,
     TIMELINE_PNG,
+    SoakRecord,
     WorkloadRecord,
     cpu_table,
     machine_info,
+    soak_table,
 )
 
 PNG_MAGIC = b"\x89PNG"
@@ -63,6 +66,49 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
         assert f"{target}: loading 200 keys (200 keys)" in progress
         assert f"{target}: put (2.5 s)" in progress
         assert any(line.startswith(f"{target}: put: 2.5/2.5 s · ") and line.endswith(" ops") for line in progress)
+
+
+def test_soak_samples_every_member_while_writing(tmp_path: Path) -> None:
+    """A smoke test of the soak: the figures it measures go to benchmarks/RESULTS.md, not here."""
+    output = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "bench", "--workload", "soak", "--target", "kvstore", "--duration", "2", "--warmup", "0.5",
+        "--sample-interval", "0.25", "--concurrency", "4", "--processes", "1", "--keys", "100", "--partitions", "8",
+        "--output", str(output),
+    ])
+    assert result.exit_code == 0, result.output
+
+    (record,) = json.loads((output / JSON_FILE).read_text())["records"]
+    assert record["workload"] == "soak" and record["target"] == "kvstore"
+    assert record["ops"] > 0 and record["errors"] == 0, record["first_error"]
+    samples = len(record["at_s"])
+    assert samples >= 3 and record["at_s"] == sorted(record["at_s"])
+    assert len(record["rss_mb"]) == len(record["open_files"]) == 3  # every member
+    for rss, files in zip(record["rss_mb"], record["open_files"], strict=True):
+        assert len(rss) == len(files) == samples
+        assert all(mb > 0 for mb in rss) and all(count > 0 for count in files)  # read while the nodes ran
+    assert record["ops_at"][-1] >= record["ops"]  # the warm-up's writes are sampled too
+    assert (output / SOAK_PNG).read_bytes().startswith(PNG_MAGIC)
+    assert "soak: puts for" in result.output and str(output / SOAK_PNG) in result.output
+
+
+def soak_record(rss_mb: tuple[tuple[float, ...], ...]) -> SoakRecord:
+    at_s = tuple(30.0 * i for i in range(len(rss_mb[0])))
+    return SoakRecord(
+        workload="soak", target="kvstore", duration_s=at_s[-1] - 30, warmup_s=30.0, interval_s=30.0, concurrency=8,
+        processes=1, keys=100, value_size=100, ops=1000, errors=0, first_error="", measure_from_s=30.0, at_s=at_s,
+        rss_mb=rss_mb, open_files=tuple((20,) * len(at_s) for _ in rss_mb), ops_at=tuple(range(len(at_s))),
+        load_avg_1m=0.5, machine=machine_info(),
+    )
+
+
+def test_soak_growth_is_the_slope_after_the_warm_up() -> None:
+    # Member 1 grows during the warm-up only; member 2 keeps growing by 1 MB per 30 s sample.
+    record = soak_record(((50.0, 90.0, 90.0, 90.0, 90.0), (50.0, 60.0, 61.0, 62.0, 63.0)))
+    assert record.rss_after_warmup_mb(0) == 90.0 and record.growth_mb_per_min(0) == 0.0
+    assert record.rss_after_warmup_mb(1) == 60.0 and abs(record.growth_mb_per_min(1) - 2.0) < 1e-9
+    text = rendered(soak_table([record]))
+    assert "+0.00" in text and "+2.00" in text
 
 
 def test_zipfian_is_skewed_deterministic_and_in_range() -> None:

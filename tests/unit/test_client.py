@@ -39,6 +39,7 @@ from kvstore.client.batching import (
     failure_reason,
     transport_failure,
 )
+from kvstore.client.pending import PendingSeqs
 from tests.fakes.fake_cluster import FakeCluster
 
 
@@ -188,6 +189,39 @@ async def test_txn_whose_response_was_lost_is_retried_and_applied_once(
 
     assert result.succeeded  # the retry got the first answer back, not a failed compare
     assert cluster.times_written(b"{t}counter") == 1
+
+
+async def test_writes_tell_the_nodes_the_lowest_seq_still_awaited(cluster: FakeCluster, client: Client) -> None:
+    """Each write carries the lowest request seq the client still awaits an answer for, so the
+    nodes can forget the answers below it: one awaited write holds it down, its answer (or the
+    client giving up on it) lets it rise."""
+    await client.put("a", "1")
+    await client.txn([], [ops.put("{t}b", "2")])
+    assert cluster.write_seqs() == [(1, 1), (2, 2)]
+
+    stuck_partition = cluster.partition_of(b"stuck")
+    other_key = next(f"k{n}" for n in range(100) if cluster.partition_of(f"k{n}".encode()) != stuck_partition)
+    cluster.make_partition_unavailable(stuck_partition)
+    stuck = asyncio.create_task(client.put("stuck", "3"))  # seq 3, retried while the partition is down
+    while cluster.rpc_count("batched ops") < 3:
+        await asyncio.sleep(0.01)
+    await client.put(other_key, "4")
+    assert cluster.write_seqs()[-1] == (4, 3)
+    cluster.make_partition_unavailable(stuck_partition, False)
+    await stuck
+    assert cluster.write_seqs()[-1] == (3, 3)
+    await client.put(other_key, "5")
+    assert cluster.write_seqs()[-1] == (5, 5)
+
+
+async def test_a_write_given_up_at_its_deadline_is_no_longer_awaited(cluster: FakeCluster) -> None:
+    async with Client(cluster.endpoints, timeout=0.5) as client:
+        cluster.make_partition_unavailable(cluster.partition_of(b"down"))
+        with pytest.raises((KvTimeoutError, UnavailableError)):
+            await client.put("down", "1")  # seq 1: its outcome is unknown, and it is never sent again
+        up = next(f"k{n}" for n in range(100) if cluster.partition_of(f"k{n}".encode()) != cluster.partition_of(b"down"))
+        await client.put(up, "2")
+        assert cluster.write_seqs()[-1] == (2, 2)
 
 
 async def test_concurrent_calls_are_coalesced_into_few_batch_rpcs(
@@ -478,6 +512,18 @@ async def test_sync_client_refuses_calls_after_close(cluster: FakeCluster) -> No
 
     with pytest.raises(UnavailableError):
         await asyncio.to_thread(call_after_close)
+
+
+def test_the_lowest_pending_seq_rises_as_the_oldest_write_ends() -> None:
+    pending = PendingSeqs()
+    assert [pending.issue() for _ in range(3)] == [1, 2, 3] and pending.lowest == 1
+    pending.end(2)  # answered out of order: 1 is still awaited
+    assert pending.lowest == 1
+    pending.end(1)
+    assert pending.lowest == 3
+    pending.end(3)
+    assert pending.lowest == 4  # nothing awaited: the next seq to issue
+    assert pending.issue() == 4 and pending.lowest == 4
 
 
 def test_writes_in_flight_stay_inside_the_servers_dedup_window() -> None:

@@ -14,16 +14,13 @@ from kvstore.codec import (
     PARTITION_SNAPSHOT_FORMAT,
     CodecError,
     Encoder,
-    decode_client_state,
-    decode_dedup_result,
+    decode_client_dedup,
     decode_entry,
     decode_hard_state,
     decode_lease,
     decode_partition_snapshot,
     decode_peer_frame,
     decode_snapshot_meta,
-    encode_client_state,
-    encode_dedup_result,
     encode_lease,
 )
 from kvstore.raft import ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot, SnapshotMeta
@@ -101,10 +98,12 @@ def test_partition_snapshots_round_trip(applied: int, sections: list[list[tuple[
     assert decode_partition_snapshot(Encoder().partition_snapshot(applied, sections)) == (applied, tuple(sections))
 
 
-@given(u64, u64, u64, st.binary(max_size=40))
-def test_dedup_records_round_trip(highest: int, floor: int, revision: int, response: bytes) -> None:
-    assert decode_client_state(encode_client_state(highest, floor, revision)) == (highest, floor, revision)
-    assert decode_dedup_result(encode_dedup_result(revision, response)) == (revision, response)
+@given(u64, u64, u64, st.lists(st.tuples(u64, u64, st.binary(max_size=40)), max_size=4))
+def test_client_dedup_records_round_trip(
+    highest: int, floor: int, revision: int, results: list[tuple[int, int, bytes]]
+) -> None:
+    encoded = Encoder().client_dedup(highest, floor, revision, results)
+    assert decode_client_dedup(encoded) == (highest, floor, revision, results)
 
 
 @given(u64, u64, u64)
@@ -116,6 +115,8 @@ def test_encodings_are_compact_and_deterministic() -> None:
     encoder = Encoder()
     assert len(encoder.entry(Entry(1000, 5, b"x" * 100))) <= 100 + 10
     assert len(encoder.hard_state(HardState(5, 2, 1000))) <= 8
+    # A client with one answer kept (a put's: its revision) takes a few bytes beside the answer.
+    assert len(encoder.client_dedup(1000, 1000, 5000, [(1000, 5000, b"\x12\x04\n\x02\x10\x05")])) <= 30
     assert encoder.snapshot_meta(SnapshotMeta(1, 1, ConfState(frozenset({3, 1, 2})))) == encoder.snapshot_meta(
         SnapshotMeta(1, 1, ConfState(frozenset({2, 3, 1})))
     )
@@ -127,15 +128,22 @@ GARBAGE = [b"", b"\xc1", b"\x01", b"\x93\x01\x02", b"\x92\xa1x\xa1y", b"\x94\xc0
 @pytest.mark.parametrize(
     "decode",
     [decode_entry, decode_hard_state, decode_snapshot_meta, decode_peer_frame, decode_partition_snapshot,
-     decode_client_state, decode_dedup_result, decode_lease],
+     decode_client_dedup, decode_lease],
     ids=lambda decode: decode.__name__,
 )
 @pytest.mark.parametrize("raw", GARBAGE)
 def test_garbage_raises_codec_error(decode: Callable[[bytes], object], raw: bytes) -> None:
-    if decode is decode_dedup_result and len(raw) >= 8:
-        return  # any 8 bytes are a revision followed by a response
     with pytest.raises(CodecError):
         decode(raw)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [[1, 0, 1, 5], [1, 0, 1, [[1, 1]]], [1, 0, 1, [[1, 1, "text"]]], [-1, 0, 1, []], [1, 0, True, []], [1, 0, 1]],
+)
+def test_a_malformed_client_dedup_record_is_refused(fields: list[object]) -> None:
+    with pytest.raises(CodecError, match="client dedup"):
+        decode_client_dedup(msgpack.packb(fields))
 
 
 @pytest.mark.parametrize("kind", [b"\x09", b"\xff", b"\x80", b"\xc3"])  # 9, -1, {}, True

@@ -110,6 +110,8 @@ def txn(*ops: pb.RequestOp, compare: tuple[pb.Compare, ...] = ()) -> pb.TxnReque
         pb.PutRequest(key=b"", value=b"v"),
         pb.DeleteRequest(key=b""),
         pb.PutRequest(header=pb.RequestHeader(request_seq=1), key=b"k"),  # a seq without a client id
+        # A write cannot have stopped awaiting its own answer.
+        pb.PutRequest(header=pb.RequestHeader(client_id="c", request_seq=4, lowest_pending_seq=5), key=b"k"),
         txn(compare=(pb.Compare(key=b""),)),
         txn(compare=(pb.Compare(key=b"k", target=9),)),  # type: ignore[arg-type]
         txn(compare=(pb.Compare(key=b"k", result=9),)),  # type: ignore[arg-type]
@@ -127,6 +129,7 @@ def test_check_command_refuses_bad_shapes(request_: WriteRequest) -> None:
     "request_",
     [
         pb.PutRequest(key=b"k"),
+        pb.PutRequest(header=pb.RequestHeader(client_id="c", request_seq=5, lowest_pending_seq=5), key=b"k"),
         pb.DeleteRequest(header=pb.RequestHeader(client_id="c", request_seq=2**64 - 1), key=b"k", fencing_token=2**64 - 1),
         txn(pb.RequestOp(get=pb.GetRequest(key=b"k")), compare=(pb.Compare(key=b"k"),)),
         txn(),  # empty, but well formed: the RPC layer refuses it, having no partition to send it to

@@ -16,6 +16,7 @@ from kvstore.raft.errors import CompactedError, SnapshotTemporarilyUnavailableEr
 from kvstore.raft.log_storage import LogStorage, MemoryLogStorage
 from kvstore.raft.types import (
     EMPTY_HARD_STATE,
+    EMPTY_SNAPSHOT,
     ConfState,
     Entry,
     HardState,
@@ -24,6 +25,7 @@ from kvstore.raft.types import (
 )
 from kvstore.storage import CorruptionError, DurableLogStorage, Engine, LevelDBEngine, MemoryEngine
 from kvstore.storage.keys import hard_state_key, log_key, snapshot_meta_key
+from kvstore.storage.raft_log import CACHED_ENTRY_OVERHEAD_BYTES
 
 GROUP = 7
 UNLIMITED = 1 << 62
@@ -403,6 +405,28 @@ def test_a_stored_record_that_does_not_decode_is_reported_as_corruption(key: byt
 
 
 # -- durable-only rules --------------------------------------------------------------------
+
+
+def test_the_cached_tail_counts_what_its_entries_take_in_memory() -> None:
+    """`max_cached_bytes` bounds memory: an entry counts its data and the objects holding it.
+    With room for four entries of 100 bytes, the last four are served from memory (their stored
+    copies are damaged here) and the fifth from the engine."""
+    with MemoryEngine() as engine:
+        budget = 4 * (100 + CACHED_ENTRY_OVERHEAD_BYTES)
+        storage = DurableLogStorage.open(engine, GROUP, lambda: EMPTY_SNAPSHOT, max_cached_bytes=budget)
+        batch = engine.new_batch()
+        storage.append(batch, run(1, 20, term=1, size=100))
+        engine.write(batch, sync=True)
+        damage = engine.new_batch()
+        for index in range(1, 21):
+            damage.put(log_key(GROUP, index), b"\x93garbage")
+        engine.write(damage, sync=True)
+
+        assert storage.entries(17, 21, UNLIMITED) == run(17, 20, term=1, size=100)
+        with pytest.raises(CorruptionError):
+            storage.entries(16, 21, UNLIMITED)
+
+
 
 
 def test_compaction_beyond_the_snapshot_is_refused() -> None:
