@@ -1,4 +1,5 @@
-"""Benchmark of kvstore.ring: hashing throughput, placement time, balance and moves.
+"""Benchmark of kvstore.ring: hashing throughput, placement time and balance (the data moved on
+a membership change is measured by benchmarks/rebalance.py).
 
     .venv/bin/python benchmarks/ring.py [--keys 300000] [--clusters 200]
 
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from kvstore.bench.report import machine_line
-from kvstore.ring import DEFAULT_VNODES, ClusterMap, balance_report, hash64, partition_for_key, rebalance_plan
+from kvstore.ring import DEFAULT_VNODES, ClusterMap, balance_report, hash64, partition_for_key
 
 PARTITIONS = 64
 REPLICATION_FACTOR = 3
@@ -111,28 +112,6 @@ def print_random_balance(cluster_count: int) -> None:
         print(f"  {vnodes:>4}" + "".join(cells) + marker)
 
 
-def print_moves() -> None:
-    print(f"\nmoves on membership change for ids node-1..node-N (V={DEFAULT_VNODES}); ideal = RF*P/N")
-    print(f"  {'change':>12} {'added':>6} {'removed':>8} {'ideal':>6} {'partitions':>11}")
-    for size in SIZES:
-        cluster_map = make_map(canonical_ids(size))
-        changes = (
-            (
-                f"{size}->{size + 1}",
-                cluster_map,
-                cluster_map.with_member(f"node-{size + 1}", "new:7000"),
-                size + 1,
-            ),
-            (f"{size}->{size - 1}", cluster_map, cluster_map.without_member(f"node-{size}"), size),
-        )
-        for label, old, new, larger in changes:
-            moves = rebalance_plan(old, new)
-            added = sum(len(move.add) for move in moves)
-            removed = sum(len(move.remove) for move in moves)
-            ideal = min(REPLICATION_FACTOR, larger) * PARTITIONS / larger
-            print(f"  {label:>12} {added:>6} {removed:>8} {ideal:6.1f} {len(moves):>11}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,7 +123,6 @@ def main() -> None:
     print_hashing(arguments.keys)
     print_placement_time()
     print_canonical_balance()
-    print_moves()
     print_random_balance(arguments.clusters)
 
 

@@ -30,6 +30,8 @@ client dedup record        ``[highest, floor, revision, [[seq, revision, respons
                            `LogResponse`)
 lease                      struct ``>QQQ``: TTL in seconds, checkpointed remaining TTL in
                            milliseconds (0: none), revision of its grant
+Tombstone                  ``[term, vote, last_index, last_term]``: what a deleted replica
+                           keeps (`kvstore.raft.Tombstone`)
 =========================  ===================================================================
 
 Pure: msgpack, struct and the record types only. Decoding checks every field's type and shape
@@ -47,6 +49,7 @@ from typing import Any
 
 import msgpack
 
+from kvstore.raft.tombstone import Tombstone
 from kvstore.raft.types import (
     ConfState,
     Entry,
@@ -129,6 +132,17 @@ class Encoder:
 
     def client_dedup(self, highest: int, floor: int, revision: int, results: Sequence[ClientDedupResult]) -> bytes:
         return self._pack((highest, floor, revision, results))
+
+
+def encode_tombstone(tombstone: Tombstone) -> bytes:
+    return msgpack.packb((tombstone.term, tombstone.vote, tombstone.last_index, tombstone.last_term))
+
+
+def decode_tombstone(raw: bytes) -> Tombstone:
+    fields = _fields("tombstone", _unpack("tombstone", raw), 4)
+    if not all(_is_uint(field) for field in fields):
+        raise _bad("tombstone", fields)
+    return Tombstone(*fields)
 
 
 def encode_lease(ttl: int, remaining_ms: int, revision: int) -> bytes:

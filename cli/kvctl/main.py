@@ -14,7 +14,8 @@ from kvctl.jepsen import jepsen
 from kvctl.kv import delete, get, put, scan
 from kvctl.lease import lease
 from kvctl.lock import lock
-from kvctl.topology import members, partitions, status
+from kvctl.member import member
+from kvctl.topology import partitions, status
 from kvctl.txn import txn
 
 
@@ -46,7 +47,7 @@ cli.add_command(lease)
 cli.add_command(lock)
 for auth_command in (auth, user, role):
     cli.add_command(auth_command)
-for data_command in (get, put, delete, scan, txn, status, members, partitions):
+for data_command in (get, put, delete, scan, txn, status, partitions, member):
     cli.add_command(data_command)
 
 

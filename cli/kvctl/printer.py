@@ -28,6 +28,7 @@ from kvstore.client import (
     NodeStatus,
     Op,
     OpResult,
+    PartitionInfo,
     PutOp,
     PutResult,
     ResponseHeader,
@@ -341,15 +342,13 @@ class Printer:
             self._json({"members": [_member_json(member) for member in members]})
         elif self.output is OutputFormat.SIMPLE:
             for member in members:
-                self._line(f"{member.id}\t{member.name}\t{member.address}")
+                self._line(f"{member.id}\t{member.name}\t{member.address}\t{_member_state(member)}")
         else:
             table = Table()
-            for column in ("ID", "NAME", "ADDRESS", "LEARNER"):
+            for column in ("ID", "NAME", "ADDRESS", "STATE"):
                 table.add_column(column)
             for member in members:
-                table.add_row(
-                    str(member.id), Text(member.name), Text(member.address), "yes" if member.learner else ""
-                )
+                table.add_row(str(member.id), Text(member.name), Text(member.address), _member_state(member))
             self._table(table)
 
     def partitions(self, layout: ClusterLayout) -> None:
@@ -364,9 +363,13 @@ class Printer:
                             "id": info.id,
                             "leader": info.leader,
                             "replicas": list(info.replicas),
+                            "learners": list(info.learners),
                             "term": info.term,
                             "commit_index": info.commit_index,
                             "applied_index": info.applied_index,
+                            "moving_to": list(info.moving_to),
+                            "move_step": info.move_step,
+                            "move_steps": info.move_steps,
                         }
                         for info in layout.partitions
                     ],
@@ -375,18 +378,20 @@ class Printer:
             )
         elif self.output is OutputFormat.SIMPLE:
             for info in layout.partitions:
-                self._line(f"{info.id}\t{info.leader}\t{','.join(map(str, info.replicas))}")
+                self._line(f"{info.id}\t{info.leader}\t{','.join(map(str, info.replicas))}\t{_move(info)}")
         else:
             addresses = {member.id: member.address for member in layout.members}
+            moving = sum(1 for info in layout.partitions if info.moving_to)
             table = Table(
                 caption=f"epoch {layout.epoch}, {layout.partition_count} partitions, "
-                f"replication factor {layout.replication_factor}"
+                f"replication factor {layout.replication_factor}, {moving} moving"
             )
-            for column in ("PARTITION", "LEADER", "REPLICAS", "TERM"):
+            for column in ("PARTITION", "LEADER", "REPLICAS", "TERM", "MOVE"):
                 table.add_column(column)
             for info in layout.partitions:
                 leader = f"{info.leader} ({addresses.get(info.leader, '?')})" if info.leader else "unknown"
-                table.add_row(str(info.id), Text(leader), ",".join(map(str, info.replicas)), str(info.term))
+                replicas = ",".join(map(str, info.replicas)) + "".join(f" +{n}" for n in info.learners)
+                table.add_row(str(info.id), Text(leader), replicas, str(info.term), _move(info))
             self._table(table)
 
     # ---- leases and locks ----------------------------------------------------------------------
@@ -460,8 +465,20 @@ class Printer:
         sys.stdout.flush()
 
 
+def _member_state(member: Member) -> str:
+    return member.state.name.lower() + (" (lost)" if member.lost else "")
+
+
+def _move(info: PartitionInfo) -> str:
+    """A move under way: where to, and how far (learners show as +N in the replicas)."""
+    if not info.moving_to:
+        return ""
+    return f"to {','.join(map(str, info.moving_to))}, step {info.move_step}/{info.move_steps}"
+
+
 def _member_json(member: Member) -> dict[str, Any]:
-    return {"id": member.id, "name": member.name, "address": member.address, "learner": member.learner}
+    return {"id": member.id, "name": member.name, "address": member.address,
+            "state": member.state.name.lower(), "lost": member.lost}
 
 
 def _stored(status: NodeStatus) -> str:

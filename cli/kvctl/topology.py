@@ -1,4 +1,4 @@
-"""`kvctl status|members|partitions`: what the cluster is made of and who leads what."""
+"""`kvctl status|partitions`: what the cluster is made of, who leads what, and what is moving."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from kvctl.connection import DataCommand, KvctlError, connection_options, run_with_client, settings
 from kvctl.exitcodes import ExitCode
 from kvctl.printer import Printer
-from kvstore.client import Client, ClusterLayout, InvalidArgumentError, KvError, Member, NodeStatus
+from kvstore.client import Client, ClusterLayout, InvalidArgumentError, KvError, MemberState, NodeStatus
 
 # The members answered just before the deadline: each node still gets this long to answer.
 _LAST_MOMENT_S = 0.01
@@ -46,7 +46,8 @@ def status(ctx: click.Context, nodes: tuple[str, ...]) -> None:
         # One deadline for the whole command: asking for the members uses part of --timeout.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + client.timeout
-        addresses = list(nodes) or [member.address for member in await client.members()]
+        addresses = list(nodes) or [member.address for member in await client.members()
+                                    if member.state is not MemberState.REMOVED]
         left = max(deadline - loop.time(), _LAST_MOMENT_S)
         return list(await asyncio.gather(*(one(client, address, left) for address in addresses)))
 
@@ -58,22 +59,6 @@ def status(ctx: click.Context, nodes: tuple[str, ...]) -> None:
 
 
 @click.command(
-    "members",
-    cls=DataCommand,
-    epilog=f"\b\nExamples:\n  kvctl members\n  kvctl members -o simple\n\n\b\n{_EXIT_CODES}",
-)
-@connection_options
-@click.pass_context
-def members(ctx: click.Context) -> None:
-    """List the cluster's nodes: id, name, address."""
-
-    async def action(client: Client) -> list[Member]:
-        return await client.members()
-
-    Printer(settings(ctx).output).members(run_with_client(ctx, action))
-
-
-@click.command(
     "partitions",
     cls=DataCommand,
     epilog=f"\b\nExamples:\n  kvctl partitions\n  kvctl partitions -o json | jq '.partitions[0]'\n\n\b\n{_EXIT_CODES}",
@@ -81,7 +66,7 @@ def members(ctx: click.Context) -> None:
 @connection_options
 @click.pass_context
 def partitions(ctx: click.Context) -> None:
-    """Show the cluster map: each partition's replicas and current leader."""
+    """Show the cluster map: each partition's replicas, current leader, and any move under way."""
 
     async def action(client: Client) -> ClusterLayout:
         return await client.partitions()

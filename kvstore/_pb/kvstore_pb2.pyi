@@ -40,6 +40,13 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOURCE_EXHAUSTED: _ClassVar[ErrorCode]
     NO_SPACE: _ClassVar[ErrorCode]
 
+class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTIVE: _ClassVar[MemberState]
+    JOINING: _ClassVar[MemberState]
+    LEAVING: _ClassVar[MemberState]
+    REMOVED: _ClassVar[MemberState]
+
 class AlarmType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     NO_ALARM: _ClassVar[AlarmType]
@@ -73,6 +80,10 @@ PERMISSION_DENIED: ErrorCode
 UNAUTHENTICATED: ErrorCode
 RESOURCE_EXHAUSTED: ErrorCode
 NO_SPACE: ErrorCode
+ACTIVE: MemberState
+JOINING: MemberState
+LEAVING: MemberState
+REMOVED: MemberState
 NO_ALARM: AlarmType
 NOSPACE: AlarmType
 READ: Permission
@@ -499,32 +510,44 @@ class UnlockResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "name", "address", "learner")
+    __slots__ = ("id", "name", "address", "learner", "state", "lost")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     LEARNER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     address: str
     learner: bool
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., learner: _Optional[bool] = ...) -> None: ...
+    state: MemberState
+    lost: bool
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., learner: _Optional[bool] = ..., state: _Optional[_Union[MemberState, str]] = ..., lost: _Optional[bool] = ...) -> None: ...
 
 class PartitionInfo(_message.Message):
-    __slots__ = ("id", "replicas", "leader", "term", "commit_index", "applied_index")
+    __slots__ = ("id", "replicas", "leader", "term", "commit_index", "applied_index", "learners", "moving_to", "move_step", "move_steps")
     ID_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LEARNERS_FIELD_NUMBER: _ClassVar[int]
+    MOVING_TO_FIELD_NUMBER: _ClassVar[int]
+    MOVE_STEP_FIELD_NUMBER: _ClassVar[int]
+    MOVE_STEPS_FIELD_NUMBER: _ClassVar[int]
     id: int
     replicas: _containers.RepeatedScalarFieldContainer[int]
     leader: int
     term: int
     commit_index: int
     applied_index: int
-    def __init__(self, id: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ..., leader: _Optional[int] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ...) -> None: ...
+    learners: _containers.RepeatedScalarFieldContainer[int]
+    moving_to: _containers.RepeatedScalarFieldContainer[int]
+    move_step: int
+    move_steps: int
+    def __init__(self, id: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ..., leader: _Optional[int] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., learners: _Optional[_Iterable[int]] = ..., moving_to: _Optional[_Iterable[int]] = ..., move_step: _Optional[int] = ..., move_steps: _Optional[int] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
@@ -593,6 +616,58 @@ class PartitionsResponse(_message.Message):
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionInfo]
     members: _containers.RepeatedCompositeFieldContainer[Member]
     def __init__(self, epoch: _Optional[int] = ..., partition_count: _Optional[int] = ..., replication_factor: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
+
+class MemberAddRequest(_message.Message):
+    __slots__ = ("address",)
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    def __init__(self, address: _Optional[str] = ...) -> None: ...
+
+class MemberRemoveRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    def __init__(self, node_id: _Optional[int] = ...) -> None: ...
+
+class MemberReplaceRequest(_message.Message):
+    __slots__ = ("node_id", "address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    address: str
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
+
+class MemberChangeResponse(_message.Message):
+    __slots__ = ("header", "error", "member", "epoch")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    error: Error
+    member: Member
+    epoch: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., member: _Optional[_Union[Member, _Mapping]] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("address",)
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    def __init__(self, address: _Optional[str] = ...) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("error", "node_id", "cluster_id", "partition_count", "members")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    error: Error
+    node_id: int
+    cluster_id: str
+    partition_count: int
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., node_id: _Optional[int] = ..., cluster_id: _Optional[str] = ..., partition_count: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
 
 class KeyPermission(_message.Message):
     __slots__ = ("prefix", "permission")

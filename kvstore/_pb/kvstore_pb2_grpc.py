@@ -695,6 +695,26 @@ class ClusterStub:
                 request_serializer=kvstore_dot___pb_dot_kvstore__pb2.PartitionsRequest.SerializeToString,
                 response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.PartitionsResponse.FromString,
                 _registered_method=True)
+        self.MemberAdd = channel.unary_unary(
+                '/kvstore.v1.Cluster/MemberAdd',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberAddRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.MemberRemove = channel.unary_unary(
+                '/kvstore.v1.Cluster/MemberRemove',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberRemoveRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.MemberReplace = channel.unary_unary(
+                '/kvstore.v1.Cluster/MemberReplace',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberReplaceRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+                _registered_method=True)
+        self.Join = channel.unary_unary(
+                '/kvstore.v1.Cluster/Join',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.JoinRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.JoinResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -718,6 +738,30 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MemberAdd(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberRemove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberReplace(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Join(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -735,6 +779,26 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.Partitions,
                     request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.PartitionsRequest.FromString,
                     response_serializer=kvstore_dot___pb_dot_kvstore__pb2.PartitionsResponse.SerializeToString,
+            ),
+            'MemberAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberAdd,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberAddRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'MemberRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberRemove,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberRemoveRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'MemberReplace': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberReplace,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.MemberReplaceRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.SerializeToString,
+            ),
+            'Join': grpc.unary_unary_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.JoinRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.JoinResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -818,6 +882,114 @@ class Cluster:
             '/kvstore.v1.Cluster/Partitions',
             kvstore_dot___pb_dot_kvstore__pb2.PartitionsRequest.SerializeToString,
             kvstore_dot___pb_dot_kvstore__pb2.PartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/MemberAdd',
+            kvstore_dot___pb_dot_kvstore__pb2.MemberAddRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/MemberRemove',
+            kvstore_dot___pb_dot_kvstore__pb2.MemberRemoveRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberReplace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/MemberReplace',
+            kvstore_dot___pb_dot_kvstore__pb2.MemberReplaceRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.MemberChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Cluster/Join',
+            kvstore_dot___pb_dot_kvstore__pb2.JoinRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.JoinResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,26 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from kvstore._pb import kvstore_pb2 as kvstore_dot___pb_dot_kvstore__pb2
+from kvstore._pb import meta_pb2 as kvstore_dot___pb_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16kvstore/_pb/peer.proto\x12\nkvstore.v1\x1a\x19kvstore/_pb/kvstore.proto\"?\n\tPeerHello\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"E\n\tPeerFrame\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x15.kvstore.v1.PeerHello\x12\x12\n\nraft_batch\x18\x02 \x01(\x0c\"\x9c\x01\n\rSnapshotChunk\x12\x10\n\x08group_id\x18\x01 \x01(\x04\x12\x11\n\tfrom_node\x18\x02 \x01(\x04\x12\x0f\n\x07to_node\x18\x03 \x01(\x04\x12\r\n\x05index\x18\x04 \x01(\x04\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\x0c\n\x04last\x18\x08 \x01(\x08\x12\x0c\n\x04meta\x18\t \x01(\x0c\"(\n\x0bSnapshotAck\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"(\n\x15ProposeControlRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x32\xdd\x01\n\x04Peer\x12:\n\x06Stream\x12\x15.kvstore.v1.PeerFrame\x1a\x15.kvstore.v1.PeerFrame(\x01\x30\x01\x12\x44\n\x0cSendSnapshot\x12\x19.kvstore.v1.SnapshotChunk\x1a\x17.kvstore.v1.SnapshotAck(\x01\x12S\n\x0eProposeControl\x12!.kvstore.v1.ProposeControlRequest\x1a\x1e.kvstore.v1.AuthChangeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16kvstore/_pb/peer.proto\x12\nkvstore.v1\x1a\x16kvstore/_pb/meta.proto\"~\n\tPeerHello\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x13\n\x0bincarnation\x18\x04 \x01(\t\x12(\n\x07refusal\x18\x05 \x01(\x0e\x32\x17.kvstore.v1.PeerRefusal\"E\n\tPeerFrame\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x15.kvstore.v1.PeerHello\x12\x12\n\nraft_batch\x18\x02 \x01(\x0c\"\x9c\x01\n\rSnapshotChunk\x12\x10\n\x08group_id\x18\x01 \x01(\x04\x12\x11\n\tfrom_node\x18\x02 \x01(\x04\x12\x0f\n\x07to_node\x18\x03 \x01(\x04\x12\r\n\x05index\x18\x04 \x01(\x04\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\x0c\n\x04last\x18\x08 \x01(\x08\x12\x0c\n\x04meta\x18\t \x01(\x0c\"(\n\x0bSnapshotAck\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t*T\n\x0bPeerRefusal\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x00\x12\x11\n\rOTHER_CLUSTER\x10\x01\x12\x10\n\x0cNOT_A_MEMBER\x10\x02\x12\x12\n\x0eREUSED_NODE_ID\x10\x03\x32\xda\x01\n\x04Peer\x12:\n\x06Stream\x12\x15.kvstore.v1.PeerFrame\x1a\x15.kvstore.v1.PeerFrame(\x01\x30\x01\x12\x44\n\x0cSendSnapshot\x12\x19.kvstore.v1.SnapshotChunk\x1a\x17.kvstore.v1.SnapshotAck(\x01\x12P\n\x0bProposeMeta\x12 .kvstore.internal.v1.MetaCommand\x1a\x1f.kvstore.internal.v1.MetaResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvstore._pb.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PEERHELLO']._serialized_start=65
-  _globals['_PEERHELLO']._serialized_end=128
-  _globals['_PEERFRAME']._serialized_start=130
-  _globals['_PEERFRAME']._serialized_end=199
-  _globals['_SNAPSHOTCHUNK']._serialized_start=202
-  _globals['_SNAPSHOTCHUNK']._serialized_end=358
-  _globals['_SNAPSHOTACK']._serialized_start=360
-  _globals['_SNAPSHOTACK']._serialized_end=400
-  _globals['_PROPOSECONTROLREQUEST']._serialized_start=402
-  _globals['_PROPOSECONTROLREQUEST']._serialized_end=442
-  _globals['_PEER']._serialized_start=445
-  _globals['_PEER']._serialized_end=666
+  _globals['_PEERREFUSAL']._serialized_start=462
+  _globals['_PEERREFUSAL']._serialized_end=546
+  _globals['_PEERHELLO']._serialized_start=62
+  _globals['_PEERHELLO']._serialized_end=188
+  _globals['_PEERFRAME']._serialized_start=190
+  _globals['_PEERFRAME']._serialized_end=259
+  _globals['_SNAPSHOTCHUNK']._serialized_start=262
+  _globals['_SNAPSHOTCHUNK']._serialized_end=418
+  _globals['_SNAPSHOTACK']._serialized_start=420
+  _globals['_SNAPSHOTACK']._serialized_end=460
+  _globals['_PEER']._serialized_start=549
+  _globals['_PEER']._serialized_end=767
 # @@protoc_insertion_point(module_scope)

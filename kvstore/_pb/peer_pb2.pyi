@@ -1,4 +1,5 @@
-from kvstore._pb import kvstore_pb2 as _kvstore_pb2
+from kvstore._pb import meta_pb2 as _meta_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
@@ -6,15 +7,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PeerRefusal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACCEPTED: _ClassVar[PeerRefusal]
+    OTHER_CLUSTER: _ClassVar[PeerRefusal]
+    NOT_A_MEMBER: _ClassVar[PeerRefusal]
+    REUSED_NODE_ID: _ClassVar[PeerRefusal]
+ACCEPTED: PeerRefusal
+OTHER_CLUSTER: PeerRefusal
+NOT_A_MEMBER: PeerRefusal
+REUSED_NODE_ID: PeerRefusal
+
 class PeerHello(_message.Message):
-    __slots__ = ("node_id", "cluster_id", "epoch")
+    __slots__ = ("node_id", "cluster_id", "epoch", "incarnation", "refusal")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     cluster_id: str
     epoch: int
-    def __init__(self, node_id: _Optional[int] = ..., cluster_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+    incarnation: str
+    refusal: PeerRefusal
+    def __init__(self, node_id: _Optional[int] = ..., cluster_id: _Optional[str] = ..., epoch: _Optional[int] = ..., incarnation: _Optional[str] = ..., refusal: _Optional[_Union[PeerRefusal, str]] = ...) -> None: ...
 
 class PeerFrame(_message.Message):
     __slots__ = ("hello", "raft_batch")
@@ -53,9 +69,3 @@ class SnapshotAck(_message.Message):
     ok: bool
     error: str
     def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
-
-class ProposeControlRequest(_message.Message):
-    __slots__ = ("command",)
-    COMMAND_FIELD_NUMBER: _ClassVar[int]
-    command: bytes
-    def __init__(self, command: _Optional[bytes] = ...) -> None: ...

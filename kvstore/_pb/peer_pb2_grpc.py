@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from kvstore._pb import kvstore_pb2 as kvstore_dot___pb_dot_kvstore__pb2
+from kvstore._pb import meta_pb2 as kvstore_dot___pb_dot_meta__pb2
 from kvstore._pb import peer_pb2 as kvstore_dot___pb_dot_peer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -45,10 +45,10 @@ class PeerStub:
                 request_serializer=kvstore_dot___pb_dot_peer__pb2.SnapshotChunk.SerializeToString,
                 response_deserializer=kvstore_dot___pb_dot_peer__pb2.SnapshotAck.FromString,
                 _registered_method=True)
-        self.ProposeControl = channel.unary_unary(
-                '/kvstore.v1.Peer/ProposeControl',
-                request_serializer=kvstore_dot___pb_dot_peer__pb2.ProposeControlRequest.SerializeToString,
-                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+        self.ProposeMeta = channel.unary_unary(
+                '/kvstore.v1.Peer/ProposeMeta',
+                request_serializer=kvstore_dot___pb_dot_meta__pb2.MetaCommand.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_meta__pb2.MetaResult.FromString,
                 _registered_method=True)
 
 
@@ -67,8 +67,10 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ProposeControl(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def ProposeMeta(self, request, context):
+        """A meta command passed to the meta group's leader, which proposes it and answers once it
+        applied it (or refuses: NOT_LEADER if it no longer leads).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -86,10 +88,10 @@ def add_PeerServicer_to_server(servicer, server):
                     request_deserializer=kvstore_dot___pb_dot_peer__pb2.SnapshotChunk.FromString,
                     response_serializer=kvstore_dot___pb_dot_peer__pb2.SnapshotAck.SerializeToString,
             ),
-            'ProposeControl': grpc.unary_unary_rpc_method_handler(
-                    servicer.ProposeControl,
-                    request_deserializer=kvstore_dot___pb_dot_peer__pb2.ProposeControlRequest.FromString,
-                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            'ProposeMeta': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeMeta,
+                    request_deserializer=kvstore_dot___pb_dot_meta__pb2.MetaCommand.FromString,
+                    response_serializer=kvstore_dot___pb_dot_meta__pb2.MetaResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -157,7 +159,7 @@ class Peer:
             _registered_method=True)
 
     @staticmethod
-    def ProposeControl(request,
+    def ProposeMeta(request,
             target,
             options=(),
             channel_credentials=None,
@@ -170,9 +172,9 @@ class Peer:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/kvstore.v1.Peer/ProposeControl',
-            kvstore_dot___pb_dot_peer__pb2.ProposeControlRequest.SerializeToString,
-            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            '/kvstore.v1.Peer/ProposeMeta',
+            kvstore_dot___pb_dot_meta__pb2.MetaCommand.SerializeToString,
+            kvstore_dot___pb_dot_meta__pb2.MetaResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,10 +50,10 @@ class Attempts:
         self, partition: int, replicas: Sequence[int], timeout: float, *, write: bool
     ) -> KvError:
         """The error of a call to `partition` (held by `replicas`) whose `timeout` passed."""
-        tried = [*replicas, *sorted(set(self._outcomes) - set(replicas))]
+        tried = sorted({*replicas, *self._outcomes})
         answered = [node for node in tried if node in self._outcomes and self._outcomes[node].answered]
         silent = [node for node in tried if node in self._outcomes and not self._outcomes[node].answered]
-        untried = [node for node in replicas if node not in self._outcomes]
+        untried = [node for node in sorted(replicas) if node not in self._outcomes]
         parts = [f"{len(answered)} of its {len(replicas)} replicas answered"]
         if answered:
             parts[0] += " (" + "; ".join(f"node {n}: {self._outcomes[n].detail}" for n in answered) + ")"

@@ -122,7 +122,7 @@ def _with_token(details: grpc.aio.ClientCallDetails, token: str | None) -> grpc.
 
 
 AuthCall = Callable[[str, Message], Awaitable[Any]]
-"""(Auth method name, request) -> its response, from the control group's leader; raises the
+"""(Auth method name, request) -> its response, from the meta group's leader; raises the
 typed error of a refusal."""
 
 

@@ -198,6 +198,7 @@ class Client:
         self._mutation_slots = asyncio.Semaphore(MAX_OUTSTANDING_MUTATIONS)
         self._refresh_lock = asyncio.Lock()
         self._layout_generation = 0
+        self._epoch_refresh: asyncio.Future[None] | None = None
         # Highest revision seen per partition: the floor for SESSION reads (read-your-writes).
         self._seen_revisions: dict[int, int] = {}
         self._keep_alives = KeepAlives(self._call_partition, self._lease_stub)
@@ -210,6 +211,9 @@ class Client:
         """Stop the per-node batchers and close every connection. Calls still waiting fail with
         `UnavailableError`; later calls are refused. Closing twice is harmless."""
         self._closed = True
+        if self._epoch_refresh is not None:
+            self._epoch_refresh.cancel()
+            await asyncio.gather(self._epoch_refresh, return_exceptions=True)
         await self._keep_alives.close()
         batchers, self._batchers = self._batchers, {}
         await asyncio.gather(*(batcher.close() for batcher in batchers.values()))
@@ -613,6 +617,33 @@ class Client:
         router = await self._refresh_layout(self._layout_generation, self._deadline())
         return router.layout
 
+    async def member_add(self, address: str) -> Member:
+        """Add a member that will listen on `address` (HOST:PORT); the cluster gives it an id.
+        Start it with `kvstore-node --join` and that address; partitions then move to it."""
+        return await self._member_change(lambda stub, timeout: stub.MemberAdd(
+            pb.MemberAddRequest(address=address), timeout=timeout))
+
+    async def member_remove(self, node_id: int) -> Member:
+        """Remove member `node_id`: its partitions move to the others, then it is removed."""
+        return await self._member_change(lambda stub, timeout: stub.MemberRemove(
+            pb.MemberRemoveRequest(node_id=node_id), timeout=timeout))
+
+    async def member_replace(self, node_id: int, address: str = "") -> Member:
+        """Replace member `node_id`, dead or with a damaged disk: its partitions are rebuilt on a
+        new member at `address` (usually the same), or on the others when `address` is empty.
+        Returns the new member (or the replaced one, without an address)."""
+        return await self._member_change(lambda stub, timeout: stub.MemberReplace(
+            pb.MemberReplaceRequest(node_id=node_id, address=address), timeout=timeout))
+
+    async def _member_change(
+        self, call: Callable[[pb_grpc.ClusterStub, float], Awaitable[pb.MemberChangeResponse]]
+    ) -> Member:
+        response = await self._cluster_call(call, self._deadline())
+        if response.error.code:
+            raise exception_for(response.error.code, response.error.message)
+        self._note_epoch(response.header.epoch)
+        return wire.member_from_pb(response.member)
+
     # ---- routing and retries ----------------------------------------------------------------
 
     def _deadline(self, timeout: float | None = None) -> float:
@@ -839,6 +870,23 @@ class Client:
         header = response.header
         if header.revision > self._seen_revisions.get(header.partition, 0):
             self._seen_revisions[header.partition] = header.revision
+        self._note_epoch(header.epoch)
+
+    def _note_epoch(self, epoch: int) -> None:
+        """A node answered with a newer cluster map's epoch than the one routing here: fetch it
+        in the background (the answer in hand stands; later calls route with the new map)."""
+        router = self._router
+        if router is None or epoch <= router.epoch or self._epoch_refresh is not None:
+            return
+        deadline = self._deadline()
+
+        async def refresh() -> None:
+            try:
+                await self._refresh_layout_quietly(deadline)
+            finally:
+                self._epoch_refresh = None
+
+        self._epoch_refresh = asyncio.ensure_future(refresh())
 
     # ---- cluster map ------------------------------------------------------------------------
 
@@ -855,6 +903,8 @@ class Client:
                 raise UnavailableError(
                     f"the cluster map has no partitions or no members (epoch {layout.epoch})"
                 )
+            if self._router is not None and layout.epoch < self._router.epoch:
+                return self._router  # a node that lags behind the map already known
             self._router = Router(layout)
             self._layout_generation += 1
             return self._router
@@ -884,7 +934,10 @@ class Client:
         time left.
         """
         if endpoints is None:
+            # Members in a random order: a node that lags (one just removed stops applying the
+            # map) must not be the one asked every time.
             known = self._router.addresses() if self._router is not None else []
+            self._rng.shuffle(known)
             endpoints = list(dict.fromkeys([*known, *self._seeds]))
         loop = asyncio.get_running_loop()
         backoff = _Backoff(self._rng)
@@ -932,7 +985,7 @@ class Client:
         return response.token, response.expires_at_unix_ms / 1000
 
     async def _auth_call(self, method: str, request: Message) -> Any:
-        """An Auth RPC, at the control group's leader: asked of any member first, then of the
+        """An Auth RPC, at the meta group's leader: asked of any member first, then of the
         leader a NOT_LEADER answer names. Raises the typed error of a refusal.
 
         A change is not deduplicated by the nodes, so it gets all the time left for each attempt

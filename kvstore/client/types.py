@@ -81,22 +81,37 @@ class TxnResult:
     responses: tuple[OpResult, ...]
 
 
+class MemberState(IntEnum):
+    """Where a member is in its life (docs/membership.md)."""
+
+    JOINING = pb.JOINING  # added; partitions are moving to it
+    ACTIVE = pb.ACTIVE
+    LEAVING = pb.LEAVING  # being removed or replaced; its partitions are moving away
+    REMOVED = pb.REMOVED  # gone for good; its id is never given out again
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     id: int
     name: str
     address: str
     learner: bool
+    state: MemberState = MemberState.ACTIVE
+    lost: bool = False  # replaced: its data is gone or untrusted
 
 
 @dataclass(frozen=True, slots=True)
 class PartitionInfo:
     id: int
-    replicas: tuple[int, ...]
+    replicas: tuple[int, ...]  # voters, preferred leader first
     leader: int  # 0 = unknown
     term: int
     commit_index: int
     applied_index: int
+    learners: tuple[int, ...] = ()
+    moving_to: tuple[int, ...] = ()  # the replicas a move under way ends with (empty: not moving)
+    move_step: int = 0  # steps of that move done, of `move_steps`
+    move_steps: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from kvstore.client.types import (
     Grant,
     KeyValue,
     Member,
+    MemberState,
     NodeStatus,
     OpResult,
     PartitionInfo,
@@ -136,7 +137,7 @@ def compare_to_pb(compare: Compare) -> pb.Compare:
 
 
 def member_from_pb(member: pb.Member) -> Member:
-    return Member(member.id, member.name, member.address, member.learner)
+    return Member(member.id, member.name, member.address, member.learner, MemberState(member.state), member.lost)
 
 
 def partition_from_pb(info: pb.PartitionInfo) -> PartitionInfo:
@@ -147,6 +148,10 @@ def partition_from_pb(info: pb.PartitionInfo) -> PartitionInfo:
         term=info.term,
         commit_index=info.commit_index,
         applied_index=info.applied_index,
+        learners=tuple(info.learners),
+        moving_to=tuple(info.moving_to),
+        move_step=info.move_step,
+        move_steps=info.move_steps,
     )
 
 

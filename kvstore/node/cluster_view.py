@@ -22,7 +22,7 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
-from kvstore.ring import ClusterMap
+from kvstore.statemachine.cluster_state import ClusterState
 
 STATUS_TIMEOUT_S = 1.0
 MAX_AGE_S = 0.5  # page views within this share one gathering
@@ -68,9 +68,9 @@ class ClusterView:
     partitions: tuple[PartitionView, ...]
 
 
-def map_replicas(cluster_map: ClusterMap) -> dict[int, tuple[int, ...]]:
+def map_replicas(cluster_state: ClusterState) -> dict[int, tuple[int, ...]]:
     """Partition -> its replicas, from the cluster map."""
-    return {p: tuple(int(n) for n in cluster_map.replicas(p)) for p in range(cluster_map.partitions)}
+    return {p: current.replicas for p, current in enumerate(cluster_state.partitions)}
 
 
 def reported_replicas(answers: Mapping[int, pb.StatusResponse | str]) -> dict[int, tuple[int, ...]]:
@@ -153,9 +153,9 @@ class ClusterStatusSource:
     share it: any number of open status pages cost the cluster one round per half second.
     """
 
-    def __init__(self, cluster_map: Callable[[], ClusterMap], channel_to: Callable[[str], grpc.aio.Channel],
+    def __init__(self, cluster_state: Callable[[], ClusterState], channel_to: Callable[[str], grpc.aio.Channel],
                  timeout_s: float = STATUS_TIMEOUT_S) -> None:
-        self._cluster_map = cluster_map
+        self._cluster_state = cluster_state
         self._channel_to = channel_to  # a new channel to an address (TLS with the node's certificate, if any)
         self._timeout_s = timeout_s
         self._lock = asyncio.Lock()
@@ -165,11 +165,11 @@ class ClusterStatusSource:
         async with self._lock:
             if self._last is not None and time.monotonic() - self._last[0] < MAX_AGE_S:
                 return self._last[1]
-            cluster_map = self._cluster_map()
-            members = {int(node): address for node, address in cluster_map.members.items()}
+            cluster_state = self._cluster_state()
+            members = cluster_state.addresses()
             answers = await asyncio.gather(*(fetch_status(self._channel_to, a, self._timeout_s)
                                              for a in members.values()))
-            view = build_cluster_view(members, map_replicas(cluster_map),
+            view = build_cluster_view(members, map_replicas(cluster_state),
                                       dict(zip(members, answers, strict=True)))
             self._last = (time.monotonic(), view)
             return view

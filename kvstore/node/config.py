@@ -24,11 +24,12 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    node_id: int
+    node_id: int  # 0 with `join`: the cluster gives the id
     listen: str
     data_dir: Path
-    peers: dict[int, str] = field(default_factory=dict)  # every member, this node included
+    peers: dict[int, str] = field(default_factory=dict)  # every initial member, this node included
     single_node: bool = False  # no --peers: a cluster of this node alone, said explicitly
+    join: tuple[str, ...] = ()  # seeds (HOST:PORT) of a running cluster to join instead of `peers`
     partitions: int = 64
     replication_factor: int = 3
     vnodes: int = 64
@@ -39,7 +40,7 @@ class NodeConfig:
     max_value_bytes: int = 1 << 20
     request_timeout_s: float = 5.0
     snapshot_entries: int = 10_000  # compact a group's log once this many entries are applied
-    cluster_id: str = "kvstore"
+    initial_cluster_token: str = "kvstore"  # with the initial --peers, makes the cluster id (bootstrap only)
     log_level: str = "info"
     # Transport security (docs/security.md): the port serves TLS with cert/key and requires a
     # certificate signed by ca (or peer_ca) from every caller; peer_* default to these.
@@ -59,16 +60,23 @@ class NodeConfig:
     quota_backend_bytes: int = 0  # past this much storage on any member, writes that add data are refused; 0: none
 
     def validate(self) -> None:
-        if self.node_id <= 0:
-            raise ConfigError("--id must be a positive integer")
-        if not self.peers:
-            raise ConfigError("no --peers: list every member with --peers ID=HOST:PORT,... (this node "
-                              "included), or pass --single-node to run a cluster of this node alone")
-        if self.single_node and len(self.peers) > 1:
-            raise ConfigError(f"--single-node, but --peers names {len(self.peers)} members "
-                              f"({format_peers(self.peers)})")
-        if self.node_id not in self.peers:
-            raise ConfigError(f"node {self.node_id} is not in --peers ({format_peers(self.peers)})")
+        if self.join:
+            if self.peers or self.single_node:
+                raise ConfigError("--join does not go with --peers or --single-node: those make a new cluster, "
+                                  "--join enters a running one")
+            if self.node_id < 0:
+                raise ConfigError("--id must be a positive integer")
+        else:
+            if self.node_id <= 0:
+                raise ConfigError("--id must be a positive integer")
+            if not self.peers:
+                raise ConfigError("no --peers: list every member with --peers ID=HOST:PORT,... (this node "
+                                  "included), or pass --single-node to run a cluster of this node alone")
+            if self.single_node and len(self.peers) > 1:
+                raise ConfigError(f"--single-node, but --peers names {len(self.peers)} members "
+                                  f"({format_peers(self.peers)})")
+            if self.node_id not in self.peers:
+                raise ConfigError(f"node {self.node_id} is not in --peers ({format_peers(self.peers)})")
         self._check_addresses()
         if self.partitions <= 0 or self.partitions & (self.partitions - 1):
             raise ConfigError(f"--partitions must be a power of two, got {self.partitions}")
@@ -131,6 +139,8 @@ class NodeConfig:
                 parse_address(address)
             except ValueError as e:
                 raise ConfigError(f"--peers entry {node_id}={address}: {e}") from None
+        if self.join:
+            return  # the address it was added with is --listen itself
         advertised = self.peers[self.node_id]
         host, port = parse_address(advertised)
         if port != listen_port or (listen_host != host and listen_host not in WILDCARD_HOSTS):

@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from kvstore.address import parse_address
+from kvstore.errors import UnavailableError
 from kvstore.node.cluster_view import ClusterStatusSource
 from kvstore.node.health import NodeHealth
 from kvstore.node.server import AddressInUseError
@@ -76,5 +77,8 @@ class OpsServer:
         return web.Response(text=STATUS_PAGE.read_text(encoding="utf-8"), content_type="text/html")
 
     async def _cluster(self, request: web.Request) -> web.Response:
-        view = await self.cluster.view()
+        try:
+            view = await self.cluster.view()
+        except UnavailableError as error:  # a joining node does not know the cluster yet
+            return web.Response(status=503, text=f"{error.message}\n")
         return web.json_response({"served_by": self.node_id, **dataclasses.asdict(view)})

@@ -13,7 +13,7 @@ import asyncio
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,13 @@ def node_command(node_id: int, peers: Mapping[int, str], data_dir: Path, partiti
         sys.executable, "-m", "kvstore.node", "--id", str(node_id), "--listen", peers[node_id],
         "--peers", format_peers(dict(peers)), "--data-dir", str(data_dir), "--partitions", str(partitions), *extra,
     ]  # fmt: skip
+
+
+def join_command(address: str, seeds: Sequence[str], data_dir: Path, *extra: str) -> list[str]:
+    """The argv that runs a node joining the cluster of `seeds` at `address` (added as a member
+    with that address first); restarted later, the same command finds its data dir."""
+    return [sys.executable, "-m", "kvstore.node", "--join", ",".join(seeds), "--listen", address,
+            "--data-dir", str(data_dir), *extra]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -62,6 +69,17 @@ def node_status(address: str, timeout: float = 1.0,
     with sync_channel(address, credentials) as channel:
         try:
             return kvstore_pb2_grpc.ClusterStub(channel).Status(pb.StatusRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return None
+
+
+def cluster_layout(address: str, timeout: float = 1.0,
+                   credentials: grpc.ChannelCredentials | None = None) -> pb.PartitionsResponse | None:
+    """The cluster map as the node sees it (with the moves under way), or None when it does not
+    answer within `timeout`."""
+    with sync_channel(address, credentials) as channel:
+        try:
+            return kvstore_pb2_grpc.ClusterStub(channel).Partitions(pb.PartitionsRequest(), timeout=timeout)
         except grpc.RpcError:
             return None
 

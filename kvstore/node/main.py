@@ -36,16 +36,18 @@ import click
 import uvloop
 
 from kvstore._pb import kvstore_pb2, peer_pb2
+from kvstore.errors import KvError, UnavailableError
 from kvstore.node.cluster_view import ClusterStatusSource
 from kvstore.node.config import PATH_SETTINGS, ConfigError, NodeConfig, load_toml, parse_peers
 from kvstore.node.health import NodeHealth, add_reflection
 from kvstore.node.http import OpsServer
+from kvstore.node.identity import IdentityError
 from kvstore.node.metrics import RequestMetricsInterceptor, metrics_registry
 from kvstore.node.server import AddressInUseError, Node
 from kvstore.ratelimit import RateLimiter
 from kvstore.rpc import AuthService, ClusterService, Guard, KVService, LeaseService, LockService, PeerService
 from kvstore.statemachine.control import RateLimit
-from kvstore.storage import DataDirLockedError, StorageError
+from kvstore.storage import CorruptionError, DataDirLockedError, StorageError
 from kvstore.tls import TlsError
 
 EXIT_CONFIG = 2
@@ -92,7 +94,9 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
             settings[key] = value
     if isinstance(settings.get("peers"), str):
         settings["peers"] = parse_peers(settings["peers"])
-    for required in ("node_id", "listen", "data_dir"):
+    if isinstance(settings.get("join"), str):
+        settings["join"] = tuple(seed.strip() for seed in settings["join"].split(",") if seed.strip())
+    for required in ("node_id", "listen", "data_dir") if not settings.get("join") else ("listen", "data_dir"):
         if required not in settings:
             flag = {"node_id": "--id"}.get(required, "--" + required.replace("_", "-"))
             env = "KVSTORE_NODE_" + ("ID" if required == "node_id" else required.upper())
@@ -100,23 +104,25 @@ def build_config(options: dict[str, Any]) -> NodeConfig:
     for name in PATH_SETTINGS:
         if settings.get(name) is not None:
             settings[name] = Path(settings[name])
-    if settings.get("single_node") and not settings.get("peers"):
+    if settings.get("join"):
+        settings.setdefault("node_id", 0)
+    elif settings.get("single_node") and not settings.get("peers"):
         settings["peers"] = {int(settings["node_id"]): settings["listen"]}
     config = NodeConfig(**settings)
     config.validate()
     return config
 
 
-async def serve(config: NodeConfig) -> None:
-    """Run the node until SIGTERM or SIGINT (or a fatal error closes it); SIGHUP re-reads its
-    certificates."""
+async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
+    """Run the node until SIGTERM or SIGINT (or a fatal error closes it, which it then raises);
+    SIGHUP re-reads its certificates."""
     node = Node(config)
     health = NodeHealth(PUBLIC_SERVICES)
     await health.set_serving(False)
     ops = None
     if config.metrics_address:
         # The page asks the members for their status as the node dials its peers (its certificate, if any).
-        cluster = ClusterStatusSource(lambda: node.cluster_map, lambda address: node.security.peer_channel(address, ()))
+        cluster = ClusterStatusSource(lambda: node.cluster_state, lambda address: node.security.peer_channel(address, ()))
         ops = OpsServer(config.metrics_address, node.node_id, metrics_registry(node, node.metrics), health, cluster)
         await ops.start()
     try:
@@ -134,6 +140,7 @@ async def serve(config: NodeConfig) -> None:
         await node.start([*services, health.add_to,
                           lambda server: add_reflection(server, SERVED_SERVICES)],
                          [RequestMetricsInterceptor(node.metrics), guard])
+        log_format.node_id = node.node_id  # with --join, known once the node has joined
         await health.set_serving(True)  # the log is replayed and the Ready loop runs
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -150,14 +157,21 @@ async def serve(config: NodeConfig) -> None:
     finally:
         if ops is not None:
             await ops.close()
+    if node.fatal is not None:
+        raise node.fatal
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "KVSTORE_NODE",
                                  "max_content_width": 100})
 @click.option("--id", "node_id", type=int, envvar="KVSTORE_NODE_ID", help="This node's id (a positive integer, unique in the cluster).")
 @click.option("--listen", help="HOST:PORT to serve clients and peers on.")
-@click.option("--peers", help="Every member, this node included: ID=HOST:PORT,ID=HOST:PORT,... This node's "
-              "entry is the address its peers dial: --listen's, or --listen is 0.0.0.0 or [::] on its port.")
+@click.option("--peers", help="Every member of a new cluster, this node included: ID=HOST:PORT,ID=HOST:PORT,... "
+              "This node's entry is the address its peers dial: --listen's, or --listen is 0.0.0.0 or [::] on "
+              "its port. Read once, when the data dir is created.")
+@click.option("--join",
+              help="Join a running cluster instead: HOST:PORT of one or more of its nodes, comma-separated. "
+                   "Add the node first (`kvctl member add --address` this node's --listen); --id is then "
+                   "the cluster's choice.")
 @click.option("--single-node", is_flag=True, default=None,
               help="Run a cluster of this node alone (instead of --peers).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Directory for this node's LevelDB.")
@@ -169,7 +183,10 @@ async def serve(config: NodeConfig) -> None:
 @click.option("--max-key-bytes", type=int, help="Largest key accepted (default 4096).")
 @click.option("--max-value-bytes", type=int, help="Largest value accepted (default 1 MiB).")
 @click.option("--snapshot-entries", type=int, help="Compact a partition's log after this many entries.")
-@click.option("--cluster-id", help="Nodes only talk to peers with the same cluster id.")
+@click.option("--initial-cluster-token",
+              help="Used once, when the data dir is created: the cluster id is derived from it and --peers, "
+                   "and nodes only talk to peers of the same cluster. Give each new cluster its own "
+                   "(kvctl cluster up does). Default: kvstore.")
 @click.option("--cert", type=click.Path(dir_okay=False), help="Serve TLS with this certificate (PEM); needs --key and --ca.")
 @click.option("--key", type=click.Path(dir_okay=False), help="The private key of --cert (PEM, unencrypted).")
 @click.option("--ca", type=click.Path(dir_okay=False),
@@ -212,6 +229,11 @@ def cli(log_format: str, **options: Any) -> None:
     `kill -HUP` the node after replacing them, and it serves the new ones. A cluster of one
     node, for trying things out:
       kvstore-node --id 1 --listen 127.0.0.1:2379 --data-dir data/1 --single-node
+
+    \b
+    A 4th node for the 3-node cluster:
+      kvctl member add --address 127.0.0.1:2382      # says the new member's id
+      kvstore-node --join 127.0.0.1:2379 --listen 127.0.0.1:2382 --data-dir data/4
     """
     try:
         config = build_config(options)
@@ -219,17 +241,28 @@ def cli(log_format: str, **options: Any) -> None:
         click.echo(f"kvstore-node: {e}", err=True)
         sys.exit(EXIT_CONFIG)
     handler = logging.StreamHandler()
-    handler.setFormatter(_LogFormatter(config.node_id, log_format == "json"))
+    formatter = _LogFormatter(config.node_id, log_format == "json")
+    handler.setFormatter(formatter)
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler], force=True)
     if config.log_level != "debug":
         # gRPC's Python layer logs routine events as warnings (a stream aborted by a stopping server).
         logging.getLogger("grpc").setLevel(logging.ERROR)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        uvloop.run(serve(config))
-    except (DataDirLockedError, AddressInUseError, TlsError) as e:
+        uvloop.run(serve(config, formatter))
+    except (DataDirLockedError, AddressInUseError, IdentityError, TlsError) as e:
         click.echo(f"kvstore-node: {e}", err=True)
         sys.exit(EXIT_CONFIG)
+    except UnavailableError as e:
+        click.echo(f"kvstore-node: cannot join the cluster: {e}", err=True)
+        sys.exit(EXIT_RUNTIME)
+    except KvError as e:
+        click.echo(f"kvstore-node: cannot join the cluster: {e}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except CorruptionError as e:
+        click.echo(f"kvstore-node: {e}; this node's copy cannot be trusted: move {config.data_dir} aside "
+                   "and replace the node (docs/membership.md)", err=True)
+        sys.exit(EXIT_RUNTIME)
     except StorageError as e:
         click.echo(f"kvstore-node: storage error: {e}", err=True)
         sys.exit(EXIT_RUNTIME)

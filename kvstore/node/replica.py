@@ -1,36 +1,29 @@
-"""One replica of one Raft group on this node: its Raft node, durable log and state machine
-(`Replica`: the control group's); a partition's (`PartitionReplica`) also has its lessor (the
-lease deadlines it keeps while it leads the partition)."""
+"""One replica of one Raft group on this node (a partition, or the meta group): its Raft node,
+durable log and state machine; a partition's also has its lessor (the lease deadlines it keeps
+while it leads the partition)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from kvstore.errors import KvError, LeaseNotFoundError, NotLeaderError
 from kvstore.node.lessor import Lessor
-from kvstore.raft import Config, ConfState, Entry, HardState, RawNode, Role, Snapshot, SnapshotMeta
-from kvstore.statemachine import PartitionStateMachine
-from kvstore.statemachine.control_group import CONTROL_GROUP
+from kvstore.raft import Config, Entry, HardState, Message, RawNode, Role, Snapshot, SnapshotMeta, Tombstone
+from kvstore.statemachine import PartitionStateMachine, WriteResponse
 from kvstore.storage import DurableLogStorage, Engine, WriteBatch
 
-
-def group_name(group: int) -> str:
-    return "the control group" if group == CONTROL_GROUP else f"partition {group}"
-
-
-def not_leader(partition: int, leader: int) -> NotLeaderError:
-    known = f"; the leader is node {leader}" if leader else "; no leader is known yet"
-    return NotLeaderError(f"this node does not lead {group_name(partition)}{known}", leader_hint=leader)
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
-class GroupStateMachine(Protocol):
-    """What a replica needs of its group's state machine (`PartitionStateMachine`,
-    `ControlStateMachine`): the rules of `PartitionStateMachine`'s docstring bind both."""
+class GroupMachine(Protocol[R_co]):
+    """What the Ready loop needs of a group's state machine (`PartitionStateMachine`,
+    `MetaStateMachine`): see `PartitionStateMachine` for the rules of staging."""
 
     @property
     def applied_index(self) -> int: ...
@@ -38,22 +31,27 @@ class GroupStateMachine(Protocol):
     @property
     def applied(self) -> SnapshotMeta: ...
 
-    def apply(self, batch: WriteBatch, entries: Iterable[Entry]) -> Any: ...
-
-    def snapshot(self) -> Snapshot: ...
+    def apply(self, batch: WriteBatch, entries: Iterable[Entry]) -> Sequence[tuple[Entry, R_co | None]]: ...
 
     def restore(self, batch: WriteBatch, snapshot: Snapshot) -> None: ...
+
+    def snapshot(self) -> Snapshot: ...
 
     def bootstrap(self, batch: WriteBatch, start: SnapshotMeta) -> None: ...
 
 
-SM = TypeVar("SM", bound=GroupStateMachine)
+M = TypeVar("M", bound=GroupMachine[object])
+
+
+def not_leader(partition: int, leader: int) -> NotLeaderError:
+    known = f"; the leader is node {leader}" if leader else "; no leader is known yet"
+    return NotLeaderError(f"this node does not lead partition {partition}{known}", leader_hint=leader)
 
 
 @dataclass(slots=True)
-class Waiter:
+class Waiter(Generic[R]):
     term: int
-    future: asyncio.Future[Any]  # resolves to the state machine's response (a protobuf message)
+    future: asyncio.Future[R]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,38 +74,27 @@ class KeepAlive:
 
 
 @dataclass(slots=True)
-class Replica(Generic[SM]):
-    partition: int  # the group id: a partition's, or CONTROL_GROUP
+class Replica(Generic[M, R]):
+    partition: int  # the group id: a partition's, or the meta group's
     log: DurableLogStorage
-    sm: SM
+    sm: M
     raw: RawNode
-    proposals: dict[int, Waiter] = field(default_factory=dict)  # log index -> waiter
-    reads: dict[int, asyncio.Future[SM]] = field(default_factory=dict)  # request id -> waiter
+    tombstone: Tombstone | None = None  # of an earlier replica of this group on this node
+    proposals: dict[int, Waiter[R]] = field(default_factory=dict)  # log index -> waiter
+    # Reads waiting for a ReadIndex round or a revision; each future resolves to `sm` (which
+    # the RPC layer reads through its own protocol, `kvstore.rpc.Reader`).
+    reads: dict[int, asyncio.Future[Any]] = field(default_factory=dict)  # request id -> waiter
     ready_reads: list[tuple[int, int]] = field(default_factory=list)  # (read index, request id)
-    session_waiters: list[tuple[int, asyncio.Future[SM]]] = field(default_factory=list)
+    session_waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
     compact_pending: bool = False
 
-    @classmethod
-    def open(cls, engine: Engine, group: int, sm: SM, conf_state: ConfState, config: Config,
-             rng: random.Random, log_cache_bytes: int, **more: Any) -> Self:
-        """The replica of `group` as `engine` holds it (bootstrapped on first start); its log keeps
-        at most `log_cache_bytes` of its tail in memory. `more` fills the fields of a subclass."""
-        # A follower that needs entries the log no longer has gets the state machine as it is
-        # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
-        # holds exactly the applied state when Raft asks).
-        log = DurableLogStorage.open(engine, group, sm.snapshot, max_cached_bytes=log_cache_bytes)
-        if log.last_index() == 0:
-            # First start: every replica begins from the same empty snapshot at index 1, so no
-            # bootstrap election or configuration entry is needed.
-            # Term 1 belongs to the bootstrap, so the first leader is elected in term 2.
-            start = SnapshotMeta(1, 1, conf_state)
-            batch = engine.new_batch()
-            log.apply_snapshot(batch, Snapshot(start))
-            log.set_hard_state(batch, HardState(term=1, commit=1))
-            sm.bootstrap(batch, start)
-            engine.write(batch, sync=True)
-        applied = max(sm.applied_index, log.first_index() - 1)
-        return cls(group, log, sm, RawNode(dataclasses.replace(config, applied=applied), log, rng), **more)
+    def step(self, message: Message) -> bool:
+        """Step a message from a peer; False when it is dropped: a vote this replica's tombstone
+        refuses (see `Tombstone`)."""
+        if self.tombstone is not None and self.tombstone.refuses(message):
+            return False
+        self.raw.step(message)
+        return True
 
     @property
     def leader(self) -> int:
@@ -154,8 +141,36 @@ class Replica(Generic[SM]):
             self.session_waiters = waiting
 
 
+def open_group(engine: Engine, group: int, sm: GroupMachine[object], config: Config, rng: random.Random,
+               start: SnapshotMeta | None, tombstone: Tombstone | None, log_cache_bytes: int
+               ) -> tuple[DurableLogStorage, RawNode]:
+    """The log and Raft node of `group` as `engine` holds them; the log keeps at most
+    `log_cache_bytes` of its tail in memory. A new replica begins from `start` when given —
+    every initial replica of a new cluster begins from the same empty snapshot at index 1, so no
+    bootstrap election or configuration entry is needed (term 1 belongs to the bootstrap, so the
+    first leader is elected in term 2) — or else empty, to be caught up by the leader's
+    snapshot, with the term and vote of its `tombstone`."""
+    # A follower that needs entries the log no longer has gets the state machine as it is
+    # now (the Ready loop writes each apply batch before it steps Raft again, so the engine
+    # holds exactly the applied state when Raft asks).
+    log = DurableLogStorage.open(engine, group, sm.snapshot, max_cached_bytes=log_cache_bytes)
+    if log.last_index() == 0 and (start is not None or tombstone is not None):
+        batch = engine.new_batch()
+        if start is not None:
+            log.apply_snapshot(batch, Snapshot(start))
+            log.set_hard_state(batch, HardState(term=1, commit=1))
+            sm.bootstrap(batch, start)
+        elif tombstone is not None and log.hard_state.term == 0:
+            log.set_hard_state(batch, HardState(tombstone.term, tombstone.vote, 0))
+        engine.write(batch, sync=True)
+    applied = max(sm.applied_index, log.first_index() - 1)
+    return log, RawNode(dataclasses.replace(config, applied=applied), log, rng)
+
+
 @dataclass(slots=True)
-class PartitionReplica(Replica[PartitionStateMachine]):
+class PartitionReplica(Replica[PartitionStateMachine, WriteResponse]):
+    """A partition's replica, with its lessor."""
+
     lessor: Lessor[KeepAlive] = field(kw_only=True)
     # The lessor's bookkeeping: the term it was promoted in (0: not promoted); whether an entry
     # of this leader's own term was applied (every earlier one is then applied: time to promote);
@@ -164,6 +179,15 @@ class PartitionReplica(Replica[PartitionStateMachine]):
     promote_pending: bool = False
     lessor_dirty: bool = False
     lessor_due: float = 0.0
+
+    @classmethod
+    def open(cls, engine: Engine, partition: int, config: Config, rng: random.Random, lessor: Lessor[KeepAlive],
+             log_cache_bytes: int, start: SnapshotMeta | None = None,
+             tombstone: Tombstone | None = None) -> PartitionReplica:
+        """The replica of `partition` on `engine` (see `open_group`)."""
+        sm = PartitionStateMachine(engine, partition)
+        log, raw = open_group(engine, partition, sm, config, rng, start, tombstone, log_cache_bytes)
+        return cls(partition, log, sm, raw, tombstone, lessor=lessor)
 
     def promote_lessor(self) -> None:
         """Start keeping lease deadlines: every entry of earlier terms is applied."""

@@ -1,5 +1,5 @@
-"""The node runtime: many Raft groups (one per hosted partition, and the control group that holds
-users, roles and alarms, `kvstore.statemachine.control`) driven by one Ready loop.
+"""The node runtime: many Raft groups (one per hosted partition, and the meta group, the one
+system group: the cluster state, users, roles and alarms) driven by one Ready loop.
 
 `Node` is the `kvstore.rpc.Backend` the servicers delegate to. Only the Ready-loop task touches
 Raft. RPC handlers and the transport put work into inboxes and wake the loop; each cycle of the
@@ -16,6 +16,14 @@ loop then:
    responses, publishes the applied key changes to the change-notification hub (`hub.py`:
    lock waiters, watches) and feeds the lease changes to the partition's lessor;
 5. advances every group.
+
+Membership: the meta group (`META_GROUP`) holds the cluster state (members, each partition's
+replicas, moves under way, the epoch) and the control section (users, roles, auth on/off, the
+token secret, the alarms: `kvstore.statemachine.control`, which the guard judges calls by);
+every member hosts a replica of it, as a voter or a learner. Every few ticks the node reads the meta group linearizably and, once it applied that
+far, reconciles itself with the state (`kvstore.node.reconcile`): it creates and deletes
+replicas, proposes the conf changes of the moves it leads, hands leadership over, and reports
+the steps it took to the meta group — all inside the loop, like every other Raft input.
 
 The lessor of each partition this node leads (`lessor.py`, docs/locks.md) keeps lease
 deadlines on the node's monotonic clock. It is promoted once an entry of the leader's own term
@@ -43,23 +51,43 @@ from typing import Any
 import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore._pb import meta_pb2, peer_pb2
 from kvstore._pb.control_pb2 import ControlCommand
 from kvstore._pb.internal_pb2 import LeaseCheckpoints, LeaseExpiries, LogCommand
+from kvstore.codec import decode_tombstone, encode_tombstone
 from kvstore.errors import (
     InvalidArgumentError,
     KvError,
     LeaseNotFoundError,
     LockNotHeldError,
+    NotLeaderError,
     UnavailableError,
     WrongNodeError,
 )
+from kvstore.node import membership
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
 from kvstore.node.hub import ChangeHub
+from kvstore.node.identity import (
+    IdentityError,
+    PeerAdmission,
+    derive_cluster_id,
+    load_identity,
+    open_identity,
+)
 from kvstore.node.lessor import Lessor, LessorConfig, LessorWork, MonotonicClock
 from kvstore.node.metrics import NodeMetrics, timed
-from kvstore.node.replica import KeepAlive, PartitionReplica, Replica, Waiter, group_name, not_leader
+from kvstore.node.reconcile import (
+    Action,
+    CreateReplica,
+    DeleteReplica,
+    ProposeConfChange,
+    ReportStep,
+    TransferLeader,
+    initial_meta_conf,
+    reconcile,
+)
+from kvstore.node.replica import KeepAlive, PartitionReplica, Replica, Waiter, not_leader, open_group
 from kvstore.node.security import NodeSecurity
 from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
@@ -72,65 +100,77 @@ from kvstore.raft import (
     ProposalDroppedError,
     Ready,
     Role,
+    SnapshotMeta,
     SoftState,
+    Tombstone,
 )
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
-from kvstore.ring import ClusterMap
-from kvstore.rpc.backend import ControlReader, Limits, PartitionStatus, PeerCaller, Reader
-from kvstore.statemachine import (
-    LeaseCheckpointed,
-    LeaseGranted,
-    LeaseRemoved,
-    PartitionStateMachine,
-    WriteResponse,
-    lease_partition,
-)
+from kvstore.rpc.backend import Limits, MetaReader, PartitionStatus, PeerCaller, Reader
+from kvstore.statemachine import LeaseCheckpointed, LeaseGranted, LeaseRemoved, WriteResponse, lease_partition
+from kvstore.statemachine.cluster_state import ClusterState, CommandResult, MemberState
 from kvstore.statemachine.control import Alarm, AlarmType, ControlState
-from kvstore.statemachine.control_group import CONTROL_GROUP, ControlStateMachine
-from kvstore.storage import Engine, LevelDBEngine, WriteBatch
+from kvstore.statemachine.meta import META_GROUP, MetaStateMachine
+from kvstore.storage import Engine, LevelDBEngine, StorageError, WriteBatch
+from kvstore.storage.keys import TOMBSTONE_TAG, parse_group_key, prefix_end, tombstone_key
+from kvstore.storage.raft_log import stored_groups
 
 log = logging.getLogger("kvstore.node")
 
 BALANCE_EVERY_TICKS = 10
+RECONCILE_EVERY_TICKS = 5
+FRESH_READ_TIMEOUT_TICKS = 30  # a read of the meta group lost on the way is asked again
+REPORT_AGAIN_TICKS = 30  # a step report not seen applied by then is sent again
+MOVES_AT_ONCE = 2  # moves the whole cluster runs at once: the rest of the machine serves clients
 MAX_TRANSFERS_PER_ROUND = 2
 MAX_TICKS_PER_CYCLE = 5  # after a stall, catch up a few ticks, not an election's worth
 QUOTA_CHECK_S = 1.0
-MAX_CONTROL_VOTERS = 5  # the control group's voters: the lowest ids; every other node learns
 COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot, so a slightly
 # lagging follower catches up from the log instead of needing a whole snapshot
 LOG_CACHE_BYTES = 8 << 20  # the log tails all hosted groups keep in memory, together (split
 # evenly): enough for what leaders are replicating; a follower further behind is read from LevelDB
-CONTROL_LOG_CACHE_BYTES = 256 << 10  # the control group's log tail: its entries are few and small
+
+
+def group_name(group: int) -> str:
+    """How logs name a Raft group: "partition 3", or "the meta group"."""
+    return "the meta group" if group == META_GROUP else f"partition {group}"
 
 
 class AddressInUseError(RuntimeError):
     pass
 
 
+MetaReplica = Replica[MetaStateMachine, CommandResult]
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         config.validate()
         self.config = config
-        self.node_id = config.node_id
+        self.node_id = config.node_id  # with --join, the cluster's choice, known once start() joined
         self.address = config.listen
-        self.cluster_id = config.cluster_id
         self.limits = Limits(config.max_key_bytes, config.max_value_bytes, config.request_timeout_s,
                              config.quota_backend_bytes)
-        self.cluster_map = ClusterMap(
-            epoch=1,
-            members={str(node_id): address for node_id, address in config.peers.items()},
-            partitions=config.partitions,
-            replication_factor=min(config.replication_factor, len(config.peers)),
-            vnodes=config.vnodes,
-        )
         self.engine: Engine | None = None
         self.replicas: dict[int, PartitionReplica] = {}
-        self.control: Replica[ControlStateMachine] | None = None
-        self._groups: dict[int, Replica[Any]] = {}  # every group the Ready loop drives: partitions, control
+        # Every group's replica, the meta group's too: what the Ready loop drives.
+        self._groups: dict[int, Replica[Any, Any]] = {}
+        self.meta: MetaReplica  # set by start()
+        self._tombstones: dict[int, Tombstone] = {}
         self.metrics = NodeMetrics()
         self.security = NodeSecurity(config)
-        self.transport = PeerTransport(config.node_id, config.peers, config.cluster_id, self.security,
-                                       self._on_unreachable, self._on_snapshot_sent, self.metrics)
+        self.transport: PeerTransport  # set by start(), once the node id and members are known
+        self.admission: PeerAdmission  # set by start(), once the data dir's identity is known
+        self._known_members: dict[int, str] = dict(config.peers)  # until the cluster state is known
+        self._members: frozenset[int] = frozenset()  # ids of `_member_addresses()`, for every peer frame
+        self._raft_config: Config
+        self._rng = random.Random(time.time_ns())
+        self._ticks_since_reconcile = 0
+        self._fresh_read: tuple[int, asyncio.Future[Any]] | None = None  # (tick asked, future)
+        self._reconcile_due = False
+        self._reported: dict[tuple[int, int], int] = {}  # (partition, step) -> tick reported
+        self._ticks = 0
+        self._background: set[asyncio.Task[Any]] = set()
+        self.fatal: IdentityError | StorageError | None = None  # why the node stopped on its own
         self.server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -139,10 +179,10 @@ class Node:
         self._pending_ticks = 0
         self._ticks_since_balance = 0
         self._inbound: list[tuple[int, Message]] = []
-        self._proposals: list[tuple[Replica[Any], bytes, asyncio.Future[Any]]] = []
-        self._read_requests: list[tuple[Replica[Any], int, bool, asyncio.Future[Any]]] = []
+        self._proposals: list[tuple[Replica[Any, Any], bytes, asyncio.Future[Any]]] = []
+        self._read_requests: list[tuple[Replica[Any, Any], int, bool, asyncio.Future[Any]]] = []
         self._unreachable: set[int] = set()
-        self._carry_over: list[Replica[Any]] = []
+        self._carry_over: list[Replica[Any, Any]] = []
         self._snapshot_reports: list[tuple[int, int, bool]] = []
         self._request_ids = itertools.count(1)
         self._known_leaders: dict[int, tuple[int, int]] = {}  # partition -> (leader, term) last logged
@@ -156,26 +196,18 @@ class Node:
 
     async def start(self, servicers: Sequence[Callable[[grpc.aio.Server], None]] = (),
                     interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
-        """Open storage, start serving `servicers` (each adds an RPC layer service to the
-        server) behind `interceptors` (the guard), then drive Raft."""
+        """Open storage (joining the cluster first with --join and a new data dir), start
+        serving `servicers` (each adds an RPC layer service to the server) through
+        `interceptors`, then drive Raft."""
         config = self.config
-        self.engine = LevelDBEngine(str(config.data_dir / "db"))
-        # Followers learn commits from the next append or heartbeat: half the messages per write.
-        raft_config = Config(config.node_id, election_tick=config.election_ticks, heartbeat_tick=config.heartbeat_ticks,
-                             skip_bcast_commit=True)
-        rng = random.Random(config.node_id * 7919 + int(time.time_ns() % 1_000_003))
-        hosted = self.cluster_map.partitions_of(str(self.node_id))
-        for partition in hosted:
-            voters = ConfState(frozenset(int(n) for n in self.cluster_map.replicas(partition)))
-            lessor: Lessor[KeepAlive] = Lessor(self.clock, self.lessor_config)
-            self.replicas[partition] = PartitionReplica.open(
-                self.engine, partition, PartitionStateMachine(self.engine, partition), voters, raft_config, rng,
-                LOG_CACHE_BYTES // max(1, len(hosted)), lessor=lessor)
-        members = sorted(config.peers)
-        control_conf = ConfState(frozenset(members[:MAX_CONTROL_VOTERS]), frozenset(members[MAX_CONTROL_VOTERS:]))
-        self.control = Replica.open(self.engine, CONTROL_GROUP, ControlStateMachine(self.engine), control_conf,
-                                    raft_config, rng, CONTROL_LOG_CACHE_BYTES)
-        self._groups = {**self.replicas, CONTROL_GROUP: self.control}
+        self.engine = engine = LevelDBEngine(str(config.data_dir / "db"))
+        try:
+            await self._open_groups(engine)
+        except (IdentityError, StorageError, UnavailableError, WrongNodeError):
+            engine.close()
+            raise
+        self.transport = PeerTransport(self.node_id, self._peer_addresses(), self.security, self._on_unreachable,
+                                       self._on_snapshot_sent, self.metrics)
         # No SO_REUSEPORT: a second node on the same port must fail, not silently share it.
         self.server = grpc.aio.server(
             interceptors=interceptors,
@@ -191,15 +223,260 @@ class Node:
             self.engine.close()
             raise AddressInUseError(f"cannot listen on {config.listen}: the address is in use or not available")
         await self.server.start()
-        self.transport.start()
+        self.transport.start(self.admission)
         self._tasks = [
             asyncio.create_task(self._ticker(), name="ticker"),
             asyncio.create_task(self._ready_loop(), name="ready-loop"),
         ]
         if config.quota_backend_bytes:
             self._tasks.append(asyncio.create_task(self._watch_quota(), name="quota"))
-        log.info("node %d serving %s (%s) with %d replicas", self.node_id, config.listen,
-                 "TLS" if self.security.enabled else "plaintext", len(self.replicas))
+        log.info("node %d of cluster %s serving %s (%s) with %d replicas", self.node_id,
+                 self.admission.identity.cluster_id, config.listen, "TLS" if self.security.enabled else "plaintext",
+                 len(self.replicas))
+
+    async def _open_groups(self, engine: Engine) -> None:
+        """The data dir's identity, then a replica of every group it holds. A new data dir is a
+        new cluster's (with --peers: every initial node starts from the same cluster state and
+        the same empty partitions) or a joining node's (with --join: the cluster says who it is;
+        its replicas come from the leaders, as snapshots)."""
+        config = self.config
+        stored_identity = load_identity(engine)
+        joined: membership.JoinInfo | None = None
+        if config.join and stored_identity is None:
+            joined = await membership.join(config.join, config.listen, self.security)
+            self._known_members = dict(joined.members)
+        if joined is not None:
+            node_id, partitions, cluster_id = joined.node_id, joined.partitions, joined.cluster_id
+        else:
+            # A joined node restarts with --join alone: its data dir says who it is.
+            node_id = config.node_id or (stored_identity.node_id if stored_identity is not None else 0)
+            partitions = stored_identity.partitions if config.join and stored_identity is not None else config.partitions
+            cluster_id = derive_cluster_id(config.initial_cluster_token, config.peers)
+        identity = open_identity(engine, config.data_dir, node_id, partitions, lambda: cluster_id)
+        self.node_id = identity.node_id
+        self.admission = PeerAdmission(identity, engine, lambda: self._member_addresses().keys(), self._refused,
+                                       also_counted=config.peers.keys())
+        # Followers learn commits from the next append or heartbeat: half the messages per write.
+        self._raft_config = Config(self.node_id, election_tick=config.election_ticks,
+                                   heartbeat_tick=config.heartbeat_ticks, skip_bcast_commit=True)
+        self._tombstones = {parse_group_key(key): decode_tombstone(raw)
+                            for key, raw in engine.iterate(TOMBSTONE_TAG, prefix_end(TOMBSTONE_TAG))}
+        stored = set(stored_groups(engine))
+        initial = None
+        if stored_identity is None and joined is None:  # a new cluster's first start
+            initial = ClusterState.bootstrap(identity.cluster_id, config.peers, config.partitions,
+                                             config.replication_factor, config.vnodes)
+        start = None if initial is None else SnapshotMeta(1, 1, initial_meta_conf(initial))
+        meta_sm = MetaStateMachine(engine, META_GROUP, initial)
+        meta_log, meta_raw = open_group(engine, META_GROUP, meta_sm, self._raft_config, self._rng, start, None,
+                                        self._log_cache_share(meta_sm.state))
+        self.meta = Replica(META_GROUP, meta_log, meta_sm, meta_raw)
+        self._groups[META_GROUP] = self.meta
+        self._members = frozenset(self._member_addresses())
+        for group in sorted(stored - {META_GROUP}):
+            self._open_partition(group)
+        if initial is not None:
+            for partition, current in enumerate(initial.partitions):
+                if self.node_id in current.replicas:
+                    self._open_partition(partition, SnapshotMeta(1, 1, ConfState(frozenset(current.replicas))))
+
+    def _open_partition(self, partition: int, start: SnapshotMeta | None = None) -> PartitionReplica:
+        assert self.engine is not None
+        replica = PartitionReplica.open(
+            self.engine, partition, self._raft_config, self._rng, Lessor(self.clock, self.lessor_config),
+            self._log_cache_share(self.meta.sm.state), start, self._tombstones.get(partition))
+        self.replicas[partition] = self._groups[partition] = replica
+        return replica
+
+    def _log_cache_share(self, state: ClusterState | None) -> int:
+        """A group's part of LOG_CACHE_BYTES: split evenly among the groups `state` places on
+        this node, the meta group included (among those open, while the state is not known)."""
+        if state is None:
+            hosted = len(self._groups) + 1
+        else:
+            hosted = 1 + sum(1 for current in state.partitions
+                             if self.node_id in current.replicas or self.node_id in current.learners
+                             or (current.move is not None and self.node_id in current.move.target))
+        return LOG_CACHE_BYTES // max(1, hosted)
+
+    # -- membership -------------------------------------------------------------------------
+
+    @property
+    def cluster_id(self) -> str:
+        return self.admission.identity.cluster_id
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        """The cluster state this node has applied from the meta group."""
+        state = self.meta.sm.state
+        if state is None:
+            raise UnavailableError(f"node {self.node_id} is joining and does not know the cluster state yet")
+        return state
+
+    @property
+    def control_state(self) -> ControlState:
+        """The control section (users, roles, auth on/off, alarms) this node has applied from the
+        meta group; `UnavailableError` while it does not know the cluster state yet (it joined
+        and waits for the meta group's snapshot: until then it knows neither)."""
+        if self.meta.sm.state is None:
+            raise UnavailableError(f"node {self.node_id} is joining and does not know the cluster's users yet")
+        return self.meta.sm.control
+
+    @property
+    def meta_applied(self) -> int:
+        """The index of the meta group's last entry applied here."""
+        return self.meta.sm.applied_index
+
+    @property
+    def epoch(self) -> int:
+        state = self.meta.sm.state
+        return 0 if state is None else state.epoch
+
+    def _member_addresses(self) -> dict[int, str]:
+        state = self.meta.sm.state
+        return state.addresses() if state is not None else self._known_members
+
+    def is_member(self, node_id: int) -> bool:
+        return node_id in self._members
+
+
+    def _peer_addresses(self) -> dict[int, str]:
+        return {node_id: address for node_id, address in self._member_addresses().items() if node_id != self.node_id}
+
+    def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
+        """Propose `command` to the meta group; the future resolves to its result once this node
+        applied it, or, when another node leads the meta group, to the leader's answer (unless
+        not `forward`: then NOT_LEADER, as the leader answers a command passed to it)."""
+        meta = self.meta
+        if meta.raw.role is Role.LEADER:
+            future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+            self._proposals.append((meta, command.SerializeToString(), future))
+            self._wake.set()
+            return future
+        leader = meta.raw.leader
+        address = self._member_addresses().get(leader)
+        if not forward or not address:
+            known = f"node {leader} leads it" if leader else "no leader is known yet"
+            raise NotLeaderError(f"node {self.node_id} does not lead the meta group; {known}", leader_hint=leader)
+        task = asyncio.ensure_future(membership.forward(self.security, address, command))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def _report(self, step: ReportStep) -> None:
+        """Tell the meta group a step is done (again only after a while: a report may be lost,
+        and a second one of the same step changes nothing)."""
+        key = (step.partition, step.step)
+        if self._ticks - self._reported.get(key, -REPORT_AGAIN_TICKS) < REPORT_AGAIN_TICKS:
+            return
+        self._reported[key] = self._ticks
+        command = meta_pb2.MetaCommand(move_step_done=meta_pb2.MoveStepDone(partition=step.partition, step=step.step))
+        try:
+            future = self.propose_meta(command)
+        except NotLeaderError:
+            return
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # a lost report is sent again
+
+    def _ask_fresh_state(self) -> None:
+        """A linearizable read of the meta group: once this node applied that far, its copy of
+        the state is fresh enough to act on (see `reconcile`), and reconcile runs."""
+        if self._fresh_read is not None and self._ticks - self._fresh_read[0] < FRESH_READ_TIMEOUT_TICKS:
+            return
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(self._fresh_state_read)
+        self._fresh_read = (self._ticks, future)
+        self._read_requests.append((self.meta, next(self._request_ids), True, future))
+
+    def _fresh_state_read(self, future: asyncio.Future[Any]) -> None:
+        failed = future.cancelled() or future.exception() is not None
+        if self._fresh_read is not None and self._fresh_read[1] is future:
+            self._fresh_read = None
+            if not failed:
+                self._reconcile_due = True
+                self._wake.set()
+
+    def _reconcile(self) -> list[Replica[Any, Any]]:
+        """Carry out what reconcile asks of this node now; returns the groups it touched."""
+        state = self.meta.sm.state
+        if state is None:
+            return []
+        views = {partition: membership.replica_view(partition, replica.raw)
+                 for partition, replica in self.replicas.items()}
+        meta_view = membership.replica_view(META_GROUP, self.meta.raw)
+        touched: list[Replica[Any, Any]] = []
+        for action in reconcile(self.node_id, state, views, meta_view, MOVES_AT_ONCE):
+            touched += self._act(action)
+        return touched
+
+    def _act(self, action: Action) -> list[Replica[Any, Any]]:
+        if isinstance(action, ReportStep):
+            self._report(action)
+            return []
+        if isinstance(action, CreateReplica):
+            log.info("creating a replica of partition %d: a move brings it here", action.group)
+            return [self._open_partition(action.group)]
+        if isinstance(action, DeleteReplica):
+            self._delete_partition(action.group)
+            return []
+        replica = self._groups[action.group]
+        try:
+            if isinstance(action, ProposeConfChange):
+                log.info("%s: proposing %s of node %d", group_name(action.group), action.change.type.name,
+                         action.change.node_id)
+                replica.raw.propose_conf_change(action.change)
+            elif isinstance(action, TransferLeader):
+                replica.raw.transfer_leader(action.to)
+        except (RaftNotLeaderError, ProposalDroppedError, ValueError) as e:
+            log.debug("%s: %s not taken: %s", group_name(action.group), action, e)
+        return [replica]
+
+    def _delete_partition(self, partition: int) -> None:
+        """Delete this node's replica of `partition` (it left the group), keeping a tombstone."""
+        assert self.engine is not None
+        replica = self.replicas.pop(partition)
+        del self._groups[partition]
+        self._carry_over = [r for r in self._carry_over if r is not replica]
+        gone = WrongNodeError(f"node {self.node_id} no longer holds partition {partition}")
+        replica.fail_waiters(gone)
+        replica.demote_lessor(gone)
+        self.hub.drop_partition(partition, gone.message)
+        hard_state, last = replica.log.hard_state, replica.log.last_index()
+        deleted = Tombstone(hard_state.term, hard_state.vote, last, replica.log.term(last))
+        previous = self._tombstones.get(partition)
+        tombstone = self._tombstones[partition] = deleted if previous is None else previous.merged(deleted)
+        batch = self.engine.new_batch()
+        replica.log.destroy(batch)
+        replica.sm.destroy(batch)
+        batch.put(tombstone_key(partition), encode_tombstone(tombstone))
+        self.engine.write(batch, sync=True)
+        log.info("deleted the replica of partition %d: it moved to other nodes", partition)
+
+    def _refused(self, message: str) -> None:
+        """A majority of the members refuse this node. After it was removed, that is how it
+        learns it (the meta group lets it go at the same time): it stops, its work done."""
+        state = self.meta.sm.state
+        me = state.member(self.node_id) if state is not None else None
+        if me is not None and me.state in (MemberState.LEAVING, MemberState.REMOVED):
+            log.info("node %d has left the cluster (its peers no longer count it as a member): stopping",
+                     self.node_id)
+            self.close()
+        else:
+            self._fail(IdentityError(message))
+
+    def _on_state_applied(self, before: ClusterState | None, state: ClusterState) -> None:
+        """The meta group applied a new epoch: connect to new members, forget removed ones, and
+        reconcile soon (after a fresh read: this copy may still lag)."""
+        self._members = frozenset(self._member_addresses())
+        self.transport.set_peers(self._peer_addresses())
+        self._ask_fresh_state()
+        if self.meta.raw.role is not Role.LEADER:
+            return  # the meta leader tells the moves; every node applies them
+        for partition, current in enumerate(state.partitions):
+            previous = before.partitions[partition].move if before is not None else None
+            if current.move is not None and previous is None:
+                log.info("partition %d moves from %s to %s", partition, current.move.source, current.move.target)
+            elif current.move is None and previous is not None:
+                log.info("partition %d moved to %s", partition, current.replicas)
 
     def reload_certificates(self) -> None:
         """SIGHUP: new handshakes use the certificate files as they are now (if all are good)."""
@@ -223,9 +500,11 @@ class Node:
         error = UnavailableError("the node is shutting down")
         for replica in self._groups.values():
             replica.fail_waiters(error)
-        for partition_replica in self.replicas.values():
-            partition_replica.demote_lessor(error)
+        for replica in self.replicas.values():
+            replica.demote_lessor(error)
         self.hub.close()
+        for task in self._background:
+            task.cancel()
         self._disk.shutdown(wait=True)  # a write still on the disk thread finishes first
         if self.engine is not None:
             self.engine.close()
@@ -234,6 +513,14 @@ class Node:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+    def _fail(self, error: IdentityError | StorageError) -> None:
+        """Stop because this node cannot go on (its data dir is damaged, or its peers refuse it);
+        `fatal` tells why, in one line."""
+        if self.fatal is None:
+            self.fatal = error
+            log.error("stopping: %s", error)
+        self.close()
 
     # -- inputs (any task) ------------------------------------------------------------------
 
@@ -244,6 +531,9 @@ class Node:
 
     def peer_refusal(self, caller: PeerCaller) -> str | None:
         return self.security.peer_refusal(caller)
+
+    def answer_hello(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerHello:
+        return self.admission.hello(self.admission.judge(hello))
 
     def _on_unreachable(self, peer_id: int) -> None:
         self._unreachable.add(peer_id)
@@ -266,19 +556,13 @@ class Node:
         """Queue `command` (a serialized `LogCommand`) for the partition's Raft group; the
         future resolves to the applier's response once the entry is committed and applied on
         this node."""
-        return self._propose(self.replica(partition), command)
-
-    def propose_control(self, command: bytes) -> asyncio.Future[pb.AuthChangeResponse]:
-        """Queue `command` (a serialized `ControlCommand`) for the control group, as `propose`."""
-        return self._propose(self._control(), command)
-
-    def _propose(self, replica: Replica[Any], command: bytes) -> asyncio.Future[Any]:
         if len(command) > self.config.max_request_bytes:
             # Peers refuse frames much past this size: such an entry could never be replicated.
             raise InvalidArgumentError(f"the request is {len(command)} bytes once encoded; the limit is "
                                        f"{self.config.max_request_bytes}")
+        replica = self.replica(partition)
         replica.require_leader()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[WriteResponse] = asyncio.get_running_loop().create_future()
         self._proposals.append((replica, command, future))
         self._wake.set()
         return future
@@ -290,26 +574,12 @@ class Node:
         leader from its lease when it holds (else as LINEARIZABLE)."""
         return self._read(self.replica(partition), consistency, min_revision)
 
-    def read_control(self, consistency: int, min_revision: int) -> asyncio.Future[ControlReader]:
-        """The control group's state machine, once a read at `consistency` may be served from
-        this replica (as `read`)."""
-        return self._read(self._control(), consistency, min_revision)
+    def read_meta(self, consistency: int, min_revision: int) -> asyncio.Future[MetaReader]:
+        """The meta group's state machine, once a read at `consistency` may be served from this
+        node's replica of it (as `read`)."""
+        return self._read(self.meta, consistency, min_revision)
 
-    @property
-    def control_state(self) -> ControlState:
-        """The control state as this node has applied it."""
-        return self._control().sm.state
-
-    @property
-    def control_applied(self) -> int:
-        return self._control().sm.applied_index
-
-    def _control(self) -> Replica[ControlStateMachine]:
-        if self.control is None:
-            raise UnavailableError(f"node {self.node_id} has not started")
-        return self.control
-
-    def _read(self, replica: Replica[Any], consistency: int, min_revision: int) -> asyncio.Future[Any]:
+    def _read(self, replica: Replica[Any, Any], consistency: int, min_revision: int) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if consistency == pb.STALE or (consistency == pb.SESSION and replica.sm.applied_index >= min_revision):
             future.set_result(replica.sm)
@@ -397,59 +667,41 @@ class Node:
 
     async def _watch_quota(self) -> None:
         """Raise this member's NOSPACE alarm once its replicas' keys and values pass the quota,
-        and clear it once deletes bring them back under: through the control group, so every
-        node refuses writes that add data (the guard) while any member's alarm is raised.
-        Checked every `QUOTA_CHECK_S`; a change that fails (no leader yet) is tried again at
-        the next check."""
+        and clear it once deletes bring them back under: through the meta group, so every node
+        refuses writes that add data (the guard) while any member's alarm is raised. Checked
+        every `QUOTA_CHECK_S`; a change that fails (no leader yet) is tried again at the next
+        check."""
         quota = self.config.quota_backend_bytes
         mine = Alarm(self.node_id, AlarmType.NOSPACE)
         while True:
             await asyncio.sleep(QUOTA_CHECK_S)
+            if self.meta.sm.state is None:
+                continue  # joining: the alarms are not known yet
             stored = self.stored_bytes()
-            over, raised = stored > quota, mine in self.control_state.alarms
+            over, raised = stored > quota, mine in self.meta.sm.control.alarms
             if over == raised:
                 continue
             alarm = pb.Alarm(node_id=self.node_id, type=pb.NOSPACE)
-            command = ControlCommand(raise_alarm=alarm) if over else ControlCommand(clear_alarm=alarm)
+            change = ControlCommand(raise_alarm=alarm) if over else ControlCommand(clear_alarm=alarm)
             try:
-                response = await self._propose_control_at_leader(command.SerializeToString())
-            except (KvError, grpc.aio.AioRpcError, TimeoutError) as error:
+                async with asyncio.timeout(self.config.request_timeout_s):
+                    result = await self.propose_meta(meta_pb2.MetaCommand(control=change))
+            except (KvError, TimeoutError) as error:
                 log.info("could not %s the NOSPACE alarm yet: %s", "raise" if over else "clear", error)
                 continue
-            if response.error.code:
-                log.info("could not %s the NOSPACE alarm yet: %s", "raise" if over else "clear",
-                         response.error.message)
+            if result.refusal is not None:
+                log.info("could not %s the NOSPACE alarm yet: %s", "raise" if over else "clear", result.message)
             elif over:
                 log.warning("NOSPACE alarm raised: this node stores %d bytes of keys and values, over the quota of "
                             "%d; the cluster refuses writes that add data until deletes free space", stored, quota)
             else:
                 log.warning("NOSPACE alarm cleared: this node stores %d bytes, under the quota of %d", stored, quota)
 
-    async def _propose_control_at_leader(self, command: bytes) -> pb.AuthChangeResponse:
-        """Propose `command` to the control group here if this node leads it, else ask its leader
-        to (`Peer.ProposeControl`)."""
-        control = self._control()
-        timeout = self.config.request_timeout_s
-        if control.raw.role is Role.LEADER:
-            async with asyncio.timeout(timeout):
-                response: pb.AuthChangeResponse = await self.propose_control(command)
-                return response
-        leader = control.leader
-        if not leader or leader not in self.config.peers:
-            raise UnavailableError("the control group has no leader yet")
-        channel = self.security.peer_channel(self.config.peers[leader], KEEPALIVE_OPTIONS)
-        try:
-            forwarded: pb.AuthChangeResponse = await peer_pb2_grpc.PeerStub(channel).ProposeControl(
-                peer_pb2.ProposeControlRequest(command=command), timeout=timeout)
-            return forwarded
-        finally:
-            await channel.close()
-
     def address_of(self, node_id: int) -> str:
-        return self.config.peers.get(node_id, "")
+        return self._member_addresses().get(node_id, "")
 
     def peer_connections(self) -> dict[int, bool]:
-        return {peer_id: self.transport.connected(peer_id) for peer_id in self.config.peers if peer_id != self.node_id}
+        return {peer_id: self.transport.connected(peer_id) for peer_id in self._peer_addresses()}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -476,8 +728,11 @@ class Node:
                 cycle_seconds.observe(time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
+            except StorageError as e:
+                self._fail(e)
+                return
             except Exception:
-                # A bug or a storage failure: stop rather than risk acting on half-handled state.
+                # A bug: stop rather than risk acting on half-handled state.
                 log.exception("fatal error in the Ready loop; stopping the node")
                 self.close()
                 return
@@ -486,9 +741,9 @@ class Node:
                 self._carry_over = [r for r, _ in readies]
                 self._wake.set()
 
-    def _take_inputs(self) -> list[Replica[Any]]:
+    def _take_inputs(self) -> list[Replica[Any, Any]]:
         """Feed queued inputs to Raft; returns the replicas that may now have a Ready."""
-        touched: dict[int, Replica[Any]] = {r.partition: r for r in self._carry_over}
+        touched: dict[int, Replica[Any, Any]] = {r.partition: r for r in self._carry_over}
         self._carry_over = []
         ticks = min(self._pending_ticks, MAX_TICKS_PER_CYCLE)
         self._pending_ticks = 0
@@ -498,10 +753,19 @@ class Node:
             for replica in replicas.values():
                 for _ in range(ticks):
                     replica.raw.tick()
+            self._ticks += ticks
             self._ticks_since_balance += ticks
             if self._ticks_since_balance >= BALANCE_EVERY_TICKS:
                 self._ticks_since_balance = 0
                 self._balance_leaders()
+            self._ticks_since_reconcile += ticks
+            if self._ticks_since_reconcile >= RECONCILE_EVERY_TICKS:
+                self._ticks_since_reconcile = 0
+                self._ask_fresh_state()
+        if self._reconcile_due:
+            self._reconcile_due = False
+            for replica in self._reconcile():
+                touched[replica.partition] = replica
         if self._unreachable:
             for peer_id in self._unreachable:
                 for replica in replicas.values():
@@ -518,8 +782,7 @@ class Node:
             inbound, self._inbound = self._inbound, []
             for group, message in inbound:
                 replica = replicas.get(group)
-                if replica is not None:
-                    replica.raw.step(message)
+                if replica is not None and replica.step(message):
                     touched[group] = replica
         if self._proposals:
             for replica in self._propose_queued():
@@ -537,7 +800,7 @@ class Node:
                 replica.reads[request_id] = future
                 touched[replica.partition] = replica
         now = self.clock.now()
-        for replica in self.replicas.values():  # the lessors: partitions have leases
+        for replica in self.replicas.values():
             raw = replica.raw
             if replica.lessor.primary and (raw.role is not Role.LEADER or raw.term != replica.lessor_term):
                 replica.demote_lessor(not_leader(replica.partition, raw.leader))
@@ -595,13 +858,12 @@ class Node:
         except RaftNotLeaderError:
             replica.lessor.confirmation_failed(round_number)
             return False
-        future: asyncio.Future[PartitionStateMachine] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Reader] = asyncio.get_running_loop().create_future()
         replica.reads[request_id] = future
         future.add_done_callback(functools.partial(self._leadership_confirmed, replica, round_number))
         return True
 
-    def _leadership_confirmed(self, replica: PartitionReplica, round_number: int,
-                              future: asyncio.Future[PartitionStateMachine]) -> None:
+    def _leadership_confirmed(self, replica: PartitionReplica, round_number: int, future: asyncio.Future[Reader]) -> None:
         if future.cancelled() or future.exception() is not None:
             replica.lessor.confirmation_failed(round_number)
         else:
@@ -614,15 +876,18 @@ class Node:
         for partition, replica in self.replicas.items():
             raw = replica.raw
             views.append(GroupView(partition, raw.leader, raw.conf_state().voters, raw.transferring_leadership))
+        state = self.meta.sm.state
+        leaving = {m.id for m in state.members if m.state is not MemberState.ACTIVE} if state is not None else set()
         for partition, to in plan_leader_transfers(self.node_id, views, MAX_TRANSFERS_PER_ROUND):
-            if self.transport.connected(to):
+            # Not to a member on its way out (its partitions are moving away) or in (still catching up).
+            if self.transport.connected(to) and to not in leaving:
                 log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
                 self.replicas[partition].raw.transfer_leader(to)
 
-    def _propose_queued(self) -> list[Replica[Any]]:
+    def _propose_queued(self) -> list[Replica[Any, Any]]:
         by_replica: dict[int, list[tuple[bytes, asyncio.Future[Any]]]] = {}
         for replica, data, future in self._proposals:
-            if not future.done():
+            if not future.done() and replica.partition in self._groups:
                 by_replica.setdefault(replica.partition, []).append((data, future))
         self._proposals = []
         for partition, items in by_replica.items():
@@ -647,7 +912,7 @@ class Node:
                 replica.proposals[first + offset] = Waiter(term, future)
         return [self._groups[partition] for partition in by_replica]
 
-    async def _handle_readies(self, readies: list[tuple[Replica[Any], Ready]]) -> None:
+    async def _handle_readies(self, readies: list[tuple[Replica[Any, Any], Ready]]) -> None:
         engine = self.engine
         assert engine is not None
         metrics = self.metrics
@@ -686,12 +951,13 @@ class Node:
         # 3. apply
         apply_batch = engine.new_batch()
         completions: list[tuple[asyncio.Future[Any], Any]] = []
+        before = self.meta.sm.state
         for replica, rd in readies:
             if rd.snapshot is not None:
                 replica.sm.restore(apply_batch, rd.snapshot)
                 metrics.snapshots_installed += 1
-                log.info("partition %d installed a snapshot at index %d from the leader",
-                         replica.partition, rd.snapshot.meta.index)
+                log.info("%s installed a snapshot at index %d from the leader",
+                         group_name(replica.partition), rd.snapshot.meta.index)
             if rd.committed_entries:
                 self._apply(replica, rd, apply_batch, completions)
                 metrics.entries_applied += len(rd.committed_entries)
@@ -705,6 +971,9 @@ class Node:
                 if rd.snapshot is not None:
                     self.hub.replaced(replica.partition, rd.snapshot.meta.index)
                 self._after_apply(replica)
+        state = self.meta.sm.state
+        if state is not None and state is not before:
+            self._on_state_applied(before, state)
         # 4. reads, role changes, advance
         for replica, rd in readies:
             if rd.soft_state is not None:
@@ -721,8 +990,8 @@ class Node:
             if replica.sm.applied_index - replica.log.first_index() > self.config.snapshot_entries:
                 replica.compact_pending = True
 
-    def _note_leader(self, replica: Replica[Any], soft_state: SoftState) -> None:
-        """One log line (and one count) per leader a partition gets, a leader being a node in a
+    def _note_leader(self, replica: Replica[Any, Any], soft_state: SoftState) -> None:
+        """One log line (and one count) per leader a group gets, a leader being a node in a
         term; losing a leader is not logged: the election that follows is."""
         partition, leader = replica.partition, soft_state.leader
         if leader == NONE:
@@ -732,19 +1001,20 @@ class Node:
             return
         self._known_leaders[partition] = (leader, term)
         self.metrics.leader_changes += 1
+        what = group_name(partition)
         if leader == self.node_id:
             self.metrics.elections_won += 1
-            log.info("%s: won the election in term %d; this node leads it", group_name(partition), term)
+            log.info("%s: won the election in term %d; this node leads it", what, term)
         else:
-            log.info("%s: node %d leads it in term %d", group_name(partition), leader, term)
+            log.info("%s: node %d leads it in term %d", what, leader, term)
 
-    def _apply(self, replica: Replica[Any], rd: Ready, batch: WriteBatch,
+    def _apply(self, replica: Replica[Any, Any], rd: Ready, batch: WriteBatch,
                completions: list[tuple[asyncio.Future[Any], Any]]) -> None:
         outcomes = replica.sm.apply(batch, rd.committed_entries)
         raw = replica.raw
         if (
-            isinstance(replica, PartitionReplica)
-            and outcomes
+            outcomes
+            and isinstance(replica, PartitionReplica)
             and not replica.lessor.primary
             and raw.role is Role.LEADER
             and outcomes[-1][0].term == raw.term
@@ -786,7 +1056,7 @@ class Node:
         if replica.lessor_dirty:
             self._wake.set()
 
-    def _stage_compaction(self, replica: Replica[Any], batch: WriteBatch) -> None:
+    def _stage_compaction(self, replica: Replica[Any, Any], batch: WriteBatch) -> None:
         """Record a snapshot point at the applied index and drop the log behind it. This batch
         is synced and comes after the apply batch that made `applied` durable-in-order, so a
         restart never finds its log compacted beyond its applied state."""

@@ -6,8 +6,9 @@ peer is unreachable its messages are dropped (Raft retransmits) and the node is 
 stops pipelining to it, and followers whose leader it was elect a new one right after the
 lease instead of at a random later point. The sender reconnects with exponential backoff.
 
-A stream counts as connected once the peer has admitted it (sent its response headers after
-checking the hello and, with TLS, this node's certificate). When the node's certificates are
+A stream counts as connected once the peer has admitted it: with TLS it checks this node's
+certificate, then it answers this node's hello with its own, and each end judges the other's
+(`kvstore.node.identity.PeerAdmission`: same cluster, a member, the same incarnation as before). When the node's certificates are
 rotated the sender opens a new stream with them beside the old one, which carries on, and
 moves over once the peer has admitted the new one, so nothing is dropped or held up; if the
 peer refuses the new certificate the old stream stays in use.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +29,7 @@ import grpc
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.codec import Encoder
+from kvstore.node.identity import PeerAdmission
 from kvstore.node.metrics import NodeMetrics
 from kvstore.raft import Message
 from kvstore.tls import ChannelOptions
@@ -95,13 +97,12 @@ def snapshot_chunks(encoder: Encoder, group: int, from_node: int, message: Messa
 
 
 class _PeerSender:
-    def __init__(self, node_id: int, peer_id: int, address: str, cluster_id: str, channels: PeerChannels,
+    def __init__(self, peer_id: int, address: str, admission: PeerAdmission, channels: PeerChannels,
                  on_unreachable: Callable[[int], None], metrics: NodeMetrics) -> None:
         self.encoder = Encoder()
-        self.node_id = node_id
         self.peer_id = peer_id
         self.address = address
-        self.cluster_id = cluster_id
+        self.admission = admission
         self.channels = channels
         self.on_unreachable = on_unreachable
         self.metrics = metrics
@@ -142,11 +143,12 @@ class _PeerSender:
         channel = self.channels.peer_channel(self.address, GRPC_OPTIONS)
         try:
             call = peer_pb2_grpc.PeerStub(channel).Stream()
-            hello = peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id)
-            await call.write(peer_pb2.PeerFrame(hello=hello))
-            await call.initial_metadata()  # sent by the peer once it has admitted this node
-            if call.done():
+            await call.write(peer_pb2.PeerFrame(hello=self.admission.hello()))
+            reply = await call.read()  # the peer's own hello, which says whether it refuses us
+            if reply is grpc.aio.EOF or not reply.HasField("hello"):
                 raise await _ended(call)
+            if not self.admission.check_reply(self.peer_id, reply.hello):
+                raise PeerRefusedError(self.peer_id, reply.hello)
         except BaseException:
             await channel.close(grace=None)
             raise
@@ -238,25 +240,41 @@ class _PeerSender:
 class PeerTransport:
     """Owns one sender task per peer and the snapshot uploads; `start()`, `send()`, `close()`."""
 
-    def __init__(self, node_id: int, peers: dict[int, str], cluster_id: str, channels: PeerChannels,
+    def __init__(self, node_id: int, peers: Mapping[int, str], channels: PeerChannels,
                  on_unreachable: Callable[[int], None],
                  on_snapshot_sent: Callable[[int, int, bool], None], metrics: NodeMetrics) -> None:
         self._node_id = node_id
-        self._peers = peers
+        self._peers = dict(peers)
+        self._admission: PeerAdmission | None = None
         self._encoder = Encoder()
         self._channels = channels
+        self._on_unreachable = on_unreachable
         self._on_snapshot_sent = on_snapshot_sent
         self._metrics = metrics
-        self._senders = {
-            peer_id: _PeerSender(node_id, peer_id, address, cluster_id, channels, on_unreachable, metrics)
-            for peer_id, address in peers.items()
-            if peer_id != node_id
-        }
+        self._senders: dict[int, _PeerSender] = {}
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
+        self._stopping: set[asyncio.Task[None]] = set()  # senders of peers that left, ending
 
-    def start(self) -> None:
-        for sender in self._senders.values():
-            sender.task = asyncio.create_task(sender.run(), name=f"peer-sender-{sender.peer_id}")
+    def start(self, admission: PeerAdmission) -> None:
+        """Connect to every peer; each stream starts with a handshake judged by `admission`."""
+        self._admission = admission
+        self.set_peers(self._peers)
+
+    def set_peers(self, peers: Mapping[int, str]) -> None:
+        """Follow the membership: connect to each new peer, let go of those that left."""
+        assert self._admission is not None, "start() first"
+        self._peers = dict(peers)
+        for peer_id in sorted(set(self._senders) - set(peers)):
+            sender = self._senders.pop(peer_id)
+            if sender.task is not None:
+                sender.task.cancel()
+                self._stopping.add(sender.task)
+                sender.task.add_done_callback(self._stopping.discard)
+        for peer_id, address in sorted(peers.items()):
+            if peer_id != self._node_id and peer_id not in self._senders:
+                sender = self._senders[peer_id] = _PeerSender(peer_id, address, self._admission, self._channels,
+                                                              self._on_unreachable, self._metrics)
+                sender.task = asyncio.create_task(sender.run(), name=f"peer-sender-{peer_id}")
 
     def send(self, items: Iterable[tuple[int, Message]]) -> None:
         """Queue (group, message) pairs, each for the peer it is addressed to."""
@@ -282,9 +300,13 @@ class PeerTransport:
         """Upload one snapshot message in chunks; tell Raft whether it arrived."""
         assert message.snapshot is not None
         meta = message.snapshot.meta
+        address = self._peers.get(message.to)
+        if address is None:  # a member this node does not know yet (or any more)
+            self._on_snapshot_sent(group, message.to, False)
+            return
         chunks = snapshot_chunks(self._encoder, group, self._node_id, message, SNAPSHOT_CHUNK_BYTES)
         ok = False
-        async with self._channels.peer_channel(self._peers[message.to], GRPC_OPTIONS) as channel:
+        async with self._channels.peer_channel(address, GRPC_OPTIONS) as channel:
             try:
                 ack = await peer_pb2_grpc.PeerStub(channel).SendSnapshot(chunks, timeout=SNAPSHOT_TIMEOUT_S)
                 ok = ack.ok
@@ -310,10 +332,19 @@ class PeerTransport:
         return sender is not None and sender.connected
 
     async def close(self) -> None:
-        tasks = [s.task for s in self._senders.values() if s.task is not None] + list(self._snapshot_tasks)
+        tasks = [s.task for s in self._senders.values() if s.task is not None]
+        tasks += [*self._snapshot_tasks, *self._stopping]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class PeerRefusedError(ConnectionRefusedError):
+    """The handshake refused the stream, on this end or the peer's (`PeerAdmission` logs why)."""
+
+    def __init__(self, peer_id: int, reply: peer_pb2.PeerHello) -> None:
+        reason = peer_pb2.PeerRefusal.Name(reply.refusal) if reply.refusal else "refused by this node"
+        super().__init__(f"peer {peer_id} (node {reply.node_id} of cluster {reply.cluster_id}): {reason}")
 
 
 class StreamEndedError(ConnectionError):

@@ -15,6 +15,7 @@ from kvstore.raft.log_storage import LogStorage, MemoryLogStorage
 from kvstore.raft.progress import ProgressState
 from kvstore.raft.raft import Config
 from kvstore.raft.rawnode import PeerStatus, RawNode, Status
+from kvstore.raft.tombstone import Tombstone
 from kvstore.raft.types import (
     NONE,
     ConfChange,
@@ -61,5 +62,6 @@ __all__ = [
     "SnapshotTemporarilyUnavailableError",
     "SoftState",
     "Status",
+    "Tombstone",
     "UnavailableError",
 ]

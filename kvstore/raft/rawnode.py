@@ -197,6 +197,13 @@ class RawNode:
     def conf_state(self) -> ConfState:
         return self.raft.conf_state()
 
+    @property
+    def conf_change_pending(self) -> bool:
+        """Whether a conf change may be in the log and not applied yet (a new leader counts its
+        whole unapplied log): the applied configuration may be about to change, and Raft takes
+        no other conf change until it is applied."""
+        return self.raft.pending_conf_index > self.raft.log.applied
+
     def status(self) -> Status:
         raft = self.raft
         return Status(

@@ -10,6 +10,7 @@ from kvstore.ring.hashing import (
     routing_key,
     vnode_tokens,
 )
+from kvstore.ring.moves import MoveProgress, MoveStep, StepKind, move_steps, plan_moves, schedule
 from kvstore.ring.placement import DEFAULT_VNODES, Placement, place, resolve_tokens
 
 __all__ = [
@@ -18,15 +19,21 @@ __all__ = [
     "RING_SIZE",
     "BalanceReport",
     "ClusterMap",
+    "MoveProgress",
+    "MoveStep",
     "PartitionMove",
     "Placement",
+    "StepKind",
     "balance_report",
     "hash64",
+    "move_steps",
     "partition_for_key",
     "partition_start",
     "place",
+    "plan_moves",
     "rebalance_plan",
     "resolve_tokens",
     "routing_key",
+    "schedule",
     "vnode_tokens",
 ]

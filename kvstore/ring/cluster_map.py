@@ -191,27 +191,31 @@ class PartitionMove:
     add: tuple[str, ...]
     remove: tuple[str, ...]
 
+    @classmethod
+    def between(cls, partition: int, old_replicas: tuple[str, ...], new_replicas: tuple[str, ...]) -> "PartitionMove":
+        """The move from `old_replicas` to `new_replicas`: `add` lists the new replicas in the new
+        order, `remove` the dropped ones in the old order."""
+        add = tuple(node_id for node_id in new_replicas if node_id not in old_replicas)
+        remove = tuple(node_id for node_id in old_replicas if node_id not in new_replicas)
+        return cls(partition, old_replicas, new_replicas, add, remove)
+
 
 def rebalance_plan(old_map: ClusterMap, new_map: ClusterMap) -> list[PartitionMove]:
-    """The partitions whose replica set differs between the two maps, in partition order.
-
-    `add` lists new replicas in the new map's order, `remove` the dropped ones in the old
-    map's order. A partition whose replicas are the same set but whose preferred leader
-    changed is not a move (no data has to be copied) and is left out.
+    """The partitions whose replica set differs between the two maps, in partition order
+    (`PartitionMove.between`). A partition whose replicas are the same set but whose preferred
+    leader changed is not a move (no data has to be copied) and is left out.
     """
     if old_map.partitions != new_map.partitions:
         raise ValueError(
             f"partition count is fixed for a cluster: {old_map.partitions} in the old map, {new_map.partitions} in the new one"
         )
-    moves = []
-    for partition, (old_replicas, new_replicas) in enumerate(
-        zip(old_map.placement, new_map.placement, strict=True)
-    ):
-        add = tuple(node_id for node_id in new_replicas if node_id not in old_replicas)
-        remove = tuple(node_id for node_id in old_replicas if node_id not in new_replicas)
-        if add or remove:
-            moves.append(PartitionMove(partition, old_replicas, new_replicas, add, remove))
-    return moves
+    return [
+        PartitionMove.between(partition, old_replicas, new_replicas)
+        for partition, (old_replicas, new_replicas) in enumerate(
+            zip(old_map.placement, new_map.placement, strict=True)
+        )
+        if set(old_replicas) != set(new_replicas)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,10 @@ runs. Imports no module of `kvstore.node` (the node imports this package, not th
 from kvstore.rpc.auth import AuthService
 from kvstore.rpc.backend import (
     Backend,
-    ControlReader,
     LeaseReader,
     Limits,
     MemoryBackend,
+    MetaReader,
     PartitionStatus,
     PeerCaller,
     Reader,
@@ -20,6 +20,6 @@ from kvstore.rpc.lease import LeaseService
 from kvstore.rpc.lock import LockService
 from kvstore.rpc.peer import PeerService
 
-__all__ = ["AuthService", "Backend", "ClusterService", "ControlReader", "Guard", "KVService", "LeaseReader",
+__all__ = ["AuthService", "Backend", "ClusterService", "MetaReader", "Guard", "KVService", "LeaseReader",
            "LeaseService", "Limits", "LockService", "MemoryBackend", "PartitionStatus", "PeerCaller", "PeerService",
            "Reader"]

@@ -29,18 +29,17 @@ def fill_header(
     header.revision = revision
     header.served = served
     header.node_id = backend.node_id
-    header.epoch = backend.cluster_map.epoch
+    header.epoch = backend.epoch
 
 
 def error_of(backend: Backend, error: BaseException) -> pb.Error:
-    return to_error(error, backend.cluster_map.epoch, backend.address_of)
+    return to_error(error, backend.epoch, backend.address_of)
 
 
 def check_partition(backend: Backend, partition: int) -> None:
-    if partition >= backend.cluster_map.partitions:
-        raise InvalidArgumentError(
-            f"partition {partition} does not exist (the cluster has {backend.cluster_map.partitions})"
-        )
+    count = backend.cluster_state.partition_count
+    if partition >= count:
+        raise InvalidArgumentError(f"partition {partition} does not exist (the cluster has {count})")
 
 
 async def wait(awaitable: Awaitable[T], timeout_s: float | None, what: str) -> T:
@@ -65,7 +64,7 @@ async def propose(backend: Backend, partition: int, request: WriteRequest) -> Wr
     proposal = backend.propose(partition, command.SerializeToString())
     response = await wait(proposal, timeout_of(backend, request.header), what)
     if response.error.code:
-        response.error.epoch = backend.cluster_map.epoch
+        response.error.epoch = backend.epoch
     fill_header(backend, response.header, partition, response.header.revision, pb.LINEARIZABLE)
     return response
 

@@ -1,14 +1,16 @@
-"""The Auth service: signing in, and the users, roles and auth switch of the control group.
+"""The Auth service: signing in, and the users, roles and auth switch, which the meta group's
+control section holds (`kvstore.statemachine.control`).
 
 Who may call what is the guard's business (`kvstore.rpc.policy`: signing in and the status are
 public, the rest needs the root role once auth is enabled). Here: validate, hash passwords (off
-the event loop: argon2 takes tens of milliseconds on purpose), propose the change to the control
-group and answer with the revision it applied at, or with its refusal.
+the event loop: argon2 takes tens of milliseconds on purpose), propose the change to the meta
+group (a node that does not lead it passes it to the leader) and answer with the revision it
+applied at, or with its refusal.
 
-Signing in and the listings read the control state through the control group's leader (a
+Signing in and the listings read the control section through the meta group's leader (a
 ReadIndex round), so a user added or a role granted a moment ago, through any node, is seen.
 Errors travel in each response's `error`, as in the KV service; a NOT_LEADER answer names the
-control group's leader, which the client asks next.
+meta group's leader, which the client asks next.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from kvstore._pb import control_pb2, kvstore_pb2_grpc
+from kvstore._pb import control_pb2, kvstore_pb2_grpc, meta_pb2
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.credentials import hash_password, issue_token, password_matches
 from kvstore.errors import InvalidArgumentError, KvTimeoutError, UnauthenticatedError
-from kvstore.rpc.backend import Backend, ControlReader
-from kvstore.rpc.errors import to_error
+from kvstore.rpc.backend import Backend, MetaReader
+from kvstore.rpc.errors import raise_refusal, to_error
 from kvstore.rpc.guard import Guard
 from kvstore.statemachine.control import (
     ControlState,
@@ -59,7 +61,7 @@ class AuthService(kvstore_pb2_grpc.AuthServicer):
         response = pb.AuthenticateResponse()
         try:
             reader = await self._read()
-            state = reader.state
+            state = reader.control
             if not state.auth_enabled:
                 raise InvalidArgumentError("auth is not enabled on this cluster: calls need no token")
             user = state.users.get(request.name)
@@ -78,9 +80,9 @@ class AuthService(kvstore_pb2_grpc.AuthServicer):
 
     async def AuthStatus(self, request: pb.AuthStatusRequest, context: Any) -> pb.AuthStatusResponse:
         state, caller = await self._guard.identify(context, quiet=True)
-        response = pb.AuthStatusResponse(enabled=state.auth_enabled, revision=self._backend.control_applied,
+        response = pb.AuthStatusResponse(enabled=state.auth_enabled, revision=self._backend.meta_applied,
                                          user=caller.user)
-        self._fill_header(response.header, self._backend.control_applied)
+        self._fill_header(response.header, self._backend.meta_applied)
         return response
 
     # -- changes ----------------------------------------------------------------------------
@@ -147,7 +149,7 @@ class AuthService(kvstore_pb2_grpc.AuthServicer):
         response = pb.UserListResponse()
         try:
             reader = await self._read()
-            response.users.extend(_user_to_pb(reader.state, name) for name in sorted(reader.state.users))
+            response.users.extend(_user_to_pb(reader.control, name) for name in sorted(reader.control.users))
             self._fill_header(response.header, reader.applied_index)
         except Exception as error:
             response.error.CopyFrom(self._error(error))
@@ -157,7 +159,7 @@ class AuthService(kvstore_pb2_grpc.AuthServicer):
         response = pb.RoleListResponse()
         try:
             reader = await self._read()
-            for name, role in sorted(reader.state.roles.items()):
+            for name, role in sorted(reader.control.roles.items()):
                 response.roles.add(name=name, rate_limit=rate_limit_to_pb(role.rate_limit), permissions=[
                     pb.KeyPermission(prefix=grant.prefix, permission=grant.access.value) for grant in role.grants])
             self._fill_header(response.header, reader.applied_index)
@@ -173,37 +175,30 @@ class AuthService(kvstore_pb2_grpc.AuthServicer):
         return await self._change_async(made)
 
     async def _change_async(self, command: Callable[[], Awaitable[C]]) -> pb.AuthChangeResponse:
+        """Make the command (validate, hash), propose it to the meta group and answer with the
+        revision it applied at, or with why not (NOT_LEADER names the leader; a timeout leaves
+        its outcome open)."""
+        backend = self._backend
+        response = pb.AuthChangeResponse()
+        revision = 0
         try:
-            data = (await command()).SerializeToString()
-        except Exception as error:
-            response = pb.AuthChangeResponse(error=self._error(error))
-            _fill_header(self._backend, response.header, 0)
-            return response
-        return await propose_control(self._backend, data)
+            change = meta_pb2.MetaCommand(control=await command())
+            result = await _within(backend, backend.propose_meta(change), "change of the meta group")
+            raise_refusal(result)
+            revision = result.revision
+        except Exception as error:  # every failure goes to the caller through the one error table
+            response.error.CopyFrom(self._error(error))
+        self._fill_header(response.header, revision)
+        return response
 
-    async def _read(self) -> ControlReader:
-        return await _within(self._backend, self._backend.read_control(pb.LINEARIZABLE, 0), "read of the control group")
+    async def _read(self) -> MetaReader:
+        return await _within(self._backend, self._backend.read_meta(pb.LINEARIZABLE, 0), "read of the meta group")
 
     def _fill_header(self, header: pb.ResponseHeader, revision: int) -> None:
         _fill_header(self._backend, header, revision)
 
     def _error(self, error: BaseException) -> pb.Error:
-        return to_error(error, self._backend.cluster_map.epoch, self._backend.address_of)
-
-
-async def propose_control(backend: Backend, command: bytes) -> pb.AuthChangeResponse:
-    """Propose `command` (a serialized `ControlCommand`) to the control group through `backend`
-    and answer with its response once applied, or with why it failed (NOT_LEADER names the
-    leader; a timeout leaves its outcome open)."""
-    try:
-        response = await _within(backend, backend.propose_control(command), "change of the control group")
-    except Exception as error:
-        response = pb.AuthChangeResponse(error=to_error(error, backend.cluster_map.epoch, backend.address_of))
-    else:
-        if response.error.code:
-            response.error.epoch = backend.cluster_map.epoch
-    _fill_header(backend, response.header, response.header.revision)
-    return response
+        return to_error(error, self._backend.epoch, self._backend.address_of)
 
 
 async def _within(backend: Backend, future: asyncio.Future[T], what: str) -> T:
@@ -219,7 +214,7 @@ async def _within(backend: Backend, future: asyncio.Future[T], what: str) -> T:
 def _fill_header(backend: Backend, header: pb.ResponseHeader, revision: int) -> None:
     header.revision = revision
     header.node_id = backend.node_id
-    header.epoch = backend.cluster_map.epoch
+    header.epoch = backend.epoch
 
 
 def _check_name(name: str, what: str) -> None:

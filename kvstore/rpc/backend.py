@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore._pb import meta_pb2, peer_pb2
 from kvstore._pb.internal_pb2 import LeaseExpiries, LogCommand
 from kvstore.errors import KvError, LeaseNotFoundError, LockNotHeldError, NotLeaderError, WrongNodeError
-from kvstore.raft import Entry, Message
-from kvstore.ring import ClusterMap
+from kvstore.raft import ConfState, Entry, Message, SnapshotMeta
 from kvstore.statemachine import Lease, PartitionStateMachine, WriteResponse, lease_partition
+from kvstore.statemachine.cluster_state import ClusterState, CommandResult
 from kvstore.statemachine.control import ControlState
-from kvstore.statemachine.control_group import CONTROL_GROUP, ControlStateMachine
+from kvstore.statemachine.meta import META_GROUP, MetaStateMachine
 from kvstore.storage import MemoryEngine
 
 
@@ -83,14 +84,14 @@ class PeerCaller(Protocol):
     def peer(self) -> str: ...
 
 
-class ControlReader(Protocol):
-    """The control group's replica, handed out once a read may be served from it."""
+class MetaReader(Protocol):
+    """The meta group's replica, handed out once a read may be served from it."""
 
     @property
     def applied_index(self) -> int: ...
 
     @property
-    def state(self) -> ControlState: ...
+    def control(self) -> ControlState: ...
 
 
 class Backend(Protocol):
@@ -111,7 +112,15 @@ class Backend(Protocol):
     def cluster_id(self) -> str: ...
 
     @property
-    def cluster_map(self) -> ClusterMap: ...
+    def cluster_state(self) -> ClusterState:
+        """The cluster state as this node applied it (members, each partition's replicas, the
+        moves under way, the epoch); `UnavailableError` while a joining node has none yet."""
+        ...
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of `cluster_state` (0 while there is none)."""
+        ...
 
     @property
     def limits(self) -> Limits: ...
@@ -132,21 +141,17 @@ class Backend(Protocol):
 
     @property
     def control_state(self) -> ControlState:
-        """The control state (users, roles, auth on/off, alarms) as this node has applied it."""
+        """The meta group's control section (users, roles, auth on/off, alarms) as this node has
+        applied it; `UnavailableError` while a joining node does not know it yet."""
         ...
 
     @property
-    def control_applied(self) -> int:
-        """The index of the control group's last entry applied here."""
+    def meta_applied(self) -> int:
+        """The index of the meta group's last entry applied here (the control revision)."""
         ...
 
-    def propose_control(self, command: bytes) -> asyncio.Future[pb.AuthChangeResponse]:
-        """Replicate `command` (a serialized `ControlCommand`) through the control group, as
-        `propose`; the response's header.revision is the entry's index."""
-        ...
-
-    def read_control(self, consistency: int, min_revision: int) -> asyncio.Future[ControlReader]:
-        """The control group's replica once a read at `consistency` may be served from it, as
+    def read_meta(self, consistency: int, min_revision: int) -> asyncio.Future[MetaReader]:
+        """The meta group's state machine once a read at `consistency` may be served from it, as
         `read`."""
         ...
 
@@ -189,6 +194,21 @@ class Backend(Protocol):
         from the peer CA), or None to admit it."""
         ...
 
+    def answer_hello(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerHello:
+        """This node's hello in reply to a peer's, with the reason it refuses the peer if it does
+        (another cluster, not a member, a known id with another data dir)."""
+        ...
+
+    def is_member(self, node_id: int) -> bool:
+        """Whether `node_id` is a member this node talks to (not removed, not replaced)."""
+        ...
+
+    def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
+        """Propose a command to the meta group (a membership change, or a change of the control
+        section); the future resolves to its result once applied. A node that does not lead the meta group passes it to the leader (unless not
+        `forward`: then it raises `NotLeaderError`)."""
+        ...
+
 
 _FOLLOWER_READS = (pb.STALE, pb.SESSION)
 
@@ -199,8 +219,8 @@ class MemoryBackend:
     once with the real applier over a `MemoryEngine` (no Raft, no log).
 
     Test knobs: `leaders[partition]` names another node as the partition's leader (proposals and
-    leader reads there are refused with NOT_LEADER and that hint; `leaders[CONTROL_GROUP]` the
-    same for the control group, which is applied at once too); with `hold_proposals`,
+    leader reads there are refused with NOT_LEADER and that hint); meta commands are applied at
+    once by the real meta applier, as if this node led the meta group; with `hold_proposals`,
     proposals wait until `apply_held()` or `fail_held()`; `refuse_peers` is the reason every
     Peer caller is refused (None: every caller is admitted, as by a plaintext node). Leases keep
     no time here: a keepalive of an existing lease is answered at once, and `expire(lease)`
@@ -222,21 +242,42 @@ class MemoryBackend:
     held: list[tuple[int, bytes, asyncio.Future[WriteResponse]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.cluster_map = ClusterMap(
-            epoch=3,
-            members={str(node_id): address for node_id, address in self.members.items()},
-            partitions=self.partitions,
-            replication_factor=len(self.members),
-        )
         self._engine = MemoryEngine()
+        initial = ClusterState.bootstrap(self.cluster_id, self.members, self.partitions, len(self.members), 16)
+        self.meta = MetaStateMachine(self._engine, META_GROUP, initial)
+        batch = self._engine.new_batch()
+        self.meta.bootstrap(batch, SnapshotMeta(1, 1, ConfState(frozenset(self.members))))
+        self._engine.write(batch, sync=False)
         self._machines = {p: PartitionStateMachine(self._engine, p) for p in range(self.partitions)}
         self._session_reads: list[tuple[int, int, asyncio.Future[Reader]]] = []
         self._applied = asyncio.Event()
-        self.control = ControlStateMachine(self._engine)
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        state = self.meta.state
+        assert state is not None  # bootstrapped
+        return state
 
     @property
     def address(self) -> str:
         return self.members[self.node_id]
+
+    @property
+    def epoch(self) -> int:
+        return self.cluster_state.epoch
+
+    def is_member(self, node_id: int) -> bool:
+        return node_id in self.cluster_state.addresses()
+
+    def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
+        """Applies the command to the meta state at once."""
+        batch = self._engine.new_batch()
+        ((_, result),) = self.meta.apply(batch, [Entry(self.meta.applied_index + 1, 1, command.SerializeToString())])
+        self._engine.write(batch, sync=False)
+        assert result is not None  # an entry with a command has a result
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        future.set_result(result)
+        return future
 
     def address_of(self, node_id: int) -> str:
         return self.members.get(node_id, "")
@@ -345,34 +386,22 @@ class MemoryBackend:
 
     @property
     def control_state(self) -> ControlState:
-        return self.control.state
+        return self.meta.control
 
     @property
-    def control_applied(self) -> int:
-        return self.control.applied_index
+    def meta_applied(self) -> int:
+        return self.meta.applied_index
 
-    def propose_control(self, command: bytes) -> asyncio.Future[pb.AuthChangeResponse]:
-        self._require_leader(CONTROL_GROUP)
-        batch = self._engine.new_batch()
-        ((_, response),) = self.control.apply(batch, [Entry(self.control.applied_index + 1, 1, command)])
-        self._engine.write(batch, sync=False)
-        assert response is not None  # an entry with data answers
-        future: asyncio.Future[pb.AuthChangeResponse] = asyncio.get_running_loop().create_future()
-        future.set_result(response)
-        return future
-
-    def read_control(self, consistency: int, min_revision: int) -> asyncio.Future[ControlReader]:
-        if consistency not in _FOLLOWER_READS:
-            self._require_leader(CONTROL_GROUP)
-        future: asyncio.Future[ControlReader] = asyncio.get_running_loop().create_future()
-        future.set_result(self.control)  # everything proposed here is applied at once
+    def read_meta(self, consistency: int, min_revision: int) -> asyncio.Future[MetaReader]:
+        future: asyncio.Future[MetaReader] = asyncio.get_running_loop().create_future()
+        future.set_result(self.meta)  # everything proposed here is applied at once
         return future
 
     def status(self) -> list[PartitionStatus]:
         return [
             PartitionStatus(
                 partition,
-                tuple(int(node) for node in self.cluster_map.replicas(partition)),
+                self.cluster_state.partitions[partition].replicas,
                 self.leaders.get(partition, self.node_id),
                 1,
                 machine.applied_index,
@@ -392,3 +421,7 @@ class MemoryBackend:
 
     def peer_refusal(self, caller: PeerCaller) -> str | None:
         return self.refuse_peers
+
+    def answer_hello(self, hello: peer_pb2.PeerHello) -> peer_pb2.PeerHello:
+        refusal = peer_pb2.ACCEPTED if hello.cluster_id == self.cluster_id else peer_pb2.OTHER_CLUSTER
+        return peer_pb2.PeerHello(node_id=self.node_id, cluster_id=self.cluster_id, refusal=refusal)

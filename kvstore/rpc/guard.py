@@ -194,7 +194,7 @@ class Guard(grpc.aio.ServerInterceptor):
             return state, Caller(user, f"user {user}") if user in state.users else anonymous
         try:
             claims = read_token(state.token_secret, token, self._wall_clock())
-            if claims.revision > backend.control_applied:
+            if claims.revision > backend.meta_applied:
                 state = await self._control_at(claims.revision, context)
             user = state.users.get(claims.user)
             if user is None:
@@ -211,10 +211,10 @@ class Guard(grpc.aio.ServerInterceptor):
     async def _control_at(self, revision: int, context: grpc.aio.ServicerContext) -> ControlState:
         remaining = context.time_remaining()
         timeout = self._backend.limits.request_timeout_s if remaining is None else max(remaining, 0.0)
-        future = self._backend.read_control(pb.SESSION, revision)
+        future = self._backend.read_meta(pb.SESSION, revision)
         try:
             async with asyncio.timeout(timeout):
-                return (await future).state
+                return (await future).control
         except TimeoutError:
             future.cancel()
             raise KvTimeoutError(f"node {self._backend.node_id} has not applied the control revision {revision} "
@@ -294,7 +294,7 @@ class Guard(grpc.aio.ServerInterceptor):
         served = iter(getattr(served_response, rule.results))
         answer = type(served_response)()
         results = getattr(answer, rule.results)
-        epoch = self._backend.cluster_map.epoch
+        epoch = self._backend.epoch
         for position, item in enumerate(items):
             if position in refused:
                 results.append(_refused_operation(item, to_error(refused[position], epoch, self._backend.address_of)))

@@ -167,7 +167,7 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             return result
         response = started.future.result()
         if response.error.code:
-            response.error.epoch = self._backend.cluster_map.epoch
+            response.error.epoch = self._backend.epoch
         fill_header(self._backend, response.header, started.partition, response.header.revision, pb.LINEARIZABLE)
         return _wrap(response)
 
@@ -185,14 +185,14 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         if not keys:
             raise InvalidArgumentError("the transaction has no compares and no operations")
         limit = self._backend.limits.max_key_bytes
-        cluster_map = self._backend.cluster_map
+        cluster_state = self._backend.cluster_state
         partitions = set()
         for key in keys:
             if not key:
                 raise InvalidArgumentError("the key is empty")
             if len(key) > limit:
                 raise InvalidArgumentError(f"the key is {len(key)} bytes; the limit is {limit}")
-            partitions.add(cluster_map.partition_for_key(key))
+            partitions.add(cluster_state.partition_for_key(key))
         if len(partitions) > 1:
             raise CrossPartitionError(
                 f"the transaction touches partitions {sorted(partitions)}; a transaction must stay in one "

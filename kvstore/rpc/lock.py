@@ -31,7 +31,7 @@ class LockService(kvstore_pb2_grpc.LockServicer):
         try:
             if not request.name:
                 raise InvalidArgumentError("a lock name must not be empty")
-            partition = backend.cluster_map.partition_for_key(lock_prefix(request.name))
+            partition = backend.cluster_state.partition_for_key(lock_prefix(request.name))
             if request.lease and lease_partition(request.lease) != partition:
                 raise CrossPartitionError(
                     f"lock {request.name!r:.80} lives in partition {partition} but lease {request.lease} in partition "
@@ -60,8 +60,10 @@ class LockService(kvstore_pb2_grpc.LockServicer):
         return response
 
     async def Unlock(self, request: pb.UnlockRequest, context: Any) -> pb.UnlockResponse:
-        partition = self._backend.cluster_map.partition_for_key(request.key) if request.key else 0
+        partition = 0
         try:
+            if request.key:
+                partition = self._backend.cluster_state.partition_for_key(request.key)
             response = await propose(self._backend, partition, request)
         except Exception as error:
             response = refusal(self._backend, request, partition, error)

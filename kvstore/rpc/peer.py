@@ -1,5 +1,6 @@
-"""The Peer service: the receiving end of other nodes' Raft message streams. Only peers reach
-it: the guard admits a caller to it (with TLS, one with a peer certificate; `kvstore.rpc.policy`)."""
+"""The Peer service: the receiving end of other nodes' Raft message streams, and the meta group's
+leader taking a command passed to it. Only peers reach it: the guard admits a caller to it (with
+TLS, one with a peer certificate; `kvstore.rpc.policy`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from typing import Any
 
 import grpc
 
-from kvstore._pb import kvstore_pb2 as pb
-from kvstore._pb import peer_pb2, peer_pb2_grpc
+from kvstore._pb import meta_pb2, peer_pb2, peer_pb2_grpc
 from kvstore.codec import CodecError, decode_peer_frame
-from kvstore.rpc.auth import propose_control
+from kvstore.errors import KvError
 from kvstore.rpc.backend import Backend
 
 log = logging.getLogger("kvstore.peer")
@@ -31,16 +31,22 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         try:
             async for frame in request_iterator:
                 if frame.HasField("hello"):
-                    ours = self._backend.cluster_id
-                    if frame.hello.cluster_id != ours:
-                        log.warning("refusing peer %d of cluster %r", frame.hello.node_id, frame.hello.cluster_id)
-                        await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                            f"node {self._backend.node_id} belongs to cluster {ours!r}, "
-                                            f"not {frame.hello.cluster_id!r}")
-                    peer = frame.hello.node_id
-                    await context.send_initial_metadata(())  # admitted: the sender counts as connected
+                    # The reply admits the sender or says why not; the sender judges it too.
+                    hello = frame.hello
+                    reply = self._backend.answer_hello(hello)
+                    await context.write(peer_pb2.PeerFrame(hello=reply))
+                    if reply.refusal != peer_pb2.ACCEPTED:
+                        await context.abort(
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"node {reply.node_id} of cluster {reply.cluster_id!r} refuses node {hello.node_id} of "
+                            f"cluster {hello.cluster_id!r}: {peer_pb2.PeerRefusal.Name(reply.refusal)}")
+                    peer = hello.node_id
                     continue
                 if frame.raft_batch and peer:
+                    if not self._backend.is_member(peer):
+                        # Removed since: its sender reconnects, is refused, and so learns it left.
+                        await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                            f"node {peer} is no longer a member")
                     self._backend.deliver(decode_peer_frame(frame.raft_batch))
         except CodecError as error:
             # The peer reconnects with a new stream; what this frame carried, Raft sends again.
@@ -49,6 +55,14 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             # A peer's stream lasts as long as both nodes run: when this node stops, the server
             # (or the loop's shutdown) cancels it. That is the normal end, not an error.
             log.debug("stream from peer %d ended by shutdown", peer)
+
+    async def ProposeMeta(self, request: meta_pb2.MetaCommand, context: Any) -> meta_pb2.MetaResult:
+        """A meta command another node passes to this one as the meta group's leader."""
+        try:
+            result = await self._backend.propose_meta(request, forward=False)
+        except KvError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, error.message)
+        return result.to_pb()
 
     async def SendSnapshot(
         self, request_iterator: AsyncIterator[peer_pb2.SnapshotChunk], context: Any
@@ -69,6 +83,3 @@ class PeerService(peer_pb2_grpc.PeerServicer):
                 self._backend.deliver(items)
                 return peer_pb2.SnapshotAck(ok=True)
         return peer_pb2.SnapshotAck(ok=False, error="the stream ended before the last chunk")
-
-    async def ProposeControl(self, request: peer_pb2.ProposeControlRequest, context: Any) -> pb.AuthChangeResponse:
-        return await propose_control(self._backend, request.command)

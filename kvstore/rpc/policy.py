@@ -206,6 +206,10 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     _CLUSTER + "Status": Who.PUBLIC,
     _CLUSTER + "Members": Who.PUBLIC,
     _CLUSTER + "Partitions": Who.PUBLIC,
+    _CLUSTER + "MemberAdd": Who.ROOT,
+    _CLUSTER + "MemberRemove": Who.ROOT,
+    _CLUSTER + "MemberReplace": Who.ROOT,
+    _CLUSTER + "Join": Who.PEER,  # a new node asking its place, with its peer certificate
     _AUTH + "Authenticate": Who.PUBLIC,
     _AUTH + "AuthStatus": Who.PUBLIC,
     **{_AUTH + name: Who.ROOT for name in (
@@ -214,7 +218,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
         "RoleSetRateLimit", "RoleList")},
     _PEER + "Stream": Who.PEER,
     _PEER + "SendSnapshot": Who.PEER,
-    _PEER + "ProposeControl": Who.PEER,
+    _PEER + "ProposeMeta": Who.PEER,
     "/grpc.health.v1.Health/Check": Who.PUBLIC,
     "/grpc.health.v1.Health/Watch": Who.PUBLIC,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Who.PUBLIC,

@@ -657,3 +657,13 @@ class PartitionStateMachine:
             raise ValueError(f"partition {self.partition_id} already applied up to {self._applied_index}")
         self._store.use(batch)
         self._set_applied(start)
+
+    def destroy(self, batch: WriteBatch) -> None:
+        """Stage deleting everything of this partition on this node: data, fences, dedup table,
+        leases, the stored-bytes count and apply state (the replica left the group; drop this
+        object once the batch is written)."""
+        self._store.use(batch)
+        for prefix in self._owned_prefixes():
+            self._store.replace(prefix, ())
+        self._store.stage(self._apply_state_key, None)
+        self._store.stage(self._stored_bytes_key, None)

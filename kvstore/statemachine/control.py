@@ -1,12 +1,15 @@
-"""The cluster's control state: users, roles, whether auth is enabled, the token-signing secret,
-and the alarms (a member past the space quota). Pure and deterministic, like the partitions'
-applier: every node applies the same `ControlCommand`s (`proto/kvstore/_pb/control.proto`) in
-log order and holds the same `ControlState` at the same revision.
+"""The meta group's control section: users, roles, whether auth is enabled, the token-signing
+secret, and the alarms (a member past the space quota). The meta group's log carries these
+commands beside the membership commands (`MetaCommand.control`, `proto/kvstore/_pb/meta.proto`;
+`kvstore.statemachine.meta` applies both sections; `cluster_state` is the other one). Pure and
+deterministic, like the partitions' applier: every node applies the same `ControlCommand`s
+(`proto/kvstore/_pb/control.proto`) in log order and holds the same `ControlState` at the same
+revision.
 
 `apply_control(state, command, revision)` returns the next state and the command's refusal
 (None: applied). A refused command leaves the state as it was. `revision` is the index of the
-entry carrying the command; a state that changed takes it as its own `revision`, so a token
-issued at revision R is good on any node that has applied R (`kvstore.credentials`).
+meta group's entry carrying the command; a state that changed takes it as its own `revision`,
+so a token issued at revision R is good on any node that has applied R (`kvstore.credentials`).
 
 The model is etcd's role-based access control, on key prefixes:
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from types import MappingProxyType
@@ -37,7 +40,7 @@ from google.protobuf.message import DecodeError
 from kvstore._pb import control_pb2
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.codec import CodecError
-from kvstore.errors import ErrorCode
+from kvstore.statemachine.cluster_state import Refusal
 from kvstore.storage.keys import prefix_end
 
 ROOT = "root"
@@ -110,8 +113,8 @@ class ControlState:
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
-    code: ErrorCode
+class Refused:
+    reason: Refusal  # the meta group's refusal kinds: NOT_FOUND or INVALID here
     message: str
 
 
@@ -222,7 +225,7 @@ def rate_limit_problem(limit: pb.RateLimit) -> str | None:
 
 # -- applying -------------------------------------------------------------------------------
 
-Outcome = tuple[ControlState, Refusal | None]
+Outcome = tuple[ControlState, Refused | None]
 
 
 def apply_control(state: ControlState, command: control_pb2.ControlCommand, revision: int) -> Outcome:
@@ -230,19 +233,19 @@ def apply_control(state: ControlState, command: control_pb2.ControlCommand, revi
     kind = command.WhichOneof("command")
     handler = _HANDLERS.get(kind or "")
     if handler is None:
-        return _refused(state, ErrorCode.INVALID_ARGUMENT, f"not a control command: {kind!r}")
+        return _refused(state, Refusal.INVALID, f"not a control command: {kind!r}")
     next_state, refusal = handler(state, getattr(command, kind or ""), revision)
     if refusal is None and next_state != state:
         next_state = replace(next_state, revision=revision)
     return next_state, refusal
 
 
-def _refused(state: ControlState, code: ErrorCode, message: str) -> Outcome:
-    return state, Refusal(code, message)
+def _refused(state: ControlState, reason: Refusal, message: str) -> Outcome:
+    return state, Refused(reason, message)
 
 
 def _invalid(state: ControlState, message: str) -> Outcome:
-    return _refused(state, ErrorCode.INVALID_ARGUMENT, message)
+    return _refused(state, Refusal.INVALID, message)
 
 
 def _with_user(state: ControlState, user: User) -> ControlState:
@@ -253,16 +256,16 @@ def _with_role(state: ControlState, role: Role) -> ControlState:
     return replace(state, roles=MappingProxyType({**state.roles, role.name: role}))
 
 
-def _user(state: ControlState, name: str) -> User | Refusal:
+def _user(state: ControlState, name: str) -> User | Refused:
     found = state.users.get(name)
-    return found if found is not None else Refusal(ErrorCode.NOT_FOUND, f"there is no user {name!r}")
+    return found if found is not None else Refused(Refusal.NOT_FOUND, f"there is no user {name!r}")
 
 
-def _role(state: ControlState, name: str) -> Role | Refusal:
+def _role(state: ControlState, name: str) -> Role | Refused:
     found = state.roles.get(name)
     if found is not None:
         return found
-    return Refusal(ErrorCode.NOT_FOUND, f"there is no role {name!r}")
+    return Refused(Refusal.NOT_FOUND, f"there is no role {name!r}")
 
 
 def _enable(state: ControlState, command: control_pb2.EnableAuth, revision: int) -> Outcome:
@@ -291,7 +294,7 @@ def _add_user(state: ControlState, command: control_pb2.AddUser, revision: int) 
 
 def _delete_user(state: ControlState, command: pb.UserDeleteRequest, revision: int) -> Outcome:
     user = _user(state, command.name)
-    if isinstance(user, Refusal):
+    if isinstance(user, Refused):
         return state, user
     if user.name == ROOT and state.auth_enabled:
         return _invalid(state, "the user 'root' cannot be deleted while auth is enabled")
@@ -302,28 +305,28 @@ def _delete_user(state: ControlState, command: pb.UserDeleteRequest, revision: i
 
 def _change_password(state: ControlState, command: control_pb2.ChangePassword, revision: int) -> Outcome:
     user = _user(state, command.name)
-    if isinstance(user, Refusal):
+    if isinstance(user, Refused):
         return state, user
     return _with_user(state, replace(user, password_hash=command.password_hash, revision=revision)), None
 
 
 def _grant_role(state: ControlState, command: pb.UserGrantRoleRequest, revision: int) -> Outcome:
     user = _user(state, command.user)
-    if isinstance(user, Refusal):
+    if isinstance(user, Refused):
         return state, user
     if command.role != ROOT:
         role = _role(state, command.role)
-        if isinstance(role, Refusal):
+        if isinstance(role, Refused):
             return state, role
     return _with_user(state, replace(user, roles=tuple(sorted({*user.roles, command.role})))), None
 
 
 def _revoke_role(state: ControlState, command: pb.UserRevokeRoleRequest, revision: int) -> Outcome:
     user = _user(state, command.user)
-    if isinstance(user, Refusal):
+    if isinstance(user, Refused):
         return state, user
     if command.role not in user.roles:
-        return _refused(state, ErrorCode.NOT_FOUND, f"the user {user.name!r} does not have the role {command.role!r}")
+        return _refused(state, Refusal.NOT_FOUND, f"the user {user.name!r} does not have the role {command.role!r}")
     if user.name == ROOT and command.role == ROOT:
         return _invalid(state, "the user 'root' always has the role 'root'")
     return _with_user(state, replace(user, roles=tuple(r for r in user.roles if r != command.role))), None
@@ -331,7 +334,7 @@ def _revoke_role(state: ControlState, command: pb.UserRevokeRoleRequest, revisio
 
 def _set_user_rate_limit(state: ControlState, command: pb.UserSetRateLimitRequest, revision: int) -> Outcome:
     user = _user(state, command.name)
-    if isinstance(user, Refusal):
+    if isinstance(user, Refused):
         return state, user
     problem = rate_limit_problem(command.rate_limit)
     if problem is not None:
@@ -352,7 +355,7 @@ def _delete_role(state: ControlState, command: pb.RoleDeleteRequest, revision: i
     if command.name == ROOT:
         return _invalid(state, "the role 'root' is built in and cannot be deleted")
     role = _role(state, command.name)
-    if isinstance(role, Refusal):
+    if isinstance(role, Refused):
         return state, role
     roles = dict(state.roles)
     del roles[role.name]
@@ -366,7 +369,7 @@ def _grant_permission(state: ControlState, command: pb.RoleGrantPermissionReques
     if command.role == ROOT:
         return _invalid(state, "the role 'root' has every permission already")
     role = _role(state, command.role)
-    if isinstance(role, Refusal):
+    if isinstance(role, Refused):
         return state, role
     permission = command.permission
     if permission.permission not in _ACCESS_VALUES:
@@ -378,18 +381,18 @@ def _grant_permission(state: ControlState, command: pb.RoleGrantPermissionReques
 
 def _revoke_permission(state: ControlState, command: pb.RoleRevokePermissionRequest, revision: int) -> Outcome:
     role = _role(state, command.role)
-    if isinstance(role, Refusal):
+    if isinstance(role, Refused):
         return state, role
     kept = tuple(grant for grant in role.grants if grant.prefix != command.prefix)
     if len(kept) == len(role.grants):
-        return _refused(state, ErrorCode.NOT_FOUND,
+        return _refused(state, Refusal.NOT_FOUND,
                         f"the role {role.name!r} grants nothing on the prefix {command.prefix!r}")
     return _with_role(state, replace(role, grants=kept)), None
 
 
 def _set_role_rate_limit(state: ControlState, command: pb.RoleSetRateLimitRequest, revision: int) -> Outcome:
     role = _role(state, command.name)
-    if isinstance(role, Refusal):
+    if isinstance(role, Refused):
         return state, role
     problem = rate_limit_problem(command.rate_limit)
     if problem is not None:
@@ -406,6 +409,12 @@ def _raise_alarm(state: ControlState, command: pb.Alarm, revision: int) -> Outco
 def _clear_alarm(state: ControlState, command: pb.Alarm, revision: int) -> Outcome:
     return replace(state, alarms=frozenset(a for a in state.alarms
                                            if (a.node_id, a.type.value) != (command.node_id, command.type))), None
+
+
+def without_alarms_of(state: ControlState, node_ids: Container[int], revision: int) -> ControlState:
+    """`state` without the alarms of `node_ids` (members that were removed), as of `revision`."""
+    kept = frozenset(alarm for alarm in state.alarms if alarm.node_id not in node_ids)
+    return state if kept == state.alarms else replace(state, alarms=kept, revision=revision)
 
 
 _ACCESS_VALUES = frozenset(access.value for access in Access)

@@ -19,9 +19,6 @@ tag    rest of the key                    value
                                           none), revision of its grant
 ``F``  partition ``p`` (u32), user key    fence: the highest fencing token (u64) the key
                                           has accepted; kept when the key is deleted
-``G``  group ``g`` (u32)                  the whole state of a group whose state machine
-                                          holds it in memory (the control group's
-                                          `ControlState` record)
 ``K``  partition ``p`` (u32), lease id    empty: the user key is attached to the lease
        (u64), user key                    (the index lease -> keys that expiry reads; the
                                           key's own record holds its lease too)
@@ -44,7 +41,6 @@ LEASE_TAG = b"E"
 FENCE_TAG = b"F"
 LEASE_KEY_TAG = b"K"
 STORED_BYTES_TAG = b"B"
-GROUP_STATE_TAG = b"G"
 
 _U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
@@ -87,6 +83,3 @@ def fill_kv(kv: pb.KeyValue, user_key: bytes, raw: bytes) -> pb.KeyValue:
 def stored_bytes_key(partition: int) -> bytes:
     return STORED_BYTES_TAG + _U32.pack(partition)
 
-
-def group_state_key(group: int) -> bytes:
-    return GROUP_STATE_TAG + _U32.pack(group)

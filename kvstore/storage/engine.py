@@ -291,6 +291,40 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+def _damaged_file(path: str, message: str) -> str:
+    """The file of LevelDB directory `path` that `message` (a LevelDB error) is about, as far as
+    LevelDB says: its messages name a table or log file by path, the manifest as "descriptor",
+    and a damaged block of a table not at all."""
+    if path in message:
+        return ""
+    if "CURRENT" in message:
+        return os.path.join(path, "CURRENT")
+    if "descriptor" in message or "MANIFEST" in message:
+        try:
+            with open(os.path.join(path, "CURRENT")) as current:
+                return os.path.join(path, current.read().strip())
+        except OSError:
+            return os.path.join(path, "MANIFEST-*")
+    return "one of its table files"
+
+
+def _storage_failure(path: str, exc: BaseException) -> StorageError:
+    """A LevelDB error met while reading, as the storage error to raise."""
+    message = _one_line(exc)
+    if isinstance(exc, plyvel.CorruptionError):
+        damaged = _damaged_file(path, message)
+        return CorruptionError(f"data directory {path} is corrupt{f' ({damaged})' if damaged else ''}: {message}")
+    return StorageError(f"read from data directory {path} failed: {message}")
+
+
+def _checked(path: str, iterator: Iterator[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    # LevelDB finds a damaged block only when an iterator reaches it.
+    try:
+        yield from iterator
+    except plyvel.Error as exc:
+        raise _storage_failure(path, exc) from None
+
+
 class LevelDBWriteBatch:
     """A `WriteBatch` of a `LevelDBEngine`, staged in an unsynced plyvel batch."""
 
@@ -316,7 +350,8 @@ class LevelDBWriteBatch:
 class LevelDBReadView:
     """A LevelDB snapshot."""
 
-    def __init__(self, snapshot: Any) -> None:
+    def __init__(self, path: str, snapshot: Any) -> None:
+        self._path = path
         self._snapshot = snapshot
 
     def get(self, key: bytes) -> bytes | None:
@@ -324,13 +359,14 @@ class LevelDBReadView:
             return cast(bytes | None, self._snapshot.get(key))
         except RuntimeError:
             raise EngineClosedError("read view is closed") from None
+        except plyvel.Error as exc:
+            raise _storage_failure(self._path, exc) from None
 
     def iterate(
         self, start: bytes, end: bytes | None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         try:
-            pairs = self._snapshot.iterator(start=start, stop=end, reverse=reverse)
-            return cast(Iterator[tuple[bytes, bytes]], pairs)
+            return _checked(self._path, self._snapshot.iterator(start=start, stop=end, reverse=reverse))
         except RuntimeError:
             raise EngineClosedError("read view is closed") from None
 
@@ -385,7 +421,7 @@ class LevelDBEngine:
                 raise DataDirLockedError(self.path, same_process=same_process) from None
             raise StorageError(f"cannot open data directory {self.path}: {message}") from None
         except plyvel.CorruptionError as exc:
-            raise CorruptionError(f"data directory {self.path} is corrupt: {_one_line(exc)}") from None
+            raise _storage_failure(self.path, exc) from None
         except (plyvel.Error, OSError) as exc:
             raise StorageError(f"cannot open data directory {self.path}: {_one_line(exc)}") from None
 
@@ -397,13 +433,14 @@ class LevelDBEngine:
             return cast(bytes | None, self._db.get(key))
         except RuntimeError:
             raise self._closed_error() from None
+        except plyvel.Error as exc:
+            raise _storage_failure(self.path, exc) from None
 
     def iterate(
         self, start: bytes, end: bytes | None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
         try:
-            pairs = self._db.iterator(start=start, stop=end, reverse=reverse)
-            return cast(Iterator[tuple[bytes, bytes]], pairs)
+            return _checked(self.path, self._db.iterator(start=start, stop=end, reverse=reverse))
         except RuntimeError:
             raise self._closed_error() from None
 
@@ -434,7 +471,7 @@ class LevelDBEngine:
 
     def read_view(self) -> LevelDBReadView:
         try:
-            return LevelDBReadView(self._db.snapshot())
+            return LevelDBReadView(self.path, self._db.snapshot())
         except RuntimeError:
             raise self._closed_error() from None
 

@@ -17,6 +17,8 @@ tag    rest of the key                    value
                                           compaction point
 ``M``  name (UTF-8)                       node metadata (node id, format version, ...)
 ``S``  group ``g`` (u32)                  metadata of group ``g``'s latest snapshot (codec)
+``T``  group ``g`` (u32)                  tombstone of group ``g``'s deleted replica (codec):
+                                          kept for good, as the group may come back
 =====  =================================  ===============================================
 
 The layer attaches no meaning to groups or partitions: they are numbers that keep keys apart.
@@ -33,6 +35,7 @@ HARD_STATE_TAG = b"H"
 LOG_TAG = b"L"
 META_TAG = b"M"
 SNAPSHOT_META_TAG = b"S"
+TOMBSTONE_TAG = b"T"
 
 _U32 = struct.Struct(">I")
 _GROUP_INDEX = struct.Struct(">IQ")
@@ -90,6 +93,18 @@ def snapshot_meta_key(group: int) -> bytes:
 
 def apply_state_key(group: int) -> bytes:
     return APPLY_STATE_TAG + _u32(group, "group")
+
+
+def tombstone_key(group: int) -> bytes:
+    return TOMBSTONE_TAG + _u32(group, "group")
+
+
+def parse_group_key(key: bytes) -> int:
+    """The group of a per-group key (hard state, snapshot metadata, apply state, tombstone)."""
+    if len(key) != 1 + _U32.size:
+        raise ValueError(f"not a per-group key: {key!r}")
+    group: int = _U32.unpack_from(key, 1)[0]
+    return group
 
 
 # -- partitions ----------------------------------------------------------------------------

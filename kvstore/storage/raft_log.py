@@ -40,13 +40,20 @@ from kvstore.raft.types import (
 from kvstore.storage.engine import Engine, WriteBatch
 from kvstore.storage.errors import CorruptionError
 from kvstore.storage.keys import (
+    HARD_STATE_TAG,
     hard_state_key,
     log_key,
     log_prefix,
+    parse_group_key,
     parse_log_key,
     prefix_end,
     snapshot_meta_key,
 )
+
+
+def stored_groups(engine: Engine) -> list[int]:
+    """The groups that have a Raft log on `engine` (each has a hard state)."""
+    return [parse_group_key(key) for key, _ in engine.iterate(HARD_STATE_TAG, prefix_end(HARD_STATE_TAG))]
 
 SnapshotSource = Callable[[], Snapshot]
 """Returns the state machine's snapshot as it is now (metadata: its applied index, that entry's
@@ -330,6 +337,15 @@ class DurableLogStorage:
         batch.put(snapshot_meta_key(group), self._encoder.snapshot_meta(meta))
         self._snapshot_meta = meta
         self._reset_log(meta.index, meta.term)
+
+    def destroy(self, batch: WriteBatch) -> None:
+        """Stage deleting the whole group: its log, hard state and snapshot metadata (the replica
+        left the group; drop this object once the batch is written)."""
+        group = self._group_id
+        for index in range(self._dummy_index, self._last_index + 1):
+            batch.delete(log_key(group, index))
+        batch.delete(hard_state_key(group))
+        batch.delete(snapshot_meta_key(group))
 
     # -- in-memory view ---------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
+from kvstore._pb import meta_pb2
+from kvstore._pb.control_pb2 import ControlCommand
 from kvstore.node.local import free_ports
 from kvstore.ratelimit import RateLimiter
 from kvstore.rpc import (
@@ -127,3 +129,11 @@ async def secure(served: Served) -> dict[str, str]:
         assert signed_in.expires_at_unix_ms == int((served.clocks.wall + TTL_S) * 1000)
         tokens[name] = signed_in.token
     return tokens
+
+
+def nospace_alarm(node_id: int, *, raised: bool) -> meta_pb2.MetaCommand:
+    """The meta command that raises (or clears) `node_id`'s NOSPACE alarm, as its quota watcher
+    proposes it."""
+    alarm = pb.Alarm(node_id=node_id, type=pb.NOSPACE)
+    change = ControlCommand(raise_alarm=alarm) if raised else ControlCommand(clear_alarm=alarm)
+    return meta_pb2.MetaCommand(control=change)

@@ -71,7 +71,7 @@ def kvctl(cluster: LocalCluster, *args: str) -> tuple[int, str]:
 
 
 def raw_token(cluster: LocalCluster, name: str, password: str) -> str:
-    """A token from `Auth.Authenticate` called by hand: the control group's leader signs in (the
+    """A token from `Auth.Authenticate` called by hand: the meta group's leader signs in (the
     others answer NOT_LEADER), so every node is asked until one does."""
     token = ""
 
@@ -86,7 +86,7 @@ def raw_token(cluster: LocalCluster, name: str, password: str) -> str:
                 return True
         return False
 
-    wait_for(signed_in, f"the control group's leader to sign {name} in")
+    wait_for(signed_in, f"the meta group's leader to sign {name} in")
     return token
 
 
@@ -121,7 +121,7 @@ def test_a_lock_is_taken_where_the_user_may_write_its_keys_and_refused_elsewhere
 def test_a_change_made_through_one_node_applies_at_the_same_revision_everywhere(cluster: LocalCluster) -> None:
     with root_client(cluster, [cluster.address(3)]) as root:
         revision = root.auth.user_add("bob", "bobpw")
-    # Signing in goes through the control group's leader: bob is known at once, from any node.
+    # Signing in goes through the meta group's leader: bob is known at once, from any node.
     with user_client(cluster, "bob", "bobpw", [cluster.address(1)]) as bob:
         assert bob.auth.status().user == "bob"
         with pytest.raises(PermissionDeniedError):
@@ -207,7 +207,7 @@ def test_past_the_quota_writes_are_refused_deletes_accepted_and_the_cluster_reco
             return [{alarm.node_id for alarm in root.status(address).alarms} for address in cluster.endpoints]
 
         # Every node holds every key (3 replicas on 3 nodes), so each raises its own alarm — two
-        # of them through the control group's leader — and every node applies all three.
+        # of them through the meta group's leader — and every node applies all three.
         wait_for(lambda: alarms() == [{1, 2, 3}] * 3, "each node's NOSPACE alarm, applied on every node")
         with pytest.raises(NoSpaceError, match="over its space quota"):
             root.put("quota/more", value)

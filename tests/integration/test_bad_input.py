@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 from kvctl.main import cli
 
+from kvstore.node.identity import open_identity
+from kvstore.storage import LevelDBEngine
 from tests.integration.harness import LocalCluster, free_ports, wait_for
 
 pytestmark = pytest.mark.slow
@@ -104,6 +106,41 @@ def test_a_missing_key_exits_1_and_a_present_one_prints_alone(single_node: Local
     present = run("-m", "kvctl.main", "--endpoints", endpoint, "get", "greeting", "-o", "simple")
     assert (present.returncode, present.stdout) == (0, "hello\n")
     assert run("-m", "kvctl.main", "--endpoints", endpoint, "get", "absent").returncode == 1
+
+
+def data_dir_of_node(path: Path, node_id: int, partitions: int) -> Path:
+    """A data dir as node `node_id` of a cluster of `partitions` partitions leaves it."""
+    with LevelDBEngine(path / "db") as engine:
+        open_identity(engine, path, node_id, partitions, lambda: "0123456789abcdef")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--id", "2", "--partitions", "8"], "belongs to node 1, not --id 2: start it with --id 1"),
+        (["--id", "1", "--partitions", "16"], "holds a cluster of 8 partitions, not --partitions 16"),
+    ],
+)
+def test_settings_that_disagree_with_the_data_dir_are_refused(tmp_path: Path, flags: list[str], fragment: str) -> None:
+    data_dir = data_dir_of_node(tmp_path / "node", 1, 8)
+    (port,) = free_ports(1)
+    address = f"127.0.0.1:{port}"
+    result = run("-m", "kvstore.node", *flags, "--listen", address, "--peers", f"{flags[1]}={address}",
+                 "--data-dir", str(data_dir))
+    assert_one_line_error(result, 2, fragment)
+
+
+def test_a_corrupt_data_dir_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    data_dir = data_dir_of_node(tmp_path / "node", 1, 8)
+    (manifest,) = (data_dir / "db").glob("MANIFEST-*")
+    with manifest.open("r+b") as f:
+        f.truncate(10)
+    (port,) = free_ports(1)
+    result = run("-m", "kvstore.node", "--id", "1", "--listen", f"127.0.0.1:{port}", "--single-node", "--partitions", "8",
+                 "--data-dir", str(data_dir))
+    assert_one_line_error(result, 3, f"is corrupt ({manifest})")
+    assert "replace the node" in result.stderr
 
 
 @pytest.mark.parametrize("endpoint", ["nonsense", "host:notaport", ":80", "host:99999"])

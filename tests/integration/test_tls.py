@@ -30,6 +30,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc, peer_pb2, peer_pb2_grpc
 from kvstore.certs import CertificateFiles, ClusterCertificates, init_certificates
 from kvstore.client import InvalidArgumentError, SyncClient, TlsConfig, TransportSecurityError, ops
+from kvstore.node.identity import derive_cluster_id
 from kvstore.tls import sync_channel
 from tests.integration.harness import LocalCluster, wait_for
 
@@ -168,7 +169,7 @@ def test_a_client_certificate_cannot_join_the_peer_stream(cluster: LocalCluster,
     # A node's certificate gets past the peer check, as far as the hello's cluster id.
     admitted = open_peer_stream(cluster.address(1), certs.nodes[3], certs.ca.cert, "another-cluster")
     assert admitted.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert "belongs to cluster 'kvstore'" in (admitted.details() or "")
+    assert "refuses node 99 of cluster 'another-cluster': OTHER_CLUSTER" in (admitted.details() or "")
 
 
 def test_an_oversized_request_is_refused_with_a_clear_error(cluster: LocalCluster) -> None:
@@ -256,7 +257,9 @@ def test_calls_past_the_stream_cap_wait_for_a_free_stream(tmp_path: Path) -> Non
     done = threading.Event()
 
     def hello_then_wait() -> Iterator[peer_pb2.PeerFrame]:
-        yield peer_pb2.PeerFrame(hello=peer_pb2.PeerHello(node_id=99, cluster_id="kvstore"))
+        # A hello the node admits: its own cluster's id (the default token and its one member).
+        cluster_id = derive_cluster_id("kvstore", {1: local.address(1)})
+        yield peer_pb2.PeerFrame(hello=peer_pb2.PeerHello(node_id=1, cluster_id=cluster_id))
         done.wait(30)
 
     # Channels of one process to one address share a connection unless told otherwise.

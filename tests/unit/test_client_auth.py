@@ -13,7 +13,7 @@ from kvstore.client.types import Grant, Permission, RateLimit
 from kvstore.errors import NoSpaceError, PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError
 from kvstore.ratelimit import RateLimiter
 from kvstore.statemachine import control
-from tests.fakes.guarded import TTL_S, secure, serving
+from tests.fakes.guarded import TTL_S, nospace_alarm, secure, serving
 
 
 class CountingLimiter(RateLimiter):
@@ -101,14 +101,10 @@ async def test_root_manages_users_and_roles_through_client_auth() -> None:
 
 
 async def test_writes_that_add_data_raise_no_space_while_an_alarm_is_raised() -> None:
-    from kvstore._pb import control_pb2
-    from kvstore._pb import kvstore_pb2 as pb
-
     async with serving() as served:
         async with Client([served.address]) as client:
             await client.put("k", "v")
-            await served.backend.propose_control(control_pb2.ControlCommand(
-                raise_alarm=pb.Alarm(node_id=1, type=pb.NOSPACE)).SerializeToString())
+            await served.backend.propose_meta(nospace_alarm(1, raised=True))
             with pytest.raises(NoSpaceError, match="over its space quota"):
                 await client.put("k2", "v")
             assert (await client.delete("k")).deleted

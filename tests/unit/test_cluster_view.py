@@ -6,7 +6,7 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.node.cluster_view import build_cluster_view, map_replicas, reported_replicas, short_reason
-from kvstore.ring import ClusterMap
+from kvstore.statemachine.cluster_state import ClusterState
 
 MEMBERS = {1: "10.0.0.1:2379", 2: "10.0.0.2:2379", 3: "10.0.0.3:2379"}
 
@@ -40,10 +40,9 @@ def test_leader_and_lag_come_from_what_each_replica_reports() -> None:
 
 
 def test_a_partition_whose_replicas_are_all_silent_is_shown_without_leader() -> None:
-    cluster_map = ClusterMap(epoch=1, members={str(n): a for n, a in MEMBERS.items()}, partitions=4,
-                             replication_factor=1)
+    cluster_state = ClusterState.bootstrap("c0ffee", MEMBERS, 4, 1, 16)
     answers: dict[int, pb.StatusResponse | str] = {n: "no answer within 1s" for n in MEMBERS}
-    view = build_cluster_view(MEMBERS, map_replicas(cluster_map), answers)
+    view = build_cluster_view(MEMBERS, map_replicas(cluster_state), answers)
     assert [p.id for p in view.partitions] == [0, 1, 2, 3]
     assert all(p.leader == 0 and not p.states and len(p.replicas) == 1 for p in view.partitions)
     assert not any(n.up for n in view.nodes)

@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 
 from kvstore._pb import control_pb2
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.errors import ErrorCode
-from kvstore.raft.types import ConfState, Entry, SnapshotMeta
+from kvstore.statemachine.cluster_state import Refusal
 from kvstore.statemachine.control import (
     ROOT,
     Access,
@@ -23,9 +22,8 @@ from kvstore.statemachine.control import (
     encode_state,
     permissions,
     rate_limit_of,
+    without_alarms_of,
 )
-from kvstore.statemachine.control_group import ControlStateMachine
-from kvstore.storage import MemoryEngine
 
 SECRET = b"s" * 32
 C = control_pb2.ControlCommand
@@ -40,11 +38,11 @@ def run(*commands: C, state: ControlState | None = None) -> ControlState:
     return state
 
 
-def refusal_of(state: ControlState, command: C) -> tuple[ErrorCode, str]:
+def refusal_of(state: ControlState, command: C) -> tuple[Refusal, str]:
     after, refusal = apply_control(state, command, state.revision + 1)
     assert refusal is not None
     assert after == state, "a refused command changes nothing"
-    return refusal.code, refusal.message
+    return refusal.reason, refusal.message
 
 
 def add_user(name: str, password_hash: str = "hash") -> C:
@@ -69,7 +67,7 @@ ENABLE = C(enable_auth=control_pb2.EnableAuth(token_secret=SECRET))
 
 def test_enabling_auth_needs_the_root_user_and_keeps_its_secret_when_enabled_again() -> None:
     code, message = refusal_of(ControlState(), ENABLE)
-    assert code is ErrorCode.INVALID_ARGUMENT and "kvctl user add root" in message
+    assert code is Refusal.INVALID and "kvctl user add root" in message
     state = run(add_user(ROOT), ENABLE)
     assert state.auth_enabled and state.token_secret == SECRET and state.users[ROOT].roles == (ROOT,)
     again = run(C(enable_auth=control_pb2.EnableAuth(token_secret=b"t" * 32)), state=state)
@@ -80,25 +78,25 @@ def test_enabling_auth_needs_the_root_user_and_keeps_its_secret_when_enabled_aga
 
 def test_root_cannot_be_deleted_or_lose_its_role_while_auth_is_enabled() -> None:
     state = run(add_user(ROOT), ENABLE)
-    assert refusal_of(state, C(delete_user=pb.UserDeleteRequest(name=ROOT)))[0] is ErrorCode.INVALID_ARGUMENT
+    assert refusal_of(state, C(delete_user=pb.UserDeleteRequest(name=ROOT)))[0] is Refusal.INVALID
     assert refusal_of(state, C(revoke_role=pb.UserRevokeRoleRequest(user=ROOT, role=ROOT)))[0] \
-        is ErrorCode.INVALID_ARGUMENT
-    assert refusal_of(state, C(delete_role=pb.RoleDeleteRequest(name=ROOT)))[0] is ErrorCode.INVALID_ARGUMENT
+        is Refusal.INVALID
+    assert refusal_of(state, C(delete_role=pb.RoleDeleteRequest(name=ROOT)))[0] is Refusal.INVALID
 
 
 def test_users_and_roles_refuse_what_does_not_exist_or_exists_already() -> None:
     state = run(add_user("alice"), add_role("reader"))
-    assert refusal_of(state, add_user("alice"))[0] is ErrorCode.INVALID_ARGUMENT
-    assert refusal_of(state, add_role("reader"))[0] is ErrorCode.INVALID_ARGUMENT
-    assert refusal_of(state, add_role(ROOT))[0] is ErrorCode.INVALID_ARGUMENT
-    assert refusal_of(state, give_role("bob", "reader"))[0] is ErrorCode.NOT_FOUND
-    assert refusal_of(state, give_role("alice", "writer"))[0] is ErrorCode.NOT_FOUND
+    assert refusal_of(state, add_user("alice"))[0] is Refusal.INVALID
+    assert refusal_of(state, add_role("reader"))[0] is Refusal.INVALID
+    assert refusal_of(state, add_role(ROOT))[0] is Refusal.INVALID
+    assert refusal_of(state, give_role("bob", "reader"))[0] is Refusal.NOT_FOUND
+    assert refusal_of(state, give_role("alice", "writer"))[0] is Refusal.NOT_FOUND
     assert refusal_of(state, C(revoke_role=pb.UserRevokeRoleRequest(user="alice", role="reader")))[0] \
-        is ErrorCode.NOT_FOUND
+        is Refusal.NOT_FOUND
     assert refusal_of(state, C(revoke_permission=pb.RoleRevokePermissionRequest(role="reader", prefix=b"a")))[0] \
-        is ErrorCode.NOT_FOUND
-    assert refusal_of(state, add_user("has space"))[0] is ErrorCode.INVALID_ARGUMENT
-    assert refusal_of(state, add_user("a:b"))[0] is ErrorCode.INVALID_ARGUMENT
+        is Refusal.NOT_FOUND
+    assert refusal_of(state, add_user("has space"))[0] is Refusal.INVALID
+    assert refusal_of(state, add_user("a:b"))[0] is Refusal.INVALID
 
 
 def test_a_user_may_do_what_its_roles_grant_on_their_prefixes_and_nothing_else() -> None:
@@ -150,7 +148,7 @@ def test_rate_limits_come_from_the_user_else_the_most_generous_role_else_none() 
     state = run(C(set_user_rate_limit=pb.UserSetRateLimitRequest(name="alice", rate_limit=limit(5, 50))), state=state)
     assert rate_limit_of(state, "alice") == RateLimit(5, 50)
     assert refusal_of(state, C(set_user_rate_limit=pb.UserSetRateLimitRequest(name="alice", rate_limit=limit(-1, 0))))[0] \
-        is ErrorCode.INVALID_ARGUMENT
+        is Refusal.INVALID
 
 
 def test_alarms_are_raised_and_cleared_per_member() -> None:
@@ -158,11 +156,18 @@ def test_alarms_are_raised_and_cleared_per_member() -> None:
     assert state.alarms == {Alarm(2, AlarmType.NOSPACE), Alarm(3, AlarmType.NOSPACE)}
     state = run(C(clear_alarm=pb.Alarm(node_id=2, type=pb.NOSPACE)), state=state)
     assert state.alarms == {Alarm(3, AlarmType.NOSPACE)}
-    assert refusal_of(state, C(raise_alarm=pb.Alarm(node_id=0, type=pb.NOSPACE)))[0] is ErrorCode.INVALID_ARGUMENT
+    assert refusal_of(state, C(raise_alarm=pb.Alarm(node_id=0, type=pb.NOSPACE)))[0] is Refusal.INVALID
+
+
+def test_the_alarms_of_removed_members_go_with_them() -> None:
+    state = run(C(raise_alarm=pb.Alarm(node_id=2, type=pb.NOSPACE)), C(raise_alarm=pb.Alarm(node_id=3, type=pb.NOSPACE)))
+    after = without_alarms_of(state, {3, 4}, state.revision + 1)
+    assert after.alarms == {Alarm(2, AlarmType.NOSPACE)} and after.revision == state.revision + 1
+    assert without_alarms_of(after, {4}, after.revision + 1) is after, "nothing to drop: the same state"
 
 
 def test_an_unknown_command_is_refused_alike_everywhere() -> None:
-    assert refusal_of(ControlState(), C())[0] is ErrorCode.INVALID_ARGUMENT
+    assert refusal_of(ControlState(), C())[0] is Refusal.INVALID
 
 
 def test_the_stored_record_round_trips_and_is_the_same_bytes_for_the_same_state() -> None:
@@ -192,46 +197,3 @@ def test_a_key_space_covers_a_range_exactly_when_every_key_of_it_has_a_granted_p
         return
     expected = all(any(key.startswith(prefix) for prefix in prefixes) for key in in_range)
     assert KeySpace(prefixes).covers(start, end or None) == expected
-
-
-# -- the control group's state machine over storage ------------------------------------------
-
-
-def entry(index: int, command: C) -> Entry:
-    return Entry(index, 2, command.SerializeToString())
-
-
-def apply_all(machine: ControlStateMachine, engine: MemoryEngine, *entries: Entry) -> list[pb.AuthChangeResponse | None]:
-    batch = engine.new_batch()
-    outcomes = machine.apply(batch, entries)
-    engine.write(batch, sync=False)
-    return [response for _, response in outcomes]
-
-
-def test_the_group_answers_each_command_with_its_revision_and_survives_a_restart() -> None:
-    engine = MemoryEngine()
-    machine = ControlStateMachine(engine)
-    bootstrap = engine.new_batch()
-    machine.bootstrap(bootstrap, SnapshotMeta(1, 1, ConfState(frozenset({1, 2, 3}))))
-    engine.write(bootstrap, sync=True)
-    responses = apply_all(machine, engine, entry(2, add_user("alice")), Entry(3, 2, b""), entry(4, add_user("alice")))
-    assert responses[0] is not None and responses[0].header.revision == 2 and not responses[0].error.code
-    assert responses[1] is None  # an empty entry (a new leader's)
-    assert responses[2] is not None and responses[2].error.code == ErrorCode.INVALID_ARGUMENT
-    assert machine.applied_index == 4 and machine.state.revision == 2
-    restarted = ControlStateMachine(engine)
-    assert restarted.state == machine.state and restarted.applied == machine.applied
-    assert apply_all(restarted, engine, entry(4, add_user("bob"))) == [], "applied entries are skipped"
-
-
-def test_a_snapshot_carries_the_state_to_another_replica() -> None:
-    leader_engine, follower_engine = MemoryEngine(), MemoryEngine()
-    leader = ControlStateMachine(leader_engine)
-    apply_all(leader, leader_engine, entry(1, add_user(ROOT)), entry(2, ENABLE))
-    snapshot = leader.snapshot()
-    assert snapshot.meta.index == 2
-    follower = ControlStateMachine(follower_engine)
-    batch = follower_engine.new_batch()
-    follower.restore(batch, snapshot)
-    follower_engine.write(batch, sync=True)
-    assert follower.state == leader.state and ControlStateMachine(follower_engine).state == leader.state

@@ -15,7 +15,7 @@ from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.errors import RETRY_AFTER_METADATA
 from kvstore.rpc.policy import RULES, EachOperation, OnKey, OnLeaseKeys, OnLock, OnOperation, OnRange, Who
 from kvstore.statemachine.control import RateLimit
-from tests.fakes.guarded import TTL_S, secure, serving
+from tests.fakes.guarded import TTL_S, nospace_alarm, secure, serving
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -151,7 +151,7 @@ async def test_revoking_a_lease_needs_readwrite_on_every_key_attached_to_it() ->
         tokens = await secure(served)
         root, alice = bearer(tokens["root"]), bearer(tokens["alice"])
         lease_stub = pb_grpc.LeaseStub(served.channel)
-        partition = served.backend.cluster_map.partition_for_key(b"other/k")
+        partition = served.backend.cluster_state.partition_for_key(b"other/k")
         granted = await lease_stub.Grant(pb.LeaseGrantRequest(ttl_seconds=60, partition=partition), metadata=root)
         assert granted.error.code == pb.OK, granted.error.message
         attached = await served.kv.Put(pb.PutRequest(key=b"other/k", value=b"v", lease=granted.id), metadata=root)
@@ -259,16 +259,8 @@ async def test_a_roles_limit_applies_to_its_users_in_buckets_of_their_own() -> N
 
 async def test_over_the_quota_writes_that_add_data_are_refused_and_deletes_served() -> None:
     async with serving() as served:
-        from kvstore._pb import control_pb2
-
-        def alarm(kind: str) -> bytes:
-            raised = pb.Alarm(node_id=2, type=pb.NOSPACE)
-            command = control_pb2.ControlCommand(raise_alarm=raised) if kind == "raise_alarm" else \
-                control_pb2.ControlCommand(clear_alarm=raised)
-            return command.SerializeToString()
-
         assert (await served.kv.Put(put(b"k1"))).error.code == pb.OK
-        await served.backend.propose_control(alarm("raise_alarm"))
+        await served.backend.propose_meta(nospace_alarm(2, raised=True))
         code, details = await status_of(served.kv.Put(put(b"k2")))
         assert code is grpc.StatusCode.FAILED_PRECONDITION and "member 2 passed --quota-backend-bytes" in details
         results = (await served.kv.Batch(pb.BatchRequest(ops=[
@@ -276,19 +268,19 @@ async def test_over_the_quota_writes_that_add_data_are_refused_and_deletes_serve
         assert results[0].put.error.code == pb.NO_SPACE and results[1].delete.deleted
         code, _ = await status_of(served.kv.Txn(pb.TxnRequest(success=[pb.RequestOp(put=put(b"k4"))])))
         assert code is grpc.StatusCode.FAILED_PRECONDITION
-        await served.backend.propose_control(alarm("clear_alarm"))
+        await served.backend.propose_meta(nospace_alarm(2, raised=False))
         assert (await served.kv.Put(put(b"k2"))).error.code == pb.OK
 
 
 # -- peers ------------------------------------------------------------------------------------
 
 
-async def test_a_caller_the_node_refuses_as_a_peer_is_turned_away_before_anything_is_delivered() -> None:
+async def test_a_caller_the_node_refuses_as_a_peer_is_turned_away_before_anything_is_delivered_or_proposed() -> None:
     hello = peer_pb2.PeerFrame(hello=peer_pb2.PeerHello(node_id=2, cluster_id="kvstore"))
     async with serving(refuse_peers="the certificate of CN=root is not a peer certificate") as served:
         stream = peer_pb2_grpc.PeerStub(served.channel).Stream()
-        await stream.write(hello)
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:  # the node may hang up before the write
+            await stream.write(hello)
             await stream.read()
         assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
         assert raised.value.details() == ("node 1 refuses this caller as a peer: "
@@ -296,3 +288,7 @@ async def test_a_caller_the_node_refuses_as_a_peer_is_turned_away_before_anythin
         snapshot = peer_pb2_grpc.PeerStub(served.channel).SendSnapshot(iter([peer_pb2.SnapshotChunk(last=True)]))
         assert (await status_of(snapshot))[0] is grpc.StatusCode.PERMISSION_DENIED
         assert served.backend.delivered == []
+        # A meta command passed "as a peer" could add a user or lift an alarm: peers only.
+        proposed = peer_pb2_grpc.PeerStub(served.channel).ProposeMeta(nospace_alarm(1, raised=True))
+        assert (await status_of(proposed))[0] is grpc.StatusCode.PERMISSION_DENIED
+        assert served.backend.control_state.alarms == frozenset()

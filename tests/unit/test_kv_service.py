@@ -9,9 +9,11 @@ import asyncio
 import itertools
 from typing import Any
 
+import grpc
 import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore.errors import UnavailableError
 from kvstore.node.replica import not_leader
 from kvstore.rpc import ClusterService, KVService, MemoryBackend
 
@@ -19,7 +21,7 @@ from kvstore.rpc import ClusterService, KVService, MemoryBackend
 def key_in(backend: MemoryBackend, partition: int, stem: str = "k") -> bytes:
     for counter in itertools.count():
         key = f"{stem}-{counter}".encode()
-        if backend.cluster_map.partition_for_key(key) == partition:
+        if backend.cluster_state.partition_for_key(key) == partition:
             return key
     raise AssertionError("unreachable")
 
@@ -57,7 +59,7 @@ async def test_each_operation_of_a_batch_gets_its_own_answer() -> None:
 
     assert results[0].put.error.code == pb.OK
     assert results[0].put.header.revision == 2 and results[0].put.header.partition == 1
-    assert (results[0].put.header.node_id, results[0].put.header.epoch) == (1, 3)
+    assert (results[0].put.header.node_id, results[0].put.header.epoch) == (1, backend.epoch) != (1, 0)
     assert results[1].put.error.code == pb.NOT_LEADER
     assert results[1].put.error.leader_hint == 2 and results[1].put.error.leader_address == "10.0.0.2:2379"
     assert results[2].put.error.code == pb.INVALID_ARGUMENT
@@ -143,7 +145,7 @@ async def test_an_applier_refusal_arrives_in_the_response_with_the_epoch() -> No
     key = key_in(backend, 1)
     await service.Put(pb.PutRequest(key=key, value=b"v", fencing_token=5), None)
     stale = await service.Put(pb.PutRequest(key=key, value=b"w", fencing_token=4), None)
-    assert stale.error.code == pb.STALE_FENCING_TOKEN and stale.error.epoch == 3
+    assert stale.error.code == pb.STALE_FENCING_TOKEN and stale.error.epoch == backend.epoch > 0
     assert stale.header.partition == 1 and stale.header.revision == 0
 
 
@@ -166,11 +168,37 @@ async def test_the_cluster_service_reports_what_the_node_hosts_and_leads() -> No
     backend.leaders[3] = 2
     service = ClusterService(backend)
     status = await service.Status(pb.StatusRequest(), None)
-    assert (status.node_id, status.address, status.epoch) == (1, "10.0.0.1:2379", 3)
+    assert (status.node_id, status.address, status.epoch) == (1, "10.0.0.1:2379", backend.epoch) != (1, "", 0)
     assert (status.partitions_hosted, status.partitions_led) == (4, 3)
     layout = await service.Partitions(pb.PartitionsRequest(), None)
     assert layout.partition_count == 4 and [p.leader for p in layout.partitions] == [1, 1, 1, 2]
     assert [member.id for member in layout.members] == [1, 2, 3]
+
+
+class _Joining:
+    """A backend of a node still joining: it does not know the cluster state."""
+
+    @property
+    def cluster_state(self) -> Any:
+        raise UnavailableError("node 4 is joining and does not know the cluster state yet")
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise _Aborted(code, details)
+
+
+@pytest.mark.parametrize("method", ["Members", "Partitions"])
+async def test_a_joining_node_answers_the_map_unavailable_so_the_client_asks_another(method: str) -> None:
+    service = ClusterService(_Joining())  # type: ignore[arg-type]
+    request = pb.MembersRequest() if method == "Members" else pb.PartitionsRequest()
+    with pytest.raises(_Aborted) as aborted:
+        await getattr(service, method)(request, _Context())
+    assert aborted.value.args == (grpc.StatusCode.UNAVAILABLE, "node 4 is joining and does not know the cluster state yet")
 
 
 async def test_a_cancelled_call_cancels_what_it_waits_for() -> None:

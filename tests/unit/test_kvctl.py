@@ -220,12 +220,12 @@ async def test_missing_argument_exits_2_on_one_line(cluster: FakeCluster) -> Non
 
 
 async def test_cluster_commands(cluster: FakeCluster) -> None:
-    members = await kvctl(cluster, "members", "-o", "simple")
+    members = await kvctl(cluster, "member", "list", "-o", "simple")
     partitions = await kvctl(cluster, "partitions", "-o", "json")
     status = await kvctl(cluster, "status", "-o", "json")
 
     assert members.stdout.splitlines() == [
-        f"{node}\tnode-{node}\t{cluster.address_of(node)}" for node in (1, 2, 3)
+        f"{node}\tnode-{node}\t{cluster.address_of(node)}\tactive" for node in (1, 2, 3)
     ]
     layout = json.loads(partitions.stdout)
     assert [row["leader"] for row in layout["partitions"]] == [cluster.leader_of(p) for p in range(8)]
@@ -244,8 +244,8 @@ async def test_status_of_an_unreachable_node_exits_3(cluster: FakeCluster) -> No
 
 @pytest.mark.parametrize(
     "command",
-    ["get", "put", "del", "scan", "txn", "status", "members", "partitions", "lock", "lease", "lease grant",
-     "lease keep-alive", "lease revoke", "lease ttl", "lease list"],
+    ["get", "put", "del", "scan", "txn", "status", "partitions", "member list", "member add", "member remove",
+     "member replace", "lock", "lease", "lease grant", "lease keep-alive", "lease revoke", "lease ttl", "lease list"],
 )
 def test_every_command_help_shows_examples(command: str) -> None:
     result = CliRunner().invoke(cli, [*command.split(), "--help"])

@@ -102,7 +102,7 @@ async def lock(service: LockService, name: bytes, lease: int) -> pb.LockResponse
 async def test_waiters_get_the_lock_in_fifo_order_as_holders_unlock_or_expire() -> None:
     backend = MemoryBackend()
     leases, locks = LeaseService(backend), LockService(backend)
-    partition = backend.cluster_map.partition_for_key(lock_prefix(b"orders"))
+    partition = backend.cluster_state.partition_for_key(lock_prefix(b"orders"))
     holder, second, third = [(await grant(leases, partition)).id for _ in range(3)]
 
     held = await lock(locks, b"orders", holder)
@@ -129,7 +129,7 @@ async def test_waiters_get_the_lock_in_fifo_order_as_holders_unlock_or_expire() 
 async def test_a_waiter_whose_lease_expires_is_told_it_does_not_hold_the_lock() -> None:
     backend = MemoryBackend()
     leases, locks = LeaseService(backend), LockService(backend)
-    partition = backend.cluster_map.partition_for_key(lock_prefix(b"jobs"))
+    partition = backend.cluster_state.partition_for_key(lock_prefix(b"jobs"))
     holder, waiter = [(await grant(leases, partition)).id for _ in range(2)]
     await lock(locks, b"jobs", holder)
     waiting = asyncio.ensure_future(lock(locks, b"jobs", waiter))
@@ -141,7 +141,7 @@ async def test_a_waiter_whose_lease_expires_is_told_it_does_not_hold_the_lock() 
 async def test_a_lock_refuses_a_lease_of_another_partition_a_missing_lease_and_bad_names() -> None:
     backend = MemoryBackend()
     leases, locks = LeaseService(backend), LockService(backend)
-    partition = backend.cluster_map.partition_for_key(lock_prefix(b"orders"))
+    partition = backend.cluster_state.partition_for_key(lock_prefix(b"orders"))
     foreign = (await grant(leases, (partition + 1) % backend.partitions)).id
     crossed = await lock(locks, b"orders", foreign)
     assert crossed.error.code == pb.CROSS_PARTITION and "Session" in crossed.error.message
@@ -153,7 +153,7 @@ async def test_a_lock_refuses_a_lease_of_another_partition_a_missing_lease_and_b
 async def test_a_lock_taken_again_with_the_same_lease_has_the_same_token() -> None:
     backend = MemoryBackend()
     leases, locks = LeaseService(backend), LockService(backend)
-    partition = backend.cluster_map.partition_for_key(lock_prefix(b"orders"))
+    partition = backend.cluster_state.partition_for_key(lock_prefix(b"orders"))
     lease = (await grant(leases, partition)).id
     first, again = await lock(locks, b"orders", lease), await lock(locks, b"orders", lease)
     assert (again.key, again.fencing_token) == (first.key, first.fencing_token)

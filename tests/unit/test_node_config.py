@@ -15,7 +15,7 @@ NO_FLAGS = {
     "config": None, "node_id": None, "listen": None, "peers": None, "single_node": None, "data_dir": None,
     "partitions": None,
     "replication_factor": None, "vnodes": None, "tick_ms": None, "election_ticks": None, "max_key_bytes": None,
-    "max_value_bytes": None, "snapshot_entries": None, "cluster_id": None, "log_level": None, "cert": None,
+    "max_value_bytes": None, "snapshot_entries": None, "initial_cluster_token": None, "log_level": None, "cert": None,
     "key": None, "ca": None, "peer_cert": None, "peer_key": None, "peer_ca": None, "max_request_bytes": None,
     "max_concurrent_streams": None, "metrics_address": None,
 }

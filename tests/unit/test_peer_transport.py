@@ -1,5 +1,5 @@
-"""The peer transport against an in-process Peer service: admission, and renewing the stream
-after a certificate reload (make before break), also when the peer refuses the new one."""
+"""The peer transport against an in-process Peer service: the hello handshake, and renewing the
+stream after a certificate reload (make before break), also when the peer refuses the new one."""
 
 from __future__ import annotations
 
@@ -13,16 +13,22 @@ import pytest
 
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.codec import decode_peer_frame
+from kvstore.node.identity import LAYOUT_VERSION, Identity, PeerAdmission
 from kvstore.node.metrics import NodeMetrics
 from kvstore.node.transport import GRPC_OPTIONS, PeerTransport
 from kvstore.raft import Message, MessageType
+from kvstore.storage import MemoryEngine
+
+CLUSTER = "0123456789abcdef"
 
 
 class RecordingPeer(peer_pb2_grpc.PeerServicer):
-    """Admits streams while `admitting`, and records each frame's messages by stream number."""
+    """Node 2: admits streams while `admitting` (with TLS: this node's certificate), answers each
+    hello with its own, refusing with `refusal`, and records each frame's messages by stream."""
 
     def __init__(self) -> None:
         self.admitting = True
+        self.refusal: peer_pb2.PeerRefusal = peer_pb2.ACCEPTED
         self.streams = 0
         self.received: list[tuple[int, int]] = []  # (stream number, message commit index)
 
@@ -33,7 +39,10 @@ class RecordingPeer(peer_pb2_grpc.PeerServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not with that certificate")
         async for frame in request_iterator:
             if frame.HasField("hello"):
-                await context.send_initial_metadata(())
+                await context.write(peer_pb2.PeerFrame(hello=peer_pb2.PeerHello(
+                    node_id=2, cluster_id=CLUSTER, incarnation="bbbb", refusal=self.refusal)))
+                if self.refusal != peer_pb2.ACCEPTED:
+                    return
                 continue
             self.received.extend((number, message.commit) for _, message in decode_peer_frame(frame.raft_batch))
 
@@ -77,12 +86,17 @@ async def peer() -> AsyncIterator[tuple[RecordingPeer, str]]:
         await server.stop(None)
 
 
+def admission(fatal: Callable[[str], None] = lambda _: None) -> PeerAdmission:
+    """Node 1's, in a cluster of nodes 1 and 2."""
+    return PeerAdmission(Identity(CLUSTER, 1, 4, LAYOUT_VERSION, "aaaa"), MemoryEngine(), lambda: (1, 2), fatal)
+
+
 @pytest.fixture
 async def transport(peer: tuple[RecordingPeer, str]) -> AsyncIterator[tuple[PeerTransport, FakeChannels, list[int]]]:
     channels, unreachable = FakeChannels(), list[int]()
-    sender = PeerTransport(1, {1: "127.0.0.1:1", 2: peer[1]}, "kvstore", channels, unreachable.append,
-                           lambda *_: None, NodeMetrics())
-    sender.start()
+    sender = PeerTransport(1, {1: "127.0.0.1:1", 2: peer[1]}, channels, unreachable.append, lambda *_: None,
+                           NodeMetrics())
+    sender.start(admission())
     try:
         yield sender, channels, unreachable
     finally:
@@ -129,3 +143,19 @@ async def test_when_the_peer_refuses_the_new_certificates_the_old_stream_stays_i
     await eventually(lambda: servicer.received == [(1, 7)], "the message, on the first stream")
     assert servicer.streams == 2 and sender.connected(2) and unreachable == []
     assert "PERMISSION_DENIED: not with that certificate" in caplog.records[-1].getMessage()
+
+
+async def test_a_peer_that_refuses_the_hello_is_not_connected(peer: tuple[RecordingPeer, str]) -> None:
+    servicer = peer[0]
+    servicer.refusal = peer_pb2.REUSED_NODE_ID
+    sender = PeerTransport(1, {1: "127.0.0.1:1", 2: peer[1]}, FakeChannels(), lambda _: None, lambda *_: None,
+                           NodeMetrics())
+    sender.start(admission())
+    try:
+        await eventually(lambda: servicer.streams >= 2, "the sender to try again")
+        sender.send([heartbeat(1)])
+        assert not sender.connected(2)
+        servicer.refusal = peer_pb2.ACCEPTED
+        await eventually(lambda: sender.connected(2), "the stream to be admitted once the peer accepts")
+    finally:
+        await sender.close()

@@ -19,7 +19,7 @@ class FakeContext:
     """A Peer RPC's context: records what the service tells the caller; `abort` raises as gRPC's does."""
 
     def __init__(self) -> None:
-        self.admitted = False
+        self.written: list[peer_pb2.PeerFrame] = []
         self.aborted: tuple[grpc.StatusCode, str] | None = None
 
     def auth_context(self) -> dict[str, list[bytes]]:
@@ -28,8 +28,13 @@ class FakeContext:
     def peer(self) -> str:
         return "ipv4:127.0.0.1:5555"
 
-    async def send_initial_metadata(self, metadata: object) -> None:
-        self.admitted = True
+    async def write(self, frame: peer_pb2.PeerFrame) -> None:
+        self.written.append(frame)
+
+    @property
+    def admitted(self) -> bool:
+        """Whether the service answered a hello without refusing (the sender is then connected)."""
+        return any(f.HasField("hello") and f.hello.refusal == peer_pb2.ACCEPTED for f in self.written)
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         self.aborted = (code, details)
@@ -86,11 +91,12 @@ async def test_a_stream_delivers_frames_of_a_peer_of_the_same_cluster_only() -> 
     context = FakeContext()
     await PeerService(node).Stream(frames(hello, frame, peer_pb2.PeerFrame(raft_batch=b"\xc1"), frame), context)
     assert node.delivered == [(4, message)]  # the frame that does not decode ended the stream
-    assert context.admitted  # the sender counts as connected once it has the response headers
+    assert context.admitted  # the sender counts as connected once it has the reply hello
     stranger = peer_pb2.PeerFrame(hello=peer_pb2.PeerHello(node_id=5, cluster_id="other"))
     context = FakeContext()
     with pytest.raises(grpc.aio.AbortError):
         await PeerService(node).Stream(frames(stranger, frame), context)
     assert node.delivered == [(4, message)]
-    assert not context.admitted
-    assert context.aborted == (grpc.StatusCode.FAILED_PRECONDITION, "node 1 belongs to cluster 'kvstore', not 'other'")
+    assert not context.admitted and context.written[0].hello.refusal == peer_pb2.OTHER_CLUSTER
+    assert context.aborted == (grpc.StatusCode.FAILED_PRECONDITION,
+                               "node 1 of cluster 'kvstore' refuses node 5 of cluster 'other': OTHER_CLUSTER")

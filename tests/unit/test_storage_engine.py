@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kvstore.storage import (
+    CorruptionError,
     DataDirLockedError,
     Engine,
     EngineClosedError,
@@ -295,6 +296,38 @@ def test_missing_directory_is_an_error_unless_created(tmp_path: Path) -> None:
         LevelDBEngine(tmp_path / "absent", create_if_missing=False)
     with LevelDBEngine(tmp_path / "nested" / "db") as engine:
         assert engine.get(b"k") is None
+
+
+def _table_dir(path: Path) -> Path:
+    """A closed LevelDB dir whose data sits in table (.ldb) files, with its MANIFEST."""
+    with LevelDBEngine(path) as engine:
+        put_all(engine, {b"k%06d" % i: b"v" * 100 for i in range(5000)}, sync=True)
+    with LevelDBEngine(path) as engine:  # reopening flushes the write-ahead log into a table
+        assert engine.get(b"k000001") == b"v" * 100
+    return path
+
+
+def test_a_truncated_manifest_is_a_one_line_corruption_error_naming_it(tmp_path: Path) -> None:
+    path = _table_dir(tmp_path / "db")
+    (manifest,) = path.glob("MANIFEST-*")
+    with manifest.open("r+b") as f:
+        f.truncate(10)
+    with pytest.raises(CorruptionError) as caught:
+        LevelDBEngine(path)
+    assert str(manifest) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_garbled_table_is_a_corruption_error_when_read(tmp_path: Path) -> None:
+    path = _table_dir(tmp_path / "db")
+    for table in path.glob("*.ldb"):
+        with table.open("r+b") as f:
+            f.seek(1000)
+            f.write(b"\xff" * 200)
+    with LevelDBEngine(path) as engine:
+        with pytest.raises(CorruptionError, match=f"data directory {path} is corrupt"):
+            list(engine.iterate(b"", None))
+        with pytest.raises(CorruptionError), engine.read_view() as view:
+            list(view.iterate(b"", None))
 
 
 # -- key layout ----------------------------------------------------------------------------
