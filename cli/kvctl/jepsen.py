@@ -16,8 +16,7 @@ from kvstore.client import ReadConsistency
 from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.nemesis import NemesisKind
 from kvstore.jepsen.netns import NetworkError, cleanup_leftovers, missing_prerequisites
-from kvstore.jepsen.runner import ExitStatus, RunConfig, RunResult, run
-from kvstore.jepsen.workloads import WORKLOAD_NAMES
+from kvstore.jepsen.runner import WORKLOAD_NAMES, ExitStatus, RunConfig, RunResult, run
 
 _VALIDITY_STYLE = {Validity.VALID: "green", Validity.INVALID: "bold red", Validity.UNKNOWN: "yellow"}
 
@@ -44,25 +43,32 @@ def jepsen() -> None:
                 "  2  unknown (checker timed out) or the run hit an error\n  3  could not run (e.g. not root)")  # fmt: skip
 @click.option("--workload", type=click.Choice(WORKLOAD_NAMES), default="register", show_default=True)
 @click.option("--nemesis", "nemeses", default="partition", show_default=True, callback=_parse_nemeses,
-              help="Comma list of kill, pause, partition, clock (or none).")  # fmt: skip
+              help="Comma list of kill, pause, partition, clock, client-pause (lock workload: stop a worker "
+                   "holding the lock for longer than its lease's TTL), or none.")  # fmt: skip
+@click.option("--fencing", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Lock workload: send the lock's fencing token with every read and write of the protected "
+                   "registers; off is the negative control, which client-pause must show unsafe.")  # fmt: skip
 @click.option("--time", "time_s", type=click.FloatRange(min=1), default=30, show_default=True,
               help="Seconds of load (then heal and final reads).")  # fmt: skip
-@click.option("--concurrency", type=click.IntRange(min=1), default=5, show_default=True, help="Client workers.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Client workers (the lock workload's are processes of their own).")  # fmt: skip
 @click.option("--read-consistency", type=click.Choice([c.name.lower() for c in ReadConsistency]),
               default="linearizable", show_default=True)  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Seed of the op and fault choices (default: random).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default ./jepsen-runs/<timestamp>).")  # fmt: skip
 @click.option("--nodes", type=click.Choice(["3", "5"]), default="3", show_default=True)
-@click.option("--keys", type=click.IntRange(min=1), default=4, show_default=True, help="Register keys.")
+@click.option("--keys", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Register keys (register and lock workloads).")  # fmt: skip
 @click.option("--partitions", type=click.IntRange(min=1), default=4, show_default=True,
               help="Partitions of the key space (a power of two).")  # fmt: skip
 @click.option("--secure", is_flag=True,
               help="TLS for clients and peers, auth enabled, clients signed in as a user with readwrite on "
-                   "the workload's keys only.")
+                   "the workload's keys only (register, set and counter workloads).")  # fmt: skip
 def run_command(
     workload: str,
     nemeses: tuple[NemesisKind, ...],
+    fencing: str,
     time_s: float,
     concurrency: int,
     read_consistency: str,
@@ -79,12 +85,22 @@ def run_command(
     otherwise (phases, time left, operations and faults so far, then each checker's keys).
 
     \b
-    Example:
+    Examples:
       kvctl jepsen run --workload register --nemesis kill,partition --time 60
       kvctl jepsen run --workload register --secure    # the same with TLS and auth on
+      kvctl jepsen run --workload lock --nemesis client-pause               # valid: fencing
+      kvctl jepsen run --workload lock --nemesis client-pause --fencing off # not valid
     """
     if partitions & (partitions - 1):
         raise click.BadParameter(f"must be a power of two, got {partitions}", param_hint="--partitions")
+    if NemesisKind.CLIENT_PAUSE in nemeses and workload != "lock":
+        raise click.BadParameter("client-pause stops workers of the lock workload: add --workload lock",
+                                 param_hint="--nemesis")  # fmt: skip
+    if fencing == "off" and workload != "lock":
+        raise click.BadParameter("applies to the lock workload only: add --workload lock", param_hint="--fencing")
+    if secure and workload == "lock":
+        raise click.BadParameter("the lock workload's worker processes do not sign in: use register, set or counter",
+                                 param_hint="--secure")  # fmt: skip
     chosen_seed = seed if seed is not None else int(time.time_ns() % 1_000_000)
     config = RunConfig(
         workload=workload,
@@ -97,11 +113,13 @@ def run_command(
         nodes=int(nodes),
         keys=keys,
         partitions=partitions,
+        fencing=fencing == "on",
         secure=secure,
     )
     console = Console()
+    fenced = f" with fencing {fencing}" if workload == "lock" else ""
     console.print(
-        f"kvctl jepsen: {workload} under {','.join(nemeses) or 'no faults'} for {time_s:g}s"
+        f"kvctl jepsen: {workload}{fenced} under {','.join(nemeses) or 'no faults'} for {time_s:g}s"
         f"{', TLS and auth on' if secure else ''}, "
         f"seed {chosen_seed}, writing {config.out_dir}"
     )

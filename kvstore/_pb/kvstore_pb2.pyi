@@ -322,18 +322,20 @@ class ResponseOp(_message.Message):
     def __init__(self, get: _Optional[_Union[GetResponse, _Mapping]] = ..., put: _Optional[_Union[PutResponse, _Mapping]] = ..., delete: _Optional[_Union[DeleteResponse, _Mapping]] = ..., txn: _Optional[_Union[TxnResponse, _Mapping]] = ...) -> None: ...
 
 class TxnRequest(_message.Message):
-    __slots__ = ("header", "compare", "success", "failure", "concern")
+    __slots__ = ("header", "compare", "success", "failure", "concern", "fencing_token")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     COMPARE_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     CONCERN_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     compare: _containers.RepeatedCompositeFieldContainer[Compare]
     success: _containers.RepeatedCompositeFieldContainer[RequestOp]
     failure: _containers.RepeatedCompositeFieldContainer[RequestOp]
     concern: WriteConcern
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., compare: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., success: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., failure: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., concern: _Optional[_Union[WriteConcern, str]] = ...) -> None: ...
+    fencing_token: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., compare: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., success: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., failure: _Optional[_Iterable[_Union[RequestOp, _Mapping]]] = ..., concern: _Optional[_Union[WriteConcern, str]] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class TxnResponse(_message.Message):
     __slots__ = ("header", "error", "succeeded", "responses")

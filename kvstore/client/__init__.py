@@ -7,7 +7,7 @@ Must not import `kvstore.node`: the client only speaks the public gRPC API.
 
 from kvstore.client import ops
 from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
-from kvstore.client.leases import KeptLease, Lock, LockContext, Session
+from kvstore.client.leases import Acknowledgement, KeptLease, Lock, LockContext, Session
 from kvstore.client.ops import Compare, DeleteOp, GetOp, Op, PutOp
 from kvstore.client.sync import SyncClient, SyncLock, SyncLockContext, SyncSession
 from kvstore.client.types import (
@@ -60,6 +60,7 @@ from kvstore.tls import TlsConfig
 __all__ = [
     "DEFAULT_MAX_KEY_BYTES",
     "DEFAULT_MAX_VALUE_BYTES",
+    "Acknowledgement",
     "Alarm",
     "AuthStatus",
     "BatchError",

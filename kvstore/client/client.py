@@ -372,12 +372,17 @@ class Client:
         success: Sequence[Op],
         failure: Sequence[Op] = (),
         *,
+        fencing_token: int = 0,
         concern: WriteConcern = WriteConcern.MAJORITY,
     ) -> TxnResult:
         """If every compare holds, run `success`, else `failure`; atomically, in one partition.
 
         All keys must live in one partition (co-locate them with a ``{hash tag}``); otherwise
-        `CrossPartitionError` is raised before anything is sent.
+        `CrossPartitionError` is raised before anything is sent. `fencing_token` (a lock's
+        token) fences every key the transaction touches, reads included: refused
+        (`StaleFencingTokenError`) when one of them accepted a larger token, otherwise each key
+        refuses smaller tokens from then on; its operations then carry no token of their own
+        (docs/locks.md, "A fenced read").
         """
         deadline = self._deadline()
         router = await self._connected_router(deadline)
@@ -390,7 +395,9 @@ class Client:
             self._validate_key(key)
         partition = self._single_partition(router, keys)
         async with self._write_seq() as seq:
-            return await self._send_txn(router, partition, compares, success, failure, concern, deadline, seq)
+            return await self._send_txn(
+                router, partition, compares, success, failure, fencing_token, concern, deadline, seq
+            )
 
     async def _send_txn(
         self,
@@ -399,6 +406,7 @@ class Client:
         compares: Sequence[Compare],
         success: Sequence[Op],
         failure: Sequence[Op],
+        fencing_token: int,
         concern: WriteConcern,
         deadline: float,
         seq: int,
@@ -411,6 +419,7 @@ class Client:
                 success=[wire.op_to_pb(op, concern, min_revision) for op in success],
                 failure=[wire.op_to_pb(op, concern, min_revision) for op in failure],
                 concern=concern.value,
+                fencing_token=fencing_token,
             )
         )
         txn = request.txn

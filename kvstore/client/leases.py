@@ -6,7 +6,8 @@
 * A kept lease is renewed every third of its TTL. Its `lost` event is set once the client can no
   longer be sure the lease is alive: `ttl` after the SEND time of the last keepalive that was
   acknowledged (the server counts from the receipt, which is later), shortened by the clock
-  drift bound. It is never cleared: a lock held through a lost lease may have passed on.
+  drift bound. It is never cleared, and the lease is not renewed any more: a lock held through
+  a lost lease may have passed on.
 * A `Session` holds one lease per partition it touches, granted on first use, kept alive until
   the session ends, then revoked (deleting the keys attached to it).
 * A `Lock` is held through a session's lease; its `token` is the fencing token to send with
@@ -40,6 +41,16 @@ KeepAliveSend = Callable[[str, float], Awaitable[pb.LeaseKeepAliveResponse]]
 CallPartition = Callable[[int, float, KeepAliveSend], Awaitable[pb.LeaseKeepAliveResponse]]
 
 
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """A keepalive (or the grant) the cluster acknowledged: the loop times it was sent and its
+    answer arrived, and the TTL granted. The cluster counts the TTL from its receipt, in between."""
+
+    sent_at: float
+    received_at: float
+    ttl: int
+
+
 class KeptLease:
     """A lease this client keeps alive (see the module doc). `close()` stops renewing it (it
     then expires on its own; `Session.close` revokes)."""
@@ -51,7 +62,9 @@ class KeptLease:
         self.lost = asyncio.Event()
         self.lost_reason = ""
         self.expires_at = float("inf")  # loop time after which it may have expired (inf: unknown yet)
+        self.last_ack: Acknowledgement | None = None  # the latest counted (none once lost)
         self.next_send = 0.0
+        self.closing = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._on_lost: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -69,6 +82,7 @@ class KeptLease:
             return
         loop = asyncio.get_running_loop()
         self.ttl = ttl
+        self.last_ack = Acknowledgement(sent_at, loop.time(), ttl)
         self.expires_at = sent_at + ttl * (1 - CLIENT_MAX_DRIFT)
         self.next_send = sent_at + ttl / 3
         if self._watchdog is not None:
@@ -87,6 +101,7 @@ class KeptLease:
         self._on_lost.clear()
 
     async def close(self) -> None:
+        self.closing = True
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._task is not None:
@@ -142,6 +157,8 @@ class _Stream:
                 for answer in waiting:
                     if not answer.done():
                         answer.set_exception(TransportError(reason))
+                        # Marked as seen: the request that timed out waiting for it never will.
+                        answer.exception()
             self._waiting.clear()
 
     async def close(self) -> None:
@@ -192,7 +209,10 @@ class KeepAlives:
     async def _renew(self, kept: KeptLease) -> None:
         loop = asyncio.get_running_loop()
         send = self._sender(kept.id)
-        while True:
+        # A lost lease is not renewed: its owner no longer trusts it, and its lock must pass on.
+        # `closing` ends the loop too when the cancellation of `close` was lost (Python 3.11's
+        # asyncio.wait_for drops one that arrives as the awaited answer does).
+        while not kept.lost.is_set() and not kept.closing:
             await asyncio.sleep(max(0.0, kept.next_send - loop.time()))
             sent_at = loop.time()
             deadline = max(kept.expires_at, sent_at + _MIN_ATTEMPT_S)
@@ -286,13 +306,14 @@ class Session:
 @dataclass(frozen=True, slots=True)
 class Lock:
     """A lock this client holds: `key` (its lock key), `token` (the fencing token to pass with
-    each write it protects) and `lost` (set when the lease holding it can no longer be trusted:
-    stop using the lock)."""
+    each write it protects), `lost` (set when the lease holding it can no longer be trusted:
+    stop using the lock) and `lease`, that lease (its id, TTL and last acknowledgement)."""
 
     name: bytes
     key: bytes
     token: int
     lost: asyncio.Event
+    lease: KeptLease
 
 
 class LockContext:
@@ -332,7 +353,7 @@ class LockContext:
             await self._release()
             raise
         self._kept = kept
-        self.lock = Lock(self._name, key, token, kept.lost)
+        self.lock = Lock(self._name, key, token, kept.lost, kept)
         return self.lock
 
     def on_lost(self, callback: Callable[[], None]) -> None:
@@ -344,14 +365,23 @@ class LockContext:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        with contextlib.suppress(LockNotHeldError):
+            await self._release()
+
+    async def release(self) -> None:
+        """Unlock now rather than on exit, and learn whether the lock was still held:
+        `LockNotHeldError` when its key was already gone (its lease expired, so the lock may have
+        passed to another holder meanwhile). A session of its own is closed either way, and the
+        exit does nothing more."""
         await self._release()
 
     async def _release(self) -> None:
         """Give up the lock (or the place in its queue) and close a session of our own."""
+        lock, self.lock = self.lock, None
         try:
-            if self.lock is not None:
-                with contextlib.suppress(LockNotHeldError):
-                    await self._unlock(self.lock.key)
+            if lock is not None:
+                await self._unlock(lock.key)
         finally:
-            if self._given_session is None and self._session is not None:
-                await self._session.close()  # revokes the lease: a queued key goes with it
+            session, self._session = self._session, None
+            if self._given_session is None and session is not None:
+                await session.close()  # revokes the lease: a queued key goes with it

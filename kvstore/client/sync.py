@@ -224,10 +224,12 @@ class SyncClient:
         success: Sequence[Op],
         failure: Sequence[Op] = (),
         *,
+        fencing_token: int = 0,
         concern: WriteConcern = WriteConcern.MAJORITY,
     ) -> TxnResult:
-        """If every compare holds run `success`, else `failure`, atomically (`Client.txn`)."""
-        return self._run(self._client.txn(compares, success, failure, concern=concern))
+        """If every compare holds run `success`, else `failure`, atomically (`Client.txn`: a
+        `fencing_token` fences every key it touches)."""
+        return self._run(self._client.txn(compares, success, failure, fencing_token=fencing_token, concern=concern))
 
     def status(self, endpoint: str | None = None, *, timeout: float | None = None) -> NodeStatus:
         """One node's status, asked once (`Client.status`)."""

@@ -8,8 +8,8 @@ from kvstore.jepsen.history import Event, EventType, Operation, pair_operations,
 from kvstore.jepsen.models import MODEL_NAMES, model_named
 from kvstore.jepsen.nemesis import Intervals, NemesisKind
 from kvstore.jepsen.netns import cleanup_leftovers, missing_prerequisites
-from kvstore.jepsen.runner import ExitStatus, RunConfig, RunResult, run
-from kvstore.jepsen.workloads import WORKLOAD_NAMES, CheckOutcome
+from kvstore.jepsen.runner import WORKLOAD_NAMES, ExitStatus, RunConfig, RunResult, run
+from kvstore.jepsen.workloads import CheckOutcome
 
 __all__ = [
     "GUARANTEE_NAMES",

@@ -16,7 +16,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,7 +168,7 @@ class Cluster:
         certs = self.certificates
         return None if certs is None else TlsConfig(certs.ca.cert, certs.client.cert, certs.client.key)
 
-    def client(self, endpoints: list[str], timeout_s: float) -> Client:
+    def client(self, endpoints: Sequence[str], timeout_s: float) -> Client:
         """A client of the workload: in a secure cluster, signed in as the workload's user."""
         if self.certificates is None:
             return Client(endpoints, timeout=timeout_s)

@@ -10,6 +10,9 @@ operation certainly did not take effect, ``info`` that its outcome is unknown. A
 one operation outstanding and never invokes again after an ``info``. Values are frozen on the way in
 (JSON arrays become tuples) so that checkers can hash them.
 
+A ``fail`` or ``info`` completion may carry ``error``: why, as text (a client error as its class
+name and message, e.g. ``StaleFencingTokenError: fencing token 7 is older than ...``).
+
 Optional fields, for the checkers of guarantees weaker than linearizability (``guarantees.py``):
 ``revision`` on an ``ok`` completion is the version the operation wrote or read (for a write, the
 revision it was applied at; for a read, the revision of the version it returned, 0 when the key did
@@ -61,7 +64,9 @@ class Event:
     revision: int | None = None
     staleness_ms: int | None = None
     max_staleness_ms: int | None = None
-    # Where the event came from, for error messages; not part of the event's identity.
+    # Why a fail or info completion failed, and where the event came from (for error messages):
+    # neither is part of the event's identity.
+    error: str | None = field(default=None, compare=False)
     line: int = field(default=0, compare=False)
 
 
@@ -70,7 +75,8 @@ class Operation:
     """An invoke paired with its completion.
 
     ``argument`` is the invoke's value (what was written, ``[expected, new]`` of a cas...);
-    ``result`` is the ``ok`` completion's value (what a read returned) and None otherwise.
+    ``result`` is the ``ok`` completion's value (what a read returned) and None otherwise;
+    ``error`` the ``fail`` or ``info`` completion's error, when it gave one.
     Positions are indexes into the history's event list; ``complete_index`` is None when the
     outcome is unknown (an ``info`` completion, or no completion at all). ``revision`` and
     ``staleness_ms`` come from an ``ok`` completion, ``max_staleness_ms`` from the invoke.
@@ -92,6 +98,7 @@ class Operation:
     revision: int | None = None
     staleness_ms: int | None = None
     max_staleness_ms: int | None = None
+    error: str | None = None
 
     def describe(self) -> str:
         """``write 3``, ``read → 3``, ``cas [1, 2]``: what the operation did, for reports."""
@@ -158,6 +165,9 @@ def event_from_mapping(fields: dict[str, Any], line: int) -> Event:
     time = fields.get("time")
     if time is not None and (isinstance(time, bool) or not isinstance(time, int)):
         raise HistoryError(line, f"'time' must be an integer number of nanoseconds, got {time!r}")
+    error = fields.get("error")
+    if error is not None and not isinstance(error, str):
+        raise HistoryError(line, f"'error' must be a string, got {error!r}")
     return Event(
         process=process,
         type=event_type,
@@ -168,6 +178,7 @@ def event_from_mapping(fields: dict[str, Any], line: int) -> Event:
         revision=_optional_count(fields, "revision", line),
         staleness_ms=_optional_count(fields, "staleness_ms", line),
         max_staleness_ms=_optional_count(fields, "max_staleness_ms", line),
+        error=error,
         line=line,
     )
 
@@ -214,6 +225,8 @@ def event_to_json(event: Event) -> str:
         count = getattr(event, name)
         if count is not None:
             fields[name] = count
+    if event.error is not None:
+        fields["error"] = event.error
     return json.dumps(fields, ensure_ascii=False)
 
 
@@ -299,6 +312,7 @@ def pair_operations(events: Sequence[Event]) -> list[Operation]:
                     completion.staleness_ms if completion is not None and outcome is EventType.OK else None
                 ),
                 max_staleness_ms=invoke.max_staleness_ms,
+                error=completion.error if completion is not None else None,
             )
         )
     return operations

@@ -1,5 +1,5 @@
-"""Nemeses: faults injected into a running cluster on a schedule, each logged when it starts and
-when it heals.
+"""Nemeses: faults injected into a running cluster (or, for client-pause, into the lock
+workload's worker processes) on a schedule, each logged when it starts and when it heals.
 
 A nemesis picks a fault (``inject``) and returns it; the fault knows how to undo itself
 (``heal``). ``NemesisSchedule`` alternates healthy and faulty intervals, picking one of the
@@ -23,6 +23,9 @@ from kvstore.jepsen.cluster import Cluster
 
 # How much faster (or slower) than real time a skewed node's clocks run.
 CLOCK_RATES: tuple[float, ...] = (0.5, 1.5, 2.0)
+# How long the client-pause nemesis waits for a worker to hold the lock, and how often it looks.
+_HOLDER_WAIT_S = 5.0
+_HOLDER_POLL_S = 0.005
 
 
 class NemesisKind(StrEnum):
@@ -30,6 +33,7 @@ class NemesisKind(StrEnum):
     PAUSE = "pause"
     PARTITION = "partition"
     CLOCK = "clock"
+    CLIENT_PAUSE = "client-pause"  # a worker of the lock workload, not a node
 
 
 class EventPhase(StrEnum):
@@ -39,24 +43,27 @@ class EventPhase(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class NemesisEvent:
-    """One line of nemesis.jsonl. ``time`` is nanoseconds since the run started, like the history's."""
+    """One line of nemesis.jsonl. ``time`` is nanoseconds since the run started, like the history's;
+    ``workers`` are the lock workload's workers a client pause stopped (none for other faults)."""
 
     time: int
     phase: EventPhase
     nemesis: NemesisKind
     description: str
     nodes: tuple[int, ...]
+    workers: tuple[int, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "time": self.time,
-                "type": self.phase.value,
-                "nemesis": self.nemesis.value,
-                "description": self.description,
-                "nodes": list(self.nodes),
-            }
-        )
+        fields = {
+            "time": self.time,
+            "type": self.phase.value,
+            "nemesis": self.nemesis.value,
+            "description": self.description,
+            "nodes": list(self.nodes),
+        }
+        if self.workers:
+            fields["workers"] = list(self.workers)
+        return json.dumps(fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,7 @@ class FaultInterval:
     description: str
     start: int
     end: int | None
+    workers: tuple[int, ...] = ()
 
 
 def fault_intervals(events: Sequence[NemesisEvent]) -> list[FaultInterval]:
@@ -77,10 +85,12 @@ def fault_intervals(events: Sequence[NemesisEvent]) -> list[FaultInterval]:
         if event.phase is EventPhase.FAULT:
             open_fault = event
         elif open_fault is not None:
-            intervals.append(FaultInterval(open_fault.nemesis, open_fault.description, open_fault.time, event.time))
+            intervals.append(FaultInterval(open_fault.nemesis, open_fault.description, open_fault.time, event.time,
+                                           open_fault.workers))  # fmt: skip
             open_fault = None
     if open_fault is not None:
-        intervals.append(FaultInterval(open_fault.nemesis, open_fault.description, open_fault.time, None))
+        intervals.append(FaultInterval(open_fault.nemesis, open_fault.description, open_fault.time, None,
+                                       open_fault.workers))  # fmt: skip
     return intervals
 
 
@@ -92,8 +102,15 @@ class NemesisLog:
         self._clock_ns = clock_ns
         self.events: list[NemesisEvent] = []
 
-    def record(self, phase: EventPhase, nemesis: NemesisKind, description: str, nodes: Sequence[int]) -> None:
-        event = NemesisEvent(self._clock_ns(), phase, nemesis, description, tuple(sorted(nodes)))
+    def record(
+        self,
+        phase: EventPhase,
+        nemesis: NemesisKind,
+        description: str,
+        nodes: Sequence[int],
+        workers: Sequence[int] = (),
+    ) -> None:
+        event = NemesisEvent(self._clock_ns(), phase, nemesis, description, tuple(sorted(nodes)), tuple(workers))
         self.events.append(event)
         self._stream.write(event.to_json() + "\n")
         self._stream.flush()
@@ -101,12 +118,14 @@ class NemesisLog:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """An injected fault: what it is, whom it hit, and how to undo it."""
+    """An injected fault: what it is, whom it hit (nodes, or the lock workload's workers), and how
+    to undo it."""
 
     nemesis: NemesisKind
     description: str
     nodes: tuple[int, ...]
     heal: Callable[[], Awaitable[None]] = field(compare=False)
+    workers: tuple[int, ...] = ()
 
 
 class Nemesis(Protocol):
@@ -268,8 +287,65 @@ class ClockNemesis:
             self._cluster.start(node_id, clock_rate=rate)
 
 
-def build_nemeses(kinds: Sequence[NemesisKind], cluster: Cluster, partitions: Sequence[int]) -> list[Nemesis]:
-    """The nemeses for ``kinds``; ``partitions`` are those whose leaders are worth hitting."""
+class Workers(Protocol):
+    """The lock workload's worker processes, as the client-pause nemesis sees them."""
+
+    def holders(self) -> dict[int, int]:
+        """Worker -> the token of the lock it holds, for every running worker holding one now."""
+        ...
+
+    @property
+    def count(self) -> int: ...
+
+    def pause(self, worker: int) -> None: ...
+
+    def resume(self, worker: int) -> None: ...
+
+
+class ClientPauseNemesis:
+    """SIGSTOP a worker of the lock workload while it holds the lock, for at least
+    ``min_pause_s`` (longer than its lease's TTL, so that the lock passes on while it sleeps), then
+    SIGCONT: the process pause of Kleppmann's "How to do distributed locking". When it wakes up it
+    carries on with its critical section, unaware that its lock is gone."""
+
+    kind = NemesisKind.CLIENT_PAUSE
+
+    def __init__(self, workers: Workers, min_pause_s: float) -> None:
+        self._workers = workers
+        self._min_pause_s = min_pause_s
+
+    async def inject(self, rng: random.Random) -> Fault:
+        loop = asyncio.get_running_loop()
+        waited_until = loop.time() + _HOLDER_WAIT_S
+        holders = self._workers.holders()
+        while not holders and loop.time() < waited_until:
+            await asyncio.sleep(_HOLDER_POLL_S)
+            holders = self._workers.holders()
+        if holders:
+            worker = rng.choice(sorted(holders))
+            what = f"worker {worker}, holding the lock with token {holders[worker]}"
+        else:
+            worker = rng.randrange(self._workers.count)
+            what = f"worker {worker} (none held the lock within {_HOLDER_WAIT_S:g}s)"
+        self._workers.pause(worker)
+        resume_at = loop.time() + self._min_pause_s
+
+        async def resume() -> None:
+            await asyncio.sleep(max(0.0, resume_at - loop.time()))
+            self._workers.resume(worker)
+
+        return Fault(self.kind, f"SIGSTOP {what}", (), resume, (worker,))
+
+
+def build_nemeses(
+    kinds: Sequence[NemesisKind],
+    cluster: Cluster,
+    partitions: Sequence[int],
+    workers: Workers | None = None,
+    min_client_pause_s: float = 0.0,
+) -> list[Nemesis]:
+    """The nemeses for ``kinds``; ``partitions`` are those whose leaders are worth hitting;
+    ``workers`` those a client pause stops (the lock workload's), for ``min_client_pause_s``."""
     built: list[Nemesis] = []
     for kind in kinds:
         if kind is NemesisKind.KILL:
@@ -278,8 +354,12 @@ def build_nemeses(kinds: Sequence[NemesisKind], cluster: Cluster, partitions: Se
             built.append(PauseNemesis(cluster, partitions))
         elif kind is NemesisKind.PARTITION:
             built.append(PartitionNemesis(cluster, partitions))
-        else:
+        elif kind is NemesisKind.CLOCK:
             built.append(ClockNemesis(cluster))
+        elif workers is None:
+            raise ValueError("the client-pause nemesis stops workers of the lock workload: run it with that workload")
+        else:
+            built.append(ClientPauseNemesis(workers, min_client_pause_s))
     return built
 
 
@@ -315,13 +395,13 @@ class NemesisSchedule:
         while not await _wait(stop, self._rng.uniform(*self._intervals.healthy)):
             nemesis = self._rng.choice(self._nemeses)
             fault = await nemesis.inject(self._rng)
-            self._log.record(EventPhase.FAULT, fault.nemesis, fault.description, fault.nodes)
+            self._log.record(EventPhase.FAULT, fault.nemesis, fault.description, fault.nodes, fault.workers)
             try:
                 await _wait(stop, self._rng.uniform(*self._intervals.faulty))
             finally:
                 # Shielded: an interrupted run must not leave a node paused or the network cut.
                 await asyncio.shield(fault.heal())
-                self._log.record(EventPhase.HEAL, fault.nemesis, fault.description, fault.nodes)
+                self._log.record(EventPhase.HEAL, fault.nemesis, fault.description, fault.nodes, fault.workers)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:
@@ -346,6 +426,7 @@ def read_nemesis_log(path: Path) -> list[NemesisEvent]:
                         nemesis=NemesisKind(fields["nemesis"]),
                         description=fields["description"],
                         nodes=tuple(fields["nodes"]),
+                        workers=tuple(fields.get("workers", ())),
                     )
                 )
     return events

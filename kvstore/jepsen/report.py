@@ -1,6 +1,8 @@
 """The files a run leaves behind, next to history.jsonl and nemesis.jsonl: results.json (the
-verdicts), latency.png (latency over time with the faults shaded), timeline-<checker>.html (for
-each checker that found a violation) and index.html, which links them all."""
+verdicts), latency.png (latency over time with the faults shaded; for the lock workload, its
+critical sections below, one lane per worker), timeline-<checker>.html (for each checker that
+drew one: a violation, or the lock workload's critical sections) and index.html, which links
+them all and the nodes' and workers' logs."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kvstore.jepsen.history import Event, EventType, pair_operations
-from kvstore.jepsen.nemesis import Intervals, NemesisEvent, NemesisKind, fault_intervals
+from kvstore.jepsen.locks import LockWorkload
+from kvstore.jepsen.nemesis import FaultInterval, Intervals, NemesisEvent, NemesisKind, fault_intervals
+from kvstore.jepsen.sections import Ending, Section, critical_sections, is_refused_stale
 
 if TYPE_CHECKING:
     from kvstore.jepsen.runner import RunResult
@@ -24,6 +28,7 @@ _FAULT_COLOURS = {
     NemesisKind.PAUSE: "#9467bd",
     NemesisKind.PARTITION: "#ff7f0e",
     NemesisKind.CLOCK: "#17becf",
+    NemesisKind.CLIENT_PAUSE: "#8c564b",
 }
 _OUTCOME_MARKERS = {EventType.OK: "o", EventType.FAIL: "x", EventType.INFO: "^"}
 
@@ -74,9 +79,17 @@ def _setting_text(value: Any) -> str:
     return str(value)
 
 
-def plot_latency(events: Sequence[Event], nemesis_events: Sequence[NemesisEvent], path: Path, title: str) -> None:
+def plot_latency(
+    events: Sequence[Event],
+    nemesis_events: Sequence[NemesisEvent],
+    path: Path,
+    title: str,
+    sections: Sequence[Section] = (),
+    workers: int = 0,
+) -> None:
     """Latency of every completed operation against its start time, one colour per function and
-    one marker per outcome, fault intervals shaded."""
+    one marker per outcome, fault intervals shaded; below it, with ``workers``, the lock
+    workload's critical ``sections``, one lane per worker."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a display
@@ -88,7 +101,13 @@ def plot_latency(events: Sequence[Event], nemesis_events: Sequence[NemesisEvent]
         for op in pair_operations(events)
         if op.invoke_time is not None and op.complete_time is not None
     ]
-    figure, axes = pyplot.subplots(figsize=(11, 5))
+    if workers:
+        figure, (axes, lanes) = pyplot.subplots(
+            2, 1, figsize=(11, 5 + 0.45 * workers), sharex=True,
+            gridspec_kw={"height_ratios": [5, 0.45 * workers + 0.6]},
+        )  # fmt: skip
+    else:
+        figure, axes = pyplot.subplots(figsize=(11, 5))
     try:
         end_s = max((op.complete_time or 0 for op in operations), default=0) / _NS_PER_S
         legend: list[Any] = []
@@ -119,14 +138,51 @@ def plot_latency(events: Sequence[Event], nemesis_events: Sequence[NemesisEvent]
         handles, _ = axes.get_legend_handles_labels()
         axes.legend(handles=handles + legend, loc="upper left", fontsize=8, ncols=2)
         axes.set_yscale("log")
-        axes.set_xlabel("time since the run started (s)")
         axes.set_ylabel("latency (ms)")
         axes.set_title(title)
         axes.grid(True, which="major", alpha=0.3)
+        if workers:
+            _plot_sections(lanes, sections, workers, fault_intervals(nemesis_events), end_s)
+        (lanes if workers else axes).set_xlabel("time since the run started (s)")
         figure.tight_layout()
         figure.savefig(path, dpi=110)
     finally:
         pyplot.close(figure)
+
+
+_ENDING_COLOURS = {Ending.RELEASED: "#4a7fb5", Ending.LOST: "#e6a100", Ending.UNKNOWN: "#999999"}
+
+
+def _plot_sections(
+    lanes: Any, sections: Sequence[Section], workers: int, faults: Sequence[FaultInterval], end_s: float
+) -> None:
+    """One lane per worker: a bar per critical section (coloured by how it ended), a red cross per
+    operation refused as stale, the worker's client pauses shaded."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    for fault in faults:
+        if fault.nemesis is NemesisKind.CLIENT_PAUSE:
+            stop = fault.end / _NS_PER_S if fault.end is not None else end_s
+            for worker in fault.workers:
+                lanes.broken_barh([(fault.start / _NS_PER_S, stop - fault.start / _NS_PER_S)], (worker - 0.45, 0.9),
+                                  color=_FAULT_COLOURS[NemesisKind.CLIENT_PAUSE], alpha=0.25, linewidth=0)  # fmt: skip
+    for ending, colour in _ENDING_COLOURS.items():
+        for section in (section for section in sections if section.ending is ending):
+            lanes.broken_barh([(section.start / _NS_PER_S, max(section.end - section.start, 1) / _NS_PER_S)],
+                              (section.worker - 0.3, 0.6), color=colour)  # fmt: skip
+    stale = [(op.complete_time or 0, section.worker) for section in sections for op in section.operations
+             if is_refused_stale(op)]  # fmt: skip
+    if stale:
+        lanes.scatter([time / _NS_PER_S for time, _ in stale], [worker for _, worker in stale], marker="x",
+                      color="#c00", s=40, zorder=3)  # fmt: skip
+    lanes.set_yticks(range(workers), [f"worker {worker}" for worker in range(workers)], fontsize=8)
+    lanes.set_ylim(workers - 0.5, -0.5)
+    lanes.grid(True, axis="x", alpha=0.3)
+    handles: list[Any] = [Patch(color=colour, label=f"section {ending.value}") for ending, colour in _ENDING_COLOURS.items()]
+    handles.append(Patch(color=_FAULT_COLOURS[NemesisKind.CLIENT_PAUSE], alpha=0.25, label="worker paused"))
+    handles.append(Line2D([], [], marker="x", color="#c00", linestyle="", label="refused as stale"))
+    lanes.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1), fontsize=7, ncols=5, frameon=False)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -196,13 +252,15 @@ def write_report(result: RunResult, events: Sequence[Event], nemesis_events: Seq
         f"{result.config.workload} / {','.join(result.config.nemeses) or 'no faults'} / "
         f"{result.config.read_consistency.name.lower()} reads: {result.status.name.lower()}"
     )
-    plot_latency(events, nemesis_events, out / "latency.png", title)
+    workers = result.config.concurrency if result.config.workload == LockWorkload.name else 0
+    sections = critical_sections(pair_operations(events), workers) if workers else []
+    plot_latency(events, nemesis_events, out / "latency.png", title, sections, workers)
     timelines = []  # one per checker that found a violation
     for outcome in result.outcomes:
         if outcome.timeline_html is not None:
             timelines.append(f"timeline-{outcome.checker}.html")
             (out / timelines[-1]).write_text(outcome.timeline_html, encoding="utf-8")
     names = [*timelines, "history.jsonl", "nemesis.jsonl", "results.json", "latency.png"]
-    node_logs = sorted((out / "nodes").glob("*.log")) if (out / "nodes").is_dir() else []
-    names += [f"nodes/{path.name}" for path in node_logs]
+    for logs in ("nodes", "workers"):
+        names += [f"{logs}/{path.name}" for path in sorted((out / logs).glob("*.log"))]
     (out / "index.html").write_text(render_index(result, nemesis_events, names), encoding="utf-8")

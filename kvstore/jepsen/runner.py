@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
-import json
 import os
 import random
 import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -29,7 +29,8 @@ from typing import IO
 from kvstore.client import Client, KvError, ReadConsistency
 from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.cluster import Cluster, ClusterError, ClusterSpec, running_cluster
-from kvstore.jepsen.history import Event, EventType, Value, event_to_json
+from kvstore.jepsen.history import Event, EventType, Value, event_to_json, write_jsonl
+from kvstore.jepsen.locks import CLIENT_PAUSE_S, LockWorkload
 from kvstore.jepsen.nemesis import (
     EventPhase,
     Intervals,
@@ -37,21 +38,26 @@ from kvstore.jepsen.nemesis import (
     NemesisLog,
     NemesisSchedule,
     build_nemeses,
+    fault_intervals,
 )
 from kvstore.jepsen.netns import Network, NetworkError, missing_prerequisites
 from kvstore.jepsen.report import write_report
+from kvstore.jepsen.workers import WorkerProcesses
 from kvstore.jepsen.workloads import (
     KEY_PREFIX,
     CheckOutcome,
     Completion,
+    CounterWorkload,
+    GeneratedWorkload,
     Invocation,
+    RegisterWorkload,
+    SetWorkload,
     Workload,
-    build_workload,
+    connect_client,
 )
 from kvstore.progress import SILENT, Progress
 
 _FINAL_READ_ATTEMPTS = 5
-_CONNECT_RETRY_S = 0.2
 _PROGRESS_EVERY_S = 1.0
 _OUTCOMES = (EventType.OK, EventType.FAIL, EventType.INFO)
 
@@ -81,6 +87,7 @@ class RunConfig:
     intervals: Intervals = Intervals()
     check_timeout_s: float = 120.0
     ready_timeout_s: float = 60.0
+    fencing: bool = True  # the lock workload reads and writes with the lock's token (off: the negative control)
     secure: bool = False  # TLS everywhere, auth on, clients signed in with rights on the workload's keys only
 
 
@@ -104,46 +111,43 @@ def status_of(outcomes: Sequence[CheckOutcome], error: str | None) -> ExitStatus
 
 
 class RunClock:
-    """Nanoseconds since the run started, on the monotonic clock (history and nemesis log share it)."""
+    """Nanoseconds since the run started, on the monotonic clock (history and nemesis log share it;
+    so do the lock workload's worker processes: every process of the machine reads the same one)."""
 
     def __init__(self) -> None:
-        self._origin = time.monotonic_ns()
+        self.origin_ns = time.monotonic_ns()
 
     def now_ns(self) -> int:
-        return time.monotonic_ns() - self._origin
+        return time.monotonic_ns() - self.origin_ns
 
 
 class HistoryRecorder:
     """Appends events to history.jsonl as they happen and keeps them for the checkers. Completions
-    that failed carry the client's error as an extra ``error`` field (readers ignore it)."""
+    that failed carry the client's error."""
 
     def __init__(self, stream: IO[str], clock: RunClock) -> None:
         self._stream = stream
-        self._clock = clock
+        self.clock = clock
         self.events: list[Event] = []
         self.completions: Counter[EventType] = Counter()  # ok / fail / info so far
 
     def invoke(self, process: int, invocation: Invocation) -> None:
-        self._append(Event(process, EventType.INVOKE, invocation.f, invocation.key, invocation.value,
-                           self._clock.now_ns()), None)  # fmt: skip
+        self.append(Event(process, EventType.INVOKE, invocation.f, invocation.key, invocation.value,
+                          self.clock.now_ns()))  # fmt: skip
 
     def complete(self, process: int, invocation: Invocation, completion: Completion) -> None:
         # A write's completion echoes what was written; a read's carries what it read.
         value: Value = completion.value if completion.type is EventType.OK else invocation.value
-        event = Event(process, completion.type, invocation.f, invocation.key, value, self._clock.now_ns(),
-                      revision=completion.revision, staleness_ms=completion.staleness_ms)  # fmt: skip
-        self._append(event, completion.error)
+        self.append(Event(process, completion.type, invocation.f, invocation.key, value, self.clock.now_ns(),
+                          revision=completion.revision, staleness_ms=completion.staleness_ms,
+                          error=completion.error))  # fmt: skip
 
-    def _append(self, event: Event, error: str | None) -> None:
+    def append(self, event: Event) -> None:
+        """Record an event taken elsewhere (its ``time`` on this run's clock)."""
         self.events.append(event)
         if event.type is not EventType.INVOKE:
             self.completions[event.type] += 1
-        line = event_to_json(event)
-        if error is not None:
-            fields = json.loads(line)
-            fields["error"] = error
-            line = json.dumps(fields, ensure_ascii=False)
-        self._stream.write(line + "\n")
+        self._stream.write(event_to_json(event) + "\n")
         self._stream.flush()
 
 
@@ -177,39 +181,26 @@ async def namespaced_cluster(
         await asyncio.shield(asyncio.to_thread(network.destroy))
 
 
-async def connect_client(cluster: Cluster, endpoints: list[str], timeout_s: float, deadline: float) -> Client | None:
-    """A connected client of the workload, retrying until ``deadline`` (monotonic seconds); None if
-    none connected."""
-    while time.monotonic() < deadline:
-        client = cluster.client(endpoints, timeout_s)
-        try:
-            await client.connect()
-            return client
-        except KvError:
-            await client.close()
-            await asyncio.sleep(_CONNECT_RETRY_S)
-    return None
-
-
-class _Load:
-    """The clients of the load phase. A process has one client and one operation at a time; after
-    an outcome-unknown (info) operation it is retired and a fresh process takes its place."""
+class _TaskLoad:
+    """The clients of the load phase as tasks of the harness, ``concurrency`` of them. A process
+    has one client and one operation at a time; after an outcome-unknown (info) operation it is
+    retired and a fresh process takes its place."""
 
     def __init__(
-        self,
-        config: RunConfig,
-        workload: Workload,
-        cluster: Cluster,
-        recorder: HistoryRecorder,
-        process_ids: Iterator[int],
+        self, config: RunConfig, workload: GeneratedWorkload, cluster: Cluster, recorder: HistoryRecorder
     ) -> None:
         self._config = config
         self._workload = workload
         self._cluster = cluster
         self._recorder = recorder
-        self._process_ids = process_ids
+        self._process_ids = itertools.count()
 
-    async def worker(self, index: int, deadline: float) -> None:
+    async def run(self, deadline: float) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for index in range(self._config.concurrency):
+                tasks.create_task(self._worker(index, deadline), name=f"worker-{index}")
+
+    async def _worker(self, index: int, deadline: float) -> None:
         rng = random.Random(f"{self._config.seed}/worker/{index}")
         # Each worker starts with a different seed node, so one paused node does not stall every connect.
         endpoints = rng.sample(self._cluster.endpoints, len(self._cluster.endpoints))
@@ -218,7 +209,7 @@ class _Load:
         try:
             while time.monotonic() < deadline:
                 if client is None:
-                    client = await connect_client(self._cluster, endpoints, self._config.op_timeout_s, deadline)
+                    client = await connect_client(endpoints, self._config.op_timeout_s, deadline, self._cluster.client)
                     if client is None:
                         return
                 invocation = self._workload.next_invocation(rng)
@@ -232,15 +223,13 @@ class _Load:
                 await client.close()
 
 
-async def _final_reads(
-    config: RunConfig, workload: Workload, cluster: Cluster, recorder: HistoryRecorder, process_ids: Iterator[int]
-) -> None:
+async def _final_reads(config: RunConfig, workload: Workload, cluster: Cluster, recorder: HistoryRecorder) -> None:
     deadline = time.monotonic() + _FINAL_READ_ATTEMPTS * config.op_timeout_s
-    client = await connect_client(cluster, cluster.endpoints, config.op_timeout_s, deadline)
+    client = await connect_client(cluster.endpoints, config.op_timeout_s, deadline, cluster.client)
     if client is None:
         return
     try:
-        process = next(process_ids)
+        process = 1 + max((event.process for event in recorder.events), default=-1)  # a process of its own
         for invocation in workload.final_invocations():
             for _ in range(_FINAL_READ_ATTEMPTS):
                 completion = await apply_recorded(recorder, workload, client, process, invocation)
@@ -254,7 +243,7 @@ async def _setup_workload(workload: Workload, cluster: Cluster, timeout_s: float
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        client = await connect_client(cluster, cluster.endpoints, timeout_s, deadline)
+        client = await connect_client(cluster.endpoints, timeout_s, deadline, cluster.client)
         if client is None:
             break
         try:
@@ -268,45 +257,56 @@ async def _setup_workload(workload: Workload, cluster: Cluster, timeout_s: float
 
 
 async def _execute(
-    config: RunConfig, recorder: HistoryRecorder, nemesis_log: NemesisLog, workload: Workload, progress: Progress
-) -> str | None:
-    """The cluster's whole life; returns an error that made the run incomplete, if any."""
+    config: RunConfig,
+    recorder: HistoryRecorder,
+    nemesis_log: NemesisLog,
+    workload: GeneratedWorkload | LockWorkload,
+    progress: Progress,
+) -> list[str]:
+    """The cluster's whole life; returns what made the run incomplete, if anything."""
     spec = ClusterSpec(node_ids=tuple(range(1, config.nodes + 1)), partitions=config.partitions,
                        secure=config.secure, key_prefix=KEY_PREFIX + "/")
-    process_ids = itertools.count()
-    error: str | None = None
+    errors: list[str] = []
     progress.phase("setup")
     progress.update(0, detail=f"{config.nodes} nodes in network namespaces, {config.partitions} partitions")
     async with namespaced_cluster(spec, config.out_dir / "nodes", config.ready_timeout_s) as cluster:
         await _setup_workload(workload, cluster, config.ready_timeout_s)
-        nemeses = build_nemeses(config.nemeses, cluster, workload.target_partitions(config.partitions))
-        schedule = NemesisSchedule(nemeses, random.Random(f"{config.seed}/nemesis"), nemesis_log, config.intervals)
-        load = _Load(config, workload, cluster, recorder, process_ids)
         stop = asyncio.Event()
         progress.phase("run", total=config.time_s, unit="s")
         started = time.monotonic()
         deadline = started + config.time_s
+        workers: WorkerProcesses | None = None
+        if isinstance(workload, LockWorkload):
+            configs = workload.worker_configs(cluster.endpoints, config.seed, recorder.clock.origin_ns,
+                                              round(deadline * 1e9), config.op_timeout_s)  # fmt: skip
+            workers = WorkerProcesses(configs, recorder, config.out_dir / "workers")
+            # A worker's last section may wait for the lock, then read, write, release and revoke.
+            load = workers.run(grace_s=5 * config.op_timeout_s + CLIENT_PAUSE_S)
+        else:
+            load = _TaskLoad(config, workload, cluster, recorder).run(deadline)
+        nemeses = build_nemeses(config.nemeses, cluster, workload.target_partitions(config.partitions),
+                                workers, CLIENT_PAUSE_S)  # fmt: skip
+        schedule = NemesisSchedule(nemeses, random.Random(f"{config.seed}/nemesis"), nemesis_log, config.intervals)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(schedule.run(stop), name="nemesis")
             tasks.create_task(_report_load(progress, recorder, nemesis_log, started, config.time_s, stop),
                               name="progress")  # fmt: skip
-            workers = [
-                tasks.create_task(load.worker(index, deadline), name=f"worker-{index}")
-                for index in range(config.concurrency)
-            ]
+            clients = tasks.create_task(load, name="load")
             # Faults stop at the deadline too; operations still in flight end within the client timeout.
-            await asyncio.wait(workers, timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.wait([clients], timeout=max(0.0, deadline - time.monotonic()))
             stop.set()
             _report_load_once(progress, recorder, nemesis_log, started, config.time_s)
             progress.phase("heal")
             progress.update(0, detail=load_status(recorder, nemesis_log))
+        if workers is not None:
+            errors.extend(workers.problems)
         try:
             await cluster.wait_ready(config.ready_timeout_s)
         except ClusterError as not_ready:
-            error = f"after healing: {not_ready}"  # final reads are still tried: they may succeed
+            errors.append(f"after healing: {not_ready}")  # final reads are still tried: they may succeed
         progress.phase("final reads")
-        await _final_reads(config, workload, cluster, recorder, process_ids)
-    return error
+        await _final_reads(config, workload, cluster, recorder)
+    return errors
 
 
 def load_status(recorder: HistoryRecorder, nemesis_log: NemesisLog) -> str:
@@ -352,34 +352,73 @@ async def run_async(config: RunConfig, progress: Progress = SILENT) -> RunResult
     if problem is not None:
         return RunResult(config, ExitStatus.COULD_NOT_RUN, (), problem, {}, 0, 0.0)
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    workload = build_workload(config.workload, config.keys, config.read_consistency)
+    workload = build_workload(config)
     clock = RunClock()
-    error: str | None = None
+    errors: list[str] = []
+    history_path = config.out_dir / "history.jsonl"
     with (
-        (config.out_dir / "history.jsonl").open("w", encoding="utf-8") as history_stream,
+        history_path.open("w", encoding="utf-8") as history_stream,
         (config.out_dir / "nemesis.jsonl").open("w", encoding="utf-8") as nemesis_stream,
     ):
         recorder = HistoryRecorder(history_stream, clock)
         nemesis_log = NemesisLog(nemesis_stream, clock.now_ns)
         try:
-            error = await _execute(config, recorder, nemesis_log, workload, progress)
+            errors = await _execute(config, recorder, nemesis_log, workload, progress)
         except (ClusterError, NetworkError) as failure:
-            error = str(failure)
+            errors = [str(failure)]
+    events = in_time_order(recorder.events, history_path)
     # Checking is CPU-bound and runs after the cluster is gone, so it cannot slow the nodes.
-    outcomes = tuple(await asyncio.to_thread(workload.check, recorder.events, config.check_timeout_s, progress))
-    status = status_of(outcomes, error)
+    faults = fault_intervals(nemesis_log.events)
+    outcomes = tuple(await asyncio.to_thread(workload.check, events, config.check_timeout_s, progress, faults))
+    error = "; ".join(errors) or None
     result = RunResult(
         config=config,
-        status=status,
+        status=status_of(outcomes, error),
         outcomes=outcomes,
         error=error,
-        operation_counts=_operation_counts(recorder.events),
+        operation_counts=_operation_counts(events),
         faults=sum(1 for event in nemesis_log.events if event.phase is EventPhase.FAULT),
         duration_s=time.monotonic() - started,
     )
     progress.phase("report")
-    write_report(result, recorder.events, nemesis_log.events)
+    write_report(result, events, nemesis_log.events)
     return result
+
+
+def in_time_order(events: list[Event], history_path: Path) -> list[Event]:
+    """The history sorted by time (stable), each event numbered with its line in history.jsonl,
+    which is rewritten if it was not in time order: events of worker processes reach the harness
+    through pipes, not quite in the order they happened, and a keepalive is recorded once
+    acknowledged, with the time it was sent."""
+    ordered = sorted(events, key=lambda event: event.time or 0)
+    if ordered != events:
+        with history_path.open("w", encoding="utf-8") as stream:
+            write_jsonl(ordered, stream)
+    return [dataclasses.replace(event, line=number) for number, event in enumerate(ordered, start=1)]
+
+
+WORKLOAD_NAMES: tuple[str, ...] = (RegisterWorkload.name, SetWorkload.name, CounterWorkload.name, LockWorkload.name)
+
+
+def build_workload(config: RunConfig) -> GeneratedWorkload | LockWorkload:
+    """The workload ``config`` names; ValueError when the settings do not fit it."""
+    lock = config.workload == LockWorkload.name
+    if NemesisKind.CLIENT_PAUSE in config.nemeses and not lock:
+        raise ValueError("the client-pause nemesis stops workers of the lock workload: use --workload lock")
+    if not config.fencing and not lock:
+        raise ValueError("--fencing off applies to the lock workload only")
+    if config.secure and lock:
+        raise ValueError("--secure runs the register, set and counter workloads: the lock workload's worker "
+                         "processes do not sign in")
+    if config.workload == RegisterWorkload.name:
+        return RegisterWorkload(config.keys, config.read_consistency)
+    if config.workload == SetWorkload.name:
+        return SetWorkload(config.read_consistency)
+    if config.workload == CounterWorkload.name:
+        return CounterWorkload(config.read_consistency)
+    if lock:
+        return LockWorkload(config.keys, config.concurrency, config.fencing)
+    raise ValueError(f"unknown workload {config.workload!r} (expected one of {', '.join(WORKLOAD_NAMES)})")
 
 
 def run(config: RunConfig, progress: Progress = SILENT) -> RunResult:

@@ -9,10 +9,12 @@ nodes: the client retries internally, so any error on a write leaves its fate un
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
+import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, cast
 
@@ -22,7 +24,8 @@ from kvstore.jepsen import checker
 from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.guarantees import SESSION, STALENESS, check_guarantee, count_anomalies
 from kvstore.jepsen.history import Event, EventType, Operation, Value, pair_operations, render_key
-from kvstore.jepsen.models import CasRegisterModel, SetModel
+from kvstore.jepsen.models import CasRegisterModel, Model, SetModel
+from kvstore.jepsen.nemesis import FaultInterval
 from kvstore.jepsen.timeline import render_anomaly_timeline, render_timeline
 from kvstore.progress import Progress
 from kvstore.ring import partition_for_key
@@ -30,6 +33,7 @@ from kvstore.ring import partition_for_key
 KEY_PREFIX = "jepsen"
 _COUNTER_CAS_ATTEMPTS = 20
 _ANOMALIES_KEPT = 20  # in results.json; the count of each kind covers them all
+_CONNECT_RETRY_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,28 +74,39 @@ class Workload(Protocol):
 
     async def setup(self, client: Client) -> None: ...
 
-    def next_invocation(self, rng: random.Random) -> Invocation: ...
-
     async def apply(self, client: Client, invocation: Invocation) -> Completion: ...
 
     def final_invocations(self) -> list[Invocation]:
-        """Reads to run once the faults are healed."""
+        """Reads to run once the faults are healed (through `apply`)."""
         ...
 
-    def check(self, events: Sequence[Event], check_timeout_s: float, progress: Progress) -> list[CheckOutcome]:
-        """The verdict of every checker of the workload; each one is a phase of ``progress``."""
+    def check(
+        self,
+        events: Sequence[Event],
+        check_timeout_s: float,
+        progress: Progress,
+        faults: Sequence[FaultInterval] = (),
+    ) -> list[CheckOutcome]:
+        """The verdict of every checker of the workload on the history ``events`` (in time order),
+        knowing when the nemeses' ``faults`` struck; each checker is a phase of ``progress``."""
         ...
+
+
+class GeneratedWorkload(Workload, Protocol):
+    """A workload whose clients are tasks of the harness, each applying one invocation after another."""
+
+    def next_invocation(self, rng: random.Random) -> Invocation: ...
 
 
 def write_outcome_of(error: KvError) -> Completion:
     """A write that raised: refused (`kvstore.errors.ERRORS` says it was not applied) means it
     did not happen; anything else (timeouts, unavailable, not leader after retries) may have."""
-    if not ERRORS[error.code].may_be_applied:
-        return Completion(EventType.FAIL, error=str(error))
-    return Completion(EventType.INFO, error=_describe(error))
+    outcome = EventType.INFO if ERRORS[error.code].may_be_applied else EventType.FAIL
+    return Completion(outcome, error=describe_error(error))
 
 
-def _describe(error: Exception) -> str:
+def describe_error(error: Exception) -> str:
+    """``StaleFencingTokenError: fencing token 3 is older than ...``: an error as histories record it."""
     return f"{type(error).__name__}: {error}"
 
 
@@ -100,17 +115,49 @@ async def _read_int(client: Client, key: str, consistency: ReadConsistency) -> i
     return None if kv is None else int(kv.value)
 
 
+async def read_register(client: Client, key: str, consistency: ReadConsistency) -> Completion:
+    """A read of a register of small integers: its value (None: absent) and the revision of the
+    version read (0: absent), with the staleness bound the server reported for a STALE read."""
+    try:
+        read = await client.get_result(key, consistency=consistency)
+    except KvError as error:
+        return Completion(EventType.FAIL, error=describe_error(error))
+    return Completion(
+        EventType.OK,
+        None if read.kv is None else int(read.kv.value),
+        revision=0 if read.kv is None else read.kv.mod_revision,
+        staleness_ms=read.header.staleness_ms if consistency is ReadConsistency.STALE else None,
+    )
+
+
+def plain_client(endpoints: Sequence[str], timeout_s: float) -> Client:
+    return Client(endpoints, timeout=timeout_s)
+
+
+async def connect_client(endpoints: Sequence[str], timeout_s: float, deadline: float,
+                         client_of: Callable[[Sequence[str], float], Client] = plain_client) -> Client | None:
+    """A connected client (made by ``client_of``: in a secure cluster, signed in), retrying until
+    ``deadline`` (monotonic seconds); None if none connected."""
+    while time.monotonic() < deadline:
+        client = client_of(endpoints, timeout_s)
+        try:
+            await client.connect()
+            return client
+        except KvError:
+            await client.close()
+            await asyncio.sleep(_CONNECT_RETRY_S)
+    return None
+
+
 def partitions_of(keys: Sequence[str], partition_count: int) -> list[int]:
     return sorted({partition_for_key(key.encode(), partition_count) for key in keys})
 
 
-def _linearizability_outcome(
-    name: str,
-    operations: Sequence[Operation],
-    model: CasRegisterModel | SetModel,
-    timeout_s: float,
-    progress: Progress,
+def linearizability_outcome(
+    name: str, operations: Sequence[Operation], model: Model, timeout_s: float, progress: Progress
 ) -> CheckOutcome:
+    """The linearizability checker's verdict on ``operations`` (per key) against ``model``, as
+    the phase ``check NAME`` of ``progress``; a violation's timeline drawn."""
     progress.phase(f"check {name}", unit="keys")
     result = checker.check(operations, model, None, timeout=timeout_s, progress=progress)
     details: dict[str, Any] = {
@@ -216,17 +263,7 @@ class RegisterWorkload:
         key = invocation.key
         assert key is not None
         if invocation.f == "read":
-            try:
-                read = await client.get_result(key, consistency=self._consistency)
-            except KvError as error:
-                return Completion(EventType.FAIL, error=_describe(error))
-            stale = self._consistency is ReadConsistency.STALE
-            return Completion(
-                EventType.OK,
-                None if read.kv is None else int(read.kv.value),
-                revision=0 if read.kv is None else read.kv.mod_revision,
-                staleness_ms=read.header.staleness_ms if stale else None,
-            )
+            return await read_register(client, key, self._consistency)
         try:
             if invocation.f == "write":
                 written = await client.put(key, str(invocation.value))
@@ -242,10 +279,16 @@ class RegisterWorkload:
     def final_invocations(self) -> list[Invocation]:
         return [Invocation("read", key, None) for key in self._keys]
 
-    def check(self, events: Sequence[Event], check_timeout_s: float, progress: Progress) -> list[CheckOutcome]:
+    def check(
+        self,
+        events: Sequence[Event],
+        check_timeout_s: float,
+        progress: Progress,
+        faults: Sequence[FaultInterval] = (),  # these checkers do not depend on when faults struck
+    ) -> list[CheckOutcome]:
         operations = pair_operations(events)
         outcomes = [
-            _linearizability_outcome("linearizable", operations, CasRegisterModel(), check_timeout_s, progress),
+            linearizability_outcome("linearizable", operations, CasRegisterModel(), check_timeout_s, progress),
             _guarantee_outcome(SESSION, operations, check_timeout_s, progress),
         ]
         if self._consistency is ReadConsistency.STALE:
@@ -282,7 +325,7 @@ class SetWorkload:
             try:
                 found = await client.scan(prefix=self._prefix, keys_only=True, consistency=self._consistency)
             except KvError as error:
-                return Completion(EventType.FAIL, error=_describe(error))
+                return Completion(EventType.FAIL, error=describe_error(error))
             return Completion(EventType.OK, tuple(sorted(int(kv.key[len(self._prefix) :]) for kv in found)))
         element = invocation.value
         assert isinstance(element, int)
@@ -297,7 +340,13 @@ class SetWorkload:
         # of the set: it runs after the load has stopped.
         return [Invocation("read", None, None)]
 
-    def check(self, events: Sequence[Event], check_timeout_s: float, progress: Progress) -> list[CheckOutcome]:
+    def check(
+        self,
+        events: Sequence[Event],
+        check_timeout_s: float,
+        progress: Progress,
+        faults: Sequence[FaultInterval] = (),  # these checkers do not depend on when faults struck
+    ) -> list[CheckOutcome]:
         progress.phase("check set")
         operations = pair_operations(events)
         final_reads = [op for op in operations if op.f == "read" and op.outcome is EventType.OK]
@@ -333,7 +382,7 @@ class SetWorkload:
             for op in operations
             if not (op.f == "add" and op.outcome is EventType.INFO and op.argument not in read)
         ]
-        outcomes.append(_linearizability_outcome("set-model", kept, SetModel(), check_timeout_s, progress))
+        outcomes.append(linearizability_outcome("set-model", kept, SetModel(), check_timeout_s, progress))
         return outcomes
 
 
@@ -365,14 +414,14 @@ class CounterWorkload:
             try:
                 return Completion(EventType.OK, await _read_int(client, self._key, self._consistency))
             except KvError as error:
-                return Completion(EventType.FAIL, error=_describe(error))
+                return Completion(EventType.FAIL, error=describe_error(error))
         for _ in range(_COUNTER_CAS_ATTEMPTS):
             try:
                 # The read that the cas compares against must be current, whatever reads use.
                 current = await _read_int(client, self._key, ReadConsistency.LINEARIZABLE)
             except KvError as error:
                 # Every earlier cas attempt of this operation was refused: nothing happened.
-                return Completion(EventType.FAIL, error=_describe(error))
+                return Completion(EventType.FAIL, error=describe_error(error))
             current = current or 0
             try:
                 result = await client.txn(
@@ -387,7 +436,13 @@ class CounterWorkload:
     def final_invocations(self) -> list[Invocation]:
         return [Invocation("read", self._key, None)]
 
-    def check(self, events: Sequence[Event], check_timeout_s: float, progress: Progress) -> list[CheckOutcome]:
+    def check(
+        self,
+        events: Sequence[Event],
+        check_timeout_s: float,
+        progress: Progress,
+        faults: Sequence[FaultInterval] = (),  # these checkers do not depend on when faults struck
+    ) -> list[CheckOutcome]:
         progress.phase("check counter")
         operations = pair_operations(events)
         adds = [op for op in operations if op.f == "add"]
@@ -437,16 +492,3 @@ class CounterWorkload:
                 details,
             )
         ]
-
-
-WORKLOAD_NAMES: tuple[str, ...] = (RegisterWorkload.name, SetWorkload.name, CounterWorkload.name)
-
-
-def build_workload(name: str, key_count: int, read_consistency: ReadConsistency) -> Workload:
-    if name == RegisterWorkload.name:
-        return RegisterWorkload(key_count, read_consistency)
-    if name == SetWorkload.name:
-        return SetWorkload(read_consistency)
-    if name == CounterWorkload.name:
-        return CounterWorkload(read_consistency)
-    raise ValueError(f"unknown workload {name!r} (expected one of {', '.join(WORKLOAD_NAMES)})")

@@ -14,7 +14,8 @@ exist, in this partition); a lease's revocation or expiry deletes every key atta
 its entry's revision. A lock is a key in its name's queue (`kvstore.locks`), attached to the
 caller's lease; its create revision is the fencing token. Fencing is per key: a write with a
 token older than one the key accepted is refused; in a transaction every write of the chosen
-branch is checked before any is applied; a write without a token is always accepted.
+branch is checked before any is applied, and a transaction's own token fences every key it
+touches, reads and compares included (a fenced read); a write without a token is always accepted.
 
 After each `apply`, `take_events` hands the node what changed: the key changes (for its
 notification hub) and the lease table's changes (for the leader's lessor).
@@ -32,7 +33,7 @@ from kvstore.codec import CodecError, Encoder, decode_partition_snapshot, decode
 from kvstore.errors import ErrorCode
 from kvstore.names import lease_partition, lock_key, lock_prefix, split_lock_key
 from kvstore.raft.types import ConfChange, Entry, EntryType, Snapshot, SnapshotMeta
-from kvstore.statemachine.commands import COMMAND_FIELDS, WriteRequest, WriteResponse, check_command
+from kvstore.statemachine.commands import COMMAND_FIELDS, WriteRequest, WriteResponse, check_command, op_key
 from kvstore.statemachine.dedup import DedupTable, Seen
 from kvstore.statemachine.events import (
     Change,
@@ -403,12 +404,19 @@ class PartitionStateMachine:
         # token or a missing lease refuses the whole transaction. Writes of the branch see each
         # other's tokens.
         accepted: dict[bytes, int] = {}
+        fenced_keys = self._fenced_keys(txn, branch)
+        for key in fenced_keys:
+            stale = self._stale_fence(key, txn.fencing_token, accepted)
+            if stale is not None:
+                return _error_response(txn, ErrorCode.STALE_FENCING_TOKEN, stale)
         for op in branch:
             kind = op.WhichOneof("op")
             if kind == "put" or kind == "delete":
                 refusal = self._refusal(op.put if kind == "put" else op.delete, accepted)
                 if refusal is not None:
                     return _error_response(txn, ErrorCode(refusal.error.code), refusal.error.message)
+        for key in fenced_keys:
+            self._accept_fence(key, txn.fencing_token)
         # The operations' responses carry no header: the transaction's applies to all of them.
         response = pb.TxnResponse(succeeded=succeeded)
         response.header.revision = revision
@@ -429,6 +437,16 @@ class PartitionStateMachine:
                     get.found = True
                     fill_kv(get.kv, op.get.key, raw)
         return response
+
+    @staticmethod
+    def _fenced_keys(txn: pb.TxnRequest, branch: Iterable[pb.RequestOp]) -> list[bytes]:
+        """The keys a fenced transaction's token fences: those of its compares and of every
+        operation of the branch that runs, reads included (none when it carries no token)."""
+        if not txn.fencing_token:
+            return []
+        keys = dict.fromkeys(compare.key for compare in txn.compare)
+        keys.update(dict.fromkeys(key for key in map(op_key, branch) if key is not None))
+        return list(keys)
 
     # -- leases and locks -------------------------------------------------------------------
 

@@ -10,9 +10,10 @@ response message of the same kind. The leader's lessor proposes `LeaseCheckpoint
 
 `check_command` refuses what the messages' types allow but the store does not: empty keys, a
 seq without a client id, a lowest pending seq above the request's own, unknown compare targets,
-a transaction inside a transaction, an empty operation, a lease TTL out of range, a lock key that
-is not one. The RPC layer calls it before proposing; the applier calls it again, since the log is
-what every replica agrees on.
+a transaction inside a transaction, a fenced transaction whose operations carry tokens of their
+own, an empty operation, a lease TTL out of range, a lock key that is not one. The RPC layer
+calls it before proposing; the applier calls it again, since the log is what every replica
+agrees on.
 """
 
 from __future__ import annotations
@@ -55,18 +56,23 @@ _COMPARE_TARGETS = frozenset(pb.Compare.Target.values())
 _COMPARE_RESULTS = frozenset(pb.Compare.Result.values())
 
 
+def op_key(op: pb.RequestOp) -> bytes | None:
+    """The key of a transaction's operation (None for an empty one, or a nested transaction)."""
+    kind = op.WhichOneof("op")
+    if kind == "put":
+        return op.put.key
+    if kind == "delete":
+        return op.delete.key
+    if kind == "get":
+        return op.get.key
+    return None
+
+
 def txn_keys(txn: pb.TxnRequest) -> list[bytes]:
     """Every key a transaction names, in its compares and both branches."""
     keys = [compare.key for compare in txn.compare]
     for branch in (txn.success, txn.failure):
-        for op in branch:
-            kind = op.WhichOneof("op")
-            if kind == "put":
-                keys.append(op.put.key)
-            elif kind == "delete":
-                keys.append(op.delete.key)
-            elif kind == "get":
-                keys.append(op.get.key)
+        keys.extend(key for key in map(op_key, branch) if key is not None)
     return keys
 
 
@@ -97,6 +103,11 @@ def check_command(request: WriteRequest) -> str | None:
                 return "a transaction operation is empty"
             if kind == "txn":
                 return "a transaction cannot contain a transaction"
+            if request.fencing_token and kind != "get" and getattr(op, kind).fencing_token:
+                return (
+                    "a fenced transaction's token fences all its keys: give it once, on the transaction, "
+                    "not on its operations too"
+                )
     if not all(txn_keys(request)):
         return "keys must not be empty"
     return None

@@ -3,6 +3,8 @@ each test uses keys and lock names of its own). docs/locks.md describes what is 
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -18,8 +20,23 @@ import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
-from kvstore.client import LeaseNotFoundError, StaleFencingTokenError, SyncClient
+from kvstore.client import (
+    Client,
+    GetResult,
+    LeaseNotFoundError,
+    ReadConsistency,
+    StaleFencingTokenError,
+    SyncClient,
+    ops,
+)
+from kvstore.jepsen.checker import Validity
+from kvstore.jepsen.history import Event, EventType, pair_operations, parse_jsonl
+from kvstore.jepsen.locks import LockWorkload
+from kvstore.jepsen.lockworker import LockWorker
+from kvstore.jepsen.sections import Ending, critical_sections
+from kvstore.jepsen.workloads import read_register
 from kvstore.names import lease_partition, lock_key, lock_prefix
+from kvstore.progress import SILENT
 from kvstore.ring import partition_for_key
 from tests.integration.harness import LocalCluster, wait_for
 
@@ -187,6 +204,24 @@ def value_of(client: SyncClient, key: str) -> bytes | None:
     return None if found is None else found.value
 
 
+def test_a_fenced_read_makes_the_old_holders_late_write_stale(client: SyncClient) -> None:
+    """docs/locks.md, "A fenced read": the new holder's read carries its token, so the old
+    holder's write that lands after it is refused although the new holder has not written yet."""
+    key = "{fenced-read}:count"
+    with client.lock("fenced-read", ttl=10) as old:
+        client.put(key, "1", fencing_token=old.token)
+    with client.lock("fenced-read", ttl=10) as new:
+        read = client.txn([], [ops.get(key)], fencing_token=new.token)
+        (got,) = read.responses
+        assert isinstance(got, GetResult) and got.kv is not None and got.kv.value == b"1"
+        with pytest.raises(StaleFencingTokenError):
+            client.put(key, "2", fencing_token=old.token)  # the old holder, late
+        with pytest.raises(StaleFencingTokenError):
+            client.txn([], [ops.get(key)], fencing_token=old.token)
+        client.put(key, "2", fencing_token=new.token)
+    assert value_of(client, key) == b"2"
+
+
 def test_the_lock_of_a_killed_holder_passes_on_after_its_ttl(
     cluster: LocalCluster, client: SyncClient
 ) -> None:
@@ -261,3 +296,39 @@ def test_kvctl_lease_and_lock_commands(cluster: LocalCluster, client: SyncClient
     with pytest.raises(StaleFencingTokenError):
         client.put("stock", "4", fencing_token=int(token) - 1)
     assert value_of(client, "stock") == b"5"
+
+
+def test_lock_workers_take_turns_and_count_every_increment(cluster: LocalCluster) -> None:
+    """Two lock-workload workers (docs/locks.md, "Seeing it: Jepsen"), in this process and without
+    faults: sections one at a time in token order, each a fenced read and write, keepalives
+    recorded, and every checker of the workload satisfied."""
+    workload = LockWorkload(1, 2, fencing=True)
+    events = asyncio.run(run_lock_workers(workload, cluster.endpoints, seconds=3.0))
+    outcomes = {outcome.checker: outcome for outcome in workload.check(events, 30.0, SILENT)}
+    assert all(outcome.validity is Validity.VALID for outcome in outcomes.values()), outcomes
+    sections = critical_sections(pair_operations(events), 2)
+    assert {section.worker for section in sections} == {0, 1}
+    assert all(section.ending is Ending.RELEASED for section in sections)
+    assert [section.token for section in sections] == sorted(section.token for section in sections)
+    assert all([op.f for op in section.operations] == ["read", "write"] for section in sections)
+    assert any(event.f == "keepalive" for event in events)
+    assert outcomes["lost-updates"].details["registers"][workload.registers[0]]["final"] == len(sections)
+
+
+async def run_lock_workers(workload: LockWorkload, endpoints: list[str], seconds: float) -> list[Event]:
+    origin = time.monotonic_ns()
+    configs = workload.worker_configs(endpoints, 1, origin, origin + round(seconds * 1e9), 10.0)
+    streams = [io.StringIO() for _ in configs]
+    clients = [Client(endpoints, timeout=10.0) for _ in configs]
+    try:
+        await asyncio.gather(*(LockWorker(config, client, stream).run()
+                               for config, client, stream in zip(configs, clients, streams, strict=True)))  # fmt: skip
+        async with Client(endpoints, timeout=10.0) as reader:
+            final = await read_register(reader, workload.registers[0], ReadConsistency.LINEARIZABLE)
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
+    events = [event for stream in streams for event in parse_jsonl(stream.getvalue().splitlines())]
+    now = time.monotonic_ns() - origin
+    events += [Event(99, EventType.INVOKE, "read", workload.registers[0], None, now),
+               Event(99, EventType.OK, "read", workload.registers[0], final.value, now + 1, final.revision)]  # fmt: skip
+    return sorted(events, key=lambda event: event.time or 0)

@@ -1,8 +1,10 @@
 """Short Jepsen-style runs on a real cluster in network namespaces (needs root and `ip netns`).
 
 Each run injects real faults while clients work, then checks the history: every run under the
-default (linearizable) consistency must be valid. The negative control proves that the harness
-and checker bite: STALE reads from an isolated former leader must be found not linearizable.
+default (linearizable) consistency must be valid. The negative controls prove that the harness
+and checkers bite: STALE reads from an isolated former leader must be found not linearizable,
+and a lock holder stopped past its lease's TTL must lose updates when it writes without its
+fencing token (and lose none with it).
 """
 
 from __future__ import annotations
@@ -90,6 +92,47 @@ def test_a_register_run_with_tls_and_auth_on_is_valid(tmp_path: Path) -> None:
     assert result.faults > 0
     history = read_jsonl(config.out_dir / "history.jsonl")
     assert any(event.type is EventType.OK and event.f == "write" for event in history)
+
+
+LOCK_LOAD_S = 20.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fencing", [True, False], ids=["fencing-on", "fencing-off"])
+def test_a_paused_lock_holder_is_harmless_with_fencing_and_loses_updates_without(tmp_path: Path, fencing: bool) -> None:
+    """docs/locks.md, "Seeing it: Jepsen": the same seed, with and without fencing tokens, under
+    client-pause (a worker holding the lock stopped for longer than its lease's TTL)."""
+    config = RunConfig(
+        workload="lock",
+        nemeses=(NemesisKind.CLIENT_PAUSE,),
+        time_s=LOCK_LOAD_S,
+        out_dir=tmp_path / "run",
+        seed=7,
+        keys=1,  # every critical section increments the same register: each pause can lose an update
+        intervals=INTERVALS,
+        fencing=fencing,
+    )
+
+    result = run(config)
+
+    verdicts = {outcome.checker: outcome for outcome in result.outcomes}
+    seen = f"{result.error}; {[(o.checker, o.validity.value, o.summary) for o in result.outcomes]}; see {config.out_dir}"
+    assert result.error is None, seen
+    pauses = [e for e in read_nemesis_log(config.out_dir / "nemesis.jsonl") if e.phase is EventPhase.FAULT]
+    assert any("holding the lock" in pause.description for pause in pauses), pauses
+    # The lock service and the store did their part either way: a lock passed on only after its
+    # lease's TTL, and every register read and write was linearizable.
+    assert verdicts["lease"].validity is Validity.VALID and verdicts["lease"].details["leases_judged"] >= 1, seen
+    assert verdicts["linearizable"].validity is Validity.VALID, seen
+    if fencing:
+        assert result.status is ExitStatus.VALID, seen
+        assert verdicts["overlapping-holders"].details["refused_as_stale"]["write"] >= 1, seen  # fences bit
+    else:
+        assert result.status is ExitStatus.INVALID, seen
+        assert verdicts["lost-updates"].validity is Validity.INVALID, seen
+        assert verdicts["overlapping-holders"].validity is Validity.INVALID, seen
+    for name in ("index.html", "timeline-overlapping-holders.html", "latency.png", "workers/worker-0.log"):
+        assert (config.out_dir / name).is_file(), name
 
 
 async def _wait_until_stale(client: Client, key: str, fresh: str) -> None:

@@ -71,9 +71,14 @@ def request_op(op: Op) -> pb.RequestOp:
     return pb.RequestOp(txn=op)
 
 
-def txn(compares: Sequence[pb.Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp]) -> pb.TxnRequest:
+def txn(
+    compares: Sequence[pb.Compare], success: Sequence[TxnOp], failure: Sequence[TxnOp], fencing_token: int = 0
+) -> pb.TxnRequest:
     return pb.TxnRequest(
-        compare=compares, success=[request_op(op) for op in success], failure=[request_op(op) for op in failure]
+        compare=compares,
+        success=[request_op(op) for op in success],
+        failure=[request_op(op) for op in failure],
+        fencing_token=fencing_token,
     )
 
 
@@ -508,6 +513,46 @@ def test_ops_of_one_txn_see_each_others_tokens(store: Store) -> None:
     assert result == txn_result(2, True, (put_result(2, None), put_result(2, None)))
     assert node.machine.get(b"k") == kv(b"k", b"2", 2, 2, 2, 0)
     assert is_stale(node.one(put(b"k", b"stale", fencing_token=4)))
+
+
+def test_a_fenced_read_makes_the_key_refuse_older_tokens(store: Store) -> None:
+    """The case fencing only writes gets wrong: the new holder reads, the old holder's stale write
+    lands, the new holder writes what it read plus one, and an update is lost. A transaction
+    carrying the token fences the keys it reads, so the stale write is refused."""
+    node = Node(store)
+    node.apply(put(b"k", b"1", fencing_token=4))  # the old holder (token 4) wrote before pausing
+    read = node.one(txn((), (get(b"k"),), (), fencing_token=5))  # the new holder reads, fenced
+    assert read == txn_result(2, True, (get_result(kv(b"k", b"1", 1, 1, 1, 0)),))
+    assert is_stale(node.one(put(b"k", b"2", fencing_token=4)))  # the old holder wakes up: refused
+    assert is_stale(node.one(txn((), (get(b"k"),), (), fencing_token=4)))  # its fenced reads too
+    assert node.one(put(b"k", b"2", fencing_token=5)) == put_result(5, None)
+    assert node.machine.get(b"k") == kv(b"k", b"2", 1, 5, 2, 0)
+    assert node.one(put(b"k", b"3")) == put_result(6, None)  # unfenced writes are still not checked
+
+
+def test_a_fenced_txn_fences_its_compares_and_the_branch_that_runs(store: Store) -> None:
+    node = Node(store)
+    fenced = txn((compare(b"c", VERSION, EQ, number=1),), (put(b"s", b"1"),), (get(b"f"), delete(b"d")), 7)
+    assert node.one(fenced) == txn_result(1, False, (get_result(None), delete_result(1, False, None)))
+    for key in (b"c", b"f", b"d"):
+        assert is_stale(node.one(put(key, b"x", fencing_token=6))), key
+    assert node.one(put(b"s", b"x", fencing_token=6)) == put_result(5, None)  # the branch that did not run
+
+
+def test_a_stale_fenced_txn_applies_nothing_and_records_no_token(store: Store) -> None:
+    node = Node(store)
+    node.apply(put(b"locked", b"a", fencing_token=10))
+    assert is_stale(node.one(txn((), (put(b"free", b"x"), get(b"locked")), (), fencing_token=9)))
+    assert node.machine.get(b"free") is None
+    assert node.one(put(b"free", b"y", fencing_token=1)) == put_result(3, None)  # 9 was never recorded
+
+
+def test_a_fenced_txn_takes_its_token_once(store: Store) -> None:
+    node = Node(store)
+    both = node.one(txn((), (put(b"k", b"1", fencing_token=5),), (), fencing_token=5))
+    assert both is not None and both.error.code == pb.INVALID_ARGUMENT
+    assert "give it once" in both.error.message
+    assert node.machine.get(b"k") is None
 
 
 # -- client dedup --------------------------------------------------------------------------
@@ -1339,9 +1384,18 @@ class DictModel:
             return response
         saved = (dict(self.data), dict(self.fences))
         succeeded = all(self._holds(c) for c in request.compare)
+        success, failure = ([getattr(o, o.WhichOneof("op")) for o in ops] for ops in (request.success, request.failure))
+        branch = success if succeeded else failure
+        token = request.fencing_token
+        if token:
+            if any(not isinstance(op, pb.GetRequest) and op.fencing_token for op in success + failure):
+                return refused(request, pb.INVALID_ARGUMENT)
+            keys = [c.key for c in request.compare] + [op.key for op in branch]
+            if any(token < self.fences.get(key, 0) for key in keys):
+                return refused(request, pb.STALE_FENCING_TOKEN)
+            self.fences.update((key, token) for key in keys)
         results: list[pb.PutResponse | pb.DeleteResponse | pb.GetResponse] = []
-        for branch_op in request.success if succeeded else request.failure:
-            op = getattr(branch_op, branch_op.WhichOneof("op"))
+        for op in branch:
             result = self._op(revision, op)
             if isinstance(result, pb.TxnResponse) or result.error.code:
                 self.data, self.fences = saved
@@ -1426,6 +1480,7 @@ model_txns = st.builds(
     st.lists(model_compares, max_size=2),
     st.lists(model_txn_ops, max_size=3),
     st.lists(model_txn_ops, max_size=3),
+    model_tokens,
 )
 model_lease_ops = st.one_of(
     st.builds(grant, st.just(10), model_leases),

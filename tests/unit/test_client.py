@@ -572,8 +572,9 @@ async def test_connecting_counts_against_the_calls_deadline(cluster: FakeCluster
     finally:
         await client.close()
 
-    # An upper bound only, half of what a fresh deadline would add: a property of the deadline.
-    assert loop.time() - started < 2.0 + 0.45
+    # An upper bound only, half of what a fresh deadline would add (a property of the deadline),
+    # with slack so that a loaded machine does not fail it.
+    assert loop.time() - started < 2.0 + 0.8
 
 
 async def test_a_call_that_times_out_says_what_each_replica_answered(cluster: FakeCluster) -> None:
@@ -581,7 +582,7 @@ async def test_a_call_that_times_out_says_what_each_replica_answered(cluster: Fa
     leader, follower, other = cluster.leader_of(partition), *(
         node for node in cluster.replicas_of(partition) if node != cluster.leader_of(partition)
     )
-    async with Client([cluster.address_of(follower)], timeout=1.0) as client:
+    async with Client([cluster.address_of(follower)], timeout=5.0) as client:
         await cluster.stop_node(leader)
         await cluster.stop_node(other)
 
@@ -589,7 +590,7 @@ async def test_a_call_that_times_out_says_what_each_replica_answered(cluster: Fa
             await client.put("k", "v")
 
     message = raised.value.message
-    assert f"partition {partition}" in message and "within 1s" in message
+    assert f"partition {partition}" in message and "within 5s" in message
     assert f"1 of its 3 replicas answered (node {follower}: node {follower} does not lead" in message
     assert "could not be reached (" in message and f"{cluster.address_of(leader)}: connection refused" in message
     assert "a leader needs 2 of the 3" in message

@@ -12,7 +12,7 @@ import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client.leases import CLIENT_MAX_DRIFT, KeepAlives, KeptLease, LockContext, Session
-from kvstore.errors import KvError, LeaseNotFoundError, UnavailableError
+from kvstore.errors import KvError, LeaseNotFoundError, LockNotHeldError, UnavailableError
 from kvstore.names import lock_key
 
 Send = Callable[[str, float], Awaitable[pb.LeaseKeepAliveResponse]]
@@ -48,6 +48,10 @@ async def test_lost_counts_from_the_send_time_of_the_last_acknowledged_keepalive
         await asyncio.sleep(0.01)
     assert kept.expires_at == pytest.approx(node.sent_at[0] + 3 * (1 - CLIENT_MAX_DRIFT))
     assert kept.next_send == pytest.approx(node.sent_at[0] + 1)
+    # What was acknowledged, and when, for callers that log it (the Jepsen lock workload does).
+    assert kept.last_ack is not None
+    assert kept.last_ack.sent_at == pytest.approx(node.sent_at[0]) and kept.last_ack.ttl == 3
+    assert kept.last_ack.received_at >= kept.last_ack.sent_at + 0.2
     await alive.close()
 
 
@@ -83,6 +87,7 @@ class FakeLeases:
         self.granted: list[int] = []
         self.revoked: list[int] = []
         self.unlocked: list[bytes] = []
+        self.expired: set[bytes] = set()  # lock keys whose lease expired: unlocking them is refused
 
     async def grant(self, ttl: int, partition: int) -> tuple[int, int, float]:
         await asyncio.sleep(0.01)
@@ -94,6 +99,8 @@ class FakeLeases:
 
     async def unlock(self, key: bytes) -> None:
         self.unlocked.append(key)
+        if key in self.expired:
+            raise LockNotHeldError(f"lock key {key!r} does not exist")
 
     async def partition_of(self, key: bytes) -> int:
         return len(key) % 4
@@ -144,4 +151,56 @@ async def test_a_lock_given_up_while_queued_leaves_no_key_and_closes_its_session
         await waiting
     lease = 1000 + len(b"orders") % 4
     assert leases.unlocked == [lock_key(b"orders", lease)] and leases.revoked == [lease]
+    await alive.close()
+
+
+async def held(leases: FakeLeases, alive: KeepAlives) -> LockContext:
+    async def acquire(name: bytes, kept: KeptLease) -> tuple[bytes, int]:
+        return lock_key(name, kept.id), 42
+
+    def new_session() -> Session:
+        return Session(10, leases.grant, leases.revoke, alive, leases.partition_of)
+
+    context = LockContext(b"orders", None, new_session, acquire, leases.unlock, leases.partition_of)
+    lock = await context.__aenter__()
+    assert lock.token == 42 and lock.lease.id == 1000 + len(b"orders") % 4
+    return context
+
+
+async def test_release_tells_a_lock_lost_to_its_lease_and_the_exit_adds_nothing() -> None:
+    leases = FakeLeases()
+    alive = keep_alives(FakeNode(10))
+    context = await held(leases, alive)
+    key = lock_key(b"orders", 1000 + len(b"orders") % 4)
+    leases.expired.add(key)
+    with pytest.raises(LockNotHeldError):
+        await context.release()
+    await context.__aexit__(None, None, None)
+    assert leases.unlocked == [key] and leases.revoked == [1000 + len(b"orders") % 4]
+    await alive.close()
+
+
+async def test_the_exit_releases_quietly_a_lock_already_lost() -> None:
+    leases = FakeLeases()
+    alive = keep_alives(FakeNode(10))
+    context = await held(leases, alive)
+    leases.expired.add(lock_key(b"orders", 1000 + len(b"orders") % 4))
+    await context.__aexit__(None, None, None)  # no LockNotHeldError: `async with` does not ask
+    assert len(leases.unlocked) == 1 and len(leases.revoked) == 1
+    await alive.close()
+
+
+async def test_a_lost_lease_is_no_longer_renewed_even_when_the_cluster_answers_again() -> None:
+    """Renewing a lease the client already gave up would keep its lock from passing on (and, with
+    every acknowledgement ignored, would send keepalives back to back); closing it is then
+    immediate."""
+    node = FakeNode(1, UnavailableError("no leader"))
+    alive = keep_alives(node)
+    kept = alive.keep(KeptLease(7, 0, 0))
+    await asyncio.wait_for(kept.lost.wait(), 10)
+    node.script = [1]  # the cluster answers again
+    sent = len(node.sent_at)
+    await asyncio.sleep(0.3)
+    assert len(node.sent_at) <= sent + 1  # at most the attempt in flight when it was lost
+    await asyncio.wait_for(kept.close(), 1)
     await alive.close()

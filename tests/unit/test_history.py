@@ -30,8 +30,8 @@ def test_parses_every_field_and_freezes_arrays() -> None:
 
 
 def test_key_time_and_value_are_optional_and_extra_fields_ignored() -> None:
-    (event,) = parse_jsonl(lines('{"process": 0, "type": "fail", "f": "read", "error": "timeout"}'))
-    assert (event.key, event.value, event.time) == (None, None, None)
+    (event,) = parse_jsonl(lines('{"process": 0, "type": "fail", "f": "read", "error": "timeout", "why": 1}'))
+    assert (event.key, event.value, event.time, event.error) == (None, None, None, "timeout")
 
 
 def test_blank_lines_are_skipped_but_count_for_line_numbers() -> None:
@@ -54,6 +54,7 @@ def test_blank_lines_are_skipped_but_count_for_line_numbers() -> None:
         ('{"process": 0, "type": "ok", "f": "read", "revision": -1}', "'revision' must be a non-negative integer"),
         ('{"process": 0, "type": "ok", "f": "read", "staleness_ms": 2.5}', "'staleness_ms' must be a non-neg"),
         ('{"process": 0, "type": "invoke", "f": "read", "max_staleness_ms": true}', "'max_staleness_ms' must"),
+        ('{"process": 0, "type": "fail", "f": "read", "error": 3}', "'error' must be a string"),
     ],
 )
 def test_malformed_events_are_reported_with_their_line(text: str, message: str) -> None:
@@ -171,6 +172,18 @@ def test_revisions_and_staleness_bounds_are_optional_and_land_on_the_operation()
     assert (read.revision, read.staleness_ms, read.max_staleness_ms) == (7, 40, 500)
     # Only an ok completion says what happened; an outcome-unknown one has no revision to trust.
     assert timed_out.revision is None
+
+
+def test_the_error_of_a_failed_completion_lands_on_the_operation_and_is_written_back() -> None:
+    events = [
+        Event(0, EventType.INVOKE, "write", "k", 1, 10),
+        Event(0, EventType.FAIL, "write", "k", 1, 20, error="StaleFencingTokenError: fencing token 3 is older"),
+    ]
+    (write,) = pair_operations(events)
+    assert write.error == "StaleFencingTokenError: fencing token 3 is older"
+    stream = io.StringIO()
+    write_jsonl(events, stream)
+    assert [event.error for event in parse_jsonl(stream.getvalue().splitlines())] == [None, write.error]
 
 
 def test_written_history_reads_back_equal() -> None:

@@ -1,4 +1,5 @@
-"""The Jepsen run report as a reader sees it: settings by name, verdicts, results.json."""
+"""The Jepsen run report as a reader sees it: settings by name, verdicts, results.json, the lock
+workload's critical sections."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 from pathlib import Path
 
 from kvstore.client import ReadConsistency
-from kvstore.jepsen.nemesis import NemesisKind
+from kvstore.jepsen.nemesis import EventPhase, NemesisEvent, NemesisKind
 from kvstore.jepsen.report import render_index, results_document, write_report
 from kvstore.jepsen.runner import ExitStatus, RunConfig, RunResult
 from kvstore.jepsen.workloads import CheckOutcome, Validity
@@ -69,3 +70,28 @@ def test_each_checker_with_a_violation_gets_its_timeline_linked_from_the_index(t
     assert not (out / "timeline-staleness.html").exists()
     index = (out / "index.html").read_text()
     assert '<a href="timeline-linearizable.html">' in index and '<a href="timeline-session.html">' in index
+
+
+def test_a_lock_run_draws_its_critical_sections_and_links_the_workers_logs(tmp_path: Path) -> None:
+    """latency.png gets one lane per worker under the latencies; the index links every worker's log."""
+    from PIL import Image
+
+    from tests.unit.test_jepsen_locks import paused_holder
+
+    events = paused_holder(fencing=True).sorted()
+    pause = [
+        NemesisEvent(200 * 10**6, phase, NemesisKind.CLIENT_PAUSE, "SIGSTOP worker 0", (), (0,))
+        for phase in (EventPhase.FAULT, EventPhase.HEAL)
+    ]
+    sizes = {}
+    for workload in ("register", "lock"):
+        result = run_result(tmp_path / workload, workload=workload, concurrency=2, nemeses=(NemesisKind.CLIENT_PAUSE,))
+        (result.config.out_dir / "workers").mkdir(parents=True)
+        (result.config.out_dir / "workers" / "worker-0.log").write_text("")
+        write_report(result, events, pause)
+        with Image.open(result.config.out_dir / "latency.png") as image:
+            sizes[workload] = image.size
+    assert sizes["lock"][0] == sizes["register"][0] and sizes["lock"][1] > sizes["register"][1]
+    index = (tmp_path / "lock" / "run" / "index.html").read_text()
+    assert '<a href="workers/worker-0.log">' in index
+    assert settings(index)["fencing"] == "True"
