@@ -79,9 +79,12 @@ class AuthService(kvstore_pb2_grpc.AuthServicer):
         return response
 
     async def AuthStatus(self, request: pb.AuthStatusRequest, context: Any) -> pb.AuthStatusResponse:
-        state, caller = await self._guard.identify(context, quiet=True)
-        response = pb.AuthStatusResponse(enabled=state.auth_enabled, revision=self._backend.meta_applied,
-                                         user=caller.user)
+        response = pb.AuthStatusResponse()
+        try:
+            state, caller = await self._guard.identify(context, quiet=True)
+            response.enabled, response.revision, response.user = state.auth_enabled, self._backend.meta_applied, caller.user
+        except Exception as error:  # a joining node does not know the users yet: UNAVAILABLE
+            response.error.CopyFrom(self._error(error))
         self._fill_header(response.header, self._backend.meta_applied)
         return response
 

@@ -17,7 +17,14 @@ from typing import Protocol
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import meta_pb2, peer_pb2
 from kvstore._pb.internal_pb2 import LeaseExpiries, LogCommand
-from kvstore.errors import KvError, LeaseNotFoundError, LockNotHeldError, NotLeaderError, WrongNodeError
+from kvstore.errors import (
+    KvError,
+    LeaseNotFoundError,
+    LockNotHeldError,
+    NotLeaderError,
+    UnavailableError,
+    WrongNodeError,
+)
 from kvstore.raft import ConfState, Entry, Message, SnapshotMeta
 from kvstore.statemachine import Lease, PartitionStateMachine, WriteResponse, lease_partition
 from kvstore.statemachine.cluster_state import ClusterState, CommandResult
@@ -222,7 +229,9 @@ class MemoryBackend:
     leader reads there are refused with NOT_LEADER and that hint); meta commands are applied at
     once by the real meta applier, as if this node led the meta group; with `hold_proposals`,
     proposals wait until `apply_held()` or `fail_held()`; `refuse_peers` is the reason every
-    Peer caller is refused (None: every caller is admitted, as by a plaintext node). Leases keep
+    Peer caller is refused (None: every caller is admitted, as by a plaintext node); `joining`
+    makes the control section unknown, as on a node that joined and awaits the meta group's
+    snapshot. Leases keep
     no time here: a keepalive of an existing lease is answered at once, and `expire(lease)`
     applies the expiry a node's lessor would propose. Lock waiters look again after every apply
     (the node's hub wakes only the next waiter).
@@ -237,6 +246,7 @@ class MemoryBackend:
     cluster_id: str = "kvstore"
     hold_proposals: bool = False
     refuse_peers: str | None = None
+    joining: bool = False  # as a node that joined and has no meta state yet: no users, no alarms known
     leaders: dict[int, int] = field(default_factory=dict)
     delivered: list[tuple[int, Message]] = field(default_factory=list)
     held: list[tuple[int, bytes, asyncio.Future[WriteResponse]]] = field(default_factory=list)
@@ -386,6 +396,8 @@ class MemoryBackend:
 
     @property
     def control_state(self) -> ControlState:
+        if self.joining:
+            raise UnavailableError(f"node {self.node_id} is joining and does not know the cluster's users yet")
         return self.meta.control
 
     @property

@@ -27,6 +27,10 @@ class ClusterService(kvstore_pb2_grpc.ClusterServicer):
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
         backend = self._backend
         statuses = backend.status()
+        try:
+            alarms = backend.control_state.alarms
+        except UnavailableError:
+            alarms = frozenset()  # a joining node does not know them yet; it says what it knows
         return pb.StatusResponse(
             node_id=backend.node_id,
             address=backend.address,
@@ -38,7 +42,7 @@ class ClusterService(kvstore_pb2_grpc.ClusterServicer):
             db_size_bytes=backend.db_size_bytes(),
             quota_backend_bytes=backend.limits.quota_backend_bytes,
             alarms=[pb.Alarm(node_id=alarm.node_id, type=alarm.type.value)
-                    for alarm in sorted(backend.control_state.alarms, key=lambda alarm: (alarm.node_id, alarm.type))],
+                    for alarm in sorted(alarms, key=lambda alarm: (alarm.node_id, alarm.type))],
             stored_bytes=backend.stored_bytes(),
         )
 

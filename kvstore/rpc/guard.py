@@ -46,6 +46,7 @@ from kvstore.errors import (
     PermissionDeniedError,
     ResourceExhaustedError,
     UnauthenticatedError,
+    UnavailableError,
 )
 from kvstore.ratelimit import RateLimiter
 from kvstore.rpc.backend import Backend
@@ -162,7 +163,13 @@ class Guard(grpc.aio.ServerInterceptor):
             if refusal is not None:
                 raise PermissionDeniedError(f"node {self._backend.node_id} refuses this caller as a peer: {refusal}")
             return Caller("", "")
-        state, caller = await self.identify(context, quiet=rule is Who.PUBLIC)
+        try:
+            state, caller = await self.identify(context, quiet=rule is Who.PUBLIC)
+        except UnavailableError:
+            if rule is not Who.PUBLIC:
+                raise
+            # A joining node knows no users yet: a public call (health, status) is anyone's.
+            state, caller = ControlState(), Caller("", f"connection {context.peer()}")
         self._take(state, caller, 1, request)
         needs = self._needs(rule, request)
         if state.auth_enabled:

@@ -272,6 +272,16 @@ async def test_over_the_quota_writes_that_add_data_are_refused_and_deletes_serve
         assert (await served.kv.Put(put(b"k2"))).error.code == pb.OK
 
 
+async def test_a_joining_node_that_knows_no_users_yet_serves_public_calls_and_refuses_the_rest() -> None:
+    async with serving(joining=True) as served:
+        status = await pb_grpc.ClusterStub(served.channel).Status(pb.StatusRequest())
+        assert status.node_id == 1 and list(status.alarms) == []
+        code, details = await status_of(served.kv.Put(put(b"k")))
+        assert code is grpc.StatusCode.UNAVAILABLE and "joining" in details  # the client asks another node
+        auth_status = await served.auth.AuthStatus(pb.AuthStatusRequest())
+        assert auth_status.error.code == pb.UNAVAILABLE and not auth_status.enabled
+
+
 # -- peers ------------------------------------------------------------------------------------
 
 
