@@ -60,7 +60,7 @@ class Cluster:
         self._paused: set[int] = set()
         self._admin: Client | None = None
         self.certificates: ClusterCertificates | None = None
-        self._password = ""  # the workload user's, once `secure_cluster` has made it
+        self._password = ""  # the workload user's, once `enable_auth` has made it
 
     @property
     def node_ids(self) -> tuple[int, ...]:

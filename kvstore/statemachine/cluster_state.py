@@ -32,9 +32,11 @@ becomes REMOVED once no partition or move refers to it any more.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import IntEnum
+from types import MappingProxyType
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -176,16 +178,10 @@ def with_meta_voters(state: ClusterState, voters: frozenset[int]) -> ClusterStat
 def apply_command(state: ClusterState, command: meta_pb2.MetaCommand) -> tuple[ClusterState, CommandResult]:
     """The state after `command`, and its result. A refused command leaves the state as it was."""
     kind = command.WhichOneof("command")
-    if kind == "add_member":
-        after, result = _add(state, command.add_member.address)
-    elif kind == "remove_member":
-        after, result = _remove(state, command.remove_member.node_id)
-    elif kind == "replace_member":
-        after, result = _replace(state, command.replace_member.node_id, command.replace_member.address)
-    elif kind == "move_step_done":
-        after, result = _step_done(state, command.move_step_done.partition, command.move_step_done.step)
-    else:
-        after, result = state, CommandResult(refusal=Refusal.INVALID, message=f"not a meta command: {kind!r}")
+    handler = _COMMANDS.get(kind or "")
+    if handler is None:
+        return state, CommandResult(refusal=Refusal.INVALID, message=f"not a meta command: {kind!r}", epoch=state.epoch)
+    after, result = handler(state, getattr(command, kind or ""))
     return after, replace(result, epoch=after.epoch)
 
 
@@ -327,6 +323,19 @@ def _settle(state: ClusterState) -> ClusterState:
 
 
 # -- codec ---------------------------------------------------------------------------------
+
+
+# The meta group's membership commands, one row each: MetaCommand's oneof field -> what applying
+# it does. A new replicated system command is a message in that oneof (meta.proto), a pure
+# function (state, message) -> (state, result) here, and its row below. The one other field,
+# `control`, is the control section's (`kvstore.statemachine.control`, a table of its own);
+# `meta.apply_meta_command` hands each section its commands, and nothing else dispatches on them.
+_COMMANDS: Mapping[str, Callable[[ClusterState, Any], tuple[ClusterState, CommandResult]]] = MappingProxyType({
+    "add_member": lambda state, add: _add(state, add.address),
+    "remove_member": lambda state, remove: _remove(state, remove.node_id),
+    "replace_member": lambda state, swap: _replace(state, swap.node_id, swap.address),
+    "move_step_done": lambda state, step: _step_done(state, step.partition, step.step),
+})
 
 
 def encode_state(state: ClusterState) -> bytes:

@@ -115,13 +115,7 @@ class MetaStateMachine:
                     command = meta_pb2.MetaCommand.FromString(entry.data)
                 except DecodeError as exc:
                     raise CodecError(f"meta group: entry {entry.index} is not a MetaCommand: {exc}") from None
-                if command.WhichOneof("command") == "control":
-                    control_state, refused = apply_control(control_state, command.control, entry.index)
-                    result = CommandResult(epoch=state.epoch) if refused is None else CommandResult(
-                        refusal=refused.reason, message=refused.message, epoch=state.epoch)
-                else:
-                    state, result = apply_command(state, command)
-                result = replace(result, revision=entry.index)
+                state, control_state, result = apply_meta_command(state, control_state, command, entry.index)
             if state is not cluster_before and state is not None:
                 # Members become REMOVED on commands and on the meta group's own conf changes.
                 control_state = _without_alarms_of_removed(control_state, state, entry.index)
@@ -162,6 +156,19 @@ class MetaStateMachine:
         batch.put(self._control_key, control.encode_state(control_state))
         batch.put(self._apply_state_key, self._encoder.snapshot_meta(applied))
         self._state, self._control, self._applied = state, control_state, applied
+
+
+def apply_meta_command(state: ClusterState, control_state: ControlState, command: meta_pb2.MetaCommand,
+                       revision: int) -> tuple[ClusterState, ControlState, CommandResult]:
+    """Both sections after `command` (the entry at index `revision`) and its result: `control`
+    goes to the control section, every other command to the cluster state's table. Pure."""
+    if command.WhichOneof("command") == "control":
+        control_state, refused = apply_control(control_state, command.control, revision)
+        result = CommandResult(epoch=state.epoch) if refused is None else CommandResult(
+            refusal=refused.reason, message=refused.message, epoch=state.epoch)
+    else:
+        state, result = apply_command(state, command)
+    return state, control_state, replace(result, revision=revision)
 
 
 def _without_alarms_of_removed(control_state: ControlState, state: ClusterState, revision: int) -> ControlState:

@@ -26,7 +26,8 @@ from kvstore.raft import (
     Tombstone,
 )
 from kvstore.statemachine.cluster_state import ClusterState, MemberState, Refusal
-from kvstore.statemachine.meta import MetaStateMachine
+from kvstore.statemachine.control import ControlState
+from kvstore.statemachine.meta import MetaStateMachine, apply_meta_command
 from kvstore.storage import MemoryEngine
 from kvstore.storage.raft_log import DurableLogStorage, stored_groups
 
@@ -193,3 +194,24 @@ def test_a_removed_members_alarm_is_dropped_with_it() -> None:
     state = machine.state
     assert state is not None and state.member(idle).state is MemberState.REMOVED  # type: ignore[union-attr]
     assert machine.control.alarms == frozenset()
+
+
+def test_every_kind_of_meta_command_is_applied_by_its_own_handler() -> None:
+    """A command added to meta.proto's oneof (or to control.proto's) without a handler would be
+    refused by every node as 'not a meta command' ('not a control command')."""
+    initial = ClusterState.bootstrap("c0ffee", MEMBERS, 8, 3, 16)
+    commands = []
+    for field in meta_pb2.MetaCommand.DESCRIPTOR.oneofs_by_name["command"].fields:
+        if field.name == "control":
+            continue  # a section of its own: each of its commands below
+        command = meta_pb2.MetaCommand()
+        getattr(command, field.name).SetInParent()
+        commands.append(command)
+    for field in control_pb2.ControlCommand.DESCRIPTOR.oneofs_by_name["command"].fields:
+        command = meta_pb2.MetaCommand()
+        getattr(command.control, field.name).SetInParent()
+        commands.append(command)
+    for command in commands:
+        _, _, result = apply_meta_command(initial, ControlState(), command, 2)
+        assert "not a meta command" not in result.message and "not a control command" not in result.message, command
+        assert result.revision == 2
