@@ -282,7 +282,7 @@ async def _execute(
         else:
             load = _TaskLoad(config, workload, cluster, recorder).run(deadline)
         nemeses = build_nemeses(config.nemeses, cluster, workload.target_partitions(config.partitions),
-                                workers, CLIENT_PAUSE_S)  # fmt: skip
+                                workers, CLIENT_PAUSE_S, config.ready_timeout_s)  # fmt: skip
         schedule = NemesisSchedule(nemeses, random.Random(f"{config.seed}/nemesis"), nemesis_log, config.intervals)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(schedule.run(stop), name="nemesis")
