@@ -1,11 +1,12 @@
 """Real node processes, one per network namespace: start, kill -9, pause, restart with a skewed
-clock, ask who leads what, stop. Nodes are driven only through their command line, signals and
-the public client API.
+clock, add, remove and replace members, ask who leads what, stop. Nodes are driven only through
+their command line, signals and the public client API (the membership RPCs included).
 
 A `secure` cluster serves TLS to clients and peers alike (certificates from `kvstore.certs` for
 the namespace addresses) and runs with auth enabled: the harness acts as root through the client
 certificate (CN root), and the workload's clients sign in as the user `jepsen`, whose one role
-grants readwrite on the workload's keys and nothing else.
+grants readwrite on the workload's keys and nothing else. (Its members are the initial ones: a
+node added later would need a certificate of its own.)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -21,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvstore.certs import ClusterCertificates, init_certificates
-from kvstore.client import Client, KvError, NodeStatus, Permission, TlsConfig
+from kvstore.client import Client, KvError, MemberState, NodeStatus, Permission, TlsConfig
 from kvstore.jepsen.netns import Network
-from kvstore.node.local import node_command, tls_arguments
+from kvstore.node.local import join_command, node_command, tls_arguments
 
 NODE_PORT = 7000
 WORKLOAD_USER = "jepsen"
@@ -32,6 +34,8 @@ _STOP_GRACE_S = 20.0
 _STATUS_TIMEOUT_S = 2.0
 _SETUP_TIMEOUT_S = 30.0
 _POLL_INTERVAL_S = 0.2
+# Membership changes go through the meta group's leader, which may be electing after a fault.
+_MEMBERSHIP_TIMEOUT_S = 10.0
 
 
 class ClusterError(RuntimeError):
@@ -49,13 +53,20 @@ class ClusterSpec:
 
 
 class Cluster:
-    """The node processes of one run, on ``network``. Not thread-safe; owned by one event loop."""
+    """The node processes of one run, on ``network``. Not thread-safe; owned by one event loop.
+
+    The members change when a nemesis adds, removes or replaces nodes: ``node_ids`` are the
+    members of now, each on a host (namespace) of its own. The initial nodes run with the initial
+    peer list; a node added later runs with ``--join`` and the members of the moment as seeds.
+    """
 
     def __init__(self, spec: ClusterSpec, network: Network, data_root: Path, log_dir: Path) -> None:
         self.spec = spec
         self.network = network
         self.data_root = data_root
         self.log_dir = log_dir
+        self._hosts: dict[int, int] = {node_id: node_id for node_id in spec.node_ids}  # node id -> host
+        self._joined: set[int] = set()  # nodes that run with --join
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._paused: set[int] = set()
         self._admin: Client | None = None
@@ -64,10 +75,11 @@ class Cluster:
 
     @property
     def node_ids(self) -> tuple[int, ...]:
-        return self.spec.node_ids
+        """The members the harness runs now (REMOVED ones are dropped once settled)."""
+        return tuple(sorted(self._hosts))
 
     def address(self, node_id: int) -> str:
-        return f"{self.network.address_of(node_id)}:{NODE_PORT}"
+        return f"{self.network.address_of(self._hosts[node_id])}:{NODE_PORT}"
 
     @property
     def endpoints(self) -> list[str]:
@@ -76,6 +88,16 @@ class Cluster:
     def log_path(self, node_id: int) -> Path:
         return self.log_dir / f"node-{node_id}.log"
 
+    def data_dir(self, node_id: int) -> Path:
+        return self.data_root / f"node-{node_id}"
+
+    def cut(self, links: Sequence[tuple[int, int]]) -> None:
+        """Drop all traffic between each pair of nodes (by node id), both ways; ``heal`` undoes it."""
+        self.network.cut([(self._hosts[a], self._hosts[b]) for a, b in links])
+
+    def heal(self) -> None:
+        self.network.heal()
+
     # ---- processes --------------------------------------------------------------------------
 
     def start(self, node_id: int, clock_rate: float | None = None) -> None:
@@ -83,10 +105,13 @@ class Cluster:
         that many times as fast as real time, through libfaketime."""
         if self.is_running(node_id):
             raise ClusterError(f"node {node_id} is already running")
-        command = node_command(
-            node_id, {peer: self.address(peer) for peer in self.node_ids}, self.data_root / f"node-{node_id}",
-            self.spec.partitions, "--tick-ms", str(self.spec.tick_ms), "--election-ticks", str(self.spec.election_ticks),
-        )  # fmt: skip
+        timing = ("--tick-ms", str(self.spec.tick_ms), "--election-ticks", str(self.spec.election_ticks))
+        if node_id in self._joined:
+            seeds = [self.address(peer) for peer in self.node_ids if peer != node_id]
+            command = join_command(self.address(node_id), seeds, self.data_dir(node_id), *timing)
+        else:
+            initial = {peer: f"{self.network.address_of(peer)}:{NODE_PORT}" for peer in self.spec.node_ids}
+            command = node_command(node_id, initial, self.data_dir(node_id), self.spec.partitions, *timing)
         if self.certificates is not None:
             own = self.certificates.nodes[node_id]
             command += tls_arguments(own.cert, own.key, self.certificates.ca.cert)
@@ -105,7 +130,7 @@ class Cluster:
             log.write(f"--- harness: starting node {node_id}{clock_note} at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
             self._processes[node_id] = subprocess.Popen(
-                [*self.network.exec_prefix(node_id), *skew, *command],
+                [*self.network.exec_prefix(self._hosts[node_id]), *skew, *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -160,6 +185,70 @@ class Cluster:
                 process.terminate()
         for node_id in list(self._processes):
             self.stop(node_id)
+
+    # ---- membership ---------------------------------------------------------------------------
+
+    def _membership_client(self) -> Client:
+        return Client(self.endpoints, timeout=_MEMBERSHIP_TIMEOUT_S)
+
+    async def add_node(self) -> int:
+        """Plug in a new host, add a member at its address (the cluster gives it its id) and start
+        it there with ``--join``; its partitions then move to it. Returns its id."""
+        host = 1 + max(self.network.hosts)
+        await asyncio.to_thread(self.network.add_host, host)
+        address = f"{self.network.address_of(host)}:{NODE_PORT}"
+        async with self._membership_client() as client:
+            added = await client.member_add(address)
+        self._hosts[added.id] = host
+        self._joined.add(added.id)
+        self.start(added.id)
+        return added.id
+
+    async def remove_node(self, node_id: int) -> None:
+        """Ask the cluster to remove ``node_id``: its partitions drain to the others first. The
+        process runs on until ``wait_settled`` finds it REMOVED."""
+        async with self._membership_client() as client:
+            await client.member_remove(node_id)
+
+    async def replace_node(self, node_id: int) -> int:
+        """A node dies with its disk: kill -9, delete its data dir, then replace it by a fresh
+        member at the same address (a new id: ids are never reused) started with ``--join``.
+        Returns the new id."""
+        await asyncio.to_thread(self.kill, node_id)
+        await asyncio.to_thread(shutil.rmtree, self.data_dir(node_id), True)
+        host = self._hosts[node_id]
+        async with self._membership_client() as client:
+            fresh = await client.member_replace(node_id, self.address(node_id))
+        del self._hosts[node_id]
+        self._hosts[fresh.id] = host
+        self._joined.add(fresh.id)
+        self.start(fresh.id)
+        return fresh.id
+
+    async def wait_settled(self, timeout_s: float) -> None:
+        """Wait until no member is joining or leaving and no partition is moving, then stop the
+        members now REMOVED (removing one is safe to stop once REMOVED) and forget them."""
+        deadline = time.monotonic() + timeout_s
+        unsettled = "the cluster map was never read"
+        async with self._membership_client() as client:
+            while time.monotonic() < deadline:
+                try:
+                    layout = await client.partitions()
+                except KvError as error:
+                    unsettled = f"the cluster map could not be read: {error}"
+                else:
+                    changing = [m.id for m in layout.members if m.state in (MemberState.JOINING, MemberState.LEAVING)]
+                    moving = [info.id for info in layout.partitions if info.moving_to]
+                    if not changing and not moving:
+                        removed = {m.id for m in layout.members if m.state is MemberState.REMOVED}
+                        for node_id in removed & set(self._hosts):
+                            await asyncio.to_thread(self.stop, node_id)
+                            del self._hosts[node_id]
+                        return
+                    unsettled = f"members {changing} joining or leaving, partitions {moving} moving"
+                await asyncio.sleep(_POLL_INTERVAL_S)
+        raise ClusterError(f"the membership change did not settle within {timeout_s:g}s: {unsettled}; "
+                           f"see {self.log_dir}")
 
     # ---- what the nodes say -----------------------------------------------------------------
 

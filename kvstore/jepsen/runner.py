@@ -285,7 +285,7 @@ async def _execute(
         else:
             load = _TaskLoad(config, workload, cluster, recorder).run(deadline)
         nemeses = build_nemeses(config.nemeses, cluster, workload.target_partitions(config.partitions),
-                                workers, CLIENT_PAUSE_S)  # fmt: skip
+                                workers, CLIENT_PAUSE_S, config.ready_timeout_s)  # fmt: skip
         schedule = NemesisSchedule(nemeses, random.Random(f"{config.seed}/nemesis"), nemesis_log, config.intervals)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(schedule.run(stop), name="nemesis")
@@ -410,6 +410,9 @@ def build_workload(config: RunConfig) -> GeneratedWorkload | LockWorkload:
     if config.secure and lock:
         raise ValueError("--secure runs the register, set and counter workloads: the lock workload's worker "
                          "processes do not sign in")
+    if config.secure and NemesisKind.MEMBERSHIP in config.nemeses:
+        raise ValueError("--secure with the membership nemesis: a node added during the run would need a "
+                         "certificate of its own, which the harness does not make")
     if config.workload == RegisterWorkload.name:
         return RegisterWorkload(config.keys, config.read_consistency)
     if config.workload == SetWorkload.name:
