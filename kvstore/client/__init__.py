@@ -9,12 +9,13 @@ from kvstore.client import ops
 from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
 from kvstore.client.leases import Acknowledgement, KeptLease, Lock, LockContext, Session
 from kvstore.client.ops import Compare, DeleteOp, GetOp, Op, PutOp
-from kvstore.client.sync import SyncClient, SyncLock, SyncLockContext, SyncSession
+from kvstore.client.sync import SyncClient, SyncLock, SyncLockContext, SyncSession, SyncWatch
 from kvstore.client.types import (
     Alarm,
     AuthStatus,
     ClusterLayout,
     DeleteResult,
+    EventType,
     GetResult,
     Grant,
     KeyValue,
@@ -33,8 +34,10 @@ from kvstore.client.types import (
     Role,
     TxnResult,
     User,
+    WatchEvent,
     WriteConcern,
 )
+from kvstore.client.watch import Watch
 from kvstore.errors import (
     BatchError,
     CrossPartitionError,
@@ -53,6 +56,7 @@ from kvstore.errors import (
     TransportSecurityError,
     UnauthenticatedError,
     UnavailableError,
+    WatchCompactedError,
     WrongNodeError,
 )
 from kvstore.tls import TlsConfig
@@ -71,6 +75,7 @@ __all__ = [
     "DeleteOp",
     "DeleteResult",
     "ErrorCode",
+    "EventType",
     "GetOp",
     "GetResult",
     "Grant",
@@ -109,12 +114,16 @@ __all__ = [
     "SyncLock",
     "SyncLockContext",
     "SyncSession",
+    "SyncWatch",
     "TlsConfig",
     "TransportSecurityError",
     "TxnResult",
     "UnauthenticatedError",
     "UnavailableError",
     "User",
+    "Watch",
+    "WatchCompactedError",
+    "WatchEvent",
     "WriteConcern",
     "WrongNodeError",
     "ops",

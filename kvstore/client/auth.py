@@ -1,7 +1,7 @@
 """Signing in to a cluster that has auth enabled, and managing its users and roles.
 
 A `Client` made with `user=` and `password=` signs in (`Auth.Authenticate`) on its first call and
-puts the token it gets on every call after (`TokenInterceptor`, metadata `authorization: Bearer
+puts the token it gets on every call after (`token_interceptors`, metadata `authorization: Bearer
 TOKEN`). It signs in again before the token expires, and once more when a call is refused as
 UNAUTHENTICATED (the token expired meanwhile, or the user's password changed), then repeats
 that call. A client made with a user but no password relies on its TLS client certificate, whose
@@ -69,10 +69,10 @@ class SignIn:
             return self._token
 
 
-class TokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
-                       grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
-    """Puts the sign-in's token on every call but signing in itself; a unary call refused as
-    UNAUTHENTICATED is made once more after signing in again."""
+class _TokenInterceptor:
+    """Puts the sign-in's token on every call but signing in itself. gRPC's asyncio channel
+    files an interceptor under the first kind of call it handles, so there is one per kind
+    (`token_interceptors`), all sharing the one sign-in."""
 
     def __init__(self, sign_in: SignIn) -> None:
         self._sign_in = sign_in
@@ -83,6 +83,10 @@ class TokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStrea
             return details, None
         token = await self._sign_in.token()
         return _with_token(details, token), token
+
+
+class _UnaryUnaryToken(_TokenInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
+    """A unary call refused as UNAUTHENTICATED is made once more after signing in again."""
 
     async def intercept_unary_unary(self, continuation: Any, details: grpc.aio.ClientCallDetails,
                                     request: Any) -> Any:
@@ -99,17 +103,30 @@ class TokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStrea
             return await continuation(_with_token(details, fresh), request)
         return call
 
+
+class _UnaryStreamToken(_TokenInterceptor, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: grpc.aio.ClientCallDetails,
                                      request: Any) -> Any:
         return await continuation((await self._details(details))[0], request)
 
+
+class _StreamUnaryToken(_TokenInterceptor, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: grpc.aio.ClientCallDetails,
                                      request_iterator: Any) -> Any:
         return await continuation((await self._details(details))[0], request_iterator)
 
+
+class _StreamStreamToken(_TokenInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    """Streams (lease keepalives, watches) carry the token they start with."""
+
     async def intercept_stream_stream(self, continuation: Any, details: grpc.aio.ClientCallDetails,
                                       request_iterator: Any) -> Any:
         return await continuation((await self._details(details))[0], request_iterator)
+
+
+def token_interceptors(sign_in: SignIn) -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors that put `sign_in`'s token on calls of every kind."""
+    return [kind(sign_in) for kind in (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)]
 
 
 def _with_token(details: grpc.aio.ClientCallDetails, token: str | None) -> grpc.aio.ClientCallDetails:

@@ -11,6 +11,7 @@ from kvstore.client.types import (
     Alarm,
     ClusterLayout,
     DeleteResult,
+    EventType,
     GetResult,
     Grant,
     KeyValue,
@@ -27,6 +28,7 @@ from kvstore.client.types import (
     Role,
     TxnResult,
     User,
+    WatchEvent,
     WriteConcern,
 )
 from kvstore.errors import ErrorCode, KvError
@@ -40,6 +42,15 @@ _CONSISTENCIES: Mapping[int, ReadConsistency] = MappingProxyType({level.value: l
 
 def kv_from_pb(kv: pb.KeyValue) -> KeyValue:
     return KeyValue(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
+def event_from_pb(event: pb.WatchEvent, partition: int) -> WatchEvent:
+    kv = event.kv
+    prev_kv = kv_from_pb(event.prev_kv) if event.HasField("prev_kv") else None
+    return WatchEvent(
+        EventType(event.type), kv.key, kv.value, kv.mod_revision, partition, kv.create_revision, kv.version, kv.lease,
+        prev_kv,
+    )
 
 
 def header_from_pb(header: pb.ResponseHeader) -> ResponseHeader:

@@ -45,7 +45,16 @@ from kvstore.node.identity import IdentityError
 from kvstore.node.metrics import RequestMetricsInterceptor, metrics_registry
 from kvstore.node.server import AddressInUseError, Node
 from kvstore.ratelimit import RateLimiter
-from kvstore.rpc import AuthService, ClusterService, Guard, KVService, LeaseService, LockService, PeerService
+from kvstore.rpc import (
+    AuthService,
+    ClusterService,
+    Guard,
+    KVService,
+    LeaseService,
+    LockService,
+    PeerService,
+    WatchService,
+)
 from kvstore.statemachine.control import RateLimit
 from kvstore.storage import CorruptionError, DataDirLockedError, StorageError
 from kvstore.tls import TlsError
@@ -55,7 +64,8 @@ EXIT_RUNTIME = 3
 
 # What clients use, reported by the health service; reflection lists these and the Peer service.
 PUBLIC_SERVICES = tuple(
-    kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Lease", "Lock", "Auth")
+    kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("KV", "Cluster", "Lease", "Lock", "Watch", "Auth")
 )
 SERVED_SERVICES = (*PUBLIC_SERVICES, peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name)
 
@@ -135,6 +145,7 @@ async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
             PeerService(node).add_to,
             LeaseService(node).add_to,
             LockService(node).add_to,
+            WatchService(node).add_to,
             AuthService(node, guard, config.auth_token_ttl_s).add_to,
         ]
         await node.start([*services, health.add_to,

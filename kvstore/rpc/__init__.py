@@ -19,7 +19,8 @@ from kvstore.rpc.kv import KVService
 from kvstore.rpc.lease import LeaseService
 from kvstore.rpc.lock import LockService
 from kvstore.rpc.peer import PeerService
+from kvstore.rpc.watch import WatchService
 
-__all__ = ["AuthService", "Backend", "ClusterService", "MetaReader", "Guard", "KVService", "LeaseReader",
-           "LeaseService", "Limits", "LockService", "MemoryBackend", "PartitionStatus", "PeerCaller", "PeerService",
-           "Reader"]
+__all__ = ["AuthService", "Backend", "ClusterService", "Guard", "KVService", "LeaseReader", "LeaseService", "Limits",
+           "LockService", "MemoryBackend", "MetaReader", "PartitionStatus", "PeerCaller", "PeerService", "Reader",
+           "WatchService"]

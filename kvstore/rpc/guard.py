@@ -51,7 +51,7 @@ from kvstore.errors import (
 from kvstore.ratelimit import RateLimiter
 from kvstore.rpc.backend import Backend
 from kvstore.rpc.errors import to_error
-from kvstore.rpc.policy import RULES, EachOperation, Need, OnLeaseKeys, Rule, Who, operation_needs
+from kvstore.rpc.policy import RULES, EachOperation, Need, OnLeaseKeys, OnWatch, Rule, Who, operation_needs
 from kvstore.statemachine.control import AlarmType, ControlState, Permissions, permissions, rate_limit_of
 
 
@@ -124,7 +124,10 @@ class Guard(grpc.aio.ServerInterceptor):
 
     def _stream_request(self, rule: Rule, behavior: Callable[..., Any]) -> Callable[..., Any]:
         """A call whose requests stream in: a `Who` rule is checked once, at the start; a key rule
-        on every request message."""
+        on every request message (a watch's: answered in place, `_each_watch`)."""
+        if isinstance(rule, OnWatch):
+            return self._each_watch(rule, behavior)
+
         def checked(requests: AsyncIterator[Message], context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
             async def each_checked() -> AsyncIterator[Message]:
                 async for request in requests:
@@ -145,6 +148,52 @@ class Guard(grpc.aio.ServerInterceptor):
                 await self._admit_or_abort(rule, None, context)
             return await behavior(checked(requests, context), context)
         return single
+
+    def _each_watch(self, rule: OnWatch, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        """A watch stream: each request is checked on its own, and a refused one is answered in
+        its place (a canceled watch carrying the refusal) among the servicer's responses while
+        the stream and its other watches go on, as `EachOperation` answers in a batch. (Ending
+        the stream instead would reach a client still sending as INTERNAL, not the refusal.)"""
+        async def streaming(requests: AsyncIterator[Message], context: grpc.aio.ServicerContext) -> Any:
+            answers: asyncio.Queue[Message] = asyncio.Queue()
+
+            async def each_checked() -> AsyncIterator[Message]:
+                async for request in requests:
+                    try:
+                        await self.admit(rule, request, context)
+                    except KvError as error:
+                        await answers.put(rule.refused(request, to_error(error, self._backend.epoch,
+                                                                          self._backend.address_of)))
+                        continue
+                    yield request
+
+            responses = behavior(each_checked(), context)
+            step: asyncio.Future[Any] | None = None
+            answer: asyncio.Future[Message] | None = None
+            try:
+                while True:
+                    step = step or asyncio.ensure_future(anext(responses))
+                    answer = answer or asyncio.ensure_future(answers.get())
+                    await asyncio.wait((step, answer), return_when=asyncio.FIRST_COMPLETED)
+                    if answer.done():
+                        yield answer.result()
+                        answer = None
+                        continue
+                    try:
+                        response = step.result()
+                    except StopAsyncIteration:
+                        while not answers.empty():  # refusals of the last requests, then the end
+                            yield answers.get_nowait()
+                        return
+                    step = None
+                    yield response
+            finally:
+                for pending in (step, answer):  # the generator must rest before it closes
+                    if pending is not None:
+                        pending.cancel()
+                        await asyncio.gather(pending, return_exceptions=True)
+                await responses.aclose()
+        return streaming
 
     # -- the checks -------------------------------------------------------------------------
 

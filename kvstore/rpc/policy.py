@@ -12,8 +12,8 @@ Rules say who may call, or which keys a call touches and how:
 * `Who.SIGNED_IN`: any user; `Who.ROOT`: a user with the `root` role;
 * `Who.PEER`: another node (with TLS, a peer certificate: docs/security.md), never a user;
 * `Who.NOBODY`: refused, auth enabled or not: what a method missing from the table gets;
-* `OnKey`, `OnRange`, `OnLock`, `OnLeaseKeys`, `OnOperation`: a permission on the keys the
-  request names, read from its fields (a lease's: the keys attached to it); `EachOperation`: a `Batch`, whose operations are checked (and refused) one by one.
+* `OnKey`, `OnRange`, `OnWatch`, `OnLock`, `OnLeaseKeys`, `OnOperation`: a permission on the keys
+  the request names, read from its fields (a lease's: the keys attached to it); `EachOperation`: a `Batch`, whose operations are checked (and refused) one by one.
 
 With auth disabled only `Who.PEER` and `Who.NOBODY` are enforced; rate limits and the space quota apply either
 way.
@@ -109,6 +109,26 @@ class OnRange:
 
 
 @dataclass(frozen=True, slots=True)
+class OnWatch:
+    """A watch stream's request: creating a watch needs read on its key, or on every key under
+    it when it watches a prefix; cancelling one or asking for progress needs nothing more than
+    the stream's caller. A refused request is answered in its place (`refused`), and the
+    stream goes on."""
+
+    def needs(self, request: Message) -> list[Need]:
+        if not isinstance(request, pb.WatchRequest) or request.WhichOneof("request") != "create":
+            return []
+        create = request.create
+        return [prefix_need(Access.READ, create.key) if create.prefix else key_need(Access.READ, create.key)]
+
+    @staticmethod
+    def refused(request: Message, error: pb.Error) -> pb.WatchResponse:
+        """The answer to a refused request: its watch, canceled with the refusal."""
+        watch_id = request.create.watch_id if isinstance(request, pb.WatchRequest) else 0
+        return pb.WatchResponse(watch_id=watch_id, canceled=True, error=error)
+
+
+@dataclass(frozen=True, slots=True)
 class OnLock:
     """Readwrite on the keys of the lock named in the request's field `field`: a lock named N is
     held through keys under `kvstore.names.lock_prefix(N)` (`{N}/`, or `N/` when N has a hash
@@ -159,7 +179,7 @@ class EachOperation:
     results: str
 
 
-Rule = Who | OnKey | OnRange | OnLock | OnLeaseKeys | OnOperation | EachOperation
+Rule = Who | OnKey | OnRange | OnWatch | OnLock | OnLeaseKeys | OnOperation | EachOperation
 
 
 def operation_needs(request: Message) -> list[Need]:
@@ -181,9 +201,9 @@ def operation_needs(request: Message) -> list[Need]:
     raise TypeError(f"not a key operation: {type(request).__name__}")
 
 
-_KV, _LEASE, _LOCK, _CLUSTER, _AUTH, _PEER = (
-    "/kvstore.v1.KV/", "/kvstore.v1.Lease/", "/kvstore.v1.Lock/", "/kvstore.v1.Cluster/", "/kvstore.v1.Auth/",
-    "/kvstore.v1.Peer/",
+_KV, _LEASE, _LOCK, _WATCH, _CLUSTER, _AUTH, _PEER = (
+    "/kvstore.v1.KV/", "/kvstore.v1.Lease/", "/kvstore.v1.Lock/", "/kvstore.v1.Watch/", "/kvstore.v1.Cluster/",
+    "/kvstore.v1.Auth/", "/kvstore.v1.Peer/",
 )
 
 RULES: Mapping[str, Rule] = MappingProxyType({
@@ -203,6 +223,7 @@ RULES: Mapping[str, Rule] = MappingProxyType({
     _LEASE + "Leases": Who.SIGNED_IN,
     _LOCK + "Lock": OnLock("name"),
     _LOCK + "Unlock": OnKey(Access.READWRITE, "key"),
+    _WATCH + "Watch": OnWatch(),
     _CLUSTER + "Status": Who.PUBLIC,
     _CLUSTER + "Members": Who.PUBLIC,
     _CLUSTER + "Partitions": Who.PUBLIC,

@@ -29,6 +29,7 @@ from kvstore.rpc import (
     LeaseService,
     MemoryBackend,
     PeerService,
+    WatchService,
 )
 from kvstore.statemachine.control import RateLimit
 
@@ -89,7 +90,7 @@ async def serving(default: RateLimit | None = None, *, limiter: RateLimiter | No
                   monotonic_clock=time.monotonic if real_monotonic else lambda: clocks.monotonic)
     server = grpc.aio.server(interceptors=[guard])
     for service in (KVService(backend), ClusterService(backend), PeerService(backend), LeaseService(backend),
-                    AuthService(backend, guard, TTL_S, wall_clock=lambda: clocks.wall)):
+                    WatchService(backend), AuthService(backend, guard, TTL_S, wall_clock=lambda: clocks.wall)):
         service.add_to(server)
     pb_grpc.add_LockServicer_to_server(LockStandIn(), server)
     server.add_generic_rpc_handlers([echo_handler()])

@@ -118,6 +118,17 @@ def test_a_lock_is_taken_where_the_user_may_write_its_keys_and_refused_elsewhere
                 pass
 
 
+def test_a_watch_is_refused_where_the_user_cannot_read_and_delivers_where_it_can(cluster: LocalCluster) -> None:
+    with user_client(cluster, "alice", "alicepw") as alice:
+        with alice.watch("app/w/", prefix=True) as watch:
+            written = alice.put("app/w/1", "x")
+            event = next(watch)
+            assert (event.key, event.value, event.revision) == (b"app/w/1", b"x", written.header.revision)
+        with pytest.raises(PermissionDeniedError, match="user 'alice' lacks read permission on prefix 'other/'"):
+            with alice.watch("other/", prefix=True):
+                pass
+
+
 def test_a_change_made_through_one_node_applies_at_the_same_revision_everywhere(cluster: LocalCluster) -> None:
     with root_client(cluster, [cluster.address(3)]) as root:
         revision = root.auth.user_add("bob", "bobpw")

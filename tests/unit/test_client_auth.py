@@ -45,6 +45,23 @@ async def test_a_signed_in_client_is_served_where_granted_and_refused_elsewhere(
                 await anonymous.get("app/k")
 
 
+async def test_streams_carry_the_token_too_watches_and_lease_keepalives() -> None:
+    """gRPC's asyncio channel files an interceptor under one kind of call: the token must reach
+    streams as well as unary calls."""
+    async with serving() as served:
+        await secure(served)
+        async with Client([served.address], user="alice", password="alicepw") as client:
+            async with client.watch("app/w/", prefix=True) as watch:
+                await client.put("app/w/1", "x")
+                event = await anext(watch)
+                assert (event.key, event.value) == (b"app/w/1", b"x")
+            with pytest.raises(PermissionDeniedError, match="user 'alice' lacks read permission on prefix 'other/'"):
+                async with client.watch("other/", prefix=True):
+                    pass
+            lease = await client.grant(60)
+            assert await client.keep_alive_once(lease.id) == 60  # a KeepAlive stream
+
+
 async def test_a_client_whose_token_expired_signs_in_again_and_goes_on() -> None:
     async with serving() as served:
         await secure(served)

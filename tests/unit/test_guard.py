@@ -13,7 +13,17 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore._pb import peer_pb2, peer_pb2_grpc
 from kvstore.errors import RETRY_AFTER_METADATA
-from kvstore.rpc.policy import RULES, EachOperation, OnKey, OnLeaseKeys, OnLock, OnOperation, OnRange, Who
+from kvstore.rpc.policy import (
+    RULES,
+    EachOperation,
+    OnKey,
+    OnLeaseKeys,
+    OnLock,
+    OnOperation,
+    OnRange,
+    OnWatch,
+    Who,
+)
 from kvstore.statemachine.control import RateLimit
 from tests.fakes.guarded import TTL_S, nospace_alarm, secure, serving
 
@@ -57,6 +67,8 @@ def test_every_method_of_the_protos_has_a_rule_whose_fields_exist() -> None:
         elif isinstance(rule, EachOperation):
             assert fields[rule.items].message_type is pb.RequestOp.DESCRIPTOR
             assert method.output_type.fields_by_name[rule.results].message_type is pb.ResponseOp.DESCRIPTOR  # type: ignore[attr-defined]
+        elif isinstance(rule, OnWatch):
+            assert method.input_type.full_name == pb.WatchRequest.DESCRIPTOR.full_name  # type: ignore[attr-defined]
         elif isinstance(rule, OnOperation):
             assert method.input_type.name in {"GetRequest", "PutRequest", "DeleteRequest", "TxnRequest"}  # type: ignore[attr-defined]
         else:
@@ -144,6 +156,25 @@ async def test_a_user_is_refused_on_a_prefix_it_lacks_and_served_where_granted(c
         if call == "txn":
             access, place = "read", "key 'other/k'"  # its compare is checked first
         assert details == f"user 'alice' lacks {access} permission on {place}"
+
+
+async def test_a_watch_is_refused_on_a_prefix_the_user_cannot_read_and_served_where_it_can() -> None:
+    """Each request of a watch stream is checked on its own: a refused one is answered in its
+    place, as a canceled watch with the refusal, and the stream's other watches go on."""
+    async with serving() as served:
+        tokens = await secure(served)
+        stream = pb_grpc.WatchStub(served.channel).Watch(metadata=bearer(tokens["alice"]))
+
+        def create(watch_id: int, prefix: bytes) -> pb.WatchRequest:
+            return pb.WatchRequest(create=pb.WatchCreateRequest(watch_id=watch_id, partition=0, key=prefix, prefix=True))
+
+        for watch_id, prefix in ((1, b"other/"), (2, b"shared/"), (3, b"app/")):  # read: shared/ and app/
+            await stream.write(create(watch_id, prefix))
+        refused, served_1, served_2 = await stream.read(), await stream.read(), await stream.read()
+        assert (refused.watch_id, refused.canceled, refused.error.code) == (1, True, pb.PERMISSION_DENIED)
+        assert refused.error.message == "user 'alice' lacks read permission on prefix 'other/'"
+        assert {(r.watch_id, r.created, r.canceled) for r in (served_1, served_2)} == {(2, True, False), (3, True, False)}
+        stream.cancel()
 
 
 async def test_revoking_a_lease_needs_readwrite_on_every_key_attached_to_it() -> None:
