@@ -18,12 +18,12 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from kvstore.certs import ClusterCertificates, init_certificates
-from kvstore.client import Client, KvError, MemberState, NodeStatus, Permission, TlsConfig
+from kvstore.client import Client, KvError, Member, MemberState, NodeStatus, Permission, TlsConfig
 from kvstore.jepsen.netns import Network
 from kvstore.node.local import join_command, node_command, tls_arguments
 
@@ -36,6 +36,7 @@ _SETUP_TIMEOUT_S = 30.0
 _POLL_INTERVAL_S = 0.2
 # Membership changes go through the meta group's leader, which may be electing after a fault.
 _MEMBERSHIP_TIMEOUT_S = 10.0
+_MEMBERSHIP_CHANGE_S = 30.0
 
 
 class ClusterError(RuntimeError):
@@ -67,6 +68,7 @@ class Cluster:
         self.log_dir = log_dir
         self._hosts: dict[int, int] = {node_id: node_id for node_id in spec.node_ids}  # node id -> host
         self._joined: set[int] = set()  # nodes that run with --join
+        self._removing: set[int] = set()  # asked to leave; stopped and forgotten once REMOVED
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._paused: set[int] = set()
         self._admin: Client | None = None
@@ -191,14 +193,37 @@ class Cluster:
     def _membership_client(self) -> Client:
         return Client(self.endpoints, timeout=_MEMBERSHIP_TIMEOUT_S)
 
+    async def _change_members(self, what: str, change: Callable[[Client], Awaitable[Member]],
+                              took_effect: Callable[[Member], bool]) -> Member:
+        """Run a membership change until the cluster has made it, for at most
+        ``_MEMBERSHIP_CHANGE_S``. Right after a fault the meta group may have no leader (the
+        change is refused) or lose it while the change is in flight (the outcome is unknown): the
+        member list, read before trying again, says whether an earlier attempt took effect."""
+        deadline = time.monotonic() + _MEMBERSHIP_CHANGE_S
+        async with self._membership_client() as client:
+            while True:
+                try:
+                    return await change(client)
+                except KvError as error:
+                    if time.monotonic() > deadline:
+                        raise ClusterError(f"{what} did not succeed within {_MEMBERSHIP_CHANGE_S:g}s: {error}; "
+                                           f"see {self.log_dir}") from None
+                await asyncio.sleep(_POLL_INTERVAL_S)
+                with contextlib.suppress(KvError):
+                    done = [member for member in await client.members() if took_effect(member)]
+                    if done:
+                        return done[0]
+
     async def add_node(self) -> int:
         """Plug in a new host, add a member at its address (the cluster gives it its id) and start
         it there with ``--join``; its partitions then move to it. Returns its id."""
         host = 1 + max(self.network.hosts)
         await asyncio.to_thread(self.network.add_host, host)
         address = f"{self.network.address_of(host)}:{NODE_PORT}"
-        async with self._membership_client() as client:
-            added = await client.member_add(address)
+        added = await self._change_members(
+            f"adding a member at {address}", lambda client: client.member_add(address),
+            lambda member: member.address == address and member.state is not MemberState.REMOVED,
+        )
         self._hosts[added.id] = host
         self._joined.add(added.id)
         self.start(added.id)
@@ -207,8 +232,11 @@ class Cluster:
     async def remove_node(self, node_id: int) -> None:
         """Ask the cluster to remove ``node_id``: its partitions drain to the others first. The
         process runs on until ``wait_settled`` finds it REMOVED."""
-        async with self._membership_client() as client:
-            await client.member_remove(node_id)
+        await self._change_members(
+            f"removing node {node_id}", lambda client: client.member_remove(node_id),
+            lambda member: member.id == node_id and member.state in (MemberState.LEAVING, MemberState.REMOVED),
+        )
+        self._removing.add(node_id)
 
     async def replace_node(self, node_id: int) -> int:
         """A node dies with its disk: kill -9, delete its data dir, then replace it by a fresh
@@ -216,9 +244,12 @@ class Cluster:
         Returns the new id."""
         await asyncio.to_thread(self.kill, node_id)
         await asyncio.to_thread(shutil.rmtree, self.data_dir(node_id), True)
-        host = self._hosts[node_id]
-        async with self._membership_client() as client:
-            fresh = await client.member_replace(node_id, self.address(node_id))
+        host, address = self._hosts[node_id], self.address(node_id)
+        fresh = await self._change_members(
+            f"replacing node {node_id}", lambda client: client.member_replace(node_id, address),
+            lambda member: member.address == address and member.id != node_id and not member.lost
+            and member.state is not MemberState.REMOVED,
+        )
         del self._hosts[node_id]
         self._hosts[fresh.id] = host
         self._joined.add(fresh.id)
@@ -226,8 +257,9 @@ class Cluster:
         return fresh.id
 
     async def wait_settled(self, timeout_s: float) -> None:
-        """Wait until no member is joining or leaving and no partition is moving, then stop the
-        members now REMOVED (removing one is safe to stop once REMOVED) and forget them."""
+        """Wait until every node the harness runs is an ACTIVE member, no member is joining or
+        leaving and no partition is moving; then stop the nodes removed meanwhile (a member is
+        safe to stop once REMOVED, and the map lists it no more) and forget them."""
         deadline = time.monotonic() + timeout_s
         unsettled = "the cluster map was never read"
         async with self._membership_client() as client:
@@ -237,15 +269,21 @@ class Cluster:
                 except KvError as error:
                     unsettled = f"the cluster map could not be read: {error}"
                 else:
-                    changing = [m.id for m in layout.members if m.state in (MemberState.JOINING, MemberState.LEAVING)]
+                    states = {member.id: member.state for member in layout.members}
+                    changing = sorted(node for node, state in states.items()
+                                      if state in (MemberState.JOINING, MemberState.LEAVING))
+                    staying = [node for node in self._hosts if node not in self._removing]
+                    not_active = [node for node in staying if states.get(node) is not MemberState.ACTIVE]
                     moving = [info.id for info in layout.partitions if info.moving_to]
-                    if not changing and not moving:
-                        removed = {m.id for m in layout.members if m.state is MemberState.REMOVED}
-                        for node_id in removed & set(self._hosts):
+                    gone = [node for node in self._removing if states.get(node, MemberState.REMOVED) is MemberState.REMOVED]
+                    if not changing and not not_active and not moving and len(gone) == len(self._removing):
+                        for node_id in gone:
                             await asyncio.to_thread(self.stop, node_id)
                             del self._hosts[node_id]
+                        self._removing.clear()
                         return
-                    unsettled = f"members {changing} joining or leaving, partitions {moving} moving"
+                    unsettled = (f"members joining or leaving {changing or 'none'}, not active {not_active or 'none'}, "
+                                 f"partitions moving {moving or 'none'}")
                 await asyncio.sleep(_POLL_INTERVAL_S)
         raise ClusterError(f"the membership change did not settle within {timeout_s:g}s: {unsettled}; "
                            f"see {self.log_dir}")

@@ -287,6 +287,23 @@ class ClockNemesis:
             self._cluster.start(node_id, clock_rate=rate)
 
 
+class Members(Protocol):
+    """The cluster as the membership nemesis changes it (`kvstore.jepsen.cluster.Cluster`)."""
+
+    @property
+    def node_ids(self) -> tuple[int, ...]: ...
+
+    def address(self, node_id: int) -> str: ...
+
+    async def add_node(self) -> int: ...
+
+    async def remove_node(self, node_id: int) -> None: ...
+
+    async def replace_node(self, node_id: int) -> int: ...
+
+    async def wait_settled(self, timeout_s: float) -> None: ...
+
+
 class MembershipNemesis:
     """Change who is in the cluster while clients work, through the cluster's own membership RPCs:
     add a node (a new process started with ``--join``), replace one as if its disk died (kill -9,
@@ -300,7 +317,7 @@ class MembershipNemesis:
     kind = NemesisKind.MEMBERSHIP
     CHANGES: tuple[str, ...] = ("add", "replace", "remove", "replace")
 
-    def __init__(self, cluster: Cluster, settle_timeout_s: float) -> None:
+    def __init__(self, cluster: Members, settle_timeout_s: float) -> None:
         self._cluster = cluster
         self._settle_timeout_s = settle_timeout_s
         self._changes = 0

@@ -309,6 +309,12 @@ async def _execute(
     return errors
 
 
+def _messages(group: BaseExceptionGroup[BaseException]) -> list[str]:
+    """The messages of the exceptions in ``group``, nested groups included."""
+    return [message for error in group.exceptions
+            for message in (_messages(error) if isinstance(error, BaseExceptionGroup) else [str(error)])]
+
+
 def load_status(recorder: HistoryRecorder, nemesis_log: NemesisLog) -> str:
     """``812 ok, 3 fail, 1 info · faults: kill 2, partition 1``: the run so far, for progress."""
     operations = ", ".join(f"{recorder.completions[kind]:,} {kind.value}" for kind in _OUTCOMES)
@@ -364,8 +370,8 @@ async def run_async(config: RunConfig, progress: Progress = SILENT) -> RunResult
         nemesis_log = NemesisLog(nemesis_stream, clock.now_ns)
         try:
             errors = await _execute(config, recorder, nemesis_log, workload, progress)
-        except (ClusterError, NetworkError) as failure:
-            errors = [str(failure)]
+        except* (ClusterError, NetworkError) as failures:  # also from a nemesis, through the run's task group
+            errors = _messages(failures)
     events = in_time_order(recorder.events, history_path)
     # Checking is CPU-bound and runs after the cluster is gone, so it cannot slow the nodes.
     faults = fault_intervals(nemesis_log.events)

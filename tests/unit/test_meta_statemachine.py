@@ -3,6 +3,7 @@ re-created with its term and vote, refusing the votes its deleted log would have
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -134,6 +135,31 @@ def test_a_deleted_replica_leaves_nothing_behind_and_a_re_created_one_keeps_term
     assert DurableLogStorage.open(engine, 5, again.sm.snapshot).hard_state.term == 4
     assert not again.step(Message(MessageType.VOTE, 3, 1, term=5, log_term=4, index=10))
     assert again.step(Message(MessageType.VOTE, 3, 1, term=5, log_term=4, index=30))
+
+
+def test_a_restarted_replica_knows_the_conf_changes_it_applied_after_its_snapshot_point() -> None:
+    """Raft starts from the configuration of the log's snapshot point; a move's conf changes
+    applied after it must not be forgotten on restart (a promoted learner would never campaign,
+    a replica would ask removed members for votes: no election ever succeeds)."""
+    engine = MemoryEngine()
+    config = Config(3, election_tick=10, heartbeat_tick=1)
+    replica = PartitionReplica.open(engine, 5, config, random.Random(1), lessor(), CACHE_BYTES,
+                                    SnapshotMeta(1, 1, ConfState(frozenset({1, 2, 3}))))
+    changes = [ConfChange(ConfChangeType.ADD_LEARNER, 4), ConfChange(ConfChangeType.ADD_VOTER, 4),
+               ConfChange(ConfChangeType.REMOVE, 1)]
+    entries = [Entry(2 + i, 2, change.encode(), EntryType.CONF_CHANGE) for i, change in enumerate(changes)]
+    batch = engine.new_batch()
+    replica.log.append(batch, entries)
+    replica.sm.apply(batch, entries)
+    replica.log.set_hard_state(batch, dataclasses.replace(replica.log.hard_state, term=2, commit=4))
+    engine.write(batch, sync=True)
+    moved = ConfState(frozenset({2, 3, 4}))
+    assert replica.sm.applied.conf_state == moved
+
+    again = PartitionReplica.open(engine, 5, config, random.Random(1), lessor(), CACHE_BYTES)
+
+    assert again.log.snapshot_meta.index == 1  # the snapshot point is still before the changes
+    assert again.raw.conf_state() == moved
 
 
 # -- the control section: users, roles, auth, alarms in the same group --------------------------
