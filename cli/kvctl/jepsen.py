@@ -56,8 +56,9 @@ _NEMESIS_HELP = ("Comma list of kill, pause, partition, clock (a node's clock sl
                 "  2  unknown (checker timed out) or the run hit an error\n  3  could not run (e.g. not root)")  # fmt: skip
 @click.option("--workload", type=click.Choice(WORKLOAD_NAMES), default="register", show_default=True)
 @click.option("--nemesis", "nemeses", default="partition", show_default=True, callback=_parse_nemeses,
-              help=f"{_NEMESIS_HELP} client-pause (lock workload: stop a worker holding the lock for longer "
-                   "than its lease's TTL). Or none.")  # fmt: skip
+              help=f"{_NEMESIS_HELP} membership (add, replace and remove nodes through the membership RPCs), "
+                   "client-pause (lock workload: stop a worker holding the lock for longer than its lease's "
+                   "TTL). Or none.")  # fmt: skip
 @click.option("--fencing", type=click.Choice(["on", "off"]), default="on", show_default=True,
               help="Lock workload: send the lock's fencing token with every read and write of the protected "
                    "registers; off is the negative control, which client-pause must show unsafe.")  # fmt: skip
@@ -83,6 +84,9 @@ _NEMESIS_HELP = ("Comma list of kill, pause, partition, clock (a node's clock sl
               help="Register keys (register and lock workloads).")  # fmt: skip
 @click.option("--partitions", type=click.IntRange(min=1), default=4, show_default=True,
               help="Partitions of the key space (a power of two).")  # fmt: skip
+@click.option("--secure", is_flag=True,
+              help="TLS for clients and peers, auth enabled, clients signed in as a user with readwrite on "
+                   "the workload's keys only (register, set and counter workloads).")  # fmt: skip
 def run_command(
     workload: str,
     nemeses: tuple[NemesisKind, ...],
@@ -98,6 +102,7 @@ def run_command(
     nodes: str,
     keys: int,
     partitions: int,
+    secure: bool,
 ) -> None:
     """Start a cluster in network namespaces, run WORKLOAD while the nemeses strike, check it.
 
@@ -107,6 +112,8 @@ def run_command(
     \b
     Examples:
       kvctl jepsen run --workload register --nemesis kill,partition --time 60
+      kvctl jepsen run --workload set --nemesis membership,kill,partition --time 120
+      kvctl jepsen run --workload register --secure    # the same with TLS and auth on
       kvctl jepsen run --workload lock --nemesis client-pause               # valid: fencing
       kvctl jepsen run --workload lock --nemesis client-pause --fencing off # not valid
     """
@@ -117,6 +124,12 @@ def run_command(
                                  param_hint="--nemesis")  # fmt: skip
     if fencing == "off" and workload != "lock":
         raise click.BadParameter("applies to the lock workload only: add --workload lock", param_hint="--fencing")
+    if secure and workload == "lock":
+        raise click.BadParameter("the lock workload's worker processes do not sign in: use register, set or counter",
+                                 param_hint="--secure")  # fmt: skip
+    if secure and NemesisKind.MEMBERSHIP in nemeses:
+        raise click.BadParameter("a node added during the run would need a certificate of its own, which the "
+                                 "harness does not make: leave out the membership nemesis", param_hint="--secure")
     chosen_seed = seed if seed is not None else int(time.time_ns() % 1_000_000)
     config = RunConfig(
         workload=workload,
@@ -133,11 +146,13 @@ def run_command(
         keys=keys,
         partitions=partitions,
         fencing=fencing == "on",
+        secure=secure,
     )
     console = Console()
     fenced = f" with fencing {fencing}" if workload == "lock" else ""
     console.print(
-        f"kvctl jepsen: {workload}{fenced} under {','.join(nemeses) or 'no faults'} for {time_s:g}s, "
+        f"kvctl jepsen: {workload}{fenced} under {','.join(nemeses) or 'no faults'} for {time_s:g}s"
+        f"{', TLS and auth on' if secure else ''}, "
         f"seed {chosen_seed}, writing {config.out_dir}"
     )
     try:

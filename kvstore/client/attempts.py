@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kvstore.errors import ERRORS, ErrorCode, KvError, KvTimeoutError, NotLeaderError, write_outcome
+from kvstore.errors import (
+    ERRORS,
+    ErrorCode,
+    KvError,
+    KvTimeoutError,
+    NotLeaderError,
+    ResourceExhaustedError,
+    write_outcome,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +80,9 @@ class Attempts:
         if write:
             message += f"; {write_outcome(unknown)}"
         error: KvError
-        if self._last_code in (ErrorCode.NOT_LEADER, ErrorCode.WRONG_NODE):
+        if self._last_code is ErrorCode.RESOURCE_EXHAUSTED:
+            error = ResourceExhaustedError(f"partition {partition} was not served within {timeout:g}s: {message}")
+        elif self._last_code in (ErrorCode.NOT_LEADER, ErrorCode.WRONG_NODE):
             error = NotLeaderError(f"no leader for partition {partition} within {timeout:g}s: {message}")
         else:
             error = KvTimeoutError(f"partition {partition} was not served within {timeout:g}s: {message}")

@@ -38,6 +38,7 @@ class NemesisKind(StrEnum):
     PARTITION = "partition"
     CLOCK = "clock"
     CLIENT_PAUSE = "client-pause"  # a worker of the lock workload, not a node
+    MEMBERSHIP = "membership"
 
 
 class EventPhase(StrEnum):
@@ -268,12 +269,11 @@ class PartitionNemesis:
             left, right = sorted(rest[: len(rest) // 2]), sorted(rest[len(rest) // 2 :])
             links = _links_between([left, right])
             description = f"bridge: {left} and {right} cut apart, node {bridge} sees both"
-        network = self._cluster.network
-        await asyncio.to_thread(network.cut, links)
+        await asyncio.to_thread(self._cluster.cut, links)
         touched = sorted({node for link in links for node in link})
 
         async def heal() -> None:
-            await asyncio.to_thread(network.heal)
+            await asyncio.to_thread(self._cluster.heal)
 
         return Fault(self.kind, description, tuple(touched), heal)
 
@@ -330,6 +330,66 @@ class ClockNemesis:
             if led or asyncio.get_running_loop().time() >= deadline:
                 return led[0] if led else None
             await asyncio.sleep(_POLL_S)
+
+
+class Members(Protocol):
+    """The cluster as the membership nemesis changes it (`kvstore.jepsen.cluster.Cluster`)."""
+
+    @property
+    def node_ids(self) -> tuple[int, ...]: ...
+
+    def address(self, node_id: int) -> str: ...
+
+    async def add_node(self) -> int: ...
+
+    async def remove_node(self, node_id: int) -> None: ...
+
+    async def replace_node(self, node_id: int) -> int: ...
+
+    async def wait_settled(self, timeout_s: float) -> None: ...
+
+
+class MembershipNemesis:
+    """Change who is in the cluster while clients work, through the cluster's own membership RPCs:
+    add a node (a new process started with ``--join``), replace one as if its disk died (kill -9,
+    data dir deleted, a fresh member with a new id at the same address), remove one (its
+    partitions drain to the others, then it stops). Changes take turns in that order, so the
+    cluster keeps between its initial size and one more; the partitions' moves run while the
+    fault is on. Heal waits (at most ``settle_timeout_s``) until the change has settled: no
+    member joining or leaving, no partition moving, so the next fault strikes a settled cluster
+    (a change that does not settle ends the run with that error)."""
+
+    kind = NemesisKind.MEMBERSHIP
+    CHANGES: tuple[str, ...] = ("add", "replace", "remove", "replace")
+
+    def __init__(self, cluster: Members, settle_timeout_s: float) -> None:
+        self._cluster = cluster
+        self._settle_timeout_s = settle_timeout_s
+        self._changes = 0
+
+    async def prepare(self, rng: random.Random) -> None:
+        return None
+
+    async def inject(self, rng: random.Random) -> Fault:
+        change = self.CHANGES[self._changes % len(self.CHANGES)]
+        self._changes += 1
+        if change == "add":
+            added = await self._cluster.add_node()
+            description, nodes = f"add node {added} at {self._cluster.address(added)}", (added,)
+        else:
+            chosen = rng.choice(self._cluster.node_ids)
+            if change == "remove":
+                await self._cluster.remove_node(chosen)
+                description, nodes = f"remove node {chosen}", (chosen,)
+            else:
+                fresh = await self._cluster.replace_node(chosen)
+                description = f"replace node {chosen} (killed, data dir deleted) by node {fresh} at its address"
+                nodes = (chosen, fresh)
+
+        async def settle() -> None:
+            await self._cluster.wait_settled(self._settle_timeout_s)
+
+        return Fault(self.kind, description, nodes, settle)
 
 
 class Workers(Protocol):
@@ -391,9 +451,11 @@ def build_nemeses(
     partitions: Sequence[int],
     workers: Workers | None = None,
     min_client_pause_s: float = 0.0,
+    settle_timeout_s: float = 60.0,
 ) -> list[Nemesis]:
     """The nemeses for ``kinds``; ``partitions`` are those whose leaders are worth hitting;
-    ``workers`` those a client pause stops (the lock workload's), for ``min_client_pause_s``."""
+    ``workers`` those a client pause stops (the lock workload's), for ``min_client_pause_s``;
+    a membership change gets ``settle_timeout_s`` to finish its moves."""
     built: list[Nemesis] = []
     for kind in kinds:
         if kind is NemesisKind.KILL:
@@ -404,6 +466,8 @@ def build_nemeses(
             built.append(PartitionNemesis(cluster, partitions))
         elif kind is NemesisKind.CLOCK:
             built.append(ClockNemesis(cluster, partitions))
+        elif kind is NemesisKind.MEMBERSHIP:
+            built.append(MembershipNemesis(cluster, settle_timeout_s))
         elif workers is None:
             raise ValueError("the client-pause nemesis stops workers of the lock workload: run it with that workload")
         else:

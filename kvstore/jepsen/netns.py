@@ -1,10 +1,13 @@
 """A private network for one test run: a Linux bridge plus one network namespace per node.
 
-Every node lives in its own namespace, joined to a bridge in the root namespace by a veth pair,
-with an address the run chooses in 10.213.<subnet>.0/24 (the bridge is .254, node i is .i). The
-harness process stays in the root namespace and reaches the nodes through the bridge. Partitions
-are iptables DROP rules inside the node namespaces between node addresses only, so the harness's
-own traffic (from the bridge address) is never cut and no rule ever lands in the root namespace.
+Every node lives in a namespace of its own (a host), joined to a bridge in the root namespace by
+a veth pair, with an address the run chooses in 10.213.<subnet>.0/24 (the bridge is .254, host h
+is .h). Hosts are numbered by the harness: the initial node i runs on host i, and a node that joins
+later gets a host added for it while the run goes on (`add_host`), or takes over the host of the
+node it replaces. The harness process stays in the root namespace and reaches the hosts through
+the bridge. Partitions are iptables DROP rules inside the namespaces between host addresses only,
+so the harness's own traffic (from the bridge address) is never cut and no rule ever lands in the
+root namespace.
 
 All names start with ``kvj<subnet as two hex digits>-``: short enough for interface names (at most
 15 characters), unique per run, and findable by ``cleanup_leftovers`` after a crash.
@@ -57,10 +60,10 @@ def missing_prerequisites() -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeNetwork:
+class Host:
     """Where one node lives: its namespace, the two ends of its veth and its address."""
 
-    node_id: int
+    number: int
     namespace: str
     host_link: str  # the veth end plugged into the bridge, in the root namespace
     node_link: str  # the veth end inside the node's namespace
@@ -97,25 +100,25 @@ def _subnets_in_use() -> set[int]:
 class Network:
     """The bridge, namespaces and veths of one run. ``create`` builds it; ``destroy`` removes it all."""
 
-    def __init__(self, subnet: int, node_ids: Sequence[int]) -> None:
+    def __init__(self, subnet: int, hosts: Sequence[int]) -> None:
         self.subnet = subnet
         self.tag = f"{NAME_PREFIX}{subnet:02x}"
         self.bridge = f"{self.tag}-br"
         self.bridge_address = f"{SUBNET_BASE}.{subnet}.{BRIDGE_HOST}"
-        self.nodes = {
-            node_id: NodeNetwork(
-                node_id=node_id,
-                namespace=f"{self.tag}-n{node_id}",
-                host_link=f"{self.tag}-h{node_id}",
-                node_link=f"{self.tag}-p{node_id}",
-                address=f"{SUBNET_BASE}.{subnet}.{node_id}",
-            )
-            for node_id in node_ids
-        }
+        self.hosts = {number: self._host(number) for number in hosts}
         self._cut: set[frozenset[int]] = set()
 
+    def _host(self, number: int) -> Host:
+        return Host(
+            number=number,
+            namespace=f"{self.tag}-n{number}",
+            host_link=f"{self.tag}-h{number}",
+            node_link=f"{self.tag}-p{number}",
+            address=f"{SUBNET_BASE}.{self.subnet}.{number}",
+        )
+
     @classmethod
-    def create(cls, node_ids: Sequence[int], preferred_subnet: int) -> Network:
+    def create(cls, hosts: Sequence[int], preferred_subnet: int) -> Network:
         """Claim a free subnet (trying ``preferred_subnet`` first) and build the network on it.
 
         The bridge is created first and doubles as the claim: creating a link whose name exists
@@ -131,7 +134,7 @@ class Network:
             claim = run_command(["ip", "link", "add", f"{tag}-br", "type", "bridge"], check=False)
             if claim.returncode != 0:
                 continue  # another run claimed it between our listing and now
-            network = cls(subnet, node_ids)
+            network = cls(subnet, hosts)
             try:
                 network._build()
             except BaseException:
@@ -143,30 +146,40 @@ class Network:
     def _build(self) -> None:
         run_command(["ip", "addr", "add", f"{self.bridge_address}/24", "dev", self.bridge])
         run_command(["ip", "link", "set", self.bridge, "up"])
-        for node in self.nodes.values():
-            run_command(["ip", "netns", "add", node.namespace])
-            run_command(
-                ["ip", "link", "add", node.host_link, "type", "veth", "peer", "name", node.node_link]
-            )
-            run_command(["ip", "link", "set", node.node_link, "netns", node.namespace])
-            run_command(["ip", "link", "set", node.host_link, "master", self.bridge])
-            run_command(["ip", "link", "set", node.host_link, "up"])
-            inside = ["ip", "-n", node.namespace]
-            run_command([*inside, "addr", "add", f"{node.address}/24", "dev", node.node_link])
-            run_command([*inside, "link", "set", node.node_link, "up"])
-            run_command([*inside, "link", "set", "lo", "up"])
+        for host in self.hosts.values():
+            self._plug(host)
 
-    def address_of(self, node_id: int) -> str:
-        return self.nodes[node_id].address
+    def _plug(self, host: Host) -> None:
+        run_command(["ip", "netns", "add", host.namespace])
+        run_command(["ip", "link", "add", host.host_link, "type", "veth", "peer", "name", host.node_link])
+        run_command(["ip", "link", "set", host.node_link, "netns", host.namespace])
+        run_command(["ip", "link", "set", host.host_link, "master", self.bridge])
+        run_command(["ip", "link", "set", host.host_link, "up"])
+        inside = ["ip", "-n", host.namespace]
+        run_command([*inside, "addr", "add", f"{host.address}/24", "dev", host.node_link])
+        run_command([*inside, "link", "set", host.node_link, "up"])
+        run_command([*inside, "link", "set", "lo", "up"])
 
-    def exec_prefix(self, node_id: int) -> list[str]:
-        """The command prefix that runs a program inside the node's namespace."""
-        return ["ip", "netns", "exec", self.nodes[node_id].namespace]
+    def add_host(self, number: int) -> None:
+        """Plug in one more host while the run goes on (for a node joining the cluster); it is
+        not cut off from anyone, and ``destroy`` removes it with the others."""
+        if not 0 < number < BRIDGE_HOST or number in self.hosts:
+            raise NetworkError(f"host {number} exists or is not a free address in {SUBNET_BASE}.{self.subnet}.0/24")
+        host = self._host(number)
+        self.hosts[number] = host  # before building: destroy then removes a half-built host too
+        self._plug(host)
+
+    def address_of(self, host: int) -> str:
+        return self.hosts[host].address
+
+    def exec_prefix(self, host: int) -> list[str]:
+        """The command prefix that runs a program inside the host's namespace."""
+        return ["ip", "netns", "exec", self.hosts[host].namespace]
 
     # ---- partitions -------------------------------------------------------------------------
 
     def cut(self, links: Iterable[tuple[int, int]]) -> None:
-        """Drop all traffic between each pair of nodes, in both directions."""
+        """Drop all traffic between each pair of hosts, in both directions."""
         for a, b in links:
             pair = frozenset((a, b))
             if a == b or pair in self._cut:
@@ -175,17 +188,17 @@ class Network:
             self._drop_from(b, a)
             self._cut.add(pair)
 
-    def _drop_from(self, node_id: int, peer_id: int) -> None:
-        inside = self.exec_prefix(node_id)
-        peer = self.address_of(peer_id)
+    def _drop_from(self, host: int, peer_host: int) -> None:
+        inside = self.exec_prefix(host)
+        peer = self.address_of(peer_host)
         run_command([*inside, "iptables", "-w", "-A", "INPUT", "-s", peer, "-j", "DROP"])
         run_command([*inside, "iptables", "-w", "-A", "OUTPUT", "-d", peer, "-j", "DROP"])
 
     def heal(self) -> None:
         """Remove every partition rule. The node namespaces are ours alone, so their chains are
         flushed whole."""
-        for node_id in self.nodes:
-            inside = self.exec_prefix(node_id)
+        for number in self.hosts:
+            inside = self.exec_prefix(number)
             for chain in ("INPUT", "OUTPUT"):
                 run_command([*inside, "iptables", "-w", "-F", chain])
         self._cut.clear()
@@ -196,14 +209,14 @@ class Network:
         """Remove the namespaces (their iptables rules go with them), veths and bridge; never raises
         for parts already gone, so it is safe on a half-built network."""
         names = _existing_namespaces()
-        for node in self.nodes.values():
-            if node.namespace in names:
-                _kill_namespace_processes(node.namespace)
-                run_command(["ip", "netns", "del", node.namespace], check=False)
+        for host in self.hosts.values():
+            if host.namespace in names:
+                _kill_namespace_processes(host.namespace)
+                run_command(["ip", "netns", "del", host.namespace], check=False)
         links = set(_existing_links())
-        for node in self.nodes.values():
-            if node.host_link in links:
-                run_command(["ip", "link", "del", node.host_link], check=False)
+        for host in self.hosts.values():
+            if host.host_link in links:
+                run_command(["ip", "link", "del", host.host_link], check=False)
         if self.bridge in links:
             run_command(["ip", "link", "del", self.bridge], check=False)
 

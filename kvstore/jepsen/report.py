@@ -28,6 +28,7 @@ _FAULT_COLOURS = {
     NemesisKind.PAUSE: "#9467bd",
     NemesisKind.PARTITION: "#ff7f0e",
     NemesisKind.CLOCK: "#17becf",
+    NemesisKind.MEMBERSHIP: "#2ca02c",
     NemesisKind.CLIENT_PAUSE: "#8c564b",
 }
 _OUTCOME_MARKERS = {EventType.OK: "o", EventType.FAIL: "x", EventType.INFO: "^"}

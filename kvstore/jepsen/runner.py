@@ -44,6 +44,7 @@ from kvstore.jepsen.netns import Network, NetworkError, missing_prerequisites
 from kvstore.jepsen.report import write_report
 from kvstore.jepsen.workers import WorkerProcesses
 from kvstore.jepsen.workloads import (
+    KEY_PREFIX,
     CheckOutcome,
     Completion,
     CounterWorkload,
@@ -90,6 +91,7 @@ class RunConfig:
     check_timeout_s: float = 120.0
     ready_timeout_s: float = 60.0
     fencing: bool = True  # the lock workload reads and writes with the lock's token (off: the negative control)
+    secure: bool = False  # TLS everywhere, auth on, clients signed in with rights on the workload's keys only
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +212,7 @@ class _TaskLoad:
         try:
             while time.monotonic() < deadline:
                 if client is None:
-                    client = await connect_client(endpoints, self._config.op_timeout_s, deadline)
+                    client = await connect_client(endpoints, self._config.op_timeout_s, deadline, self._cluster.client)
                     if client is None:
                         return
                 invocation = self._workload.next_invocation(rng, index)
@@ -226,7 +228,7 @@ class _TaskLoad:
 
 async def _final_reads(config: RunConfig, workload: Workload, cluster: Cluster, recorder: HistoryRecorder) -> None:
     deadline = time.monotonic() + _FINAL_READ_ATTEMPTS * config.op_timeout_s
-    client = await connect_client(cluster.endpoints, config.op_timeout_s, deadline)
+    client = await connect_client(cluster.endpoints, config.op_timeout_s, deadline, cluster.client)
     if client is None:
         return
     try:
@@ -244,7 +246,7 @@ async def _setup_workload(workload: Workload, cluster: Cluster, timeout_s: float
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        client = await connect_client(cluster.endpoints, timeout_s, deadline)
+        client = await connect_client(cluster.endpoints, timeout_s, deadline, cluster.client)
         if client is None:
             break
         try:
@@ -265,7 +267,8 @@ async def _execute(
     progress: Progress,
 ) -> list[str]:
     """The cluster's whole life; returns what made the run incomplete, if anything."""
-    spec = ClusterSpec(node_ids=tuple(range(1, config.nodes + 1)), partitions=config.partitions)
+    spec = ClusterSpec(node_ids=tuple(range(1, config.nodes + 1)), partitions=config.partitions,
+                       secure=config.secure, key_prefix=KEY_PREFIX + "/")
     errors: list[str] = []
     progress.phase("setup")
     progress.update(0, detail=f"{config.nodes} nodes in network namespaces, {config.partitions} partitions")
@@ -286,13 +289,13 @@ async def _execute(
             workers = WorkerProcesses(configs, recorder, config.out_dir / "workers")
             # A worker's last section may wait for the lock, then read, write, release and revoke.
             load = workers.run(grace_s=5 * config.op_timeout_s + CLIENT_PAUSE_S)
-            nemeses = build_nemeses(config.nemeses, cluster, targets, workers, CLIENT_PAUSE_S)
+            nemeses = build_nemeses(config.nemeses, cluster, targets, workers, CLIENT_PAUSE_S, config.ready_timeout_s)
             schedule = NemesisSchedule(nemeses, nemesis_rng, nemesis_log, config.intervals)
             await schedule.prepare()
         else:
             # Prepared before the load's time starts: the clock nemesis restarts a node first.
-            schedule = NemesisSchedule(build_nemeses(config.nemeses, cluster, targets), nemesis_rng, nemesis_log,
-                                       config.intervals)  # fmt: skip
+            nemeses = build_nemeses(config.nemeses, cluster, targets, settle_timeout_s=config.ready_timeout_s)
+            schedule = NemesisSchedule(nemeses, nemesis_rng, nemesis_log, config.intervals)
             await schedule.prepare()
             progress.phase("run", total=config.time_s, unit="s")
             started = time.monotonic()
@@ -318,6 +321,12 @@ async def _execute(
         progress.phase("final reads")
         await _final_reads(config, workload, cluster, recorder)
     return errors
+
+
+def _messages(group: BaseExceptionGroup[BaseException]) -> list[str]:
+    """The messages of the exceptions in ``group``, nested groups included."""
+    return [message for error in group.exceptions
+            for message in (_messages(error) if isinstance(error, BaseExceptionGroup) else [str(error)])]
 
 
 def load_status(recorder: HistoryRecorder, nemesis_log: NemesisLog) -> str:
@@ -375,8 +384,8 @@ async def run_async(config: RunConfig, progress: Progress = SILENT) -> RunResult
         nemesis_log = NemesisLog(nemesis_stream, clock.now_ns)
         try:
             errors = await _execute(config, recorder, nemesis_log, workload, progress)
-        except (ClusterError, NetworkError) as failure:
-            errors = [str(failure)]
+        except* (ClusterError, NetworkError) as failures:  # also from a nemesis, through the run's task group
+            errors = _messages(failures)
     events = in_time_order(recorder.events, history_path)
     # Checking is CPU-bound and runs after the cluster is gone, so it cannot slow the nodes.
     faults = fault_intervals(nemesis_log.events)
@@ -418,6 +427,12 @@ def build_workload(config: RunConfig) -> GeneratedWorkload | LockWorkload:
         raise ValueError("the client-pause nemesis stops workers of the lock workload: use --workload lock")
     if not config.fencing and not lock:
         raise ValueError("--fencing off applies to the lock workload only")
+    if config.secure and lock:
+        raise ValueError("--secure runs the register, set and counter workloads: the lock workload's worker "
+                         "processes do not sign in")
+    if config.secure and NemesisKind.MEMBERSHIP in config.nemeses:
+        raise ValueError("--secure with the membership nemesis: a node added during the run would need a "
+                         "certificate of its own, which the harness does not make")
     if config.workload == RegisterWorkload.name:
         return RegisterWorkload(config.keys, config.partitions, config.read_consistency, config.write_concern,
                                 config.max_staleness_ms, config.readers)  # fmt: skip

@@ -16,7 +16,19 @@ from kvstore.errors import KvError, LeaseNotFoundError, NotLeaderError
 from kvstore.node.lessor import Lessor
 from kvstore.node.reads import ReadTiming, ReplicaReads
 from kvstore.node.writes import WriteAcks
-from kvstore.raft import Config, Entry, HardState, Message, RawNode, Role, Snapshot, SnapshotMeta, Tombstone
+from kvstore.raft import (
+    ConfChange,
+    Config,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    RawNode,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    Tombstone,
+)
 from kvstore.rpc.backend import WriteOutcome
 from kvstore.statemachine import PartitionStateMachine
 from kvstore.storage import DurableLogStorage, Engine, WriteBatch
@@ -127,6 +139,10 @@ class Replica(Generic[M, R]):
         return raw.committed if raw.lease_valid else None
 
 
+REPLAY_PAGE_BYTES = 1 << 20
+"""How much of the log a restart reads at once to find the conf changes applied since the snapshot point."""
+
+
 def open_group(engine: Engine, group: int, sm: GroupMachine[object], config: Config, rng: random.Random,
                start: SnapshotMeta | None, tombstone: Tombstone | None, log_cache_bytes: int
                ) -> tuple[DurableLogStorage, RawNode]:
@@ -150,7 +166,18 @@ def open_group(engine: Engine, group: int, sm: GroupMachine[object], config: Con
             log.set_hard_state(batch, HardState(tombstone.term, tombstone.vote, 0))
         engine.write(batch, sync=True)
     applied = max(sm.applied_index, log.first_index() - 1)
-    return log, RawNode(dataclasses.replace(config, applied=applied), log, rng)
+    raw = RawNode(dataclasses.replace(config, applied=applied), log, rng)
+    # Raft starts from the configuration of the log's snapshot point, and is not handed the
+    # entries applied since: the conf changes among them (a move's) are replayed onto it, as etcd
+    # does, or a restarted replica would campaign and vote in an old configuration.
+    index = log.snapshot_meta.index + 1
+    while index <= applied:
+        page = log.entries(index, applied + 1, REPLAY_PAGE_BYTES)
+        for entry in page:
+            if entry.type is EntryType.CONF_CHANGE:
+                raw.apply_conf_change(ConfChange.decode(entry.data))
+        index = page[-1].index + 1
+    return log, raw
 
 
 @dataclass(slots=True)

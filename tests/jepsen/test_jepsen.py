@@ -66,6 +66,23 @@ def test_short_run_is_valid(tmp_path: Path, workload: str, nemesis: NemesisKind)
     assert json.loads((config.out_dir / "results.json").read_text())["status"] == "valid"
 
 
+@pytest.mark.slow
+def test_a_register_run_with_tls_and_auth_on_is_valid(tmp_path: Path) -> None:
+    """Security does not cost correctness: every channel TLS, auth enabled, the clients signed in
+    as a user whose role grants readwrite on the workload's keys only, under partitions and kills."""
+    config = RunConfig(workload="register", nemeses=(NemesisKind.PARTITION, NemesisKind.KILL), time_s=LOAD_S,
+                       out_dir=tmp_path / "run", seed=11, intervals=INTERVALS, secure=True)
+
+    result = run(config)
+
+    details = [f"{o.checker}: {o.validity} {o.summary}" for o in result.outcomes]
+    assert result.status is ExitStatus.VALID, f"{result.error}; {details}; see {config.out_dir}"
+    assert all(outcome.validity is Validity.VALID for outcome in result.outcomes)
+    assert result.faults > 0
+    history = read_jsonl(config.out_dir / "history.jsonl")
+    assert any(event.type is EventType.OK and event.f == "write" for event in history)
+
+
 LOCK_LOAD_S = 20.0
 
 
@@ -105,3 +122,37 @@ def test_a_paused_lock_holder_is_harmless_with_fencing_and_loses_updates_without
         assert verdicts["overlapping-holders"].validity is Validity.INVALID, seen
     for name in ("index.html", "timeline-overlapping-holders.html", "latency.png", "workers/worker-0.log"):
         assert (config.out_dir / name).is_file(), name
+
+
+MEMBERSHIP_LOAD_S = 20.0
+
+
+@pytest.mark.slow
+def test_a_register_run_stays_valid_while_nodes_join_are_replaced_and_leave(tmp_path: Path) -> None:
+    """docs/membership.md, "Seeing it: Jepsen": members change under the register workload
+    through the membership RPCs (a node added with --join, a node replaced after losing its
+    disk, a node drained and removed), with kill -9 in between; every read stays linearizable."""
+    config = RunConfig(
+        workload="register",
+        nemeses=(NemesisKind.MEMBERSHIP, NemesisKind.KILL),
+        time_s=MEMBERSHIP_LOAD_S,
+        out_dir=tmp_path / "run",
+        seed=3,
+        intervals=Intervals(healthy=(1.0, 2.0), faulty=(2.0, 3.0)),
+    )
+
+    result = run(config)
+
+    details = [f"{o.checker}: {o.validity} {o.summary}" for o in result.outcomes]
+    assert result.status is ExitStatus.VALID, f"{result.error}; {details}; see {config.out_dir}"
+    events = read_nemesis_log(config.out_dir / "nemesis.jsonl")
+    changes = [e.description for e in events if e.phase is EventPhase.FAULT and e.nemesis is NemesisKind.MEMBERSHIP]
+    # Changes take turns: first a node joins, then one is replaced; each settled before the next fault.
+    assert len(changes) >= 2, [e.description for e in events]
+    assert changes[0].startswith("add node 4 at ") and changes[1].startswith("replace node ")
+    assert [e.phase for e in events].count(EventPhase.FAULT) == [e.phase for e in events].count(EventPhase.HEAL)
+    history = read_jsonl(config.out_dir / "history.jsonl")
+    assert sum(1 for event in history if event.type is EventType.OK and event.f == "write") >= 10
+    # The joined and the replacing nodes ran, with logs of their own.
+    assert (config.out_dir / "nodes" / "node-4.log").is_file()
+    assert (config.out_dir / "nodes" / "node-5.log").is_file()

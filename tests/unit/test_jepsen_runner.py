@@ -8,12 +8,24 @@ import asyncio
 import io
 import random
 import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from kvstore.client import Client, ReadConsistency
 from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.history import Event, EventType, parse_jsonl
 from kvstore.jepsen.nemesis import EventPhase, NemesisKind, NemesisLog
-from kvstore.jepsen.runner import HistoryRecorder, RunClock, _report_load, apply_recorded, load_status
+from kvstore.jepsen.runner import (
+    HistoryRecorder,
+    RunClock,
+    RunConfig,
+    _report_load,
+    apply_recorded,
+    build_workload,
+    load_status,
+)
 from kvstore.jepsen.workloads import Completion, CounterWorkload, Invocation, RegisterWorkload, SetWorkload
 from tests.fakes.fake_cluster import FakeCluster
 from tests.fakes.progress import RecordingProgress
@@ -178,3 +190,15 @@ def test_writes_acknowledged_at_one_revision_of_one_partition_are_reported_lost(
     assert one.summary.startswith("2 acknowledged writes lost; first: write 1 of key jepsen/register/0")
     apart = RegisterWorkload(2, 8, ReadConsistency.LINEARIZABLE).check(history[:4], 10.0, RecordingProgress())[-1]
     assert apart.validity is Validity.VALID  # in two partitions, two logs: no clash
+
+
+@pytest.mark.parametrize(("workload", "nemeses", "refusal"), [
+    ("lock", (), "worker processes do not sign in"),
+    ("register", (NemesisKind.MEMBERSHIP,), "certificate of its own"),
+])
+def test_a_secure_run_refuses_what_it_cannot_secure(tmp_path: Path, workload: str, nemeses: tuple[NemesisKind, ...],
+                                                    refusal: str) -> None:
+    config = RunConfig(workload=workload, nemeses=nemeses, time_s=1, out_dir=tmp_path, secure=True)
+    with pytest.raises(ValueError, match=refusal):
+        build_workload(config)
+    assert isinstance(build_workload(replace(config, workload="register", nemeses=())), RegisterWorkload)
