@@ -14,7 +14,7 @@ ConfState                  ``[[voter, ...], [learner, ...]]`` (only inside the r
 SnapshotMeta               ``[index, term, ConfState]``
 Snapshot                   ``[SnapshotMeta, data]`` (only inside a Message)
 Message                    ``[type, to, src, term, log_term, index, [Entry, ...], commit,
-                           reject, reject_hint, Snapshot | nil, context, transfer]``
+                           reject, reject_hint, Snapshot | nil, context, transfer, applied]``
 peer frame                 ``[[group, Message], ...]``: the Raft messages of many groups for
                            one peer (`PeerFrame.raft_batch`, cut to a size limit by
                            `Encoder.peer_frames`; and a snapshot's chunks joined)
@@ -205,6 +205,7 @@ def _message_fields(m: Message) -> tuple[object, ...]:
         snapshot,
         m.context,
         m.transfer,
+        m.applied,
     )
 
 
@@ -258,14 +259,13 @@ def _meta(fields: object) -> SnapshotMeta:
 
 
 def _message(fields: object) -> Message:
-    (kind, to, src, term, log_term, index, entries, commit, reject, reject_hint, snapshot, context, transfer) = (
-        _fields("message", fields, 13)
-    )
+    (kind, to, src, term, log_term, index, entries, commit, reject, reject_hint, snapshot, context, transfer,
+     applied) = _fields("message", fields, 14)
     message_type = _MESSAGE_TYPES.get(kind) if type(kind) is int else None
     if (
         message_type is None
         or not (_is_uint(to) and _is_uint(src) and _is_uint(term) and _is_uint(log_term) and _is_uint(index))
-        or not (_is_uint(commit) and _is_uint(reject_hint) and _is_uint(context))
+        or not (_is_uint(commit) and _is_uint(reject_hint) and _is_uint(context) and _is_uint(applied))
         or type(reject) is not bool
         or type(transfer) is not bool
         or type(entries) is not tuple
@@ -291,6 +291,7 @@ def _message(fields: object) -> Message:
         decoded_snapshot,
         context,
         transfer,
+        applied,
     )
 
 

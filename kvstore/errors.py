@@ -75,6 +75,11 @@ class KvError(Exception):
         super().__init__(message)
         self.code = self.default_code if code is None else code
         self.message = message
+        # For a write that failed with this error: True when its outcome is unknown (it may have
+        # been applied, or may still be), False when it was refused and certainly not applied.
+        # The table's answer for the code, unless the raiser knows better (a call that timed out
+        # after only refusals).
+        self.may_be_applied = ERRORS[self.code].may_be_applied
 
 
 class NotFoundError(KvError):
@@ -184,7 +189,8 @@ class ResourceExhaustedError(UnavailableError):
 
 
 class KvTimeoutError(UnavailableError):
-    """The request's deadline passed before it was served."""
+    """The request's deadline passed before it was served. For a write, its outcome is unknown:
+    it may have been applied (a retry with the same request id is applied at most once)."""
 
     default_code = ErrorCode.TIMEOUT
 
@@ -287,6 +293,13 @@ _CODE_BY_STATUS: Mapping[grpc.StatusCode, ErrorCode] = MappingProxyType(
 )
 # Every response is checked through this: a dict lookup costs a fraction of an Enum call.
 _CODE_BY_NUMBER: Mapping[int, ErrorCode] = MappingProxyType({code.value: code for code in ErrorCode})
+
+
+def write_outcome(may_be_applied: bool) -> str:
+    """What became of a write that failed, in the words every message uses."""
+    if may_be_applied:
+        return "the write's outcome is unknown: it may or may not have been applied"
+    return "the write was not applied"
 
 
 def error_code(number: int) -> ErrorCode:

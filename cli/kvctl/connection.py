@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from kvctl.exitcodes import ExitCode
+from kvctl.session import SessionFileError, SessionStore
 from kvstore.client import Client, KvError, TlsConfig
 from kvstore.errors import ERRORS
 
@@ -226,17 +227,23 @@ def _tls(given: dict[str, Any]) -> TlsConfig | None:
     return TlsConfig(ca=paths["--cacert"], cert=paths["--cert"], key=paths["--key"])
 
 
-def run_with_client(ctx: click.Context, action: Callable[[Client], Awaitable[ResultT]]) -> ResultT:
-    """Connect, run `action`, close; a client error becomes a one-line message and its exit code."""
+def run_with_client(
+    ctx: click.Context, action: Callable[[Client], Awaitable[ResultT]], session: SessionStore | None = None
+) -> ResultT:
+    """Connect, run `action`, close; a client error becomes a one-line message and its exit code.
+    With `session`, the client continues it, and the session it ends with is saved back."""
     connection = settings(ctx)
 
     async def run() -> ResultT:
         # Not `async with`: the client connects on first use, so bad input is reported as bad
         # usage before any attempt to reach the cluster.
         client = Client(connection.endpoints, timeout=connection.timeout, tls=connection.tls, user=connection.user,
-                        password=connection.password)
+                        password=connection.password, session_token=session.token if session is not None else "")
         try:
-            return await action(client)
+            result = await action(client)
+            if session is not None:
+                session.finish(client.session_token())
+            return result
         finally:
             await client.close()
 
@@ -244,6 +251,16 @@ def run_with_client(ctx: click.Context, action: Callable[[Client], Awaitable[Res
         return asyncio.run(run())
     except KvError as error:
         raise KvctlError(error.message, ERRORS[error.code].exit_code) from None
+    except SessionFileError as error:
+        raise KvctlError(str(error), ExitCode.USAGE) from None
+
+
+def open_session(token: str | None, path: Path | None) -> SessionStore:
+    """The session a data command continues (`kvctl.session`); a bad token or file is bad usage."""
+    try:
+        return SessionStore.open(token, path)
+    except SessionFileError as error:
+        raise KvctlError(str(error), ExitCode.USAGE) from None
 
 
 def epilog(examples: str, exit_codes: str) -> str:

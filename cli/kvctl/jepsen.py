@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from kvctl.progress import ConsoleProgress
-from kvstore.client import ReadConsistency
+from kvstore.client import ReadConsistency, WriteConcern
 from kvstore.jepsen.checker import Validity
+from kvstore.jepsen.matrix import NEMESES, SETTING_NAMES, MatrixConfig, MatrixResult, MatrixStatus, run_matrix
 from kvstore.jepsen.nemesis import NemesisKind
 from kvstore.jepsen.netns import NetworkError, cleanup_leftovers, missing_prerequisites
 from kvstore.jepsen.runner import WORKLOAD_NAMES, ExitStatus, RunConfig, RunResult, run
@@ -39,13 +40,25 @@ def jepsen() -> None:
     """Jepsen-style tests: real nodes, real faults, checked histories (needs root)."""
 
 
+def _parse_settings(ctx: click.Context, param: click.Parameter, text: str) -> tuple[str, ...]:
+    names = [name for name in (part.strip() for part in text.split(",")) if name]
+    unknown = [name for name in names if name not in SETTING_NAMES]
+    if unknown or not names:
+        raise click.BadParameter(f"choose from {', '.join(SETTING_NAMES)} (got {text!r})")
+    return tuple(dict.fromkeys(names))
+
+
+_NEMESIS_HELP = ("Comma list of kill, pause, partition, clock (a node's clock slowed to x0.2, beyond the "
+                 "lease's drift margin, and cut off while it leads).")  # fmt: skip
+
+
 @jepsen.command("run", epilog="\b\nExit codes:\n  0  every checker valid\n  1  a checker found a violation\n"
                 "  2  unknown (checker timed out) or the run hit an error\n  3  could not run (e.g. not root)")  # fmt: skip
 @click.option("--workload", type=click.Choice(WORKLOAD_NAMES), default="register", show_default=True)
 @click.option("--nemesis", "nemeses", default="partition", show_default=True, callback=_parse_nemeses,
-              help="Comma list of kill, pause, partition, clock, membership (add, replace and remove nodes "
-                   "through the membership RPCs), client-pause (lock workload: stop a worker holding the lock "
-                   "for longer than its lease's TTL), or none.")  # fmt: skip
+              help=f"{_NEMESIS_HELP} membership (add, replace and remove nodes through the membership RPCs), "
+                   "client-pause (lock workload: stop a worker holding the lock for longer than its lease's "
+                   "TTL). Or none.")  # fmt: skip
 @click.option("--fencing", type=click.Choice(["on", "off"]), default="on", show_default=True,
               help="Lock workload: send the lock's fencing token with every read and write of the protected "
                    "registers; off is the negative control, which client-pause must show unsafe.")  # fmt: skip
@@ -53,8 +66,16 @@ def jepsen() -> None:
               help="Seconds of load (then heal and final reads).")  # fmt: skip
 @click.option("--concurrency", type=click.IntRange(min=1), default=5, show_default=True,
               help="Client workers (the lock workload's are processes of their own).")  # fmt: skip
+@click.option("--readers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Of the workers, this many only read (register workload): never redirected by a failed "
+              "write, they keep reading from the node they believe leads.")  # fmt: skip
 @click.option("--read-consistency", type=click.Choice([c.name.lower() for c in ReadConsistency]),
               default="linearizable", show_default=True)  # fmt: skip
+@click.option("--write-concern", type=click.Choice([c.name.lower() for c in WriteConcern]),
+              default="majority", show_default=True,
+              help="leader: acknowledged before replication, so a failover can lose writes.")  # fmt: skip
+@click.option("--max-staleness", "max_staleness_ms", type=click.IntRange(min=0), default=0, metavar="MS",
+              help="STALE reads ask for at most this many ms of staleness (0: any bound).")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Seed of the op and fault choices (default: random).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default ./jepsen-runs/<timestamp>).")  # fmt: skip
@@ -72,7 +93,10 @@ def run_command(
     fencing: str,
     time_s: float,
     concurrency: int,
+    readers: int,
     read_consistency: str,
+    write_concern: str,
+    max_staleness_ms: int,
     seed: int | None,
     out_dir: Path | None,
     nodes: str,
@@ -113,7 +137,10 @@ def run_command(
         time_s=time_s,
         out_dir=out_dir or Path("jepsen-runs") / time.strftime("%Y%m%d-%H%M%S"),
         concurrency=concurrency,
+        readers=readers,
         read_consistency=ReadConsistency[read_consistency.upper()],
+        write_concern=WriteConcern[write_concern.upper()],
+        max_staleness_ms=max_staleness_ms,
         seed=chosen_seed,
         nodes=int(nodes),
         keys=keys,
@@ -131,11 +158,91 @@ def run_command(
     try:
         with ConsoleProgress(Console(stderr=True)) as progress:
             result = run(config, progress)
-    except KeyboardInterrupt:
-        console.print("interrupted: nodes, namespaces and bridge removed")
-        sys.exit(ExitStatus.UNKNOWN)
+    except (KeyboardInterrupt, ValueError) as stopped:
+        console.print(f"could not run: {stopped}" if isinstance(stopped, ValueError)
+                      else "interrupted: nodes, namespaces and bridge removed")  # fmt: skip
+        sys.exit(ExitStatus.UNKNOWN if isinstance(stopped, KeyboardInterrupt) else ExitStatus.COULD_NOT_RUN)
     _print_summary(console, result)
     sys.exit(result.status)
+
+
+@jepsen.command("matrix", epilog="\b\nExit codes:\n  0  every cell found what its setting promises\n"
+                "  1  some cell did not (see matrix.html, and the README on why)\n"
+                "  2  some cell could not decide or hit an error\n  3  could not run (e.g. not root)")  # fmt: skip
+@click.option("--time", "time_s", type=click.FloatRange(min=1), default=20, show_default=True,
+              help="Seconds of load per cell.")  # fmt: skip
+@click.option("--nemesis", "nemeses", default=",".join(n.value for n in NEMESES), show_default=True,
+              callback=_parse_nemeses, help=_NEMESIS_HELP)  # fmt: skip
+@click.option("--levels", "settings", default=",".join(SETTING_NAMES), show_default=True, callback=_parse_settings,
+              help="Comma list of settings: linearizable, lease, session, stale (reads, with majority writes), "
+              "all, leader (linearizable reads, with that write concern).")  # fmt: skip
+@click.option("--seed", type=int, default=None, help="Seed of every cell's op and fault choices (default: random).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Matrix directory (default ./jepsen-runs/matrix-<timestamp>); one run directory per cell.")  # fmt: skip
+def matrix_command(
+    time_s: float, nemeses: tuple[NemesisKind, ...], settings: tuple[str, ...], seed: int | None, out_dir: Path | None
+) -> None:
+    """Run the register workload for every consistency setting under every nemesis, check each
+    run, and compare the verdicts with what each setting promises: matrix.html and matrix.json.
+
+    Each cell is a `kvctl jepsen run` of its own (a fresh cluster in network namespaces). Progress
+    goes to stderr, one line or bar per cell; the verdicts of each cell are printed as it ends.
+
+    \b
+    Examples:
+      kvctl jepsen matrix --time 20                      the full matrix (about 15 minutes)
+      kvctl jepsen matrix --levels stale,lease --nemesis partition,clock --time 10
+    """
+    if not nemeses:
+        raise click.BadParameter("give at least one nemesis", param_hint="--nemesis")
+    if NemesisKind.CLIENT_PAUSE in nemeses:
+        raise click.BadParameter("client-pause stops lock workers; the matrix runs the register workload",
+                                 param_hint="--nemesis")  # fmt: skip
+    chosen_seed = seed if seed is not None else int(time.time_ns() % 1_000_000)
+    config = MatrixConfig(
+        out_dir=out_dir or Path("jepsen-runs") / time.strftime("matrix-%Y%m%d-%H%M%S"),
+        time_s=time_s, settings=settings, nemeses=nemeses, seed=chosen_seed,
+    )  # fmt: skip
+    console = Console()
+    console.print(f"kvctl jepsen matrix: {len(settings)} settings × {len(nemeses)} nemeses, {time_s:g}s each, "
+                  f"seed {chosen_seed}, writing {config.out_dir}")  # fmt: skip
+    problem = missing_prerequisites()
+    if problem is not None:
+        console.print(f"[bold red]could not run:[/] {problem}")
+        sys.exit(MatrixStatus.COULD_NOT_RUN)
+    try:
+        with ConsoleProgress(Console(stderr=True)) as progress:
+            result = run_matrix(config, progress)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: the cells run so far are in {config.out_dir / 'matrix.html'}")
+        sys.exit(MatrixStatus.UNKNOWN)
+    _print_matrix(console, result)
+    sys.exit(result.status)
+
+
+def _print_matrix(console: Console, result: MatrixResult) -> None:
+    config = result.config
+    table = Table(title=f"consistency × fault matrix: {result.status.name.lower().replace('_', ' ')}")
+    table.add_column("setting")
+    for nemesis in config.nemeses:
+        table.add_column(nemesis.value)
+    by_cell = {(cell.setting, cell.nemesis): cell for cell in result.cells}
+    for name in config.settings:
+        row = [name]
+        for nemesis in config.nemeses:
+            cell = by_cell.get((name, nemesis))
+            if cell is None:
+                row.append("not run")
+                continue
+            verdicts = " ".join(
+                f"[{_VALIDITY_STYLE[v.validity]}]{v.checker[:4]}:{v.validity.value[0].upper()}[/]" for v in cell.verdicts
+            )
+            row.append(f"{'✓' if cell.agrees else '✗'} {verdicts}")
+        table.add_row(*row)
+    console.print(table)
+    if result.error is not None:
+        console.print(f"[yellow]error:[/] {result.error}")
+    console.print(f"matrix: {config.out_dir / 'matrix.html'} ({result.duration_s / 60:.1f} min)")
 
 
 def _print_summary(console: Console, result: RunResult) -> None:

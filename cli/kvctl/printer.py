@@ -31,7 +31,9 @@ from kvstore.client import (
     PartitionInfo,
     PutOp,
     PutResult,
+    ReadConsistency,
     ResponseHeader,
+    ScanResult,
     TxnResult,
     WatchEvent,
 )
@@ -99,22 +101,42 @@ def _returned(result: OpResult) -> str:
         return repr(_text(result.kv.value)) if result.kv is not None else "not found"
     if isinstance(result, PutResult):
         return "OK"
-    return "deleted" if result.deleted else "nothing to delete"
+    return _delete_line(result)
 
 
 def _served(header: ResponseHeader) -> str:
-    return f"partition {header.partition}, revision {header.revision}, served {header.served.name.lower()}"
+    """Where and how a read was served, for a table caption."""
+    staleness = f", at most {header.staleness_ms} ms stale" if header.served is ReadConsistency.STALE else ""
+    return (
+        f"partition {header.partition}, revision {header.revision}, served {header.served.name.lower()} "
+        f"by node {header.node_id}{staleness}"
+    )
+
+
+def _written(header: ResponseHeader) -> str:
+    """Where a write was applied, for its OK line."""
+    return f"partition {header.partition}, revision {header.revision}, node {header.node_id}"
+
+
+def _delete_line(result: DeleteResult) -> str:
+    if result.deleted is None:
+        return "accepted by the leader, not applied yet: whether the key existed is not known"
+    return "deleted" if result.deleted else "nothing to delete"
 
 
 class Printer:
-    """Writes to stdout in one format; made per command, after options are parsed."""
+    """Writes to stdout in one format; made per command, after options are parsed. With a
+    `session_token` (the session a data command ended with), JSON documents carry it."""
 
-    def __init__(self, output: OutputFormat) -> None:
+    def __init__(self, output: OutputFormat, session_token: str | None = None) -> None:
         self.output = output
+        self.session_token = session_token
 
     # ---- low-level writers -------------------------------------------------------------------
 
     def _json(self, document: dict[str, Any]) -> None:
+        if self.session_token is not None:
+            document = {**document, "session_token": self.session_token}
         click.echo(json.dumps(document, sort_keys=True, ensure_ascii=False))
 
     def _table(self, table: Table) -> None:
@@ -166,7 +188,7 @@ class Printer:
             if result.prev_kv is not None:
                 self._raw(result.prev_kv.value)
         else:
-            self._line(f"OK ({_served(result.header)})")
+            self._line(f"OK ({_written(result.header)})")
             if result.prev_kv is not None:
                 self._table(self._kv_table([result.prev_kv], caption="previous value"))
 
@@ -174,18 +196,20 @@ class Printer:
         if self.output is OutputFormat.JSON:
             self._json(op_result_json(result))
         elif self.output is OutputFormat.SIMPLE:
-            self._line("1" if result.deleted else "0")
+            self._line("?" if result.deleted is None else "1" if result.deleted else "0")
             if result.prev_kv is not None:
                 self._raw(result.prev_kv.value)
         else:
-            self._line(f"{'deleted' if result.deleted else 'nothing to delete'} ({_served(result.header)})")
+            self._line(f"{_delete_line(result)} ({_written(result.header)})")
             if result.prev_kv is not None:
                 self._table(self._kv_table([result.prev_kv], caption="previous value"))
 
-    def scan(self, kvs: Sequence[KeyValue], keys_only: bool) -> None:
+    def scan(self, result: ScanResult, keys_only: bool) -> None:
+        kvs = result.kvs
         if self.output is OutputFormat.JSON:
             rows = [_bytes_field("key", kv.key) if keys_only else kv_json(kv) for kv in kvs]
-            self._json({"count": len(kvs), "kvs": rows})
+            headers = [header_json(header) for header in result.headers]
+            self._json({"count": len(kvs), "kvs": rows, "partitions": headers})
         elif self.output is OutputFormat.SIMPLE:
             for kv in kvs:
                 self._raw(*((kv.key,) if keys_only else (kv.key, kv.value)))
@@ -221,7 +245,7 @@ class Printer:
             return
         outcome = "SUCCESS: every compare held" if result.succeeded else "FAILURE: a compare did not hold"
         ran_what = f"ran the --{branch} operations" if ran else f"nothing ran (no --{branch} operations)"
-        self._line(f"{outcome}; {ran_what} ({_served(result.header)})")
+        self._line(f"{outcome}; {ran_what} ({_written(result.header)})")
         for op, response in zip(ran, result.responses, strict=True):
             self._line(f"  {_op_text(op)} -> {_returned(response)}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 import click
 
@@ -13,12 +14,14 @@ from kvctl.connection import (
     argument_bytes,
     connection_options,
     hex_option,
+    open_session,
     run_with_client,
     settings,
 )
 from kvctl.exitcodes import ExitCode
 from kvctl.printer import Printer
-from kvstore.client import Client, Compare, Op, TxnResult, ops
+from kvctl.session import session_options
+from kvstore.client import Client, Compare, Op, TxnResult, WriteConcern, ops
 
 # A quoted word ("..." with backslash escapes, or '...') or a bare word without quotes, spaces or parens.
 _WORD = r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[^\s()'"=!<>]+)"""
@@ -127,11 +130,15 @@ Examples:
 \b
   # keys and values as hex (--hex), for bytes that are not UTF-8
   kvctl txn --hex --compare 'version(00ff) = 0' --then 'put 00ff c0ffee'
+\b
+  # acknowledged once every replica applied it
+  kvctl txn --compare 'version(lock) = 0' --then 'put lock me' --concern all
 
 \b
 Prints SUCCESS (every compare held: the --then operations ran) or FAILURE (the --else
 operations ran), then each operation that ran with what it returned.
-Exit codes: 0 ran (either branch), 2 bad usage or request refused, 3 unavailable or timed out.""",
+Exit codes: 0 ran (either branch), 2 bad usage or request refused (not applied),
+3 unavailable or timed out (outcome unknown: it may have been applied).""",
 )
 @click.option(
     "--compare",
@@ -144,6 +151,15 @@ Exit codes: 0 ran (either branch), 2 bad usage or request refused, 3 unavailable
     "--then", "success", multiple=True, metavar="'OP ...'", help="Run when every compare holds (repeatable)."
 )
 @click.option("--else", "failure", multiple=True, metavar="'OP ...'", help="Run otherwise (repeatable).")
+@click.option(
+    "--concern",
+    type=click.Choice([concern.name.lower() for concern in WriteConcern]),
+    default="majority",
+    show_default=True,
+    help="When the transaction is acknowledged: majority (a quorum has it) or all (every replica applied "
+    "it). leader is refused: whether the compares held is known only once a quorum has it and it is applied.",
+)
+@session_options
 @hex_option
 @connection_options
 @click.pass_context
@@ -152,6 +168,9 @@ def txn(
     compares: tuple[str, ...],
     success: tuple[str, ...],
     failure: tuple[str, ...],
+    concern: str,
+    session_token: str | None,
+    session_file: Path | None,
     hex_encoded: bool,
 ) -> None:
     """Atomically: if every --compare holds, run the --then operations, else the --else ones."""
@@ -160,9 +179,10 @@ def txn(
     guards = [parse_compare(text, hex_encoded) for text in compares]
     then_ops = [parse_op(text, "--then", hex_encoded) for text in success]
     else_ops = [parse_op(text, "--else", hex_encoded) for text in failure]
+    session = open_session(session_token, session_file)
 
     async def action(client: Client) -> TxnResult:
-        return await client.txn(guards, then_ops, else_ops)
+        return await client.txn(guards, then_ops, else_ops, concern=WriteConcern[concern.upper()])
 
-    result = run_with_client(ctx, action)
-    Printer(settings(ctx).output).txn(result, then_ops if result.succeeded else else_ops)
+    result = run_with_client(ctx, action, session)
+    Printer(settings(ctx).output, session.token).txn(result, then_ops if result.succeeded else else_ops)

@@ -232,7 +232,7 @@ class DeleteResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., deleted: _Optional[bool] = ..., prev_kv: _Optional[_Union[KeyValue, _Mapping]] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
-    __slots__ = ("header", "start", "end", "prefix", "limit", "consistency", "keys_only", "partition")
+    __slots__ = ("header", "start", "end", "prefix", "limit", "consistency", "keys_only", "partition", "min_revision", "max_staleness_ms")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +241,8 @@ class ScanRequest(_message.Message):
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     KEYS_ONLY_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    MIN_REVISION_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_MS_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     start: bytes
     end: bytes
@@ -249,7 +251,9 @@ class ScanRequest(_message.Message):
     consistency: ReadConsistency
     keys_only: bool
     partition: int
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., prefix: _Optional[bytes] = ..., limit: _Optional[int] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ..., keys_only: _Optional[bool] = ..., partition: _Optional[int] = ...) -> None: ...
+    min_revision: int
+    max_staleness_ms: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., prefix: _Optional[bytes] = ..., limit: _Optional[int] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ..., keys_only: _Optional[bool] = ..., partition: _Optional[int] = ..., min_revision: _Optional[int] = ..., max_staleness_ms: _Optional[int] = ...) -> None: ...
 
 class ScanResponse(_message.Message):
     __slots__ = ("header", "error", "kvs", "more")

@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kvstore.errors import ERRORS, ErrorCode, KvError, KvTimeoutError, NotLeaderError, ResourceExhaustedError
+from kvstore.errors import (
+    ERRORS,
+    ErrorCode,
+    KvError,
+    KvTimeoutError,
+    NotLeaderError,
+    ResourceExhaustedError,
+    write_outcome,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +76,15 @@ class Attempts:
         quorum = len(replicas) // 2 + 1
         parts.append(f"a leader needs {quorum} of the {len(replicas)}")
         message = ", ".join(parts)
+        unknown = any(ERRORS[code].may_be_applied for code in self._codes)
         if write:
-            unknown = any(ERRORS[code].may_be_applied for code in self._codes)
-            message += (
-                "; the write's outcome is unknown: it may or may not have been applied"
-                if unknown
-                else "; the write was not applied"
-            )
+            message += f"; {write_outcome(unknown)}"
+        error: KvError
         if self._last_code is ErrorCode.RESOURCE_EXHAUSTED:
-            return ResourceExhaustedError(f"partition {partition} was not served within {timeout:g}s: {message}")
-        if self._last_code in (ErrorCode.NOT_LEADER, ErrorCode.WRONG_NODE):
-            return NotLeaderError(f"no leader for partition {partition} within {timeout:g}s: {message}")
-        return KvTimeoutError(f"partition {partition} was not served within {timeout:g}s: {message}")
+            error = ResourceExhaustedError(f"partition {partition} was not served within {timeout:g}s: {message}")
+        elif self._last_code in (ErrorCode.NOT_LEADER, ErrorCode.WRONG_NODE):
+            error = NotLeaderError(f"no leader for partition {partition} within {timeout:g}s: {message}")
+        else:
+            error = KvTimeoutError(f"partition {partition} was not served within {timeout:g}s: {message}")
+        error.may_be_applied = unknown
+        return error

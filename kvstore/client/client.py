@@ -27,7 +27,8 @@ from kvstore.client.batching import NodeBatcher, TransportError, transport_failu
 from kvstore.client.leases import KeepAlives, KeptLease, LockContext, Session
 from kvstore.client.ops import Compare, Data, DeleteOp, GetOp, Op, PutOp, to_bytes
 from kvstore.client.pending import PendingSeqs
-from kvstore.client.routing import Router
+from kvstore.client.routing import Pick, Router
+from kvstore.client.session import SessionRevisions
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
@@ -40,6 +41,8 @@ from kvstore.client.types import (
     OpResult,
     PutResult,
     ReadConsistency,
+    ResponseHeader,
+    ScanResult,
     TxnResult,
     WriteConcern,
 )
@@ -57,6 +60,7 @@ from kvstore.errors import (
     UnavailableError,
     error_code,
     exception_for,
+    write_outcome,
 )
 from kvstore.names import lease_partition, lock_prefix
 from kvstore.tls import TlsConfig, TlsError, aio_channel, client_credentials, diagnose
@@ -67,6 +71,9 @@ DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 # One attempt on one node gets at most max(_MIN_ATTEMPT_S, timeout / 4): a paused or cut-off
 # leader must not use up the whole deadline before the call tries the node elected after it.
 _MIN_ATTEMPT_S = 1.0
+# The node gets this share of an attempt's time, so that its own timeout answer (which says what
+# it waited for, e.g. a write's outcome unknown) reaches the client before the attempt ends.
+_NODE_SHARE = 0.9
 # Auth RPCs that change nothing: the others are not sent again once their outcome is unknown.
 _AUTH_READS = frozenset({"Authenticate", "AuthStatus", "UserList", "RoleList"})
 # The server remembers the last 1024 request ids per client for dedup; with at most this many
@@ -107,9 +114,15 @@ class Client:
     """An asyncio client of a kvstore cluster.
 
     Connect through any seed endpoint; the client learns the cluster map from it and routes
-    every request to its partition's leader. Each call finishes within `timeout` seconds (one
-    deadline for the whole call: connecting, every attempt, every pause between them) or raises
-    `KvTimeoutError`/`NotLeaderError`, whose message says what each replica answered.
+    every request to its partition's leader (SESSION reads to any replica, STALE reads to a
+    follower, each drawn at random to spread the load). Each call finishes within `timeout`
+    seconds (one deadline for the whole call: connecting, every attempt, every pause between
+    them) or raises `KvTimeoutError`/`NotLeaderError`, whose message says what each replica
+    answered and, for a write, whether it may have been applied (`KvError.may_be_applied`).
+
+    The client is a session: it remembers the newest revision it saw of each partition, so its
+    SESSION reads see its own writes and never go back in time. `session_token()` exports that,
+    and `Client(..., session_token=...)` continues it in another client or process.
 
         async with Client(["127.0.0.1:2379"]) as client:
             await client.put("greeting", "hello")
@@ -134,6 +147,7 @@ class Client:
         max_batch: int = 256,
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        session_token: str = "",
         tls: TlsConfig | None = None,
         user: str | None = None,
         password: str | None = None,
@@ -177,9 +191,14 @@ class Client:
         self._layout_generation = 0
         self._epoch_refresh: asyncio.Future[None] | None = None
         # Highest revision seen per partition: the floor for SESSION reads (read-your-writes).
-        self._seen_revisions: dict[int, int] = {}
+        self._session = SessionRevisions.from_token(session_token)
         self._keep_alives = KeepAlives(self._call_partition, self._lease_stub)
         self._watches: set[Watch] = set()
+
+    def session_token(self) -> str:
+        """This client's session (the newest revision it saw of each partition) as text, for
+        `Client(..., session_token=...)` in another client or process (`kvstore.client.session`)."""
+        return self._session.token()
 
     async def connect(self) -> None:
         """Fetch the cluster map through the seed endpoints; `UnavailableError` if none answers."""
@@ -212,18 +231,38 @@ class Client:
     # ---- key operations ---------------------------------------------------------------------
 
     async def get(
-        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+        self,
+        key: Data,
+        *,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> KeyValue | None:
-        """The key's current entry, or None when it does not exist."""
-        return (await self.get_result(key, consistency=consistency)).kv
+        """The key's entry, or None when it does not exist.
+
+        `consistency` (docs/consistency.md): LINEARIZABLE (the default: a quorum confirms the
+        leader), LEASE (the leader alone, while its lease holds), SESSION (any replica that has
+        this client's writes and reads), STALE (any replica, with a staleness bound). With
+        `min_revision`, only a replica that applied that revision answers; with
+        `max_staleness_ms` (STALE only), only one that can bound its staleness under it.
+        """
+        result = await self.get_result(
+            key, consistency=consistency, min_revision=min_revision, max_staleness_ms=max_staleness_ms
+        )
+        return result.kv
 
     async def get_result(
-        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+        self,
+        key: Data,
+        *,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> GetResult:
-        """Like `get`, with the response header (partition, revision, consistency served)."""
-        result = await self._run_op(
-            GetOp(to_bytes(key, "key"), ReadConsistency(consistency)), WriteConcern.MAJORITY, self._deadline()
-        )
+        """Like `get`, with the response header (partition, revision, level served, node,
+        staleness bound)."""
+        op = GetOp(to_bytes(key, "key"), ReadConsistency(consistency), min_revision, max_staleness_ms)
+        result = await self._run_op(op, WriteConcern.MAJORITY, self._deadline())
         assert isinstance(result, GetResult)
         return result
 
@@ -304,16 +343,40 @@ class Client:
         limit: int = 0,
         keys_only: bool = False,
         consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> list[KeyValue]:
         """Keys in ``[start, end)`` (or starting with `prefix`) across all partitions, in key order.
 
         `limit` (0 = none) applies to the merged result. `end` empty or None means the end of the
-        key space. With `keys_only`, values come back empty.
+        key space. With `keys_only`, values come back empty. `consistency`, `min_revision` and
+        `max_staleness_ms` as for `get`, for each partition.
         """
+        result = await self.scan_result(
+            prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=consistency,
+            min_revision=min_revision, max_staleness_ms=max_staleness_ms,
+        )  # fmt: skip
+        return list(result.kvs)
+
+    async def scan_result(
+        self,
+        *,
+        prefix: Data | None = None,
+        start: Data | None = None,
+        end: Data | None = None,
+        limit: int = 0,
+        keys_only: bool = False,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
+    ) -> ScanResult:
+        """Like `scan`, with the response header of each partition scanned."""
         if prefix is not None and (start is not None or end is not None):
             raise InvalidArgumentError("scan takes either a prefix or a start/end range, not both")
         if limit < 0:
             raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
+        level = ReadConsistency(consistency)
+        _check_read_options(level, min_revision, max_staleness_ms)
         deadline = self._deadline()
         router = await self._connected_router(deadline)
         if prefix is not None:
@@ -327,19 +390,16 @@ class Client:
         per_partition = await asyncio.gather(
             *(
                 self._scan_partition(
-                    partition,
-                    range_start,
-                    range_end,
-                    limit,
-                    keys_only,
-                    ReadConsistency(consistency),
+                    partition, range_start, range_end, limit, keys_only, level, min_revision, max_staleness_ms,
                     deadline,
-                )
+                )  # fmt: skip
                 for partition in partitions
             )
         )
-        merged = heapq.merge(*per_partition, key=lambda kv: kv.key)
-        return list(itertools.islice(merged, limit or None))
+        merged = heapq.merge(*(found for found, _ in per_partition), key=lambda kv: kv.key)
+        return ScanResult(
+            tuple(itertools.islice(merged, limit or None)), tuple(header for _, header in per_partition)
+        )
 
     async def txn(
         self,
@@ -386,13 +446,13 @@ class Client:
         deadline: float,
         seq: int,
     ) -> TxnResult:
-        min_revision = self._seen_revisions.get(partition, 0)
+        session_revision = self._session.revision(partition)
         request = pb.RequestOp(
             txn=pb.TxnRequest(
                 compare=[wire.compare_to_pb(compare) for compare in compares],
                 # Sub-operations travel under the transaction's header, so theirs stay empty.
-                success=[wire.op_to_pb(op, concern, min_revision) for op in success],
-                failure=[wire.op_to_pb(op, concern, min_revision) for op in failure],
+                success=[wire.op_to_pb(op, concern, session_revision) for op in success],
+                failure=[wire.op_to_pb(op, concern, session_revision) for op in failure],
                 concern=concern.value,
                 fencing_token=fencing_token,
             )
@@ -401,7 +461,7 @@ class Client:
         self._fill_request_header(txn.header, router, seq)
 
         async def send(address: str, timeout: float) -> pb.TxnResponse:
-            txn.header.timeout_ms = int(timeout * 1000)
+            txn.header.timeout_ms = _node_budget_ms(timeout)
             return wire.txn_response(await self._batcher(address).submit(request, timeout))
 
         return wire.txn_from_pb(await self._call_partition(partition, deadline, send, write=True))
@@ -729,6 +789,8 @@ class Client:
 
     def _validate_op(self, op: Op) -> None:
         self._validate_key(op.key)
+        if isinstance(op, GetOp):
+            _check_read_options(op.consistency, op.min_revision, op.max_staleness_ms)
         if isinstance(op, PutOp) and len(op.value) > self.max_value_bytes:
             raise InvalidArgumentError(
                 f"value of {len(op.value)} bytes for key {op.key[:64]!r} is over the {self.max_value_bytes}-byte limit"
@@ -764,20 +826,22 @@ class Client:
     async def _send_op(self, op: Op, concern: WriteConcern, deadline: float, seq: int = 0) -> OpResult:
         router = await self._connected_router(deadline)
         partition = router.partition_for(op.key)
-        request = wire.op_to_pb(op, concern, self._seen_revisions.get(partition, 0))
+        request = wire.op_to_pb(op, concern, self._session.revision(partition))
         inner = getattr(request, request.WhichOneof("op"))
-        write = not isinstance(op, GetOp)
         self._fill_request_header(inner.header, router, seq)
 
         async def send(address: str, timeout: float) -> wire.OpResponse:
-            inner.header.timeout_ms = int(timeout * 1000)
+            inner.header.timeout_ms = _node_budget_ms(timeout)
             return wire.inner_response(await self._batcher(address).submit(request, timeout))
 
-        # A node may report a missing key as found=false or as NOT_FOUND: both mean None.
-        answers = (ErrorCode.OK,) if write else (ErrorCode.OK, ErrorCode.NOT_FOUND)
-        return wire.result_from_response(
-            await self._call_partition(partition, deadline, send, answers, write=write)
-        )
+        if isinstance(op, GetOp):
+            # A node may report a missing key as found=false or as NOT_FOUND: both mean None.
+            answers = (ErrorCode.OK, ErrorCode.NOT_FOUND)
+            response = await self._call_partition(partition, deadline, send, answers,
+                                                  pick=Pick.for_read(op.consistency))  # fmt: skip
+            return wire.result_from_response(response)
+        response = await self._call_partition(partition, deadline, send, write=True)
+        return wire.result_from_response(response, concern=concern)
 
     async def _scan_partition(
         self,
@@ -787,12 +851,17 @@ class Client:
         limit: int,
         keys_only: bool,
         consistency: ReadConsistency,
+        min_revision: int,
+        max_staleness_ms: int,
         deadline: float,
-    ) -> list[KeyValue]:
-        """One partition's keys in range, following `more` page by page up to `limit`."""
+    ) -> tuple[list[KeyValue], ResponseHeader]:
+        """One partition's keys in range, following `more` page by page up to `limit`, and the
+        header of its last page."""
         router = await self._connected_router(deadline)
         found: list[KeyValue] = []
         page_start = start
+        if consistency is ReadConsistency.SESSION:
+            min_revision = max(min_revision, self._session.revision(partition))
         while True:
             request = pb.ScanRequest(
                 start=page_start,
@@ -801,20 +870,22 @@ class Client:
                 consistency=consistency.value,
                 keys_only=keys_only,
                 partition=partition,
+                min_revision=min_revision,
+                max_staleness_ms=max_staleness_ms,
             )
             self._fill_request_header(request.header, router)
 
             async def send(
                 address: str, timeout: float, request: pb.ScanRequest = request
             ) -> pb.ScanResponse:
-                request.header.timeout_ms = int(timeout * 1000)
+                request.header.timeout_ms = _node_budget_ms(timeout)
                 response: pb.ScanResponse = await self._kv_stub(address).Scan(request, timeout=timeout)
                 return response
 
-            response = await self._call_partition(partition, deadline, send)
+            response = await self._call_partition(partition, deadline, send, pick=Pick.for_read(consistency))
             found.extend(map(wire.kv_from_pb, response.kvs))
             if not response.more or not response.kvs or (limit and len(found) >= limit):
-                return found
+                return found, wire.header_from_pb(response.header)
             page_start = response.kvs[-1].key + b"\x00"  # the next key after the last one seen
 
     async def _call_partition(
@@ -824,13 +895,16 @@ class Client:
         send: Callable[[str, float], Awaitable[ResponseT]],
         answers: Sequence[ErrorCode] = (ErrorCode.OK,),
         *,
+        pick: Pick = Pick.LEADER,
         write: bool = False,
     ) -> ResponseT:
-        """Send to the partition's leader until a node answers, following hints, within `deadline`.
+        """Send to the partition's replica `pick` chooses (the leader: following hints) until a
+        node answers, within `deadline`.
 
         Returns the first response whose error code is in `answers`; raises the typed error of
-        any other final code, or, at the deadline, an error saying what each replica answered
-        (and for a `write`, whether it may have been applied).
+        any other final code (for a `write`, saying it was not applied, or that its outcome is
+        unknown), or, at the deadline, an error saying what each replica answered (and for a
+        `write`, whether it may have been applied).
         """
         loop = asyncio.get_running_loop()
         backoff = Backoff(self._rng)
@@ -843,7 +917,7 @@ class Client:
             if remaining <= 0:
                 replicas = router.replicas_of(partition)
                 raise attempts.deadline_error(partition, replicas, self.timeout, write=write)
-            node_id = router.choose(partition, failed_nodes)
+            node_id = router.choose(partition, failed_nodes, pick, self._rng)
             if node_id is None:
                 # Every replica failed once: take a fresh map, pause, then try them all again.
                 failed_nodes.clear()
@@ -897,12 +971,15 @@ class Client:
                 router.forget_leader(partition, node_id)
                 await backoff.pause(deadline)
             else:
-                raise exception_for(error.code, detail)
+                final = exception_for(error.code, detail)
+                if write:
+                    final.message = f"{final.message}; {write_outcome(final.may_be_applied)}"
+                    final.args = (final.message,)
+                raise final
 
     def _note_revision(self, response: _Response) -> None:
         header = response.header
-        if header.revision > self._seen_revisions.get(header.partition, 0):
-            self._seen_revisions[header.partition] = header.revision
+        self._session.note(header.partition, header.revision)
         self._note_epoch(header.epoch)
 
     def _note_epoch(self, epoch: int) -> None:
@@ -1095,3 +1172,16 @@ class Client:
             batcher = self._batchers[address] = NodeBatcher(address, self._kv_stub(address), self._max_batch)
             batcher.start()
         return batcher
+
+
+def _check_read_options(consistency: ReadConsistency, min_revision: int, max_staleness_ms: int) -> None:
+    if min_revision < 0:
+        raise InvalidArgumentError(f"min_revision must be >= 0, got {min_revision}")
+    if not 0 <= max_staleness_ms < 1 << 32:
+        raise InvalidArgumentError(f"max_staleness_ms must be between 0 and {(1 << 32) - 1}, got {max_staleness_ms}")
+    if max_staleness_ms and consistency is not ReadConsistency.STALE:
+        raise InvalidArgumentError(f"max_staleness_ms bounds STALE reads only, not {consistency.name} ones")
+
+
+def _node_budget_ms(attempt_s: float) -> int:
+    return max(1, int(attempt_s * 1000 * _NODE_SHARE))

@@ -62,8 +62,14 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class GetOp:
+    """A read of one key. `min_revision`: served only by a replica that applied at least this
+    revision (any level). `max_staleness_ms` (STALE only, 0 = any): served only by a replica
+    that can bound its staleness under it."""
+
     key: bytes
     consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+    min_revision: int = 0
+    max_staleness_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +91,14 @@ class DeleteOp:
 Op = GetOp | PutOp | DeleteOp
 
 
-def get(key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE) -> GetOp:
-    return GetOp(to_bytes(key, "key"), consistency)
+def get(
+    key: Data,
+    *,
+    consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+    min_revision: int = 0,
+    max_staleness_ms: int = 0,
+) -> GetOp:
+    return GetOp(to_bytes(key, "key"), consistency, min_revision, max_staleness_ms)
 
 
 def put(key: Data, value: Data, *, lease: int = 0, prev_kv: bool = False, fencing_token: int = 0) -> PutOp:

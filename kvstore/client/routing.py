@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-from kvstore.client.types import ClusterLayout
+import random
+from enum import Enum
+
+from kvstore.client.types import ClusterLayout, ReadConsistency
 from kvstore.ring import routing_key
 from kvstore.ring.hashing import key_partition, partition_bits
+
+
+class Pick(Enum):
+    """Which replica of a partition a request goes to first."""
+
+    LEADER = "leader"  # the known leader, else replicas in order: writes, LINEARIZABLE and LEASE reads
+    ANY = "any"  # a replica at random, the leader included: SESSION reads spread the load
+    FOLLOWER = "follower"  # a replica other than the known leader at random, the leader last: STALE reads
+
+    @classmethod
+    def for_read(cls, consistency: ReadConsistency) -> Pick:
+        if consistency is ReadConsistency.SESSION:
+            return cls.ANY
+        if consistency is ReadConsistency.STALE:
+            return cls.FOLLOWER
+        return cls.LEADER
 
 
 class Router:
@@ -57,12 +76,18 @@ class Router:
         if self._leaders.get(partition) == node_id:
             del self._leaders[partition]
 
-    def choose(self, partition: int, excluded: set[int]) -> int | None:
-        """The node to try next: the known leader, else the first replica not yet failed in this call."""
+    def choose(
+        self, partition: int, excluded: set[int], pick: Pick = Pick.LEADER, rng: random.Random | None = None
+    ) -> int | None:
+        """The node to try next, among those not `excluded` (failed in this call): by `pick`, the
+        known leader or else the first replica, or a replica drawn with `rng`. None: all failed."""
         leader = self._leaders.get(partition)
+        candidates = [node_id for node_id in self._replicas.get(partition, ())
+                      if node_id not in excluded and node_id in self._addresses]  # fmt: skip
+        if pick is not Pick.LEADER and rng is not None:
+            followers = [node_id for node_id in candidates if node_id != leader]
+            pool = followers if pick is Pick.FOLLOWER and followers else candidates
+            return rng.choice(pool) if pool else None
         if leader is not None and leader not in excluded and leader in self._addresses:
             return leader
-        for node_id in self._replicas.get(partition, ()):
-            if node_id not in excluded and node_id in self._addresses:
-                return node_id
-        return None
+        return candidates[0] if candidates else None

@@ -30,6 +30,7 @@ from kvstore.client.types import (
     RateLimit,
     ReadConsistency,
     Role,
+    ScanResult,
     TxnResult,
     User,
     WatchEvent,
@@ -79,6 +80,7 @@ class SyncClient:
         max_batch: int = 256,
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        session_token: str = "",
         tls: TlsConfig | None = None,
         user: str | None = None,
         password: str | None = None,
@@ -90,6 +92,7 @@ class SyncClient:
             max_batch=max_batch,
             max_key_bytes=max_key_bytes,
             max_value_bytes=max_value_bytes,
+            session_token=session_token,
             tls=tls,
             user=user,
             password=password,
@@ -103,6 +106,10 @@ class SyncClient:
     def client_id(self) -> str:
         """The id the nodes know this client by (its writes are deduplicated under it)."""
         return self._client.client_id
+
+    def session_token(self) -> str:
+        """This client's session as text, for another client or process (`Client.session_token`)."""
+        return self._client.session_token()
 
     def connect(self) -> None:
         """Start the background loop and connect; on failure the loop is stopped again."""
@@ -157,16 +164,32 @@ class SyncClient:
             raise
 
     def get(
-        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+        self,
+        key: Data,
+        *,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> KeyValue | None:
-        """The key's current entry, or None when it does not exist (`Client.get`)."""
-        return self._run(self._client.get(key, consistency=consistency))
+        """The key's entry, or None when it does not exist (`Client.get`)."""
+        return self.get_result(
+            key, consistency=consistency, min_revision=min_revision, max_staleness_ms=max_staleness_ms
+        ).kv
 
     def get_result(
-        self, key: Data, *, consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+        self,
+        key: Data,
+        *,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> GetResult:
         """Like `get`, with the response header (`Client.get_result`)."""
-        return self._run(self._client.get_result(key, consistency=consistency))
+        return self._run(
+            self._client.get_result(
+                key, consistency=consistency, min_revision=min_revision, max_staleness_ms=max_staleness_ms
+            )
+        )
 
     def put(
         self,
@@ -212,13 +235,36 @@ class SyncClient:
         limit: int = 0,
         keys_only: bool = False,
         consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
     ) -> list[KeyValue]:
         """Keys in ``[start, end)`` or under `prefix`, across partitions, in key order (`Client.scan`)."""
+        return list(
+            self.scan_result(
+                prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=consistency,
+                min_revision=min_revision, max_staleness_ms=max_staleness_ms,
+            ).kvs
+        )  # fmt: skip
+
+    def scan_result(
+        self,
+        *,
+        prefix: Data | None = None,
+        start: Data | None = None,
+        end: Data | None = None,
+        limit: int = 0,
+        keys_only: bool = False,
+        consistency: ReadConsistency = ReadConsistency.LINEARIZABLE,
+        min_revision: int = 0,
+        max_staleness_ms: int = 0,
+    ) -> ScanResult:
+        """Like `scan`, with each partition's response header (`Client.scan_result`)."""
         return self._run(
-            self._client.scan(
-                prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=consistency
+            self._client.scan_result(
+                prefix=prefix, start=start, end=end, limit=limit, keys_only=keys_only, consistency=consistency,
+                min_revision=min_revision, max_staleness_ms=max_staleness_ms,
             )
-        )
+        )  # fmt: skip
 
     def txn(
         self,

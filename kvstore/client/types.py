@@ -10,7 +10,7 @@ from kvstore._pb import kvstore_pb2 as pb
 
 # Values come from the generated module so the two can never drift apart.
 class ReadConsistency(IntEnum):
-    """How fresh a read must be (the `ReadConsistency` of the API, docs/architecture.md)."""
+    """How fresh a read must be (the `ReadConsistency` of the API, docs/consistency.md)."""
 
     LINEARIZABLE = pb.LINEARIZABLE
     LEASE = pb.LEASE
@@ -19,7 +19,12 @@ class ReadConsistency(IntEnum):
 
 
 class WriteConcern(IntEnum):
-    """When a write is acknowledged (the `WriteConcern` of the API, docs/architecture.md)."""
+    """When a write is acknowledged (the `WriteConcern` of the API, docs/consistency.md).
+
+    MAJORITY: once a quorum has it and the leader applied it. ALL: once every replica applied
+    it. LEADER: once the leader alone has it on disk, before replication: an acknowledged write
+    CAN BE LOST if that leader fails; no transactions or prev_kv (their answer needs the apply).
+    """
 
     MAJORITY = pb.MAJORITY
     ALL = pb.ALL
@@ -38,7 +43,10 @@ class KeyValue:
 
 @dataclass(frozen=True, slots=True)
 class ResponseHeader:
-    """Where and how a request was served."""
+    """Where and how a request was served: `revision` is a write's revision or the revision the
+    replica had applied when it read; `served` the level that answered a read (a LEASE read that
+    fell back to a quorum round says LINEARIZABLE); `staleness_ms`, for a STALE read, how long
+    before the answer the state it came from may have stopped being current."""
 
     partition: int
     revision: int
@@ -67,8 +75,14 @@ class PutResult:
 @dataclass(frozen=True, slots=True)
 class DeleteResult:
     header: ResponseHeader
-    deleted: bool
+    deleted: bool | None  # None: not known yet (write concern LEADER answers before the apply)
     prev_kv: KeyValue | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    kvs: tuple[KeyValue, ...]
+    headers: tuple[ResponseHeader, ...]  # one per partition scanned (its last page), by partition
 
 
 OpResult = GetResult | PutResult | DeleteResult

@@ -66,8 +66,10 @@ def header_from_pb(header: pb.ResponseHeader) -> ResponseHeader:
     )
 
 
-def op_to_pb(op: Op, concern: WriteConcern, min_revision: int) -> pb.RequestOp:
-    """The operation as a `RequestOp` whose header is left for the caller to fill in.
+def op_to_pb(op: Op, concern: WriteConcern, session_revision: int) -> pb.RequestOp:
+    """The operation as a `RequestOp` whose header is left for the caller to fill in. A SESSION
+    read's floor is the larger of its own `min_revision` and the session's revision of its
+    partition (`session_revision`).
 
     Fields are set one by one on the message they belong to: building nested messages and
     passing them to constructors copies each of them, which costs several times more.
@@ -77,8 +79,10 @@ def op_to_pb(op: Op, concern: WriteConcern, min_revision: int) -> pb.RequestOp:
         get = request.get
         get.key = op.key
         get.consistency = op.consistency.value
-        if op.consistency is ReadConsistency.SESSION:
-            get.min_revision = min_revision
+        get.min_revision = (
+            max(op.min_revision, session_revision) if op.consistency is ReadConsistency.SESSION else op.min_revision
+        )
+        get.max_staleness_ms = op.max_staleness_ms
     elif isinstance(op, PutOp):
         put = request.put
         put.key = op.key
@@ -114,9 +118,12 @@ def txn_response(response: pb.ResponseOp) -> pb.TxnResponse:
     return response.txn
 
 
-def result_from_response(inner: OpResponse, header: ResponseHeader | None = None) -> OpResult:
+def result_from_response(
+    inner: OpResponse, header: ResponseHeader | None = None, concern: WriteConcern = WriteConcern.MAJORITY
+) -> OpResult:
     """The result of one key operation; `header`: the transaction's, for an operation inside
-    one (those carry no header of their own)."""
+    one (those carry no header of their own). A delete acknowledged at `concern` LEADER was not
+    applied yet, so whether it deleted anything is unknown (None)."""
     if header is None:
         header = header_from_pb(inner.header)
     if isinstance(inner, pb.GetResponse):
@@ -124,7 +131,9 @@ def result_from_response(inner: OpResponse, header: ResponseHeader | None = None
     if isinstance(inner, pb.PutResponse):
         return PutResult(header, kv_from_pb(inner.prev_kv) if inner.had_prev else None)
     return DeleteResult(
-        header, inner.deleted, kv_from_pb(inner.prev_kv) if inner.HasField("prev_kv") else None
+        header,
+        None if concern is WriteConcern.LEADER else inner.deleted,
+        kv_from_pb(inner.prev_kv) if inner.HasField("prev_kv") else None,
     )
 
 

@@ -21,8 +21,12 @@ from typing import IO, Protocol
 
 from kvstore.jepsen.cluster import Cluster
 
-# How much faster (or slower) than real time a skewed node's clocks run.
-CLOCK_RATES: tuple[float, ...] = (0.5, 1.5, 2.0)
+# How fast the clock nemesis runs one node's clocks: far slower than the x0.8 the lease allows for
+# (a lease is election_tick - lease_drift_ticks = 8 of the 10 ticks followers wait), so that the
+# node, leading, counts its lease five times as long as the others count their election timeout.
+SLOW_CLOCK_RATE = 0.2
+_LEADERSHIP_WAIT_S = 10.0  # the slowed node takes over partitions from the others' leader balancing
+_POLL_S = 0.2
 # How long the client-pause nemesis waits for a worker to hold the lock, and how often it looks.
 _HOLDER_WAIT_S = 5.0
 _HOLDER_POLL_S = 0.005
@@ -132,6 +136,10 @@ class Fault:
 class Nemesis(Protocol):
     kind: NemesisKind
 
+    async def prepare(self, rng: random.Random) -> None:
+        """Set the stage once, before the load starts (most nemeses need nothing)."""
+        ...
+
     async def inject(self, rng: random.Random) -> Fault: ...
 
 
@@ -163,6 +171,9 @@ class KillNemesis:
         self._cluster = cluster
         self._partitions = partitions
 
+    async def prepare(self, rng: random.Random) -> None:
+        return None
+
     async def inject(self, rng: random.Random) -> Fault:
         what, nodes = await _targets(self._cluster, rng, self._partitions, ("one", "leader", "majority"))
         for node_id in nodes:
@@ -184,6 +195,9 @@ class PauseNemesis:
     def __init__(self, cluster: Cluster, partitions: Sequence[int]) -> None:
         self._cluster = cluster
         self._partitions = partitions
+
+    async def prepare(self, rng: random.Random) -> None:
+        return None
 
     async def inject(self, rng: random.Random) -> Fault:
         what, nodes = await _targets(self._cluster, rng, self._partitions, ("one", "leader", "majority"))
@@ -222,6 +236,9 @@ class PartitionNemesis:
     def __init__(self, cluster: Cluster, partitions: Sequence[int]) -> None:
         self._cluster = cluster
         self._partitions = partitions
+
+    async def prepare(self, rng: random.Random) -> None:
+        return None
 
     async def inject(self, rng: random.Random) -> Fault:
         nodes = list(self._cluster.node_ids)
@@ -262,29 +279,57 @@ class PartitionNemesis:
 
 
 class ClockNemesis:
-    """Restart a minority of nodes with their clocks running fast or slow (libfaketime); heal
-    restarts them on the real clock."""
+    """Clock-rate skew beyond the lease's drift margin, and the fault that makes it matter.
+
+    Before the load starts, one node is restarted with its clocks (monotonic included, through
+    libfaketime) at x`SLOW_CLOCK_RATE`, and keeps that clock for the rest of the run. Each fault
+    waits until the slow node leads a partition of the workload (leader balancing hands it some)
+    and cuts it off from the other nodes. A leader's lease only assumes clocks drift by less than
+    the lease's margin: the slow leader still counts its lease while the others, on real time,
+    have waited out their election timeout and elected a new leader, so its LEASE reads return
+    values the new leader has overwritten. Heal reconnects it. (A clock's offset does not matter:
+    nodes only measure durations, on the monotonic clock.)
+    """
 
     kind = NemesisKind.CLOCK
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, partitions: Sequence[int]) -> None:
         self._cluster = cluster
+        self._partitions = partitions
+        self._slow: int | None = None
+
+    async def prepare(self, rng: random.Random) -> None:
+        cluster = self._cluster
+        self._slow = rng.choice(list(cluster.node_ids))
+        await asyncio.to_thread(cluster.stop, self._slow)
+        cluster.start(self._slow, clock_rate=SLOW_CLOCK_RATE)
+        await self._wait_to_lead(self._slow)
 
     async def inject(self, rng: random.Random) -> Fault:
-        nodes = list(self._cluster.node_ids)
-        chosen = sorted(rng.sample(nodes, rng.randint(1, (len(nodes) - 1) // 2)))
-        rate = rng.choice(CLOCK_RATES)
-        await self._restart(chosen, rate)
+        cluster = self._cluster
+        if self._slow is None:
+            raise RuntimeError("the clock nemesis was not prepared")
+        slow = self._slow
+        led = await self._wait_to_lead(slow)
+        others = [node for node in cluster.node_ids if node != slow]
+        await asyncio.to_thread(cluster.network.cut, [(slow, other) for other in others])
+        leading = f"while it leads partition {led}" if led is not None else "(it leads no partition of the workload)"
+        description = f"node {slow}, its clock at x{SLOW_CLOCK_RATE:g}, cut off {leading}"
 
         async def heal() -> None:
-            await self._restart(chosen, None)
+            await asyncio.to_thread(cluster.network.heal)
 
-        return Fault(self.kind, f"clocks of nodes {chosen} at x{rate:g}", tuple(chosen), heal)
+        return Fault(self.kind, description, (slow,), heal)
 
-    async def _restart(self, nodes: Sequence[int], rate: float | None) -> None:
-        for node_id in nodes:
-            await asyncio.to_thread(self._cluster.stop, node_id)
-            self._cluster.start(node_id, clock_rate=rate)
+    async def _wait_to_lead(self, node_id: int) -> int | None:
+        """A partition of the workload `node_id` leads, waiting for one a while; None if none."""
+        deadline = asyncio.get_running_loop().time() + _LEADERSHIP_WAIT_S
+        while True:
+            leaders = await self._cluster.leaders()
+            led = [partition for partition in self._partitions if leaders.get(partition) == node_id]
+            if led or asyncio.get_running_loop().time() >= deadline:
+                return led[0] if led else None
+            await asyncio.sleep(_POLL_S)
 
 
 class Members(Protocol):
@@ -321,6 +366,9 @@ class MembershipNemesis:
         self._cluster = cluster
         self._settle_timeout_s = settle_timeout_s
         self._changes = 0
+
+    async def prepare(self, rng: random.Random) -> None:
+        return None
 
     async def inject(self, rng: random.Random) -> Fault:
         change = self.CHANGES[self._changes % len(self.CHANGES)]
@@ -371,6 +419,9 @@ class ClientPauseNemesis:
         self._workers = workers
         self._min_pause_s = min_pause_s
 
+    async def prepare(self, rng: random.Random) -> None:
+        return None
+
     async def inject(self, rng: random.Random) -> Fault:
         loop = asyncio.get_running_loop()
         waited_until = loop.time() + _HOLDER_WAIT_S
@@ -414,7 +465,7 @@ def build_nemeses(
         elif kind is NemesisKind.PARTITION:
             built.append(PartitionNemesis(cluster, partitions))
         elif kind is NemesisKind.CLOCK:
-            built.append(ClockNemesis(cluster))
+            built.append(ClockNemesis(cluster, partitions))
         elif kind is NemesisKind.MEMBERSHIP:
             built.append(MembershipNemesis(cluster, settle_timeout_s))
         elif workers is None:
@@ -449,6 +500,11 @@ class NemesisSchedule:
         self._rng = rng
         self._log = log
         self._intervals = intervals
+
+    async def prepare(self) -> None:
+        """Let every nemesis set the stage, before the load starts."""
+        for nemesis in self._nemeses:
+            await nemesis.prepare(self._rng)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self._nemeses:

@@ -251,7 +251,8 @@ def write_report(result: RunResult, events: Sequence[Event], nemesis_events: Seq
     (out / "results.json").write_text(json.dumps(results_document(result), indent=2) + "\n", encoding="utf-8")
     title = (
         f"{result.config.workload} / {','.join(result.config.nemeses) or 'no faults'} / "
-        f"{result.config.read_consistency.name.lower()} reads: {result.status.name.lower()}"
+        f"{result.config.read_consistency.name.lower()} reads, {result.config.write_concern.name.lower()} writes: "
+        f"{result.status.name.lower()}"
     )
     workers = result.config.concurrency if result.config.workload == LockWorkload.name else 0
     sections = critical_sections(pair_operations(events), workers) if workers else []

@@ -26,7 +26,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import IO
 
-from kvstore.client import Client, KvError, ReadConsistency
+from kvstore.client import Client, KvError, ReadConsistency, WriteConcern
 from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.cluster import Cluster, ClusterError, ClusterSpec, running_cluster
 from kvstore.jepsen.history import Event, EventType, Value, event_to_json, write_jsonl
@@ -79,6 +79,9 @@ class RunConfig:
     out_dir: Path
     concurrency: int = 5
     read_consistency: ReadConsistency = ReadConsistency.LINEARIZABLE
+    write_concern: WriteConcern = WriteConcern.MAJORITY
+    max_staleness_ms: int = 0  # STALE reads ask for at most this (0: any bound)
+    readers: int = 0  # of the `concurrency` clients, this many only read (register workload)
     seed: int = 0
     nodes: int = 3
     keys: int = 4
@@ -133,7 +136,7 @@ class HistoryRecorder:
 
     def invoke(self, process: int, invocation: Invocation) -> None:
         self.append(Event(process, EventType.INVOKE, invocation.f, invocation.key, invocation.value,
-                          self.clock.now_ns()))  # fmt: skip
+                          self.clock.now_ns(), max_staleness_ms=invocation.max_staleness_ms))  # fmt: skip
 
     def complete(self, process: int, invocation: Invocation, completion: Completion) -> None:
         # A write's completion echoes what was written; a read's carries what it read.
@@ -212,7 +215,7 @@ class _TaskLoad:
                     client = await connect_client(endpoints, self._config.op_timeout_s, deadline, self._cluster.client)
                     if client is None:
                         return
-                invocation = self._workload.next_invocation(rng)
+                invocation = self._workload.next_invocation(rng, index)
                 completion = await apply_recorded(self._recorder, self._workload, client, process, invocation)
                 if completion.type is EventType.INFO:
                     await client.close()
@@ -271,22 +274,33 @@ async def _execute(
     progress.update(0, detail=f"{config.nodes} nodes in network namespaces, {config.partitions} partitions")
     async with namespaced_cluster(spec, config.out_dir / "nodes", config.ready_timeout_s) as cluster:
         await _setup_workload(workload, cluster, config.ready_timeout_s)
+        targets = workload.target_partitions(config.partitions)
+        nemesis_rng = random.Random(f"{config.seed}/nemesis")
         stop = asyncio.Event()
-        progress.phase("run", total=config.time_s, unit="s")
-        started = time.monotonic()
-        deadline = started + config.time_s
         workers: WorkerProcesses | None = None
         if isinstance(workload, LockWorkload):
+            # The workers' configs carry the deadline and the client-pause nemesis needs the
+            # workers, so here the nemeses are prepared once the load's time runs.
+            progress.phase("run", total=config.time_s, unit="s")
+            started = time.monotonic()
+            deadline = started + config.time_s
             configs = workload.worker_configs(cluster.endpoints, config.seed, recorder.clock.origin_ns,
                                               round(deadline * 1e9), config.op_timeout_s)  # fmt: skip
             workers = WorkerProcesses(configs, recorder, config.out_dir / "workers")
             # A worker's last section may wait for the lock, then read, write, release and revoke.
             load = workers.run(grace_s=5 * config.op_timeout_s + CLIENT_PAUSE_S)
+            nemeses = build_nemeses(config.nemeses, cluster, targets, workers, CLIENT_PAUSE_S, config.ready_timeout_s)
+            schedule = NemesisSchedule(nemeses, nemesis_rng, nemesis_log, config.intervals)
+            await schedule.prepare()
         else:
+            # Prepared before the load's time starts: the clock nemesis restarts a node first.
+            nemeses = build_nemeses(config.nemeses, cluster, targets, settle_timeout_s=config.ready_timeout_s)
+            schedule = NemesisSchedule(nemeses, nemesis_rng, nemesis_log, config.intervals)
+            await schedule.prepare()
+            progress.phase("run", total=config.time_s, unit="s")
+            started = time.monotonic()
+            deadline = started + config.time_s
             load = _TaskLoad(config, workload, cluster, recorder).run(deadline)
-        nemeses = build_nemeses(config.nemeses, cluster, workload.target_partitions(config.partitions),
-                                workers, CLIENT_PAUSE_S, config.ready_timeout_s)  # fmt: skip
-        schedule = NemesisSchedule(nemeses, random.Random(f"{config.seed}/nemesis"), nemesis_log, config.intervals)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(schedule.run(stop), name="nemesis")
             tasks.create_task(_report_load(progress, recorder, nemesis_log, started, config.time_s, stop),
@@ -420,9 +434,14 @@ def build_workload(config: RunConfig) -> GeneratedWorkload | LockWorkload:
         raise ValueError("--secure with the membership nemesis: a node added during the run would need a "
                          "certificate of its own, which the harness does not make")
     if config.workload == RegisterWorkload.name:
-        return RegisterWorkload(config.keys, config.read_consistency)
+        return RegisterWorkload(config.keys, config.partitions, config.read_consistency, config.write_concern,
+                                config.max_staleness_ms, config.readers)  # fmt: skip
+    if config.readers:
+        raise ValueError(f"only the register workload has read-only clients, not {config.workload}")
+    if config.write_concern is not WriteConcern.MAJORITY and config.workload in (CounterWorkload.name, LockWorkload.name):
+        raise ValueError(f"the {config.workload} workload writes with transactions at write concern majority only")
     if config.workload == SetWorkload.name:
-        return SetWorkload(config.read_consistency)
+        return SetWorkload(config.read_consistency, config.write_concern)
     if config.workload == CounterWorkload.name:
         return CounterWorkload(config.read_consistency)
     if lock:

@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, cast
 
-from kvstore.client import Client, KvError, ReadConsistency, ops
+from kvstore.client import Client, KvError, ReadConsistency, WriteConcern, ops
 from kvstore.errors import ERRORS
 from kvstore.jepsen import checker
 from kvstore.jepsen.checker import Validity
+from kvstore.jepsen.durability import LOST_WRITES, check_lost_writes
 from kvstore.jepsen.guarantees import SESSION, STALENESS, check_guarantee, count_anomalies
 from kvstore.jepsen.history import Event, EventType, Operation, Value, pair_operations, render_key
 from kvstore.jepsen.models import CasRegisterModel, Model, SetModel
@@ -52,6 +53,7 @@ class Invocation:
     f: str
     key: str | None
     value: Value
+    max_staleness_ms: int | None = None  # a STALE read's bound, as the client asks it
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,9 @@ class Workload(Protocol):
 class GeneratedWorkload(Workload, Protocol):
     """A workload whose clients are tasks of the harness, each applying one invocation after another."""
 
-    def next_invocation(self, rng: random.Random) -> Invocation: ...
+    def next_invocation(self, rng: random.Random, worker: int) -> Invocation:
+        """The next operation of client `worker` (0, 1, ... in the order the run started them)."""
+        ...
 
 
 def write_outcome_of(error: KvError) -> Completion:
@@ -115,11 +119,14 @@ async def _read_int(client: Client, key: str, consistency: ReadConsistency) -> i
     return None if kv is None else int(kv.value)
 
 
-async def read_register(client: Client, key: str, consistency: ReadConsistency) -> Completion:
+async def read_register(
+    client: Client, key: str, consistency: ReadConsistency, max_staleness_ms: int = 0
+) -> Completion:
     """A read of a register of small integers: its value (None: absent) and the revision of the
-    version read (0: absent), with the staleness bound the server reported for a STALE read."""
+    version read (0: absent), with the staleness bound the server reported for a STALE read (which
+    asks for at most `max_staleness_ms`, 0: any bound)."""
     try:
-        read = await client.get_result(key, consistency=consistency)
+        read = await client.get_result(key, consistency=consistency, max_staleness_ms=max_staleness_ms)
     except KvError as error:
         return Completion(EventType.FAIL, error=describe_error(error))
     return Completion(
@@ -236,13 +243,38 @@ class RegisterWorkload:
     """Reads, writes and compare-and-sets of small integers over a few keys; each key must be a
     linearizable cas-register. Every ok operation records its revision, so the session guarantees
     are checked too, and reads at STALE consistency record the staleness the server reported, so
-    their bound is checked."""
+    their bound is checked.
+
+    Reads are at `read_consistency` (STALE ones ask for at most `max_staleness_ms`, 0: any bound),
+    writes at `write_concern`; a cas is a transaction, which LEADER cannot acknowledge, so with
+    LEADER writes the cas goes at MAJORITY. The first `readers` clients only read: a client
+    that never writes is never redirected by a failed write, so it keeps reading from the node
+    it believes leads, as a read-mostly application does (a lease outliving its leadership
+    shows there). The checkers run where their guarantee is promised:
+    linearizability always (at the weaker read levels a violation is what shows they are weaker),
+    the session guarantees unless reads are STALE (they promise none), the staleness bound for
+    STALE reads, and lost acknowledged writes always (`kvstore.jepsen.durability`: revisions are
+    log indexes of the keys' partitions, of which there are `partition_count`).
+    """
 
     name: ClassVar[str] = "register"
 
-    def __init__(self, key_count: int, read_consistency: ReadConsistency) -> None:
+    def __init__(
+        self,
+        key_count: int,
+        partition_count: int,
+        read_consistency: ReadConsistency,
+        write_concern: WriteConcern = WriteConcern.MAJORITY,
+        max_staleness_ms: int = 0,
+        readers: int = 0,
+    ) -> None:
         self._keys = [f"{KEY_PREFIX}/register/{index}" for index in range(key_count)]
+        self._partition_count = partition_count
+        self._readers = readers
         self._consistency = read_consistency
+        self._concern = write_concern
+        self._cas_concern = WriteConcern.MAJORITY if write_concern is WriteConcern.LEADER else write_concern
+        self._max_staleness_ms = max_staleness_ms if read_consistency is ReadConsistency.STALE else 0
 
     def target_partitions(self, partition_count: int) -> list[int]:
         return partitions_of(self._keys, partition_count)
@@ -250,11 +282,11 @@ class RegisterWorkload:
     async def setup(self, client: Client) -> None:
         return None  # every key starts absent, which the model reads as null
 
-    def next_invocation(self, rng: random.Random) -> Invocation:
+    def next_invocation(self, rng: random.Random, worker: int) -> Invocation:
         key = rng.choice(self._keys)
-        f = rng.choices(("read", "write", "cas"), weights=(2, 1, 1))[0]
+        f = "read" if worker < self._readers else rng.choices(("read", "write", "cas"), weights=(2, 1, 1))[0]
         if f == "read":
-            return Invocation(f, key, None)
+            return Invocation(f, key, None, self._max_staleness_ms or None)
         if f == "write":
             return Invocation(f, key, rng.randrange(5))
         return Invocation(f, key, (rng.randrange(5), rng.randrange(5)))
@@ -263,13 +295,14 @@ class RegisterWorkload:
         key = invocation.key
         assert key is not None
         if invocation.f == "read":
-            return await read_register(client, key, self._consistency)
+            return await read_register(client, key, self._consistency, self._max_staleness_ms)
         try:
             if invocation.f == "write":
-                written = await client.put(key, str(invocation.value))
+                written = await client.put(key, str(invocation.value), concern=self._concern)
                 return Completion(EventType.OK, invocation.value, revision=written.header.revision)
             expected, new = cast(tuple[Value, Value], invocation.value)
-            result = await client.txn([ops.value(key) == str(expected)], [ops.put(key, str(new))])
+            result = await client.txn([ops.value(key) == str(expected)], [ops.put(key, str(new))],
+                                      concern=self._cas_concern)  # fmt: skip
         except KvError as error:
             return write_outcome_of(error)
         if result.succeeded:
@@ -287,13 +320,33 @@ class RegisterWorkload:
         faults: Sequence[FaultInterval] = (),  # these checkers do not depend on when faults struck
     ) -> list[CheckOutcome]:
         operations = pair_operations(events)
-        outcomes = [
-            linearizability_outcome("linearizable", operations, CasRegisterModel(), check_timeout_s, progress),
-            _guarantee_outcome(SESSION, operations, check_timeout_s, progress),
-        ]
-        if self._consistency is ReadConsistency.STALE:
-            outcomes.append(_guarantee_outcome(STALENESS, operations, check_timeout_s, progress))
+        outcomes = [linearizability_outcome("linearizable", operations, CasRegisterModel(), check_timeout_s, progress)]
+        for guarantee in register_guarantees(self._consistency):
+            outcomes.append(_guarantee_outcome(guarantee, operations, check_timeout_s, progress))
+        progress.phase(f"check {LOST_WRITES}")
+        outcomes.append(_lost_writes_outcome(operations, self._partition_count))
         return outcomes
+
+
+def _lost_writes_outcome(operations: Sequence[Operation], partition_count: int) -> CheckOutcome:
+    result = check_lost_writes(operations, lambda key: partition_for_key(str(key).encode(), partition_count))
+    details: dict[str, Any] = {"writes_checked": result.writes_checked, "lost": len(result.lost)}
+    if result.validity is Validity.UNKNOWN:
+        return CheckOutcome(LOST_WRITES, Validity.UNKNOWN, result.reason, details)
+    if result.validity is Validity.VALID:
+        return CheckOutcome(LOST_WRITES, Validity.VALID, f"no acknowledged write lost of {result.writes_checked}",
+                            details)  # fmt: skip
+    details["first_lost"] = [
+        {"explanation": lost.explanation, "history_lines": [lost.lost.invoke_line, lost.evidence.invoke_line]}
+        for lost in result.lost[:_ANOMALIES_KEPT]
+    ]
+    summary = f"{len(result.lost)} acknowledged writes lost; first: {result.lost[0].explanation}"
+    return CheckOutcome(LOST_WRITES, Validity.INVALID, summary, details)
+
+
+def register_guarantees(consistency: ReadConsistency) -> tuple[str, ...]:
+    """The guarantees beyond linearizability that reads at `consistency` promise, hence checked."""
+    return (STALENESS,) if consistency is ReadConsistency.STALE else (SESSION,)
 
 
 class SetWorkload:
@@ -303,9 +356,10 @@ class SetWorkload:
 
     name: ClassVar[str] = "set"
 
-    def __init__(self, read_consistency: ReadConsistency) -> None:
+    def __init__(self, read_consistency: ReadConsistency, write_concern: WriteConcern = WriteConcern.MAJORITY) -> None:
         self._prefix = f"{KEY_PREFIX}/set/"
         self._consistency = read_consistency
+        self._concern = write_concern
         self._elements = itertools.count()
 
     def target_partitions(self, partition_count: int) -> list[int]:
@@ -317,7 +371,7 @@ class SetWorkload:
     async def setup(self, client: Client) -> None:
         return None
 
-    def next_invocation(self, rng: random.Random) -> Invocation:
+    def next_invocation(self, rng: random.Random, worker: int) -> Invocation:
         return Invocation("add", None, next(self._elements))
 
     async def apply(self, client: Client, invocation: Invocation) -> Completion:
@@ -330,7 +384,7 @@ class SetWorkload:
         element = invocation.value
         assert isinstance(element, int)
         try:
-            await client.put(self._element_key(element), "1")
+            await client.put(self._element_key(element), "1", concern=self._concern)
         except KvError as error:
             return write_outcome_of(error)
         return Completion(EventType.OK, element)
@@ -404,7 +458,7 @@ class CounterWorkload:
     async def setup(self, client: Client) -> None:
         await client.put(self._key, "0")
 
-    def next_invocation(self, rng: random.Random) -> Invocation:
+    def next_invocation(self, rng: random.Random, worker: int) -> Invocation:
         if rng.random() < 0.3:
             return Invocation("read", self._key, None)
         return Invocation("add", self._key, 1)

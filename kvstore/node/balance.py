@@ -30,12 +30,16 @@ class GroupView:
     transferring: bool = False
 
 
-def plan_leader_transfers(me: int, groups: Iterable[GroupView], limit: int) -> list[tuple[int, int]]:
+def plan_leader_transfers(
+    me: int, groups: Iterable[GroupView], limit: int, unreachable: frozenset[int] = frozenset()
+) -> list[tuple[int, int]]:
     """Up to `limit` (partition, new leader) moves that bring this node toward its fair share.
 
     The fair share is ceil(partitions hosted / replicas per partition). Nothing is planned while
     a partition has no known leader (an election is on: wait for it), and a move only goes to a
-    replica that would still lead fewer partitions than this node afterwards.
+    replica that would still lead fewer partitions than this node afterwards, and never to one
+    in `unreachable` (not heard from lately): a transfer to it could not finish, and the
+    partition refuses writes while a transfer is pending.
     """
     views = list(groups)
     if not views or any(view.leader == NONE for view in views):
@@ -52,7 +56,7 @@ def plan_leader_transfers(me: int, groups: Iterable[GroupView], limit: int) -> l
             break
         if view.leader != me or view.transferring:
             continue
-        followers = sorted(view.voters - {me}, key=lambda node: (counts[node], node))
+        followers = sorted(view.voters - {me} - unreachable, key=lambda node: (counts[node], node))
         if not followers or counts[followers[0]] + 1 >= counts[me]:
             continue
         target = followers[0]

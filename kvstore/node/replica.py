@@ -11,8 +11,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from kvstore._pb import kvstore_pb2 as pb
 from kvstore.errors import KvError, LeaseNotFoundError, NotLeaderError
 from kvstore.node.lessor import Lessor
+from kvstore.node.reads import ReadTiming, ReplicaReads
+from kvstore.node.writes import WriteAcks
 from kvstore.raft import (
     ConfChange,
     Config,
@@ -26,7 +29,8 @@ from kvstore.raft import (
     SnapshotMeta,
     Tombstone,
 )
-from kvstore.statemachine import PartitionStateMachine, WriteResponse
+from kvstore.rpc.backend import WriteOutcome
+from kvstore.statemachine import PartitionStateMachine
 from kvstore.storage import DurableLogStorage, Engine, WriteBatch
 
 R = TypeVar("R")
@@ -68,6 +72,7 @@ def not_leader(partition: int, leader: int) -> NotLeaderError:
 class Waiter(Generic[R]):
     term: int
     future: asyncio.Future[R]
+    concern: int = pb.MAJORITY
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +100,10 @@ class Replica(Generic[M, R]):
     log: DurableLogStorage
     sm: M
     raw: RawNode
+    reads: ReplicaReads[Any]  # reads waiting here, and the replica's freshness (`kvstore.node.reads`)
     tombstone: Tombstone | None = None  # of an earlier replica of this group on this node
     proposals: dict[int, Waiter[R]] = field(default_factory=dict)  # log index -> waiter
-    # Reads waiting for a ReadIndex round or a revision; each future resolves to `sm` (which
-    # the RPC layer reads through its own protocol, `kvstore.rpc.Reader`).
-    reads: dict[int, asyncio.Future[Any]] = field(default_factory=dict)  # request id -> waiter
-    ready_reads: list[tuple[int, int]] = field(default_factory=list)  # (read index, request id)
-    session_waiters: list[tuple[int, asyncio.Future[Any]]] = field(default_factory=list)
+    acks: WriteAcks = field(default_factory=WriteAcks)  # LEADER and ALL writes held back
     compact_pending: bool = False
 
     def step(self, message: Message) -> bool:
@@ -127,34 +129,14 @@ class Replica(Generic[M, R]):
             if not waiter.future.done():
                 waiter.future.set_exception(error)
         self.proposals.clear()
-        for future in self.reads.values():
-            if not future.done():
-                future.set_exception(error)
-        self.reads.clear()
-        self.ready_reads.clear()
+        self.acks.fail(error)
+        self.reads.fail_indexed(error)
 
-    def serve_reads(self) -> None:
-        """Hand the state machine to the reads it now may serve."""
-        applied = self.sm.applied_index
-        if self.ready_reads:
-            remaining = []
-            for index, request_id in self.ready_reads:
-                if index <= applied:
-                    future = self.reads.pop(request_id, None)
-                    if future is not None and not future.done():
-                        future.set_result(self.sm)
-                else:
-                    remaining.append((index, request_id))
-            self.ready_reads = remaining
-        if self.session_waiters:
-            waiting = []
-            for revision, future in self.session_waiters:
-                if revision <= applied:
-                    if not future.done():
-                        future.set_result(self.sm)
-                elif not future.done():
-                    waiting.append((revision, future))
-            self.session_waiters = waiting
+    def lease_index(self) -> int | None:
+        """The commit index while this node leads under a valid lease: a state that applied it
+        is current (a STALE read from it has staleness 0); None otherwise."""
+        raw = self.raw
+        return raw.committed if raw.lease_valid else None
 
 
 REPLAY_PAGE_BYTES = 1 << 20
@@ -199,7 +181,7 @@ def open_group(engine: Engine, group: int, sm: GroupMachine[object], config: Con
 
 
 @dataclass(slots=True)
-class PartitionReplica(Replica[PartitionStateMachine, WriteResponse]):
+class PartitionReplica(Replica[PartitionStateMachine, WriteOutcome]):
     """A partition's replica, with its lessor."""
 
     lessor: Lessor[KeepAlive] = field(kw_only=True)
@@ -212,13 +194,13 @@ class PartitionReplica(Replica[PartitionStateMachine, WriteResponse]):
     lessor_due: float = 0.0
 
     @classmethod
-    def open(cls, engine: Engine, partition: int, config: Config, rng: random.Random, lessor: Lessor[KeepAlive],
-             log_cache_bytes: int, start: SnapshotMeta | None = None,
+    def open(cls, engine: Engine, partition: int, config: Config, rng: random.Random, timing: ReadTiming,
+             lessor: Lessor[KeepAlive], log_cache_bytes: int, start: SnapshotMeta | None = None,
              tombstone: Tombstone | None = None) -> PartitionReplica:
-        """The replica of `partition` on `engine` (see `open_group`)."""
+        """The replica of `partition` on `engine` (see `open_group`); its reads wait by `timing`."""
         sm = PartitionStateMachine(engine, partition)
         log, raw = open_group(engine, partition, sm, config, rng, start, tombstone, log_cache_bytes)
-        return cls(partition, log, sm, raw, tombstone, lessor=lessor)
+        return cls(partition, log, sm, raw, ReplicaReads(config.id, partition, sm, timing), tombstone, lessor=lessor)
 
     def promote_lessor(self) -> None:
         """Start keeping lease deadlines: every entry of earlier terms is applied."""

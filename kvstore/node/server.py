@@ -77,6 +77,7 @@ from kvstore.node.identity import (
 )
 from kvstore.node.lessor import Lessor, LessorConfig, LessorWork, MonotonicClock
 from kvstore.node.metrics import NodeMetrics, timed
+from kvstore.node.reads import LeaseTrust, ReadTiming, ReplicaReads
 from kvstore.node.reconcile import (
     Action,
     CreateReplica,
@@ -113,8 +114,16 @@ from kvstore.raft import (
     Tombstone,
 )
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
-from kvstore.rpc.backend import Limits, MetaReader, PartitionStatus, PeerCaller, Reader
-from kvstore.statemachine import LeaseCheckpointed, LeaseGranted, LeaseRemoved, WriteResponse, lease_partition
+from kvstore.rpc.backend import (
+    Limits,
+    MetaReader,
+    PartitionStatus,
+    PeerCaller,
+    Reader,
+    ServedRead,
+    WriteOutcome,
+)
+from kvstore.statemachine import LeaseCheckpointed, LeaseGranted, LeaseRemoved, lease_partition
 from kvstore.statemachine.cluster_state import ClusterState, CommandResult, MemberState
 from kvstore.statemachine.control import Alarm, AlarmType, ControlState
 from kvstore.statemachine.meta import META_GROUP, MetaStateMachine
@@ -187,9 +196,14 @@ class Node:
         self._pending_ticks = 0
         self._ticks_since_balance = 0
         self._inbound: list[tuple[int, Message]] = []
-        self._proposals: list[tuple[Replica[Any, Any], bytes, asyncio.Future[Any]]] = []
-        self._read_requests: list[tuple[Replica[Any, Any], int, bool, asyncio.Future[Any]]] = []
+        self._lease_trust = LeaseTrust(config.tick_ms / 1000, config.tick_ms * config.election_ticks / 1000)
+        # (replica, command, write concern, future): proposals for the loop
+        self._proposals: list[tuple[Replica[Any, Any], bytes, int, asyncio.Future[Any]]] = []
+        # (replica, request id, lease asked, min revision, future): ReadIndex reads for the loop
+        self._read_requests: list[tuple[Replica[Any, Any], int, bool, int, asyncio.Future[Any]]] = []
+        self._urgent_probes: set[int] = set()  # partitions whose STALE reads wait for a bound
         self._unreachable: set[int] = set()
+        self._heard_from: dict[int, float] = {}  # peer -> when a frame of it last arrived (monotonic)
         self._carry_over: list[Replica[Any, Any]] = []
         self._snapshot_reports: list[tuple[int, int, bool]] = []
         self._request_ids = itertools.count(1)
@@ -267,6 +281,12 @@ class Node:
         # Followers learn commits from the next append or heartbeat: half the messages per write.
         self._raft_config = Config(self.node_id, election_tick=config.election_ticks,
                                    heartbeat_tick=config.heartbeat_ticks, skip_bcast_commit=True)
+        tick_s = config.tick_ms / 1000
+        self._read_timing = ReadTiming(
+            wait_s=tick_s * config.election_ticks,
+            probe_interval_s=tick_s * config.heartbeat_ticks,
+            clock_factor=config.election_ticks / (config.election_ticks - self._raft_config.lease_drift_ticks),
+        )
         self._tombstones = {parse_group_key(key): decode_tombstone(raw)
                             for key, raw in engine.iterate(TOMBSTONE_TAG, prefix_end(TOMBSTONE_TAG))}
         stored = set(stored_groups(engine))
@@ -278,7 +298,8 @@ class Node:
         meta_sm = MetaStateMachine(engine, META_GROUP, initial)
         meta_log, meta_raw = open_group(engine, META_GROUP, meta_sm, self._raft_config, self._rng, start, None,
                                         self._log_cache_share(meta_sm.state))
-        self.meta = Replica(META_GROUP, meta_log, meta_sm, meta_raw)
+        self.meta = Replica(META_GROUP, meta_log, meta_sm, meta_raw,
+                            ReplicaReads(self.node_id, META_GROUP, meta_sm, self._read_timing))
         self._groups[META_GROUP] = self.meta
         self._members = frozenset(self._member_addresses())
         for group in sorted(stored - {META_GROUP}):
@@ -292,8 +313,9 @@ class Node:
     def _open_partition(self, partition: int, start: SnapshotMeta | None = None) -> PartitionReplica:
         assert self.engine is not None
         replica = PartitionReplica.open(
-            self.engine, partition, self._raft_config, self._rng, Lessor(self.clock, self.lessor_config),
-            self._log_cache_share(self.meta.sm.state), start, self._tombstones.get(partition))
+            self.engine, partition, self._raft_config, self._rng, self._read_timing,
+            Lessor(self.clock, self.lessor_config), self._log_cache_share(self.meta.sm.state), start,
+            self._tombstones.get(partition))
         self.replicas[partition] = self._groups[partition] = replica
         # The watch history holds what is applied from now on (docs/watch.md); a replica that
         # applied nothing but its bootstrap has all of its history (a new one gets a snapshot:
@@ -364,7 +386,7 @@ class Node:
         meta = self.meta
         if meta.raw.role is Role.LEADER:
             future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-            self._proposals.append((meta, command.SerializeToString(), future))
+            self._proposals.append((meta, command.SerializeToString(), pb.MAJORITY, future))
             self._wake.set()
             return future
         leader = meta.raw.leader
@@ -399,7 +421,7 @@ class Node:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(self._fresh_state_read)
         self._fresh_read = (self._ticks, future)
-        self._read_requests.append((self.meta, next(self._request_ids), True, future))
+        self._read_requests.append((self.meta, next(self._request_ids), True, 0, future))
 
     def _fresh_state_read(self, future: asyncio.Future[Any]) -> None:
         failed = future.cancelled() or future.exception() is not None
@@ -540,6 +562,8 @@ class Node:
 
     def deliver(self, items: list[tuple[int, Message]]) -> None:
         """Messages from the transport; stepped by the Ready loop."""
+        if items:
+            self._heard_from[items[0][1].src] = time.monotonic()  # a frame comes from one peer
         self._inbound.extend(items)
         self._wake.set()
 
@@ -566,44 +590,52 @@ class Node:
     # `propose` and `read` queue a request and return its future at once: the RPC layer hands
     # over a whole batch, then waits once.
 
-    def propose(self, partition: int, command: bytes) -> asyncio.Future[WriteResponse]:
+    def propose(self, partition: int, command: bytes, concern: int) -> asyncio.Future[WriteOutcome]:
         """Queue `command` (a serialized `LogCommand`) for the partition's Raft group; the
-        future resolves to the applier's response once the entry is committed and applied on
-        this node."""
+        future resolves when the write `concern` says (`kvstore.node.writes`): MAJORITY once
+        the entry is committed and applied on this node, ALL once every replica applied it,
+        LEADER once it is durable in this node's log."""
         if len(command) > self.config.max_request_bytes:
             # Peers refuse frames much past this size: such an entry could never be replicated.
             raise InvalidArgumentError(f"the request is {len(command)} bytes once encoded; the limit is "
                                        f"{self.config.max_request_bytes}")
         replica = self.replica(partition)
         replica.require_leader()
-        future: asyncio.Future[WriteResponse] = asyncio.get_running_loop().create_future()
-        self._proposals.append((replica, command, future))
+        future: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
+        self._proposals.append((replica, command, concern, future))
         self._wake.set()
         return future
 
-    def read(self, partition: int, consistency: int, min_revision: int) -> asyncio.Future[Reader]:
-        """The future resolves to the partition's state machine once a read at `consistency`
-        may be served from this replica: STALE at once; SESSION once it applied `min_revision`
-        (read-your-writes); LINEARIZABLE on the leader after a ReadIndex round, LEASE on the
-        leader from its lease when it holds (else as LINEARIZABLE)."""
-        return self._read(self.replica(partition), consistency, min_revision)
+    def read(self, partition: int, consistency: pb.ReadConsistency, min_revision: int,
+             max_staleness_ms: int) -> asyncio.Future[ServedRead[Reader]]:  # fmt: skip
+        """The future resolves to this replica's state once a read at `consistency` may be
+        served from it (`kvstore.node.reads`): SESSION and STALE here, LINEARIZABLE on the
+        leader after a ReadIndex round, LEASE on the leader from its lease when it holds."""
+        return self._read(self.replica(partition), consistency, min_revision, max_staleness_ms)
 
-    def read_meta(self, consistency: int, min_revision: int) -> asyncio.Future[MetaReader]:
+    def read_meta(self, consistency: pb.ReadConsistency, min_revision: int) -> asyncio.Future[MetaReader]:
         """The meta group's state machine, once a read at `consistency` may be served from this
         node's replica of it (as `read`)."""
-        return self._read(self.meta, consistency, min_revision)
-
-    def _read(self, replica: Replica[Any, Any], consistency: int, min_revision: int) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if consistency == pb.STALE or (consistency == pb.SESSION and replica.sm.applied_index >= min_revision):
-            future.set_result(replica.sm)
-        elif consistency == pb.SESSION:
-            replica.session_waiters.append((min_revision, future))
-        else:
-            replica.require_leader()
-            self._read_requests.append((replica, next(self._request_ids), consistency == pb.LEASE, future))
-            self._wake.set()
+        served = self._read(self.meta, consistency, min_revision, 0)
+        future: asyncio.Future[MetaReader] = asyncio.get_running_loop().create_future()
+        served.add_done_callback(functools.partial(_settle_with_reader, future))
         return future
+
+    def _read(self, replica: Replica[Any, Any], consistency: pb.ReadConsistency, min_revision: int,
+              max_staleness_ms: int) -> asyncio.Future[ServedRead[Any]]:  # fmt: skip
+        if consistency in (pb.SESSION, pb.STALE):
+            now = time.monotonic()
+            future = replica.reads.follower_read(consistency, min_revision, max_staleness_ms, now,
+                                                 self._lease_index(replica, now))  # fmt: skip
+            if replica.reads.wants_urgent_probe():
+                self._urgent_probes.add(replica.partition)
+                self._wake.set()
+            return future
+        replica.require_leader()
+        read: asyncio.Future[ServedRead[Any]] = asyncio.get_running_loop().create_future()
+        self._read_requests.append((replica, next(self._request_ids), consistency == pb.LEASE, min_revision, read))
+        self._wake.set()
+        return read
 
     # Leases and locks (docs/locks.md).
 
@@ -734,6 +766,8 @@ class Node:
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            now = time.monotonic()
+            self._lease_trust.tick_due(now, now - next_at)
             self._pending_ticks += 1
             self._wake.set()
 
@@ -764,6 +798,9 @@ class Node:
         readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]
         if readies:
             await self._handle_readies(readies)
+        for replica in touched:  # responses and applies may complete ALL writes
+            if replica.acks.holding_for_all:
+                replica.acks.applied_by_all(replica.raw.applied_by_all())
         # Applying may leave work behind (conf changes, more committed entries than one batch).
         if any(r.raw.has_ready() for r, _ in readies):
             self._carry_over = [r for r, _ in readies]
@@ -777,11 +814,16 @@ class Node:
         ticks = min(self._pending_ticks, MAX_TICKS_PER_CYCLE)
         self._pending_ticks = 0
         replicas = self._groups
+        now = time.monotonic()
         if ticks:
             touched = dict(replicas)
+            self._lease_trust.fed(now)
             for replica in replicas.values():
                 for _ in range(ticks):
                     replica.raw.tick()
+                replica.reads.serve(now, self._lease_index(replica, now))  # refuses reads past their wait
+                if replica.reads.freshness.wants_probe(now):
+                    self._probe(replica, now)
             self._ticks += ticks
             self._ticks_since_balance += ticks
             if self._ticks_since_balance >= BALANCE_EVERY_TICKS:
@@ -818,17 +860,24 @@ class Node:
                 touched[replica.partition] = replica
         if self._read_requests:
             requests, self._read_requests = self._read_requests, []
-            for replica, request_id, lease, future in requests:
+            lease_trusted = self._lease_trust.trusted(now)
+            for replica, request_id, lease, min_revision, future in requests:
                 if future.done():
                     continue
                 try:
-                    replica.raw.read_index(request_id, lease)
+                    replica.raw.read_index(request_id, lease and lease_trusted)
                 except RaftNotLeaderError:
                     future.set_exception(not_leader(replica.partition, replica.leader))
                     continue
-                replica.reads[request_id] = future
+                replica.reads.indexed_read(request_id, future, min_revision, lease)
                 touched[replica.partition] = replica
-        now = self.clock.now()
+        if self._urgent_probes:
+            for partition in self._urgent_probes:
+                probed = self.replicas.get(partition)
+                if probed is not None and probed.reads.freshness.wants_probe(now, urgent=True):
+                    self._probe(probed, now)
+                    touched[partition] = probed
+            self._urgent_probes.clear()
         for replica in self.replicas.values():
             raw = replica.raw
             if replica.lessor.primary and (raw.role is not Role.LEADER or raw.term != replica.lessor_term):
@@ -837,6 +886,21 @@ class Node:
                 if self._drive_lessor(replica):
                     touched[replica.partition] = replica
         return list(touched.values())
+
+    def _lease_index(self, replica: Replica[Any, Any], now: float) -> int | None:
+        """The replica's commit index if it leads under a lease this node may trust now."""
+        return replica.lease_index() if self._lease_trust.trusted(now) else None
+
+    def _probe(self, replica: Replica[Any, Any], now: float) -> None:
+        """Send a freshness probe (`kvstore.node.reads.Freshness`): a ReadIndex request to the
+        leader, answered by its lease on the leader itself while it may trust it. No leader
+        known: no probe."""
+        request_id = next(self._request_ids)
+        try:
+            replica.raw.read_index(request_id, lease=self._lease_trust.trusted(now))
+        except RaftNotLeaderError:
+            return
+        replica.reads.freshness.probe_sent(request_id, now)
 
     def _drive_lessor(self, replica: PartitionReplica) -> bool:
         """Do what the replica's lessor asks now; whether Raft was given anything."""
@@ -887,12 +951,14 @@ class Node:
         except RaftNotLeaderError:
             replica.lessor.confirmation_failed(round_number)
             return False
-        future: asyncio.Future[Reader] = asyncio.get_running_loop().create_future()
-        replica.reads[request_id] = future
+        future: asyncio.Future[ServedRead[Reader]] = asyncio.get_running_loop().create_future()
+        replica.reads.indexed_read(request_id, future, 0, False)
         future.add_done_callback(functools.partial(self._leadership_confirmed, replica, round_number))
         return True
 
-    def _leadership_confirmed(self, replica: PartitionReplica, round_number: int, future: asyncio.Future[Reader]) -> None:
+    def _leadership_confirmed(
+        self, replica: PartitionReplica, round_number: int, future: asyncio.Future[ServedRead[Reader]]
+    ) -> None:
         if future.cancelled() or future.exception() is not None:
             replica.lessor.confirmation_failed(round_number)
         else:
@@ -906,24 +972,30 @@ class Node:
             raw = replica.raw
             views.append(GroupView(partition, raw.leader, raw.conf_state().voters, raw.transferring_leadership))
         state = self.meta.sm.state
+        # Not to a member on its way out (its partitions are moving away) or in (still catching up),
+        # nor to one cut off: a connection cut by a partition stays "connected" until keepalive
+        # notices (seconds), so silence for an election timeout says sooner that a transfer
+        # there could not finish.
         leaving = {m.id for m in state.members if m.state is not MemberState.ACTIVE} if state is not None else set()
-        for partition, to in plan_leader_transfers(self.node_id, views, MAX_TRANSFERS_PER_ROUND):
-            # Not to a member on its way out (its partitions are moving away) or in (still catching up).
-            if self.transport.connected(to) and to not in leaving:
-                log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
-                self.replicas[partition].raw.transfer_leader(to)
+        quiet_since = time.monotonic() - self.config.tick_ms * self.config.election_ticks / 1000
+        voters = frozenset(voter for view in views for voter in view.voters) - {self.node_id}
+        unreachable = frozenset(peer for peer in voters if (
+            peer in leaving or not self.transport.connected(peer) or self._heard_from.get(peer, -1.0) < quiet_since))  # fmt: skip
+        for partition, to in plan_leader_transfers(self.node_id, views, MAX_TRANSFERS_PER_ROUND, unreachable):
+            log.info("handing the leadership of partition %d to node %d to balance leaders", partition, to)
+            self.replicas[partition].raw.transfer_leader(to)
 
     def _propose_queued(self) -> list[Replica[Any, Any]]:
-        by_replica: dict[int, list[tuple[bytes, asyncio.Future[Any]]]] = {}
-        for replica, data, future in self._proposals:
+        by_replica: dict[int, list[tuple[bytes, int, asyncio.Future[Any]]]] = {}
+        for replica, data, concern, future in self._proposals:
             if not future.done() and replica.partition in self._groups:
-                by_replica.setdefault(replica.partition, []).append((data, future))
+                by_replica.setdefault(replica.partition, []).append((data, concern, future))
         self._proposals = []
         for partition, items in by_replica.items():
             replica = self._groups[partition]
             raw = replica.raw
             try:
-                last = raw.propose([data for data, _ in items])
+                last = raw.propose([data for data, _, _ in items])
             except (RaftNotLeaderError, ProposalDroppedError) as e:
                 self.metrics.proposals_failed += len(items)
                 error = (
@@ -931,14 +1003,17 @@ class Node:
                     if isinstance(e, RaftNotLeaderError)
                     else UnavailableError(str(e))
                 )
-                for _, future in items:
+                for _, _, future in items:
                     future.set_exception(error)
                 continue
             self.metrics.proposals += len(items)
             term = raw.term
             first = last - len(items) + 1
-            for offset, (_, future) in enumerate(items):
-                replica.proposals[first + offset] = Waiter(term, future)
+            for index, (_, concern, future) in enumerate(items, first):
+                if concern == pb.LEADER:
+                    replica.acks.when_durable(index, future)
+                else:
+                    replica.proposals[index] = Waiter(term, future, concern)
         return [self._groups[partition] for partition in by_replica]
 
     async def _handle_readies(self, readies: list[tuple[Replica[Any, Any], Ready]]) -> None:
@@ -972,6 +1047,9 @@ class Node:
                 metrics.fsync_seconds.observe(await asyncio.shield(loop.run_in_executor(self._disk, timed, write)))
             else:
                 engine.write(batch, sync=False)
+            for replica, rd in readies:
+                if rd.entries:
+                    replica.acks.persisted(rd.entries[-1].index)  # LEADER writes: durable here
         metrics.ready_groups.observe(len(readies))
         if entries:
             metrics.ready_entries.observe(entries)
@@ -1004,6 +1082,7 @@ class Node:
         if state is not None and state is not before:
             self._on_state_applied(before, state)
         # 4. reads, role changes, advance
+        now = time.monotonic()
         for replica, rd in readies:
             if rd.soft_state is not None:
                 self._note_leader(replica, rd.soft_state)
@@ -1013,8 +1092,8 @@ class Node:
                     if isinstance(replica, PartitionReplica) and replica.lessor.primary:
                         replica.demote_lessor(error)
             if rd.read_states:
-                replica.ready_reads.extend((rs.index, rs.request_id) for rs in rd.read_states)
-            replica.serve_reads()
+                replica.reads.released(rd.read_states, now)
+            replica.reads.serve(now, self._lease_index(replica, now))
             replica.raw.advance(rd)
             if replica.sm.applied_index - replica.log.first_index() > self.config.snapshot_entries:
                 replica.compact_pending = True
@@ -1057,7 +1136,10 @@ class Node:
             if waiter is None or waiter.future.done():
                 continue
             if waiter.term == entry.term and response is not None:
-                completions.append((waiter.future, response))
+                if waiter.concern == pb.ALL:
+                    replica.acks.hold_for_all(entry.index, waiter.future, response)
+                else:
+                    completions.append((waiter.future, response))
             else:
                 # A newer leader's entry took the index of ours: ours was never applied.
                 waiter.future.set_exception(not_leader(replica.partition, replica.leader))
@@ -1095,3 +1177,15 @@ class Node:
         replica.log.set_snapshot_meta(batch, replica.sm.applied)
         keep = min(COMPACT_KEEP_ENTRIES, self.config.snapshot_entries // 2)
         replica.log.compact(batch, max(replica.log.first_index(), applied - keep))
+
+
+def _settle_with_reader(target: asyncio.Future[Any], served: asyncio.Future[ServedRead[Any]]) -> None:
+    """Settle `target` with the state `served` resolved to, or with its failure."""
+    if target.done():
+        return
+    if served.cancelled():
+        target.cancel()
+    elif (error := served.exception()) is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(served.result().reader)

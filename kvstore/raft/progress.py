@@ -60,6 +60,7 @@ class Progress:
         "inflights",
         "is_learner",
         "acked_round",
+        "applied",
     )
 
     def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:
@@ -75,6 +76,8 @@ class Progress:
         self.is_learner = is_learner
         # Highest heartbeat round the follower acknowledged (ReadIndex and leader lease).
         self.acked_round = 0
+        # Highest applied index the follower reported (write concern ALL).
+        self.applied = 0
 
     def _reset_state(self, state: ProgressState) -> None:
         self.state = state

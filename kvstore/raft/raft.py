@@ -401,11 +401,11 @@ class Raft:
     def _handle_append(self, m: Message) -> None:
         log = self.log
         if m.index < log.committed:
-            self._send(Message(MessageType.APPEND_RESP, m.src, self.id, self.term, index=log.committed))
+            self._send(Message(MessageType.APPEND_RESP, m.src, self.id, self.term, index=log.committed, applied=log.applied))
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new >= 0:
-            self._send(Message(MessageType.APPEND_RESP, m.src, self.id, self.term, index=last_new))
+            self._send(Message(MessageType.APPEND_RESP, m.src, self.id, self.term, index=last_new, applied=log.applied))
             return
         hint_index = min(m.index, log.last_index())
         hint_index, hint_term = log.find_conflict_by_term(hint_index, m.log_term)
@@ -419,12 +419,13 @@ class Raft:
                 index=m.index,
                 reject=True,
                 reject_hint=hint_index,
+                applied=log.applied,
             )
         )
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(m.commit)
-        self._send(Message(MessageType.HEARTBEAT_RESP, m.src, self.id, self.term, context=m.context))
+        self._send(Message(MessageType.HEARTBEAT_RESP, m.src, self.id, self.term, context=m.context, applied=self.log.applied))
 
     def _handle_snapshot(self, m: Message) -> None:
         assert m.snapshot is not None
@@ -432,7 +433,7 @@ class Raft:
             index = self.log.last_index()
         else:
             index = self.log.committed
-        self._send(Message(MessageType.APPEND_RESP, m.src, self.id, self.term, index=index))
+        self._send(Message(MessageType.APPEND_RESP, m.src, self.id, self.term, index=index, applied=self.log.applied))
 
     def _restore(self, snapshot: Snapshot) -> bool:
         meta = snapshot.meta
@@ -461,6 +462,8 @@ class Raft:
         if pr is None:
             return
         pr.recent_active = True
+        if m.applied > pr.applied:
+            pr.applied = m.applied
         if t is MessageType.APPEND_RESP:
             self._handle_append_resp(m, pr)
         elif t is MessageType.HEARTBEAT_RESP:
@@ -618,9 +621,13 @@ class Raft:
         return self.log.term_or_zero(self.log.committed) == self.term
 
     def _queue_read(self, read: _PendingRead, lease: bool) -> None:
-        if self._committed_in_current_term() and (lease and self.lease_valid() or self._quorum() == 1):
-            self._release_read(read, self.log.committed)
-            return
+        if self._committed_in_current_term():
+            if self._quorum() == 1:
+                self._release_read(read, self.log.committed)  # this node alone is the quorum
+                return
+            if lease and self.lease_valid():
+                self._release_read(read, self.log.committed, by_lease=True)
+                return
         self._reads_waiting.append(read)
         if not self._reads_in_flight:
             self._maybe_start_waiting_reads()
@@ -665,9 +672,9 @@ class Raft:
         if not in_flight:
             self._maybe_start_waiting_reads()
 
-    def _release_read(self, read: _PendingRead, index: int) -> None:
+    def _release_read(self, read: _PendingRead, index: int, by_lease: bool = False) -> None:
         if read.origin == self.id:
-            self.read_states.append(ReadState(index, read.request_id))
+            self.read_states.append(ReadState(index, read.request_id, by_lease))
         else:
             self._send(
                 Message(

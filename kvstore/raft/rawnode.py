@@ -40,6 +40,7 @@ class PeerStatus:
     next: int
     state: ProgressState
     is_learner: bool
+    applied: int  # as the peer last reported it (0 for the leader itself: see Status.applied)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,25 @@ class RawNode:
         return self.raft.log.committed
 
     @property
+    def lease_valid(self) -> bool:
+        """Whether this node leads and its leader lease holds: no other leader can have been
+        elected, so its committed index is current (under the lease's clock-drift assumption)."""
+        return self.raft.lease_valid()
+
+    def applied_by_all(self) -> int:
+        """On a leader: the highest index every replica (voters and learners, this node included)
+        has reported applied, from the `applied` of their append and heartbeat responses; 0 on
+        any other node. Followers report what they applied before the message they answer."""
+        raft = self.raft
+        if raft.role is not Role.LEADER:
+            return 0
+        applied = raft.log.applied
+        for node_id, pr in raft.prs.items():
+            if node_id != raft.id and pr.applied < applied:
+                applied = pr.applied
+        return applied
+
+    @property
     def transferring_leadership(self) -> bool:
         """Whether this leader is handing its leadership over (proposals are refused meanwhile)."""
         return self.raft.lead_transferee != NONE
@@ -217,7 +237,7 @@ class RawNode:
             last_index=raft.log.last_index(),
             conf_state=raft.conf_state(),
             progress={
-                node_id: PeerStatus(pr.match, pr.next, pr.state, pr.is_learner)
+                node_id: PeerStatus(pr.match, pr.next, pr.state, pr.is_learner, pr.applied)
                 for node_id, pr in raft.prs.items()
             }
             if raft.role is Role.LEADER

@@ -164,6 +164,8 @@ class Message:
     `context` carries the heartbeat round (leadership confirmation for ReadIndex and the
     leader lease), or a read request's id for READ_INDEX / READ_INDEX_RESP.
     `transfer` marks votes of a leadership transfer, which voters grant even inside a lease.
+    `applied` on APPEND_RESP and HEARTBEAT_RESP is the sender's applied index, so the leader knows
+    when every replica has applied an entry (writes with write concern ALL).
     """
 
     type: MessageType
@@ -179,6 +181,7 @@ class Message:
     snapshot: Snapshot | None = None
     context: int = 0
     transfer: bool = False
+    applied: int = 0
 
     def __init__(
         self,
@@ -195,6 +198,7 @@ class Message:
         snapshot: Snapshot | None = None,
         context: int = 0,
         transfer: bool = False,
+        applied: int = 0,
     ) -> None:
         object.__setattr__(self, "type", type)
         object.__setattr__(self, "to", to)
@@ -209,14 +213,21 @@ class Message:
         object.__setattr__(self, "snapshot", snapshot)
         object.__setattr__(self, "context", context)
         object.__setattr__(self, "transfer", transfer)
+        object.__setattr__(self, "applied", applied)
 
 
 @dataclass(frozen=True, slots=True)
 class ReadState:
-    """A read request may be served once the caller has applied up to `index`."""
+    """A read request may be served once the caller has applied up to `index`.
+
+    `lease` tells which path released it: True when the leader's lease vouched for its leadership
+    (no quorum round, so it rests on the lease's clock-drift assumption), False after a quorum
+    confirmed it in a heartbeat round (ReadIndex), including a lease read that fell back to one.
+    """
 
     index: int
     request_id: int
+    lease: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import TypeVar
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb.internal_pb2 import LogCommand
 from kvstore.errors import InvalidArgumentError, KvTimeoutError
-from kvstore.rpc.backend import Backend
+from kvstore.rpc.backend import Backend, LeaderDurable
 from kvstore.rpc.errors import to_error
 from kvstore.statemachine import COMMAND_FIELDS, WriteRequest, WriteResponse, check_command
 
@@ -23,13 +23,21 @@ def timeout_of(backend: Backend, header: pb.RequestHeader) -> float:
 
 
 def fill_header(
-    backend: Backend, header: pb.ResponseHeader, partition: int, revision: int, served: pb.ReadConsistency
+    backend: Backend,
+    header: pb.ResponseHeader,
+    partition: int,
+    revision: int,
+    served: pb.ReadConsistency,
+    staleness_ms: int = 0,
 ) -> None:
+    """`served` is the path that answered a read (`ServedRead`), LINEARIZABLE for a write;
+    `staleness_ms` the bound a STALE read guarantees."""
     header.partition = partition
     header.revision = revision
     header.served = served
     header.node_id = backend.node_id
     header.epoch = backend.epoch
+    header.staleness_ms = staleness_ms
 
 
 def error_of(backend: Backend, error: BaseException) -> pb.Error:
@@ -61,8 +69,9 @@ async def propose(backend: Backend, partition: int, request: WriteRequest) -> Wr
     command = LogCommand()
     getattr(command, COMMAND_FIELDS[type(request)][0]).CopyFrom(request)
     what = f"{type(request).__name__} in partition {partition}"
-    proposal = backend.propose(partition, command.SerializeToString())
+    proposal = backend.propose(partition, command.SerializeToString(), pb.MAJORITY)
     response = await wait(proposal, timeout_of(backend, request.header), what)
+    assert not isinstance(response, LeaderDurable)  # a MAJORITY write is answered once applied
     if response.error.code:
         response.error.epoch = backend.epoch
     fill_header(backend, response.header, partition, response.header.revision, pb.LINEARIZABLE)

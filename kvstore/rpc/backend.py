@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import meta_pb2, peer_pb2
@@ -60,6 +60,32 @@ class Reader(Protocol):
     def get(self, key: bytes) -> pb.KeyValue | None: ...
 
     def scan(self, start: bytes, end: bytes | None, limit: int) -> tuple[list[pb.KeyValue], bool]: ...
+
+
+S_co = TypeVar("S_co", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRead(Generic[S_co]):
+    """A replica's answer to a read: the state to read from (a partition's `Reader`; the meta
+    group's state machine for the node's own reads of it), the level that actually served it
+    (`ReadConsistency`: a LEASE read that fell back to a ReadIndex round says LINEARIZABLE) and,
+    for STALE reads, the bound on how stale that state may be (`kvstore.node.reads.Freshness`)."""
+
+    reader: S_co
+    served: pb.ReadConsistency
+    staleness_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderDurable:
+    """The acknowledgement of a write with concern LEADER: durable in the leader's log at
+    `index` (its revision, if it commits), not replicated or applied yet (`kvstore.node.writes`)."""
+
+    index: int
+
+
+WriteOutcome = WriteResponse | LeaderDurable
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,14 +163,18 @@ class Backend(Protocol):
         """The address of a member ("" when unknown)."""
         ...
 
-    def propose(self, partition: int, command: bytes) -> asyncio.Future[WriteResponse]:
+    def propose(self, partition: int, command: bytes, concern: int) -> asyncio.Future[WriteOutcome]:
         """Replicate `command` (a serialized `LogCommand`) through the partition's Raft group;
-        the future resolves to the applier's response once this node applied it."""
+        the future resolves, by write `concern`, to the applier's response once this node
+        applied it (MAJORITY) and every replica did (ALL), or to `LeaderDurable` once the entry
+        is durable in this leader's log (LEADER)."""
         ...
 
-    def read(self, partition: int, consistency: int, min_revision: int) -> asyncio.Future[Reader]:
+    def read(self, partition: int, consistency: pb.ReadConsistency, min_revision: int,
+             max_staleness_ms: int) -> asyncio.Future[ServedRead[Reader]]:  # fmt: skip
         """The future resolves to the partition's replica once a read at `consistency` (a
-        `ReadConsistency`) may be served from it; `min_revision` is a SESSION read's floor."""
+        `ReadConsistency`) may be served from it, and it applied `min_revision`; a STALE read
+        also needs a staleness bound of at most `max_staleness_ms` (0: any bound)."""
         ...
 
     @property
@@ -158,7 +188,7 @@ class Backend(Protocol):
         """The index of the meta group's last entry applied here (the control revision)."""
         ...
 
-    def read_meta(self, consistency: int, min_revision: int) -> asyncio.Future[MetaReader]:
+    def read_meta(self, consistency: pb.ReadConsistency, min_revision: int) -> asyncio.Future[MetaReader]:
         """The meta group's state machine once a read at `consistency` may be served from it, as
         `read`."""
         ...
@@ -258,7 +288,7 @@ class MemoryBackend:
     joining: bool = False  # as a node that joined and has no meta state yet: no users, no alarms known
     leaders: dict[int, int] = field(default_factory=dict)
     delivered: list[tuple[int, Message]] = field(default_factory=list)
-    held: list[tuple[int, bytes, asyncio.Future[WriteResponse]]] = field(default_factory=list)
+    held: list[tuple[int, bytes, int, asyncio.Future[WriteOutcome]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._engine = MemoryEngine()
@@ -268,7 +298,7 @@ class MemoryBackend:
         self.meta.bootstrap(batch, SnapshotMeta(1, 1, ConfState(frozenset(self.members))))
         self._engine.write(batch, sync=False)
         self._machines = {p: PartitionStateMachine(self._engine, p) for p in range(self.partitions)}
-        self._session_reads: list[tuple[int, int, asyncio.Future[Reader]]] = []
+        self._session_reads: list[tuple[int, int, pb.ReadConsistency, asyncio.Future[ServedRead[Reader]]]] = []
         self._applied = asyncio.Event()
         self.hub = ChangeHub()
         for partition in self._machines:
@@ -315,31 +345,36 @@ class MemoryBackend:
         if leader != self.node_id:
             raise NotLeaderError(f"node {self.node_id} does not lead partition {partition}", leader_hint=leader)
 
-    def propose(self, partition: int, command: bytes) -> asyncio.Future[WriteResponse]:
+    def propose(self, partition: int, command: bytes, concern: int) -> asyncio.Future[WriteOutcome]:
         self._machine(partition)
         self._require_leader(partition)
-        future: asyncio.Future[WriteResponse] = asyncio.get_running_loop().create_future()
-        self.held.append((partition, command, future))
+        future: asyncio.Future[WriteOutcome] = asyncio.get_running_loop().create_future()
+        self.held.append((partition, command, concern, future))
         if not self.hold_proposals:
             self.apply_held()
         return future
 
     def apply_held(self) -> None:
-        """Apply every held proposal whose caller still waits, in order, and answer it."""
+        """Apply every held proposal whose caller still waits, in order, and answer it (a
+        LEADER write with `LeaderDurable`: the one node is the whole cluster)."""
         held, self.held = self.held, []
-        for partition, command, future in held:
+        for partition, command, concern, future in held:
             if future.done():
                 continue
+            index = self._machines[partition].applied_index + 1
             response = self._apply(partition, command)
-            if response is not None:
+            if concern == pb.LEADER:
+                future.set_result(LeaderDurable(index))
+            elif response is not None:
                 future.set_result(response)
         waiting = []
-        for partition, revision, read in self._session_reads:
-            if self._machines[partition].applied_index >= revision:
+        for partition, revision, consistency, read in self._session_reads:
+            machine = self._machines[partition]
+            if machine.applied_index >= revision:
                 if not read.done():
-                    read.set_result(self._machines[partition])
+                    read.set_result(ServedRead(machine, consistency))
             else:
-                waiting.append((partition, revision, read))
+                waiting.append((partition, revision, consistency, read))
         self._session_reads = waiting
 
     def _apply(self, partition: int, command: bytes) -> WriteResponse | None:
@@ -395,19 +430,22 @@ class MemoryBackend:
     def fail_held(self, error: KvError) -> None:
         """Fail every held proposal with `error`, as a node that lost its leadership does."""
         held, self.held = self.held, []
-        for _, _, future in held:
+        for _, _, _, future in held:
             if not future.done():
                 future.set_exception(error)
 
-    def read(self, partition: int, consistency: int, min_revision: int) -> asyncio.Future[Reader]:
+    def read(self, partition: int, consistency: pb.ReadConsistency, min_revision: int,
+             max_staleness_ms: int) -> asyncio.Future[ServedRead[Reader]]:  # fmt: skip
+        """Served here at once (staleness 0: this node is the whole cluster), once the
+        partition applied `min_revision`."""
         machine = self._machine(partition)
         if consistency not in _FOLLOWER_READS:
             self._require_leader(partition)
-        future: asyncio.Future[Reader] = asyncio.get_running_loop().create_future()
-        if consistency == pb.SESSION and machine.applied_index < min_revision:
-            self._session_reads.append((partition, min_revision, future))
+        future: asyncio.Future[ServedRead[Reader]] = asyncio.get_running_loop().create_future()
+        if machine.applied_index < min_revision:
+            self._session_reads.append((partition, min_revision, consistency, future))
         else:
-            future.set_result(machine)
+            future.set_result(ServedRead(machine, consistency))
         return future
 
     @property
@@ -420,7 +458,7 @@ class MemoryBackend:
     def meta_applied(self) -> int:
         return self.meta.applied_index
 
-    def read_meta(self, consistency: int, min_revision: int) -> asyncio.Future[MetaReader]:
+    def read_meta(self, consistency: pb.ReadConsistency, min_revision: int) -> asyncio.Future[MetaReader]:
         future: asyncio.Future[MetaReader] = asyncio.get_running_loop().create_future()
         future.set_result(self.meta)  # everything proposed here is applied at once
         return future

@@ -21,7 +21,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc
 from kvstore.errors import CrossPartitionError, InvalidArgumentError, KvTimeoutError, UnavailableError
 from kvstore.rpc.answers import check_partition, error_of, fill_header, timeout_of, wait
-from kvstore.rpc.backend import Backend, Reader
+from kvstore.rpc.backend import Backend, LeaderDurable, Reader, ServedRead, WriteOutcome
 from kvstore.statemachine import KvRequest, WriteResponse, check_command, txn_keys
 from kvstore.storage.keys import prefix_end
 
@@ -34,7 +34,7 @@ class _Read:
 
     request: pb.GetRequest
     partition: int
-    future: asyncio.Future[Reader]
+    future: asyncio.Future[ServedRead[Reader]]
     timeout_s: float
     what: str
 
@@ -45,7 +45,7 @@ class _Write:
 
     kind: str  # the RequestOp field: put, delete or txn
     partition: int
-    future: asyncio.Future[WriteResponse]
+    future: asyncio.Future[WriteOutcome]
     timeout_s: float
     what: str
 
@@ -87,8 +87,10 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         try:
             check_partition(self._backend, partition)
             timeout_s = timeout_of(self._backend, request.header)
-            reader = await wait(self._backend.read(partition, request.consistency, 0), timeout_s,
-                                f"read from partition {partition}")
+            _check_consistency(request.consistency)
+            read = self._backend.read(partition, request.consistency, request.min_revision, request.max_staleness_ms)
+            served = await wait(read, timeout_s, f"read from partition {partition}")
+            reader = served.reader
             if request.prefix:
                 start, end = request.prefix, prefix_end(request.prefix)
             else:
@@ -99,7 +101,8 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             if request.keys_only:
                 for kv in response.kvs:
                     kv.ClearField("value")
-            fill_header(self._backend, response.header, partition, reader.applied_index, request.consistency)
+            fill_header(self._backend, response.header, partition, reader.applied_index, served.served,
+                        served.staleness_ms)  # fmt: skip
         except Exception as error:
             response = pb.ScanResponse(error=error_of(self._backend, error))
             fill_header(self._backend, response.header, partition, 0, pb.LINEARIZABLE)
@@ -128,19 +131,23 @@ class KVService(kvstore_pb2_grpc.KVServicer):
             if op.HasField("get"):
                 get = op.get
                 partition = self._partition_of([get.key])
-                what = f"read from partition {partition}"
-                if get.consistency == pb.SESSION:
-                    what = f"session read from partition {partition} (revision {get.min_revision})"
-                future = self._backend.read(partition, get.consistency, get.min_revision)
+                _check_consistency(get.consistency)
+                level = pb.ReadConsistency.Name(get.consistency).lower()
+                what = f"{level} read from partition {partition}"
+                if get.min_revision:
+                    what += f" at revision {get.min_revision} or later"
+                future = self._backend.read(partition, get.consistency, get.min_revision, get.max_staleness_ms)
                 return _Read(get, partition, future, timeout_of(self._backend, get.header), what)
             request = _write_request(op)
-            problem = check_command(request)
+            problem = check_command(request) or _concern_problem(request)
             if problem is not None:
                 raise InvalidArgumentError(problem)
             partition = self._partition_of(txn_keys(request) if isinstance(request, pb.TxnRequest) else [request.key])
             self._check_values(request)
-            proposal = self._backend.propose(partition, op.SerializeToString())
-            return _Write(kind, partition, proposal, timeout_of(self._backend, request.header), f"write to partition {partition}")
+            proposal = self._backend.propose(partition, op.SerializeToString(), request.concern)
+            concern = pb.WriteConcern.Name(request.concern).lower()
+            what = f"write to partition {partition} (concern {concern})"
+            return _Write(kind, partition, proposal, timeout_of(self._backend, request.header), what)
         except Exception as error:
             return self._failed(kind, partition, error)
 
@@ -148,24 +155,34 @@ class KVService(kvstore_pb2_grpc.KVServicer):
         future = started.future
         if not future.done():
             future.cancel()  # the node skips it; a write may still be applied, as with any timeout
-            timeout = KvTimeoutError(f"{started.what} did not complete within {started.timeout_s:g}s")
-            return self._failed(_kind(started), started.partition, timeout)
+            message = f"{started.what} did not complete within {started.timeout_s:g}s"
+            if isinstance(started, _Write):
+                message += " (outcome unknown: it may still be applied)"
+            return self._failed(_kind(started), started.partition, KvTimeoutError(message))
         if future.cancelled():
             return self._failed(_kind(started), started.partition, UnavailableError(f"{started.what} was cancelled"))
         error = future.exception()
         if error is not None:
             return self._failed(_kind(started), started.partition, error)
         if isinstance(started, _Read):
-            reader = started.future.result()
+            served = started.future.result()
             result = pb.ResponseOp()
             get = result.get
-            kv = reader.get(started.request.key)
+            kv = served.reader.get(started.request.key)
             if kv is not None:
                 get.found = True
                 get.kv.CopyFrom(kv)
-            fill_header(self._backend, get.header, started.partition, reader.applied_index, started.request.consistency)
+            fill_header(self._backend, get.header, started.partition, served.reader.applied_index, served.served,
+                        served.staleness_ms)  # fmt: skip
             return result
-        response = started.future.result()
+        outcome = started.future.result()
+        if isinstance(outcome, LeaderDurable):
+            # Durable on the leader alone: the revision it gets if it commits, and nothing that
+            # needs the apply (a LEADER delete cannot say whether the key existed).
+            result = pb.ResponseOp()
+            fill_header(self._backend, _inner(result, started.kind).header, started.partition, outcome.index, pb.LINEARIZABLE)
+            return result
+        response = outcome
         if response.error.code:
             response.error.epoch = self._backend.epoch
         fill_header(self._backend, response.header, started.partition, response.header.revision, pb.LINEARIZABLE)
@@ -225,6 +242,27 @@ def _write_request(op: pb.RequestOp) -> KvRequest:
     raise InvalidArgumentError("the operation is empty")
 
 
+def _check_consistency(consistency: int) -> None:
+    if consistency not in pb.ReadConsistency.values():
+        raise InvalidArgumentError(f"unknown read consistency {consistency}")
+
+
+def _concern_problem(request: KvRequest) -> str | None:
+    """What makes `request`'s write concern unservable, if anything (`kvstore.node.writes`)."""
+    concern = request.concern
+    if concern not in pb.WriteConcern.values():
+        return f"unknown write concern {concern}"
+    if concern != pb.LEADER:
+        return None
+    if isinstance(request, pb.TxnRequest):
+        return ("a transaction cannot be acknowledged with write concern LEADER: whether its compares held is "
+                "known only once it is applied, after a quorum has it; use majority or all")  # fmt: skip
+    if request.prev_kv:
+        return ("prev_kv cannot be returned with write concern LEADER: the previous value is known only once "
+                "the write is applied, after a quorum has it; use majority or all")  # fmt: skip
+    return None
+
+
 def _kind(started: _Read | _Write) -> str:
     return "get" if isinstance(started, _Read) else started.kind
 
@@ -248,4 +286,3 @@ def _inner(result: pb.ResponseOp, kind: str) -> OpResponse:
     if kind == "txn":
         return result.txn
     return result.get
-

@@ -140,8 +140,9 @@ class LeaseService(kvstore_pb2_grpc.LeaseServicer):
         """The partition's table, read linearizably (on its leader, after a ReadIndex round)."""
         backend = self._backend
         check_partition(backend, partition)
-        future = backend.read(partition, pb.LINEARIZABLE, 0)
-        return await wait(future, timeout_of(backend, header), f"read of partition {partition}'s leases")
+        future = backend.read(partition, pb.LINEARIZABLE, 0, 0)
+        served = await wait(future, timeout_of(backend, header), f"read of partition {partition}'s leases")
+        return served.reader
 
     def _remaining(self, partition: int, lease: Lease) -> int:
         """Whole seconds the lease has left at least: the leader's lessor's view, or its full TTL

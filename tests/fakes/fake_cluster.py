@@ -5,6 +5,8 @@ client has to cope with: each partition has a leader and the other replicas answ
 with a hint; nodes outside a partition's replica set answer WRONG_NODE; a node can answer
 UNAVAILABLE or be stopped; a write's response can be lost after the write was applied, and a
 retry with the same (client_id, request_seq) gets the first answer back instead of applying twice.
+SESSION and STALE reads are served by any replica; a replica can be made to lag (it has applied
+only up to some revision, and refuses reads that need more), and every read records who served it.
 
     async with FakeCluster(nodes=3, partitions=8) as cluster:
         async with Client(cluster.endpoints) as client: ...
@@ -63,6 +65,8 @@ class _SharedState:
         self.map_delay_s = 0.0
         self.rpc_counts: Counter[str] = Counter()
         self.writes_applied: Counter[bytes] = Counter()
+        self.applied_by: dict[int, int] = {}  # node -> the revision a lagging node has applied
+        self.reads: list[tuple[int, int, int]] = []  # (node, consistency, min_revision) per read served
         self.write_headers: list[pb.RequestHeader] = []
 
 
@@ -131,11 +135,20 @@ class _Node:
 
     def get(self, request: pb.GetRequest) -> pb.GetResponse:
         partition = self.partition_of(request.key)
-        refusal = self.refusal(partition, request.consistency)
+        refusal = self.refusal(partition, request.consistency) or self.lagging(request.min_revision)
         if refusal is not None:
             return pb.GetResponse(error=refusal)
+        self.state.reads.append((self.node_id, request.consistency, request.min_revision))
         kv = self.kv(request.key)
-        return pb.GetResponse(header=self.header(partition, request.consistency), found=kv is not None, kv=kv)
+        header = self.header(partition, request.consistency)
+        header.revision = self.state.applied_by.get(self.node_id, header.revision)
+        return pb.GetResponse(header=header, found=kv is not None, kv=kv)
+
+    def lagging(self, min_revision: int) -> pb.Error | None:
+        applied = self.state.applied_by.get(self.node_id)
+        if applied is None or applied >= min_revision:
+            return None
+        return pb.Error(code=pb.UNAVAILABLE, message=f"node {self.node_id} has applied up to revision {applied}")
 
     def put(self, request: pb.PutRequest, partition: int) -> pb.PutResponse:
         state = self.state
@@ -492,6 +505,18 @@ class FakeCluster:
         self._state.replicas[partition] = list(replicas)
         self._state.leaders[partition] = replicas[0]
         self._state.epoch += 1
+
+    def lag(self, node_id: int, applied: int | None) -> None:
+        """The node has applied only up to revision `applied` (None: it is caught up): reads
+        report that revision, and it refuses those that need a later one."""
+        if applied is None:
+            self._state.applied_by.pop(node_id, None)
+        else:
+            self._state.applied_by[node_id] = applied
+
+    def reads_served(self) -> list[tuple[int, int, int]]:
+        """(node, consistency, min_revision) of every get served, in order."""
+        return list(self._state.reads)
 
     def hide_leader_hints(self, hidden: bool = True) -> None:
         """Followers answer NOT_LEADER without saying who leads (as during an election)."""

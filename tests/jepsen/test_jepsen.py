@@ -2,38 +2,27 @@
 
 Each run injects real faults while clients work, then checks the history: every run under the
 default (linearizable) consistency must be valid. The negative controls prove that the harness
-and checkers bite: STALE reads from an isolated former leader must be found not linearizable,
-and a lock holder stopped past its lease's TTL must lose updates when it writes without its
-fencing token (and lose none with it).
+and checkers bite: the weaker settings of tests/jepsen/test_matrix.py, and a lock holder stopped
+past its lease's TTL must lose updates when it writes without its fencing token (and lose none
+with it).
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from kvstore.client import Client, ReadConsistency
 from kvstore.jepsen.checker import Validity
-from kvstore.jepsen.cluster import Cluster, ClusterSpec
 from kvstore.jepsen.history import EventType, read_jsonl
 from kvstore.jepsen.nemesis import EventPhase, Intervals, NemesisKind, read_nemesis_log
 from kvstore.jepsen.netns import missing_prerequisites
 from kvstore.jepsen.runner import (
     ExitStatus,
-    HistoryRecorder,
-    RunClock,
     RunConfig,
-    apply_recorded,
-    namespaced_cluster,
     run,
 )
-from kvstore.jepsen.workloads import Invocation, RegisterWorkload, partitions_of
-from kvstore.progress import SILENT
 
 _WHY_NOT = missing_prerequisites()
 pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=f"Jepsen tests skipped: {_WHY_NOT}")
@@ -133,94 +122,6 @@ def test_a_paused_lock_holder_is_harmless_with_fencing_and_loses_updates_without
         assert verdicts["overlapping-holders"].validity is Validity.INVALID, seen
     for name in ("index.html", "timeline-overlapping-holders.html", "latency.png", "workers/worker-0.log"):
         assert (config.out_dir / name).is_file(), name
-
-
-async def _wait_until_stale(client: Client, key: str, fresh: str) -> None:
-    """Wait until the majority side has a value the isolated node cannot have seen."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        kv = await client.get(key)
-        if kv is not None and kv.value.decode() == fresh:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{key} never read back {fresh}")
-
-
-async def _stale_reads_from_isolated_leader(out_dir: Path) -> tuple[list[int], Path]:
-    workload = RegisterWorkload(key_count=1, read_consistency=ReadConsistency.STALE)
-    key = "jepsen/register/0"
-    spec = ClusterSpec(node_ids=(1, 2, 3), partitions=4)
-    (partition,) = partitions_of([key], spec.partitions)
-    process_ids = itertools.count()
-    history_path = out_dir / "history.jsonl"
-    with history_path.open("w", encoding="utf-8") as stream:
-        recorder = HistoryRecorder(stream, RunClock())
-        async with namespaced_cluster(spec, out_dir / "nodes", WAIT_S) as cluster:
-            served_by = await _run_control(cluster, workload, recorder, process_ids, key, partition)
-    return served_by, history_path
-
-
-async def _run_control(
-    cluster: Cluster,
-    workload: RegisterWorkload,
-    recorder: HistoryRecorder,
-    process_ids: itertools.count[int],
-    key: str,
-    partition: int,
-) -> list[int]:
-    old_leader = await cluster.leader_of(partition)
-    assert old_leader is not None
-    writer = Client(cluster.endpoints, timeout=10.0)
-    # The reader learns the layout while `old_leader` leads, and keeps routing there: a STALE read
-    # never errors, so nothing ever makes it look elsewhere.
-    reader = Client([cluster.address(old_leader)], timeout=10.0)
-    await writer.connect()
-    await reader.connect()
-    writer_process, reader_process = next(process_ids), next(process_ids)
-    try:
-        first = await apply_recorded(recorder, workload, writer, writer_process, Invocation("write", key, 0))
-        assert first.type is EventType.OK
-        # Wait until the old leader has applied it, so the later reads are stale, not absent.
-        await _wait_for_value(reader, key, b"0")
-        others = [node for node in cluster.node_ids if node != old_leader]
-        await asyncio.to_thread(cluster.cut, [(old_leader, other) for other in others])
-        await cluster.wait_leader_change(partition, old_leader, WAIT_S)
-        for value in (1, 2, 3):
-            write = await apply_recorded(recorder, workload, writer, writer_process, Invocation("write", key, value))
-            if write.type is not EventType.OK:
-                writer_process = next(process_ids)  # an info write retires its process
-                continue
-            await _wait_until_stale(writer, key, str(value))
-            await apply_recorded(recorder, workload, reader, reader_process, Invocation("read", key, None))
-        served = await reader.get_result(key, consistency=ReadConsistency.STALE)
-        return [served.header.node_id, old_leader]
-    finally:
-        await writer.close()
-        await reader.close()
-
-
-async def _wait_for_value(client: Client, key: str, value: bytes) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        kv = await client.get(key, consistency=ReadConsistency.STALE)
-        if kv is not None and kv.value == value:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{key} never reached {value!r} on the reader's node")
-
-
-def test_stale_reads_from_isolated_leader_are_not_linearizable(tmp_path: Path) -> None:
-    served_by, history_path = asyncio.run(_stale_reads_from_isolated_leader(tmp_path))
-
-    node_serving, old_leader = served_by
-    assert node_serving == old_leader, "the STALE reads must have come from the isolated node"
-    events = read_jsonl(history_path)
-    assert any(e.f == "write" and e.type is EventType.OK and e.value != 0 for e in events)
-    outcomes = {o.checker: o for o in RegisterWorkload(1, ReadConsistency.STALE).check(events, 60.0, SILENT)}
-    assert outcomes["linearizable"].validity is Validity.INVALID
-    assert outcomes["linearizable"].timeline_html is not None
-    # Weaker guarantees still hold: one reader on one node never sees a version go backwards.
-    assert outcomes["session"].validity is Validity.VALID, outcomes["session"].summary
 
 
 MEMBERSHIP_LOAD_S = 20.0

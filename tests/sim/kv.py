@@ -79,6 +79,9 @@ class ClientOp:
     result: object = None
     served_index: int = 0  # reads: the applied index the read was served at
     deadline_step: int = 0  # the simulated client gives up (outcome unknown) after this step
+    invoke_round: int = 0  # real time, in network rounds
+    complete_round: int | None = None
+    bound_rounds: float = 0.0  # STALE reads: the staleness bound the node reported, in rounds
 
 
 def check_history(ops: list[ClientOp], committed: dict[int, Entry]) -> list[str]:
@@ -115,7 +118,7 @@ def check_history(ops: list[ClientOp], committed: dict[int, Entry]) -> list[str]
             value = v
         return value
 
-    writes = [op for op in ops if op.f != "read"]
+    writes = [op for op in ops if op.f in ("put", "cas")]
     for op in writes:
         if op.outcome == "ok":
             if op.op_id not in index_of:
@@ -129,7 +132,7 @@ def check_history(ops: list[ClientOp], committed: dict[int, Entry]) -> list[str]
     completed = sorted(
         (op for op in writes if op.outcome == "ok" and op.op_id in index_of), key=lambda o: o.complete_time or 0
     )
-    by_invoke = sorted((op for op in ops if op.outcome != "fail"), key=lambda o: o.invoke_time)
+    by_invoke = sorted((op for op in ops if op.outcome != "fail" and op.f != "stale"), key=lambda o: o.invoke_time)
     max_index, max_op, c = 0, 0, 0
     for op in by_invoke:
         while c < len(completed) and (completed[c].complete_time or 0) < op.invoke_time:
@@ -152,6 +155,47 @@ def check_history(ops: list[ClientOp], committed: dict[int, Entry]) -> list[str]
                 f"write {op.op_id} at index {index_of[op.op_id]} ordered before write {max_op} "
                 f"(index {max_index}) that completed before it began"
             )
+    return errors
+
+
+def check_stale_reads(ops: list[ClientOp], committed: dict[int, Entry]) -> list[str]:
+    """Hold every STALE read to its bound: a read invoked at round t with bound B, served from a
+    state that applied index a, must not miss a write acknowledged before t - B, i.e. no write
+    acknowledged before then may be at an index above a (`kvstore.node.reads.Freshness`). Its
+    value must be the model's at index a."""
+    index_of: dict[int, int] = {}
+    kv: dict[str, int] = {}
+    versions: dict[str, list[tuple[int, int | None]]] = {}  # key -> (index, value from then on)
+    for index in sorted(committed):
+        op = _decode_write(committed[index])
+        if op is None or op["id"] in index_of:
+            continue
+        index_of[op["id"]] = index
+        apply_op(kv, op)
+        versions.setdefault(str(op["k"]), []).append((index, kv.get(str(op["k"]))))
+    acknowledged = sorted(
+        (op.complete_round, index_of[op.op_id], op.op_id)
+        for op in ops
+        if op.f in ("put", "cas") and op.outcome == "ok" and op.op_id in index_of and op.complete_round is not None
+    )
+    errors = []
+    for read in (op for op in ops if op.f == "stale" and op.outcome == "ok"):
+        oldest_allowed = read.invoke_round - read.bound_rounds
+        for at, index, op_id in acknowledged:
+            if at >= oldest_allowed:
+                break
+            if index > read.served_index:
+                errors.append(
+                    f"stale read {read.op_id} at round {read.invoke_round} with bound {read.bound_rounds:g} rounds "
+                    f"was served at index {read.served_index}, missing write {op_id} (index {index}) "
+                    f"acknowledged at round {at}"
+                )
+                break
+        at_index = [value for index, value in versions.get(read.key, []) if index <= read.served_index]
+        expected = at_index[-1] if at_index else None
+        if read.result != expected:
+            errors.append(f"stale read {read.op_id} of {read.key} at {read.served_index}: got {read.result}, "
+                          f"model {expected}")  # fmt: skip
     return errors
 
 

@@ -11,6 +11,11 @@ of that Ready. The disk (MemoryLogStorage) survives, as a synced LevelDB batch w
 
 Invariants are checked after every step (see `_check_step`); the client history is checked
 against a sequential model at the end, after a liveness phase in which all faults heal.
+
+STALE reads are served by any node at once, with the staleness bound of
+`kvstore.node.reads.Freshness`: each node probes its leader with ReadIndex requests and measures
+on its own clock, which runs at a rate of its own (drawn from `SimConfig.clock_rates`, real time
+being the delivery round). `check_stale_reads` then holds every such read to its bound.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Self, TypeVar
 
+from kvstore.node.reads import Freshness
 from kvstore.raft import (
     NONE,
     ConfChange,
@@ -39,11 +45,24 @@ from kvstore.raft import (
     Snapshot,
     SnapshotMeta,
 )
-from tests.sim.kv import AppliedOp, ClientOp, KVStateMachine, check_history, encode_op, model_state
+from tests.sim.kv import (
+    AppliedOp,
+    ClientOp,
+    KVStateMachine,
+    check_history,
+    check_stale_reads,
+    encode_op,
+    model_state,
+)
 
 ROUNDS_PER_STEP = 4
 CLIENT_TIMEOUT_STEPS = 60
 KEYS = ("a", "b", "c")
+ELECTION_TICK = 10
+LEASE_DRIFT_TICKS = 2  # Config's default
+# The lease's drift margin, which STALE bounds assume too: a clock may run this much slower.
+CLOCK_FACTOR = ELECTION_TICK / (ELECTION_TICK - LEASE_DRIFT_TICKS)
+FIRST_PROBE_ID = 1 << 40  # probes' ReadIndex request ids, apart from client op ids
 
 
 class InvariantViolation(AssertionError):
@@ -59,6 +78,10 @@ class SimConfig:
     membership_changes: bool = True
     compaction: bool = True
     lease_reads: bool = True
+    stale_reads: bool = True
+    # Each node's clock runs at a rate drawn from this range (local seconds per real second);
+    # within the margin the bound allows for, down to 1 / CLOCK_FACTOR.
+    clock_rates: tuple[float, float] = (0.82, 1.3)
     clients: int = 3
     faults: bool = True
     liveness_steps: int = 400
@@ -81,6 +104,8 @@ class SimNode:
     ready_reads: list[tuple[int, int]] = field(default_factory=list)
     crash_after_persist: bool = False
     next_snapshot_at: int = 0
+    clock_rate: float = 1.0
+    freshness: Freshness | None = None
 
     @property
     def alive(self) -> bool:
@@ -115,7 +140,9 @@ class Simulation:
         self.pending_ops: dict[int, ClientOp] = {}
         self.known_leader = NONE
         self.restart_at: dict[int, int] = {}
-        self.stats = {"crashes": 0, "conf_changes": 0, "snapshots_sent": 0, "transfers": 0, "partitions": 0}
+        self.next_probe_id = FIRST_PROBE_ID
+        self.stats = {"crashes": 0, "conf_changes": 0, "snapshots_sent": 0, "transfers": 0, "partitions": 0,
+                      "stale_reads": 0}  # fmt: skip
 
         voters = frozenset(self.members)
         for node_id in range(1, config.max_nodes + 1):
@@ -126,7 +153,7 @@ class Simulation:
                 # Term 1 is the bootstrap's: the first leader is elected in term 2 and must
                 # commit its own no-op before it serves reads.
                 storage.set_hard_state(HardState(term=1, commit=1))
-            self.nodes[node_id] = SimNode(node_id, storage)
+            self.nodes[node_id] = SimNode(node_id, storage, clock_rate=self.rng.uniform(*config.clock_rates))
             if node_id in voters:
                 self._start(self.nodes[node_id])
         self.committed[1] = Entry(1, 1)
@@ -150,13 +177,20 @@ class Simulation:
         node.sm = self._new_state_machine()
         node.sm.restore(snapshot.data, snapshot.meta.index)
         # Small messages make entries trickle to followers one by one, as in Figure 8.
-        config = Config(node.id, election_tick=10, heartbeat_tick=1, max_inflight_msgs=32,
+        config = Config(node.id, election_tick=ELECTION_TICK, heartbeat_tick=1, max_inflight_msgs=32,
                         max_msg_bytes=self.rng.choice((64, 4096)), applied=snapshot.meta.index,
                         skip_bcast_commit=self.rng.random() < 0.5)
         node.raw = RawNode(config, node.storage, random.Random(self.rng.getrandbits(32)))
+        # Time is in rounds: a probe each step while STALE reads come, given up after 10 steps.
+        node.freshness = Freshness(CLOCK_FACTOR, probe_interval_s=ROUNDS_PER_STEP,
+                                   probe_timeout_s=10 * ROUNDS_PER_STEP, active_for_s=50 * ROUNDS_PER_STEP)  # fmt: skip
         node.next_snapshot_at = snapshot.meta.index + self.rng.randint(20, 80)
         self.last_commit[node.id] = max(self.last_commit.get(node.id, 0), node.storage.hard_state.commit)
         self._event(f"start {node.id} applied={snapshot.meta.index}")
+
+    def _local_time(self, node: SimNode) -> float:
+        """The node's clock: real time (rounds) at the node's own rate."""
+        return self.round * node.clock_rate
 
     def _new_state_machine(self) -> KVStateMachine:
         """The empty state machine a (re)started node restores its snapshot into; a subclass
@@ -167,6 +201,7 @@ class Simulation:
         self._event(f"crash {node.id}")
         self.stats["crashes"] += 1
         node.raw = None
+        node.freshness = None
         node.crash_after_persist = False
         for op in [*node.waiters.values(), *node.read_waiters.values()]:
             self._complete(op, "info")
@@ -201,6 +236,7 @@ class Simulation:
             node = self.nodes[node_id]
             if node.alive and self.rng.random() > 0.02:  # an occasional missed tick: scheduling jitter
                 node.raw.tick()  # type: ignore[union-attr]
+            self._maybe_probe(node)
         for _ in range(ROUNDS_PER_STEP):
             self.round += 1
             for node_id in sorted(self.nodes):
@@ -250,7 +286,10 @@ class Simulation:
                 if waiter is not None:
                     waiter.result = outcome.result
                     self._complete(waiter, "ok")
-        node.ready_reads.extend((rs.index, rs.request_id) for rs in rd.read_states)
+        assert node.freshness is not None
+        node.ready_reads.extend(
+            (rs.index, rs.request_id) for rs in rd.read_states if not node.freshness.take_answer(rs)
+        )
         self._serve_reads(node)
         raw.advance(rd)
         self._maybe_snapshot(node)
@@ -276,6 +315,17 @@ class Simulation:
             else:
                 remaining.append((index, request_id))
         node.ready_reads = remaining
+
+    def _maybe_probe(self, node: SimNode) -> None:
+        if node.raw is None or node.freshness is None or not node.freshness.wants_probe(self._local_time(node)):
+            return
+        probe_id = self.next_probe_id
+        self.next_probe_id += 1
+        try:
+            node.raw.read_index(probe_id, lease=True)
+        except NotLeaderError:
+            return  # no leader known: no probe
+        node.freshness.probe_sent(probe_id, self._local_time(node))
 
     def _maybe_snapshot(self, node: SimNode) -> None:
         raw = node.raw
@@ -456,14 +506,17 @@ class Simulation:
         target_id = self.known_leader if self.known_leader in alive and rng.random() < 0.8 else rng.choice(alive)
         node = self.nodes[target_id]
         assert node.raw is not None
-        f = rng.choice(("put", "put", "cas", "read", "read"))
+        f = rng.choice(("put", "put", "cas", "read", "read", *(("stale",) if self.config.stale_reads else ())))
         key = rng.choice(KEYS)
-        op = ClientOp(self.next_op_id, process, f, key, None, None, self._now())
+        op = ClientOp(self.next_op_id, process, f, key, None, None, self._now(), invoke_round=self.round)
         op.deadline_step = self.step_no + CLIENT_TIMEOUT_STEPS
         self.pending_ops[op.op_id] = op
         self.next_op_id += 1
         self.ops.append(op)
         self.busy_processes.add(process)
+        if f == "stale":
+            self._serve_stale(node, op)
+            return
         try:
             if f == "read":
                 node.read_waiters[op.op_id] = op
@@ -481,10 +534,26 @@ class Simulation:
                 self.known_leader = e.leader_hint
             self._complete(op, "fail")
 
+    def _serve_stale(self, node: SimNode, op: ClientOp) -> None:
+        """A STALE read: this node's state now, with its bound, or refused when it has none."""
+        assert node.freshness is not None
+        now = self._local_time(node)
+        node.freshness.touch(now)
+        bound_ms = node.freshness.bound_ms(node.sm.applied_index, now)
+        if bound_ms is None:
+            self._complete(op, "fail")
+            return
+        op.result = node.sm.kv.get(op.key)
+        op.served_index = node.sm.applied_index
+        op.bound_rounds = bound_ms / 1000
+        self.stats["stale_reads"] += 1
+        self._complete(op, "ok")
+
     def _complete(self, op: ClientOp, outcome: str) -> None:
         if op.outcome != "pending":
             return
         op.outcome = outcome
+        op.complete_round = self.round
         op.complete_time = self._now()
         self.pending_ops.pop(op.op_id, None)
         self.busy_processes.discard(op.process)
@@ -601,6 +670,7 @@ class Simulation:
         if marker is None or marker.outcome != "ok":
             problems.append(f"liveness: no proposal committed within {self.config.liveness_steps} steps after healing")
         problems.extend(check_history(self.ops, self.committed))
+        problems.extend(check_stale_reads(self.ops, self.committed))
         problems.extend(self._check_final_states())
         return problems
 

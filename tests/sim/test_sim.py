@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -25,7 +26,7 @@ def test_many_seeds_keep_every_invariant() -> None:
     assert not failures, report
     # The run must exercise what it claims to, not pass by doing nothing.
     assert totals["committed"] > SEEDS * 100, totals
-    for happening in ("crashes", "conf_changes", "snapshots_sent", "transfers", "partitions"):
+    for happening in ("crashes", "conf_changes", "snapshots_sent", "transfers", "partitions", "stale_reads"):
         assert totals[happening] >= SEEDS // 4, f"too few {happening}: {totals}"
 
 
@@ -56,3 +57,15 @@ def test_simulation_catches_a_broken_election_restriction(monkeypatch: pytest.Mo
     monkeypatch.setattr(RaftLog, "is_up_to_date", lambda self, last_index, last_term: True)
     failing = [seed for seed in range(20) if run_seed(SimConfig.for_seed(seed, 1500))[0]]
     assert len(failing) >= 5, f"only seeds {failing} noticed votes for out-of-date candidates"
+
+
+def test_stale_read_bounds_fail_when_clocks_run_slower_than_the_drift_margin() -> None:
+    """Within the margin (every other test) no STALE read misses a write its bound covers; with
+    clocks at a third to a half of real time the same bound is too small, and the check says so."""
+    failing = []
+    for seed in range(8):
+        config = dataclasses.replace(SimConfig.for_seed(seed, 1500), clock_rates=(0.3, 0.5))
+        problems, _ = run_seed(config)
+        if any(problem.startswith("stale read") for problem in problems):
+            failing.append(seed)
+    assert len(failing) >= 4, f"only seeds {failing} caught STALE reads that slow clocks made too stale"

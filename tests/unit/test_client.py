@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import re
 import socket
 import sys
@@ -29,6 +30,7 @@ from kvstore.client import (
     StaleFencingTokenError,
     SyncClient,
     UnavailableError,
+    WriteConcern,
     ops,
 )
 from kvstore.client.attempts import Attempts
@@ -40,6 +42,9 @@ from kvstore.client.batching import (
     transport_failure,
 )
 from kvstore.client.pending import PendingSeqs
+from kvstore.client.routing import Pick, Router
+from kvstore.client.session import SessionRevisions
+from kvstore.client.types import ClusterLayout, Member, PartitionInfo
 from tests.fakes.fake_cluster import FakeCluster
 
 
@@ -718,3 +723,110 @@ def test_a_request_the_node_refuses_as_too_large_is_a_final_error_that_says_so()
     assert isinstance(failure, InvalidArgumentError)
     assert "9437300 bytes" in failure.message and "at most 8454144" in failure.message
     assert "--max-request-bytes" in failure.message
+
+
+# -- consistency levels: which replica answers, sessions, outcomes ------------------------------
+
+
+async def test_stale_reads_are_spread_over_followers_and_session_reads_over_all_replicas(
+    cluster: FakeCluster, client: Client
+) -> None:
+    partition = cluster.partition_of(b"k")
+    await client.put("k", "v")
+    for _ in range(30):
+        await client.get("k", consistency=ReadConsistency.STALE)
+    for _ in range(30):
+        await client.get("k", consistency=ReadConsistency.SESSION)
+    reads = cluster.reads_served()
+    stale = {node for node, level, _ in reads if level == pb.STALE}
+    session = {node for node, level, _ in reads if level == pb.SESSION}
+    followers = set(cluster.replicas_of(partition)) - {cluster.leader_of(partition)}
+    assert stale == followers  # not the leader: it does the most work already
+    assert session == set(cluster.replicas_of(partition))
+
+
+async def test_session_reads_carry_the_sessions_revision_and_skip_a_replica_that_lags(
+    cluster: FakeCluster, client: Client
+) -> None:
+    partition = cluster.partition_of(b"k")
+    written = (await client.put("k", "v")).header.revision
+    lagging = other_replica(cluster, partition)
+    cluster.lag(lagging, written - 1)
+    for _ in range(20):
+        result = await client.get_result("k", consistency=ReadConsistency.SESSION)
+        assert result.kv is not None and result.kv.value == b"v"  # read-your-writes
+        assert result.header.node_id != lagging
+    assert {min_revision for _, _, min_revision in cluster.reads_served()} == {written}
+
+
+async def test_a_session_token_continues_the_session_in_another_client(cluster: FakeCluster) -> None:
+    async with Client(cluster.endpoints, timeout=3.0) as writer:
+        written = await writer.put("k", "v")
+        token = writer.session_token()
+    assert token == f"{written.header.partition}:{written.header.revision}"
+    async with Client(cluster.endpoints, timeout=3.0, session_token=token) as reader:
+        await reader.get("k", consistency=ReadConsistency.SESSION)
+        await reader.get("k", consistency=ReadConsistency.STALE)  # STALE promises no session
+    assert [min_revision for _, _, min_revision in cluster.reads_served()] == [written.header.revision, 0]
+    with pytest.raises(InvalidArgumentError, match="bad session token"):
+        Client(cluster.endpoints, session_token="3=118")
+
+
+def test_a_session_keeps_the_newest_revision_of_each_partition_and_merges() -> None:
+    session = SessionRevisions.from_token(" 3:118, 7:40 ")
+    session.note(3, 100)
+    session.note(7, 41)
+    session.merge(SessionRevisions({1: 5, 3: 200}))
+    assert session.token() == "1:5,3:200,7:41"
+    assert SessionRevisions.from_token(session.token()) == session
+    assert SessionRevisions.from_token("").token() == "" and session.revision(9) == 0
+
+
+async def test_min_revision_and_max_staleness_reach_the_replica_and_are_checked_first(
+    cluster: FakeCluster, client: Client
+) -> None:
+    await client.get("k", consistency=ReadConsistency.STALE, min_revision=0, max_staleness_ms=250)
+    await client.get("k", min_revision=0)
+    with pytest.raises(InvalidArgumentError, match="bounds STALE reads only"):
+        await client.get("k", max_staleness_ms=250)
+    with pytest.raises(InvalidArgumentError, match="min_revision must be >= 0"):
+        await client.scan(prefix="k", min_revision=-1)
+
+
+async def test_a_write_that_timed_out_says_its_outcome_is_unknown(cluster: FakeCluster) -> None:
+    async with Client(cluster.endpoints, timeout=0.3) as client:
+        for node in (1, 2, 3):
+            cluster.make_unavailable(node)
+        with pytest.raises(KvTimeoutError) as raised:
+            await client.put("k", "v")
+    assert "the write's outcome is unknown: it may or may not have been applied" in str(raised.value)
+    assert raised.value.may_be_applied
+
+
+async def test_a_refused_write_says_it_was_not_applied(client: Client) -> None:
+    await client.put("fenced", "v1", fencing_token=5)
+    with pytest.raises(StaleFencingTokenError) as raised:
+        await client.put("fenced", "v2", fencing_token=4)
+    assert str(raised.value) == "fencing token 4 is older than 5; the write was not applied"
+    assert not raised.value.may_be_applied
+
+
+async def test_a_leader_concern_delete_cannot_say_whether_it_deleted_anything(client: Client) -> None:
+    deleted = await client.delete("k", concern=WriteConcern.LEADER)
+    assert deleted.deleted is None
+    assert (await client.delete("k")).deleted is False
+
+
+def test_follower_picks_avoid_the_leader_until_only_it_is_left() -> None:
+    layout = ClusterLayout(
+        epoch=1, partition_count=1, replication_factor=3,
+        partitions=(PartitionInfo(0, (1, 2, 3), 1, 1, 0, 0),),
+        members=tuple(Member(n, f"n{n}", f"10.0.0.{n}:1", False) for n in (1, 2, 3)),
+    )  # fmt: skip
+    router = Router(layout)
+    rng = random.Random(4)
+    assert {router.choose(0, set(), Pick.FOLLOWER, rng) for _ in range(40)} == {2, 3}
+    assert {router.choose(0, set(), Pick.ANY, rng) for _ in range(40)} == {1, 2, 3}
+    assert router.choose(0, {2, 3}, Pick.FOLLOWER, rng) == 1
+    assert router.choose(0, {1, 2, 3}, Pick.FOLLOWER, rng) is None
+    assert router.choose(0, set(), Pick.LEADER, rng) == 1

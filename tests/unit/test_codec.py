@@ -45,6 +45,7 @@ messages = st.builds(
     st.none() | st.builds(Snapshot, metas, st.binary(max_size=64)),
     u64,
     st.booleans(),
+    u64,
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,11 +34,13 @@ KEY = "jepsen/register/0"
 INVOKE, OK, FAIL = EventType.INVOKE, EventType.OK, EventType.FAIL
 
 
-async def recorded_history(consistency: ReadConsistency, invocations: list[Invocation]) -> list[Event]:
+async def recorded_history(
+    consistency: ReadConsistency, invocations: list[Invocation], max_staleness_ms: int = 0
+) -> list[Event]:
     """Run ``invocations`` one after another as process 0 and read back the history written."""
     stream = io.StringIO()
     recorder = HistoryRecorder(stream, RunClock())
-    workload = RegisterWorkload(1, consistency)
+    workload = RegisterWorkload(1, 4, consistency, max_staleness_ms=max_staleness_ms)
     async with FakeCluster(nodes=3, partitions=4) as cluster, Client(cluster.endpoints, timeout=3.0) as client:
         for invocation in invocations:
             await apply_recorded(recorder, workload, client, 0, invocation)
@@ -79,22 +82,32 @@ async def test_stale_reads_record_the_staleness_the_server_reported() -> None:
     assert read == (OK, 1, revision, 0)  # the fake servers report a bound of 0 ms
 
 
+async def test_a_bounded_stale_read_records_the_bound_it_asked_for_on_its_invoke() -> None:
+    rng = random.Random(0)
+    stale = RegisterWorkload(1, 4, ReadConsistency.STALE, max_staleness_ms=750)
+    read = next(invocation for invocation in (stale.next_invocation(rng, 0) for _ in range(100)) if invocation.f == "read")
+    events = await recorded_history(ReadConsistency.STALE, [read], max_staleness_ms=750)
+    assert [(e.type, e.max_staleness_ms) for e in events] == [(INVOKE, 750), (OK, None)]
+    linearizable = RegisterWorkload(1, 4, ReadConsistency.LINEARIZABLE, max_staleness_ms=750)
+    assert all(linearizable.next_invocation(rng, 0).max_staleness_ms is None for _ in range(20))  # STALE reads only
+
+
 def test_register_runs_a_checker_per_guarantee_each_a_progress_phase() -> None:
     events = asyncio.run(recorded_history(
         ReadConsistency.STALE,
         [Invocation("write", KEY, 1), Invocation("read", KEY, None), Invocation("cas", KEY, (1, 2))],
     ))  # fmt: skip
     progress = RecordingProgress()
-    outcomes = RegisterWorkload(1, ReadConsistency.STALE).check(events, 10.0, progress)
+    outcomes = RegisterWorkload(1, 4, ReadConsistency.STALE).check(events, 10.0, progress)
     assert [(outcome.checker, outcome.validity) for outcome in outcomes] == [
         ("linearizable", Validity.VALID),
-        ("session", Validity.VALID),
-        ("staleness", Validity.VALID),
+        ("staleness", Validity.VALID),  # STALE reads promise no session guarantees: not checked
+        ("lost-writes", Validity.VALID),
     ]
-    assert progress.phases() == ["check linearizable", "check session", "check staleness"]
-    assert [(update.completed, update.total) for update in progress.updates()] == [(0, 1), (1, 1)] * 3
-    linearizable_only = RegisterWorkload(1, ReadConsistency.LINEARIZABLE).check(events, 10.0, RecordingProgress())
-    assert [outcome.checker for outcome in linearizable_only] == ["linearizable", "session"]
+    assert progress.phases() == ["check linearizable", "check staleness", "check lost-writes"]
+    assert [(update.completed, update.total) for update in progress.updates()] == [(0, 1), (1, 1)] * 2
+    linearizable_only = RegisterWorkload(1, 4, ReadConsistency.LINEARIZABLE).check(events, 10.0, RecordingProgress())
+    assert [outcome.checker for outcome in linearizable_only] == ["linearizable", "session", "lost-writes"]
 
 
 def test_set_and_counter_checkers_are_progress_phases_too() -> None:
@@ -119,7 +132,7 @@ def test_a_session_anomaly_is_reported_with_its_timeline() -> None:
         Event(0, INVOKE, "write", KEY, 1, 0), Event(0, OK, "write", KEY, 1, 1, revision=5),
         Event(0, INVOKE, "read", KEY, None, 2), Event(0, OK, "read", KEY, None, 3, revision=0),
     ]  # fmt: skip
-    outcomes = RegisterWorkload(1, ReadConsistency.SESSION).check(history, 10.0, RecordingProgress())
+    outcomes = RegisterWorkload(1, 4, ReadConsistency.SESSION).check(history, 10.0, RecordingProgress())
     session = next(outcome for outcome in outcomes if outcome.checker == "session")
     assert session.validity is Validity.INVALID
     assert session.summary == "1 anomaly: read-your-writes 1; first read-your-writes on key jepsen/register/0"
@@ -153,6 +166,30 @@ async def test_run_phase_reports_time_operations_and_faults_until_stopped() -> N
     stop.set()
     await asyncio.wait_for(reporter, timeout=10)
     assert [(u.completed, u.text) for u in progress.updates()] == [(30.0, "0 ok, 0 fail, 0 info · faults: none yet")]
+
+
+def test_read_only_clients_of_the_register_workload_only_read() -> None:
+    workload = RegisterWorkload(4, 4, ReadConsistency.LEASE, readers=2)
+    rng = random.Random(3)
+    assert {workload.next_invocation(rng, worker).f for worker in (0, 1) for _ in range(50)} == {"read"}
+    assert {workload.next_invocation(rng, 2).f for _ in range(50)} == {"read", "write", "cas"}
+
+
+def test_writes_acknowledged_at_one_revision_of_one_partition_are_reported_lost() -> None:
+    """Revisions are log indexes: a LEADER write lost on failover leaves its index to another
+    write, and two acknowledged writes then claim one position of the log."""
+    other = "jepsen/register/1"  # same partition as KEY with one partition, another with 8
+    history = [
+        Event(0, INVOKE, "write", KEY, 1, 0), Event(0, OK, "write", KEY, 1, 1, revision=7),
+        Event(1, INVOKE, "write", other, 2, 2), Event(1, OK, "write", other, 2, 3, revision=7),
+        Event(2, INVOKE, "read", KEY, None, 4), Event(2, OK, "read", KEY, 3, 5, revision=7),
+    ]  # fmt: skip
+    one = RegisterWorkload(2, 1, ReadConsistency.LINEARIZABLE).check(history, 10.0, RecordingProgress())[-1]
+    assert (one.checker, one.validity) == ("lost-writes", Validity.INVALID)
+    assert one.details["lost"] == 2  # the clash, and a read of revision 7 that is neither write
+    assert one.summary.startswith("2 acknowledged writes lost; first: write 1 of key jepsen/register/0")
+    apart = RegisterWorkload(2, 8, ReadConsistency.LINEARIZABLE).check(history[:4], 10.0, RecordingProgress())[-1]
+    assert apart.validity is Validity.VALID  # in two partitions, two logs: no clash
 
 
 @pytest.mark.parametrize(("workload", "nemeses", "refusal"), [

@@ -93,7 +93,8 @@ async def test_a_write_not_applied_in_time_times_out_alone() -> None:
     assert results[0].put.error.code == pb.TIMEOUT
     assert "write to partition 1" in results[0].put.error.message
     assert results[1].get.error.code == pb.OK
-    assert backend.held[0][2].cancelled()  # the node will skip it
+    assert backend.held[0][3].cancelled()  # the node will skip it
+    assert "(outcome unknown: it may still be applied)" in results[0].put.error.message
     backend.apply_held()
     assert backend.status()[1].applied == 0
 
@@ -213,4 +214,59 @@ async def test_a_cancelled_call_cancels_what_it_waits_for() -> None:
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    assert all(future.cancelled() for _, _, future in backend.held)
+    assert all(future.cancelled() for *_, future in backend.held)
+
+
+async def test_a_leader_concern_write_is_answered_with_its_revision_and_nothing_that_needs_the_apply() -> None:
+    backend = MemoryBackend()
+    service = KVService(backend)
+    key = key_in(backend, 1)
+    put = put_op(key, seq=1)
+    put.put.concern = pb.LEADER
+    delete = pb.RequestOp(delete=pb.DeleteRequest(header=pb.RequestHeader(client_id="c", request_seq=2),
+                                                  key=key, concern=pb.LEADER))  # fmt: skip
+    results = (await service.Batch(pb.BatchRequest(ops=[put, delete]), None)).results
+    assert results[0].put.error.code == pb.OK and results[0].put.header.revision == 1
+    assert results[1].delete.error.code == pb.OK and results[1].delete.header.revision == 2
+    assert not results[1].delete.deleted  # not known before the apply: the client says "unknown"
+
+
+async def test_a_leader_concern_transaction_or_prev_kv_is_refused_as_never_applied() -> None:
+    backend = MemoryBackend()
+    service = KVService(backend)
+    key = key_in(backend, 1)
+    txn = txn_op(1, [], [put_op(key)])
+    txn.txn.concern = pb.LEADER
+    with_prev = put_op(key, seq=2)
+    with_prev.put.concern = pb.LEADER
+    with_prev.put.prev_kv = True
+    unknown = put_op(key, seq=3)
+    unknown.put.concern = 9  # type: ignore[assignment]
+    results = (await service.Batch(pb.BatchRequest(ops=[txn, with_prev, unknown]), None)).results
+    assert results[0].txn.error.code == pb.INVALID_ARGUMENT
+    assert "compares held is known only once it is applied" in results[0].txn.error.message
+    assert results[1].put.error.code == pb.INVALID_ARGUMENT and "prev_kv" in results[1].put.error.message
+    assert results[2].put.error.code == pb.INVALID_ARGUMENT and "unknown write concern 9" in results[2].put.error.message
+    assert backend.held == []  # nothing was proposed
+
+
+async def test_reads_report_the_level_that_served_them_and_honour_min_revision() -> None:
+    backend = MemoryBackend(hold_proposals=True)
+    service = KVService(backend)
+    key = key_in(backend, 2)
+    stale = (await service.Get(pb.GetRequest(key=key, consistency=pb.STALE), None)).header
+    assert (stale.served, stale.staleness_ms) == (pb.STALE, 0)
+    waiting = asyncio.ensure_future(
+        service.Get(pb.GetRequest(key=key, consistency=pb.SESSION, min_revision=1), None)
+    )
+    write = backend.propose(2, put_op(key).SerializeToString(), pb.MAJORITY)  # held: not applied yet
+    await asyncio.sleep(0)
+    assert not waiting.done()  # the replica has not applied revision 1
+    backend.apply_held()
+    assert write.done()
+    header = (await waiting).header
+    assert (header.served, header.revision) == (pb.SESSION, 1)
+    unknown = await service.Get(pb.GetRequest(key=key, consistency=7), None)  # type: ignore[arg-type]
+    assert unknown.error.code == pb.INVALID_ARGUMENT
+    scan = await service.Scan(pb.ScanRequest(partition=2, consistency=pb.STALE, min_revision=1), None)
+    assert (scan.error.code, scan.header.served, scan.header.revision) == (pb.OK, pb.STALE, 1)

@@ -56,8 +56,8 @@ async def test_get_simple_prints_the_value_alone(cluster: FakeCluster) -> None:
     put = await kvctl(cluster, "put", "greeting", "hello world")
     got = await kvctl(cluster, "get", "greeting", "-o", "simple")
 
-    assert put.exit_code == 0 and put.stdout == "OK (partition {}, revision 1, served linearizable)\n".format(
-        cluster.partition_of(b"greeting")
+    assert put.exit_code == 0 and put.stdout == "OK (partition {}, revision 1, node {})\n".format(
+        cluster.partition_of(b"greeting"), cluster.leader_of(cluster.partition_of(b"greeting"))
     )
     assert got.exit_code == 0 and got.stdout == "hello world\n"
 
@@ -145,10 +145,9 @@ async def test_scan_formats(cluster: FakeCluster) -> None:
     table = await kvctl(cluster, "scan", "--prefix", "user/")
 
     assert simple.stdout == "user/0\tv0\nuser/1\tv1\nuser/2\tv2\n"
-    assert json.loads(keys.stdout) == {
-        "count": 3,
-        "kvs": [{"key": "user/3"}, {"key": "user/4"}, {"key": "zzz"}],
-    }
+    document = json.loads(keys.stdout)
+    assert (document["count"], document["kvs"]) == (3, [{"key": "user/3"}, {"key": "user/4"}, {"key": "zzz"}])
+    assert [header["partition"] for header in document["partitions"]] == list(range(cluster.partition_count))
     assert "5 key(s)" in table.stdout and "user/4" in table.stdout
 
 
@@ -383,7 +382,7 @@ async def test_the_readme_transactions_print_what_it_shows_on_a_fresh_cluster(cl
 
     for arguments, shown in examples:
         result = await kvctl(cluster, *arguments)
-        printed = re.sub(r"partition \d+, revision \d+", "partition P, revision R", result.stdout)
+        printed = re.sub(r"partition \d+, revision \d+, node \d+", "partition P, revision R, node N", result.stdout)
         assert (result.exit_code, printed.splitlines()) == (0, shown)
     assert cluster.value_of(b"{cart:7}:total") == b"30"
 
@@ -397,3 +396,70 @@ async def test_the_demo_runs_a_transaction_across_hash_tagged_keys(cluster: Fake
     assert "first run: SUCCESS, both written" in shown
     assert "again:     FAILURE, items is '4': nothing written" in shown
     assert (cluster.value_of(b"{cart:alice}:items"), cluster.value_of(b"{cart:alice}:total")) == (b"4", b"57")
+
+
+# -- consistency levels, write concerns, sessions ---------------------------------------------
+
+
+async def test_get_at_a_weaker_level_says_in_json_what_served_it(cluster: FakeCluster) -> None:
+    await kvctl(cluster, "put", "k", "v")
+
+    result = await kvctl(cluster, "get", "k", "--consistency", "stale", "--max-staleness", "1.5s",
+                         "--min-revision", "1", "-o", "json")  # fmt: skip
+
+    header = json.loads(result.stdout)["header"]
+    assert result.exit_code == 0
+    assert header["served"] == "stale" and header["revision"] >= 1 and "staleness_ms" in header
+    assert header["node_id"] != cluster.leader_of(cluster.partition_of(b"k"))  # a follower
+    assert cluster.reads_served()[-1][2] == 1  # --min-revision reached the replica
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        (["--consistency", "stale", "--max-staleness", "500"], "not a duration: use e.g. 500ms or 1.5s"),
+        (["--max-staleness", "500ms"], "bounds STALE reads only"),
+        (["--min-revision", "-1"], "-1 is not in the range x>=0"),
+        (["--session-token", "nonsense"], "bad session token"),
+    ],
+)
+async def test_bad_read_options_are_one_line_usage_errors(
+    cluster: FakeCluster, arguments: list[str], complaint: str
+) -> None:
+    result = await kvctl(cluster, "get", "k", *arguments)
+
+    assert result.exit_code == 2 and complaint in one_line(result.stderr)
+
+
+async def test_a_session_file_carries_read_your_writes_across_commands(
+    cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = tmp_path / "session"
+    monkeypatch.setenv("KVSTORE_SESSION", str(session))
+
+    put = json.loads((await kvctl(cluster, "put", "k", "v", "-o", "json")).stdout)
+    got = await kvctl(cluster, "get", "k", "--consistency", "session", "-o", "json")
+
+    revision, partition = put["header"]["revision"], put["header"]["partition"]
+    assert session.read_text() == f"{partition}:{revision}\n" and put["session_token"] == f"{partition}:{revision}"
+    assert json.loads(got.stdout)["header"]["served"] == "session"
+    assert cluster.reads_served()[-1][2] == revision  # the next command asked for the put's revision
+
+
+async def test_a_session_token_from_json_output_continues_the_session(cluster: FakeCluster) -> None:
+    token = json.loads((await kvctl(cluster, "put", "k", "v", "-o", "json")).stdout)["session_token"]
+
+    await kvctl(cluster, "get", "k", "--consistency", "session", "--session-token", token)
+
+    assert cluster.reads_served()[-1][2] == int(token.split(":")[1])
+
+
+async def test_write_concerns_and_what_a_leader_delete_can_say(cluster: FakeCluster) -> None:
+    assert (await kvctl(cluster, "put", "k", "v", "--concern", "all")).exit_code == 0
+    deleted = await kvctl(cluster, "del", "k", "--concern", "leader")
+    in_json = await kvctl(cluster, "del", "k", "--concern", "leader", "-o", "json")
+    help_text = (await kvctl(None, "put", "--help")).stdout
+
+    assert one_line(deleted.stdout).startswith("accepted by the leader, not applied yet")
+    assert json.loads(in_json.stdout)["deleted"] is None
+    assert "IS LOST if that leader fails" in " ".join(help_text.split())

@@ -55,3 +55,11 @@ def test_only_replicas_of_the_partition_receive_its_leadership() -> None:
     ]
     for partition, to in plan_leader_transfers(1, groups, limit=10):
         assert to in groups[partition].voters and to != 1
+
+
+def test_leadership_never_goes_to_a_replica_not_heard_from_lately() -> None:
+    """A transfer to a node cut off by a partition cannot finish, and the partition refuses writes
+    while it is pending: the balancer, running every second, would keep the partition stalled."""
+    groups = views([1] * 32 + [2] * 20 + [3] * 12)
+    assert plan_leader_transfers(1, groups, limit=2, unreachable=frozenset({3})) == [(0, 2), (1, 2)]
+    assert plan_leader_transfers(1, groups, limit=2, unreachable=frozenset({2, 3})) == []

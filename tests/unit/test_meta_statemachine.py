@@ -13,6 +13,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb.internal_pb2 import LogCommand
 from kvstore.codec import CodecError, decode_tombstone, encode_tombstone
 from kvstore.node.lessor import Lessor, LessorConfig, ManualClock
+from kvstore.node.reads import ReadTiming
 from kvstore.node.replica import KeepAlive, PartitionReplica
 from kvstore.raft import (
     ConfChange,
@@ -106,6 +107,9 @@ def test_a_tombstone_refuses_votes_for_logs_behind_the_deleted_one() -> None:
 CACHE_BYTES = 1 << 20
 
 
+TIMING = ReadTiming(wait_s=1.0, probe_interval_s=0.1, clock_factor=1.25)
+
+
 def lessor() -> Lessor[KeepAlive]:
     return Lessor(ManualClock(), LessorConfig())
 
@@ -113,7 +117,7 @@ def lessor() -> Lessor[KeepAlive]:
 def test_a_deleted_replica_leaves_nothing_behind_and_a_re_created_one_keeps_term_and_vote() -> None:
     engine = MemoryEngine()
     config = Config(3, election_tick=10, heartbeat_tick=1)
-    replica = PartitionReplica.open(engine, 5, config, random.Random(1), lessor(), CACHE_BYTES,
+    replica = PartitionReplica.open(engine, 5, config, random.Random(1), TIMING, lessor(), CACHE_BYTES,
                                     SnapshotMeta(1, 1, ConfState(frozenset({1, 2, 3}))))
     assert stored_groups(engine) == [5]
     header = pb.RequestHeader(client_id="c", request_seq=1)
@@ -130,7 +134,7 @@ def test_a_deleted_replica_leaves_nothing_behind_and_a_re_created_one_keeps_term
     engine.write(batch, sync=True)
     assert list(engine.iterate(b"", None)) == [] and stored_groups(engine) == []
     tombstone = Tombstone(term=4, vote=2, last_index=30, last_term=4)
-    again = PartitionReplica.open(engine, 5, config, random.Random(1), lessor(), CACHE_BYTES, tombstone=tombstone)
+    again = PartitionReplica.open(engine, 5, config, random.Random(1), TIMING, lessor(), CACHE_BYTES, tombstone=tombstone)
     assert (again.log.hard_state.term, again.log.hard_state.vote, again.log.last_index()) == (4, 2, 0)
     assert DurableLogStorage.open(engine, 5, again.sm.snapshot).hard_state.term == 4
     assert not again.step(Message(MessageType.VOTE, 3, 1, term=5, log_term=4, index=10))
@@ -143,7 +147,7 @@ def test_a_restarted_replica_knows_the_conf_changes_it_applied_after_its_snapsho
     a replica would ask removed members for votes: no election ever succeeds)."""
     engine = MemoryEngine()
     config = Config(3, election_tick=10, heartbeat_tick=1)
-    replica = PartitionReplica.open(engine, 5, config, random.Random(1), lessor(), CACHE_BYTES,
+    replica = PartitionReplica.open(engine, 5, config, random.Random(1), TIMING, lessor(), CACHE_BYTES,
                                     SnapshotMeta(1, 1, ConfState(frozenset({1, 2, 3}))))
     changes = [ConfChange(ConfChangeType.ADD_LEARNER, 4), ConfChange(ConfChangeType.ADD_VOTER, 4),
                ConfChange(ConfChangeType.REMOVE, 1)]
@@ -156,7 +160,7 @@ def test_a_restarted_replica_knows_the_conf_changes_it_applied_after_its_snapsho
     moved = ConfState(frozenset({2, 3, 4}))
     assert replica.sm.applied.conf_state == moved
 
-    again = PartitionReplica.open(engine, 5, config, random.Random(1), lessor(), CACHE_BYTES)
+    again = PartitionReplica.open(engine, 5, config, random.Random(1), TIMING, lessor(), CACHE_BYTES)
 
     assert again.log.snapshot_meta.index == 1  # the snapshot point is still before the changes
     assert again.raw.conf_state() == moved

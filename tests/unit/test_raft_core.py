@@ -554,6 +554,74 @@ def test_lease_stays_invalid_after_an_abandoned_transfer_whose_timeout_now_may_s
     assert env.nodes[1].raw.status().lease_valid
 
 
+def test_a_read_state_says_whether_the_lease_released_it() -> None:
+    """The node reports which path served a read: the lease (no quorum round, resting on the
+    clock-drift assumption) or a quorum round, even when a lease read had to fall back to one."""
+    env = make_env(3)
+    elect(env, 1)
+    heartbeat_round(env, 1)
+    env.read_index(1, 1, lease=True)  # the lease holds: released at once, by the lease
+    env.read_index(1, 2)  # ReadIndex asked for: a round, even though the lease holds
+    env.stabilize()
+    env.tick(1, ELECTION_TICK)  # no round acknowledged meanwhile: the lease has expired
+    env.isolated.add(1)
+    env.process_ready(1)
+    env.isolated.clear()
+    env.read_index(1, 3, lease=True)  # falls back to a round
+    env.read_index(3, 4, lease=True)  # a follower's read is forwarded: always a round
+    env.stabilize()
+    released = {r.request_id: r.lease for r in (*env.nodes[1].read_states, *env.nodes[3].read_states)}
+    assert released == {1: True, 2: False, 3: False, 4: False}
+
+
+def test_a_lone_voter_releases_reads_without_a_lease() -> None:
+    env = make_env(1)
+    elect(env, 1)
+    env.read_index(1, 1, lease=True)
+    env.stabilize()
+    (read,) = env.nodes[1].read_states
+    assert read.lease is False  # it is the whole quorum: linearizable without any clock
+
+
+# -- write concern ALL: what every replica applied ---------------------------------------------
+
+
+def test_followers_report_their_applied_index_and_the_leader_takes_the_smallest() -> None:
+    env = make_env(3)
+    elect(env, 1)
+    leader = env.nodes[1].raw
+    index = leader.propose([b"a"])
+    env.stabilize()
+    heartbeat_round(env, 1)
+    assert leader.applied_by_all() == index
+    env.isolated.add(3)
+    later = leader.propose([b"b"])
+    env.stabilize()
+    heartbeat_round(env, 1)
+    assert env.nodes[2].raw.status().applied == later
+    assert leader.applied_by_all() == index  # 3 has not applied "b": ALL must wait
+    assert env.nodes[2].raw.applied_by_all() == 0  # only the leader knows
+    env.isolated.clear()
+    heartbeat_round(env, 1)
+    heartbeat_round(env, 1)
+    assert leader.applied_by_all() == later
+
+
+def test_applied_by_all_counts_learners_as_replicas() -> None:
+    env = make_env(3)
+    elect(env, 1)
+    learner = add_learner(env, 1)
+    heartbeat_round(env, 1)
+    leader = env.nodes[1].raw
+    assert leader.applied_by_all() == leader.status().applied
+    env.isolated.add(learner)
+    index = leader.propose([b"a"])
+    env.stabilize()
+    heartbeat_round(env, 1)
+    assert leader.status().commit >= index  # committed by the voters alone...
+    assert leader.applied_by_all() < index  # ...but the learner is a replica too
+
+
 # -- leadership transfer --------------------------------------------------------------------
 
 

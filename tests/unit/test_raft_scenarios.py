@@ -25,6 +25,7 @@ REQUIRED_SCENARIOS = {
     "remove_leader.txt",
     "snapshot_catchup.txt",
     "readindex.txt",
+    "applied_by_all.txt",
 }
 
 

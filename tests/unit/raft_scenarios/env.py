@@ -86,8 +86,8 @@ def describe_message(m: Message) -> str:
         return f"{head} log={m.log_term}/{m.index} commit={m.commit} entries=[{entries}]"
     if t is MessageType.APPEND_RESP:
         if m.reject:
-            return f"{head} index={m.index} rejected hint={m.log_term}/{m.reject_hint}"
-        return f"{head} index={m.index}"
+            return f"{head} index={m.index} rejected hint={m.log_term}/{m.reject_hint} applied={m.applied}"
+        return f"{head} index={m.index} applied={m.applied}"
     if t in (MessageType.VOTE, MessageType.PRE_VOTE):
         return f"{head} log={m.log_term}/{m.index}" + (" transfer" if m.transfer else "")
     if t in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP):
@@ -95,7 +95,7 @@ def describe_message(m: Message) -> str:
     if t is MessageType.HEARTBEAT:
         return f"{head} commit={m.commit} round={m.context}"
     if t is MessageType.HEARTBEAT_RESP:
-        return f"{head} round={m.context}"
+        return f"{head} round={m.context} applied={m.applied}"
     if t is MessageType.SNAPSHOT:
         assert m.snapshot is not None
         return f"{head} snapshot=[{describe_snapshot_meta(m.snapshot.meta)}]"
@@ -341,7 +341,7 @@ class InteractionEnv:
                 self.inboxes[message.to].append(message)
         self._apply(node, rd)
         for read_state in rd.read_states:
-            self.write(f"read index={read_state.index} ctx={read_state.request_id}")
+            self.write(f"read index={read_state.index} ctx={read_state.request_id}" + (" lease" if read_state.lease else ""))
             node.read_states.append(read_state)
         raw.advance(rd)
         self._end_section()
@@ -470,13 +470,18 @@ class InteractionEnv:
         )
         if status.role is Role.LEADER:
             transferee = status.lead_transferee if status.lead_transferee != NONE else "none"
-            self.write(f"lease={'valid' if status.lease_valid else 'invalid'} transferee={transferee}")
+            self.write(
+                f"lease={'valid' if status.lease_valid else 'invalid'} transferee={transferee} "
+                f"applied-by-all={self.nodes[node_id].raw.applied_by_all()}"
+            )
             for peer_id in sorted(status.progress):
                 peer = status.progress[peer_id]
                 learner = " learner" if peer.is_learner else ""
                 inflight = len(raft.prs[peer_id].inflights)
+                applied = "" if peer_id == node_id else f" applied={peer.applied}"
                 self.write(
-                    f"{peer_id}: {peer.state.name} match={peer.match} next={peer.next} inflight={inflight}{learner}"
+                    f"{peer_id}: {peer.state.name} match={peer.match} next={peer.next}{applied} "
+                    f"inflight={inflight}{learner}"
                 )
 
     def describe_state_machine(self, node_id: int) -> None:
