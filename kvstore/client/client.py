@@ -731,7 +731,17 @@ class Client:
     async def _member_change(
         self, call: Callable[[pb_grpc.ClusterStub, float], Awaitable[pb.MemberChangeResponse]]
     ) -> Member:
-        response = await self._cluster_call(call, self._deadline())
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline()
+        backoff = Backoff(self._rng)
+        response = await self._cluster_call(call, deadline)
+        # NOT_LEADER: the meta group had no reachable leader (one just died), so nothing was
+        # proposed; asking again once it elects one is safe.
+        while response.error.code == ErrorCode.NOT_LEADER:
+            await backoff.pause(deadline)
+            if loop.time() >= deadline:
+                break
+            response = await self._cluster_call(call, deadline)
         if response.error.code:
             raise exception_for(response.error.code, response.error.message)
         self._note_epoch(response.header.epoch)

@@ -17,7 +17,7 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc, meta_pb2, peer_pb2_grpc
-from kvstore.errors import UnavailableError, exception_for
+from kvstore.errors import NotLeaderError, UnavailableError, exception_for
 from kvstore.node.reconcile import ReplicaView
 from kvstore.node.transport import GRPC_OPTIONS, PeerChannels
 from kvstore.raft import RawNode
@@ -59,11 +59,16 @@ async def join(seeds: Sequence[str], address: str, channels: PeerChannels) -> Jo
 
 
 async def forward(channels: PeerChannels, address: str, command: meta_pb2.MetaCommand) -> CommandResult:
-    """`command`'s result from the meta leader at `address`."""
+    """`command`'s result from the meta leader at `address`. A leader that cannot be reached
+    never saw the command: NotLeaderError (certainly not applied; the caller may try again once
+    a leader is elected). One that did not answer in time may have applied it: UnavailableError."""
     async with channels.peer_channel(address, GRPC_OPTIONS) as channel:
         try:
             result = await peer_pb2_grpc.PeerStub(channel).ProposeMeta(command, timeout=FORWARD_TIMEOUT_S)
         except grpc.aio.AioRpcError as e:
+            if e.code() is grpc.StatusCode.UNAVAILABLE:
+                raise NotLeaderError(f"the meta group's leader at {address} cannot be reached "
+                                     f"({e.details()}); a new one is elected within seconds") from None
             raise UnavailableError(f"the meta group's leader at {address} did not answer: "
                                    f"{e.code().name}: {e.details()}") from None
     return CommandResult.from_pb(result)
