@@ -399,6 +399,11 @@ class Workers(Protocol):
         """Worker -> the token of the lock it holds, for every running worker holding one now."""
         ...
 
+    def about_to_write(self) -> dict[int, int]:
+        """The `holders` that have read their register and not yet sent the write it decides:
+        a pause there is the one that makes a write stale."""
+        ...
+
     @property
     def count(self) -> int: ...
 
@@ -423,13 +428,19 @@ class ClientPauseNemesis:
         return None
 
     async def inject(self, rng: random.Random) -> Fault:
+        """Pause a holder between its read and its write (the window where a pause makes its
+        write stale, whatever the machine's load), else any holder, else any worker."""
         loop = asyncio.get_running_loop()
         waited_until = loop.time() + _HOLDER_WAIT_S
-        holders = self._workers.holders()
-        while not holders and loop.time() < waited_until:
+        deciding = self._workers.about_to_write()
+        while not deciding and loop.time() < waited_until:
             await asyncio.sleep(_HOLDER_POLL_S)
-            holders = self._workers.holders()
-        if holders:
+            deciding = self._workers.about_to_write()
+        holders = self._workers.holders()
+        if deciding:
+            worker = rng.choice(sorted(deciding))
+            what = f"worker {worker}, holding the lock with token {deciding[worker]}, between its read and its write"
+        elif holders:
             worker = rng.choice(sorted(holders))
             what = f"worker {worker}, holding the lock with token {holders[worker]}"
         else:

@@ -32,6 +32,7 @@ class WorkerProcesses:
         self._log_dir = log_dir
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._holding: dict[int, int] = {}  # worker -> token of the lock it holds
+        self._read: set[int] = set()  # holders that read their register and have not sent their write
         self._paused: set[int] = set()
         self.problems: list[str] = []  # what went wrong with the workers themselves
 
@@ -87,8 +88,14 @@ class WorkerProcesses:
     def _follow_holder(self, worker: int, event: Event) -> None:
         if event.f == "acquire" and event.type is EventType.OK and isinstance(event.value, tuple):
             self._holding[worker] = event.value[0]
+            self._read.discard(worker)
+        elif event.f == "read" and event.type is EventType.OK and worker in self._holding:
+            self._read.add(worker)
+        elif event.f == "write" and event.type is EventType.INVOKE:
+            self._read.discard(worker)
         elif (event.f == "release" and event.type is EventType.INVOKE) or event.type is EventType.INFO:
             self._holding.pop(worker, None)
+            self._read.discard(worker)
 
     def holders(self) -> dict[int, int]:
         return {
@@ -96,6 +103,9 @@ class WorkerProcesses:
             for worker, token in self._holding.items()
             if worker not in self._paused and self._processes[worker].returncode is None
         }
+
+    def about_to_write(self) -> dict[int, int]:
+        return {worker: token for worker, token in self.holders().items() if worker in self._read}
 
     def pause(self, worker: int) -> None:
         if self._signal(worker, signal.SIGSTOP):

@@ -187,10 +187,14 @@ def test_worker_configs_round_trip_through_json_and_start_on_different_nodes() -
 class FakeWorkers:
     def __init__(self, holders: dict[int, int]) -> None:
         self.held = holders
+        self.read: set[int] = set()
         self.signals: list[tuple[str, int, float]] = []
 
     def holders(self) -> dict[int, int]:
         return dict(self.held)
+
+    def about_to_write(self) -> dict[int, int]:
+        return {worker: token for worker, token in self.held.items() if worker in self.read}
 
     @property
     def count(self) -> int:
@@ -216,3 +220,15 @@ async def test_client_pause_stops_a_holder_and_resumes_it_only_after_its_minimum
     await fault.heal()  # healed at once: the resume still waits out the minimum pause
     (stop, _, stopped_at), (cont, _, resumed_at) = workers.signals
     assert (stop, cont) == ("stop", "cont") and resumed_at - stopped_at == pytest.approx(0.3, abs=0.05)
+
+
+async def test_client_pause_stops_a_holder_between_its_read_and_its_write_when_there_is_one() -> None:
+    workers = FakeWorkers({0: 56, 1: 57})
+    nemesis = ClientPauseNemesis(workers, min_pause_s=0.0)
+    injecting = asyncio.create_task(nemesis.inject(random.Random(1)))
+    await asyncio.sleep(0.05)
+    assert not injecting.done()  # holders, but none has read yet: it waits for one that has
+    workers.read = {1}
+    fault = await asyncio.wait_for(injecting, 5)
+    assert fault.workers == (1,)
+    assert fault.description == "SIGSTOP worker 1, holding the lock with token 57, between its read and its write"
