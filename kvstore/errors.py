@@ -115,6 +115,31 @@ class LockNotHeldError(KvError):
     default_code = ErrorCode.LOCK_NOT_HELD
 
 
+class WatchCompactedError(KvError):
+    """A watch asked for changes of a partition that no replica's history holds any more
+    (docs/watch.md): `partition`, the `revision` it asked to start from, and `compact_revision`,
+    the revision from which the replicas' histories hold every change. Start a new watch from
+    now, then list the keys again (docs/watch.md, "Re-listing"); or watch from
+    `compact_revision`, knowing the changes before it were missed. Never retried: a watch does
+    not skip changes silently."""
+
+    default_code = ErrorCode.COMPACTED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partition: int = 0,
+        revision: int = 0,
+        compact_revision: int = 0,
+        code: ErrorCode | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.partition = partition
+        self.revision = revision
+        self.compact_revision = compact_revision
+
+
 class UnavailableError(KvError):
     default_code = ErrorCode.UNAVAILABLE
 
@@ -201,7 +226,7 @@ ERRORS: Mapping[ErrorCode, ErrorKind] = MappingProxyType(
         ErrorCode.TIMEOUT: ErrorKind(KvTimeoutError, _S.DEADLINE_EXCEEDED, ExitCode.UNAVAILABLE, True, True),
         ErrorCode.CROSS_PARTITION: ErrorKind(CrossPartitionError, None, ExitCode.USAGE, False, False),
         ErrorCode.STALE_FENCING_TOKEN: ErrorKind(StaleFencingTokenError, None, ExitCode.USAGE, False, False),
-        ErrorCode.COMPACTED: ErrorKind(KvError, None, ExitCode.USAGE, False, False),
+        ErrorCode.COMPACTED: ErrorKind(WatchCompactedError, None, ExitCode.USAGE, False, False),
         ErrorCode.LEASE_NOT_FOUND: ErrorKind(LeaseNotFoundError, None, ExitCode.USAGE, False, False),
         ErrorCode.LOCK_NOT_HELD: ErrorKind(LockNotHeldError, None, ExitCode.USAGE, False, False),
         ErrorCode.INTERNAL: ErrorKind(KvError, _S.INTERNAL, ExitCode.UNAVAILABLE, False, True),

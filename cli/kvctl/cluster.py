@@ -331,15 +331,30 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
     # A token of its own makes this cluster's id differ from every other cluster's, even one
     # built on the same addresses: their nodes then never talk to each other.
     state = recorded or LocalCluster(secrets.token_hex(8), partitions, replication_factor, (), client_tls)
+    # A supervisor's or `timeout`'s SIGTERM stops the cluster the way Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     state = replace(state, nodes=tuple(_start_node(root, node_id, peers, metrics[node_id], state, certificates)
                                        for node_id in peers))
     state.save(root)
-    credentials = state.credentials()
+    # From here on the nodes are ours to stop, whenever this command ends, unless it detaches.
     try:
-        failed = _wait_ready(state.nodes, state.partitions, console, credentials)
-    except SystemExit:
+        _serve(state, root, data_dir, client_tls, demo, detach, console)
+    except KeyboardInterrupt:
+        console.print("stopping the cluster...")
+    except BaseException:
         _stop(state.nodes, console)
         raise
+    if not detach:
+        _stop(state.nodes, console)
+        console.print("cluster stopped")
+
+
+def _serve(state: LocalCluster, root: Path, data_dir: str, client_tls: TlsConfig | None, demo: bool, detach: bool,
+           console: Console) -> None:
+    """Waits for the started nodes, prints how to reach them, runs the demo, then (unless
+    `detach`) shows the live table until every node has exited or the user interrupts."""
+    credentials = state.credentials()
+    failed = _wait_ready(state.nodes, state.partitions, console, credentials)
     started = [node for node in state.nodes if node not in failed]
     endpoints = ",".join(n.address for n in started)
     console.print(f"[green]cluster up[/]: {len(started)} of {len(state.nodes)} nodes, {state.partitions} "
@@ -360,18 +375,12 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
     if detach:
         console.print(f"  stop it with: kvctl cluster down --data-dir {data_dir}")
         return
-    try:
-        live_title = "kvstore local cluster (Ctrl-C stops it)"
-        with Live(status_table(state.nodes, credentials, live_title), console=console, refresh_per_second=1) as live:
-            while any(_alive(n.pid) for n in state.nodes):
-                time.sleep(1)
-                live.update(status_table(state.nodes, credentials, live_title))
-        _fail("every node has exited; see the logs in " + str(root), ExitCode.UNAVAILABLE)
-    except KeyboardInterrupt:
-        console.print("stopping the cluster...")
-    finally:
-        _stop(state.nodes, console)
-    console.print("cluster stopped")
+    live_title = "kvstore local cluster (Ctrl-C stops it)"
+    with Live(status_table(state.nodes, credentials, live_title), console=console, refresh_per_second=1) as live:
+        while any(_alive(n.pid) for n in state.nodes):
+            time.sleep(1)
+            live.update(status_table(state.nodes, credentials, live_title))
+    _fail("every node has exited; see the logs in " + str(root), ExitCode.UNAVAILABLE)
 
 
 def _host_port(address: str) -> tuple[str, int]:

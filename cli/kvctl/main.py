@@ -16,6 +16,7 @@ from kvctl.lock import lock
 from kvctl.member import member
 from kvctl.topology import partitions, status
 from kvctl.txn import txn
+from kvctl.watch import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -32,6 +33,7 @@ def cli() -> None:
       kvctl get greeting -o simple      print its value alone
       kvctl lease grant 10 --for-key job  a lease of 10 s, in job's partition
       kvctl lock orders -- ./job.sh     run a command while holding a lock
+      kvctl watch jobs/ --prefix        print the changes under jobs/ as they happen
       kvctl check --model register h.jsonl   check a history for linearizability
     """
 
@@ -43,7 +45,7 @@ cli.add_command(cert)
 cli.add_command(jepsen)
 cli.add_command(lease)
 cli.add_command(lock)
-for data_command in (get, put, delete, scan, txn, status, partitions, member):
+for data_command in (get, put, delete, scan, txn, watch, status, partitions, member):
     cli.add_command(data_command)
 
 

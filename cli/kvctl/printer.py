@@ -33,6 +33,7 @@ from kvstore.client import (
     PutResult,
     ResponseHeader,
     TxnResult,
+    WatchEvent,
 )
 from kvstore.names import lease_partition
 
@@ -398,6 +399,38 @@ class Printer:
         else:
             self._line(f"holding lock {_text(lock.name)!r}: key {_text(lock.key)}, fencing token {lock.token}")
         sys.stdout.flush()
+
+    def watch_event(self, event: WatchEvent, prev_kv: bool) -> None:
+        """One line per event, printed at once (a watch's reader follows it live)."""
+        kind = event.type.name
+        if self.output is OutputFormat.JSON:
+            document = {
+                "type": kind.lower(),
+                **_bytes_field("key", event.key),
+                **_bytes_field("value", event.value),
+                "revision": event.revision,
+                "partition": event.partition,
+                "create_revision": event.create_revision,
+                "version": event.version,
+                "lease": event.lease,
+            }
+            if prev_kv:
+                document["prev_kv"] = event.prev_kv and kv_json(event.prev_kv)
+            self._json(document)
+        elif self.output is OutputFormat.SIMPLE:
+            self._raw(kind.encode(), event.key, event.value)
+        else:
+            line = f"{kind} {_one_line(event.key)}"
+            if event.value or kind == "PUT":
+                line += f" = {_one_line(event.value)}"
+            if prev_kv:
+                line += f" (was {_one_line(event.prev_kv.value) if event.prev_kv else 'absent'})"
+            self._line(f"{line}  [partition {event.partition}, revision {event.revision}]")
+
+
+def _one_line(data: bytes) -> str:
+    """Stored bytes as text on one line: line breaks and other control characters escaped."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in _text(data))
 
 
 def _member_state(member: Member) -> str:

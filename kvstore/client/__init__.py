@@ -9,10 +9,11 @@ from kvstore.client import ops
 from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
 from kvstore.client.leases import Acknowledgement, KeptLease, Lock, LockContext, Session
 from kvstore.client.ops import Compare, DeleteOp, GetOp, Op, PutOp
-from kvstore.client.sync import SyncClient, SyncLock, SyncLockContext, SyncSession
+from kvstore.client.sync import SyncClient, SyncLock, SyncLockContext, SyncSession, SyncWatch
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
+    EventType,
     GetResult,
     KeyValue,
     Lease,
@@ -26,8 +27,10 @@ from kvstore.client.types import (
     ReadConsistency,
     ResponseHeader,
     TxnResult,
+    WatchEvent,
     WriteConcern,
 )
+from kvstore.client.watch import Watch
 from kvstore.errors import (
     BatchError,
     CrossPartitionError,
@@ -42,6 +45,7 @@ from kvstore.errors import (
     StaleFencingTokenError,
     TransportSecurityError,
     UnavailableError,
+    WatchCompactedError,
     WrongNodeError,
 )
 from kvstore.tls import TlsConfig
@@ -58,6 +62,7 @@ __all__ = [
     "DeleteOp",
     "DeleteResult",
     "ErrorCode",
+    "EventType",
     "GetOp",
     "GetResult",
     "InvalidArgumentError",
@@ -89,10 +94,14 @@ __all__ = [
     "SyncLock",
     "SyncLockContext",
     "SyncSession",
+    "SyncWatch",
     "TlsConfig",
     "TransportSecurityError",
     "TxnResult",
     "UnavailableError",
+    "Watch",
+    "WatchCompactedError",
+    "WatchEvent",
     "WriteConcern",
     "WrongNodeError",
     "ops",

@@ -9,7 +9,7 @@ import itertools
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Protocol, TypeVar
 
@@ -20,6 +20,7 @@ from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.address import parse_address
 from kvstore.client import wire
 from kvstore.client.attempts import Attempts
+from kvstore.client.backoff import Backoff
 from kvstore.client.batching import NodeBatcher, TransportError, transport_failure
 from kvstore.client.leases import KeepAlives, KeptLease, LockContext, Session
 from kvstore.client.ops import Compare, Data, DeleteOp, GetOp, Op, PutOp, to_bytes
@@ -40,6 +41,7 @@ from kvstore.client.types import (
     TxnResult,
     WriteConcern,
 )
+from kvstore.client.watch import Watch
 from kvstore.errors import (
     ERRORS,
     BatchError,
@@ -53,15 +55,11 @@ from kvstore.errors import (
     exception_for,
 )
 from kvstore.names import lease_partition, lock_prefix
-from kvstore.ring import routing_key
 from kvstore.tls import TlsConfig, TlsError, aio_channel, client_credentials, diagnose
 
 DEFAULT_MAX_KEY_BYTES = 4 * 1024
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 
-# Retry pauses: short enough that a leader election (hundreds of ms) is waited out quickly.
-_FIRST_BACKOFF_S = 0.01
-_MAX_BACKOFF_S = 0.5
 # One attempt on one node gets at most max(_MIN_ATTEMPT_S, timeout / 4): a paused or cut-off
 # leader must not use up the whole deadline before the call tries the node elected after it.
 _MIN_ATTEMPT_S = 1.0
@@ -85,29 +83,10 @@ _UnaryRequest = (
 CallResultT = TypeVar("CallResultT")
 
 
-class _Backoff:
-    """Exponential pauses with jitter, never past the call's deadline."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-        self._next = _FIRST_BACKOFF_S
-
-    async def pause(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        delay = self._next * (0.5 + self._rng.random() / 2)
-        self._next = min(self._next * 2, _MAX_BACKOFF_S)
-        await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
-
-
 def _prefix_end(prefix: bytes) -> bytes:
     """The smallest key greater than every key starting with `prefix` (b"" = end of key space)."""
     trimmed = prefix.rstrip(b"\xff")
     return trimmed[:-1] + bytes([trimmed[-1] + 1]) if trimmed else b""
-
-
-def _tagged_prefix(prefix: bytes) -> bool:
-    """True when every key with `prefix` has the same routing key, so one partition holds them all."""
-    return routing_key(prefix) != prefix
 
 
 def _check_endpoint(endpoint: str) -> None:
@@ -180,6 +159,7 @@ class Client:
         # Highest revision seen per partition: the floor for SESSION reads (read-your-writes).
         self._seen_revisions: dict[int, int] = {}
         self._keep_alives = KeepAlives(self._call_partition, self._lease_stub)
+        self._watches: set[Watch] = set()
 
     async def connect(self) -> None:
         """Fetch the cluster map through the seed endpoints; `UnavailableError` if none answers."""
@@ -189,6 +169,7 @@ class Client:
         """Stop the per-node batchers and close every connection. Calls still waiting fail with
         `UnavailableError`; later calls are refused. Closing twice is harmless."""
         self._closed = True
+        await asyncio.gather(*(watch.close() for watch in list(self._watches)))
         if self._epoch_refresh is not None:
             self._epoch_refresh.cancel()
             await asyncio.gather(self._epoch_refresh, return_exceptions=True)
@@ -318,11 +299,7 @@ class Client:
         if prefix is not None:
             prefix_bytes = to_bytes(prefix, "prefix")
             range_start, range_end = prefix_bytes, _prefix_end(prefix_bytes)
-            partitions = (
-                [router.partition_for(prefix_bytes)]
-                if _tagged_prefix(prefix_bytes)
-                else range(router.partition_count)
-            )
+            partitions = router.partitions_under(prefix_bytes)
         else:
             range_start = b"" if start is None else to_bytes(start, "start")
             range_end = b"" if end is None else to_bytes(end, "end")
@@ -573,6 +550,55 @@ class Client:
     async def _partition_of(self, key: bytes, deadline: float) -> int:
         return (await self._connected_router(deadline)).partition_for(key)
 
+    # ---- watches (docs/watch.md) -------------------------------------------------------------
+
+    def watch(
+        self,
+        key: Data,
+        *,
+        prefix: bool = False,
+        start_revision: int | Mapping[int, int] | None = None,
+        prev_kv: bool = False,
+    ) -> Watch:
+        """The changes of `key` (with `prefix`: of every key starting with it, across the
+        partitions that may hold them) as the cluster applies them: an async iterator of
+        `WatchEvent`s, in revision order per partition.
+
+            async with client.watch("jobs/", prefix=True) as watch:   # established on entry
+                async for event in watch:
+                    print(event.type.name, event.key, event.value, event.revision)
+
+        `start_revision`: None, from now; a revision, from it in every partition (revisions are
+        per partition); a mapping partition -> revision (such as a watch's `position`), from
+        each one's (now for the partitions it lacks). `prev_kv`: events carry the key as it was
+        before. It survives node deaths and leader changes, resuming from what it delivered,
+        without duplicates or gaps; it ends with `WatchCompactedError` when no replica holds the
+        changes it needs any more (a start revision too old, or a consumer too slow).
+        """
+        if self._closed:
+            raise UnavailableError("the client is not connected: it was closed")
+        watched = to_bytes(key, "prefix" if prefix else "key")
+        if not prefix:
+            self._validate_key(watched)
+        elif len(watched) > self.max_key_bytes:
+            raise InvalidArgumentError(f"prefix of {len(watched)} bytes is over the {self.max_key_bytes}-byte limit")
+        starts = start_revision.values() if isinstance(start_revision, Mapping) else [start_revision or 0]
+        if any(revision < 0 for revision in starts):
+            raise InvalidArgumentError(f"a start revision must be >= 0, got {start_revision}")
+        watch = Watch(
+            watched,
+            prefix,
+            start_revision,
+            prev_kv,
+            router=self._connected_router,
+            refresh=self._refresh_layout_quietly,
+            stub=lambda address: pb_grpc.WatchStub(self._channel(address)),
+            timeout=self.timeout,
+            on_close=self._watches.discard,
+        )
+        self._watches.add(watch)
+        return watch
+
     # ---- cluster information ----------------------------------------------------------------
 
     async def status(self, endpoint: str | None = None, *, timeout: float | None = None) -> NodeStatus:
@@ -787,7 +813,7 @@ class Client:
         (and for a `write`, whether it may have been applied).
         """
         loop = asyncio.get_running_loop()
-        backoff = _Backoff(self._rng)
+        backoff = Backoff(self._rng)
         failed_nodes: set[int] = set()  # nodes that could not serve this call; skipped until all have failed
         attempts = Attempts()
         hint_hops = 0
@@ -927,7 +953,7 @@ class Client:
             self._rng.shuffle(known)
             endpoints = list(dict.fromkeys([*known, *self._seeds]))
         loop = asyncio.get_running_loop()
-        backoff = _Backoff(self._rng)
+        backoff = Backoff(self._rng)
         problems: dict[str, str] = {}  # endpoint -> why its last attempt failed
         while True:
             security_problems = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kvstore.client.types import ClusterLayout
+from kvstore.ring import routing_key
 from kvstore.ring.hashing import key_partition, partition_bits
 
 
@@ -29,6 +30,13 @@ class Router:
     def partition_for(self, key: bytes) -> int:
         """The partition holding `key` (hash tags honoured)."""
         return key_partition(key, self._partition_bits)
+
+    def partitions_under(self, prefix: bytes) -> list[int]:
+        """The partitions that may hold keys starting with `prefix`: the one of its {hash tag}
+        when the prefix fixes every such key's routing key, else all."""
+        if routing_key(prefix) != prefix:
+            return [self.partition_for(prefix)]
+        return list(range(self.partition_count))
 
     def replicas_of(self, partition: int) -> tuple[int, ...]:
         return self._replicas.get(partition, ())

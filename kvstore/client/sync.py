@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -26,8 +26,10 @@ from kvstore.client.types import (
     PutResult,
     ReadConsistency,
     TxnResult,
+    WatchEvent,
     WriteConcern,
 )
+from kvstore.client.watch import Watch
 from kvstore.errors import UnavailableError
 from kvstore.tls import TlsConfig
 
@@ -231,6 +233,24 @@ class SyncClient:
         """The cluster map, freshly fetched (`Client.partitions`)."""
         return self._run(self._client.partitions())
 
+    # ---- watches (docs/watch.md) -------------------------------------------------------------
+
+    def watch(
+        self,
+        key: Data,
+        *,
+        prefix: bool = False,
+        start_revision: int | Mapping[int, int] | None = None,
+        prev_kv: bool = False,
+    ) -> SyncWatch:
+        """`Client.watch`, as a blocking iterator of `WatchEvent`s:
+
+            with client.watch("jobs/", prefix=True) as watch:   # established on entry
+                for event in watch:
+                    print(event.type.name, event.key, event.value)
+        """
+        return SyncWatch(self, self._client.watch(key, prefix=prefix, start_revision=start_revision, prev_kv=prev_kv))
+
     # ---- leases and locks (docs/locks.md) ---------------------------------------------------
 
     def grant(self, ttl: int, *, key: Data | None = None, partition: int | None = None, lease: int = 0) -> Lease:
@@ -326,3 +346,48 @@ class SyncLockContext:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._client._run(self._context.__aexit__(exc_type, exc, tb))
+
+
+class SyncWatch:
+    """A `Watch` used from threads: `next(watch)` blocks until the next event (Ctrl-C interrupts
+    it; no event is lost by that: the next call hands it out). `position` is the watch's."""
+
+    def __init__(self, client: SyncClient, watch: Watch) -> None:
+        self._client = client
+        self._watch = watch
+
+    @property
+    def position(self) -> dict[int, int]:
+        """Per partition, the next revision this watch hands out (`Watch.position`)."""
+        return self._watch.position
+
+    def start(self) -> None:
+        """Establish the watch on every partition it covers (`Watch.start`)."""
+        self._client._run(self._watch.start())
+
+    def close(self) -> None:
+        self._client._run(self._watch.close())
+
+    def __enter__(self) -> SyncWatch:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        return self
+
+    def __next__(self) -> WatchEvent:
+        event = self._client._run(self._next())
+        if event is None:
+            raise StopIteration
+        return event
+
+    async def _next(self) -> WatchEvent | None:
+        try:
+            return await anext(self._watch)
+        except StopAsyncIteration:
+            return None

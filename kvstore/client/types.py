@@ -154,3 +154,27 @@ class LeaseStatus:
     ttl: int
     granted_ttl: int
     keys: tuple[bytes, ...] = ()
+
+
+class EventType(IntEnum):
+    """What a watch event is: a key written or deleted."""
+
+    PUT = pb.WatchEvent.PUT
+    DELETE = pb.WatchEvent.DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change a watch saw (docs/watch.md): `key` put (with its new `value`, `create_revision`,
+    `version` and `lease`) or deleted (those four empty) at `revision` of `partition`;
+    `prev_kv`, when asked for, is the key as it was before (None if it did not exist)."""
+
+    type: EventType
+    key: bytes
+    value: bytes
+    revision: int
+    partition: int
+    create_revision: int
+    version: int
+    lease: int
+    prev_kv: KeyValue | None = None

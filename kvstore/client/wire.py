@@ -10,6 +10,7 @@ from kvstore.client.ops import Compare, GetOp, Op, PutOp
 from kvstore.client.types import (
     ClusterLayout,
     DeleteResult,
+    EventType,
     GetResult,
     KeyValue,
     Member,
@@ -21,6 +22,7 @@ from kvstore.client.types import (
     ReadConsistency,
     ResponseHeader,
     TxnResult,
+    WatchEvent,
     WriteConcern,
 )
 from kvstore.errors import ErrorCode, KvError
@@ -34,6 +36,15 @@ _CONSISTENCIES: Mapping[int, ReadConsistency] = MappingProxyType({level.value: l
 
 def kv_from_pb(kv: pb.KeyValue) -> KeyValue:
     return KeyValue(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+
+
+def event_from_pb(event: pb.WatchEvent, partition: int) -> WatchEvent:
+    kv = event.kv
+    prev_kv = kv_from_pb(event.prev_kv) if event.HasField("prev_kv") else None
+    return WatchEvent(
+        EventType(event.type), kv.key, kv.value, kv.mod_revision, partition, kv.create_revision, kv.version, kv.lease,
+        prev_kv,
+    )
 
 
 def header_from_pb(header: pb.ResponseHeader) -> ResponseHeader:

@@ -44,7 +44,7 @@ from kvstore.node.http import OpsServer
 from kvstore.node.identity import IdentityError
 from kvstore.node.metrics import RequestMetricsInterceptor, metrics_registry
 from kvstore.node.server import AddressInUseError, Node
-from kvstore.rpc import ClusterService, KVService, LeaseService, LockService, PeerService
+from kvstore.rpc import ClusterService, KVService, LeaseService, LockService, PeerService, WatchService
 from kvstore.storage import CorruptionError, DataDirLockedError, StorageError
 from kvstore.tls import TlsError
 
@@ -53,7 +53,7 @@ EXIT_RUNTIME = 3
 
 # What clients use, reported by the health service; reflection lists these and the Peer service.
 PUBLIC_SERVICES = tuple(
-    kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Lease", "Lock")
+    kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Lease", "Lock", "Watch")
 )
 SERVED_SERVICES = (*PUBLIC_SERVICES, peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name)
 
@@ -131,6 +131,7 @@ async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
             PeerService(node).add_to,
             LeaseService(node).add_to,
             LockService(node).add_to,
+            WatchService(node).add_to,
         ]
         await node.start([*services, health.add_to,
                           lambda server: add_reflection(server, SERVED_SERVICES)],

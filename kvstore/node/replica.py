@@ -54,6 +54,10 @@ class GroupMachine(Protocol[R_co]):
 
 M = TypeVar("M", bound=GroupMachine[object])
 
+BOOTSTRAP_INDEX = 1
+"""Every initial replica of a new cluster starts from an empty snapshot at this index (holding
+no change; see `open_group`)."""
+
 
 def not_leader(partition: int, leader: int) -> NotLeaderError:
     known = f"; the leader is node {leader}" if leader else "; no leader is known yet"

@@ -13,7 +13,7 @@ loop then:
 3. sends their messages (persist BEFORE send);
 4. applies committed entries of all groups in one more batch — apply state travels in the
    same batch as the data it covers — then answers the waiting requests with the applier's
-   responses, publishes the applied key changes to the change-notification hub (`hub.py`:
+   responses, publishes the applied key changes to the change-notification hub (`kvstore/hub.py`:
    lock waiters, watches) and feeds the lease changes to the partition's lessor;
 5. advances every group.
 
@@ -61,10 +61,10 @@ from kvstore.errors import (
     UnavailableError,
     WrongNodeError,
 )
+from kvstore.hub import ChangeHub, Cursor
 from kvstore.node import membership
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
-from kvstore.node.hub import ChangeHub
 from kvstore.node.identity import (
     IdentityError,
     PeerAdmission,
@@ -85,7 +85,15 @@ from kvstore.node.reconcile import (
     initial_meta_conf,
     reconcile,
 )
-from kvstore.node.replica import KeepAlive, PartitionReplica, Replica, Waiter, not_leader, open_group
+from kvstore.node.replica import (
+    BOOTSTRAP_INDEX,
+    KeepAlive,
+    PartitionReplica,
+    Replica,
+    Waiter,
+    not_leader,
+    open_group,
+)
 from kvstore.node.security import NodeSecurity
 from kvstore.node.transport import KEEPALIVE_OPTIONS, PeerTransport
 from kvstore.raft import (
@@ -271,7 +279,8 @@ class Node:
         if initial is not None:
             for partition, current in enumerate(initial.partitions):
                 if self.node_id in current.replicas:
-                    self._open_partition(partition, SnapshotMeta(1, 1, ConfState(frozenset(current.replicas))))
+                    self._open_partition(
+                        partition, SnapshotMeta(BOOTSTRAP_INDEX, 1, ConfState(frozenset(current.replicas))))
 
     def _open_partition(self, partition: int, start: SnapshotMeta | None = None) -> PartitionReplica:
         assert self.engine is not None
@@ -279,6 +288,11 @@ class Node:
             self.engine, partition, self._raft_config, self._rng, Lessor(self.clock, self.lessor_config),
             self._log_cache_share(self.meta.sm.state), start, self._tombstones.get(partition))
         self.replicas[partition] = self._groups[partition] = replica
+        # The watch history holds what is applied from now on (docs/watch.md); a replica that
+        # applied nothing but its bootstrap has all of its history (a new one gets a snapshot:
+        # `replaced`).
+        applied = replica.sm.applied_index
+        self.hub.open(partition, applied, 0 if applied <= BOOTSTRAP_INDEX else None)
         return replica
 
     def _log_cache_share(self, state: ClusterState | None) -> int:
@@ -615,6 +629,12 @@ class Node:
             finally:
                 for future in waits:
                     future.cancel()
+
+    def watch(self, partition: int, start: bytes, end: bytes | None, start_revision: int) -> Cursor:
+        """A cursor over the changes this replica of `partition` applies to keys in ``[start,
+        end)``, from `start_revision` on (0: from the next one), read from its watch history."""
+        self.replica(partition)
+        return self.hub.watch(partition, start, end, start_revision)
 
     def status(self) -> list[PartitionStatus]:
         result = []
@@ -967,8 +987,7 @@ class Node:
     def _after_apply(self, replica: PartitionReplica) -> None:
         """The apply batch is written: publish the key changes, feed the lessor, promote it."""
         changes, events = replica.sm.take_events()
-        if changes:
-            self.hub.publish(changes)
+        self.hub.publish(replica.partition, replica.sm.applied_index, changes)
         lessor = replica.lessor
         if lessor.primary and events:
             for event in events:

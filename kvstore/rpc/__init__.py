@@ -15,6 +15,7 @@ from kvstore.rpc.kv import KVService
 from kvstore.rpc.lease import LeaseService
 from kvstore.rpc.lock import LockService
 from kvstore.rpc.peer import PeerService
+from kvstore.rpc.watch import WatchService
 
 __all__ = ["Backend", "ClusterService", "KVService", "LeaseReader", "LeaseService", "Limits", "LockService",
-           "MemoryBackend", "PartitionStatus", "PeerCaller", "PeerService", "Reader"]
+           "MemoryBackend", "PartitionStatus", "PeerCaller", "PeerService", "Reader", "WatchService"]

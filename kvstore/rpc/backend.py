@@ -2,9 +2,9 @@
 in-memory implementation (the real applier without Raft) that the services' tests run against.
 
 The servicers know a node only through `Backend`; `kvstore.node.server.Node` implements it.
-Which read path a consistency level takes, leadership, waiting for a revision, lease deadlines
-and waiting for a lock are the node's business: the servicers validate, call `propose`, `read`,
-`keep_alive` or `hold_lock`, and fill in the answer.
+Which read path a consistency level takes, leadership, waiting for a revision, lease deadlines,
+waiting for a lock and the watch history are the node's business: the servicers validate, call
+`propose`, `read`, `keep_alive`, `hold_lock` or `watch`, and fill in the answer.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import meta_pb2, peer_pb2
 from kvstore._pb.internal_pb2 import LeaseExpiries, LogCommand
 from kvstore.errors import KvError, LeaseNotFoundError, LockNotHeldError, NotLeaderError, WrongNodeError
+from kvstore.hub import ChangeHub, Cursor
 from kvstore.raft import Entry, Message
 from kvstore.statemachine import Lease, PartitionStateMachine, WriteResponse, lease_partition
 from kvstore.statemachine.cluster_state import ClusterState, CommandResult, apply_command
@@ -142,6 +143,13 @@ class Backend(Protocol):
         revision); LOCK_NOT_HELD when the key is gone (unlocked, or its lease expired)."""
         ...
 
+    def watch(self, partition: int, start: bytes, end: bytes | None, start_revision: int) -> Cursor:
+        """A cursor over the changes this replica of `partition` applies to the keys in
+        ``[start, end)`` (`end` None: to the partition's end), from `start_revision` on (0: from
+        the next revision applied), read from its watch history (docs/watch.md); COMPACTED when
+        the history no longer reaches back that far, WRONG_NODE when the node holds no replica."""
+        ...
+
     def status(self) -> list[PartitionStatus]: ...
 
     def db_size_bytes(self) -> int: ...
@@ -185,7 +193,8 @@ class MemoryBackend:
     Peer caller is refused (None: every caller is admitted, as by a plaintext node). Leases keep
     no time here: a keepalive of an existing lease is answered at once, and `expire(lease)`
     applies the expiry a node's lessor would propose. Lock waiters look again after every apply
-    (the node's hub wakes only the next waiter).
+    (the node's hub wakes only the next waiter). Applied changes go to a change hub, as on a
+    node, which serves `watch`.
     """
 
     node_id: int = 1
@@ -208,6 +217,9 @@ class MemoryBackend:
         self._machines = {p: PartitionStateMachine(self._engine, p) for p in range(self.partitions)}
         self._session_reads: list[tuple[int, int, asyncio.Future[Reader]]] = []
         self._applied = asyncio.Event()
+        self.hub = ChangeHub()
+        for partition in self._machines:
+            self.hub.open(partition, 0)
 
     @property
     def address(self) -> str:
@@ -273,7 +285,7 @@ class MemoryBackend:
         batch = self._engine.new_batch()
         ((_, response),) = machine.apply(batch, [Entry(machine.applied_index + 1, 1, command)])
         self._engine.write(batch, sync=False)
-        machine.take_events()
+        self.hub.publish(partition, machine.applied_index, machine.take_events()[0])
         self._applied.set()
         self._applied = asyncio.Event()
         return response
@@ -309,6 +321,10 @@ class MemoryBackend:
             if queue[0] == key:
                 return
             await self._applied.wait()
+
+    def watch(self, partition: int, start: bytes, end: bytes | None, start_revision: int) -> Cursor:
+        self._machine(partition)
+        return self.hub.watch(partition, start, end, start_revision)
 
     def fail_held(self, error: KvError) -> None:
         """Fail every held proposal with `error`, as a node that lost its leadership does."""

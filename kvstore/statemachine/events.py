@@ -2,7 +2,7 @@
 
 * `Change`: a user key was put or deleted (a delete may come from the key's lease expiring or
   being revoked). The node publishes them, once the batch holding them is written, to its
-  change-notification hub (`kvstore.node.hub`): lock waiters and watches.
+  change-notification hub (`kvstore.hub`): lock waiters and watches.
 * `LeaseGranted`, `LeaseRemoved`, `LeaseCheckpointed`: the lease table changed; the node tells
   the partition's lessor (`kvstore.node.lessor`) when it leads the partition.
 

@@ -4,9 +4,13 @@ healthy ones down."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,3 +111,38 @@ def test_add_node_and_remove_node_change_a_running_local_cluster(tmp_path: Path)
             ["1", "removed"], ["2", "active"], ["3", "active"], ["4", "active"]]
     finally:
         assert kvctl("cluster", "down", "--data-dir", str(root)).returncode == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_foreground_cluster_stops_its_nodes_when_it_is_interrupted(tmp_path: Path, stop_signal: int) -> None:
+    root = tmp_path / "foreground"
+    up = subprocess.Popen([sys.executable, "-m", "kvctl.main", "cluster", "up", "--nodes", "1", "--partitions", "2",
+                           "--data-dir", str(root), "--base-port", str(consecutive_free_ports(1))],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert up.stdout is not None
+        started = ""
+        while "cluster up" not in started:
+            line = up.stdout.readline()
+            assert line, f"cluster up ended before serving: {started}"
+            started += line
+        pids = [node["pid"] for node in json.loads((root / "cluster.json").read_text())["nodes"]]
+        assert pids and all(_alive(pid) for pid in pids)
+        up.send_signal(stop_signal)
+        rest, _ = up.communicate(timeout=60)
+        assert up.returncode == 0, started + rest
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids), "a node outlived its interrupted `cluster up`"
+    finally:
+        up.kill()
+        kvctl("cluster", "down", "--data-dir", str(root))
