@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 200
 STEPS  ?= 3000
 PYTEST_ARGS ?=
+# The unit tests of the compiled codec, applier and records, run again as pure Python by make test
+# (the garbage a decoder must refuse with CodecError reaches typed compiled code differently).
+PURE_UNIT_TESTS := tests/unit/test_codec.py tests/unit/test_applier.py tests/unit/test_commands.py \
+	tests/unit/test_leases.py tests/unit/test_raft_types.py tests/unit/test_compiled.py
 
 # The modules setup.py compiles with mypyc: editing one makes the next install compile again.
 COMPILED := $(shell grep -o '"kvstore/[a-z_/]*\.py"' setup.py | tr -d '"')
@@ -15,7 +19,7 @@ COMPILED := $(shell grep -o '"kvstore/[a-z_/]*\.py"' setup.py | tr -d '"')
 help:
 	@echo "make cluster     install everything, start a local 3-node cluster with a short demo"
 	@echo "make test        install everything (also system packages), type check, lint, run the whole"
-	@echo "                 test suite, then the simulation again as pure Python (KVSTORE_PURE_PYTHON=1)"
+	@echo "                 test suite, then the simulation and the codec/applier unit tests again as pure Python (KVSTORE_PURE_PYTHON=1)"
 	@echo "make sim SEEDS=N [STEPS=M]  run N seeds of the deterministic Raft simulation"
 	@echo "make proto       regenerate kvstore/_pb from proto/"
 	@echo "make bench       kvstore vs etcd side by side (installs etcd when missing); BENCH_ARGS=... to change"
@@ -43,7 +47,7 @@ proto: $(STAMP)
 
 test: install system-deps typecheck lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	KVSTORE_PURE_PYTHON=1 $(BIN)/python -m pytest tests/sim $(PYTEST_ARGS)
+	KVSTORE_PURE_PYTHON=1 $(BIN)/python -m pytest tests/sim $(PURE_UNIT_TESTS) $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

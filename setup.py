@@ -11,6 +11,7 @@ from setuptools import setup
 # The one list of compiled modules. A module here must be pure (no I/O) and plain typed Python:
 # native classes cannot be monkeypatched or subclassed from interpreted code.
 COMPILED_MODULES = [
+    "kvstore/codec.py",
     "kvstore/raft/errors.py",
     "kvstore/raft/log.py",
     "kvstore/raft/log_storage.py",
@@ -18,6 +19,13 @@ COMPILED_MODULES = [
     "kvstore/raft/raft.py",
     "kvstore/raft/rawnode.py",
     "kvstore/raft/types.py",
+    "kvstore/statemachine/applier.py",
+    "kvstore/statemachine/commands.py",
+    "kvstore/statemachine/dedup.py",
+    "kvstore/statemachine/events.py",
+    "kvstore/statemachine/layout.py",
+    "kvstore/statemachine/leases.py",
+    "kvstore/statemachine/staging.py",
     "kvstore/storage/keys.py",
 ]
 

@@ -74,6 +74,15 @@ class ChangeBatch:
     fragment: bool
 
 
+@dataclass(frozen=True, slots=True)
+class HubTotals:
+    """What a node's hub holds, over every partition (read when metrics are scraped)."""
+
+    cursors: int = 0  # watches open on this node
+    changes: int = 0  # changes the histories hold
+    bytes: int = 0  # their memory, as `change_cost` counts it
+
+
 class _History:
     """One partition's recent changes: every change at revisions `first`..`last` (`last` is the
     applied revision), oldest first."""
@@ -277,6 +286,12 @@ class ChangeHub:
         """(changes, bytes) the history of `partition` holds."""
         history = self._history(partition)
         return len(history), history.bytes
+
+    def totals(self) -> HubTotals:
+        """The cursors, changes and bytes of every partition's history together."""
+        histories = self._histories.values()
+        return HubTotals(sum(len(h.cursors) for h in histories), sum(len(h) for h in histories),
+                         sum(h.bytes for h in histories))
 
     def deleted(self, partition: int, key: bytes) -> asyncio.Future[Change | None]:
         """A future resolved with the change deleting `key` of `partition` (published from now

@@ -131,6 +131,7 @@ class _NodeStream:
 
     async def _read(self) -> None:
         reason = f"the watch stream to {self.address} ended"
+        failure: Exception | None = None
         try:
             while True:
                 response = await self._call.read()
@@ -143,11 +144,12 @@ class _NodeStream:
                     del self._inboxes[response.watch_id]
                 await inbox.put(response)
         except grpc.aio.AioRpcError as error:
-            reason = f"the watch stream to {self.address} broke: {transport_failure(error)}"
+            failure = transport_failure(error)  # a final error (refused for good) ends the watches
+            reason = f"the watch stream to {self.address} broke: {failure}"
         finally:
             self.broken = reason
             for inbox in self._inboxes.values():
-                inbox.close(TransportError(reason))
+                inbox.close(failure if isinstance(failure, KvError) else TransportError(reason))
             self._inboxes.clear()
 
     async def close(self) -> None:
@@ -169,8 +171,8 @@ class _Batch:
 class Watch:
     """The changes of a key, or of the keys under a prefix, as they are applied (see the module
     doc and `Client.watch`). Iterate it (`async for event in watch`); `close()` it, or use
-    `async with`, which also waits until the watch is established: every write acknowledged
-    after that is seen.
+    `async with`, which also waits until the watch is established: every write sent after
+    that is seen.
 
     `position` says how far the events handed out go: per partition, the next revision to
     deliver. Give it as `start_revision` to a new watch to go on where this one stopped.
@@ -221,7 +223,7 @@ class Watch:
 
     async def start(self) -> None:
         """Create the watch on every partition it covers, within the client's timeout; once
-        this returns, every write acknowledged afterwards is seen. (Iterating starts it too.)"""
+        this returns, every write sent afterwards is seen. (Iterating starts it too.)"""
         if self._started:
             return
         self._started = True

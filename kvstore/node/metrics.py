@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 import kvstore
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore.hub import HubTotals
 from kvstore.rpc.backend import PartitionStatus
 
 # Bucket upper bounds. Durations double from 100 us (disk, Ready cycle) or 500 us (requests);
@@ -116,6 +117,7 @@ class NodeReadings(Protocol):
     def status(self) -> Sequence[PartitionStatus]: ...
     def db_size_bytes(self) -> int: ...
     def peer_connections(self) -> Mapping[int, bool]: ...
+    def watch_totals(self) -> HubTotals: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,7 @@ class FixedReadings:
     partitions: tuple[PartitionStatus, ...] = ()
     db_size: int = 0
     peers: Mapping[int, bool] = field(default_factory=dict)
+    watches: HubTotals = HubTotals()
 
     def status(self) -> Sequence[PartitionStatus]:
         return self.partitions
@@ -135,6 +138,9 @@ class FixedReadings:
 
     def peer_connections(self) -> Mapping[int, bool]:
         return self.peers
+
+    def watch_totals(self) -> HubTotals:
+        return self.watches
 
 
 class NodeCollector(Collector):
@@ -174,6 +180,14 @@ class NodeCollector(Collector):
                                 value=sum(1 for s in statuses if s.leader == readings.node_id))
         yield GaugeMetricFamily("kvstore_db_size_bytes", "Approximate size of this node's LevelDB on disk.",
                                 value=readings.db_size_bytes())
+        watches = readings.watch_totals()
+        yield GaugeMetricFamily("kvstore_watches", "Watches this node serves (docs/watch.md).", value=watches.cursors)
+        yield GaugeMetricFamily("kvstore_watch_history_changes",
+                                "Applied changes the partitions' watch histories hold, all together.",
+                                value=watches.changes)
+        yield GaugeMetricFamily("kvstore_watch_history_bytes",
+                                "Memory of the watch histories' changes (as the history bound counts it).",
+                                value=watches.bytes)
         connected = GaugeMetricFamily("kvstore_peer_connected", "1 while the Raft stream to the peer is open.",
                                       labels=["peer"])
         for peer, up in sorted(readings.peer_connections().items()):

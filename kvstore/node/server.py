@@ -61,7 +61,7 @@ from kvstore.errors import (
     UnavailableError,
     WrongNodeError,
 )
-from kvstore.hub import ChangeHub, Cursor
+from kvstore.hub import ChangeHub, Cursor, HubTotals
 from kvstore.node import membership
 from kvstore.node.balance import GroupView, plan_leader_transfers
 from kvstore.node.config import NodeConfig
@@ -651,6 +651,9 @@ class Node:
     def address_of(self, node_id: int) -> str:
         return self._member_addresses().get(node_id, "")
 
+    def watch_totals(self) -> HubTotals:
+        return self.hub.totals()
+
     def peer_connections(self) -> dict[int, bool]:
         return {peer_id: self.transport.connected(peer_id) for peer_id in self._peer_addresses()}
 
@@ -672,10 +675,8 @@ class Node:
             self._wake.clear()
             try:
                 started = time.perf_counter()
-                touched = self._take_inputs()
-                readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]
-                if readies:
-                    await self._handle_readies(readies)
+                if await self.cycle():
+                    self._wake.set()
                 cycle_seconds.observe(time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
@@ -687,10 +688,18 @@ class Node:
                 log.exception("fatal error in the Ready loop; stopping the node")
                 self.close()
                 return
-            # Applying may leave work behind (conf changes, more committed entries than one batch).
-            if any(r.raw.has_ready() for r, _ in readies):
-                self._carry_over = [r for r, _ in readies]
-                self._wake.set()
+
+    async def cycle(self) -> bool:
+        """One turn of the Ready loop (the module docstring's steps); whether work is left."""
+        touched = self._take_inputs()
+        readies = [(r, r.raw.ready()) for r in touched if r.raw.has_ready()]
+        if readies:
+            await self._handle_readies(readies)
+        # Applying may leave work behind (conf changes, more committed entries than one batch).
+        if any(r.raw.has_ready() for r, _ in readies):
+            self._carry_over = [r for r, _ in readies]
+            return True
+        return False
 
     def _take_inputs(self) -> list[Replica[Any, Any]]:
         """Feed queued inputs to Raft; returns the replicas that may now have a Ready."""

@@ -38,6 +38,17 @@ class Change:
     stored: bytes | None
     prev_stored: bytes | None
 
+    def __init__(
+        self, partition: int, kind: ChangeKind, key: bytes, revision: int, stored: bytes | None, prev_stored: bytes | None
+    ) -> None:
+        # Written out so that mypyc compiles it (one Change per applied write; see kvstore.raft.types).
+        object.__setattr__(self, "partition", partition)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "revision", revision)
+        object.__setattr__(self, "stored", stored)
+        object.__setattr__(self, "prev_stored", prev_stored)
+
     def kv(self) -> pb.KeyValue | None:
         """The key after the change (None after a delete)."""
         return None if self.stored is None else fill_kv(pb.KeyValue(), self.key, self.stored)

@@ -169,8 +169,8 @@ def test_reflection_lists_the_services_served(cluster: LocalCluster) -> None:
         ]
         listed, described = list(stub.ServerReflectionInfo(iter(requests), timeout=5))
     names = {service.name for service in listed.list_services_response.service}
-    assert names == {"kvstore.v1.KV", "kvstore.v1.Cluster", "kvstore.v1.Lease", "kvstore.v1.Lock", "kvstore.v1.Peer",
-                     "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+    assert names == {"kvstore.v1.KV", "kvstore.v1.Cluster", "kvstore.v1.Lease", "kvstore.v1.Lock", "kvstore.v1.Watch",
+                     "kvstore.v1.Peer", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
     assert described.file_descriptor_response.file_descriptor_proto  # the KV service's .proto, for grpcurl
 
 

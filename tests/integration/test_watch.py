@@ -26,6 +26,7 @@ from kvstore.hub import DEFAULT_HISTORY_BYTES
 from kvstore.ring import partition_for_key
 from tests.integration.harness import LocalCluster, wait_for
 from tests.integration.test_leases_locks import KVCTL, kvctl
+from tests.integration.test_operations import scrape, value
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ WAIT_S = 60.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path_factory.mktemp("watch"), size=3, partitions=PARTITIONS)
+    local = LocalCluster(tmp_path_factory.mktemp("watch"), size=3, partitions=PARTITIONS, metrics=True)
     with local.running():
         local.start_all()
         yield local
@@ -162,8 +163,8 @@ async def test_a_prefix_watch_sees_exactly_the_acknowledged_writes_of_every_part
 async def test_a_watch_goes_on_without_gaps_or_repeats_while_nodes_die(
     cluster: LocalCluster, client: Client
 ) -> None:
-    """Every node serves some partition's watch and leads some partition (leaders are balanced),
-    so each kill takes down a serving node and a partition leader; writes go on meanwhile."""
+    """Each node killed serves some of the watch's partitions and leads some partition (checked
+    before the kill); writes go on meanwhile."""
     prefix = b"deaths/"
     ledger = Ledger()
     number = 0
@@ -177,6 +178,8 @@ async def test_a_watch_goes_on_without_gaps_or_repeats_while_nodes_die(
         collector = Collector(watch)
         await write(40)
         for victim in (1, 2):
+            watches = value(scrape(cluster, victim)[1], "kvstore_watches")
+            assert watches > 0 and victim in cluster.leaders().values(), (victim, watches, cluster.leaders())
             cluster.kill(victim)
             await write(60)
             await collector.until(set(ledger.acknowledged), f"the writes made while node {victim} was down")
@@ -287,18 +290,22 @@ def test_kvctl_watch_reports_a_compacted_start_revision(cluster: LocalCluster) -
     assert done.stderr.count("\n") == 1 and "list the keys again" in done.stderr, done.stderr
 
 
-def test_kvctl_watch_follows_live_writes_and_exits_0_on_ctrl_c(cluster: LocalCluster) -> None:
+def kvctl_watching(cluster: LocalCluster, key: str) -> subprocess.Popen[bytes]:
+    """`kvctl watch KEY -o simple` running, its output and errors piped (stdout non-blocking)."""
     environment = {**os.environ, "KVSTORE_ENDPOINTS": ",".join(cluster.endpoints)}
-    watcher = subprocess.Popen(
-        [KVCTL, "watch", "{live}/k", "-o", "simple"], env=environment,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    watcher = subprocess.Popen([KVCTL, "watch", key, "-o", "simple"], env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert watcher.stdout is not None
+    os.set_blocking(watcher.stdout.fileno(), False)
+    return watcher
+
+
+def test_kvctl_watch_follows_live_writes_and_exits_0_on_ctrl_c(cluster: LocalCluster) -> None:
+    watcher = kvctl_watching(cluster, "{live}/k")
     try:
         with SyncClient(cluster.endpoints, timeout=20.0) as client:
             # The watch starts "now" once established; write until it shows a change (bounded).
             lines: list[bytes] = []
-            assert watcher.stdout is not None
-            os.set_blocking(watcher.stdout.fileno(), False)
 
             def printed() -> bool:
                 client.put("{live}/k", "hello")
@@ -310,6 +317,33 @@ def test_kvctl_watch_follows_live_writes_and_exits_0_on_ctrl_c(cluster: LocalClu
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(timeout=WAIT_S) == 0
         assert watcher.stderr is not None and watcher.stderr.read() == b""
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+
+
+def test_kvctl_watch_ends_quietly_when_its_reader_goes_away(cluster: LocalCluster) -> None:
+    """`kvctl watch ... | head -1`: once the reader is gone, the next event ends kvctl, exit 0."""
+    watcher = kvctl_watching(cluster, "{pipe}/k")
+    try:
+        assert watcher.stdout is not None and watcher.stderr is not None
+        with SyncClient(cluster.endpoints, timeout=20.0) as client:
+
+            def printed() -> bool:
+                client.put("{pipe}/k", "v")
+                return bool(watcher.stdout.read())  # type: ignore[union-attr]
+
+            wait_for(printed, "kvctl watch to print a change", timeout=WAIT_S)
+            watcher.stdout.close()  # the reader goes away
+
+            def ended() -> bool:
+                client.put("{pipe}/k", "v")
+                return watcher.poll() is not None
+
+            wait_for(ended, "kvctl watch to end once its output is gone", timeout=WAIT_S)
+        assert watcher.returncode == 0
+        assert watcher.stderr.read() == b""
     finally:
         if watcher.poll() is None:
             watcher.kill()

@@ -10,13 +10,21 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.client import EventType, KvTimeoutError, Watch, WatchCompactedError, WatchEvent
+from kvstore.client import (
+    EventType,
+    InvalidArgumentError,
+    KvTimeoutError,
+    Watch,
+    WatchCompactedError,
+    WatchEvent,
+)
 from kvstore.client.routing import Router
 from kvstore.client.types import ClusterLayout, Member, PartitionInfo
 from kvstore.hub import ChangeHub
@@ -26,6 +34,19 @@ WAIT_S = 10.0
 PARTITIONS = 4
 
 
+class Refusing(pb_grpc.WatchServicer):
+    """A node that ends every Watch call at once with `status` (as a guard refusing a caller)."""
+
+    def __init__(self, status: grpc.StatusCode) -> None:
+        self._status = status
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_WatchServicer_to_server(self, server)
+
+    async def Watch(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(self._status, "refused")
+
+
 @dataclass
 class Nodes:
     """Node 1 and node 2, each serving watches of its own backend; `write` applies the same
@@ -33,7 +54,7 @@ class Nodes:
     do). Node 1 is every partition's leader: the client asks it first."""
 
     backends: dict[int, MemoryBackend]
-    services: dict[int, WatchService]
+    services: dict[int, WatchService | Refusing]
     servers: dict[int, grpc.aio.Server] = field(default_factory=dict)
     addresses: dict[int, str] = field(default_factory=dict)
     channels: list[grpc.aio.Channel] = field(default_factory=list)
@@ -98,7 +119,7 @@ class Nodes:
                      timeout=timeout, on_close=lambda watch: None)
 
 
-def nodes(**services: Callable[[MemoryBackend], WatchService]) -> Nodes:
+def nodes(**services: Callable[[MemoryBackend], WatchService | Refusing]) -> Nodes:
     backends = {n: MemoryBackend(partitions=PARTITIONS) for n in (1, 2)}
     make = {n: services.get(f"node{n}", WatchService) for n in (1, 2)}
     return Nodes(backends, {n: make[n](backends[n]) for n in (1, 2)})
@@ -208,3 +229,15 @@ async def test_a_watch_no_replica_can_serve_times_out_saying_why_in_one_line(two
     named = [int(number) for group in re.findall(r"partitions? ([\d, ]+):", message) for number in group.split(", ")]
     assert sorted(named) == list(range(PARTITIONS)), message  # each once, with what its last attempt met
     assert "connection refused" in message
+
+
+async def test_a_stream_refused_for_good_ends_the_watch_with_that_error_at_once() -> None:
+    refusing = nodes(node1=lambda backend: Refusing(grpc.StatusCode.INVALID_ARGUMENT))
+    await refusing.start()
+    try:
+        watch = refusing.watch(b"k", timeout=WAIT_S)
+        async with asyncio.timeout(WAIT_S / 2):  # not retried until the watch's own timeout
+            with pytest.raises(InvalidArgumentError, match="refused"):
+                await watch.start()
+    finally:
+        await refusing.close()

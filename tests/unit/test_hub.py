@@ -11,7 +11,7 @@ import tracemalloc
 import pytest
 
 from kvstore.errors import WatchCompactedError
-from kvstore.hub import CHANGE_OVERHEAD_BYTES, ChangeHub, HubClosedError, change_cost
+from kvstore.hub import CHANGE_OVERHEAD_BYTES, ChangeHub, HubClosedError, HubTotals, change_cost
 from kvstore.statemachine import Change, ChangeKind
 from kvstore.statemachine.layout import encode_stored_kv
 
@@ -239,6 +239,16 @@ def test_a_full_history_frees_what_it_trims() -> None:
     changes, counted = hub.history_size(1)
     assert changes == 500
     assert used <= counted, (used, counted)
+
+
+async def test_the_totals_count_every_partition_s_cursors_changes_and_bytes() -> None:
+    hub = opened(1, 2)
+    hub.watch(1, b"", None, 0)
+    hub.watch(2, b"a", b"b", 0)
+    publish(hub, put(b"a", 1, partition=1), partition=1)
+    publish(hub, put(b"b", 1, partition=2), delete(b"c", 2, partition=2), partition=2)
+    changes = [put(b"a", 1, partition=1), put(b"b", 1, partition=2), delete(b"c", 2, partition=2)]
+    assert hub.totals() == HubTotals(cursors=2, changes=3, bytes=sum(map(change_cost, changes)))
 
 
 # -- snapshots, dropped partitions, closing ---------------------------------------------------

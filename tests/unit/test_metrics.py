@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvstore._pb import kvstore_pb2 as pb
+from kvstore.hub import HubTotals
 from kvstore.node.metrics import (
     FixedReadings,
     Histogram,
@@ -49,6 +50,7 @@ def test_scrape_reports_partition_state_and_events() -> None:
         partitions=(PartitionStatus(0, (1, 2, 3), 2, 5, 40, 38), PartitionStatus(1, (1, 2, 3), 1, 4, 17, 17)),
         db_size=4096,
         peers={1: True, 3: False},
+        watches=HubTotals(cursors=3, changes=120, bytes=40960),
     )
     metrics = NodeMetrics()
     metrics.proposals = 12
@@ -64,6 +66,9 @@ def test_scrape_reports_partition_state_and_events() -> None:
     assert samples["kvstore_partition_term"][1] == ({"partition": "1"}, 4.0)
     assert samples["kvstore_partitions_led"] == [({}, 1.0)]
     assert samples["kvstore_db_size_bytes"] == [({}, 4096.0)]
+    assert samples["kvstore_watches"] == [({}, 3.0)]
+    assert samples["kvstore_watch_history_changes"] == [({}, 120.0)]
+    assert samples["kvstore_watch_history_bytes"] == [({}, 40960.0)]
     assert samples["kvstore_peer_connected"] == [({"peer": "1"}, 1.0), ({"peer": "3"}, 0.0)]
     assert samples["kvstore_proposals_total"] == [({}, 12.0)]
     assert samples["kvstore_entries_applied_total"] == [({}, 55.0)]

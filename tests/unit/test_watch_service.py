@@ -15,8 +15,9 @@ import pytest
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.hub import ChangeHub
-from kvstore.rpc import KVService, MemoryBackend, WatchService
+from kvstore.rpc import KVService, LeaseService, MemoryBackend, WatchService
 from tests.unit.test_kv_service import key_in
+from tests.unit.test_lease_lock_services import grant
 
 WAIT_S = 5.0
 
@@ -88,6 +89,24 @@ async def test_a_key_watch_sends_its_changes_in_order_with_every_field(backend: 
     )
     assert deleted.prev_kv.value == b"after"
     assert changed.header.revision == second + 1 and changed.header.node_id == backend.node_id
+
+
+async def test_a_lease_s_expiry_is_a_delete_of_each_of_its_keys(backend: MemoryBackend) -> None:
+    kv, stream = KVService(backend), Stream(WatchService(backend))
+    lease = (await grant(LeaseService(backend), 1)).id
+    keys = [key_in(backend, 1, "leased-a"), key_in(backend, 1, "leased-b")]
+    stream.create(1, 1, b"leased-", prefix=True, prev_kv=True)
+    assert (await stream.receive()).created
+    written = [await put(kv, key, lease=lease) for key in keys]
+    put_events: list[pb.WatchEvent] = []
+    while len(put_events) < len(keys):  # in one response or two, as the watch caught up
+        put_events += (await stream.receive()).events
+    assert [(event.kv.key, event.kv.lease) for event in put_events] == [(keys[0], lease), (keys[1], lease)]
+    backend.expire(lease)
+    expired = await stream.receive()
+    # One expiry entry: both deletes at one revision, each with the key as it was.
+    assert sorted(events(expired)) == sorted(("DELETE", key, b"", written[1] + 1) for key in keys)
+    assert {(event.prev_kv.key, event.prev_kv.lease) for event in expired.events} == {(key, lease) for key in keys}
 
 
 async def test_a_prefix_watch_replays_from_its_start_revision(backend: MemoryBackend) -> None:
