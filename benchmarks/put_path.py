@@ -56,6 +56,9 @@ from kvstore.storage import LevelDBEngine, MemoryEngine
 NODES = (1, 2, 3)
 VALUE = bytes(range(100))
 MAX_PASSES_PER_ROUND = 1000
+# A round is done when every node has cycled enough, however long that takes on the clock:
+# under callgrind, on a loaded machine, a round of 64 partitions can take many seconds.
+TIMEOUT_MS = 600_000
 
 
 class LoopbackTransport(PeerTransport):
@@ -150,7 +153,7 @@ def build_rounds(nodes: dict[int, Node], rounds: int, clients: int, batch: int) 
                         continue
                     seqs[client] += 1
                     header = pb.RequestHeader(client_id=f"client-{client}", request_seq=seqs[client], epoch=1,
-                                              timeout_ms=5000, lowest_pending_seq=lowest_pending)
+                                              timeout_ms=TIMEOUT_MS, lowest_pending_seq=lowest_pending)
                     request.ops.add(put=pb.PutRequest(header=header, key=key, value=VALUE))
                 requests.append((node_id, request.SerializeToString()))
         built.append(requests)

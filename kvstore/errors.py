@@ -39,6 +39,10 @@ class ErrorCode(IntEnum):
     LEASE_NOT_FOUND = pb.LEASE_NOT_FOUND
     LOCK_NOT_HELD = pb.LOCK_NOT_HELD
     INTERNAL = pb.INTERNAL
+    PERMISSION_DENIED = pb.PERMISSION_DENIED
+    UNAUTHENTICATED = pb.UNAUTHENTICATED
+    RESOURCE_EXHAUSTED = pb.RESOURCE_EXHAUSTED
+    NO_SPACE = pb.NO_SPACE
 
 
 class ExitCode(IntEnum):
@@ -115,6 +119,26 @@ class LockNotHeldError(KvError):
     default_code = ErrorCode.LOCK_NOT_HELD
 
 
+class PermissionDeniedError(KvError):
+    """The user lacks the permission the request needs; the message names it and the key."""
+
+    default_code = ErrorCode.PERMISSION_DENIED
+
+
+class UnauthenticatedError(KvError):
+    """Auth is enabled and the caller is nobody: no token, an expired or revoked one, a wrong
+    password. A client that knows the password signs in again."""
+
+    default_code = ErrorCode.UNAUTHENTICATED
+
+
+class NoSpaceError(KvError):
+    """The cluster is over its space quota: writes that add data are refused until deletes (and
+    compaction) bring every member back under it."""
+
+    default_code = ErrorCode.NO_SPACE
+
+
 class WatchCompactedError(KvError):
     """A watch asked for changes of a partition that no replica's history holds any more
     (docs/watch.md): `partition`, the `revision` it asked to start from, and `compact_revision`,
@@ -142,6 +166,21 @@ class WatchCompactedError(KvError):
 
 class UnavailableError(KvError):
     default_code = ErrorCode.UNAVAILABLE
+
+
+RETRY_AFTER_METADATA = "retry-after-ms"
+"""The trailing metadata of a RESOURCE_EXHAUSTED status: milliseconds to wait before retrying."""
+
+
+class ResourceExhaustedError(UnavailableError):
+    """The caller is over its rate limit at this node; `retry_after_s` is when its bucket has
+    room again."""
+
+    default_code = ErrorCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after_s: float = 0.0, code: ErrorCode | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
 
 
 class KvTimeoutError(UnavailableError):
@@ -230,6 +269,16 @@ ERRORS: Mapping[ErrorCode, ErrorKind] = MappingProxyType(
         ErrorCode.LEASE_NOT_FOUND: ErrorKind(LeaseNotFoundError, None, ExitCode.USAGE, False, False),
         ErrorCode.LOCK_NOT_HELD: ErrorKind(LockNotHeldError, None, ExitCode.USAGE, False, False),
         ErrorCode.INTERNAL: ErrorKind(KvError, _S.INTERNAL, ExitCode.UNAVAILABLE, False, True),
+        # Refused before anything was proposed. The whole RPC is refused with the status (a
+        # Batch's operations one by one, in their `error`), except RESOURCE_EXHAUSTED, which the
+        # client waits out (trailing metadata `retry-after-ms`) and retries on the same node:
+        # another node has a bucket of its own, and only the leader can serve a write anyway.
+        ErrorCode.PERMISSION_DENIED: ErrorKind(PermissionDeniedError, _S.PERMISSION_DENIED, ExitCode.USAGE,
+                                               False, False),
+        ErrorCode.UNAUTHENTICATED: ErrorKind(UnauthenticatedError, _S.UNAUTHENTICATED, ExitCode.USAGE, False, False),
+        ErrorCode.RESOURCE_EXHAUSTED: ErrorKind(ResourceExhaustedError, _S.RESOURCE_EXHAUSTED, ExitCode.UNAVAILABLE,
+                                                True, False),
+        ErrorCode.NO_SPACE: ErrorKind(NoSpaceError, _S.FAILED_PRECONDITION, ExitCode.USAGE, False, False),
     }
 )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,12 +123,13 @@ def client_credentials(config: TlsConfig | None) -> grpc.ChannelCredentials | No
     return None if config is None else channel_credentials(load(config))
 
 
-def aio_channel(address: str, credentials: grpc.ChannelCredentials | None,
-                options: ChannelOptions = ()) -> grpc.aio.Channel:
-    """An asyncio channel to `address`: TLS with `credentials`, plaintext when None."""
+def aio_channel(address: str, credentials: grpc.ChannelCredentials | None, options: ChannelOptions = (),
+                interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
+    """An asyncio channel to `address`: TLS with `credentials`, plaintext when None; every call
+    goes through `interceptors` (the client's sign-in)."""
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, credentials, options=options)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 def sync_channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
@@ -140,7 +141,7 @@ def sync_channel(address: str, credentials: grpc.ChannelCredentials | None) -> g
 
 # -- the peer check --------------------------------------------------------------------------
 
-def peer_refusal(auth_context: Mapping[str, Sequence[bytes]], peer_authorities: Sequence[x509.Certificate]) -> str | None:
+def peer_refusal(auth_context: Mapping[str, Iterable[bytes]], peer_authorities: Sequence[x509.Certificate]) -> str | None:
     """Why the caller of a Peer RPC may not take part in the peer stream, or None if it may.
 
     `auth_context` is the RPC's (`context.auth_context()`): gRPC has verified the caller's
@@ -150,7 +151,7 @@ def peer_refusal(auth_context: Mapping[str, Sequence[bytes]], peer_authorities: 
     pems = auth_context.get("x509_pem_cert")
     if not pems:
         return "the caller presented no certificate"
-    certificate = x509.load_pem_x509_certificate(pems[0])
+    certificate = x509.load_pem_x509_certificate(next(iter(pems)))
     subject = certificate.subject.rfc4514_string()
     if PEER_URI not in _uris(certificate):
         return f"the certificate of {subject} is not a peer certificate (it lacks the URI SAN {PEER_URI})"

@@ -43,6 +43,7 @@ from kvstore.node.local import cluster_layout, join_command, leaders, node_comma
 from kvstore.tls import TlsConfig, TlsError, client_credentials
 
 STATE_FILE = "cluster.json"
+ROOT_PASSWORD_ENV = "KVSTORE_ROOT_PASSWORD"
 TLS_DIR = "tls"
 DEFAULT_DATA_DIR = "kvstore-data"
 READY_TIMEOUT_S = 60.0
@@ -288,9 +289,13 @@ def _check_unchanged(ctx: click.Context, root: Path, recorded: LocalCluster) -> 
 @click.option("--tls", is_flag=True,
               help="Serve TLS, clients and peers alike, with certificates in DATA_DIR/tls (a development CA, "
                    "made when missing, as `kvctl cert init` does).")
+@click.option("--auth", is_flag=True,
+              help=f"Enable authentication (needs --tls): creates the user root, with the password in "
+                   f"${ROOT_PASSWORD_ENV} or a new one, printed. The launcher acts as root through the client "
+                   "certificate, whose common name is root.")
 @click.pass_context
 def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int, data_dir: str, base_port: int,
-       metrics_base_port: int, host: str, detach: bool, demo: bool, tls: bool) -> None:
+       metrics_base_port: int, host: str, detach: bool, demo: bool, tls: bool, auth: bool) -> None:
     """Start a local cluster and show its live status until Ctrl-C.
 
     \b
@@ -299,12 +304,15 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
       kvctl cluster up --nodes 5 --detach        # background; stop with `kvctl cluster down`
       kvctl cluster up --data-dir /tmp/kv --base-port 3379 --metrics-base-port 10379
       kvctl cluster up --tls --detach            # TLS; prints the KVSTORE_CACERT/CERT/KEY to export
+      kvctl cluster up --tls --auth --detach     # and users: prints root's password (KVSTORE_USER)
     Restarting with the same --data-dir brings the same cluster back: same nodes, addresses and
     data (its size changes only through `kvctl cluster add-node` / `remove-node`). A node that
     fails to start is reported and the others keep running. Each node's status page (the live
     cluster map) is at http://HOST:METRICS-PORT/.
     """
     console = Console()
+    if auth and not tls:
+        _fail("--auth needs --tls: passwords and tokens must not cross the network in the clear", ExitCode.USAGE)
     if partitions <= 0 or partitions & (partitions - 1):
         _fail(f"--partitions must be a power of two, got {partitions}", ExitCode.USAGE)
     root = Path(data_dir).resolve()
@@ -338,7 +346,7 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
     state.save(root)
     # From here on the nodes are ours to stop, whenever this command ends, unless it detaches.
     try:
-        _serve(state, root, data_dir, client_tls, demo, detach, console)
+        _serve(state, root, data_dir, client_tls, auth, demo, detach, console)
     except KeyboardInterrupt:
         console.print("stopping the cluster...")
     except BaseException:
@@ -349,10 +357,11 @@ def up(ctx: click.Context, nodes: int, partitions: int, replication_factor: int,
         console.print("cluster stopped")
 
 
-def _serve(state: LocalCluster, root: Path, data_dir: str, client_tls: TlsConfig | None, demo: bool, detach: bool,
-           console: Console) -> None:
-    """Waits for the started nodes, prints how to reach them, runs the demo, then (unless
-    `detach`) shows the live table until every node has exited or the user interrupts."""
+def _serve(state: LocalCluster, root: Path, data_dir: str, client_tls: TlsConfig | None, auth: bool, demo: bool,
+           detach: bool, console: Console) -> None:
+    """Waits for the started nodes, prints how to reach them, enables auth (`auth`), runs the
+    demo, then (unless `detach`) shows the live table until every node has exited or the user
+    interrupts."""
     credentials = state.credentials()
     failed = _wait_ready(state.nodes, state.partitions, console, credentials)
     started = [node for node in state.nodes if node not in failed]
@@ -368,6 +377,9 @@ def _serve(state: LocalCluster, root: Path, data_dir: str, client_tls: TlsConfig
     if client_tls is not None:
         console.print(f"  export KVSTORE_CACERT={client_tls.ca} KVSTORE_CERT={client_tls.cert} "
                       f"KVSTORE_KEY={client_tls.key}", soft_wrap=True)
+    if auth:
+        assert client_tls is not None
+        _enable_auth(endpoints, client_tls, console)
     if demo:
         from kvctl.demo import run_demo
 
@@ -381,6 +393,33 @@ def _serve(state: LocalCluster, root: Path, data_dir: str, client_tls: TlsConfig
             time.sleep(1)
             live.update(status_table(state.nodes, credentials, live_title))
     _fail("every node has exited; see the logs in " + str(root), ExitCode.UNAVAILABLE)
+
+
+def _enable_auth(endpoints: str, client_tls: TlsConfig, console: Console) -> None:
+    """Create the user root and enable auth, acting as root through the client certificate (CN
+    root); a cluster that has auth on already (restarted from its data dir) is left as it is."""
+    password = os.environ.get(ROOT_PASSWORD_ENV) or secrets.token_urlsafe(12)
+
+    async def enable() -> bool:
+        async with Client(endpoints.split(","), tls=client_tls) as client:
+            if (await client.auth.status()).enabled:
+                return False
+            if "root" not in {user.name for user in await client.auth.user_list()}:
+                await client.auth.user_add("root", password)
+            await client.auth.enable()
+            return True
+
+    try:
+        enabled = asyncio.run(enable())
+    except KvError as error:
+        _fail(f"could not enable auth: {error.message}", ERRORS[error.code].exit_code)
+    if not enabled:
+        console.print("  auth is enabled (as before): sign in as root with the password it was given")
+        return
+    given = ROOT_PASSWORD_ENV in os.environ
+    console.print("  auth enabled: every call needs a user; root's password is "
+                  + (f"${ROOT_PASSWORD_ENV}'s" if given else "printed below, once"))
+    console.print(f"  export KVSTORE_USER=root:{'$' + ROOT_PASSWORD_ENV if given else password}", soft_wrap=True)
 
 
 def _host_port(address: str) -> tuple[str, int]:

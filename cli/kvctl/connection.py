@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,6 +19,7 @@ from kvstore.client import Client, KvError, TlsConfig
 from kvstore.errors import ERRORS
 
 ENDPOINTS_ENV = "KVSTORE_ENDPOINTS"
+USER_ENV = "KVSTORE_USER"
 # The TLS files: flag -> environment variable.
 TLS_ENV = {"--cacert": "KVSTORE_CACERT", "--cert": "KVSTORE_CERT", "--key": "KVSTORE_KEY"}
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
@@ -26,6 +28,7 @@ DEFAULT_TIMEOUT_S = 5.0
 # Where option values land: ctx.meta is shared by the group's and the command's contexts, so
 # `kvctl -o json get k` and `kvctl get k -o json` both work; the command's value wins.
 _OPTIONS_KEY = "kvctl.connection"
+_SETTINGS_KEY = "kvctl.settings"
 
 ResultT = TypeVar("ResultT")
 
@@ -42,6 +45,8 @@ class ConnectionSettings:
     output: OutputFormat
     timeout: float
     tls: TlsConfig | None
+    user: str | None = None
+    password: str | None = None  # None with a user: the TLS client certificate is the user's
 
 
 class KvctlError(click.ClickException):
@@ -105,6 +110,14 @@ def _options(with_defaults: bool) -> list[Callable[[Callable[..., Any]], Callabl
             callback=_remember,
             help="Give up on a request after this long.",
         ),
+        click.option(
+            "--user",
+            envvar=USER_ENV if with_defaults else None,
+            metavar="NAME[:PASSWORD]",
+            expose_value=False,
+            callback=_remember,
+            help=f"Sign in as this user (env {USER_ENV}); without :PASSWORD, kvctl asks for it on a terminal.",
+        ),
         *(
             click.option(
                 flag,
@@ -135,17 +148,43 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def settings(ctx: click.Context) -> ConnectionSettings:
+    """The command's connection settings, worked out once (a password is asked for once)."""
+    cached: ConnectionSettings | None = ctx.meta.get(_SETTINGS_KEY)
+    if cached is None:
+        cached = ctx.meta[_SETTINGS_KEY] = _settings(ctx)
+    return cached
+
+
+def _settings(ctx: click.Context) -> ConnectionSettings:
     given: dict[str, Any] = ctx.meta.get(_OPTIONS_KEY, {})
     raw_endpoints = given.get("endpoints") or os.environ.get(ENDPOINTS_ENV) or DEFAULT_ENDPOINTS
     endpoints = tuple(part.strip() for part in raw_endpoints.split(",") if part.strip())
     if not endpoints:
         raise KvctlError("--endpoints needs at least one HOST:PORT", ExitCode.USAGE)
+    user, password = _user(given.get("user") or os.environ.get(USER_ENV))
     return ConnectionSettings(
         endpoints=endpoints,
         output=OutputFormat(given.get("output", OutputFormat.TABLE.value)),
         timeout=float(given.get("timeout", DEFAULT_TIMEOUT_S)),
         tls=_tls(given),
+        user=user,
+        password=password,
     )
+
+
+def _user(value: str | None) -> tuple[str | None, str | None]:
+    """NAME[:PASSWORD] -> (name, password); the password asked for on a terminal when missing."""
+    if not value:
+        return None, None
+    name, colon, password = value.partition(":")
+    if not name:
+        raise KvctlError("--user needs a name: NAME or NAME:PASSWORD", ExitCode.USAGE)
+    if colon:
+        return name, password
+    if not sys.stdin.isatty():
+        raise KvctlError(f"no password for user {name!r}: give --user {name}:PASSWORD (or {USER_ENV}), "
+                         "or run kvctl on a terminal to be asked", ExitCode.USAGE)
+    return name, click.prompt(f"password for {name}", hide_input=True, err=True)
 
 
 HEX_HELP = (
@@ -194,7 +233,8 @@ def run_with_client(ctx: click.Context, action: Callable[[Client], Awaitable[Res
     async def run() -> ResultT:
         # Not `async with`: the client connects on first use, so bad input is reported as bad
         # usage before any attempt to reach the cluster.
-        client = Client(connection.endpoints, timeout=connection.timeout, tls=connection.tls)
+        client = Client(connection.endpoints, timeout=connection.timeout, tls=connection.tls, user=connection.user,
+                        password=connection.password)
         try:
             return await action(client)
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from kvctl.auth import auth, role, user
 from kvctl.bench import bench
 from kvctl.cert import cert
 from kvctl.check import check
@@ -29,6 +30,7 @@ def cli() -> None:
     Examples:
       kvctl cluster up --nodes 3        start a local 3-node cluster
       kvctl cluster up --tls            the same, serving TLS (certificates made for it)
+      kvctl cluster up --tls --auth     the same, with users: prints root's password
       kvctl put greeting hello          write a key
       kvctl get greeting -o simple      print its value alone
       kvctl lease grant 10 --for-key job  a lease of 10 s, in job's partition
@@ -45,6 +47,8 @@ cli.add_command(cert)
 cli.add_command(jepsen)
 cli.add_command(lease)
 cli.add_command(lock)
+for auth_command in (auth, user, role):
+    cli.add_command(auth_command)
 for data_command in (get, put, delete, scan, txn, watch, status, partitions, member):
     cli.add_command(data_command)
 

@@ -35,6 +35,7 @@ from kvstore.client import (
     TxnResult,
     WatchEvent,
 )
+from kvstore.client.types import Alarm, AuthStatus, RateLimit, Role, User
 from kvstore.names import lease_partition
 
 
@@ -238,6 +239,9 @@ class Printer:
                     "partitions_hosted": status.partitions_hosted,
                     "partitions_led": status.partitions_led,
                     "db_size_bytes": status.db_size_bytes,
+                    "stored_bytes": status.stored_bytes,
+                    "quota_backend_bytes": status.quota_backend_bytes,
+                    "alarms": [{"node_id": alarm.node_id, "type": alarm.type} for alarm in status.alarms],
                 }
                 for status in statuses
             ]
@@ -252,14 +256,16 @@ class Printer:
                         f"{status.address}\t{status.node_id}\t{status.epoch}\t"
                         f"{status.partitions_hosted}\t{status.partitions_led}"
                     )
+            for alarm in _alarms(statuses):
+                self._line(f"alarm\t{alarm.type}\t{alarm.node_id}")
             return
         # Compact, and only STATE wraps: a down node's reason fits an 80-column terminal.
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-        for column in ("NODE", "ADDRESS", "STATE", "VERSION", "EPOCH", "HOSTED", "LED", "DB SIZE"):
+        for column in ("NODE", "ADDRESS", "STATE", "VERSION", "EPOCH", "HOSTED", "LED", "DB SIZE", "STORED"):
             table.add_column(column, no_wrap=column != "STATE")
         for status in statuses:
             if isinstance(status, tuple):
-                table.add_row("?", Text(status[0]), Text(f"unreachable: {status[1]}"), "", "", "", "", "")
+                table.add_row("?", Text(status[0]), Text(f"unreachable: {status[1]}"), "", "", "", "", "", "")
             else:
                 table.add_row(
                     str(status.node_id),
@@ -270,8 +276,67 @@ class Printer:
                     str(status.partitions_hosted),
                     str(status.partitions_led),
                     str(status.db_size_bytes),
+                    _stored(status),
                 )
         self._table(table)
+        for alarm in _alarms(statuses):
+            quota = next((s.quota_backend_bytes for s in statuses if not isinstance(s, tuple) and s.quota_backend_bytes), 0)
+            self._line(f"ALARM {alarm.type}: node {alarm.node_id} stores more than the space quota"
+                       f"{f' of {quota} bytes' if quota else ''}; writes that add data are refused until deletes "
+                       "free space")
+
+    def done(self, message: str, revision: int | None = None) -> None:
+        """A change made (auth revision it applied at, when it has one)."""
+        if self.output is OutputFormat.JSON:
+            self._json({"ok": True, "message": message, **({"revision": revision} if revision is not None else {})})
+        elif self.output is OutputFormat.SIMPLE:
+            self._line("OK")
+        else:
+            self._line(f"OK: {message}" + (f" (auth revision {revision})" if revision is not None else ""))
+
+    def auth_status(self, status: AuthStatus) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json({"enabled": status.enabled, "revision": status.revision, "user": status.user})
+        elif self.output is OutputFormat.SIMPLE:
+            self._line(f"{'enabled' if status.enabled else 'disabled'}\t{status.revision}\t{status.user}")
+        else:
+            who = f"you are {status.user!r}" if status.user else "you are not signed in"
+            self._line(f"auth {'enabled' if status.enabled else 'disabled'} (auth revision {status.revision}); "
+                       + (who if status.enabled else "every call is allowed"))
+
+    def users(self, users: Sequence[User]) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json({"users": [{"name": u.name, "roles": list(u.roles), "has_password": u.has_password,
+                                   "rate_limit": _limit_json(u.rate_limit)} for u in users]})
+        elif self.output is OutputFormat.SIMPLE:
+            for u in users:
+                self._line(f"{u.name}\t{','.join(u.roles)}")
+        else:
+            table = Table()
+            for column in ("USER", "ROLES", "SIGNS IN WITH", "RATE LIMIT"):
+                table.add_column(column)
+            for u in users:
+                table.add_row(Text(u.name), Text(", ".join(u.roles)), "password" if u.has_password else "certificate",
+                              _limit_text(u.rate_limit))
+            self._table(table)
+
+    def roles(self, roles: Sequence[Role]) -> None:
+        if self.output is OutputFormat.JSON:
+            self._json({"roles": [{"name": r.name, "rate_limit": _limit_json(r.rate_limit),
+                                   "grants": [{**_bytes_field("prefix", g.prefix), "permission": g.permission.name.lower()}
+                                              for g in r.grants]} for r in roles]})
+        elif self.output is OutputFormat.SIMPLE:
+            for r in roles:
+                for g in r.grants:
+                    self._line(f"{r.name}\t{g.permission.name.lower()}\t{_text(g.prefix)}")
+        else:
+            table = Table()
+            for column in ("ROLE", "GRANTS", "RATE LIMIT"):
+                table.add_column(column)
+            for r in roles:
+                grants = "\n".join(f"{g.permission.name.lower()} {_text(g.prefix)!r}" for g in r.grants)
+                table.add_row(Text(r.name), Text(grants or "(nothing)"), _limit_text(r.rate_limit))
+            self._table(table)
 
     def members(self, members: Sequence[Member]) -> None:
         if self.output is OutputFormat.JSON:
@@ -447,3 +512,25 @@ def _move(info: PartitionInfo) -> str:
 def _member_json(member: Member) -> dict[str, Any]:
     return {"id": member.id, "name": member.name, "address": member.address,
             "state": member.state.name.lower(), "lost": member.lost}
+
+
+def _stored(status: NodeStatus) -> str:
+    if not status.quota_backend_bytes:
+        return str(status.stored_bytes)
+    return f"{status.stored_bytes} / {status.quota_backend_bytes}"
+
+
+def _alarms(statuses: Sequence[NodeStatus | tuple[str, str]]) -> list[Alarm]:
+    """The alarms the nodes that answered report, each once."""
+    return sorted({alarm for status in statuses if not isinstance(status, tuple) for alarm in status.alarms},
+                  key=lambda alarm: (alarm.node_id, alarm.type))
+
+
+def _limit_json(limit: RateLimit) -> dict[str, float]:
+    return {"requests_per_second": limit.requests_per_second, "bytes_per_second": limit.bytes_per_second}
+
+
+def _limit_text(limit: RateLimit) -> str:
+    parts = [f"{limit.requests_per_second:g} ops/s" if limit.requests_per_second else "",
+             f"{limit.bytes_per_second:g} B/s" if limit.bytes_per_second else ""]
+    return ", ".join(part for part in parts if part) or "-"

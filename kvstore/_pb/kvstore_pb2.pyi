@@ -35,6 +35,10 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEASE_NOT_FOUND: _ClassVar[ErrorCode]
     LOCK_NOT_HELD: _ClassVar[ErrorCode]
     INTERNAL: _ClassVar[ErrorCode]
+    PERMISSION_DENIED: _ClassVar[ErrorCode]
+    UNAUTHENTICATED: _ClassVar[ErrorCode]
+    RESOURCE_EXHAUSTED: _ClassVar[ErrorCode]
+    NO_SPACE: _ClassVar[ErrorCode]
 
 class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +46,16 @@ class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOINING: _ClassVar[MemberState]
     LEAVING: _ClassVar[MemberState]
     REMOVED: _ClassVar[MemberState]
+
+class AlarmType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NO_ALARM: _ClassVar[AlarmType]
+    NOSPACE: _ClassVar[AlarmType]
+
+class Permission(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    READ: _ClassVar[Permission]
+    READWRITE: _ClassVar[Permission]
 LINEARIZABLE: ReadConsistency
 LEASE: ReadConsistency
 SESSION: ReadConsistency
@@ -62,10 +76,18 @@ COMPACTED: ErrorCode
 LEASE_NOT_FOUND: ErrorCode
 LOCK_NOT_HELD: ErrorCode
 INTERNAL: ErrorCode
+PERMISSION_DENIED: ErrorCode
+UNAUTHENTICATED: ErrorCode
+RESOURCE_EXHAUSTED: ErrorCode
+NO_SPACE: ErrorCode
 ACTIVE: MemberState
 JOINING: MemberState
 LEAVING: MemberState
 REMOVED: MemberState
+NO_ALARM: AlarmType
+NOSPACE: AlarmType
+READ: Permission
+READWRITE: Permission
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "leader_hint", "leader_address", "epoch")
@@ -608,7 +630,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("node_id", "address", "version", "epoch", "partitions_hosted", "partitions_led", "partitions", "db_size_bytes")
+    __slots__ = ("node_id", "address", "version", "epoch", "partitions_hosted", "partitions_led", "partitions", "db_size_bytes", "quota_backend_bytes", "alarms", "stored_bytes")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -617,6 +639,9 @@ class StatusResponse(_message.Message):
     PARTITIONS_LED_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     DB_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_BACKEND_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     address: str
     version: str
@@ -625,7 +650,18 @@ class StatusResponse(_message.Message):
     partitions_led: int
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionInfo]
     db_size_bytes: int
-    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., epoch: _Optional[int] = ..., partitions_hosted: _Optional[int] = ..., partitions_led: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ..., db_size_bytes: _Optional[int] = ...) -> None: ...
+    quota_backend_bytes: int
+    alarms: _containers.RepeatedCompositeFieldContainer[Alarm]
+    stored_bytes: int
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., epoch: _Optional[int] = ..., partitions_hosted: _Optional[int] = ..., partitions_led: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ..., db_size_bytes: _Optional[int] = ..., quota_backend_bytes: _Optional[int] = ..., alarms: _Optional[_Iterable[_Union[Alarm, _Mapping]]] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+
+class Alarm(_message.Message):
+    __slots__ = ("node_id", "type")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    type: AlarmType
+    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[AlarmType, str]] = ...) -> None: ...
 
 class MembersRequest(_message.Message):
     __slots__ = ()
@@ -708,3 +744,207 @@ class JoinResponse(_message.Message):
     partition_count: int
     members: _containers.RepeatedCompositeFieldContainer[Member]
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., node_id: _Optional[int] = ..., cluster_id: _Optional[str] = ..., partition_count: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
+
+class KeyPermission(_message.Message):
+    __slots__ = ("prefix", "permission")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    prefix: bytes
+    permission: Permission
+    def __init__(self, prefix: _Optional[bytes] = ..., permission: _Optional[_Union[Permission, str]] = ...) -> None: ...
+
+class RateLimit(_message.Message):
+    __slots__ = ("requests_per_second", "bytes_per_second")
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    requests_per_second: float
+    bytes_per_second: float
+    def __init__(self, requests_per_second: _Optional[float] = ..., bytes_per_second: _Optional[float] = ...) -> None: ...
+
+class User(_message.Message):
+    __slots__ = ("name", "roles", "rate_limit", "has_password")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    HAS_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    rate_limit: RateLimit
+    has_password: bool
+    def __init__(self, name: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., rate_limit: _Optional[_Union[RateLimit, _Mapping]] = ..., has_password: _Optional[bool] = ...) -> None: ...
+
+class Role(_message.Message):
+    __slots__ = ("name", "permissions", "rate_limit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    permissions: _containers.RepeatedCompositeFieldContainer[KeyPermission]
+    rate_limit: RateLimit
+    def __init__(self, name: _Optional[str] = ..., permissions: _Optional[_Iterable[_Union[KeyPermission, _Mapping]]] = ..., rate_limit: _Optional[_Union[RateLimit, _Mapping]] = ...) -> None: ...
+
+class AuthenticateRequest(_message.Message):
+    __slots__ = ("name", "password")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    password: str
+    def __init__(self, name: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class AuthenticateResponse(_message.Message):
+    __slots__ = ("header", "error", "token", "expires_at_unix_ms")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    error: Error
+    token: str
+    expires_at_unix_ms: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., token: _Optional[str] = ..., expires_at_unix_ms: _Optional[int] = ...) -> None: ...
+
+class AuthChangeResponse(_message.Message):
+    __slots__ = ("header", "error")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    error: Error
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class AuthEnableRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuthDisableRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuthStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuthStatusResponse(_message.Message):
+    __slots__ = ("header", "error", "enabled", "revision", "user")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    error: Error
+    enabled: bool
+    revision: int
+    user: str
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., enabled: _Optional[bool] = ..., revision: _Optional[int] = ..., user: _Optional[str] = ...) -> None: ...
+
+class UserAddRequest(_message.Message):
+    __slots__ = ("name", "password", "no_password")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    NO_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    password: str
+    no_password: bool
+    def __init__(self, name: _Optional[str] = ..., password: _Optional[str] = ..., no_password: _Optional[bool] = ...) -> None: ...
+
+class UserDeleteRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UserChangePasswordRequest(_message.Message):
+    __slots__ = ("name", "password")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    password: str
+    def __init__(self, name: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+
+class UserGrantRoleRequest(_message.Message):
+    __slots__ = ("user", "role")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    role: str
+    def __init__(self, user: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class UserRevokeRoleRequest(_message.Message):
+    __slots__ = ("user", "role")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    role: str
+    def __init__(self, user: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class UserSetRateLimitRequest(_message.Message):
+    __slots__ = ("name", "rate_limit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rate_limit: RateLimit
+    def __init__(self, name: _Optional[str] = ..., rate_limit: _Optional[_Union[RateLimit, _Mapping]] = ...) -> None: ...
+
+class UserListRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UserListResponse(_message.Message):
+    __slots__ = ("header", "error", "users")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    error: Error
+    users: _containers.RepeatedCompositeFieldContainer[User]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., users: _Optional[_Iterable[_Union[User, _Mapping]]] = ...) -> None: ...
+
+class RoleAddRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RoleDeleteRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RoleGrantPermissionRequest(_message.Message):
+    __slots__ = ("role", "permission")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    permission: KeyPermission
+    def __init__(self, role: _Optional[str] = ..., permission: _Optional[_Union[KeyPermission, _Mapping]] = ...) -> None: ...
+
+class RoleRevokePermissionRequest(_message.Message):
+    __slots__ = ("role", "prefix")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    prefix: bytes
+    def __init__(self, role: _Optional[str] = ..., prefix: _Optional[bytes] = ...) -> None: ...
+
+class RoleSetRateLimitRequest(_message.Message):
+    __slots__ = ("name", "rate_limit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rate_limit: RateLimit
+    def __init__(self, name: _Optional[str] = ..., rate_limit: _Optional[_Union[RateLimit, _Mapping]] = ...) -> None: ...
+
+class RoleListRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RoleListResponse(_message.Message):
+    __slots__ = ("header", "error", "roles")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    error: Error
+    roles: _containers.RepeatedCompositeFieldContainer[Role]
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., roles: _Optional[_Iterable[_Union[Role, _Mapping]]] = ...) -> None: ...

@@ -1071,3 +1071,763 @@ class Cluster:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AuthStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Authenticate = channel.unary_unary(
+                '/kvstore.v1.Auth/Authenticate',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthenticateRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthenticateResponse.FromString,
+                _registered_method=True)
+        self.AuthStatus = channel.unary_unary(
+                '/kvstore.v1.Auth/AuthStatus',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthStatusRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthStatusResponse.FromString,
+                _registered_method=True)
+        self.AuthEnable = channel.unary_unary(
+                '/kvstore.v1.Auth/AuthEnable',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthEnableRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.AuthDisable = channel.unary_unary(
+                '/kvstore.v1.Auth/AuthDisable',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthDisableRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserAdd = channel.unary_unary(
+                '/kvstore.v1.Auth/UserAdd',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.UserAddRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserDelete = channel.unary_unary(
+                '/kvstore.v1.Auth/UserDelete',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.UserDeleteRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserChangePassword = channel.unary_unary(
+                '/kvstore.v1.Auth/UserChangePassword',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.UserChangePasswordRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserGrantRole = channel.unary_unary(
+                '/kvstore.v1.Auth/UserGrantRole',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.UserGrantRoleRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserRevokeRole = channel.unary_unary(
+                '/kvstore.v1.Auth/UserRevokeRole',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.UserRevokeRoleRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserSetRateLimit = channel.unary_unary(
+                '/kvstore.v1.Auth/UserSetRateLimit',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.UserSetRateLimitRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.UserList = channel.unary_unary(
+                '/kvstore.v1.Auth/UserList',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.UserListRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.UserListResponse.FromString,
+                _registered_method=True)
+        self.RoleAdd = channel.unary_unary(
+                '/kvstore.v1.Auth/RoleAdd',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.RoleAddRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.RoleDelete = channel.unary_unary(
+                '/kvstore.v1.Auth/RoleDelete',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.RoleDeleteRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.RoleGrantPermission = channel.unary_unary(
+                '/kvstore.v1.Auth/RoleGrantPermission',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.RoleGrantPermissionRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.RoleRevokePermission = channel.unary_unary(
+                '/kvstore.v1.Auth/RoleRevokePermission',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.RoleRevokePermissionRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.RoleSetRateLimit = channel.unary_unary(
+                '/kvstore.v1.Auth/RoleSetRateLimit',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.RoleSetRateLimitRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+                _registered_method=True)
+        self.RoleList = channel.unary_unary(
+                '/kvstore.v1.Auth/RoleList',
+                request_serializer=kvstore_dot___pb_dot_kvstore__pb2.RoleListRequest.SerializeToString,
+                response_deserializer=kvstore_dot___pb_dot_kvstore__pb2.RoleListResponse.FromString,
+                _registered_method=True)
+
+
+class AuthServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Authenticate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthEnable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthDisable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserAdd(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserDelete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserChangePassword(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserGrantRole(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserRevokeRole(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserSetRateLimit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleAdd(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleDelete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleGrantPermission(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleRevokePermission(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleSetRateLimit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RoleList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuthServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Authenticate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Authenticate,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthenticateRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthenticateResponse.SerializeToString,
+            ),
+            'AuthStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthStatus,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthStatusRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthStatusResponse.SerializeToString,
+            ),
+            'AuthEnable': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthEnable,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthEnableRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'AuthDisable': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthDisable,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.AuthDisableRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserAdd,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.UserAddRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserDelete,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.UserDeleteRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserChangePassword,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.UserChangePasswordRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserGrantRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserGrantRole,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.UserGrantRoleRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserRevokeRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserRevokeRole,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.UserRevokeRoleRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserSetRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserSetRateLimit,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.UserSetRateLimitRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'UserList': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserList,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.UserListRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.UserListResponse.SerializeToString,
+            ),
+            'RoleAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleAdd,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.RoleAddRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'RoleDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleDelete,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.RoleDeleteRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'RoleGrantPermission': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleGrantPermission,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.RoleGrantPermissionRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'RoleRevokePermission': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleRevokePermission,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.RoleRevokePermissionRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'RoleSetRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleSetRateLimit,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.RoleSetRateLimitRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.SerializeToString,
+            ),
+            'RoleList': grpc.unary_unary_rpc_method_handler(
+                    servicer.RoleList,
+                    request_deserializer=kvstore_dot___pb_dot_kvstore__pb2.RoleListRequest.FromString,
+                    response_serializer=kvstore_dot___pb_dot_kvstore__pb2.RoleListResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kvstore.v1.Auth', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kvstore.v1.Auth', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Auth:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Authenticate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/Authenticate',
+            kvstore_dot___pb_dot_kvstore__pb2.AuthenticateRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthenticateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/AuthStatus',
+            kvstore_dot___pb_dot_kvstore__pb2.AuthStatusRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthEnable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/AuthEnable',
+            kvstore_dot___pb_dot_kvstore__pb2.AuthEnableRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthDisable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/AuthDisable',
+            kvstore_dot___pb_dot_kvstore__pb2.AuthDisableRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/UserAdd',
+            kvstore_dot___pb_dot_kvstore__pb2.UserAddRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/UserDelete',
+            kvstore_dot___pb_dot_kvstore__pb2.UserDeleteRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/UserChangePassword',
+            kvstore_dot___pb_dot_kvstore__pb2.UserChangePasswordRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserGrantRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/UserGrantRole',
+            kvstore_dot___pb_dot_kvstore__pb2.UserGrantRoleRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserRevokeRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/UserRevokeRole',
+            kvstore_dot___pb_dot_kvstore__pb2.UserRevokeRoleRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserSetRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/UserSetRateLimit',
+            kvstore_dot___pb_dot_kvstore__pb2.UserSetRateLimitRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/UserList',
+            kvstore_dot___pb_dot_kvstore__pb2.UserListRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.UserListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/RoleAdd',
+            kvstore_dot___pb_dot_kvstore__pb2.RoleAddRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/RoleDelete',
+            kvstore_dot___pb_dot_kvstore__pb2.RoleDeleteRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleGrantPermission(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/RoleGrantPermission',
+            kvstore_dot___pb_dot_kvstore__pb2.RoleGrantPermissionRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleRevokePermission(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/RoleRevokePermission',
+            kvstore_dot___pb_dot_kvstore__pb2.RoleRevokePermissionRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleSetRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/RoleSetRateLimit',
+            kvstore_dot___pb_dot_kvstore__pb2.RoleSetRateLimitRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.AuthChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RoleList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Auth/RoleList',
+            kvstore_dot___pb_dot_kvstore__pb2.RoleListRequest.SerializeToString,
+            kvstore_dot___pb_dot_kvstore__pb2.RoleListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

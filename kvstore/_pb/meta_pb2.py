@@ -22,32 +22,35 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from kvstore._pb import control_pb2 as kvstore_dot___pb_dot_control__pb2
 from kvstore._pb import kvstore_pb2 as kvstore_dot___pb_dot_kvstore__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16kvstore/_pb/meta.proto\x12\x13kvstore.internal.v1\x1a\x19kvstore/_pb/kvstore.proto\"o\n\nMetaMember\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.kvstore.v1.MemberState\x12\x0c\n\x04lost\x18\x04 \x01(\x08\x12\x0e\n\x06tokens\x18\x05 \x03(\x04\"z\n\rMetaPartition\x12\x10\n\x08replicas\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\x12\x0e\n\x06moving\x18\x03 \x01(\x08\x12\x11\n\tmove_from\x18\x04 \x03(\x04\x12\x0f\n\x07move_to\x18\x05 \x03(\x04\x12\x11\n\tmove_done\x18\x06 \x01(\r\"\x88\x02\n\tMetaState\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x17\n\x0fpartition_count\x18\x02 \x01(\r\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\x12\x0e\n\x06vnodes\x18\x04 \x01(\r\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x14\n\x0cnext_node_id\x18\x06 \x01(\x04\x12\x30\n\x07members\x18\x07 \x03(\x0b\x32\x1f.kvstore.internal.v1.MetaMember\x12\x36\n\npartitions\x18\x08 \x03(\x0b\x32\".kvstore.internal.v1.MetaPartition\x12\x13\n\x0bmeta_voters\x18\t \x03(\x04\"\x1c\n\tAddMember\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\x1f\n\x0cRemoveMember\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\"1\n\rReplaceMember\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"/\n\x0cMoveStepDone\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\r\"\x85\x02\n\x0bMetaCommand\x12\x34\n\nadd_member\x18\x01 \x01(\x0b\x32\x1e.kvstore.internal.v1.AddMemberH\x00\x12:\n\rremove_member\x18\x02 \x01(\x0b\x32!.kvstore.internal.v1.RemoveMemberH\x00\x12<\n\x0ereplace_member\x18\x03 \x01(\x0b\x32\".kvstore.internal.v1.ReplaceMemberH\x00\x12;\n\x0emove_step_done\x18\x04 \x01(\x0b\x32!.kvstore.internal.v1.MoveStepDoneH\x00\x42\t\n\x07\x63ommand\"N\n\nMetaResult\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0f\n\x07refusal\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16kvstore/_pb/meta.proto\x12\x13kvstore.internal.v1\x1a\x19kvstore/_pb/control.proto\x1a\x19kvstore/_pb/kvstore.proto\"o\n\nMetaMember\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.kvstore.v1.MemberState\x12\x0c\n\x04lost\x18\x04 \x01(\x08\x12\x0e\n\x06tokens\x18\x05 \x03(\x04\"z\n\rMetaPartition\x12\x10\n\x08replicas\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\x12\x0e\n\x06moving\x18\x03 \x01(\x08\x12\x11\n\tmove_from\x18\x04 \x03(\x04\x12\x0f\n\x07move_to\x18\x05 \x03(\x04\x12\x11\n\tmove_done\x18\x06 \x01(\r\"\x88\x02\n\tMetaState\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x17\n\x0fpartition_count\x18\x02 \x01(\r\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\x12\x0e\n\x06vnodes\x18\x04 \x01(\r\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x14\n\x0cnext_node_id\x18\x06 \x01(\x04\x12\x30\n\x07members\x18\x07 \x03(\x0b\x32\x1f.kvstore.internal.v1.MetaMember\x12\x36\n\npartitions\x18\x08 \x03(\x0b\x32\".kvstore.internal.v1.MetaPartition\x12\x13\n\x0bmeta_voters\x18\t \x03(\x04\"\x1c\n\tAddMember\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"\x1f\n\x0cRemoveMember\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\"1\n\rReplaceMember\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"/\n\x0cMoveStepDone\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\r\"\xbd\x02\n\x0bMetaCommand\x12\x34\n\nadd_member\x18\x01 \x01(\x0b\x32\x1e.kvstore.internal.v1.AddMemberH\x00\x12:\n\rremove_member\x18\x02 \x01(\x0b\x32!.kvstore.internal.v1.RemoveMemberH\x00\x12<\n\x0ereplace_member\x18\x03 \x01(\x0b\x32\".kvstore.internal.v1.ReplaceMemberH\x00\x12;\n\x0emove_step_done\x18\x04 \x01(\x0b\x32!.kvstore.internal.v1.MoveStepDoneH\x00\x12\x36\n\x07\x63ontrol\x18\x05 \x01(\x0b\x32#.kvstore.internal.v1.ControlCommandH\x00\x42\t\n\x07\x63ommand\"`\n\nMetaResult\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0f\n\x07refusal\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x10\n\x08revision\x18\x05 \x01(\x04\"0\n\x0cMetaSnapshot\x12\x0f\n\x07\x63luster\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63ontrol\x18\x02 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kvstore._pb.meta_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METAMEMBER']._serialized_start=74
-  _globals['_METAMEMBER']._serialized_end=185
-  _globals['_METAPARTITION']._serialized_start=187
-  _globals['_METAPARTITION']._serialized_end=309
-  _globals['_METASTATE']._serialized_start=312
-  _globals['_METASTATE']._serialized_end=576
-  _globals['_ADDMEMBER']._serialized_start=578
-  _globals['_ADDMEMBER']._serialized_end=606
-  _globals['_REMOVEMEMBER']._serialized_start=608
-  _globals['_REMOVEMEMBER']._serialized_end=639
-  _globals['_REPLACEMEMBER']._serialized_start=641
-  _globals['_REPLACEMEMBER']._serialized_end=690
-  _globals['_MOVESTEPDONE']._serialized_start=692
-  _globals['_MOVESTEPDONE']._serialized_end=739
-  _globals['_METACOMMAND']._serialized_start=742
-  _globals['_METACOMMAND']._serialized_end=1003
-  _globals['_METARESULT']._serialized_start=1005
-  _globals['_METARESULT']._serialized_end=1083
+  _globals['_METAMEMBER']._serialized_start=101
+  _globals['_METAMEMBER']._serialized_end=212
+  _globals['_METAPARTITION']._serialized_start=214
+  _globals['_METAPARTITION']._serialized_end=336
+  _globals['_METASTATE']._serialized_start=339
+  _globals['_METASTATE']._serialized_end=603
+  _globals['_ADDMEMBER']._serialized_start=605
+  _globals['_ADDMEMBER']._serialized_end=633
+  _globals['_REMOVEMEMBER']._serialized_start=635
+  _globals['_REMOVEMEMBER']._serialized_end=666
+  _globals['_REPLACEMEMBER']._serialized_start=668
+  _globals['_REPLACEMEMBER']._serialized_end=717
+  _globals['_MOVESTEPDONE']._serialized_start=719
+  _globals['_MOVESTEPDONE']._serialized_end=766
+  _globals['_METACOMMAND']._serialized_start=769
+  _globals['_METACOMMAND']._serialized_end=1086
+  _globals['_METARESULT']._serialized_start=1088
+  _globals['_METARESULT']._serialized_end=1184
+  _globals['_METASNAPSHOT']._serialized_start=1186
+  _globals['_METASNAPSHOT']._serialized_end=1234
 # @@protoc_insertion_point(module_scope)

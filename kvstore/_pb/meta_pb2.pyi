@@ -1,3 +1,4 @@
+from kvstore._pb import control_pb2 as _control_pb2
 from kvstore._pb import kvstore_pb2 as _kvstore_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -88,25 +89,37 @@ class MoveStepDone(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
 
 class MetaCommand(_message.Message):
-    __slots__ = ("add_member", "remove_member", "replace_member", "move_step_done")
+    __slots__ = ("add_member", "remove_member", "replace_member", "move_step_done", "control")
     ADD_MEMBER_FIELD_NUMBER: _ClassVar[int]
     REMOVE_MEMBER_FIELD_NUMBER: _ClassVar[int]
     REPLACE_MEMBER_FIELD_NUMBER: _ClassVar[int]
     MOVE_STEP_DONE_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
     add_member: AddMember
     remove_member: RemoveMember
     replace_member: ReplaceMember
     move_step_done: MoveStepDone
-    def __init__(self, add_member: _Optional[_Union[AddMember, _Mapping]] = ..., remove_member: _Optional[_Union[RemoveMember, _Mapping]] = ..., replace_member: _Optional[_Union[ReplaceMember, _Mapping]] = ..., move_step_done: _Optional[_Union[MoveStepDone, _Mapping]] = ...) -> None: ...
+    control: _control_pb2.ControlCommand
+    def __init__(self, add_member: _Optional[_Union[AddMember, _Mapping]] = ..., remove_member: _Optional[_Union[RemoveMember, _Mapping]] = ..., replace_member: _Optional[_Union[ReplaceMember, _Mapping]] = ..., move_step_done: _Optional[_Union[MoveStepDone, _Mapping]] = ..., control: _Optional[_Union[_control_pb2.ControlCommand, _Mapping]] = ...) -> None: ...
 
 class MetaResult(_message.Message):
-    __slots__ = ("node_id", "refusal", "message", "epoch")
+    __slots__ = ("node_id", "refusal", "message", "epoch", "revision")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     refusal: int
     message: str
     epoch: int
-    def __init__(self, node_id: _Optional[int] = ..., refusal: _Optional[int] = ..., message: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+    revision: int
+    def __init__(self, node_id: _Optional[int] = ..., refusal: _Optional[int] = ..., message: _Optional[str] = ..., epoch: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class MetaSnapshot(_message.Message):
+    __slots__ = ("cluster", "control")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    cluster: bytes
+    control: bytes
+    def __init__(self, cluster: _Optional[bytes] = ..., control: _Optional[bytes] = ...) -> None: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kvstore.errors import ERRORS, ErrorCode, KvError, KvTimeoutError, NotLeaderError
+from kvstore.errors import ERRORS, ErrorCode, KvError, KvTimeoutError, NotLeaderError, ResourceExhaustedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +75,8 @@ class Attempts:
                 if unknown
                 else "; the write was not applied"
             )
+        if self._last_code is ErrorCode.RESOURCE_EXHAUSTED:
+            return ResourceExhaustedError(f"partition {partition} was not served within {timeout:g}s: {message}")
         if self._last_code in (ErrorCode.NOT_LEADER, ErrorCode.WRONG_NODE):
             return NotLeaderError(f"no leader for partition {partition} within {timeout:g}s: {message}")
         return KvTimeoutError(f"partition {partition} was not served within {timeout:g}s: {message}")

@@ -18,8 +18,11 @@ class Backoff:
         self._rng = rng
         self._next = _FIRST_BACKOFF_S
 
-    async def pause(self, deadline: float) -> None:
+    async def pause(self, deadline: float, at_least: float = 0.0) -> None:
+        """Sleep the next pause, or `at_least` (a node's retry-after: RESOURCE_EXHAUSTED) plus a
+        share of jitter when that is longer."""
         loop = asyncio.get_running_loop()
-        delay = self._next * (0.5 + self._rng.random() / 2)
+        jitter = 0.5 + self._rng.random() / 2
+        delay = max(self._next * jitter, at_least * (1 + jitter / 5))
         self._next = min(self._next * 2, _MAX_BACKOFF_S)
         await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))

@@ -16,7 +16,16 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.errors import ERRORS, ErrorCode, InvalidArgumentError, KvError, UnavailableError, code_for_status
+from kvstore.errors import (
+    ERRORS,
+    RETRY_AFTER_METADATA,
+    ErrorCode,
+    InvalidArgumentError,
+    KvError,
+    ResourceExhaustedError,
+    UnavailableError,
+    code_for_status,
+)
 
 
 class TransportError(Exception):
@@ -69,10 +78,29 @@ def transport_failure(error: grpc.aio.AioRpcError) -> Exception:
             "--max-request-bytes, plus room for framing): send fewer or smaller operations at once"
         )
     code = code_for_status(status)
+    if code is ErrorCode.RESOURCE_EXHAUSTED:
+        return ResourceExhaustedError(details or "over the rate limit", retry_after_s=_retry_after_s(error))
     kind = ERRORS[code]
     if kind.retryable:
         return TransportError(failure_reason(error))
+    if code in _REFUSALS and details:
+        return kind.exception(details, code=code)  # the guard's one-line reason, as it is
     return kind.exception(f"the node failed the request: {failure_reason(error)}", code=code)
+
+
+# What the node's guard refuses a call with: the status details are the reason, for the user.
+_REFUSALS = frozenset({ErrorCode.PERMISSION_DENIED, ErrorCode.UNAUTHENTICATED, ErrorCode.NO_SPACE})
+
+
+def _retry_after_s(error: grpc.aio.AioRpcError) -> float:
+    """The pause a RESOURCE_EXHAUSTED answer asks for (trailing metadata `retry-after-ms`)."""
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_METADATA:
+            try:
+                return max(0.0, int(value) / 1000)
+            except ValueError:
+                break
+    return 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,15 +11,17 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.address import parse_address
 from kvstore.client import wire
 from kvstore.client.attempts import Attempts
+from kvstore.client.auth import AuthAdmin, SignIn, token_interceptors
 from kvstore.client.backoff import Backoff
 from kvstore.client.batching import NodeBatcher, TransportError, transport_failure
 from kvstore.client.leases import KeepAlives, KeptLease, LockContext, Session
@@ -49,6 +51,8 @@ from kvstore.errors import (
     ErrorCode,
     InvalidArgumentError,
     KvError,
+    KvTimeoutError,
+    ResourceExhaustedError,
     TransportSecurityError,
     UnavailableError,
     error_code,
@@ -63,6 +67,8 @@ DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 # One attempt on one node gets at most max(_MIN_ATTEMPT_S, timeout / 4): a paused or cut-off
 # leader must not use up the whole deadline before the call tries the node elected after it.
 _MIN_ATTEMPT_S = 1.0
+# Auth RPCs that change nothing: the others are not sent again once their outcome is unknown.
+_AUTH_READS = frozenset({"Authenticate", "AuthStatus", "UserList", "RoleList"})
 # The server remembers the last 1024 request ids per client for dedup; with at most this many
 # writes in flight, every retried id is still inside that window.
 MAX_OUTSTANDING_MUTATIONS = 512
@@ -111,6 +117,12 @@ class Client:
 
     Against a cluster serving TLS, pass `tls=TlsConfig(ca=..., cert=..., key=...)`: the
     cluster's CA certificate, and a client certificate it signed with its key.
+
+    Against a cluster with auth enabled, pass `user=` and `password=`: the client signs in on
+    its first call and again whenever its token runs out (`kvstore.client.auth`). With `tls`
+    and no password, the user is the client certificate's common name. `client.auth` manages
+    users and roles (as root). A call over the user's rate limit is retried after the pause the
+    node asks for, and with growing pauses while it keeps refusing, within `timeout`.
     """
 
     def __init__(
@@ -123,6 +135,8 @@ class Client:
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         tls: TlsConfig | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a sequence of 'host:port' strings, not one string")
@@ -140,6 +154,12 @@ class Client:
         except TlsError as error:
             raise TransportSecurityError(str(error)) from None
         self._tls = tls
+        if password is not None and not user:
+            raise InvalidArgumentError("a password needs a user name")
+        self._interceptors = (
+            token_interceptors(SignIn(user, password, self._authenticate)) if user and password is not None else []
+        )
+        self.auth = AuthAdmin(self._auth_call)
         self.timeout = timeout
         self.client_id = client_id or uuid.uuid4().hex
         self.max_key_bytes = max_key_bytes
@@ -832,19 +852,19 @@ class Client:
                 continue
             address = router.address_of(node_id) or ""
             try:
-                response = await send(address, min(remaining, self._attempt_timeout))
+                try:
+                    response = await send(address, min(remaining, self._attempt_timeout))
+                except grpc.aio.AioRpcError as exc:
+                    raise transport_failure(exc) from None
             except TransportError as exc:
                 attempts.unreachable(node_id, address, str(exc))
                 failed_nodes.add(node_id)
                 router.forget_leader(partition, node_id)
                 continue
-            except grpc.aio.AioRpcError as exc:
-                failure = transport_failure(exc)
-                if isinstance(failure, KvError):
-                    raise failure from None
-                attempts.unreachable(node_id, address, str(failure))
-                failed_nodes.add(node_id)
-                router.forget_leader(partition, node_id)
+            except ResourceExhaustedError as exc:
+                # Over this client's rate at that node: wait as long as it asks, then ask it again.
+                attempts.answered(node_id, address, exc.code, exc.message)
+                await backoff.pause(deadline, at_least=exc.retry_after_s)
                 continue
             error = response.error
             code = error_code(error.code)
@@ -966,6 +986,10 @@ class Client:
                     return await call(stub, remaining if once else min(remaining, self._attempt_timeout))
                 except grpc.aio.AioRpcError as error:
                     failure = transport_failure(error)
+                    if isinstance(failure, ResourceExhaustedError):
+                        problems[endpoint] = failure.message
+                        await backoff.pause(deadline, at_least=failure.retry_after_s)
+                        continue
                     if isinstance(failure, KvError):
                         raise exception_for(failure.code, f"{endpoint}: {failure.message}") from None
                     problems[endpoint] = str(failure)
@@ -985,12 +1009,73 @@ class Client:
                 raise UnavailableError(f"could not reach {', '.join(endpoints)} ({tried or 'no time left to try'})")
             await backoff.pause(deadline)
 
+    async def _authenticate(self, user: str, password: str) -> tuple[str, float] | None:
+        """Sign in: the token and its expiry (seconds since the epoch), None when auth is off."""
+        try:
+            response = await self._auth_call("Authenticate", pb.AuthenticateRequest(name=user, password=password))
+        except InvalidArgumentError:
+            return None  # auth is not enabled: calls need no token
+        return response.token, response.expires_at_unix_ms / 1000
+
+    async def _auth_call(self, method: str, request: Message) -> Any:
+        """An Auth RPC, at the meta group's leader: asked of any member first, then of the
+        leader a NOT_LEADER answer names. Raises the typed error of a refusal.
+
+        A change is not deduplicated by the nodes, so it gets all the time left for each attempt
+        and is not sent again once an attempt's outcome is unknown (no answer in time).
+        """
+        change = method not in _AUTH_READS
+        known = self._router.addresses() if self._router is not None else []
+        endpoints = list(dict.fromkeys([*known, *self._seeds]))
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline()
+        backoff = Backoff(self._rng)
+        last_problem = "no endpoint was tried"
+        queue = list(endpoints)
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise KvTimeoutError(f"{method} was not served within {self.timeout:g}s; last error: {last_problem}")
+            if not queue:
+                await backoff.pause(deadline)
+                queue = list(endpoints)
+                continue
+            endpoint = queue.pop(0)
+            stub = pb_grpc.AuthStub(self._channel(endpoint))
+            try:
+                response = await getattr(stub, method)(request, timeout=remaining if change else
+                                                       min(remaining, self._attempt_timeout))
+            except grpc.aio.AioRpcError as error:
+                if change and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise KvTimeoutError(f"{method} got no answer from {endpoint} within {self.timeout:g}s; "
+                                         "the change may or may not have been made") from None
+                failure = transport_failure(error)
+                if isinstance(failure, ResourceExhaustedError):
+                    queue.insert(0, endpoint)
+                    await backoff.pause(deadline, at_least=failure.retry_after_s)
+                elif isinstance(failure, KvError):
+                    raise failure from None
+                last_problem = f"{endpoint} {failure}"
+                continue
+            code = error_code(response.error.code)
+            if code is ErrorCode.OK:
+                return response
+            last_problem = f"{endpoint}: {response.error.message}"
+            if code is ErrorCode.NOT_LEADER:
+                leader = response.error.leader_address
+                if leader and leader != endpoint:
+                    queue.insert(0, leader)
+                else:
+                    await backoff.pause(deadline)  # an election is on
+            elif not ERRORS[code].retryable:
+                raise exception_for(response.error.code, response.error.message)
+
     # ---- connections ------------------------------------------------------------------------
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = aio_channel(address, self._credentials)
+            channel = self._channels[address] = aio_channel(address, self._credentials, interceptors=self._interceptors)
         return channel
 
     def _kv_stub(self, address: str) -> pb_grpc.KVStub:

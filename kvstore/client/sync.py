@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from kvstore.client.auth import AuthAdmin
 from kvstore.client.client import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, Client
 from kvstore.client.leases import LockContext, Session
 from kvstore.client.ops import Compare, Data, Op
 from kvstore.client.types import (
+    AuthStatus,
     ClusterLayout,
     DeleteResult,
     GetResult,
@@ -23,9 +25,13 @@ from kvstore.client.types import (
     Member,
     NodeStatus,
     OpResult,
+    Permission,
     PutResult,
+    RateLimit,
     ReadConsistency,
+    Role,
     TxnResult,
+    User,
     WatchEvent,
     WriteConcern,
 )
@@ -74,6 +80,8 @@ class SyncClient:
         max_key_bytes: int = DEFAULT_MAX_KEY_BYTES,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         tls: TlsConfig | None = None,
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._client = Client(
             endpoints,
@@ -83,9 +91,13 @@ class SyncClient:
             max_key_bytes=max_key_bytes,
             max_value_bytes=max_value_bytes,
             tls=tls,
+            user=user,
+            password=password,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._shutdown: weakref.finalize[..., SyncClient] | None = None
+        self.auth = SyncAuthAdmin(self._client.auth, self._run)
 
     @property
     def client_id(self) -> str:
@@ -346,6 +358,62 @@ class SyncLockContext:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._client._run(self._context.__aexit__(exc_type, exc, tb))
+
+
+class SyncAuthAdmin:
+    """`AuthAdmin`, blocking (see `Client.auth`)."""
+
+    def __init__(self, admin: AuthAdmin, run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+        self._admin = admin
+        self._run = run
+
+    def status(self) -> AuthStatus:
+        return cast(AuthStatus, self._run(self._admin.status()))
+
+    def enable(self) -> int:
+        return cast(int, self._run(self._admin.enable()))
+
+    def disable(self) -> int:
+        return cast(int, self._run(self._admin.disable()))
+
+    def user_add(self, name: str, password: str | None = None) -> int:
+        return cast(int, self._run(self._admin.user_add(name, password)))
+
+    def user_delete(self, name: str) -> int:
+        return cast(int, self._run(self._admin.user_delete(name)))
+
+    def user_change_password(self, name: str, password: str) -> int:
+        return cast(int, self._run(self._admin.user_change_password(name, password)))
+
+    def user_grant_role(self, user: str, role: str) -> int:
+        return cast(int, self._run(self._admin.user_grant_role(user, role)))
+
+    def user_revoke_role(self, user: str, role: str) -> int:
+        return cast(int, self._run(self._admin.user_revoke_role(user, role)))
+
+    def user_set_rate_limit(self, name: str, limit: RateLimit) -> int:
+        return cast(int, self._run(self._admin.user_set_rate_limit(name, limit)))
+
+    def user_list(self) -> list[User]:
+        return cast(list[User], self._run(self._admin.user_list()))
+
+    def role_add(self, name: str) -> int:
+        return cast(int, self._run(self._admin.role_add(name)))
+
+    def role_delete(self, name: str) -> int:
+        return cast(int, self._run(self._admin.role_delete(name)))
+
+    def role_grant(self, role: str, prefix: str | bytes, permission: Permission) -> int:
+        return cast(int, self._run(self._admin.role_grant(role, prefix, permission)))
+
+    def role_revoke(self, role: str, prefix: str | bytes) -> int:
+        return cast(int, self._run(self._admin.role_revoke(role, prefix)))
+
+    def role_set_rate_limit(self, name: str, limit: RateLimit) -> int:
+        return cast(int, self._run(self._admin.role_set_rate_limit(name, limit)))
+
+    def role_list(self) -> list[Role]:
+        return cast(list[Role], self._run(self._admin.role_list()))
 
 
 class SyncWatch:

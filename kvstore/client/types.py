@@ -135,6 +135,56 @@ class NodeStatus:
     partitions_led: int
     partitions: tuple[PartitionInfo, ...]
     db_size_bytes: int
+    stored_bytes: int = 0  # the keys and values of its replicas: what the space quota counts
+    quota_backend_bytes: int = 0  # 0: no quota
+    alarms: tuple[Alarm, ...] = ()  # the cluster's raised alarms, as the node has applied them
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    node_id: int  # the member that raised it
+    type: str  # "NOSPACE": the member passed the space quota
+
+
+class Permission(IntEnum):
+    READ = pb.READ
+    READWRITE = pb.READWRITE
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Operations and request bytes per second per node; 0: not set here."""
+
+    requests_per_second: float = 0.0
+    bytes_per_second: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    roles: tuple[str, ...]
+    rate_limit: RateLimit
+    has_password: bool  # False: signs in with a client certificate only
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    prefix: bytes  # b"": every key
+    permission: Permission
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str
+    grants: tuple[Grant, ...]
+    rate_limit: RateLimit
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStatus:
+    enabled: bool
+    revision: int  # the auth revision the node answering has applied
+    user: str  # who the node takes the caller for ("" when anonymous)
 
 
 @dataclass(frozen=True, slots=True)

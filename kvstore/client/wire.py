@@ -8,20 +8,26 @@ from types import MappingProxyType
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore.client.ops import Compare, GetOp, Op, PutOp
 from kvstore.client.types import (
+    Alarm,
     ClusterLayout,
     DeleteResult,
     EventType,
     GetResult,
+    Grant,
     KeyValue,
     Member,
     MemberState,
     NodeStatus,
     OpResult,
     PartitionInfo,
+    Permission,
     PutResult,
+    RateLimit,
     ReadConsistency,
     ResponseHeader,
+    Role,
     TxnResult,
+    User,
     WatchEvent,
     WriteConcern,
 )
@@ -180,4 +186,24 @@ def status_from_pb(response: pb.StatusResponse) -> NodeStatus:
         partitions_led=response.partitions_led,
         partitions=tuple(map(partition_from_pb, response.partitions)),
         db_size_bytes=response.db_size_bytes,
+        stored_bytes=response.stored_bytes,
+        quota_backend_bytes=response.quota_backend_bytes,
+        alarms=tuple(Alarm(alarm.node_id, pb.AlarmType.Name(alarm.type)) for alarm in response.alarms),
     )
+
+
+def rate_limit_from_pb(limit: pb.RateLimit) -> RateLimit:
+    return RateLimit(limit.requests_per_second, limit.bytes_per_second)
+
+
+def rate_limit_to_pb(limit: RateLimit) -> pb.RateLimit:
+    return pb.RateLimit(requests_per_second=limit.requests_per_second, bytes_per_second=limit.bytes_per_second)
+
+
+def user_from_pb(user: pb.User) -> User:
+    return User(user.name, tuple(user.roles), rate_limit_from_pb(user.rate_limit), user.has_password)
+
+
+def role_from_pb(role: pb.Role) -> Role:
+    return Role(role.name, tuple(Grant(grant.prefix, Permission(grant.permission)) for grant in role.permissions),
+                rate_limit_from_pb(role.rate_limit))

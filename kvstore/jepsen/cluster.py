@@ -1,11 +1,19 @@
 """Real node processes, one per network namespace: start, kill -9, pause, restart with a skewed
 clock, add, remove and replace members, ask who leads what, stop. Nodes are driven only through
-their command line, signals and the public client API (the membership RPCs included)."""
+their command line, signals and the public client API (the membership RPCs included).
+
+A `secure` cluster serves TLS to clients and peers alike (certificates from `kvstore.certs` for
+the namespace addresses) and runs with auth enabled: the harness acts as root through the client
+certificate (CN root), and the workload's clients sign in as the user `jepsen`, whose one role
+grants readwrite on the workload's keys and nothing else. (Its members are the initial ones: a
+node added later would need a certificate of its own.)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import signal
 import subprocess
@@ -14,14 +22,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvstore.client import Client, KvError, Member, MemberState, NodeStatus
+from kvstore.certs import ClusterCertificates, init_certificates
+from kvstore.client import Client, KvError, Member, MemberState, NodeStatus, Permission, TlsConfig
 from kvstore.jepsen.netns import Network
-from kvstore.node.local import join_command, node_command
+from kvstore.node.local import join_command, node_command, tls_arguments
 
 NODE_PORT = 7000
+WORKLOAD_USER = "jepsen"
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 _STOP_GRACE_S = 20.0
 _STATUS_TIMEOUT_S = 2.0
+_SETUP_TIMEOUT_S = 30.0
 _POLL_INTERVAL_S = 0.2
 # Membership changes go through the meta group's leader, which may be electing after a fault.
 _MEMBERSHIP_TIMEOUT_S = 10.0
@@ -38,6 +49,8 @@ class ClusterSpec:
     partitions: int
     tick_ms: int = 100
     election_ticks: int = 10
+    secure: bool = False  # TLS everywhere and auth enabled (the module docstring)
+    key_prefix: str = ""  # what the workload's user may read and write, when secure
 
 
 class Cluster:
@@ -59,6 +72,8 @@ class Cluster:
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._paused: set[int] = set()
         self._admin: Client | None = None
+        self.certificates: ClusterCertificates | None = None
+        self._password = ""  # the workload user's, once `enable_auth` has made it
 
     @property
     def node_ids(self) -> tuple[int, ...]:
@@ -99,6 +114,9 @@ class Cluster:
         else:
             initial = {peer: f"{self.network.address_of(peer)}:{NODE_PORT}" for peer in self.spec.node_ids}
             command = node_command(node_id, initial, self.data_dir(node_id), self.spec.partitions, *timing)
+        if self.certificates is not None:
+            own = self.certificates.nodes[node_id]
+            command += tls_arguments(own.cert, own.key, self.certificates.ca.cert)
         skew: list[str] = []
         if clock_rate is not None:
             # `env` after `ip netns exec` so that only the node, not `ip`, runs on the fake clock.
@@ -272,9 +290,36 @@ class Cluster:
 
     # ---- what the nodes say -----------------------------------------------------------------
 
+    @property
+    def client_tls(self) -> TlsConfig | None:
+        certs = self.certificates
+        return None if certs is None else TlsConfig(certs.ca.cert, certs.client.cert, certs.client.key)
+
+    def client(self, endpoints: Sequence[str], timeout_s: float) -> Client:
+        """A client of the workload: in a secure cluster, signed in as the workload's user."""
+        if self.certificates is None:
+            return Client(endpoints, timeout=timeout_s)
+        return Client(endpoints, timeout=timeout_s, tls=self.client_tls, user=WORKLOAD_USER, password=self._password)
+
+    def make_certificates(self) -> None:
+        """Certificates for every node's namespace address, and the root client's."""
+        self.certificates = init_certificates(
+            self.data_root / "tls", len(self.node_ids), hosts=[self.network.address_of(n) for n in self.node_ids])
+
+    async def enable_auth(self) -> None:
+        """Create root and the workload's user and role, and enable auth (as root, by certificate)."""
+        self._password = secrets.token_urlsafe(12)
+        async with Client(self.endpoints, timeout=_SETUP_TIMEOUT_S, tls=self.client_tls) as admin:
+            await admin.auth.user_add("root", secrets.token_urlsafe(12))
+            await admin.auth.enable()
+            await admin.auth.role_add(WORKLOAD_USER)
+            await admin.auth.role_grant(WORKLOAD_USER, self.spec.key_prefix, Permission.READWRITE)
+            await admin.auth.user_add(WORKLOAD_USER, self._password)
+            await admin.auth.user_grant_role(WORKLOAD_USER, WORKLOAD_USER)
+
     def _admin_client(self) -> Client:
         if self._admin is None:
-            self._admin = Client(self.endpoints, timeout=_STATUS_TIMEOUT_S)
+            self._admin = Client(self.endpoints, timeout=_STATUS_TIMEOUT_S, tls=self.client_tls)
         return self._admin
 
     async def close_admin(self) -> None:
@@ -349,9 +394,13 @@ async def running_cluster(
     """Start every node, wait until all partitions are led, and stop them all on the way out."""
     cluster = Cluster(spec, network, data_root, log_dir)
     try:
+        if spec.secure:
+            cluster.make_certificates()
         for node_id in spec.node_ids:
             cluster.start(node_id)
         await cluster.wait_ready(ready_timeout_s)
+        if spec.secure:
+            await cluster.enable_auth()
         yield cluster
     finally:
         await cluster.close_admin()

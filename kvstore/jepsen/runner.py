@@ -44,6 +44,7 @@ from kvstore.jepsen.netns import Network, NetworkError, missing_prerequisites
 from kvstore.jepsen.report import write_report
 from kvstore.jepsen.workers import WorkerProcesses
 from kvstore.jepsen.workloads import (
+    KEY_PREFIX,
     CheckOutcome,
     Completion,
     CounterWorkload,
@@ -87,6 +88,7 @@ class RunConfig:
     check_timeout_s: float = 120.0
     ready_timeout_s: float = 60.0
     fencing: bool = True  # the lock workload reads and writes with the lock's token (off: the negative control)
+    secure: bool = False  # TLS everywhere, auth on, clients signed in with rights on the workload's keys only
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +209,7 @@ class _TaskLoad:
         try:
             while time.monotonic() < deadline:
                 if client is None:
-                    client = await connect_client(endpoints, self._config.op_timeout_s, deadline)
+                    client = await connect_client(endpoints, self._config.op_timeout_s, deadline, self._cluster.client)
                     if client is None:
                         return
                 invocation = self._workload.next_invocation(rng)
@@ -223,7 +225,7 @@ class _TaskLoad:
 
 async def _final_reads(config: RunConfig, workload: Workload, cluster: Cluster, recorder: HistoryRecorder) -> None:
     deadline = time.monotonic() + _FINAL_READ_ATTEMPTS * config.op_timeout_s
-    client = await connect_client(cluster.endpoints, config.op_timeout_s, deadline)
+    client = await connect_client(cluster.endpoints, config.op_timeout_s, deadline, cluster.client)
     if client is None:
         return
     try:
@@ -241,7 +243,7 @@ async def _setup_workload(workload: Workload, cluster: Cluster, timeout_s: float
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        client = await connect_client(cluster.endpoints, timeout_s, deadline)
+        client = await connect_client(cluster.endpoints, timeout_s, deadline, cluster.client)
         if client is None:
             break
         try:
@@ -262,7 +264,8 @@ async def _execute(
     progress: Progress,
 ) -> list[str]:
     """The cluster's whole life; returns what made the run incomplete, if anything."""
-    spec = ClusterSpec(node_ids=tuple(range(1, config.nodes + 1)), partitions=config.partitions)
+    spec = ClusterSpec(node_ids=tuple(range(1, config.nodes + 1)), partitions=config.partitions,
+                       secure=config.secure, key_prefix=KEY_PREFIX + "/")
     errors: list[str] = []
     progress.phase("setup")
     progress.update(0, detail=f"{config.nodes} nodes in network namespaces, {config.partitions} partitions")
@@ -410,6 +413,12 @@ def build_workload(config: RunConfig) -> GeneratedWorkload | LockWorkload:
         raise ValueError("the client-pause nemesis stops workers of the lock workload: use --workload lock")
     if not config.fencing and not lock:
         raise ValueError("--fencing off applies to the lock workload only")
+    if config.secure and lock:
+        raise ValueError("--secure runs the register, set and counter workloads: the lock workload's worker "
+                         "processes do not sign in")
+    if config.secure and NemesisKind.MEMBERSHIP in config.nemeses:
+        raise ValueError("--secure with the membership nemesis: a node added during the run would need a "
+                         "certificate of its own, which the harness does not make")
     if config.workload == RegisterWorkload.name:
         return RegisterWorkload(config.keys, config.read_consistency)
     if config.workload == SetWorkload.name:

@@ -14,7 +14,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, cast
 
@@ -130,10 +130,16 @@ async def read_register(client: Client, key: str, consistency: ReadConsistency) 
     )
 
 
-async def connect_client(endpoints: Sequence[str], timeout_s: float, deadline: float) -> Client | None:
-    """A connected client, retrying until ``deadline`` (monotonic seconds); None if none connected."""
+def plain_client(endpoints: Sequence[str], timeout_s: float) -> Client:
+    return Client(endpoints, timeout=timeout_s)
+
+
+async def connect_client(endpoints: Sequence[str], timeout_s: float, deadline: float,
+                         client_of: Callable[[Sequence[str], float], Client] = plain_client) -> Client | None:
+    """A connected client (made by ``client_of``: in a secure cluster, signed in), retrying until
+    ``deadline`` (monotonic seconds); None if none connected."""
     while time.monotonic() < deadline:
-        client = Client(endpoints, timeout=timeout_s)
+        client = client_of(endpoints, timeout_s)
         try:
             await client.connect()
             return client

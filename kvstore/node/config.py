@@ -53,6 +53,11 @@ class NodeConfig:
     max_request_bytes: int = 8 << 20  # largest request accepted from a client (or frame from a peer)
     max_concurrent_streams: int = 256  # per connection: calls beyond it wait for a free stream
     metrics_address: str = ""  # HOST:PORT for /metrics, the probes and the status page; "" = off
+    # Authentication, rate limits, space quota (docs/security.md).
+    auth_token_ttl_s: float = 300.0  # how long a token from Auth.Authenticate is good for
+    rate_limit_requests: float = 0.0  # operations per second per client, unless its user or roles set one; 0: none
+    rate_limit_bytes: float = 0.0  # request bytes per second per client, likewise; 0: none
+    quota_backend_bytes: int = 0  # past this much storage on any member, writes that add data are refused; 0: none
 
     def validate(self) -> None:
         if self.join:
@@ -82,6 +87,11 @@ class NodeConfig:
         for key in ("max_key_bytes", "max_value_bytes", "snapshot_entries", "max_concurrent_streams"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive")
+        if self.auth_token_ttl_s <= 0:
+            raise ConfigError(f"--auth-token-ttl must be positive, got {self.auth_token_ttl_s}")
+        for key in ("rate_limit_requests", "rate_limit_bytes", "quota_backend_bytes"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"--{key.replace('_', '-')} must be 0 (none) or positive, got {getattr(self, key)}")
         smallest = max(MIN_REQUEST_BYTES, self.max_key_bytes + self.max_value_bytes + 1)
         if self.max_request_bytes < smallest:
             raise ConfigError(f"--max-request-bytes must be at least {smallest} (1 MiB, and more than "

@@ -44,7 +44,18 @@ from kvstore.node.http import OpsServer
 from kvstore.node.identity import IdentityError
 from kvstore.node.metrics import RequestMetricsInterceptor, metrics_registry
 from kvstore.node.server import AddressInUseError, Node
-from kvstore.rpc import ClusterService, KVService, LeaseService, LockService, PeerService, WatchService
+from kvstore.ratelimit import RateLimiter
+from kvstore.rpc import (
+    AuthService,
+    ClusterService,
+    Guard,
+    KVService,
+    LeaseService,
+    LockService,
+    PeerService,
+    WatchService,
+)
+from kvstore.statemachine.control import RateLimit
 from kvstore.storage import CorruptionError, DataDirLockedError, StorageError
 from kvstore.tls import TlsError
 
@@ -53,7 +64,8 @@ EXIT_RUNTIME = 3
 
 # What clients use, reported by the health service; reflection lists these and the Peer service.
 PUBLIC_SERVICES = tuple(
-    kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("KV", "Cluster", "Lease", "Lock", "Watch")
+    kvstore_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("KV", "Cluster", "Lease", "Lock", "Watch", "Auth")
 )
 SERVED_SERVICES = (*PUBLIC_SERVICES, peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name)
 
@@ -124,7 +136,9 @@ async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
         ops = OpsServer(config.metrics_address, node.node_id, metrics_registry(node, node.metrics), health, cluster)
         await ops.start()
     try:
-        # The composition root: the node is the backend the RPC layer's services delegate to.
+        # The composition root: the node is the backend the RPC layer's services delegate to, and
+        # the guard checks every call to any of them first.
+        guard = Guard(node, RateLimiter(RateLimit(config.rate_limit_requests, config.rate_limit_bytes)))
         services = [
             KVService(node).add_to,
             ClusterService(node).add_to,
@@ -132,10 +146,11 @@ async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
             LeaseService(node).add_to,
             LockService(node).add_to,
             WatchService(node).add_to,
+            AuthService(node, guard, config.auth_token_ttl_s).add_to,
         ]
         await node.start([*services, health.add_to,
                           lambda server: add_reflection(server, SERVED_SERVICES)],
-                         [RequestMetricsInterceptor(node.metrics)])
+                         [RequestMetricsInterceptor(node.metrics), guard])
         log_format.node_id = node.node_id  # with --join, known once the node has joined
         await health.set_serving(True)  # the log is replayed and the Ready loop runs
         stop = asyncio.Event()
@@ -197,6 +212,16 @@ async def serve(config: NodeConfig, log_format: _LogFormatter) -> None:
               help="Largest request (gRPC message) accepted, from clients and peers (default 8 MiB).")
 @click.option("--max-concurrent-streams", type=int,
               help="Calls in progress per client connection; more wait their turn (default 256).")
+@click.option("--auth-token-ttl", "auth_token_ttl_s", type=float,
+              help="Seconds a sign-in token is good for (default 300); clients sign in again after it.")
+@click.option("--rate-limit-requests", type=float,
+              help="Operations per second each client may send this node, unless its user or roles set "
+                   "their own (default 0: no limit).")
+@click.option("--rate-limit-bytes", type=float,
+              help="Request bytes per second each client may send this node, likewise (default 0: no limit).")
+@click.option("--quota-backend-bytes", type=int,
+              help="Space quota: once any member's storage passes it, the cluster refuses writes that add "
+                   "data until deletes free space (default 0: no quota).")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with any of these settings.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)

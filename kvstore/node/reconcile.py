@@ -34,9 +34,6 @@ from kvstore.raft import ConfChange, ConfChangeType, ConfState
 from kvstore.ring import MoveProgress, StepKind, schedule
 from kvstore.statemachine.cluster_state import MAX_META_VOTERS, ClusterState, MemberState
 
-META_GROUP = 0xFFFF_FFFF
-"""The meta group's Raft group id: above every partition (at most 2**16 of them)."""
-
 CATCH_UP_SLACK = 64
 """A learner is caught up once its log is within this many entries of the leader's commit
 index: under steady writes it never matches exactly, and the rest arrives in the next append."""

@@ -1,5 +1,5 @@
-"""The node runtime: many Raft groups (one per hosted partition, and the meta group) driven by
-one Ready loop.
+"""The node runtime: many Raft groups (one per hosted partition, and the meta group, the one
+system group: the cluster state, users, roles and alarms) driven by one Ready loop.
 
 `Node` is the `kvstore.rpc.Backend` the servicers delegate to. Only the Ready-loop task touches
 Raft. RPC handlers and the transport put work into inboxes and wake the loop; each cycle of the
@@ -18,8 +18,9 @@ loop then:
 5. advances every group.
 
 Membership: the meta group (`META_GROUP`) holds the cluster state (members, each partition's
-replicas, moves under way, the epoch); every member hosts a replica of it, as a voter or a
-learner. Every few ticks the node reads the meta group linearizably and, once it applied that
+replicas, moves under way, the epoch) and the control section (users, roles, auth on/off, the
+token secret, the alarms: `kvstore.statemachine.control`, which the guard judges calls by);
+every member hosts a replica of it, as a voter or a learner. Every few ticks the node reads the meta group linearizably and, once it applied that
 far, reconciles itself with the state (`kvstore.node.reconcile`): it creates and deletes
 replicas, proposes the conf changes of the moves it leads, hands leadership over, and reports
 the steps it took to the meta group — all inside the loop, like every other Raft input.
@@ -51,10 +52,12 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import meta_pb2, peer_pb2
+from kvstore._pb.control_pb2 import ControlCommand
 from kvstore._pb.internal_pb2 import LeaseCheckpoints, LeaseExpiries, LogCommand
 from kvstore.codec import decode_tombstone, encode_tombstone
 from kvstore.errors import (
     InvalidArgumentError,
+    KvError,
     LeaseNotFoundError,
     LockNotHeldError,
     NotLeaderError,
@@ -75,7 +78,6 @@ from kvstore.node.identity import (
 from kvstore.node.lessor import Lessor, LessorConfig, LessorWork, MonotonicClock
 from kvstore.node.metrics import NodeMetrics, timed
 from kvstore.node.reconcile import (
-    META_GROUP,
     Action,
     CreateReplica,
     DeleteReplica,
@@ -111,10 +113,11 @@ from kvstore.raft import (
     Tombstone,
 )
 from kvstore.raft import NotLeaderError as RaftNotLeaderError
-from kvstore.rpc.backend import Limits, PartitionStatus, PeerCaller, Reader
+from kvstore.rpc.backend import Limits, MetaReader, PartitionStatus, PeerCaller, Reader
 from kvstore.statemachine import LeaseCheckpointed, LeaseGranted, LeaseRemoved, WriteResponse, lease_partition
 from kvstore.statemachine.cluster_state import ClusterState, CommandResult, MemberState
-from kvstore.statemachine.meta import MetaStateMachine
+from kvstore.statemachine.control import Alarm, AlarmType, ControlState
+from kvstore.statemachine.meta import META_GROUP, MetaStateMachine
 from kvstore.storage import Engine, LevelDBEngine, StorageError, WriteBatch
 from kvstore.storage.keys import TOMBSTONE_TAG, parse_group_key, prefix_end, tombstone_key
 from kvstore.storage.raft_log import stored_groups
@@ -128,6 +131,7 @@ REPORT_AGAIN_TICKS = 30  # a step report not seen applied by then is sent again
 MOVES_AT_ONCE = 2  # moves the whole cluster runs at once: the rest of the machine serves clients
 MAX_TRANSFERS_PER_ROUND = 2
 MAX_TICKS_PER_CYCLE = 5  # after a stall, catch up a few ticks, not an election's worth
+QUOTA_CHECK_S = 1.0
 COMPACT_KEEP_ENTRIES = 1000  # at most this many entries stay behind a snapshot, so a slightly
 # lagging follower catches up from the log instead of needing a whole snapshot
 LOG_CACHE_BYTES = 8 << 20  # the log tails all hosted groups keep in memory, together (split
@@ -152,7 +156,8 @@ class Node:
         self.config = config
         self.node_id = config.node_id  # with --join, the cluster's choice, known once start() joined
         self.address = config.listen
-        self.limits = Limits(config.max_key_bytes, config.max_value_bytes, config.request_timeout_s)
+        self.limits = Limits(config.max_key_bytes, config.max_value_bytes, config.request_timeout_s,
+                             config.quota_backend_bytes)
         self.engine: Engine | None = None
         self.replicas: dict[int, PartitionReplica] = {}
         # Every group's replica, the meta group's too: what the Ready loop drives.
@@ -231,6 +236,8 @@ class Node:
             asyncio.create_task(self._ticker(), name="ticker"),
             asyncio.create_task(self._ready_loop(), name="ready-loop"),
         ]
+        if config.quota_backend_bytes:
+            self._tasks.append(asyncio.create_task(self._watch_quota(), name="quota"))
         log.info("node %d of cluster %s serving %s (%s) with %d replicas", self.node_id,
                  self.admission.identity.cluster_id, config.listen, "TLS" if self.security.enabled else "plaintext",
                  len(self.replicas))
@@ -319,6 +326,20 @@ class Node:
         if state is None:
             raise UnavailableError(f"node {self.node_id} is joining and does not know the cluster state yet")
         return state
+
+    @property
+    def control_state(self) -> ControlState:
+        """The control section (users, roles, auth on/off, alarms) this node has applied from the
+        meta group; `UnavailableError` while it does not know the cluster state yet (it joined
+        and waits for the meta group's snapshot: until then it knows neither)."""
+        if self.meta.sm.state is None:
+            raise UnavailableError(f"node {self.node_id} is joining and does not know the cluster's users yet")
+        return self.meta.sm.control
+
+    @property
+    def meta_applied(self) -> int:
+        """The index of the meta group's last entry applied here."""
+        return self.meta.sm.applied_index
 
     @property
     def epoch(self) -> int:
@@ -565,8 +586,15 @@ class Node:
         may be served from this replica: STALE at once; SESSION once it applied `min_revision`
         (read-your-writes); LINEARIZABLE on the leader after a ReadIndex round, LEASE on the
         leader from its lease when it holds (else as LINEARIZABLE)."""
-        replica = self.replica(partition)
-        future: asyncio.Future[Reader] = asyncio.get_running_loop().create_future()
+        return self._read(self.replica(partition), consistency, min_revision)
+
+    def read_meta(self, consistency: int, min_revision: int) -> asyncio.Future[MetaReader]:
+        """The meta group's state machine, once a read at `consistency` may be served from this
+        node's replica of it (as `read`)."""
+        return self._read(self.meta, consistency, min_revision)
+
+    def _read(self, replica: Replica[Any, Any], consistency: int, min_revision: int) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if consistency == pb.STALE or (consistency == pb.SESSION and replica.sm.applied_index >= min_revision):
             future.set_result(replica.sm)
         elif consistency == pb.SESSION:
@@ -578,6 +606,10 @@ class Node:
         return future
 
     # Leases and locks (docs/locks.md).
+
+    def lease_keys(self, lease: int) -> Sequence[bytes]:
+        replica = self.replicas.get(lease_partition(lease))
+        return () if replica is None else replica.sm.leases.keys(lease)
 
     def keep_alive(self, lease: int) -> asyncio.Future[int]:
         """Renew `lease` in its partition's lessor (this node must lead the partition); the
@@ -647,6 +679,43 @@ class Node:
 
     def db_size_bytes(self) -> int:
         return self.engine.approximate_size() if self.engine is not None else 0
+
+    def stored_bytes(self) -> int:
+        return sum(replica.sm.stored_bytes for replica in self.replicas.values())
+
+    # -- the space quota --------------------------------------------------------------------
+
+    async def _watch_quota(self) -> None:
+        """Raise this member's NOSPACE alarm once its replicas' keys and values pass the quota,
+        and clear it once deletes bring them back under: through the meta group, so every node
+        refuses writes that add data (the guard) while any member's alarm is raised. Checked
+        every `QUOTA_CHECK_S`; a change that fails (no leader yet) is tried again at the next
+        check."""
+        quota = self.config.quota_backend_bytes
+        mine = Alarm(self.node_id, AlarmType.NOSPACE)
+        while True:
+            await asyncio.sleep(QUOTA_CHECK_S)
+            if self.meta.sm.state is None:
+                continue  # joining: the alarms are not known yet
+            stored = self.stored_bytes()
+            over, raised = stored > quota, mine in self.meta.sm.control.alarms
+            if over == raised:
+                continue
+            alarm = pb.Alarm(node_id=self.node_id, type=pb.NOSPACE)
+            change = ControlCommand(raise_alarm=alarm) if over else ControlCommand(clear_alarm=alarm)
+            try:
+                async with asyncio.timeout(self.config.request_timeout_s):
+                    result = await self.propose_meta(meta_pb2.MetaCommand(control=change))
+            except (KvError, TimeoutError) as error:
+                log.info("could not %s the NOSPACE alarm yet: %s", "raise" if over else "clear", error)
+                continue
+            if result.refusal is not None:
+                log.info("could not %s the NOSPACE alarm yet: %s", "raise" if over else "clear", result.message)
+            elif over:
+                log.warning("NOSPACE alarm raised: this node stores %d bytes of keys and values, over the quota of "
+                            "%d; the cluster refuses writes that add data until deletes free space", stored, quota)
+            else:
+                log.warning("NOSPACE alarm cleared: this node stores %d bytes, under the quota of %d", stored, quota)
 
     def address_of(self, node_id: int) -> str:
         return self._member_addresses().get(node_id, "")

@@ -10,18 +10,27 @@ waiting for a lock and the watch history are the node's business: the servicers 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import meta_pb2, peer_pb2
 from kvstore._pb.internal_pb2 import LeaseExpiries, LogCommand
-from kvstore.errors import KvError, LeaseNotFoundError, LockNotHeldError, NotLeaderError, WrongNodeError
+from kvstore.errors import (
+    KvError,
+    LeaseNotFoundError,
+    LockNotHeldError,
+    NotLeaderError,
+    UnavailableError,
+    WrongNodeError,
+)
 from kvstore.hub import ChangeHub, Cursor
-from kvstore.raft import Entry, Message
+from kvstore.raft import ConfState, Entry, Message, SnapshotMeta
 from kvstore.statemachine import Lease, PartitionStateMachine, WriteResponse, lease_partition
-from kvstore.statemachine.cluster_state import ClusterState, CommandResult, apply_command
+from kvstore.statemachine.cluster_state import ClusterState, CommandResult
+from kvstore.statemachine.control import ControlState
+from kvstore.statemachine.meta import META_GROUP, MetaStateMachine
 from kvstore.storage import MemoryEngine
 
 
@@ -60,6 +69,7 @@ class Limits:
     max_key_bytes: int
     max_value_bytes: int
     request_timeout_s: float  # when the request does not say (RequestHeader.timeout_ms)
+    quota_backend_bytes: int = 0  # the space quota this node watches its storage against (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +87,23 @@ class PartitionStatus:
 class PeerCaller(Protocol):
     """What the peer check reads of a Peer RPC's gRPC context (`grpc.aio.ServicerContext`)."""
 
-    def auth_context(self) -> Mapping[str, Sequence[bytes]]: ...
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]: ...
 
     def peer(self) -> str: ...
 
 
+class MetaReader(Protocol):
+    """The meta group's replica, handed out once a read may be served from it."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+    @property
+    def control(self) -> ControlState: ...
+
+
 class Backend(Protocol):
-    """The node, as the KV, Cluster and Peer services use it.
+    """The node, as the services and the guard use it.
 
     `propose` and `read` raise a `KvError` at once when the node cannot take the request
     (NOT_LEADER, WRONG_NODE); otherwise their future resolves to the answer or fails with one.
@@ -127,6 +147,27 @@ class Backend(Protocol):
         `ReadConsistency`) may be served from it; `min_revision` is a SESSION read's floor."""
         ...
 
+    @property
+    def control_state(self) -> ControlState:
+        """The meta group's control section (users, roles, auth on/off, alarms) as this node has
+        applied it; `UnavailableError` while a joining node does not know it yet."""
+        ...
+
+    @property
+    def meta_applied(self) -> int:
+        """The index of the meta group's last entry applied here (the control revision)."""
+        ...
+
+    def read_meta(self, consistency: int, min_revision: int) -> asyncio.Future[MetaReader]:
+        """The meta group's state machine once a read at `consistency` may be served from it, as
+        `read`."""
+        ...
+
+    def lease_keys(self, lease: int) -> Sequence[bytes]:
+        """The keys attached to `lease` as this node's replica of its partition has applied them
+        (none when it holds no replica of that partition)."""
+        ...
+
     def keep_alive(self, lease: int) -> asyncio.Future[int]:
         """Renew `lease` on this node, which must lead its partition; the future resolves to
         the lease's TTL once no leader can expire it before that long from now (docs/locks.md),
@@ -154,6 +195,11 @@ class Backend(Protocol):
 
     def db_size_bytes(self) -> int: ...
 
+    def stored_bytes(self) -> int:
+        """The bytes of the keys and values of every replica this node holds (what the space quota
+        counts)."""
+        ...
+
     def deliver(self, items: list[tuple[int, Message]]) -> None:
         """Raft messages (group, message) received from a peer."""
         ...
@@ -173,8 +219,8 @@ class Backend(Protocol):
         ...
 
     def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
-        """Propose a membership change to the meta group; the future resolves to its result once
-        applied. A node that does not lead the meta group passes it to the leader (unless not
+        """Propose a command to the meta group (a membership change, or a change of the control
+        section); the future resolves to its result once applied. A node that does not lead the meta group passes it to the leader (unless not
         `forward`: then it raises `NotLeaderError`)."""
         ...
 
@@ -188,9 +234,12 @@ class MemoryBackend:
     once with the real applier over a `MemoryEngine` (no Raft, no log).
 
     Test knobs: `leaders[partition]` names another node as the partition's leader (proposals and
-    leader reads there are refused with NOT_LEADER and that hint); with `hold_proposals`,
+    leader reads there are refused with NOT_LEADER and that hint); meta commands are applied at
+    once by the real meta applier, as if this node led the meta group; with `hold_proposals`,
     proposals wait until `apply_held()` or `fail_held()`; `refuse_peers` is the reason every
-    Peer caller is refused (None: every caller is admitted, as by a plaintext node). Leases keep
+    Peer caller is refused (None: every caller is admitted, as by a plaintext node); `joining`
+    makes the control section unknown, as on a node that joined and awaits the meta group's
+    snapshot. Leases keep
     no time here: a keepalive of an existing lease is answered at once, and `expire(lease)`
     applies the expiry a node's lessor would propose. Lock waiters look again after every apply
     (the node's hub wakes only the next waiter). Applied changes go to a change hub, as on a
@@ -206,20 +255,30 @@ class MemoryBackend:
     cluster_id: str = "kvstore"
     hold_proposals: bool = False
     refuse_peers: str | None = None
+    joining: bool = False  # as a node that joined and has no meta state yet: no users, no alarms known
     leaders: dict[int, int] = field(default_factory=dict)
     delivered: list[tuple[int, Message]] = field(default_factory=list)
     held: list[tuple[int, bytes, asyncio.Future[WriteResponse]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.cluster_state = ClusterState.bootstrap(self.cluster_id, self.members, self.partitions,
-                                                    len(self.members), 16)
         self._engine = MemoryEngine()
+        initial = ClusterState.bootstrap(self.cluster_id, self.members, self.partitions, len(self.members), 16)
+        self.meta = MetaStateMachine(self._engine, META_GROUP, initial)
+        batch = self._engine.new_batch()
+        self.meta.bootstrap(batch, SnapshotMeta(1, 1, ConfState(frozenset(self.members))))
+        self._engine.write(batch, sync=False)
         self._machines = {p: PartitionStateMachine(self._engine, p) for p in range(self.partitions)}
         self._session_reads: list[tuple[int, int, asyncio.Future[Reader]]] = []
         self._applied = asyncio.Event()
         self.hub = ChangeHub()
         for partition in self._machines:
             self.hub.open(partition, 0)
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        state = self.meta.state
+        assert state is not None  # bootstrapped
+        return state
 
     @property
     def address(self) -> str:
@@ -233,8 +292,11 @@ class MemoryBackend:
         return node_id in self.cluster_state.addresses()
 
     def propose_meta(self, command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
-        """Applies the command to the cluster state at once."""
-        self.cluster_state, result = apply_command(self.cluster_state, command)
+        """Applies the command to the meta state at once."""
+        batch = self._engine.new_batch()
+        ((_, result),) = self.meta.apply(batch, [Entry(self.meta.applied_index + 1, 1, command.SerializeToString())])
+        self._engine.write(batch, sync=False)
+        assert result is not None  # an entry with a command has a result
         future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         future.set_result(result)
         return future
@@ -299,6 +361,10 @@ class MemoryBackend:
         command.lease_expiries.expiries.add(id=lease, revision=found.revision)
         self._apply(lease_partition(lease), command.SerializeToString())
 
+    def lease_keys(self, lease: int) -> Sequence[bytes]:
+        machine = self._machines.get(lease_partition(lease))
+        return () if machine is None else machine.leases.keys(lease)
+
     def keep_alive(self, lease: int) -> asyncio.Future[int]:
         partition = lease_partition(lease)
         found = self._machine(partition).leases.get(lease)
@@ -344,6 +410,21 @@ class MemoryBackend:
             future.set_result(machine)
         return future
 
+    @property
+    def control_state(self) -> ControlState:
+        if self.joining:
+            raise UnavailableError(f"node {self.node_id} is joining and does not know the cluster's users yet")
+        return self.meta.control
+
+    @property
+    def meta_applied(self) -> int:
+        return self.meta.applied_index
+
+    def read_meta(self, consistency: int, min_revision: int) -> asyncio.Future[MetaReader]:
+        future: asyncio.Future[MetaReader] = asyncio.get_running_loop().create_future()
+        future.set_result(self.meta)  # everything proposed here is applied at once
+        return future
+
     def status(self) -> list[PartitionStatus]:
         return [
             PartitionStatus(
@@ -359,6 +440,9 @@ class MemoryBackend:
 
     def db_size_bytes(self) -> int:
         return self._engine.approximate_size()
+
+    def stored_bytes(self) -> int:
+        return sum(machine.stored_bytes for machine in self._machines.values())
 
     def deliver(self, items: list[tuple[int, Message]]) -> None:
         self.delivered.extend(items)

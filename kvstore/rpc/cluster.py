@@ -11,10 +11,10 @@ import grpc
 import kvstore
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc, meta_pb2
-from kvstore.errors import InvalidArgumentError, KvError, NotFoundError, UnavailableError
+from kvstore.errors import KvError, NotFoundError, UnavailableError
 from kvstore.rpc.backend import Backend, PartitionStatus
-from kvstore.rpc.errors import to_error
-from kvstore.statemachine.cluster_state import ClusterState, CommandResult, Member, MemberState, Refusal
+from kvstore.rpc.errors import raise_refusal, to_error
+from kvstore.statemachine.cluster_state import ClusterState, CommandResult, Member, MemberState
 
 
 class ClusterService(kvstore_pb2_grpc.ClusterServicer):
@@ -27,6 +27,10 @@ class ClusterService(kvstore_pb2_grpc.ClusterServicer):
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
         backend = self._backend
         statuses = backend.status()
+        try:
+            alarms = backend.control_state.alarms
+        except UnavailableError:
+            alarms = frozenset()  # a joining node does not know them yet; it says what it knows
         return pb.StatusResponse(
             node_id=backend.node_id,
             address=backend.address,
@@ -36,6 +40,10 @@ class ClusterService(kvstore_pb2_grpc.ClusterServicer):
             partitions_led=sum(1 for s in statuses if s.leader == backend.node_id),
             partitions=[_partition_info(s) for s in statuses],
             db_size_bytes=backend.db_size_bytes(),
+            quota_backend_bytes=backend.limits.quota_backend_bytes,
+            alarms=[pb.Alarm(node_id=alarm.node_id, type=alarm.type.value)
+                    for alarm in sorted(alarms, key=lambda alarm: (alarm.node_id, alarm.type))],
+            stored_bytes=backend.stored_bytes(),
         )
 
     async def _state(self, context: Any) -> ClusterState:
@@ -94,7 +102,7 @@ class ClusterService(kvstore_pb2_grpc.ClusterServicer):
         backend = self._backend
         try:
             result: CommandResult = await backend.propose_meta(command)
-            _raise_refusal(result)
+            raise_refusal(result)
             response.epoch = result.epoch
             response.member.id = member_of(result)
             state = backend.cluster_state
@@ -126,13 +134,6 @@ def _joining_at(state: ClusterState, address: str) -> Member:
             return member
     raise NotFoundError(f"no member is joining at {address}: add it first with `kvctl member add --address "
                         f"{address}`")
-
-
-def _raise_refusal(result: CommandResult) -> None:
-    if result.refusal is Refusal.NOT_FOUND:
-        raise NotFoundError(result.message)
-    if result.refusal is not None:
-        raise InvalidArgumentError(result.message)
 
 
 def _member(member: Member) -> pb.Member:

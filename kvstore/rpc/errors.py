@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable
 
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore.errors import ErrorCode, KvError, NotLeaderError
+from kvstore.errors import ErrorCode, InvalidArgumentError, KvError, NotFoundError, NotLeaderError
+from kvstore.statemachine.cluster_state import CommandResult, Refusal
 from kvstore.storage import StorageError
 
 log = logging.getLogger("kvstore.rpc")
@@ -31,3 +32,11 @@ def to_error(error: BaseException, epoch: int, address_of: Callable[[int], str])
     return pb.Error(
         code=ErrorCode.INTERNAL.value, message=f"internal error: {type(error).__name__}: {error}", epoch=epoch
     )
+
+
+def raise_refusal(result: CommandResult) -> None:
+    """Raise the error a meta command's refusal stands for (nothing when it was applied)."""
+    if result.refusal is Refusal.NOT_FOUND:
+        raise NotFoundError(result.message)
+    if result.refusal is not None:
+        raise InvalidArgumentError(result.message)

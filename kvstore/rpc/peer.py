@@ -1,4 +1,6 @@
-"""The Peer service: the receiving end of other nodes' Raft message streams."""
+"""The Peer service: the receiving end of other nodes' Raft message streams, and the meta group's
+leader taking a command passed to it. Only peers reach it: the guard admits a caller to it (with
+TLS, one with a peer certificate; `kvstore.rpc.policy`)."""
 
 from __future__ import annotations
 
@@ -24,15 +26,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     def add_to(self, server: Any) -> None:
         peer_pb2_grpc.add_PeerServicer_to_server(self, server)
 
-    async def _admit(self, context: Any) -> None:
-        """With TLS, only a caller with a peer certificate may go on (docs/security.md)."""
-        refusal = self._backend.peer_refusal(context)
-        if refusal is not None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"node {self._backend.node_id} refuses this caller as a peer: {refusal}")
-
     async def Stream(self, request_iterator: AsyncIterator[peer_pb2.PeerFrame], context: Any) -> None:
-        await self._admit(context)
         peer = 0
         try:
             async for frame in request_iterator:
@@ -64,7 +58,6 @@ class PeerService(peer_pb2_grpc.PeerServicer):
 
     async def ProposeMeta(self, request: meta_pb2.MetaCommand, context: Any) -> meta_pb2.MetaResult:
         """A meta command another node passes to this one as the meta group's leader."""
-        await self._admit(context)
         try:
             result = await self._backend.propose_meta(request, forward=False)
         except KvError as error:
@@ -75,7 +68,6 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         self, request_iterator: AsyncIterator[peer_pb2.SnapshotChunk], context: Any
     ) -> peer_pb2.SnapshotAck:
         """Reassemble a snapshot sent in chunks and hand it to Raft as one message."""
-        await self._admit(context)
         parts: list[bytes] = []
         received = 0
         async for chunk in request_iterator:

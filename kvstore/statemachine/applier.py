@@ -6,7 +6,8 @@ fed the same entries stage the same data, so they end byte-identical.
 Per partition ``p`` the applier owns these keys (see `kvstore.statemachine.layout`):
 ``A p`` apply state, ``D p key`` user data, ``F p key`` fences, ``C p client`` the dedup table
 (`kvstore.statemachine.dedup`: a retried request is applied once and answered the same),
-``E p lease`` and ``K p lease key`` the lease table (`kvstore.statemachine.leases`).
+``E p lease`` and ``K p lease key`` the lease table (`kvstore.statemachine.leases`), ``B p``
+the bytes its user data takes (what the space quota counts), staged with the apply state.
 
 Leases and locks (docs/locks.md): a put naming a lease attaches the key to it (the lease must
 exist, in this partition); a lease's revocation or expiry deletes every key attached to it at
@@ -49,6 +50,7 @@ from kvstore.statemachine.layout import (
     encode_stored_kv,
     fence_prefix,
     fill_kv,
+    stored_bytes_key,
 )
 from kvstore.statemachine.leases import LeaseTable
 from kvstore.statemachine.staging import StagedWrites, read_sections
@@ -110,6 +112,12 @@ def _command(partition: int, index: int, data: bytes) -> WriteRequest | _LessorC
     return carried
 
 
+def _data_bytes(pairs: Iterable[tuple[bytes, bytes]], key_prefix_length: int) -> int:
+    """The bytes of user data (key, stored value) pairs whose keys carry `key_prefix_length`
+    bytes of prefix."""
+    return sum(len(key) - key_prefix_length + len(value) for key, value in pairs)
+
+
 class PartitionStateMachine:
     """The state machine of partition `partition_id` (the Raft group of the same id).
 
@@ -152,6 +160,7 @@ class PartitionStateMachine:
         self._fence_prefix = fence_prefix(partition_id)
         self._client_prefix = client_prefix(partition_id)
         self._apply_state_key = apply_state_key(partition_id)
+        self._stored_bytes_key = stored_bytes_key(partition_id)
         self._encoder = Encoder()
         self._store = StagedWrites(engine)
         self.leases = LeaseTable(partition_id, self._store)
@@ -175,6 +184,12 @@ class PartitionStateMachine:
         self._applied_index = applied.index
         self._applied_term = applied.term
         self._conf_state = applied.conf_state
+        raw_stored_bytes = engine.get(self._stored_bytes_key)
+        # Absent: a partition that never applied anything, or a data dir from before the count.
+        self._stored_bytes: int = (
+            _data_bytes(engine.iterate(self._data_prefix, prefix_end(self._data_prefix)), len(self._data_prefix))
+            if raw_stored_bytes is None else U64.unpack(raw_stored_bytes)[0]
+        )
 
     def _dedup_table(self, records: Iterable[tuple[bytes, bytes]]) -> DedupTable:
         """The dedup table stored as `records` (client id, record); ValueError if one is bad."""
@@ -195,6 +210,13 @@ class PartitionStateMachine:
     def applied(self) -> SnapshotMeta:
         """The applied index, its term and the configuration (voters, learners) as of it."""
         return SnapshotMeta(self._applied_index, self._applied_term, self._conf_state)
+
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes of this partition's keys and stored values, as applied (staged): what the
+        space quota counts. Deleting a key takes its bytes off at once, whatever LevelDB keeps
+        on disk until a compaction reaches it."""
+        return self._stored_bytes
 
     # -- applying ---------------------------------------------------------------------------
 
@@ -336,6 +358,7 @@ class PartitionStateMachine:
             create_revision, _, old_version, old_lease = STORED_KV_HEADER.unpack_from(old)
             version = old_version + 1
         stored = encode_stored_kv(op.value, create_revision, revision, version, op.lease)
+        self._stored_bytes += len(stored) - (len(old) if old is not None else -len(user_key))
         self._store.stage(key, stored)
         if old_lease != op.lease:
             if old_lease:
@@ -366,6 +389,7 @@ class PartitionStateMachine:
         old = self._store.read(key)
         if old is None:
             return None
+        self._stored_bytes -= len(user_key) + len(old)
         self._store.stage(key, None)
         lease: int = STORED_KV_HEADER.unpack_from(old)[3]
         if lease:
@@ -564,6 +588,7 @@ class PartitionStateMachine:
     def _set_applied(self, applied: SnapshotMeta) -> None:
         self._applied_index, self._applied_term, self._conf_state = applied.index, applied.term, applied.conf_state
         self._store.stage(self._apply_state_key, self._encoder.snapshot_meta(applied))
+        self._store.stage(self._stored_bytes_key, U64.pack(self._stored_bytes))
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -638,6 +663,7 @@ class PartitionStateMachine:
             raise CodecError(f"partition snapshot data has a bad lease table: {exc}") from None
         for prefix, pairs in zip(self._owned_prefixes()[:3], sections[:3], strict=True):
             self._store.replace(prefix, pairs)
+        self._stored_bytes = _data_bytes(sections[0], 0)
         self._set_applied(meta)
         self._dedup = dedup
 
@@ -652,9 +678,10 @@ class PartitionStateMachine:
 
     def destroy(self, batch: WriteBatch) -> None:
         """Stage deleting everything of this partition on this node: data, fences, dedup table,
-        leases and apply state (the replica left the group; drop this object once the batch is
-        written)."""
+        leases, the stored-bytes count and apply state (the replica left the group; drop this
+        object once the batch is written)."""
         self._store.use(batch)
         for prefix in self._owned_prefixes():
             self._store.replace(prefix, ())
         self._store.stage(self._apply_state_key, None)
+        self._store.stage(self._stored_bytes_key, None)

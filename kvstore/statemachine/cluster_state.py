@@ -58,7 +58,7 @@ class MemberState(IntEnum):
 
 
 class Refusal(IntEnum):
-    NOT_FOUND = 1  # no such member (or partition)
+    NOT_FOUND = 1  # no such member (or partition; or user, role, grant: `control`)
     INVALID = 2  # the command cannot apply to this state
     STALE = 3  # a move step that is not the next one: already recorded, or from an old move
 
@@ -69,14 +69,16 @@ class CommandResult:
     refusal: Refusal | None = None  # None: applied
     message: str = ""
     epoch: int = 0  # of the state after the command
+    revision: int = 0  # the index of the meta group's entry that carried it (set by the meta applier)
 
     def to_pb(self) -> meta_pb2.MetaResult:
         return meta_pb2.MetaResult(node_id=self.node_id, refusal=0 if self.refusal is None else self.refusal.value,
-                                   message=self.message, epoch=self.epoch)
+                                   message=self.message, epoch=self.epoch, revision=self.revision)
 
     @classmethod
     def from_pb(cls, result: meta_pb2.MetaResult) -> CommandResult:
-        return cls(result.node_id, Refusal(result.refusal) if result.refusal else None, result.message, result.epoch)
+        return cls(result.node_id, Refusal(result.refusal) if result.refusal else None, result.message, result.epoch,
+                   result.revision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,9 +325,11 @@ def _settle(state: ClusterState) -> ClusterState:
 # -- codec ---------------------------------------------------------------------------------
 
 
-# The meta group's commands, one row each: MetaCommand's oneof field -> what applying it does.
-# A new replicated system command is a message in that oneof (meta.proto), a pure function
-# (state, message) -> (state, result) here, and its row below; nothing else dispatches on them.
+# The meta group's membership commands, one row each: MetaCommand's oneof field -> what applying
+# it does. A new replicated system command is a message in that oneof (meta.proto), a pure
+# function (state, message) -> (state, result) here, and its row below. The one other field,
+# `control`, is the control section's (`kvstore.statemachine.control`, a table of its own);
+# `meta.apply_meta_command` hands each section its commands, and nothing else dispatches on them.
 _COMMANDS: Mapping[str, Callable[[ClusterState, Any], tuple[ClusterState, CommandResult]]] = MappingProxyType({
     "add_member": lambda state, add: _add(state, add.address),
     "remove_member": lambda state, remove: _remove(state, remove.node_id),

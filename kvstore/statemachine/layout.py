@@ -6,6 +6,9 @@ More tag bytes, unused by `kvstore.storage.keys` (which has A D H L M S):
 =====  =================================  ===============================================
 tag    rest of the key                    value
 =====  =================================  ===============================================
+``B``  partition ``p`` (u32)              the bytes of the partition's user keys and
+                                          stored values (u64), what the space quota
+                                          counts; staged with the apply state
 ``C``  partition ``p`` (u32), client id   the client's dedup record (`kvstore.codec`): its
        (UTF-8)                            highest applied seq, the lowest seq still told
                                           apart, the revision of its last applied request
@@ -37,6 +40,7 @@ CLIENT_TAG = b"C"
 LEASE_TAG = b"E"
 FENCE_TAG = b"F"
 LEASE_KEY_TAG = b"K"
+STORED_BYTES_TAG = b"B"
 
 _U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
@@ -74,3 +78,8 @@ def fill_kv(kv: pb.KeyValue, user_key: bytes, raw: bytes) -> pb.KeyValue:
     kv.key = user_key
     kv.value = raw[STORED_KV_HEADER.size :]
     return kv
+
+
+def stored_bytes_key(partition: int) -> bytes:
+    return STORED_BYTES_TAG + _U32.pack(partition)
+

@@ -150,7 +150,7 @@ def test_health_is_serving_through_grpc_and_http(cluster: LocalCluster) -> None:
     for node_id in cluster.node_ids:
         with grpc.insecure_channel(cluster.address(node_id)) as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            for service in ("", "kvstore.v1.KV", "kvstore.v1.Cluster"):
+            for service in ("", "kvstore.v1.KV", "kvstore.v1.Cluster", "kvstore.v1.Auth"):
                 answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
                 assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
             with pytest.raises(grpc.RpcError) as unknown:
@@ -170,7 +170,8 @@ def test_reflection_lists_the_services_served(cluster: LocalCluster) -> None:
         listed, described = list(stub.ServerReflectionInfo(iter(requests), timeout=5))
     names = {service.name for service in listed.list_services_response.service}
     assert names == {"kvstore.v1.KV", "kvstore.v1.Cluster", "kvstore.v1.Lease", "kvstore.v1.Lock", "kvstore.v1.Watch",
-                     "kvstore.v1.Peer", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+                     "kvstore.v1.Auth", "kvstore.v1.Peer", "grpc.health.v1.Health",
+                     "grpc.reflection.v1alpha.ServerReflection"}
     assert described.file_descriptor_response.file_descriptor_proto  # the KV service's .proto, for grpcurl
 
 

@@ -77,6 +77,23 @@ def test_short_run_is_valid(tmp_path: Path, workload: str, nemesis: NemesisKind)
     assert json.loads((config.out_dir / "results.json").read_text())["status"] == "valid"
 
 
+@pytest.mark.slow
+def test_a_register_run_with_tls_and_auth_on_is_valid(tmp_path: Path) -> None:
+    """Security does not cost correctness: every channel TLS, auth enabled, the clients signed in
+    as a user whose role grants readwrite on the workload's keys only, under partitions and kills."""
+    config = RunConfig(workload="register", nemeses=(NemesisKind.PARTITION, NemesisKind.KILL), time_s=LOAD_S,
+                       out_dir=tmp_path / "run", seed=11, intervals=INTERVALS, secure=True)
+
+    result = run(config)
+
+    details = [f"{o.checker}: {o.validity} {o.summary}" for o in result.outcomes]
+    assert result.status is ExitStatus.VALID, f"{result.error}; {details}; see {config.out_dir}"
+    assert all(outcome.validity is Validity.VALID for outcome in result.outcomes)
+    assert result.faults > 0
+    history = read_jsonl(config.out_dir / "history.jsonl")
+    assert any(event.type is EventType.OK and event.f == "write" for event in history)
+
+
 LOCK_LOAD_S = 20.0
 
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from kvstore._pb import meta_pb2
 from kvstore.node.membership import replica_view
 from kvstore.node.reconcile import (
-    META_GROUP,
     CreateReplica,
     DeleteReplica,
     ProposeConfChange,
@@ -59,6 +58,7 @@ from kvstore.statemachine.cluster_state import (
     encode_state,
     with_meta_voters,
 )
+from kvstore.statemachine.meta import META_GROUP
 from tests.sim.kv import AppliedOp, ClientOp, KVStateMachine, check_history, encode_op, model_state
 
 PARTITIONS = 4

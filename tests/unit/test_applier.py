@@ -33,8 +33,9 @@ from kvstore.statemachine import (
     WriteRequest,
     WriteResponse,
 )
+from kvstore.statemachine.layout import stored_bytes_key
 from kvstore.storage import CorruptionError, Engine, LevelDBEngine, MemoryEngine
-from kvstore.storage.keys import hard_state_key
+from kvstore.storage.keys import data_prefix, hard_state_key, prefix_end
 
 VALUE, VERSION, MOD, CREATE = pb.Compare.VALUE, pb.Compare.VERSION, pb.Compare.MOD_REVISION, pb.Compare.CREATE_REVISION
 EQ, NE, GT, LT = pb.Compare.EQUAL, pb.Compare.NOT_EQUAL, pb.Compare.GREATER, pb.Compare.LESS
@@ -1511,3 +1512,36 @@ def test_applier_matches_a_dict_model(steps: Sequence[tuple[list[Item], bool]]) 
     assert {lease.id for lease in node.machine.leases.leases()} == model.leases
     for lease in model.leases:
         assert node.machine.leases.keys(lease) == sorted(key for key, found in model.data.items() if found.lease == lease)
+
+
+def data_bytes(engine: Engine, partition: int) -> int:
+    """The bytes of the partition's user keys and stored values, counted from the engine."""
+    prefix = data_prefix(partition)
+    return sum(len(key) - len(prefix) + len(value) for key, value in engine.iterate(prefix, prefix_end(prefix)))
+
+
+def test_the_stored_bytes_follow_puts_overwrites_deletes_and_transactions(store: Store) -> None:
+    node = Node(store)
+    assert node.machine.stored_bytes == 0
+    node.apply(put(b"a", b"12345"), put(b"bb", b"x" * 100), put(b"a", b"1"), delete(b"bb"), delete(b"missing"),
+               txn((), (put(b"c", b"333"), delete(b"a")), ()))
+    assert node.machine.stored_bytes == data_bytes(store.engine, PARTITION) == 1 + 32 + 3  # key, header, value
+    node.restart()
+    assert node.machine.stored_bytes == data_bytes(store.engine, PARTITION), "the count is stored with the apply state"
+
+
+def test_a_restored_replica_has_its_sources_count_and_an_uncounted_data_dir_is_counted_once(
+        store: Store, tmp_path: Path) -> None:
+    source = Node(store)
+    build_state(source)
+    target = Node(Store("memory", tmp_path / "target"))
+    target.apply(put(b"zz", b"gone" * 10))
+    batch = target.store.engine.new_batch()
+    target.machine.restore(batch, source.machine.snapshot())
+    target.store.engine.write(batch, sync=True)
+    assert target.machine.stored_bytes == source.machine.stored_bytes == data_bytes(store.engine, PARTITION)
+    batch = store.engine.new_batch()
+    batch.delete(stored_bytes_key(PARTITION))  # as a data dir written before the count existed
+    store.engine.write(batch, sync=True)
+    source.restart()
+    assert source.machine.stored_bytes == data_bytes(store.engine, PARTITION)

@@ -62,6 +62,10 @@ def test_a_status_no_code_travels_as_is_internal() -> None:
         (ErrorCode.NOT_LEADER, ExitCode.UNAVAILABLE, True, True),
         (ErrorCode.UNAVAILABLE, ExitCode.UNAVAILABLE, True, True),
         (ErrorCode.TIMEOUT, ExitCode.UNAVAILABLE, True, True),
+        (ErrorCode.PERMISSION_DENIED, ExitCode.USAGE, False, False),
+        (ErrorCode.UNAUTHENTICATED, ExitCode.USAGE, False, False),
+        (ErrorCode.RESOURCE_EXHAUSTED, ExitCode.UNAVAILABLE, True, False),
+        (ErrorCode.NO_SPACE, ExitCode.USAGE, False, False),
     ],
 )
 def test_what_users_rely_on(code: ErrorCode, exit_code: ExitCode, retryable: bool, may_be_applied: bool) -> None:

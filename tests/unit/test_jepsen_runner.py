@@ -7,12 +7,24 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from kvstore.client import Client, ReadConsistency
 from kvstore.jepsen.checker import Validity
 from kvstore.jepsen.history import Event, EventType, parse_jsonl
 from kvstore.jepsen.nemesis import EventPhase, NemesisKind, NemesisLog
-from kvstore.jepsen.runner import HistoryRecorder, RunClock, _report_load, apply_recorded, load_status
+from kvstore.jepsen.runner import (
+    HistoryRecorder,
+    RunClock,
+    RunConfig,
+    _report_load,
+    apply_recorded,
+    build_workload,
+    load_status,
+)
 from kvstore.jepsen.workloads import Completion, CounterWorkload, Invocation, RegisterWorkload, SetWorkload
 from tests.fakes.fake_cluster import FakeCluster
 from tests.fakes.progress import RecordingProgress
@@ -141,3 +153,15 @@ async def test_run_phase_reports_time_operations_and_faults_until_stopped() -> N
     stop.set()
     await asyncio.wait_for(reporter, timeout=10)
     assert [(u.completed, u.text) for u in progress.updates()] == [(30.0, "0 ok, 0 fail, 0 info · faults: none yet")]
+
+
+@pytest.mark.parametrize(("workload", "nemeses", "refusal"), [
+    ("lock", (), "worker processes do not sign in"),
+    ("register", (NemesisKind.MEMBERSHIP,), "certificate of its own"),
+])
+def test_a_secure_run_refuses_what_it_cannot_secure(tmp_path: Path, workload: str, nemeses: tuple[NemesisKind, ...],
+                                                    refusal: str) -> None:
+    config = RunConfig(workload=workload, nemeses=nemeses, time_s=1, out_dir=tmp_path, secure=True)
+    with pytest.raises(ValueError, match=refusal):
+        build_workload(config)
+    assert isinstance(build_workload(replace(config, workload="register", nemeses=())), RegisterWorkload)

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from kvstore._pb import control_pb2, meta_pb2
 from kvstore._pb import kvstore_pb2 as pb
-from kvstore._pb import meta_pb2
 from kvstore._pb.internal_pb2 import LogCommand
 from kvstore.codec import CodecError, decode_tombstone, encode_tombstone
 from kvstore.node.lessor import Lessor, LessorConfig, ManualClock
@@ -26,8 +26,9 @@ from kvstore.raft import (
     SnapshotMeta,
     Tombstone,
 )
-from kvstore.statemachine.cluster_state import ClusterState, MemberState
-from kvstore.statemachine.meta import MetaStateMachine
+from kvstore.statemachine.cluster_state import ClusterState, MemberState, Refusal
+from kvstore.statemachine.control import ControlState
+from kvstore.statemachine.meta import MetaStateMachine, apply_meta_command
 from kvstore.storage import MemoryEngine
 from kvstore.storage.raft_log import DurableLogStorage, stored_groups
 
@@ -159,3 +160,84 @@ def test_a_restarted_replica_knows_the_conf_changes_it_applied_after_its_snapsho
 
     assert again.log.snapshot_meta.index == 1  # the snapshot point is still before the changes
     assert again.raw.conf_state() == moved
+
+
+# -- the control section: users, roles, auth, alarms in the same group --------------------------
+
+
+def control_entry(index: int, change: control_pb2.ControlCommand) -> Entry:
+    return command_entry(index, meta_pb2.MetaCommand(control=change))
+
+
+ADD_ALICE = control_pb2.ControlCommand(add_user=control_pb2.AddUser(name="alice", password_hash="hash"))
+
+
+def test_a_control_command_answers_with_its_revision_and_leaves_the_cluster_state_alone() -> None:
+    engine = MemoryEngine()
+    machine = bootstrapped(engine)
+    cluster_before = machine.state
+    batch = engine.new_batch()
+    ((_, added), (_, again)) = machine.apply(batch, [control_entry(2, ADD_ALICE), control_entry(3, ADD_ALICE)])
+    engine.write(batch, sync=False)
+    assert added is not None and added.refusal is None and added.revision == 2 and added.epoch == 1
+    assert again is not None and again.refusal is Refusal.INVALID and "exists already" in again.message
+    assert again.revision == 3
+    assert machine.state is cluster_before, "a user added is no change of the cluster map (nor its epoch)"
+    assert set(machine.control.users) == {"alice"} and machine.control.revision == 2
+    reopened = MetaStateMachine(engine, GROUP)
+    assert (reopened.control, reopened.state, reopened.applied) == (machine.control, machine.state, machine.applied)
+
+
+def test_a_snapshot_carries_both_sections_to_another_node() -> None:
+    engine = MemoryEngine()
+    machine = bootstrapped(engine)
+    batch = engine.new_batch()
+    machine.apply(batch, [control_entry(2, ADD_ALICE)])
+    engine.write(batch, sync=False)
+    other_engine = MemoryEngine()
+    joined = MetaStateMachine(other_engine, GROUP)
+    batch = other_engine.new_batch()
+    joined.restore(batch, machine.snapshot())
+    other_engine.write(batch, sync=False)
+    assert (joined.state, joined.control, joined.applied) == (machine.state, machine.control, machine.applied)
+    reopened = MetaStateMachine(other_engine, GROUP)
+    assert (reopened.state, reopened.control) == (machine.state, machine.control)
+
+
+def test_a_removed_members_alarm_is_dropped_with_it() -> None:
+    engine = MemoryEngine()
+    initial = ClusterState.bootstrap("c0ffee", MEMBERS, 1, 1, 16)  # one partition on one node
+    machine = MetaStateMachine(engine, GROUP, initial)
+    batch = engine.new_batch()
+    machine.bootstrap(batch, SnapshotMeta(1, 1, ConfState(frozenset(MEMBERS))))
+    idle = next(node for node in MEMBERS if node not in initial.partitions[0].replicas)
+    raise_alarm = control_pb2.ControlCommand(raise_alarm=pb.Alarm(node_id=idle, type=pb.NOSPACE))
+    remove = meta_pb2.MetaCommand(remove_member=meta_pb2.RemoveMember(node_id=idle))
+    demote = Entry(4, 2, ConfChange(ConfChangeType.ADD_LEARNER, idle).encode(), EntryType.CONF_CHANGE)
+    machine.apply(batch, [control_entry(2, raise_alarm), command_entry(3, remove)])
+    assert {alarm.node_id for alarm in machine.control.alarms} == {idle}, "LEAVING: the alarm stays"
+    machine.apply(batch, [demote, Entry(5, 2)])  # it no longer votes in the meta group: REMOVED
+    state = machine.state
+    assert state is not None and state.member(idle).state is MemberState.REMOVED  # type: ignore[union-attr]
+    assert machine.control.alarms == frozenset()
+
+
+def test_every_kind_of_meta_command_is_applied_by_its_own_handler() -> None:
+    """A command added to meta.proto's oneof (or to control.proto's) without a handler would be
+    refused by every node as 'not a meta command' ('not a control command')."""
+    initial = ClusterState.bootstrap("c0ffee", MEMBERS, 8, 3, 16)
+    commands = []
+    for field in meta_pb2.MetaCommand.DESCRIPTOR.oneofs_by_name["command"].fields:
+        if field.name == "control":
+            continue  # a section of its own: each of its commands below
+        command = meta_pb2.MetaCommand()
+        getattr(command, field.name).SetInParent()
+        commands.append(command)
+    for field in control_pb2.ControlCommand.DESCRIPTOR.oneofs_by_name["command"].fields:
+        command = meta_pb2.MetaCommand()
+        getattr(command.control, field.name).SetInParent()
+        commands.append(command)
+    for command in commands:
+        _, _, result = apply_meta_command(initial, ControlState(), command, 2)
+        assert "not a meta command" not in result.message and "not a control command" not in result.message, command
+        assert result.revision == 2

@@ -100,21 +100,3 @@ async def test_a_stream_delivers_frames_of_a_peer_of_the_same_cluster_only() -> 
     assert not context.admitted and context.written[0].hello.refusal == peer_pb2.OTHER_CLUSTER
     assert context.aborted == (grpc.StatusCode.FAILED_PRECONDITION,
                                "node 1 of cluster 'kvstore' refuses node 5 of cluster 'other': OTHER_CLUSTER")
-
-
-async def test_a_caller_the_node_refuses_as_a_peer_is_turned_away_before_anything_is_delivered() -> None:
-    message = Message(MessageType.HEARTBEAT, 2, 1, term=3, commit=7)
-    hello = peer_pb2.PeerFrame(hello=peer_pb2.PeerHello(node_id=1, cluster_id="kvstore"))
-    frame = peer_pb2.PeerFrame(raft_batch=Encoder().peer_frame([(4, message)]))
-    node = MemoryBackend(refuse_peers="the certificate of CN=root is not a peer certificate")
-    context = FakeContext()
-    with pytest.raises(grpc.aio.AbortError):
-        await PeerService(node).Stream(frames(hello, frame), context)
-    assert context.aborted == (grpc.StatusCode.PERMISSION_DENIED, "node 1 refuses this caller as a peer: "
-                               "the certificate of CN=root is not a peer certificate")
-    context = FakeContext()
-    chunks = list(snapshot_chunks(Encoder(), 9, 1, snapshot_message(1024), chunk_bytes=1 << 20))
-    with pytest.raises(grpc.aio.AbortError):
-        await PeerService(node).SendSnapshot(stream(chunks), context)
-    assert context.aborted is not None and context.aborted[0] is grpc.StatusCode.PERMISSION_DENIED
-    assert node.delivered == [] and not context.admitted
