@@ -671,7 +671,14 @@ class Client:
     async def _member_change(
         self, call: Callable[[pb_grpc.ClusterStub, float], Awaitable[pb.MemberChangeResponse]]
     ) -> Member:
-        response = await self._cluster_call(call, self._deadline())
+        deadline = self._deadline()
+        backoff = Backoff(self._rng)
+        response = await self._cluster_call(call, deadline)
+        # NOT_LEADER: the meta group has no leader this node can reach (it is electing one after
+        # its leader failed), so the change was not proposed: ask again until the deadline.
+        while error_code(response.error.code) is ErrorCode.NOT_LEADER and asyncio.get_running_loop().time() < deadline:
+            await backoff.pause(deadline)
+            response = await self._cluster_call(call, deadline)
         if response.error.code:
             raise exception_for(response.error.code, response.error.message)
         self._note_epoch(response.header.epoch)

@@ -17,7 +17,7 @@ import grpc
 
 from kvstore._pb import kvstore_pb2 as pb
 from kvstore._pb import kvstore_pb2_grpc, meta_pb2, peer_pb2_grpc
-from kvstore.errors import UnavailableError, exception_for
+from kvstore.errors import NotLeaderError, UnavailableError, exception_for
 from kvstore.node.reconcile import ReplicaView
 from kvstore.node.transport import GRPC_OPTIONS, PeerChannels
 from kvstore.raft import RawNode
@@ -64,6 +64,8 @@ async def forward(channels: PeerChannels, address: str, command: meta_pb2.MetaCo
         try:
             result = await peer_pb2_grpc.PeerStub(channel).ProposeMeta(command, timeout=FORWARD_TIMEOUT_S)
         except grpc.aio.AioRpcError as e:
+            if e.code() is grpc.StatusCode.UNAVAILABLE:  # not reached (it failed): an election is due
+                raise NotLeaderError(f"the meta group's leader at {address} cannot be reached: {e.details()}") from None
             raise UnavailableError(f"the meta group's leader at {address} did not answer: "
                                    f"{e.code().name}: {e.details()}") from None
     return CommandResult.from_pb(result)
