@@ -40,6 +40,13 @@ def consecutive_free_ports(count: int) -> int:
     raise RuntimeError(f"found no {count} consecutive free ports")
 
 
+def port_flags(nodes: int) -> list[str]:
+    """`cluster up` flags putting the nodes and their metrics on ports free now (the defaults
+    may be taken by another cluster on the machine)."""
+    first = consecutive_free_ports(2 * nodes)
+    return ["--base-port", str(first), "--metrics-base-port", str(first + nodes)]
+
+
 def kvctl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "kvctl.main", *args], capture_output=True, text=True, timeout=120)
 
@@ -48,9 +55,9 @@ def kvctl(*args: str) -> subprocess.CompletedProcess[str]:
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A 3-node cluster of 4 partitions built with one key, then stopped."""
     root = tmp_path_factory.mktemp("local") / "cluster"
-    base_port = consecutive_free_ports(3)
-    up = kvctl("cluster", "up", "--nodes", "3", "--partitions", "4", "--data-dir", str(root),
-               "--base-port", str(base_port), "--detach")
+    flags = port_flags(3)
+    base_port = int(flags[1])
+    up = kvctl("cluster", "up", "--nodes", "3", "--partitions", "4", "--data-dir", str(root), *flags, "--detach")
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         with SyncClient([f"127.0.0.1:{base_port}"], timeout=20.0) as client:
@@ -93,8 +100,8 @@ def test_a_corrupt_node_is_reported_and_the_healthy_ones_keep_serving(data_dir: 
 
 def test_add_node_and_remove_node_change_a_running_local_cluster(tmp_path: Path) -> None:
     root = tmp_path / "growing"
-    up = kvctl("cluster", "up", "--nodes", "3", "--partitions", "4", "--data-dir", str(root),
-               "--base-port", str(consecutive_free_ports(4)), "--detach")
+    up = kvctl("cluster", "up", "--nodes", "3", "--partitions", "4", "--data-dir", str(root), *port_flags(4),
+               "--detach")
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         added = kvctl("cluster", "add-node", "--data-dir", str(root), "--wait", "120")
@@ -125,7 +132,7 @@ def _alive(pid: int) -> bool:
 def test_a_foreground_cluster_stops_its_nodes_when_it_is_interrupted(tmp_path: Path, stop_signal: int) -> None:
     root = tmp_path / "foreground"
     up = subprocess.Popen([sys.executable, "-m", "kvctl.main", "cluster", "up", "--nodes", "1", "--partitions", "2",
-                           "--data-dir", str(root), "--base-port", str(consecutive_free_ports(1))],
+                           "--data-dir", str(root), *port_flags(1)],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert up.stdout is not None
