@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -52,6 +53,8 @@ MAX_QUEUED_MESSAGES = 100_000
 # larger message, which carries one entry, travels alone and fits the peer's own limit.
 MAX_FRAME_BYTES = 1 << 20
 SNAPSHOT_CHUNK_BYTES = 1 << 20
+SNAPSHOT_PROGRESS_EVERY_S = 5.0
+MIB = 1 << 20
 SNAPSHOT_TIMEOUT_S = 300.0
 BACKOFF_INITIAL_S = 0.05
 BACKOFF_MAX_S = 1.0
@@ -81,19 +84,33 @@ class _Link:
     generation: int  # of the certificates it was opened with
 
 
-def snapshot_chunks(encoder: Encoder, group: int, from_node: int, message: Message,
+def snapshot_chunks(payload: bytes, group: int, from_node: int, message: Message,
                     chunk_bytes: int) -> Iterator[peer_pb2.SnapshotChunk]:
-    """A SNAPSHOT message cut into chunks for `Peer.SendSnapshot`: the peer frame of this one
-    message, split. The receiver joins the data of all chunks (offsets must be contiguous) and
-    decodes it as a peer frame."""
+    """A SNAPSHOT message cut into chunks for `Peer.SendSnapshot`: `payload`, the peer frame of
+    this one message, split. The receiver joins the data of all chunks (offsets must be
+    contiguous) and decodes it as a peer frame."""
     assert message.snapshot is not None
-    payload = encoder.peer_frame([(group, message)])
     meta = message.snapshot.meta
     for offset in range(0, len(payload), chunk_bytes):
         yield peer_pb2.SnapshotChunk(
             group_id=group, from_node=from_node, to_node=message.to, index=meta.index, term=meta.term,
             offset=offset, data=payload[offset : offset + chunk_bytes], last=offset + chunk_bytes >= len(payload),
         )
+
+
+def logged_progress(chunks: Iterable[peer_pb2.SnapshotChunk], total_bytes: int, what: str,
+                    clock: Callable[[], float] = time.monotonic) -> Iterator[peer_pb2.SnapshotChunk]:
+    """`chunks` as they are taken, with a log line on the way every SNAPSHOT_PROGRESS_EVERY_S
+    (a large snapshot to a slow peer can take minutes: the operator sees it move)."""
+    logged_at = clock()
+    for chunk in chunks:
+        yield chunk
+        now = clock()
+        if now - logged_at >= SNAPSHOT_PROGRESS_EVERY_S and not chunk.last:
+            logged_at = now
+            sent = chunk.offset + len(chunk.data)
+            log.info("sending %s: %.1f of %.1f MiB (%d%%)", what, sent / MIB, total_bytes / MIB,
+                     100 * sent // max(1, total_bytes))
 
 
 class _PeerSender:
@@ -304,7 +321,11 @@ class PeerTransport:
         if address is None:  # a member this node does not know yet (or any more)
             self._on_snapshot_sent(group, message.to, False)
             return
-        chunks = snapshot_chunks(self._encoder, group, self._node_id, message, SNAPSHOT_CHUNK_BYTES)
+        payload = self._encoder.peer_frame([(group, message)])
+        what = f"snapshot {meta.index} of group {group} to peer {message.to}"
+        chunks = logged_progress(snapshot_chunks(payload, group, self._node_id, message, SNAPSHOT_CHUNK_BYTES),
+                                 len(payload), what)
+        started = time.monotonic()
         ok = False
         async with self._channels.peer_channel(address, GRPC_OPTIONS) as channel:
             try:
@@ -318,8 +339,8 @@ class PeerTransport:
             self._metrics.snapshots_sent += 1
         else:
             self._metrics.snapshots_failed += 1
-        log.info("sent snapshot %d of group %d to peer %d: %s", meta.index, group, message.to,
-                 "ok" if ok else "failed")
+        log.info("sent %s: %s, %.1f MiB in %.1f s", what, "ok" if ok else "failed", len(payload) / MIB,
+                 time.monotonic() - started)
         self._on_snapshot_sent(group, message.to, ok)
 
     def certificates_changed(self) -> None:

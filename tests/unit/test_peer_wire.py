@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
@@ -10,7 +11,7 @@ import pytest
 
 from kvstore._pb import peer_pb2
 from kvstore.codec import Encoder
-from kvstore.node.transport import snapshot_chunks
+from kvstore.node.transport import logged_progress, snapshot_chunks
 from kvstore.raft import ConfState, Message, MessageType, Snapshot, SnapshotMeta
 from kvstore.rpc import MemoryBackend, PeerService
 
@@ -51,9 +52,13 @@ def snapshot_message(size: int) -> Message:
     return Message(MessageType.SNAPSHOT, 2, 1, term=3, snapshot=Snapshot(meta, bytes(range(256)) * (size // 256)))
 
 
+def chunked(message: Message) -> list[peer_pb2.SnapshotChunk]:
+    return list(snapshot_chunks(Encoder().peer_frame([(9, message)]), 9, 1, message, chunk_bytes=1 << 20))
+
+
 async def test_a_large_snapshot_arrives_whole_through_chunks() -> None:
     message = snapshot_message(2_500_000)
-    chunks = list(snapshot_chunks(Encoder(), 9, 1, message, chunk_bytes=1 << 20))
+    chunks = chunked(message)
     assert len(chunks) == 3 and chunks[-1].last and not any(c.last for c in chunks[:-1])
     node = MemoryBackend()
     ack = await PeerService(node).SendSnapshot(stream(chunks), FakeContext())
@@ -61,8 +66,20 @@ async def test_a_large_snapshot_arrives_whole_through_chunks() -> None:
     assert node.delivered == [(9, message)]
 
 
+def test_a_long_snapshot_transfer_logs_its_progress(caplog: pytest.LogCaptureFixture) -> None:
+    message = snapshot_message(5_000_000)
+    payload = Encoder().peer_frame([(9, message)])
+    ticks = iter(range(0, 100, 3))  # each chunk takes 3 s to go
+    with caplog.at_level(logging.INFO, logger="kvstore.transport"):
+        sent = list(logged_progress(snapshot_chunks(payload, 9, 1, message, 1 << 20), len(payload), "snapshot 120",
+                                    clock=lambda: float(next(ticks))))
+    assert len(sent) == 5
+    assert [r.getMessage() for r in caplog.records] == [
+        "sending snapshot 120: 2.0 of 4.8 MiB (41%)", "sending snapshot 120: 4.0 of 4.8 MiB (83%)"]
+
+
 async def test_a_snapshot_with_a_missing_chunk_is_refused() -> None:
-    chunks = list(snapshot_chunks(Encoder(), 9, 1, snapshot_message(2_500_000), chunk_bytes=1 << 20))
+    chunks = chunked(snapshot_message(2_500_000))
     node = MemoryBackend()
     ack = await PeerService(node).SendSnapshot(stream([chunks[0], chunks[2]]), FakeContext())
     assert not ack.ok and "offset" in ack.error
@@ -70,7 +87,7 @@ async def test_a_snapshot_with_a_missing_chunk_is_refused() -> None:
 
 
 async def test_a_snapshot_that_does_not_decode_is_refused() -> None:
-    chunks = list(snapshot_chunks(Encoder(), 9, 1, snapshot_message(1024), chunk_bytes=1 << 20))
+    chunks = chunked(snapshot_message(1024))
     chunks[0].data = chunks[0].data[:-1]  # a byte short
     node = MemoryBackend()
     ack = await PeerService(node).SendSnapshot(stream(chunks), FakeContext())
