@@ -339,8 +339,8 @@ class PeerTransport:
             self._metrics.snapshots_sent += 1
         else:
             self._metrics.snapshots_failed += 1
-        log.info("sent %s: %s, %.1f MiB in %.1f s", what, "ok" if ok else "failed", len(payload) / MIB,
-                 time.monotonic() - started)
+        size = f"{len(payload) / MIB:.1f} MiB" if len(payload) >= MIB else f"{len(payload) / 1024:.1f} KiB"
+        log.info("sent %s: %s, %s in %.2f s", what, "ok" if ok else "failed", size, time.monotonic() - started)
         self._on_snapshot_sent(group, message.to, ok)
 
     def certificates_changed(self) -> None:
