@@ -36,12 +36,12 @@ async def test_a_membership_change_waits_out_the_meta_groups_election(monkeypatc
         assert member.address == "127.0.0.1:7001"
 
 
-async def test_a_meta_group_without_a_leader_until_the_deadline_is_reported() -> None:
+async def test_a_meta_group_without_a_leader_until_the_deadline_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     async with serving() as served:
         def leaderless(command: meta_pb2.MetaCommand, forward: bool = True) -> asyncio.Future[CommandResult]:
             raise NotLeaderError("node 1 does not lead the meta group; no leader is known yet")
 
-        served.backend.propose_meta = leaderless  # type: ignore[method-assign]
+        monkeypatch.setattr(served.backend, "propose_meta", leaderless)
         async with Client([served.address], timeout=1.0) as client:
             with pytest.raises(NotLeaderError, match="no leader is known yet"):
                 await client.member_remove(2)
